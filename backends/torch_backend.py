@@ -1,0 +1,171 @@
+"""PyTorch backend: devices mps, cuda, cpu (in that order of preference). torch is imported lazily."""
+from __future__ import annotations
+
+import contextlib
+import platform
+
+import numpy as np
+
+from .base import Backend, Unsupported, check_dtype, cpu_model, is_apple_silicon
+
+# threadbench's neutral parameter names -> torch's state_dict names, per transformer layer
+_LAYER_KEYS = {
+    "in_proj_w": "self_attn.in_proj_weight", "in_proj_b": "self_attn.in_proj_bias",
+    "out_proj_w": "self_attn.out_proj.weight", "out_proj_b": "self_attn.out_proj.bias",
+    "fc1_w": "linear1.weight", "fc1_b": "linear1.bias", "fc2_w": "linear2.weight", "fc2_b": "linear2.bias",
+    "ln1_norm_w": "norm1.weight", "ln1_norm_b": "norm1.bias", "ln2_norm_w": "norm2.weight",
+    "ln2_norm_b": "norm2.bias",
+}
+
+
+class TorchBackend(Backend):
+    name = "torch"
+    devices = ("mps", "cuda", "cpu")
+    dtypes = ("float32", "bfloat16", "float16")
+
+    def __init__(self):
+        self._precision = "highest"
+
+    @staticmethod
+    def _torch():
+        import torch
+        return torch
+
+    def device_status(self):
+        try:
+            torch = self._torch()
+        except ImportError as e:
+            why = f"torch is not installed ({e}); pip install 'threadbench[torch]'"
+            return {d: why for d in self.devices}
+        status = {}
+        if not is_apple_silicon():
+            status["mps"] = "mps: needs macOS on Apple silicon"
+        elif not torch.backends.mps.is_available():
+            status["mps"] = "mps: this torch build or macOS version has no MPS support"
+        else:
+            status["mps"] = None
+        if torch.cuda.is_available():
+            status["cuda"] = None
+        elif torch.version.cuda is None:
+            status["cuda"] = "cuda: this torch is a CPU-only build"
+        else:
+            status["cuda"] = "cuda: no NVIDIA GPU or driver visible"
+        status["cpu"] = None
+        return status
+
+    def configure(self, *, fp32_precision="highest", intra_op_threads=None):
+        torch = self._torch()
+        torch.set_float32_matmul_precision(fp32_precision)
+        self._precision = fp32_precision
+        if intra_op_threads:
+            torch.set_num_threads(intra_op_threads)
+
+    def _dtype(self, dtype):
+        check_dtype(self, dtype)
+        return getattr(self._torch(), dtype)
+
+    # -- models ---------------------------------------------------------------------------------
+    def build(self, workload, params, device, dtype):
+        torch = self._torch()
+        nn = torch.nn
+        tdtype = self._dtype(dtype)
+        builder = getattr(self, f"_build_{workload.name}", None)
+        if builder is None:
+            raise Unsupported(f"torch backend has no {workload.name!r} workload")
+        module, state = builder(nn, workload, params)
+        module.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()})
+        module = module.to(device=device, dtype=tdtype).eval()
+        module.requires_grad_(False)
+
+        def run(x):
+            with torch.inference_mode():
+                return module(x)
+        run.module = module
+        return run
+
+    @staticmethod
+    def _build_mlp(nn, w, p):
+        m = nn.Sequential(nn.Linear(w.width, w.hidden), nn.ReLU(), nn.Linear(w.hidden, w.out))
+        return m, {"0.weight": p["fc1_w"], "0.bias": p["fc1_b"], "2.weight": p["fc2_w"], "2.bias": p["fc2_b"]}
+
+    @staticmethod
+    def _build_block(nn, w, p):
+        m = nn.Sequential(nn.LayerNorm(w.width), nn.Linear(w.width, w.hidden), nn.GELU(approximate="none"),
+                          nn.Linear(w.hidden, w.width), nn.LayerNorm(w.width))
+        keys = {"0.weight": "ln1_norm_w", "0.bias": "ln1_norm_b", "1.weight": "fc1_w", "1.bias": "fc1_b",
+                "3.weight": "fc2_w", "3.bias": "fc2_b", "4.weight": "ln2_norm_w", "4.bias": "ln2_norm_b"}
+        return m, {k: p[v] for k, v in keys.items()}
+
+    @staticmethod
+    def _build_transformer(nn, w, p):
+        layer = nn.TransformerEncoderLayer(w.width, w.heads, dim_feedforward=w.hidden, dropout=0.0,
+                                           activation="relu", batch_first=True, norm_first=False)
+        m = nn.TransformerEncoder(layer, w.layers, enable_nested_tensor=False)
+        state = {f"layers.{i}.{theirs}": p[f"l{i}.{ours}"]
+                 for i in range(w.layers) for ours, theirs in _LAYER_KEYS.items()}
+        return m, state
+
+    @staticmethod
+    def _build_matmul(nn, w, p):
+        return nn.Linear(w.n, w.n, bias=False), {"weight": p["w"]}
+
+    # -- data and sync -------------------------------------------------------------------------
+    def to_device(self, x, device, dtype):
+        torch = self._torch()
+        return torch.from_numpy(np.ascontiguousarray(x)).to(device=device, dtype=self._dtype(dtype))
+
+    def synchronize(self, out, device):
+        torch = self._torch()
+        if device == "cuda":
+            torch.cuda.current_stream().synchronize()  # this thread's current stream, not the whole device
+        elif device == "mps":
+            torch.mps.synchronize()
+        # cpu: ops are synchronous
+
+    def to_numpy(self, out):
+        return out.detach().to("cpu", dtype=self._torch().float64).numpy()
+
+    def stream(self, device):
+        torch = self._torch()
+        if device == "cuda":
+            return torch.cuda.stream(torch.cuda.Stream())
+        if device == "mps":
+            raise Unsupported("torch on mps has no per-thread streams in released torch (one command queue)")
+        raise Unsupported("torch on cpu has no streams: CPU ops run synchronously on the calling thread")
+
+    def concat(self, xs):
+        return self._torch().cat(xs, dim=0)
+
+    def split(self, y, sizes):
+        return list(self._torch().split(y, sizes, dim=0))
+
+    # -- description ----------------------------------------------------------------------------
+    def describe(self, device):
+        torch = self._torch()
+        if device == "cuda":
+            name = torch.cuda.get_device_name()
+            math = f"cuBLAS (CUDA {torch.version.cuda})"
+        elif device == "mps":
+            name, math = f"Apple {platform.machine()} GPU", "Metal Performance Shaders"
+        else:
+            name = cpu_model()
+            config = torch.__config__.show()
+            math = "MKL" if "USE_MKL=ON" in config else ("OpenBLAS" if "OpenBLAS" in config else "torch CPU kernels")
+            if "USE_MKLDNN=ON" in config:
+                math += " + oneDNN"
+        warnings = []
+        if device == "mps":
+            warnings.append("torch mps path is written from documentation and unverified on this hardware")
+        return {
+            "framework": "torch", "version": torch.__version__, "device_name": name, "math_library": math,
+            "intra_op_threads": torch.get_num_threads(), "fp32_precision": torch.get_float32_matmul_precision(),
+            "warnings": warnings,
+        }
+
+    def peak_device_memory(self, device):
+        torch = self._torch()
+        if device == "cuda":
+            return int(torch.cuda.max_memory_allocated())
+        if device == "mps":
+            return int(torch.mps.driver_allocated_memory())
+        return None
