@@ -1,0 +1,131 @@
+"""threadbench command line: a thin typer app over compare/ (framework-free) and backends/ (lazy).
+
+Nothing heavy is imported at module level: `python cli.py --help` loads neither a framework nor polars."""
+from __future__ import annotations
+
+import functools
+import signal
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="How much inference throughput do you really get from several Python threads, "
+                       "on PyTorch vs MLX (and plug-ins), on this machine?")
+STATE = {"debug": False}
+
+EXIT_OK, EXIT_CELLS_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def fail(message: str) -> None:
+    typer.echo(f"threadbench: error: {message}", err=True)
+    raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def guarded(fn):
+    """Bad input -> one line on stderr and exit code 2; the traceback only with --debug."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from backends import RegistryError
+        from compare.options import BadInput
+        from compare.results import ResultsError
+        try:
+            return fn(*args, **kwargs)
+        except (BadInput, ResultsError, RegistryError) as e:
+            if STATE["debug"]:
+                raise
+            fail(str(e))
+    return wrapper
+
+
+@app.callback()
+def main_options(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors.")):
+    STATE["debug"] = debug
+
+
+@app.command("backends")
+@guarded
+def backends_cmd():
+    """List every backend (built-in and plug-in), its devices, and why any device is unavailable."""
+    import backends
+    for name in backends.names():
+        try:
+            b = backends.load(name)
+        except Exception as e:  # noqa: BLE001 - a broken plug-in is reported, not fatal
+            typer.echo(f"{name}: cannot load ({type(e).__name__}: {e})")
+            continue
+        status = b.device_status()
+        default = b.default_device()
+        typer.echo(f"{name}  dtypes: {', '.join(b.dtypes)}  default device: {default or 'none'}")
+        for dev in b.devices:
+            why = status.get(dev)
+            typer.echo(f"  {dev:5} {'available' if why is None else 'unavailable: ' + why}")
+
+
+@app.command()
+@guarded
+def compare(
+    backends_: str = typer.Option("torch,mlx", "--backends", "-b", help="Comma-separated backends (see `backends`)."),
+    workloads_: str = typer.Option("mlp,block,transformer", "--workloads", "-w", help="mlp, block, transformer."),
+    threads: str = typer.Option("1,2,4,8", "--threads", "-t", help="Thread counts, e.g. 1,2,4,8."),
+    modes: str = typer.Option("sequential,threads", "--modes", "-m",
+                              help="sequential, threads, streams, batched, offline (or 'all')."),
+    device: str = typer.Option("auto", "--device", "-d",
+                               help="auto (each backend's default), gpu, cpu, or a backend's own name (cuda, mps)."),
+    dtype: str = typer.Option("float32", "--dtype", help="float32, bfloat16, float16 (comma-separated)."),
+    duration: float = typer.Option(0.5, "--duration", help="Seconds per timed trial."),
+    trials: int = typer.Option(5, "--trials", help="Timed trials per cell."),
+    warmup: int = typer.Option(3, "--warmup", help="Warm-up ops per thread before timing."),
+    size: Optional[str] = typer.Option(None, "--size", help="Workload size knobs, e.g. layers=2,seq=32,batch=8."),
+    fp32_precision: str = typer.Option("highest", "--fp32-precision",
+                                       help="torch float32 matmul mode: highest (true fp32) or high (TF32)."),
+    offline_k: str = typer.Option("1,8,64", "--offline-k", help="offline mode: requests per forward."),
+    max_batch: int = typer.Option(0, "--max-batch", help="batched mode: most requests per forward (0 = threads)."),
+    max_wait_ms: float = typer.Option(2.0, "--max-wait-ms", help="batched mode: wait to fill a batch."),
+    cell_timeout: Optional[float] = typer.Option(None, "--cell-timeout", help="Seconds before a cell counts as hung."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results file (default results/runs/<date>-<host>-<id>.json)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+):
+    """Run the matrix and print side-by-side throughput and scaling tables."""
+    from dataclasses import replace
+
+    import workloads as W
+    from compare import options as O
+    from compare.cells import MODES, Cell
+    from compare.plan import Settings, all_devices, knob_names, plan
+    import backends
+
+    mode_list = list(MODES) if modes.strip() == "all" else O.names("--modes", modes, MODES, "mode")
+    settings = Settings(
+        backends=tuple(O.names("--backends", backends_, backends.names(), "backend")),
+        workloads=tuple(O.names("--workloads", workloads_, list(W.WORKLOADS), "workload")),
+        modes=tuple(mode_list),
+        threads=tuple(O.int_list("--threads", threads)),
+        dtypes=tuple(O.names("--dtype", dtype, ["float32", "bfloat16", "float16", "float64"], "dtype")),
+        device=O.names("--device", device, sorted(all_devices()), "device")[0],
+        offline_k=tuple(O.int_list("--offline-k", offline_k, hi=4096)),
+        knobs=O.sizes(size, knob_names()),
+    )
+    O.names("--fp32-precision", fp32_precision, ["highest", "high"], "precision")
+    for opt, v in (("--duration", duration), ("--trials", trials), ("--cell-timeout", cell_timeout)):
+        O.positive(opt, v)
+    if warmup < 0 or max_batch < 0 or max_wait_ms < 0:
+        raise O.BadInput("--warmup, --max-batch and --max-wait-ms must not be negative")
+    template = Cell(backend="", device="", dtype="", workload="", mode="", duration=duration, trials=trials,
+                    warmup=warmup, fp32_precision=fp32_precision, max_batch=max_batch, max_wait_ms=max_wait_ms)
+    settings = replace(settings, template=template)
+    from compare.session import run_sweep
+    code = run_sweep(settings, out=out, quiet=quiet, argv=["threadbench", *sys.argv[1:]])
+    raise typer.Exit(code)
+
+
+def main():
+    # SIGTERM ends a sweep like Ctrl-C: the running cell is killed, finished cells stay saved.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    app()
+
+
+if __name__ == "__main__":
+    main()

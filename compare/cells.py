@@ -1,0 +1,86 @@
+"""What one measurement is: a Cell (the settings) and a CellResult (what happened). Plain data only."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+MODES = ("sequential", "threads", "streams", "batched", "offline")
+
+# Cell statuses. Only "ok" and "wrong" carry throughput; every other status says why there is none.
+OK, WRONG = "ok", "wrong"
+CRASH, TIMEOUT, ERROR, MEMORY = "crash", "timeout", "error", "memory"
+TOO_SLOW, UNSUPPORTED, UNAVAILABLE, SKIPPED, INTERRUPTED = "too_slow", "unsupported", "unavailable", "skipped", "interrupted"
+FAILED = (CRASH, TIMEOUT, ERROR, MEMORY, WRONG)
+
+
+@dataclass(frozen=True)
+class Cell:
+    backend: str
+    device: str
+    dtype: str
+    workload: str
+    mode: str
+    threads: int = 1
+    k: int = 1                 # offline: requests per forward (batch = k x the workload's batch)
+    knobs: tuple = ()          # workload size overrides, as sorted (name, value) pairs
+    duration: float = 0.5      # seconds per timed trial
+    trials: int = 5
+    warmup: int = 3            # ops per thread before timing
+    seed: int = 0
+    fp32_precision: str = "highest"
+    max_batch: int = 0         # batched: 0 means the number of clients
+    max_wait_ms: float = 2.0   # batched: how long the batcher waits to fill a batch
+    verify_ops: int = 5        # ops per thread checked against the reference after the timed trials
+
+    def key(self) -> tuple:
+        """Identity of the cell across runs (settings that change what is measured)."""
+        return (self.backend, self.device, self.dtype, self.workload, self.size_label(), self.mode,
+                self.threads, self.k, self.fp32_precision)
+
+    def size_label(self) -> str:
+        return ",".join(f"{k}={v}" for k, v in self.knobs) or "default"
+
+    def label(self) -> str:
+        extra = f" k={self.k}" if self.mode == "offline" else f" x{self.threads}"
+        return f"{self.backend}/{self.device}/{self.dtype} {self.workload} {self.mode}{extra}"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["knobs"] = [list(p) for p in self.knobs]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Cell":
+        d = dict(d)
+        d["knobs"] = tuple(tuple(p) for p in d.get("knobs", ()))
+        return cls(**d)
+
+
+@dataclass
+class Trial:
+    ops: int
+    seconds: float             # last completion - first start
+    lat_p50_ms: float | None = None
+    lat_p90_ms: float | None = None
+    lat_p99_ms: float | None = None
+    batch_hist: dict[str, int] | None = None
+
+    @property
+    def ops_per_s(self) -> float:
+        return self.ops / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class CellResult:
+    cell: Cell
+    status: str
+    cause: str = ""
+    trials: list[Trial] = field(default_factory=list)
+    errors: int = 0            # verified outputs outside tolerance
+    checked: int = 0           # outputs verified
+    rel_err: float | None = None  # largest relative error vs the float64 reference
+    flops_per_op: int | None = None  # per request (the workload's batch), so offline compares like-for-like
+    peak_rss_mb: float | None = None
+    peak_device_mb: float | None = None
+    wall_s: float | None = None
+    env: dict[str, Any] = field(default_factory=dict)  # the backend's describe() for this device

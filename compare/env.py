@@ -1,0 +1,39 @@
+"""The host's side of the environment captured with every run (backends describe their own side)."""
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import sys
+from importlib.metadata import PackageNotFoundError, version
+
+import psutil
+
+from backends.base import cpu_model
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
+
+
+def host_environment() -> dict:
+    gil = getattr(sys, "_is_gil_enabled", None)
+    return {
+        "host": socket.gethostname(),
+        "os": f"{platform.system()} {platform.release()}",
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": sys.version.split()[0],
+        "gil_enabled": True if gil is None else bool(gil()),
+        "packages": {name: _version(name) for name in ("threadbench", "numpy", "torch", "mlx", "polars", "jax")
+                     if _version(name)},
+        "env_vars": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                                 "CUDA_VISIBLE_DEVICES", "PYTORCH_ENABLE_MPS_FALLBACK")
+                     if k in os.environ},
+    }

@@ -1,0 +1,90 @@
+"""Turn validated options into the ordered list of cells a sweep runs."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+
+import backends
+import workloads
+
+from .cells import Cell
+from .options import BadInput
+
+PROBE_N = {"cpu": 512}  # matmul probe size per device; accelerators use PROBE_N_ACCEL
+PROBE_N_ACCEL = 4096
+
+
+@dataclass(frozen=True)
+class Settings:
+    backends: tuple[str, ...]
+    workloads: tuple[str, ...]
+    modes: tuple[str, ...]
+    threads: tuple[int, ...]
+    dtypes: tuple[str, ...]
+    device: str = "auto"
+    offline_k: tuple[int, ...] = (1, 8, 64)
+    knobs: tuple = ()
+    peak_probe: bool = True
+    template: Cell | None = None   # duration, trials, warmup, precision, batching knobs
+
+
+def resolve_device(backend: backends.Backend, wanted: str) -> tuple[str | None, str]:
+    """(device, reason if None). 'auto' = the backend's default; 'gpu' = its first non-cpu device."""
+    status = backend.device_status()
+    if wanted == "auto":
+        dev = backend.default_device()
+        return (dev, "") if dev else (None, "; ".join(w for w in status.values() if w))
+    if wanted == "gpu":
+        accel = [d for d in backend.devices if d != "cpu"]
+        usable = [d for d in accel if status.get(d) is None]
+        return (usable[0], "") if usable else (None, "; ".join(status[d] for d in accel if status.get(d)) or
+                                                  f"{backend.name} has no GPU device")
+    if wanted not in backend.devices:
+        return None, f"{backend.name} has no device {wanted!r} (its devices: {', '.join(backend.devices)})"
+    return (wanted, "") if status[wanted] is None else (None, status[wanted])
+
+
+def all_devices() -> set[str]:
+    return {"auto", "gpu", "cpu", "cuda", "mps"}
+
+
+def plan(s: Settings) -> tuple[list[Cell], list[tuple[Cell, str]]]:
+    """(cells to run, cells that cannot run here with the reason)."""
+    base = s.template or Cell(backend="", device="", dtype="", workload="", mode="")
+    cells, unavailable = [], []
+    for dtype in s.dtypes:
+        for name in s.backends:
+            try:
+                backend = backends.load(name)
+            except (ImportError, backends.RegistryError) as e:  # a plug-in whose module does not import
+                raise BadInput(f"--backends: {name}: {e}") from None
+            device, why = resolve_device(backend, s.device)
+            template = replace(base, backend=name, device=device or s.device, dtype=dtype, knobs=s.knobs)
+            if device is None:
+                unavailable += [(replace(template, workload=w, mode=s.modes[0]), why) for w in s.workloads]
+                continue
+            if s.peak_probe and dtype in backend.dtypes:
+                n = PROBE_N.get(device, PROBE_N_ACCEL)
+                probe = replace(template, workload="matmul", mode="sequential", knobs=(("batch", n), ("n", n)))
+                cells.append(probe)
+                if device == "cpu" and (os.cpu_count() or 1) > 1:  # a CPU's peak needs every core busy
+                    cells.append(replace(probe, mode="threads", threads=os.cpu_count()))
+            for w in s.workloads:
+                cells += _cells_for(replace(template, workload=w), s)
+    return cells, unavailable
+
+
+def _cells_for(t: Cell, s: Settings) -> list[Cell]:
+    out = []
+    for mode in s.modes:
+        if mode == "sequential":
+            out.append(replace(t, mode=mode, threads=1))
+        elif mode == "offline":
+            out += [replace(t, mode=mode, threads=1, k=k) for k in s.offline_k]
+        else:
+            out += [replace(t, mode=mode, threads=n) for n in s.threads]
+    return out
+
+
+def knob_names() -> set[str]:
+    return {k for w in workloads.WORKLOADS for k in workloads.knob_names(w)}

@@ -1,0 +1,119 @@
+"""Results files: one JSON document per run, long-format rows (one per cell and trial) plus the captured
+environment and the exact command line. Versioned schema; written atomically."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+from .cells import Cell, CellResult
+
+SCHEMA = "threadbench.run/1"
+
+# Every row has exactly these fields (None where not applicable), so frames built from any run line up.
+ROW_FIELDS = (
+    "run_id", "machine", "backend", "device", "dtype", "fp32_precision", "workload", "size", "mode",
+    "threads", "k", "trial", "ops", "seconds", "ops_per_s", "lat_p50_ms", "lat_p90_ms", "lat_p99_ms",
+    "batch_hist", "status", "cause", "errors", "checked", "rel_err", "flops_per_op", "peak_rss_mb",
+    "peak_device_mb", "wall_s", "device_name", "framework_version",
+)
+
+
+class ResultsError(Exception):
+    """A results file that is missing, unreadable, or not a threadbench run."""
+
+
+def new_run(command: list[str], host: dict, settings: dict) -> dict[str, Any]:
+    now = dt.datetime.now(dt.timezone.utc)
+    return {
+        "schema": SCHEMA,
+        "run_id": f"{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}",
+        "created": now.isoformat(timespec="seconds"),
+        "command": command,
+        "host": host,
+        "settings": settings,
+        "backend_env": {},
+        "cells": [],   # each cell's settings, so --resume knows what was asked
+        "rows": [],
+    }
+
+
+def default_path(run: dict, folder: Path = Path("results/runs")) -> Path:
+    host = "".join(c if c.isalnum() or c in "-_" else "-" for c in run["host"].get("host", "host"))
+    return folder / f"{run['created'][:10]}-{host}-{run['run_id'].rsplit('-', 1)[1]}.json"
+
+
+def add_result(run: dict, result: CellResult) -> None:
+    cell = result.cell
+    env = result.env or {}
+    if env:
+        run["backend_env"].setdefault(f"{cell.backend}/{cell.device}", env)
+    run["cells"].append(cell.to_dict())
+    base = {
+        "run_id": run["run_id"], "machine": run["host"].get("host"), "backend": cell.backend,
+        "device": cell.device, "dtype": cell.dtype, "fp32_precision": cell.fp32_precision,
+        "workload": cell.workload, "size": cell.size_label(), "mode": cell.mode, "threads": cell.threads,
+        "k": cell.k, "status": result.status, "cause": result.cause, "errors": result.errors,
+        "checked": result.checked, "rel_err": result.rel_err, "flops_per_op": result.flops_per_op,
+        "peak_rss_mb": result.peak_rss_mb, "peak_device_mb": result.peak_device_mb, "wall_s": result.wall_s,
+        "device_name": env.get("device_name"), "framework_version": env.get("version"),
+    }
+    trials = result.trials or [None]
+    for i, t in enumerate(trials):
+        row = dict.fromkeys(ROW_FIELDS)
+        row.update(base)
+        if t is not None:
+            row.update(trial=i, ops=t.ops, seconds=t.seconds, ops_per_s=t.ops_per_s, lat_p50_ms=t.lat_p50_ms,
+                       lat_p90_ms=t.lat_p90_ms, lat_p99_ms=t.lat_p99_ms,
+                       batch_hist=json.dumps(t.batch_hist) if t.batch_hist else None)
+        run["rows"].append(row)
+
+
+def drop_cells(run: dict, keys: set[tuple]) -> None:
+    """Remove the rows and cell entries of these cells (used by --resume before re-running them)."""
+    run["cells"] = [c for c in run["cells"] if Cell.from_dict(c).key() not in keys]
+    run["rows"] = [r for r in run["rows"] if row_key(r) not in keys]
+
+
+def row_key(row: dict) -> tuple:
+    return (row["backend"], row["device"], row["dtype"], row["workload"], row["size"], row["mode"],
+            row["threads"], row["k"], row["fp32_precision"])
+
+
+def save(run: dict, path: Path) -> Path:
+    """Atomic: write a temporary file in the same folder, then rename over the target."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(run, f, indent=1, default=str)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load(path: Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ResultsError(f"{path}: no such results file")
+    try:
+        run = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ResultsError(f"{path}: not a readable threadbench results file ({e})") from None
+    if not isinstance(run, dict) or "schema" not in run:
+        raise ResultsError(f"{path}: not a threadbench results file (no schema field)")
+    if run["schema"] != SCHEMA:
+        raise ResultsError(f"{path}: schema {run['schema']!r} is not supported (this threadbench reads {SCHEMA})")
+    rows = run.get("rows")
+    if not isinstance(rows, list) or any(not isinstance(r, dict) or set(r) != set(ROW_FIELDS) for r in rows):
+        raise ResultsError(f"{path}: rows are missing or do not match schema {SCHEMA}")
+    return run

@@ -1,0 +1,161 @@
+"""Runs cells, each in its own subprocess, and turns what happened into CellResults.
+
+A crash (signal), hang (timeout), runaway memory or exception in one cell is recorded with its cause and
+the sweep goes on. The caller gets each result as soon as it exists (to save it at once)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import psutil
+
+from .cells import (CRASH, ERROR, MEMORY, SKIPPED, TIMEOUT, TOO_SLOW, Cell, CellResult, Trial)
+
+ROOT = Path(__file__).resolve().parent.parent
+POLL_S = 0.05
+
+
+@dataclass
+class Limits:
+    cell_timeout: float | None = None   # seconds; None: derived from the cell's own settings
+    mem_limit_mb: float | None = None   # host RSS of the cell's process tree; None: 75% of RAM
+
+    def timeout_for(self, cell: Cell) -> float:
+        if self.cell_timeout:
+            return self.cell_timeout
+        # start-up (imports, JIT, build) + warm-up + the timed windows + verification, generously
+        return 120.0 + 3.0 * cell.trials * cell.duration
+
+    def mem_mb(self) -> float:
+        return self.mem_limit_mb or 0.75 * psutil.virtual_memory().total / 2**20
+
+
+def _tree_rss_mb(proc: psutil.Process) -> float:
+    total = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total / 2**20
+
+
+def _kill_group(popen: subprocess.Popen) -> None:
+    try:
+        os.killpg(popen.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    popen.wait()
+
+
+def run_cell(cell: Cell, cache_dir: Path, limits: Limits) -> CellResult:
+    start = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="threadbench-cell-") as tmp:
+        cell_path, events_path, log_path = (Path(tmp) / n for n in ("cell.json", "events.jsonl", "log.txt"))
+        cell_path.write_text(json.dumps(cell.to_dict()))
+        events_path.touch()
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+        with open(log_path, "wb") as log:
+            popen = subprocess.Popen(
+                [sys.executable, "-m", "compare.worker", str(cell_path), str(events_path), str(cache_dir)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+                start_new_session=True)  # its own process group: killed whole on timeout or interrupt
+            forced = None
+            try:
+                proc = psutil.Process(popen.pid)
+                deadline, mem_mb = start + limits.timeout_for(cell), limits.mem_mb()
+                while popen.poll() is None:
+                    if time.monotonic() > deadline:
+                        forced = (TIMEOUT, f"no result within {limits.timeout_for(cell):.0f} s (hung or far too slow); killed")
+                    elif (rss := _tree_rss_mb(proc)) > mem_mb:
+                        forced = (MEMORY, f"host memory {rss:.0f} MB passed the {mem_mb:.0f} MB limit; killed")
+                    if forced:
+                        _kill_group(popen)
+                        break
+                    time.sleep(POLL_S)
+            except BaseException:  # KeyboardInterrupt/SystemExit: never leave the cell's process behind
+                _kill_group(popen)
+                raise
+        result = _collect(cell, events_path, popen.returncode, log_path, forced)
+    result.wall_s = time.monotonic() - start
+    return result
+
+
+def _collect(cell: Cell, events_path: Path, rc: int, log_path: Path, forced) -> CellResult:
+    result = CellResult(cell=cell, status="")
+    for line in events_path.read_text().splitlines():
+        try:
+            ev = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by a crash
+            continue
+        kind = ev.pop("event")
+        if kind == "env":
+            result.env = ev["env"]
+        elif kind == "spec":
+            result.flops_per_op = ev["flops_per_op"]
+        elif kind == "trial":
+            result.trials.append(Trial(**ev))
+        elif kind == "verify":
+            result.errors, result.checked, result.rel_err = ev["errors"], ev["checked"], ev["rel_err"]
+        elif kind == "memory":
+            result.peak_rss_mb, result.peak_device_mb = ev["peak_rss_mb"], ev["peak_device_mb"]
+        elif kind == "status":
+            result.status, result.cause = ev["status"], ev["cause"]
+    if forced:
+        result.status, result.cause = forced
+    elif rc != 0 or not result.status:
+        result.status = CRASH
+        result.cause = _exit_cause(rc) + _log_tail(log_path)
+    return result
+
+
+def _exit_cause(rc: int) -> str:
+    if rc < 0:
+        try:
+            return f"killed by {signal.Signals(-rc).name}"
+        except ValueError:
+            return f"killed by signal {-rc}"
+    return f"exited with code {rc} before reporting a result"
+
+
+def _log_tail(log_path: Path, lines: int = 3) -> str:
+    try:
+        text = log_path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    tail = [t.strip() for t in text if t.strip()][-lines:]
+    return (": " + " | ".join(tail))[:400] if tail else ""
+
+
+# -- a sweep ---------------------------------------------------------------------------------------
+def _group(cell: Cell, offline: bool) -> tuple:
+    return (cell.backend, cell.device, cell.dtype, cell.workload, cell.knobs, cell.fp32_precision, offline)
+
+
+def sweep(cells: Iterable[Cell], limits: Limits, on_start: Callable[[Cell], None] | None = None) -> Iterator[CellResult]:
+    """Run cells in order, yielding each result. Once a group's single op is too slow for the window,
+    its larger cells (more threads, bigger offline batches) are skipped without starting a process."""
+    too_slow: dict[tuple, str] = {}
+    with tempfile.TemporaryDirectory(prefix="threadbench-refs-") as cache:
+        for cell in cells:
+            if on_start:
+                on_start(cell)
+            reason = too_slow.get(_group(cell, cell.mode == "offline"))
+            if reason:
+                yield CellResult(cell=cell, status=SKIPPED, cause=f"not run: {reason}")
+                continue
+            result = run_cell(cell, Path(cache), limits)
+            if result.status == TOO_SLOW:
+                reason = f"{cell.label()} was already too slow ({result.cause})"
+                # a bigger offline batch is slower still; anything else is at least one op of the same size
+                for offline in ({True} if cell.mode == "offline" else {True, False}):
+                    too_slow[_group(cell, offline)] = reason
+            yield result

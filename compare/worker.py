@@ -1,0 +1,153 @@
+"""One cell, in its own process: `python -m compare.worker CELL_JSON EVENTS_FILE CACHE_DIR`.
+
+It appends one JSON line per event to EVENTS_FILE as it goes (env, each trial, verification, done), so a
+crash or hang loses only what had not happened yet. The parent (compare.runner) turns the lines and the
+exit status into a CellResult. Framework-free: it reaches the framework only through the Backend.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import resource
+import sys
+import time
+import traceback
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+import backends
+import workloads
+from backends.base import Unsupported
+from compare import modes
+from compare.cells import Cell
+from compare.verify import rel_error, tolerance
+
+POOL = 8  # distinct request inputs; thread (or request slot) i uses input i % POOL
+
+
+class Events:
+    def __init__(self, path: str):
+        self.f = open(path, "a", buffering=1)
+
+    def emit(self, event: str, **data) -> None:
+        self.f.write(json.dumps({"event": event, **data}, default=str) + "\n")
+        self.f.flush()
+        os.fsync(self.f.fileno())
+
+
+def reference(spec, params, index: int, seed: int, cache: Path) -> np.ndarray:
+    """float64 reference output for request input `index`, cached on disk across the cells of a sweep."""
+    key = hashlib.sha1(f"{spec.name}|{spec.label()}|{seed}|{index}".encode()).hexdigest()[:16]
+    path = cache / f"{spec.name}-{key}.npy"
+    if path.exists():
+        return np.load(path)
+    ref = spec.reference(params, spec.make_input(index))
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
+    np.save(tmp, ref)
+    os.replace(tmp, path)
+    return ref
+
+
+def peak_rss_mb() -> float:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+
+
+def run_cell(cell: Cell, events: Events, cache: Path) -> None:
+    backend = backends.load(cell.backend)
+    why = backend.device_status().get(cell.device, f"{cell.backend} has no device {cell.device!r}")
+    if why is not None:
+        events.emit("status", status="unavailable", cause=why)
+        return
+    if cell.dtype not in backend.dtypes:
+        events.emit("status", status="unsupported",
+                    cause=f"{cell.backend} supports {', '.join(backend.dtypes)}, not {cell.dtype}")
+        return
+    backend.configure(fp32_precision=cell.fp32_precision)
+    events.emit("env", env=backend.describe(cell.device))
+
+    spec = workloads.make(cell.workload, **dict(cell.knobs))
+    params = spec.init_weights(cell.seed)
+    n = cell.threads
+    k = cell.k if cell.mode == "offline" else 1
+    run_spec = spec.with_batch(spec.batch * k)
+    events.emit("spec", flops_per_op=spec.flops(), size=spec.label())
+
+    try:
+        model = backend.build(run_spec, params, cell.device, cell.dtype)
+        if cell.mode == "streams":
+            with backend.stream(cell.device):  # fail early, in the main thread, if there are none
+                pass
+    except Unsupported as e:
+        events.emit("status", status="unsupported", cause=str(e))
+        return
+
+    refs = [reference(spec, params, i, cell.seed, cache) for i in range(min(POOL, max(n, k)))]
+    if cell.mode == "offline":
+        host_inputs = [np.concatenate([spec.make_input(j % POOL) for j in range(k)])]
+        expected = [np.concatenate([refs[j % POOL] for j in range(k)])]
+    else:
+        host_inputs = [spec.make_input(i % POOL) for i in range(n)]
+        expected = [refs[i % POOL] for i in range(n)]
+
+    def op(x):
+        y = backend.forward(model, x)
+        backend.synchronize(y, cell.device)
+        return y
+
+    h = modes.Harness(
+        op=op,
+        check=lambda y, i: rel_error(backend.to_numpy(y), expected[i]),
+        inputs=[backend.to_device(x, cell.device, cell.dtype) for x in host_inputs],
+        tolerance=tolerance(cell.dtype),
+        stream=lambda: backend.stream(cell.device),
+        concat=backend.concat, split=backend.split, rows=spec.batch,
+    )
+    common = dict(duration=cell.duration, trials=cell.trials, warmup=cell.warmup, verify_ops=cell.verify_ops)
+    try:
+        if cell.mode in ("sequential", "offline"):
+            trials = modes.run_sequential(h, weight=k, **common)
+        elif cell.mode in ("threads", "streams"):
+            trials = modes.run_threads(h, n, use_streams=cell.mode == "streams", **common)
+        elif cell.mode == "batched":
+            trials = modes.run_batched(h, n, max_batch=cell.max_batch or n, max_wait_ms=cell.max_wait_ms, **common)
+        else:
+            raise ValueError(f"unknown mode {cell.mode!r}")
+    except modes.TooSlow as e:
+        events.emit("verify", errors=h.errors, checked=h.checked, rel_err=h.max_err)
+        events.emit("status", status="too_slow", cause=str(e))
+        return
+    for t in trials:
+        events.emit("trial", **asdict(t))
+    events.emit("verify", errors=h.errors, checked=h.checked, rel_err=h.max_err)
+    events.emit("memory", peak_rss_mb=peak_rss_mb(), peak_device_mb=_mb(backend.peak_device_memory(cell.device)))
+    events.emit("status", status="wrong" if h.errors else "ok",
+                cause=f"{h.errors} of {h.checked} checked outputs off the reference (max rel. error {h.max_err:.3g})"
+                if h.errors else "")
+
+
+def _mb(b):
+    return None if b is None else b / 2**20
+
+
+def main(argv: list[str]) -> int:
+    cell = Cell.from_dict(json.loads(Path(argv[0]).read_text()))
+    events = Events(argv[1])
+    events.emit("start", pid=os.getpid(), t=time.time())
+    try:
+        run_cell(cell, events, Path(argv[2]))
+    except modes.ModeFailed as e:
+        cause = e.__cause__ or e
+        events.emit("status", status="error", cause=f"{type(cause).__name__}: {cause}",
+                    traceback="".join(traceback.format_exception(cause)))
+    except Exception as e:  # noqa: BLE001 - the cell's result, not the sweep's end
+        events.emit("status", status="error", cause=f"{type(e).__name__}: {e}",
+                    traceback=traceback.format_exc())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
