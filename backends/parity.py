@@ -4,7 +4,7 @@ Plug-ins use it in their own tests, unchanged:
 
     from backends.parity import check_parity, parity_cases
 
-    @pytest.mark.parametrize("case", parity_cases("jax"), ids=str)
+    @pytest.mark.parametrize("case", parity_cases("myframework"), ids=str)
     def test_parity(case):
         check_parity(case)
 

@@ -19,6 +19,16 @@ def _version(dist: str) -> str | None:
         return None
 
 
+def _packages() -> dict[str, str]:
+    """Versions of the core's packages, the built-in frameworks and every installed backend plug-in."""
+    from importlib.metadata import entry_points
+
+    from backends import ENTRY_POINT_GROUP
+    names = ["threadbench", "numpy", "scipy", "polars", "torch", "mlx"]
+    names += [ep.dist.name for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.dist is not None]
+    return {n: v for n in dict.fromkeys(names) if (v := _version(n))}
+
+
 def host_environment() -> dict:
     gil = getattr(sys, "_is_gil_enabled", None)
     return {
@@ -31,8 +41,7 @@ def host_environment() -> dict:
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "python": sys.version.split()[0],
         "gil_enabled": True if gil is None else bool(gil()),
-        "packages": {name: _version(name) for name in ("threadbench", "numpy", "torch", "mlx", "polars", "jax")
-                     if _version(name)},
+        "packages": _packages(),
         "env_vars": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                                  "CUDA_VISIBLE_DEVICES", "PYTORCH_ENABLE_MPS_FALLBACK")
                      if k in os.environ},
