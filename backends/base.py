@@ -71,7 +71,7 @@ class Backend(ABC):
 
     @abstractmethod
     def split(self, y: Any, sizes: list[int]) -> list[Any]:
-        """Split a batched output back into per-request pieces along the batch axis."""
+        """Split a batched output into per-request pieces along the batch axis, ready for use on any thread."""
 
     # -- description ----------------------------------------------------------------------------
     @abstractmethod

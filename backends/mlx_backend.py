@@ -148,7 +148,10 @@ class MlxBackend(Backend):
         return self._mx().concatenate(xs, axis=0)
 
     def split(self, y, sizes):
-        return self._mx().split(y, np.cumsum(sizes)[:-1].tolist(), axis=0)
+        mx = self._mx()
+        parts = mx.split(y, np.cumsum(sizes)[:-1].tolist(), axis=0)
+        mx.eval(parts)  # materialise here: lazy slices would be evaluated on the client's thread and stream
+        return parts
 
     # -- description ----------------------------------------------------------------------------
     def describe(self, device):

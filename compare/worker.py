@@ -98,10 +98,13 @@ def run_cell(cell: Cell, events: Events, cache: Path) -> None:
         backend.synchronize(y, cell.device)
         return y
 
+    device_inputs = [backend.to_device(x, cell.device, cell.dtype) for x in host_inputs]
+    for x in device_inputs:  # copies complete before any thread (or stream) reads them
+        backend.synchronize(x, cell.device)
     h = modes.Harness(
         op=op,
         check=lambda y, i: rel_error(backend.to_numpy(y), expected[i]),
-        inputs=[backend.to_device(x, cell.device, cell.dtype) for x in host_inputs],
+        inputs=device_inputs,
         tolerance=tolerance(cell.dtype),
         stream=lambda: backend.stream(cell.device),
         concat=backend.concat, split=backend.split, rows=spec.batch,
