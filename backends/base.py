@@ -24,6 +24,9 @@ class Backend(ABC):
     #: devices in order of preference; the first available one is the default
     devices: ClassVar[tuple[str, ...]]
     dtypes: ClassVar[tuple[str, ...]] = ("float32",)
+    #: float32 matmul settings configure() can apply ("highest" = true fp32, "high" = TF32-class); a backend
+    #: with none runs float32 as its framework decides, recorded as "native" (describe() says what that is)
+    fp32_precisions: ClassVar[tuple[str, ...]] = ()
 
     # -- availability ------------------------------------------------------------------------------
     @abstractmethod

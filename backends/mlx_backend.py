@@ -156,6 +156,7 @@ class MlxBackend(Backend):
     # -- description ----------------------------------------------------------------------------
     def describe(self, device):
         mx = self._mx()
+        # MLX has no float32 matmul precision switch; on CUDA its float32 matmuls run as TF32
         try:
             info = mx.device_info()
         except Exception:  # older MLX: metal-only API
@@ -177,8 +178,9 @@ class MlxBackend(Backend):
             else:
                 warnings.append("MLX on CUDA runs float32 matmuls as TF32: compare its measured error")
         import mlx
+        fp32 = "TF32 matmuls (no switch)" if device == "gpu" and system != "Darwin" else "float32 (no switch)"
         return {"framework": "mlx", "version": getattr(mlx.core, "__version__", "?"), "device_name": name,
-                "math_library": math, "intra_op_threads": None, "warnings": warnings}
+                "math_library": math, "intra_op_threads": None, "fp32_precision": fp32, "warnings": warnings}
 
     def peak_device_memory(self, device):
         if device != "gpu":

@@ -22,6 +22,7 @@ class TorchBackend(Backend):
     name = "torch"
     devices = ("mps", "cuda", "cpu")
     dtypes = ("float32", "bfloat16", "float16")
+    fp32_precisions = ("highest", "high")
 
     def __init__(self):
         self._precision = "highest"
@@ -55,7 +56,8 @@ class TorchBackend(Backend):
 
     def configure(self, *, fp32_precision="highest", intra_op_threads=None):
         torch = self._torch()
-        torch.set_float32_matmul_precision(fp32_precision)
+        if fp32_precision in self.fp32_precisions:
+            torch.set_float32_matmul_precision(fp32_precision)
         self._precision = fp32_precision
         if intra_op_threads:
             torch.set_num_threads(intra_op_threads)

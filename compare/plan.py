@@ -22,6 +22,7 @@ class Settings:
     threads: tuple[int, ...]
     dtypes: tuple[str, ...]
     device: str = "auto"
+    fp32_precisions: tuple[str, ...] = ("highest",)
     offline_k: tuple[int, ...] = (1, 8, 64)
     knobs: tuple = ()
     peak_probe: bool = True
@@ -59,19 +60,30 @@ def plan(s: Settings) -> tuple[list[Cell], list[tuple[Cell, str]]]:
             except (ImportError, backends.RegistryError) as e:  # a plug-in whose module does not import
                 raise BadInput(f"--backends: {name}: {e}") from None
             device, why = resolve_device(backend, s.device)
-            template = replace(base, backend=name, device=device or s.device, dtype=dtype, knobs=s.knobs)
-            if device is None:
-                unavailable += [(replace(template, workload=w, mode=s.modes[0]), why) for w in s.workloads]
-                continue
-            if s.peak_probe and dtype in backend.dtypes:
-                n = PROBE_N.get(device, PROBE_N_ACCEL)
-                probe = replace(template, workload="matmul", mode="sequential", knobs=(("batch", n), ("n", n)))
-                cells.append(probe)
-                if device == "cpu" and (os.cpu_count() or 1) > 1:  # a CPU's peak needs every core busy
-                    cells.append(replace(probe, mode="threads", threads=os.cpu_count()))
-            for w in s.workloads:
-                cells += _cells_for(replace(template, workload=w), s)
+            for precision in precisions_for(backend, dtype, s.fp32_precisions):
+                template = replace(base, backend=name, device=device or s.device, dtype=dtype, knobs=s.knobs,
+                                   fp32_precision=precision)
+                if device is None:
+                    unavailable += [(replace(template, workload=w, mode=s.modes[0]), why) for w in s.workloads]
+                    continue
+                if s.peak_probe and dtype in backend.dtypes:
+                    n = PROBE_N.get(device, PROBE_N_ACCEL)
+                    probe = replace(template, workload="matmul", mode="sequential", knobs=(("batch", n), ("n", n)))
+                    cells.append(probe)
+                    if device == "cpu" and (os.cpu_count() or 1) > 1:  # a CPU's peak needs every core busy
+                        cells.append(replace(probe, mode="threads", threads=os.cpu_count()))
+                for w in s.workloads:
+                    cells += _cells_for(replace(template, workload=w), s)
     return cells, unavailable
+
+
+def precisions_for(backend: backends.Backend, dtype: str, wanted: tuple[str, ...]) -> list[str]:
+    """float32 runs once per requested matmul setting the backend can apply, else once as "native";
+    other dtypes run once (the setting does not touch them), labelled with the first request."""
+    if dtype != "float32":
+        return [wanted[0]]
+    own = [p for p in wanted if p in backend.fp32_precisions]
+    return own or ["native"]
 
 
 def _cells_for(t: Cell, s: Settings) -> list[Cell]:

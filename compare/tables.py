@@ -12,9 +12,6 @@ import polars as pl
 from .cells import MODES
 from .stats import PEAK_WORKLOAD
 
-METRICS = ("ops/s [95% CI]", "×1T", "%ceil", "%peak", "status")
-
-
 @dataclass
 class TableData:
     title: str
@@ -31,11 +28,21 @@ def _num(v: float | None, digits: int = 3) -> str:
     return f"{v:.{digits}g}"
 
 
+def _short(v: float | None) -> str:
+    """Compact number for CI bounds: 26.0k, 812, 3.1M."""
+    if v is None or math.isnan(v):
+        return "—"
+    for div, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(v) >= div:
+            return f"{v / div:.3g}{suffix}"
+    return f"{v:.3g}"
+
+
 def _pct(v):
     return "—" if v is None or math.isnan(v) else f"{v:.0f}%"
 
 
-def _status(r: dict) -> str:
+def verdict(r: dict) -> str:
     s = r["status"]
     if s == "ok":
         return "UNSTABLE" if r["unstable"] else "ok"
@@ -47,59 +54,88 @@ def _status(r: dict) -> str:
     return {"too_slow": "too slow", "timeout": "TIMEOUT", "error": "ERROR", "memory": "MEMORY"}.get(s, s)
 
 
-def _group_label(r: dict, machines: int) -> str:
+def group_label(r: dict, machines: int = 1) -> str:
     label = f"{r['backend']} {r['device']} {r['dtype']}"
-    if r["dtype"] == "float32" and r["fp32_precision"] != "highest":
+    if r["dtype"] == "float32" and r["fp32_precision"] in ("high", "native"):
         label += f" ({r['fp32_precision']})"
     return f"{r['machine']}: {label}" if machines > 1 else label
 
 
-def _row_label(r: dict) -> tuple[str, str]:
-    if r["mode"] == "offline":
-        return "offline", f"k={r['k']} (batch {r['k']}×)"
-    return r["mode"], str(r["threads"])
+def _row_label(mode: str, threads: int, k: int) -> tuple[str, str]:
+    return (mode, f"k={k}") if mode == "offline" else (mode, str(threads))
+
+
+def _throughput(r: dict) -> str:
+    """ops/s with its CI; a cell without a figure shows why instead; '!' marks an unstable or wrong one."""
+    if r["ops_per_s"] is None:
+        return verdict(r)
+    mark = " !" if r["unstable"] or r["status"] != "ok" else ""
+    return f"{_num(r['ops_per_s'])} [{_short(r['ci_low'])}–{_short(r['ci_high'])}]{mark}"
 
 
 def build(summary: pl.DataFrame) -> list[TableData]:
+    """Per workload two tables: side-by-side throughput (ops/s, speedup, ratio to the first backend),
+    then every cell's detail (CI level, %-of-ceiling, %-of-peak, TFLOP/s, latency, errors, verdict)."""
     cells = summary.filter(pl.col("workload") != PEAK_WORKLOAD)
     machines = summary["machine"].n_unique() if summary.height else 0
+    order = {m: i for i, m in enumerate(MODES)}
     tables = []
     for (workload, size), part in cells.group_by(["workload", "size"], maintain_order=True):
         recs = part.to_dicts()
-        groups = list(dict.fromkeys(_group_label(r, machines) for r in recs))
-        order = {m: i for i, m in enumerate(MODES)}
-        row_keys = sorted({(r["mode"], r["threads"], r["k"]) for r in recs}, key=lambda t: (order.get(t[0], 99), t[1], t[2]))
-        by = {(_group_label(r, machines), r["mode"], r["threads"], r["k"]): r for r in recs}
-        columns = [("", "mode"), ("", "threads")] + [(g, m) for g in groups for m in METRICS]
-        first = groups[0]
-        ratio_groups = [g for g in groups[1:]]
-        columns += [("ratio", f"{g.split(' ')[0] if machines <= 1 else g} ÷ {first.split(' ')[0] if machines <= 1 else first}")
-                    for g in ratio_groups]
-        rows, notes = [], []
+        for r in recs:
+            r["group"] = group_label(r, machines)
+        groups = list(dict.fromkeys(r["group"] for r in recs))
+        row_keys = sorted({(r["mode"], r["threads"], r["k"]) for r in recs},
+                          key=lambda t: (order.get(t[0], 99), t[1], t[2]))
+        by = {(r["group"], r["mode"], r["threads"], r["k"]): r for r in recs}
+        title = workload + ("" if size == "default" else f" ({size})")
+        first, others = groups[0], groups[1:]
+        name = (lambda g: g.split(" ")[0]) if machines <= 1 and len({g.split(" ")[0] for g in groups}) == len(groups) else (lambda g: g)
+        columns = [("", "mode"), ("", "threads")] + [(g, m) for g in groups for m in ("ops/s [95% CI]", "×1T")]
+        columns += [("ratio", f"{name(g)} ÷ {name(first)}") for g in others]
+        rows = []
         for mode, threads, k in row_keys:
-            sample = next(r for r in recs if (r["mode"], r["threads"], r["k"]) == (mode, threads, k))
-            line = list(_row_label(sample))
+            line = list(_row_label(mode, threads, k))
             for g in groups:
                 r = by.get((g, mode, threads, k))
-                if r is None:
-                    line += ["", "", "", "", "not run"]
-                    continue
-                ops = r["ops_per_s"]
-                text = "—" if ops is None else f"{_num(ops)} [{_num(r['ci_low'])}–{_num(r['ci_high'])}]"
-                line += [text, "—" if r["speedup"] is None else f"{r['speedup']:.2f}×",
-                         _pct(r["pct_ceiling"]), _pct(r["pct_peak"]), _status(r)]
-                if r["status"] != "ok" or r["unstable"]:
-                    why = r["cause"] or f"trials spread {100 * (r['iqr_rel'] or 0):.0f}% (IQR/median) > 10%"
-                    notes.append(f"{g}, {mode} {'k=' + str(k) if mode == 'offline' else '×' + str(threads)}: {why}")
-            for g in ratio_groups:
+                line += ["not run", ""] if r is None else [
+                    _throughput(r), "—" if r["speedup"] is None else f"{r['speedup']:.2f}×"]
+            for g in others:
                 a, b = by.get((g, mode, threads, k)), by.get((first, mode, threads, k))
-                ok = a and b and a["ops_per_s"] and b["ops_per_s"]
-                line.append(f"{a['ops_per_s'] / b['ops_per_s']:.2f}" if ok else "—")
+                line.append(f"{a['ops_per_s'] / b['ops_per_s']:.2f}" if a and b and a["ops_per_s"] and b["ops_per_s"] else "—")
             rows.append(line)
+        notes = [f"{r['group']}, {_row_label(r['mode'], r['threads'], r['k'])[0]} "
+                 f"{'k=' + str(r['k']) if r['mode'] == 'offline' else '×' + str(r['threads'])}: "
+                 + (r["cause"] or f"trials spread {100 * (r['iqr_rel'] or 0):.0f}% (IQR/median) > 10% — UNSTABLE")
+                 for r in recs if r["status"] != "ok" or r["unstable"]]
         notes += precision_notes(part)
-        title = f"{workload}" + ("" if size == "default" else f" ({size})")
-        tables.append(TableData(title=title, columns=columns, rows=rows, notes=notes))
+        tables.append(TableData(title=f"{title} — throughput (requests/s)", columns=columns, rows=rows, notes=notes))
+        tables.append(_detail(f"{title} — per-cell detail", recs, groups, row_keys, by))
     return tables
+
+
+DETAIL = ("ops/s", "95% CI", "CI level", "×1T", "%ceil", "%peak", "TFLOP/s", "p50 ms", "p99 ms", "errors",
+          "rel. error", "verdict")
+
+
+def _detail(title, recs, groups, row_keys, by) -> TableData:
+    rows = []
+    for g in groups:
+        for mode, threads, k in row_keys:
+            r = by.get((g, mode, threads, k))
+            if r is None:
+                continue
+            ci = "—" if r["ops_per_s"] is None else f"{_short(r['ci_low'])}–{_short(r['ci_high'])}"
+            rows.append([g, *_row_label(mode, threads, k), _num(r["ops_per_s"]), ci,
+                         _pct(None if r["ci_level"] is None else 100 * r["ci_level"]),
+                         "—" if r["speedup"] is None else f"{r['speedup']:.2f}×",
+                         _pct(r["pct_ceiling"]), _pct(r["pct_peak"]),
+                         "—" if r["tflops"] is None else f"{r['tflops']:.3g}",
+                         _num(r["lat_p50_ms"]), _num(r["lat_p99_ms"]),
+                         f"{r['errors']}/{r['checked']}" if r["checked"] else "—",
+                         "—" if r["rel_err"] is None else f"{r['rel_err']:.1e}", verdict(r)])
+    columns = [("", "backend"), ("", "mode"), ("", "threads")] + [("", m) for m in DETAIL]
+    return TableData(title=title, columns=columns, rows=rows)
 
 
 def precision_notes(part: pl.DataFrame) -> list[str]:
@@ -129,9 +165,9 @@ def to_rich(t: TableData):
     return table
 
 
-def to_markdown(t: TableData) -> str:
+def to_markdown(t: TableData, heading: str = "###") -> str:
     header = [name if not group else f"{group} {name}" for group, name in t.columns]
-    lines = [f"### {t.title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = [f"{heading} {t.title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in t.rows]
     lines += [""] + [f"- {n}" for n in t.notes]
     return "\n".join(lines) + "\n"

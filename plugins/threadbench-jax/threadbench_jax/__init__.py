@@ -71,6 +71,7 @@ class JaxBackend(Backend):
     name = "jax"
     devices = ("gpu", "cpu")
     dtypes = ("float32", "bfloat16", "float16")
+    fp32_precisions = ("highest", "high")
 
     def __init__(self):
         self._warnings: list[str] = []
