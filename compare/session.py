@@ -1,7 +1,6 @@
 """A compare run from start to finish: plan, run every cell (saving after each), print the tables."""
 from __future__ import annotations
 
-import os
 import sys
 import time
 from dataclasses import asdict
@@ -12,43 +11,38 @@ from rich.console import Console
 from . import results as R
 from .cells import FAILED, UNAVAILABLE, CellResult
 from .env import host_environment
-from .options import BadInput
+from .lock import locked
+from .options import writable_out
 from .plan import Settings, plan
 from .runner import Limits, sweep
 
 EXIT_OK, EXIT_CELLS_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 
 
-def _check_writable(path: Path) -> None:
-    folder = path.parent if str(path.parent) else Path(".")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise BadInput(f"--out: cannot create folder {folder}: {e.strerror}") from None
-    if path.is_dir():
-        raise BadInput(f"--out: {path} is a folder; give a file name")
-    if not os.access(folder, os.W_OK):
-        raise BadInput(f"--out: folder {folder} is not writable")
-
-
-def run_sweep(settings: Settings, out: Path | None, quiet: bool, argv: list[str]) -> int:
-    console = Console(stderr=True)
-    cells, unavailable = plan(settings)
+def run_sweep(settings: Settings, out: Path | None, quiet: bool, argv: list[str],
+              limits: Limits | None = None, json_out: bool = False) -> int:
     run = R.new_run(argv, host_environment(), {k: v for k, v in asdict(settings).items() if k != "template"}
                     | {"cell": settings.template.to_dict() if settings.template else None})
     path = Path(out) if out else R.default_path(run)
-    _check_writable(path)
+    writable_out(path)
+    cells, unavailable = plan(settings)
+    run["plan"] = [c.to_dict() for c in cells]  # what was asked, so --resume knows what is missing
     for cell, why in unavailable:
         R.add_result(run, CellResult(cell=cell, status=UNAVAILABLE, cause=why))
-    R.save(run, path)
+    return execute(run, path, cells, limits or Limits(), quiet, json_out)
 
+
+def execute(run: dict, path: Path, cells: list, limits: Limits, quiet: bool, json_out: bool = False) -> int:
+    """Run `cells` into `run`, saving `path` after each; used by a new sweep and by --resume."""
+    console = Console(stderr=True)
     started = time.monotonic()
     progress = _progress(console, quiet or not console.is_terminal)
     interrupted = False
-    with progress:
+    with locked(path), progress:
+        R.save(run, path)
         task = progress.add_task("cells", total=len(cells))
         try:
-            for result in sweep(cells, Limits(),
+            for result in sweep(cells, limits,
                                 on_start=lambda c: progress.update(task, description=c.label())):
                 R.add_result(run, result)
                 R.save(run, path)  # after every cell: an interrupt or crash loses nothing finished
@@ -58,11 +52,17 @@ def run_sweep(settings: Settings, out: Path | None, quiet: bool, argv: list[str]
         except KeyboardInterrupt:
             interrupted = True
     wall = time.monotonic() - started
-    print_run(run, wide_console())
+    if json_out:  # --json: the run document on stdout for scripts; no tables, progress and log on stderr
+        sys.stdout.write(R.dumps(run) + "\n")
+        sys.stdout.flush()
+    else:
+        print_run(run, wide_console())
     n_cells = len(run["cells"])
     console.print(f"{n_cells} cells in {wall:.0f} s; results: {path}", highlight=False)
     if interrupted:
-        console.print(f"interrupted: the {n_cells} finished cells are kept in {path}", style="yellow")
+        console.print(f"interrupted: the {n_cells} finished cells are kept in {path}; "
+                      f"`--resume {path}` runs the rest", style="yellow", highlight=False,
+                      soft_wrap=True)
         return EXIT_INTERRUPTED
     failed = {tuple(R.row_key(r)) for r in run["rows"] if r["status"] in FAILED}
     return EXIT_CELLS_FAILED if failed else EXIT_OK
@@ -81,7 +81,11 @@ def _progress(console: Console, disabled: bool):
 
 
 def print_run(run: dict, console: Console) -> None:
-    from . import stats, tables
+    try:
+        from . import stats, tables
+    except ImportError as e:  # e.g. polars missing on a borrowed machine: the results file is complete
+        console.print(f"tables not rendered ({e}); render them later with `report`", highlight=False)
+        return
     summary = stats.summarize(run["rows"])
     for t in tables.build(summary):
         console.print(tables.to_rich(t))
