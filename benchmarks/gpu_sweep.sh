@@ -9,5 +9,5 @@ backend=$1 out=$2 budget=${3:-540}
 mkdir -p "$out"
 PYTHONUNBUFFERED=1 timeout -s TERM "$budget" python3 cli.py compare --backends "$backend" --device gpu \
   --dtype float32,bfloat16 --fp32-precision highest,high --modes all --threads 1,2,4,8 --offline-k 8,64 \
-  --trials 5 --duration 0.25 --out "$out/h100-$backend.json"
+  --trials 5 --duration 0.2 --out "$out/h100-$backend.json"
 echo "compare exit code: $?"
