@@ -87,6 +87,8 @@ def compare(
     cell_timeout: Optional[float] = typer.Option(None, "--cell-timeout", help="Seconds before a cell counts as hung."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results file (default results/runs/<date>-<host>-<id>.json)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+    json_: bool = typer.Option(False, "--json", help="Print the results document (JSON) on stdout instead of "
+                               "the tables; progress and messages go to stderr."),
 ):
     """Run the matrix and print side-by-side throughput and scaling tables."""
     from dataclasses import replace
@@ -117,8 +119,67 @@ def compare(
                     warmup=warmup, fp32_precision=fp32_precision, max_batch=max_batch, max_wait_ms=max_wait_ms)
     settings = replace(settings, template=template)
     from compare.session import run_sweep
-    code = run_sweep(settings, out=out, quiet=quiet, argv=["threadbench", *sys.argv[1:]])
+    code = run_sweep(settings, out=out, quiet=quiet, argv=["threadbench", *sys.argv[1:]], json_out=json_)
     raise typer.Exit(code)
+
+
+# -- saved runs: report, diff, plot, publish (logic in compare/report.py, diff.py, plot.py, publish.py) ----------
+FORMAT_HELP = "table (rich, the default), markdown, csv or json (csv/json: the per-cell summary, long format)."
+
+
+@app.command()
+@guarded
+def report(
+    runs: list[Path] = typer.Argument(..., help="Results files (or folders of them); several merge into one table.",
+                                      show_default=False),
+    format_: str = typer.Option("table", "--format", "-f", help=FORMAT_HELP),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write to this file instead of stdout."),
+):
+    """Re-render the side-by-side tables of saved runs; runs of different machines become column groups."""
+    from compare.report import report as render
+    render(runs, format_, out)
+
+
+@app.command()
+@guarded
+def diff(
+    a: Path = typer.Argument(..., help="Baseline results file (A).", show_default=False),
+    b: Path = typer.Argument(..., help="Results file to compare with it (B).", show_default=False),
+    threshold: float = typer.Option(0.10, "--threshold", help="Smallest change that counts (0.10 = 10%)."),
+    alpha: float = typer.Option(0.05, "--alpha", help="Significance level of the Mann-Whitney U test on the trials."),
+    format_: str = typer.Option("table", "--format", "-f", help="table, markdown, csv or json."),
+    fail_on_regression: bool = typer.Option(False, "--fail-on-regression",
+                                            help="Exit with code 1 when any cell regressed (for CI)."),
+):
+    """Per-cell ratio B÷A with a significance test; flags improvements and regressions, lists unmatched cells."""
+    from compare.diff import diff as compare_runs
+    d = compare_runs(a, b, format_, threshold, alpha)
+    raise typer.Exit(EXIT_CELLS_FAILED if fail_on_regression and d.regressions else EXIT_OK)
+
+
+@app.command()
+@guarded
+def plot(
+    runs: list[Path] = typer.Argument(..., help="Results files (or folders of them).", show_default=False),
+    out: Path = typer.Option(Path("scaling.png"), "--out", "-o", help="Image file; .png, .svg or .pdf."),
+):
+    """Scaling curves: ops/s vs threads per backend and mode, a panel per workload, the offline ceiling dashed.
+    Needs matplotlib, the optional plot extra."""
+    from compare.plot import plot as draw
+    typer.echo(f"wrote {draw(runs, out)}", err=True)
+
+
+@app.command()
+@guarded
+def publish(
+    runs_dir: Path = typer.Option(Path("results/runs"), "--runs", help="Folder of results files to publish."),
+    out_dir: Path = typer.Option(Path("results"), "--out-dir", help="Where README.md and the plots go."),
+    plots: bool = typer.Option(True, "--plots/--no-plots", help="Draw results/<run>.png (needs matplotlib)."),
+):
+    """Rewrite results/README.md (tables, environment, caveats, command of every run) and results/<run>.png."""
+    from compare.publish import publish as build
+    written = build(runs_dir, out_dir, plots)
+    typer.echo("wrote " + ", ".join(str(p) for p in written), err=True)
 
 
 def main():

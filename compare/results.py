@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import tempfile
 import uuid
@@ -84,6 +85,21 @@ def row_key(row: dict) -> tuple:
             row["threads"], row["k"], row["fp32_precision"])
 
 
+def _finite(obj):
+    """NaN/inf become null: the file stays strict JSON that jq, JavaScript and other tools can read."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def dumps(run: dict, indent: int | None = 1) -> str:
+    return json.dumps(_finite(run), indent=indent, default=str, allow_nan=False)
+
+
 def save(run: dict, path: Path) -> Path:
     """Atomic: write a temporary file in the same folder, then rename over the target."""
     path = Path(path)
@@ -91,9 +107,10 @@ def save(run: dict, path: Path) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(run, f, indent=1, default=str)
+            f.write(dumps(run))
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a results file is for sharing
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -101,8 +118,21 @@ def save(run: dict, path: Path) -> Path:
     return path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+REQUIRED = {"run_id": str, "created": str, "command": list, "host": dict, "settings": dict,
+            "backend_env": dict, "cells": list, "rows": list}
+
+
 def load(path: Path) -> dict:
+    """A run document, checked against the schema; any problem is one ResultsError line naming the file."""
     path = Path(path)
+    if path.is_dir():
+        raise ResultsError(f"{path}: is a folder, not a results file")
     if not path.is_file():
         raise ResultsError(f"{path}: no such results file")
     try:
@@ -113,7 +143,28 @@ def load(path: Path) -> dict:
         raise ResultsError(f"{path}: not a threadbench results file (no schema field)")
     if run["schema"] != SCHEMA:
         raise ResultsError(f"{path}: schema {run['schema']!r} is not supported (this threadbench reads {SCHEMA})")
-    rows = run.get("rows")
-    if not isinstance(rows, list) or any(not isinstance(r, dict) or set(r) != set(ROW_FIELDS) for r in rows):
-        raise ResultsError(f"{path}: rows are missing or do not match schema {SCHEMA}")
+    for key, kind in REQUIRED.items():
+        if not isinstance(run.get(key), kind):
+            raise ResultsError(f"{path}: field {key!r} is missing or not a {kind.__name__} (schema {SCHEMA})")
+    for i, r in enumerate(run["rows"]):
+        if not isinstance(r, dict) or set(r) != set(ROW_FIELDS):
+            raise ResultsError(f"{path}: row {i} does not have the fields of schema {SCHEMA}")
+        bad = next((f for f in ROW_FIELDS if not _typed(f, r[f])), None)
+        if bad:
+            raise ResultsError(f"{path}: row {i}: {bad}={r[bad]!r} has the wrong type for schema {SCHEMA}")
     return run
+
+
+INT_FIELDS = {"threads", "k", "trial", "ops", "errors", "checked", "flops_per_op"}
+FLOAT_FIELDS = {"seconds", "ops_per_s", "lat_p50_ms", "lat_p90_ms", "lat_p99_ms", "rel_err", "peak_rss_mb",
+                "peak_device_mb", "wall_s"}
+
+
+def _typed(field: str, value: Any) -> bool:
+    if value is None:
+        return True
+    if field in INT_FIELDS:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if field in FLOAT_FIELDS:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, str)

@@ -1,0 +1,303 @@
+"""`diff A B`: cell by cell, B's median throughput over A's, with a Mann-Whitney U test on the per-trial
+ops/s and whether the two confidence intervals overlap.
+
+A cell is flagged only when both hold: the change is beyond the threshold (10% by default) and the test
+says it is not noise (p < alpha). A change beyond the threshold that the test cannot confirm is
+"unclear", never silently "same". A cell that ran in A but failed in B is a regression ("broke"), the
+reverse an improvement ("fixed"). Cells present in only one run are listed, not compared."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import asdict, dataclass, field
+
+from . import results as R
+from .cells import FAILED, OK
+
+THRESHOLD = 0.10
+ALPHA = 0.05
+KEY_FIELDS = ("backend", "device", "dtype", "fp32_precision", "workload", "size", "mode", "threads", "k")
+
+FASTER, SLOWER, SAME, UNCLEAR, BROKE, FIXED, NOT_COMPARED = (
+    "faster", "slower", "same", "unclear", "broke", "fixed", "not compared")
+IMPROVEMENT, REGRESSION = "improvement", "regression"
+
+
+@dataclass
+class CellDiff:
+    backend: str
+    device: str
+    dtype: str
+    fp32_precision: str
+    workload: str
+    size: str
+    mode: str
+    threads: int
+    k: int
+    a_status: str
+    b_status: str
+    a_ops: float | None = None
+    a_ci: tuple[float | None, float | None] = (None, None)
+    a_trials: int = 0
+    b_ops: float | None = None
+    b_ci: tuple[float | None, float | None] = (None, None)
+    b_trials: int = 0
+    ratio: float | None = None          # B / A
+    p_value: float | None = None        # two-sided Mann-Whitney U on the per-trial ops/s
+    min_p: float | None = None          # the smallest p these trial counts can give
+    ci_overlap: bool | None = None
+    verdict: str = NOT_COMPARED
+    flag: str | None = None             # improvement | regression | None
+
+    def label(self) -> str:
+        return cell_label(asdict(self))
+
+
+@dataclass
+class Diff:
+    a: dict                             # run_id, machine, created, file
+    b: dict
+    threshold: float
+    alpha: float
+    cells: list[CellDiff]
+    only_a: list[dict] = field(default_factory=list)   # the key fields of cells measured only in A
+    only_b: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def count(self, verdict: str) -> int:
+        return sum(c.verdict == verdict for c in self.cells)
+
+    @property
+    def regressions(self) -> list[CellDiff]:
+        return [c for c in self.cells if c.flag == REGRESSION]
+
+    @property
+    def improvements(self) -> list[CellDiff]:
+        return [c for c in self.cells if c.flag == IMPROVEMENT]
+
+    def summary_line(self) -> str:
+        parts = [f"{self.count(FASTER)} faster", f"{self.count(SLOWER)} slower",
+                 f"{self.count(SAME)} same (within ±{100 * self.threshold:.0f}%)",
+                 f"{self.count(UNCLEAR)} unclear (beyond ±{100 * self.threshold:.0f}% but p ≥ {self.alpha:g})"]
+        parts += [f"{self.count(v)} {v}" for v in (BROKE, FIXED, NOT_COMPARED) if self.count(v)]
+        parts += [f"{len(self.only_a)} only in A", f"{len(self.only_b)} only in B"]
+        return (f"B vs A: {', '.join(parts)}; {len(self.regressions)} regression(s), "
+                f"{len(self.improvements)} improvement(s)")
+
+
+def cell_label(c: dict) -> str:
+    from .tables import group_label   # the same names as the tables' column groups
+    group = group_label(c)
+    size = "" if c["size"] == "default" else f" ({c['size']})"
+    where = f"k={c['k']}" if c["mode"] == "offline" else f"×{c['threads']}"
+    return f"{group}: {c['workload']}{size} {c['mode']} {where}"
+
+
+def min_p_value(n1: int, n2: int) -> float:
+    """The smallest two-sided p an exact Mann-Whitney U test can give with these sample sizes (no ties)."""
+    return min(1.0, 2.0 / math.comb(n1 + n2, n1)) if n1 and n2 else 1.0
+
+
+def _num(v) -> float | None:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+def _trials(run: dict) -> dict[tuple, list[float]]:
+    out: dict[tuple, list[float]] = {}
+    for row in run["rows"]:
+        if row["ops_per_s"] is not None and math.isfinite(row["ops_per_s"]):
+            out.setdefault(R.row_key(row), []).append(float(row["ops_per_s"]))
+    return out
+
+
+def _cells(run: dict) -> dict[tuple, dict]:
+    """Per-cell summary records keyed like results.row_key (the machine is not part of the key)."""
+    from . import stats
+    return {R.row_key(rec): rec for rec in stats.summarize(run["rows"]).to_dicts()}
+
+
+def _meta(run: dict) -> dict:
+    return {"run_id": run["run_id"], "machine": run["host"].get("host"), "created": run["created"],
+            "file": run.get("_path")}
+
+
+def compare_runs(a: dict, b: dict, threshold: float = THRESHOLD, alpha: float = ALPHA) -> Diff:
+    from scipy.stats import mannwhitneyu
+
+    cells_a, cells_b = _cells(a), _cells(b)
+    trials_a, trials_b = _trials(a), _trials(b)
+    out = Diff(a=_meta(a), b=_meta(b), threshold=threshold, alpha=alpha, cells=[])
+    out.only_a = [{f: cells_a[k][f] for f in KEY_FIELDS} for k in cells_a if k not in cells_b]
+    out.only_b = [{f: cells_b[k][f] for f in KEY_FIELDS} for k in cells_b if k not in cells_a]
+    too_few: list[CellDiff] = []
+    for key, ra in cells_a.items():
+        rb = cells_b.get(key)
+        if rb is None:
+            continue
+        ta, tb = trials_a.get(key, []), trials_b.get(key, [])
+        d = CellDiff(**{f: ra[f] for f in KEY_FIELDS}, a_status=ra["status"], b_status=rb["status"],
+                     a_ops=_num(ra["ops_per_s"]), a_ci=(_num(ra["ci_low"]), _num(ra["ci_high"])), a_trials=len(ta),
+                     b_ops=_num(rb["ops_per_s"]), b_ci=(_num(rb["ci_low"]), _num(rb["ci_high"])), b_trials=len(tb))
+        if d.a_status == OK and d.b_status == OK and d.a_ops and d.b_ops is not None:
+            d.ratio = d.b_ops / d.a_ops
+            if None not in d.a_ci and None not in d.b_ci:
+                d.ci_overlap = d.a_ci[0] <= d.b_ci[1] and d.b_ci[0] <= d.a_ci[1]
+            if len(ta) >= 2 and len(tb) >= 2:
+                d.min_p = min_p_value(len(ta), len(tb))
+                if len(set(ta) | set(tb)) == 1:   # every trial identical: nothing to test
+                    d.p_value = 1.0
+                else:
+                    d.p_value = float(mannwhitneyu(tb, ta, alternative="two-sided").pvalue)
+            if abs(d.ratio - 1) < threshold:
+                d.verdict = SAME
+            elif d.p_value is not None and d.p_value < alpha:
+                d.verdict, d.flag = (FASTER, IMPROVEMENT) if d.ratio > 1 else (SLOWER, REGRESSION)
+            else:
+                d.verdict = UNCLEAR
+                if d.min_p is None or d.min_p >= alpha:
+                    too_few.append(d)
+        elif d.a_status == OK and d.b_status in FAILED:
+            d.verdict, d.flag = BROKE, REGRESSION
+        elif d.a_status in FAILED and d.b_status == OK:
+            d.verdict, d.flag = FIXED, IMPROVEMENT
+        out.cells.append(d)
+
+    if out.a["machine"] != out.b["machine"]:
+        out.notes.append(f"A ({out.a['machine']}) and B ({out.b['machine']}) are different machines: "
+                         "the ratios include the hardware")
+    sa, sb = a["settings"].get("cell") or {}, b["settings"].get("cell") or {}
+    changed = [f"{k} {sa.get(k)} → {sb.get(k)}" for k in ("duration", "trials", "warmup", "max_batch", "max_wait_ms")
+               if sa.get(k) != sb.get(k)]
+    if changed:
+        out.notes.append("the runs were measured with different settings: " + ", ".join(changed))
+    if too_few:
+        worst = max(too_few, key=lambda c: c.min_p or 1.0)
+        out.notes.append(f"{len(too_few)} cell(s) changed by more than {100 * threshold:.0f}% but have too few trials "
+                         f"for the test to reach p < {alpha:g} (with {worst.a_trials} and {worst.b_trials} trials "
+                         f"the smallest possible p is {worst.min_p or 1.0:.3g}); re-run both with --trials 5 or more")
+    unstable = sum(1 for k in cells_a.keys() & cells_b.keys() if cells_a[k]["unstable"] or cells_b[k]["unstable"])
+    if unstable:
+        out.notes.append(f"{unstable} compared cell(s) are UNSTABLE in A or B (trials spread > 10%): "
+                         "treat their ratios with care")
+    return out
+
+
+# -- output -----------------------------------------------------------------------------------------
+COLUMNS = ("cell", "A ops/s [CI]", "B ops/s [CI]", "B÷A", "change", "p", "CIs", "verdict")
+
+
+def _fmt_ops(v: float | None, ci: tuple, status: str) -> str:
+    from .tables import _num as num
+    if status != OK or v is None:
+        return status
+    return f"{num(v)} [{num(ci[0])}–{num(ci[1])}]"
+
+
+def rows(d: Diff) -> list[list[str]]:
+    out = []
+    for c in d.cells:
+        change = "—" if c.ratio is None else f"{100 * (c.ratio - 1):+.1f}%"
+        p = "—" if c.p_value is None else (f"{c.p_value:.3f}" if c.p_value >= 0.001 else "<0.001")
+        ci = "—" if c.ci_overlap is None else ("overlap" if c.ci_overlap else "apart")
+        verdict = c.verdict.upper() if c.flag else c.verdict
+        out.append([c.label(), _fmt_ops(c.a_ops, c.a_ci, c.a_status), _fmt_ops(c.b_ops, c.b_ci, c.b_status),
+                    "—" if c.ratio is None else f"{c.ratio:.3f}", change, p, ci, verdict])
+    return out
+
+
+def _header(d: Diff) -> list[str]:
+    def run(x):
+        return f"{x['machine']} run {x['run_id']}" + (f" ({x['file']})" if x.get("file") else "")
+    return [f"A: {run(d.a)}", f"B: {run(d.b)}",
+            f"flagged when |B÷A − 1| ≥ {d.threshold:g} and Mann-Whitney U p < {d.alpha:g}"]
+
+
+def to_markdown(d: Diff) -> str:
+    lines = ["## threadbench diff", ""] + [f"- {h}" for h in _header(d)] + [""]
+    lines += ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(x.replace("|", "\\|") for x in r) + " |" for r in rows(d)]
+    lines += ["", d.summary_line(), ""]
+    lines += [f"- only in A: {cell_label(x)}" for x in d.only_a] + [f"- only in B: {cell_label(x)}" for x in d.only_b]
+    lines += [f"- note: {n}" for n in d.notes]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(d: Diff) -> str:
+    buf = io.StringIO()
+    fields = ["label", *KEY_FIELDS, "a_status", "b_status", "a_ops", "a_ci_low", "a_ci_high", "a_trials", "b_ops", "b_ci_low",
+              "b_ci_high", "b_trials", "ratio", "p_value", "min_p", "ci_overlap", "verdict", "flag"]
+    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    w.writeheader()
+    for rec in records(d):
+        w.writerow({k: rec.get(k) for k in fields})
+    for where, keys in (("only in A", d.only_a), ("only in B", d.only_b)):
+        for key in keys:   # listed, so a script sees every cell of both runs
+            w.writerow({**key, "label": cell_label(key), "verdict": where})
+    return buf.getvalue()
+
+
+def records(d: Diff) -> list[dict]:
+    out = []
+    for c in d.cells:
+        rec = asdict(c)
+        rec["a_ci_low"], rec["a_ci_high"] = rec.pop("a_ci")
+        rec["b_ci_low"], rec["b_ci_high"] = rec.pop("b_ci")
+        rec["label"] = c.label()
+        out.append(rec)
+    return out
+
+
+def to_json(d: Diff) -> str:
+    doc = {"schema": "threadbench.diff/1", "a": d.a, "b": d.b, "threshold": d.threshold, "alpha": d.alpha,
+           "cells": records(d),
+           "only_in_a": [{**k, "label": cell_label(k)} for k in d.only_a],
+           "only_in_b": [{**k, "label": cell_label(k)} for k in d.only_b], "notes": d.notes,
+           "counts": {v: d.count(v) for v in (FASTER, SLOWER, SAME, UNCLEAR, BROKE, FIXED, NOT_COMPARED)},
+           "regressions": len(d.regressions), "improvements": len(d.improvements)}
+    return json.dumps(R._finite(doc), indent=1, allow_nan=False) + "\n"
+
+
+def print_rich(d: Diff, console) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+    style = {FASTER: "green", FIXED: "green", SLOWER: "red", BROKE: "red", UNCLEAR: "yellow"}
+    for h in _header(d):
+        console.print(h, highlight=False, markup=False, soft_wrap=True)
+    table = Table(header_style="bold")
+    for i, name in enumerate(COLUMNS):
+        table.add_column(name, justify="left" if i == 0 else "right", no_wrap=i == 0)
+    for c, r in zip(d.cells, rows(d)):
+        s = style.get(c.verdict)
+        table.add_row(*map(escape, r[:-1]), f"[{s}]{escape(r[-1])}[/{s}]" if s else escape(r[-1]))
+    console.print(table)
+    console.print(d.summary_line(), highlight=False)
+    for x in d.only_a:
+        console.print(f"  only in A: {cell_label(x)}", highlight=False, markup=False)
+    for x in d.only_b:
+        console.print(f"  only in B: {cell_label(x)}", highlight=False, markup=False)
+    for n in d.notes:
+        console.print(f"  note: {n}", highlight=False, markup=False, soft_wrap=True)
+
+
+def diff(a_path, b_path, fmt: str = "table", threshold: float = THRESHOLD, alpha: float = ALPHA) -> Diff:
+    """The `diff` command: load both runs, compare, print in the chosen format; returns the Diff."""
+    import sys
+
+    from .options import BadInput
+    from .report import check_format
+    check_format(fmt)
+    if not 0 < threshold < 10:
+        raise BadInput(f"--threshold: must be a fraction greater than 0 (0.10 means 10%), got {threshold}")
+    if not 0 < alpha < 1:
+        raise BadInput(f"--alpha: must be between 0 and 1, got {alpha}")
+    a, b = R.load(a_path), R.load(b_path)
+    a["_path"], b["_path"] = str(a_path), str(b_path)
+    d = compare_runs(a, b, threshold, alpha)
+    if fmt == "table":
+        from .session import wide_console
+        print_rich(d, wide_console())
+    else:
+        sys.stdout.write({"markdown": to_markdown, "csv": to_csv, "json": to_json}[fmt](d))
+    return d

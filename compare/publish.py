@@ -1,0 +1,186 @@
+"""`publish`: results/README.md and one scaling plot per machine section, generated from every results file
+in results/runs/.
+
+A section is one run, or several runs of one machine whose cells do not overlap (one file per backend, as
+benchmarks/gpu_sweep.sh writes): runs that share a host name, or sit together in one sub-folder of
+results/runs/, are shown side by side. The page is rebuilt from the runs alone (no clock, no randomness),
+so publishing unchanged runs rewrites identical files and a publish's git diff shows only what changed."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from . import results as R
+from .options import BadInput
+
+RUNS_DIR = Path("results/runs")
+OUT_DIR = Path("results")
+COMMAND = "python cli.py publish"
+GPU_DEVICES = {"cuda", "gpu", "mps"}
+SKIP_DIRS = {"scratch"}   # results/runs/scratch/ is git-ignored: throwaway runs are not published
+
+
+def find_runs(runs_dir: Path) -> list[dict]:
+    """Every *.json in the folder and its sub-folders (except scratch/ and hidden ones), checked against
+    the schema: one bad file stops the publish, as a page that silently leaves out a run is worse than none."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        raise R.ResultsError(f"{runs_dir}: no such folder of runs")
+    paths = [p for p in runs_dir.rglob("*.json") if p.is_file()
+             and not any(part in SKIP_DIRS or part.startswith(".") for part in p.relative_to(runs_dir).parts[:-1])]
+    runs, seen = [], {}
+    for path in sorted(paths):
+        run = R.load(path)
+        if run["run_id"] in seen:
+            raise R.ResultsError(f"{path}: same run ({run['run_id']}) as {seen[run['run_id']]}; keep one copy")
+        seen[run["run_id"]] = path
+        run["_path"] = str(path)
+        run["_folder"] = str(path.parent.relative_to(runs_dir))
+        runs.append(run)
+    return sorted(runs, key=lambda r: (r["created"], r["run_id"]))
+
+
+def sections(runs: list[dict]) -> list[list[dict]]:
+    """Groups of runs shown together, newest group first."""
+    from .report import group_runs
+    groups = group_runs(runs, key=lambda r: ("folder", r["_folder"]) if r["_folder"] != "." else ("host", r["host"].get("host")))
+    return sorted(groups, key=lambda g: max((r["created"], r["run_id"]) for r in g), reverse=True)
+
+
+def stem(group: list[dict]) -> str:
+    """The section's file name stem: its sub-folder's name, or its first run's file name."""
+    folder = group[0]["_folder"]
+    return folder.replace(os.sep, "-") if folder != "." else Path(group[0]["_path"]).stem
+
+
+def devices(runs: list[dict]) -> list[str]:
+    """backend/device pairs that produced a throughput, in order."""
+    return list(dict.fromkeys(f"{r['backend']} {r['device']}" for run in runs for r in run["rows"]
+                              if r["status"] == "ok" and r["ops_per_s"] is not None))
+
+
+def hardware(runs: list[dict]) -> str:
+    names = list(dict.fromkeys(env.get("device_name") for run in runs for env in run["backend_env"].values()
+                               if env.get("device_name")))
+    return ", ".join(names) or str(runs[0]["host"].get("cpu"))
+
+
+def _when(run: dict) -> str:
+    return run["created"][:16].replace("T", " ")
+
+
+def title(group: list[dict]) -> str:
+    hosts = ", ".join(dict.fromkeys(str(r["host"].get("host")) for r in group))
+    first, last = _when(group[0]), _when(group[-1])
+    when = first if first == last else f"{first} – {last}"
+    return f"{hosts} — {when} UTC — {hardware(group)}"
+
+
+def caveats(group: list[dict]) -> list[str]:
+    """What a reader must know before quoting the figures, derived from the runs themselves."""
+    from .cells import FAILED
+    host = group[0]["host"]
+    rows = [r for run in group for r in run["rows"]]
+    measured = {r["device"] for r in rows if r["status"] == "ok"}
+    out = []
+    if not str(host.get("os", "")).startswith("Darwin"):
+        out.append(f"Apple MPS/Metal not measured here: this is {host.get('os')} {host.get('machine')}; "
+                   "torch MPS and MLX on Apple GPUs need a run on a Mac")
+    if not measured & GPU_DEVICES:
+        out.append("CPU only: no GPU was measured here")
+    out += [f"not measured — {u}" for u in dict.fromkeys(f"{r['backend']} {r['device']}: {r['cause']}"
+                                                         for r in rows if r["status"] == "unavailable")]
+    by_status: dict[str, int] = {}
+    for _, status in {(R.row_key(r), r["status"]) for r in rows if r["status"] in FAILED}:
+        by_status[status] = by_status.get(status, 0) + 1
+    if by_status:
+        out.append("cells without a valid figure: " + ", ".join(f"{n} {s}" for s, n in sorted(by_status.items()))
+                   + " (causes in the notes under the tables)")
+    for run in group:
+        cell = run["settings"].get("cell") or {}
+        if (cell.get("trials") or 5) < 5 or (cell.get("duration") or 0.5) < 0.5:
+            out.append(f"short measurement ({cell.get('trials')} trials × {cell.get('duration')} s per cell"
+                       + (f" in run {run['run_id']}" if len(group) > 1 else "") + "): indicative figures; "
+                       "`diff` needs 4 or more trials per side to call a change significant")
+    if any(r["host"].get("gil_enabled", True) for r in group):
+        out.append(f"Python {host.get('python')} with the GIL: the thread scaling is what a standard CPython "
+                   "gives; a free-threaded build may scale differently")
+    return out
+
+
+def section(group: list[dict], plot_name: str | None, out_dir: Path):
+    """(markdown of one machine section, its per-cell summary)."""
+    from . import report, stats, tables
+    label = str(group[0]["host"].get("host"))
+    rows = report.merge(group, {r["run_id"]: label for r in group})   # one machine: no machine prefix
+    summary = stats.summarize(rows)
+    n_cells = len({R.row_key(r) for r in rows})
+    n_ok = len({R.row_key(r) for r in rows if r["status"] == "ok"})
+    lines = [f'<a id="{stem(group)}"></a>', "", f"## {title(group)}", "",
+             f"{n_ok} of {n_cells} cells measured. Data:"]
+    for run in group:
+        rel = os.path.relpath(run["_path"], out_dir)
+        lines.append(f"- [{rel}]({rel}) — run `{run['run_id']}`, {run['created']}")
+    lines.append("")
+    if plot_name:
+        lines += [f"![scaling curves: {title(group)}]({plot_name})", ""]
+    env = list(dict.fromkeys(line for run in group for line in report.environment_lines(run)))
+    warnings = list(dict.fromkeys(f"**warning** ({k}): {w}" for run in group for k, w in report.warning_lines(run)))
+    lines += ["### Environment", ""] + [f"- {x}" for x in env + warnings]
+    lines += ["", "### Caveats", ""] + [f"- {c}" for c in caveats(group)] + [""]
+    built = tables.build(summary)
+    lines += [tables.to_markdown(t, heading="###") for t in built] or ["_No measured cells._", ""]
+    lines += ["### Command" + ("s" if len(group) > 1 else ""), "", "```sh"]
+    lines += [report.command_line(run) for run in group] + ["```", ""]
+    return "\n".join(lines), summary
+
+
+def page(groups: list[list[dict]], texts: list[str], runs_dir: Path, out_dir: Path) -> str:
+    rel_runs = os.path.relpath(runs_dir, out_dir)
+    head = ["# threadbench results", "",
+            f"<!-- Generated by `{COMMAND}` from the results files in {runs_dir}/. Do not edit by hand: "
+            "add or remove runs, then run the command again. -->", "",
+            f"Generated by `{COMMAND}` from every results file in [{rel_runs}/]({rel_runs}/). To add a run: "
+            f"`python cli.py compare ... --out {runs_dir}/<name>.json` (without `--out` the file lands there too), "
+            f"then `{COMMAND}`. Runs of one machine whose cells do not overlap (one file per backend, say) are shown "
+            f"together when they share a host name or a sub-folder of {rel_runs}/. "
+            "Compare two runs with `python cli.py diff A.json B.json`.", ""]
+    if not groups:
+        return "\n".join(head + ["_No runs yet._", ""])
+    head += ["| machine | date (UTC) | hardware | measured | runs |", "|---|---|---|---|---|"]
+    for g in groups:
+        files = ", ".join(f"[{Path(r['_path']).name}]({os.path.relpath(r['_path'], out_dir)})" for r in g)
+        head.append(f"| [{', '.join(dict.fromkeys(str(r['host'].get('host')) for r in g))}](#{stem(g)}) | "
+                    f"{_when(g[-1])[:10]} | {hardware(g)} | {', '.join(devices(g)) or '—'} | {files} |")
+    return "\n".join(head + [""] + texts)
+
+
+def publish(runs_dir: Path = RUNS_DIR, out_dir: Path = OUT_DIR, plots: bool = True) -> list[Path]:
+    """The `publish` command: rewrite out_dir/README.md and a plot per section; returns the files written."""
+    from . import plot as P
+    from . import report
+    runs_dir, out_dir = Path(runs_dir), Path(out_dir)
+    if plots:
+        try:
+            P._matplotlib()
+        except BadInput:
+            raise BadInput(P.INSTALL_HINT + " (or publish without plots: --no-plots)") from None
+    groups = sections(find_runs(runs_dir))   # everything is loaded and checked before anything is written
+    names = [stem(g) for g in groups]
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise R.ResultsError(f"{runs_dir}: two sections would both be named {dup!r}; rename one of the files")
+    written, texts = [], []
+    for g in groups:
+        plot_name = f"{stem(g)}.png" if plots else None
+        text, summary = section(g, plot_name, out_dir)
+        if plots:
+            try:
+                fig = P.figure(summary, title(g))
+            except P.NothingToPlot:
+                text, fig = section(g, None, out_dir)[0], None
+            if fig is not None:
+                written.append(P.save(fig, out_dir / plot_name))
+        texts.append(text)
+    written.append(report.write_text(out_dir / "README.md", page(groups, texts, runs_dir, out_dir)))
+    return written

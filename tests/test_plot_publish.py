@@ -1,0 +1,174 @@
+"""`plot` draws what the runs measured (a panel per workload, CI error bars, the offline ceiling);
+`publish` rebuilds results/README.md and the plots from the runs folder, deterministically."""
+import json
+
+import pytest
+
+import synthetic_runs as S
+from compare import plot as PL
+from compare import publish as PUB
+from compare import report as P
+from compare import results as R
+from compare.options import BadInput
+
+pytest.importorskip("matplotlib")
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_figure_has_a_panel_per_workload_lines_error_bars_and_ceilings():
+    run = S.scaling_run("m1", workloads=("mlp", "block"))
+    R.add_result(run, S.result(S.cell("mlx", "block", "threads", 8), None, "crash", "killed by SIGSEGV"))
+    fig = PL.figure(P.summarize([run]), "t")
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in axes] == ["mlp", "block"]
+    mlp = axes[0]
+    # threads lines (x1, x2, x4) for torch and mlx, dodged a little apart around the thread counts
+    lines = [l for l in mlp.get_lines() if len(l.get_xdata()) == 3 and l.get_linestyle() == "-"]
+    assert len(lines) == 2
+    torch_line = max(lines, key=lambda l: max(l.get_ydata()))
+    assert list(torch_line.get_ydata()) == [1000.0, 1500.0, 2500.0]
+    assert [round(x) for x in torch_line.get_xdata()] == [1, 2, 4]
+    # dashed horizontal ceilings at each backend's best offline figure (k=8: base x 5)
+    ceilings = sorted(l.get_ydata()[0] for l in mlp.get_lines() if l.get_linestyle() == "--")
+    assert ceilings == [2000.0, 5000.0]
+    # error bars: one vertical segment per plotted point (3 threads + 1 sequential per backend)
+    segments = [seg for c in mlp.collections for seg in c.get_segments()]
+    assert len(segments) == 2 * 4
+    assert [t.get_text() for t in mlp.get_xticklabels()] == ["1", "2", "4"]
+    assert "not shown (no throughput): 1 crash" in fig._suptitle.get_text()
+
+
+def test_plot_saves_a_png_atomically_and_deterministically(tmp_path):
+    path = R.save(S.scaling_run(), tmp_path / "a.json")
+    out = PL.plot([path], tmp_path / "img" / "s.png")
+    first = out.read_bytes()
+    assert first[:8] == PNG and len(first) > 10_000
+    assert PL.plot([path], out).read_bytes() == first
+    assert sorted(p.name for p in out.parent.iterdir()) == ["s.png"]
+    assert PL.plot([path], tmp_path / "s.svg").read_text().lstrip().startswith("<?xml")
+
+
+def test_nothing_to_plot_and_bad_names(tmp_path):
+    failed = S.run([S.result(S.cell(), None, "crash", "killed by SIGSEGV")])
+    path = R.save(failed, tmp_path / "f.json")
+    with pytest.raises(PL.NothingToPlot, match="nothing to plot"):
+        PL.plot([path], tmp_path / "x.png")
+    with pytest.raises(BadInput, match="cannot tell the image format"):
+        PL.check_output(tmp_path / "x")
+    with pytest.raises(BadInput, match="is a folder"):
+        PL.check_output(tmp_path / "dir.png") if (tmp_path / "dir.png").mkdir() is None else None
+
+
+def test_missing_matplotlib_is_one_line_with_the_extra(monkeypatch, tmp_path):
+    monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)
+    with pytest.raises(BadInput) as e:
+        PL.plot([tmp_path / "a.json"], tmp_path / "x.png")
+    assert str(e.value) == "plotting needs matplotlib, an optional extra: pip install 'threadbench[plot]'"
+    with pytest.raises(BadInput, match=r"threadbench\[plot\]'.*--no-plots"):
+        PUB.publish(tmp_path, tmp_path)
+
+
+def runs_folder(tmp_path):
+    runs = tmp_path / "results" / "runs"
+    R.save(S.scaling_run("laptop", created="2026-01-02T03:04:05+00:00"), runs / "2026-01-02-laptop-aaaaaa.json")
+    gpu = S.scaling_run("h100", scale=20, created="2026-02-03T04:05:06+00:00")
+    for r in gpu["rows"]:
+        r["device"] = "cuda" if r["backend"] == "torch" else r["device"]
+    R.add_result(gpu, S.result(S.cell("mlx", "mlp", "threads", 8), None, "timeout", "no result within 120 s"))
+    R.save(gpu, runs / "2026-02-03-h100-bbbbbb.json")
+    return runs, tmp_path / "results"
+
+
+def test_publish_writes_readme_and_a_plot_per_run(tmp_path):
+    runs, out = runs_folder(tmp_path)
+    written = PUB.publish(runs, out)
+    assert sorted(p.name for p in written) == ["2026-01-02-laptop-aaaaaa.png", "2026-02-03-h100-bbbbbb.png",
+                                               "README.md"]
+    text = (out / "README.md").read_text()
+    assert text.startswith("# threadbench results\n") and "python cli.py publish" in text
+    # newest run first; index table links each section
+    assert text.index("## h100 — 2026-02-03 04:05 UTC") < text.index("## laptop — 2026-01-02 03:04 UTC")
+    assert "| [h100](#2026-02-03-h100-bbbbbb) |" in text and '<a id="2026-02-03-h100-bbbbbb">' in text
+    assert "![scaling curves: h100" in text and "(2026-02-03-h100-bbbbbb.png)" in text
+    assert "[runs/2026-01-02-laptop-aaaaaa.json](runs/2026-01-02-laptop-aaaaaa.json)" in text
+    assert text.count("Apple MPS/Metal not measured here") == 2
+    laptop = text[text.index("## laptop"):]
+    h100 = text[text.index("## h100"):text.index("## laptop")]
+    assert "CPU only: no GPU was measured here" in laptop and "CPU only" not in h100
+    assert "cells without a valid figure: 1 timeout" in h100
+    assert f"**warning** (mlx/cpu): {S.MLX_WARNING}" in laptop
+    assert "### Command\n\n```sh\nthreadbench compare --trials 5\n```" in laptop
+    assert "### mlp — throughput (requests/s)" in laptop and "h100: " not in laptop   # one machine per section
+    for png in written[:-1]:
+        assert png.read_bytes()[:8] == PNG
+
+
+def test_publish_is_deterministic(tmp_path):
+    runs, out = runs_folder(tmp_path)
+    first = {p.name: p.read_bytes() for p in PUB.publish(runs, out)}
+    again = {p.name: p.read_bytes() for p in PUB.publish(runs, out)}
+    assert first == again
+
+
+def test_publish_refuses_a_corrupt_run_and_writes_nothing(tmp_path):
+    runs, out = runs_folder(tmp_path)
+    (runs / "zz-broken.json").write_text('{"schema": "threadbench.run/1", "rows": [')
+    with pytest.raises(R.ResultsError, match="zz-broken.json: not a readable"):
+        PUB.publish(runs, out)
+    assert not (out / "README.md").exists() and not list(out.glob("*.png"))
+
+
+def test_publish_without_runs_or_plots(tmp_path):
+    (tmp_path / "runs").mkdir()
+    PUB.publish(tmp_path / "runs", tmp_path, plots=False)
+    assert "_No runs yet._" in (tmp_path / "README.md").read_text()
+    runs, out = runs_folder(tmp_path / "x")
+    written = PUB.publish(runs, out, plots=False)
+    assert [p.name for p in written] == ["README.md"] and "![" not in (out / "README.md").read_text()
+
+
+def test_the_same_run_twice_is_refused(tmp_path):
+    runs, out = runs_folder(tmp_path)
+    src = runs / "2026-01-02-laptop-aaaaaa.json"
+    (runs / "copy.json").write_text(json.dumps(json.loads(src.read_text())))
+    with pytest.raises(R.ResultsError, match="same run"):
+        PUB.publish(runs, out, plots=False)
+
+
+def backend_only(run, backend):
+    run["rows"] = [r for r in run["rows"] if r["backend"] == backend]
+    run["cells"] = [c for c in run["cells"] if c["backend"] == backend]
+    run["backend_env"] = {k: v for k, v in run["backend_env"].items() if k.startswith(backend)}
+    return run
+
+
+def test_one_file_per_backend_is_one_side_by_side_section(tmp_path):
+    """As benchmarks/gpu_sweep.sh writes them: same host (or one sub-folder), disjoint cells."""
+    runs = tmp_path / "runs"
+    R.save(backend_only(S.scaling_run("box", created="2026-03-01T10:00:00+00:00"), "torch"), runs / "box-torch.json")
+    R.save(backend_only(S.scaling_run("box", created="2026-03-01T10:20:00+00:00"), "mlx"), runs / "box-mlx.json")
+    # fresh borrowed machines get other host names: a sub-folder groups them
+    R.save(backend_only(S.scaling_run("gpu-a", created="2026-03-02T10:00:00+00:00"), "torch"), runs / "h100" / "t.json")
+    R.save(backend_only(S.scaling_run("gpu-b", created="2026-03-02T10:09:00+00:00"), "mlx"), runs / "h100" / "m.json")
+    R.save(S.scaling_run("junk"), runs / "scratch" / "junk.json")              # git-ignored scratch: not published
+    written = PUB.publish(runs, tmp_path)
+    assert sorted(p.name for p in written) == ["README.md", "box-torch.png", "h100.png"]
+    text = (tmp_path / "README.md").read_text()
+    assert text.count("\n## ") == 2 and "junk" not in text
+    h100 = text[text.index("## gpu-a, gpu-b — 2026-03-02 10:00 – 2026-03-02 10:09 UTC"):text.index("## box")]
+    assert "| mode | threads | torch cpu float32 ops/s [95% CI] | torch cpu float32 ×1T | mlx cpu float32 ops/s" in h100
+    assert "ratio mlx ÷ torch" in h100 and "gpu-a: " not in h100
+    assert h100.count("threadbench compare --trials 5") == 2 and "### Commands" in h100
+    box = text[text.index("## box"):]
+    assert "mlx ÷ torch" in box and "box-torch.json" in box and "box-mlx.json" in box
+
+
+def test_repeated_cells_of_one_host_stay_separate_sections(tmp_path):
+    runs = tmp_path / "runs"
+    R.save(S.scaling_run("box", created="2026-03-01T10:00:00+00:00"), runs / "a.json")
+    R.save(S.scaling_run("box", scale=2, created="2026-03-05T10:00:00+00:00"), runs / "b.json")
+    PUB.publish(runs, tmp_path, plots=False)
+    text = (tmp_path / "README.md").read_text()
+    assert text.count("\n## box — ") == 2
+    assert text.index("## box — 2026-03-05") < text.index("## box — 2026-03-01")
