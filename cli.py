@@ -67,6 +67,7 @@ def backends_cmd():
 @app.command()
 @guarded
 def compare(
+    ctx: typer.Context,
     backends_: str = typer.Option("torch,mlx", "--backends", "-b", help="Comma-separated backends (see `backends`)."),
     workloads_: str = typer.Option("mlp,block,transformer", "--workloads", "-w", help="mlp, block, transformer."),
     threads: str = typer.Option("1,2,4,8", "--threads", "-t", help="Thread counts, e.g. 1,2,4,8."),
@@ -85,6 +86,10 @@ def compare(
     max_batch: int = typer.Option(0, "--max-batch", help="batched mode: most requests per forward (0 = threads)."),
     max_wait_ms: float = typer.Option(2.0, "--max-wait-ms", help="batched mode: wait to fill a batch."),
     cell_timeout: Optional[float] = typer.Option(None, "--cell-timeout", help="Seconds before a cell counts as hung."),
+    mem_limit_mb: Optional[float] = typer.Option(None, "--mem-limit-mb",
+                                                 help="Host memory (MB) a cell's processes may use (default 75% of RAM)."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Run only the cells this results file lacks or that "
+                                          "failed there; keeps the rest (writes back to it unless --out is given)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results file (default results/runs/<date>-<host>-<id>.json)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
     json_: bool = typer.Option(False, "--json", help="Print the results document (JSON) on stdout instead of "
@@ -92,6 +97,8 @@ def compare(
 ):
     """Run the matrix and print side-by-side throughput and scaling tables."""
     from dataclasses import replace
+
+    from compare.runner import Limits
 
     import workloads as W
     from compare import options as O
@@ -106,21 +113,56 @@ def compare(
         modes=tuple(mode_list),
         threads=tuple(O.int_list("--threads", threads)),
         dtypes=tuple(O.names("--dtype", dtype, ["float32", "bfloat16", "float16", "float64"], "dtype")),
-        device=O.names("--device", device, sorted(all_devices()), "device")[0],
+        device=O.one_name("--device", device, sorted(all_devices()), "device"),
         offline_k=tuple(O.int_list("--offline-k", offline_k, hi=4096)),
         knobs=O.sizes(size, knob_names()),
     )
     O.names("--fp32-precision", fp32_precision, ["highest", "high"], "precision")
-    for opt, v in (("--duration", duration), ("--trials", trials), ("--cell-timeout", cell_timeout)):
+    for opt, v in (("--duration", duration), ("--trials", trials), ("--cell-timeout", cell_timeout),
+                   ("--mem-limit-mb", mem_limit_mb)):
         O.positive(opt, v)
     if warmup < 0 or max_batch < 0 or max_wait_ms < 0:
         raise O.BadInput("--warmup, --max-batch and --max-wait-ms must not be negative")
     template = Cell(backend="", device="", dtype="", workload="", mode="", duration=duration, trials=trials,
                     warmup=warmup, fp32_precision=fp32_precision, max_batch=max_batch, max_wait_ms=max_wait_ms)
     settings = replace(settings, template=template)
+    limits = Limits(cell_timeout=cell_timeout, mem_limit_mb=mem_limit_mb)
+    argv = ["threadbench", *sys.argv[1:]]
+    if resume is not None:
+        flag = lambda p: f"--{p.replace('_', '-').rstrip('-')}"  # noqa: E731 - backends_ -> --backends
+        O.no_matrix_with_resume([flag(p) for p in ctx.params
+                                 if p not in RESUME_OPTIONS and ctx.get_parameter_source(p).name == "COMMANDLINE"],
+                                sorted(flag(p) for p in RESUME_OPTIONS if p != "resume"))
+        from compare.resume import resume_sweep
+        raise typer.Exit(resume_sweep(resume, out, limits, quiet, argv, json_out=json_))
     from compare.session import run_sweep
-    code = run_sweep(settings, out=out, quiet=quiet, argv=["threadbench", *sys.argv[1:]], json_out=json_)
-    raise typer.Exit(code)
+    raise typer.Exit(run_sweep(settings, out=out, quiet=quiet, argv=argv, limits=limits, json_out=json_))
+
+
+RESUME_OPTIONS = {"resume", "out", "quiet", "cell_timeout", "mem_limit_mb", "json_"}
+
+
+def run_cli(args: list[str]) -> int:
+    """The app with click's own usage errors (bad option value, unknown option, missing argument) turned
+    into the same single stderr line and exit code 2 as threadbench's checks; --debug shows click's full text."""
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer >= 0.29 vendors click
+    STATE["debug"] = False
+    try:
+        rv = app(args=args, prog_name="threadbench", standalone_mode=False)
+    except NoArgsIsHelpError:
+        return EXIT_BAD_INPUT  # typer has printed the help
+    except ClickException as e:
+        if STATE["debug"] or "--debug" in args:
+            e.show()
+        else:
+            ctx = getattr(e, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            typer.echo(f"threadbench: error: {' '.join(e.format_message().split())}{hint}", err=True)
+        return e.exit_code
+    except typer.Abort:
+        typer.echo("threadbench: aborted", err=True)
+        return EXIT_INTERRUPTED
+    return rv if type(rv) is int else EXIT_OK  # typer.Exit(code) comes back as its code
 
 
 # -- saved runs: report, diff, plot, publish (logic in compare/report.py, diff.py, plot.py, publish.py) ----------
@@ -185,7 +227,7 @@ def publish(
 def main():
     # SIGTERM ends a sweep like Ctrl-C: the running cell is killed, finished cells stay saved.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    app()
+    sys.exit(run_cli(sys.argv[1:]))
 
 
 if __name__ == "__main__":

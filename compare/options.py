@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import difflib
+import math
+import tempfile
+from pathlib import Path
 
 MAX_THREADS = 256
 
@@ -45,11 +48,45 @@ def int_list(option: str, text: str, lo: int = 1, hi: int = MAX_THREADS) -> list
     return sorted(out)
 
 
+def one_name(option: str, text: str, valid, what: str) -> str:
+    """Exactly one name (--device)."""
+    items = names(option, text, valid, what)
+    if len(items) > 1:
+        raise BadInput(f"{option}: give one {what}, not {len(items)} ({text!r})")
+    return items[0]
+
+
 def positive(option: str, value: float | None, allow_none: bool = True) -> None:
     if value is None and allow_none:
         return
-    if value is None or not value > 0:
-        raise BadInput(f"{option}: must be greater than 0, got {value}")
+    if value is None or not value > 0 or not math.isfinite(value):
+        raise BadInput(f"{option}: must be a finite number greater than 0, got {value}")
+
+
+def writable_out(path: Path, option: str = "--out") -> None:
+    """The results file can be written: its folder exists (or can be made) and accepts a new file."""
+    path = Path(path)
+    if path.is_dir():
+        raise BadInput(f"{option}: {path} is a folder; give a file name")
+    folder = path.parent
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise BadInput(f"{option}: {existing} is a file, so {path} cannot be created")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".threadbench-probe-"):
+            pass
+    except OSError as e:
+        raise BadInput(f"{option}: cannot write in {folder}: {e.strerror or e}") from None
+
+
+def no_matrix_with_resume(given: list[str], allowed: list[str]) -> None:
+    """--resume takes its cells from the file; options that would change them are refused, not ignored."""
+    if given:
+        raise BadInput(f"--resume runs the cells planned in the file; drop {', '.join(given)} "
+                       f"(only {', '.join(allowed)} go with it)")
 
 
 def sizes(text: str | None, known: set[str]) -> tuple:

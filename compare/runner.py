@@ -62,7 +62,8 @@ def run_cell(cell: Cell, cache_dir: Path, limits: Limits) -> CellResult:
         cell_path, events_path, log_path = (Path(tmp) / n for n in ("cell.json", "events.jsonl", "log.txt"))
         cell_path.write_text(json.dumps(cell.to_dict()))
         events_path.touch()
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+                   THREADBENCH_PARENT=str(os.getpid()))  # the worker ends itself if we die (compare.worker)
         with open(log_path, "wb") as log:
             popen = subprocess.Popen(
                 [sys.executable, "-m", "compare.worker", str(cell_path), str(events_path), str(cache_dir)],

@@ -11,6 +11,7 @@ import json
 import os
 import resource
 import sys
+import threading
 import time
 import traceback
 from dataclasses import asdict
@@ -136,7 +137,23 @@ def _mb(b):
     return None if b is None else b / 2**20
 
 
+def watch_parent(interval: float = 0.25) -> None:
+    """A cell never outlives its sweep: if threadbench itself dies without killing us (SIGKILL, the OOM
+    killer), we are re-parented, and this ends the process. The runner names itself in THREADBENCH_PARENT,
+    so a parent that died while we were still importing is noticed too."""
+    parent = int(os.environ.get("THREADBENCH_PARENT") or os.getppid())
+
+    def loop() -> None:
+        while True:
+            time.sleep(interval)
+            if os.getppid() != parent:
+                os._exit(3)
+
+    threading.Thread(target=loop, name="parent-watch", daemon=True).start()
+
+
 def main(argv: list[str]) -> int:
+    watch_parent()
     cell = Cell.from_dict(json.loads(Path(argv[0]).read_text()))
     events = Events(argv[1])
     events.emit("start", pid=os.getpid(), t=time.time())

@@ -1,0 +1,59 @@
+"""`compare --resume FILE`: run only the planned cells that FILE lacks or that failed there; keep the rest.
+
+A sweep stores its planned cells in the run document (run["plan"]) before the first cell starts, and saves
+after every cell, so an interrupted, crashed or killed sweep leaves a file that says exactly what is
+missing. Cells that ended ok, too slow, unsupported, unavailable or skipped are kept as they are; cells
+that crashed, timed out, raised, ran out of memory, gave wrong outputs or never ran are run again."""
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from rich.console import Console
+
+from . import results as R
+from .cells import OK, SKIPPED, TOO_SLOW, UNAVAILABLE, UNSUPPORTED, Cell
+from .env import host_environment
+from .options import BadInput, writable_out
+from .runner import Limits
+from .session import execute
+
+KEEP = (OK, TOO_SLOW, UNSUPPORTED, UNAVAILABLE, SKIPPED)
+
+
+def planned_cells(run: dict, path: Path) -> list[Cell]:
+    plan = run.get("plan")
+    if not isinstance(plan, list):
+        raise BadInput(f"--resume: {path} has no list of planned cells (written by an older threadbench); "
+                       "run the sweep again instead")
+    try:
+        return [Cell.from_dict(c) for c in plan]
+    except (TypeError, ValueError, AttributeError) as e:
+        raise BadInput(f"--resume: {path}: the planned cells are not readable ({e})") from None
+
+
+def cells_to_rerun(run: dict, path: Path = Path("results file")) -> list[Cell]:
+    """Planned cells with no kept result, in plan order."""
+    kept = {R.row_key(r) for r in run["rows"] if r["status"] in KEEP}
+    return [c for c in planned_cells(run, path) if c.key() not in kept]
+
+
+def resume_sweep(file: Path, out: Path | None, limits: Limits, quiet: bool, argv: list[str],
+                 json_out: bool = False) -> int:
+    try:
+        run = R.load(file)
+    except R.ResultsError as e:
+        raise BadInput(f"--resume: {e}") from None
+    todo = cells_to_rerun(run, file)
+    here, there = host_environment().get("host"), run["host"].get("host")
+    if here != there:
+        raise BadInput(f"--resume: {file} was measured on {there!r}, this is {here!r}; "
+                       "resuming here would mix two machines in one run")
+    path = Path(out) if out else Path(file)
+    writable_out(path)
+    R.drop_cells(run, {c.key() for c in todo})  # their failed rows are replaced by the new attempt
+    run.setdefault("resumed", []).append(
+        {"command": argv, "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "cells": len(todo)})
+    Console(stderr=True).print(f"resuming {file}: {len(todo)} of {len(run['plan'])} planned cells to run",
+                               highlight=False, soft_wrap=True)
+    return execute(run, path, todo, limits, quiet, json_out)

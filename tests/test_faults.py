@@ -1,0 +1,292 @@
+"""Fault isolation, interrupts, --resume and concurrent runs, end to end through `cli.py compare`.
+
+The faults come from tests/fault_plugin: a third-party-style distribution whose backends are found
+through the `threadbench.backends` entry-point group, exactly like any plug-in, once its folder is on
+PYTHONPATH (the cell's worker process inherits it). Each fault fires on the real workloads only, so the
+same backend's matmul probe cells are healthy and must be kept next to the recorded failure."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from compare import results as R
+from compare.cells import Cell
+from compare.lock import locked
+from compare.resume import KEEP, cells_to_rerun
+
+ROOT = Path(__file__).resolve().parent.parent
+PLUGIN = Path(__file__).resolve().parent / "fault_plugin"
+ENV = dict(os.environ, PYTHONPATH=os.pathsep.join([str(PLUGIN), str(ROOT)]))
+FAST = ["--dtype", "float64", "--workloads", "mlp", "--duration", "0.05", "--trials", "2", "--warmup", "1", "-q"]
+
+
+def compare(*args, cwd=ROOT, timeout=120):
+    return subprocess.run([sys.executable, str(ROOT / "cli.py"), "compare", *FAST, *args], capture_output=True,
+                          text=True, cwd=cwd, env=ENV, timeout=timeout)
+
+
+def start(*args, cwd=ROOT):
+    return subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "compare", *FAST, *args], cwd=cwd, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def cells(run: dict) -> dict:
+    """(backend, workload, mode, threads) -> the cell's first row."""
+    out = {}
+    for r in run["rows"]:
+        out.setdefault((r["backend"], r["workload"], r["mode"], r["threads"]), r)
+    return out
+
+
+# -- one sweep, five faults and a healthy control --------------------------------------------------------
+@pytest.fixture(scope="module")
+def fault_sweep(tmp_path_factory):
+    out_file = tmp_path_factory.mktemp("faults") / "run.json"
+    proc = compare("--backends", "numpy,fault-segv,fault-abort,fault-raise,fault-wrong,fault-hog",
+                   "--modes", "threads", "--threads", "1,2", "--cell-timeout", "20", "--mem-limit-mb", "300",
+                   "--out", str(out_file))
+    return proc, R.load(out_file)
+
+
+def _failed_cells_of(run, backend):
+    return [cells(run)[(backend, "mlp", "threads", n)] for n in (1, 2)]
+
+
+def test_segfault_recorded_as_sigsegv_and_sweep_goes_on(fault_sweep):
+    proc, run = fault_sweep
+    for row in _failed_cells_of(run, "fault-segv"):
+        assert row["status"] == "crash" and row["cause"].startswith("killed by SIGSEGV"), row
+
+
+def test_abort_recorded_as_sigabrt(fault_sweep):
+    proc, run = fault_sweep
+    for row in _failed_cells_of(run, "fault-abort"):
+        assert row["status"] == "crash" and row["cause"].startswith("killed by SIGABRT"), row
+
+
+def test_exception_recorded_with_type_and_message(fault_sweep):
+    proc, run = fault_sweep
+    for row in _failed_cells_of(run, "fault-raise"):
+        assert row["status"] == "error" and row["cause"] == "RuntimeError: injected fault: forward failed", row
+
+
+def test_wrong_only_when_threaded_recorded_with_error_count(fault_sweep):
+    proc, run = fault_sweep
+    one, two = _failed_cells_of(run, "fault-wrong")
+    assert one["status"] == "ok" and one["errors"] == 0 and one["checked"] > 0, one
+    assert two["status"] == "wrong" and 0 < two["errors"] <= two["checked"], two
+    assert f"{two['errors']} of {two['checked']} checked outputs off the reference" in two["cause"]
+    assert two["ops_per_s"] is not None  # its throughput is kept, flagged by the status
+
+
+def test_memory_hog_killed_at_the_limit(fault_sweep):
+    proc, run = fault_sweep
+    for row in _failed_cells_of(run, "fault-hog"):
+        assert row["status"] == "memory" and "passed the 300 MB limit; killed" in row["cause"], row
+
+
+def test_faults_keep_every_healthy_cell_and_exit_1(fault_sweep):
+    proc, run = fault_sweep
+    assert proc.returncode == 1, proc.stderr[-2000:]  # EXIT_CELLS_FAILED
+    assert "Traceback" not in proc.stderr
+    got = cells(run)
+    assert len({R.row_key(r) for r in run["rows"]}) == len(run["plan"]) == 24  # every planned cell recorded
+    for n in (1, 2):  # the control backend, run after the faults, is untouched by them
+        assert got[("numpy", "mlp", "threads", n)]["status"] == "ok"
+    probes = [r for k, r in got.items() if k[1] == "matmul"]
+    assert len(probes) == 12 and all(r["status"] in KEEP for r in probes)
+    assert sum(r["status"] == "ok" for r in probes) >= 6
+
+
+# -- a hang ------------------------------------------------------------------------------------------
+def test_hang_recorded_as_timeout_and_kept_cells_stay(tmp_path):
+    out_file = tmp_path / "run.json"
+    proc = compare("--backends", "fault-hang", "--modes", "sequential", "--cell-timeout", "3", "--out", str(out_file))
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    got = cells(R.load(out_file))
+    hung = got[("fault-hang", "mlp", "sequential", 1)]
+    assert hung["status"] == "timeout" and hung["cause"].startswith("no result within 3 s"), hung
+    assert 3 <= hung["wall_s"] < 10
+    assert all(r["status"] in KEEP for k, r in got.items() if k[1] == "matmul")
+
+
+# -- interrupts and --resume -----------------------------------------------------------------------------
+def _interrupt_while_hanging(out_file: Path, sig: int, backends: str):
+    """Start a sweep whose last cell hangs; once every other cell is saved and the hung cell's process runs,
+    send `sig` to the threadbench process only (as `kill` would). Returns (proc, seconds to exit, the
+    cell's processes as they were)."""
+    n_before = len(backends.split(",")) * 3 - 1  # per backend: 2 probe cells + mlp; the hung mlp is last
+    p = start("--backends", backends, "--modes", "sequential", "--cell-timeout", "120", "--out", str(out_file))
+    deadline = time.monotonic() + 60
+    workers = []
+    while time.monotonic() < deadline:
+        assert p.poll() is None, p.communicate()
+        done = len(json.loads(out_file.read_text())["cells"]) if out_file.exists() else 0
+        workers = psutil.Process(p.pid).children(recursive=True)
+        if done == n_before and any("compare.worker" in " ".join(w.cmdline()) for w in workers):
+            break
+        time.sleep(0.1)
+    else:
+        p.kill()
+        pytest.fail("the sweep never reached its hanging cell")
+    time.sleep(0.3)  # the cell is inside forward() now
+    t0 = time.monotonic()
+    os.kill(p.pid, sig)
+    _, err = p.communicate(timeout=30)
+    return p, time.monotonic() - t0, workers, err
+
+
+def _alive(workers):
+    alive = []
+    for w in workers:
+        try:
+            if w.is_running() and w.status() != psutil.STATUS_ZOMBIE:
+                alive.append(w)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+def _assert_no_orphans(workers, within=0.5):
+    deadline = time.monotonic() + within
+    while _alive(workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    alive = _alive(workers)
+    for w in alive:  # do not leave them behind for the next test
+        w.kill()
+    assert not alive, [(w.pid, w.cmdline()) for w in alive]
+
+
+@pytest.fixture(scope="module")
+def interrupted(tmp_path_factory):
+    out_file = tmp_path_factory.mktemp("sigint") / "run.json"
+    p, took, workers, err = _interrupt_while_hanging(out_file, signal.SIGINT, "numpy,fault-hang")
+    return out_file, p, took, workers, err, out_file.read_text()
+
+
+def test_ctrl_c_stops_fast_kills_the_cell_and_keeps_finished_cells(interrupted):
+    out_file, p, took, workers, err, text = interrupted
+    assert p.returncode == 130, err[-2000:]  # EXIT_INTERRUPTED
+    assert took < 2.5, f"took {took:.1f} s to stop"
+    assert "Traceback" not in err and "interrupted: the 5 finished cells are kept" in err
+    _assert_no_orphans(workers)
+    run = R.load(out_file)
+    assert len(run["plan"]) == 6 and len(run["cells"]) == 5
+    assert ("fault-hang", "mlp", "sequential", 1) not in cells(run)
+    assert cells(run)[("numpy", "mlp", "sequential", 1)]["status"] == "ok"
+    assert not list(out_file.parent.glob(".*.tmp")) and not list(out_file.parent.glob(".*.lock"))
+
+
+def test_sigterm_stops_fast_kills_the_cell_and_keeps_finished_cells(tmp_path):
+    out_file = tmp_path / "run.json"
+    p, took, workers, err = _interrupt_while_hanging(out_file, signal.SIGTERM, "fault-hang")
+    assert p.returncode == 130, err[-2000:]
+    assert took < 2.5, f"took {took:.1f} s to stop"
+    assert "Traceback" not in err
+    _assert_no_orphans(workers)
+    run = R.load(out_file)
+    assert len(run["cells"]) == 2 and all(r["workload"] == "matmul" for r in run["rows"])
+
+
+def test_sigkill_of_threadbench_leaves_a_valid_file_and_no_orphan(tmp_path):
+    """SIGKILL cannot be handled: the saved file must still be whole, and the cell's process (in its own
+    session, so nothing else would end it) notices it lost its parent and exits."""
+    out_file = tmp_path / "run.json"
+    p, took, workers, err = _interrupt_while_hanging(out_file, signal.SIGKILL, "fault-hang")
+    assert p.returncode == -signal.SIGKILL
+    _assert_no_orphans(workers, within=5)
+    run = R.load(out_file)
+    assert len(run["cells"]) == 2 and len(run["plan"]) == 3
+
+
+def test_resume_runs_only_the_missing_cell_and_keeps_the_rest(interrupted, tmp_path):
+    src, *_, text = interrupted
+    out_file = tmp_path / "resumed.json"
+    out_file.write_text(text)
+    before = R.load(out_file)
+    proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), "compare", "--resume", str(out_file),
+                           "--cell-timeout", "3", "-q"], capture_output=True, text=True, cwd=ROOT, env=ENV,
+                          timeout=120)
+    assert proc.returncode == 1, proc.stderr[-2000:]  # the hung cell hangs again: recorded as a timeout
+    assert "1 of 6 planned cells to run" in proc.stderr
+    after = R.load(out_file)
+    assert after["run_id"] == before["run_id"] and after["plan"] == before["plan"]
+    assert after["rows"][:len(before["rows"])] == before["rows"]  # kept byte for byte, not re-measured
+    assert cells(after)[("fault-hang", "mlp", "sequential", 1)]["status"] == "timeout"
+    assert len({R.row_key(r) for r in after["rows"]}) == 6
+    assert after["resumed"][0]["cells"] == 1
+
+
+def _row(status, threads):
+    cell = Cell(backend="numpy", device="cpu", dtype="float64", workload="mlp", mode="threads", threads=threads)
+    return cell, dict.fromkeys(R.ROW_FIELDS) | {
+        "backend": "numpy", "device": "cpu", "dtype": "float64", "fp32_precision": cell.fp32_precision,
+        "workload": "mlp", "size": "default", "mode": "threads", "threads": threads, "k": 1, "status": status}
+
+
+def test_resume_keeps_finished_statuses_and_reruns_failed_and_missing():
+    kept = ["ok", "too_slow", "unsupported", "unavailable", "skipped"]
+    rerun = ["crash", "timeout", "error", "memory", "wrong"]
+    pairs = [_row(s, i + 1) for i, s in enumerate(kept + rerun)]
+    missing = Cell(backend="numpy", device="cpu", dtype="float64", workload="mlp", mode="threads", threads=99)
+    run = {"plan": [c.to_dict() for c, _ in pairs] + [missing.to_dict()], "rows": [r for _, r in pairs]}
+    todo = cells_to_rerun(run)
+    assert [c.threads for c in todo] == [6, 7, 8, 9, 10, 99]
+
+
+def test_resume_refuses_a_file_without_a_plan(tmp_path):
+    f = tmp_path / "old.json"
+    R.save(R.new_run(["threadbench"], {"host": "h"}, {}), f)
+    out = subprocess.run([sys.executable, str(ROOT / "cli.py"), "compare", "--resume", str(f)],
+                         capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=60)
+    assert out.returncode == 2 and "has no list of planned cells" in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+# -- several runs at once --------------------------------------------------------------------------
+def test_two_concurrent_runs_with_default_names_never_clobber(tmp_path):
+    args = ("--backends", "numpy", "--modes", "sequential")
+    procs = [start(*args, cwd=tmp_path) for _ in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err[-2000:]
+    files = sorted((tmp_path / "results" / "runs").glob("*.json"))
+    assert len(files) == 2, files
+    runs = [R.load(f) for f in files]
+    assert runs[0]["run_id"] != runs[1]["run_id"]
+    for run in runs:
+        assert len({R.row_key(r) for r in run["rows"]}) == len(run["plan"]) == 3
+        assert {r["run_id"] for r in run["rows"]} == {run["run_id"]}
+    assert not [p for p in (tmp_path / "results" / "runs").iterdir() if p.name.startswith(".")]
+
+
+def test_a_second_run_on_the_same_out_file_is_refused(tmp_path):
+    out_file = tmp_path / "run.json"
+    with locked(out_file):  # as a running sweep holds it
+        out = compare("--backends", "numpy", "--out", str(out_file))
+    assert out.returncode == 2, out.stderr
+    assert f"another threadbench run (pid {os.getpid()}) is writing {out_file}" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and not out_file.exists()
+
+
+def test_saves_are_atomic(tmp_path, monkeypatch):
+    """A save that fails half way leaves the previous file whole and no temporary file behind."""
+    f = tmp_path / "run.json"
+    run = R.new_run(["threadbench"], {"host": "h"}, {})
+    R.save(run, f)
+    good = f.read_text()
+    run["backend_env"]["x"] = {"more": 1}
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(R.os, "fsync", boom)
+    with pytest.raises(KeyboardInterrupt):
+        R.save(run, f)
+    assert f.read_text() == good and [p.name for p in tmp_path.iterdir()] == ["run.json"]
