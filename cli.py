@@ -225,7 +225,9 @@ def publish(
 
 
 def main():
-    # SIGTERM ends a sweep like Ctrl-C: the running cell is killed, finished cells stay saved.
+    # SIGTERM ends a sweep like Ctrl-C: the running cell is killed, finished cells stay saved. SIGINT too,
+    # even where the shell started us with it ignored (a background job), where Python would leave it so.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     sys.exit(run_cli(sys.argv[1:]))
 

@@ -152,6 +152,15 @@ def test_resume_refuses_matrix_options(capsys, tmp_path):
                           "--resume runs the cells planned in the file; drop --threads, --backends")
 
 
+def test_resume_refuses_a_run_of_another_machine(capsys, tmp_path):
+    f = tmp_path / "elsewhere.json"
+    run = R.new_run(["threadbench"], {"host": "some-other-machine"}, {})
+    run["plan"] = []
+    R.save(run, f)
+    assert_one_line_error(*call(capsys, ["compare", "--resume", f]),
+                          "was measured on 'some-other-machine'")
+
+
 # -- through the real entry point ---------------------------------------------------------------------
 def run(*args):
     return subprocess.run([sys.executable, "cli.py", *map(str, args)], capture_output=True, text=True, cwd=ROOT,
