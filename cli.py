@@ -81,7 +81,8 @@ def compare(
     warmup: int = typer.Option(3, "--warmup", help="Warm-up ops per thread before timing."),
     size: Optional[str] = typer.Option(None, "--size", help="Workload size knobs, e.g. layers=2,seq=32,batch=8."),
     fp32_precision: str = typer.Option("highest", "--fp32-precision",
-                                       help="torch float32 matmul mode: highest (true fp32) or high (TF32)."),
+                                       help="float32 matmul modes to run, comma-separated: highest (true fp32), "
+                                            "high (TF32); backends without the switch run float32 once as 'native'."),
     offline_k: str = typer.Option("1,8,64", "--offline-k", help="offline mode: requests per forward."),
     max_batch: int = typer.Option(0, "--max-batch", help="batched mode: most requests per forward (0 = threads)."),
     max_wait_ms: float = typer.Option(2.0, "--max-wait-ms", help="batched mode: wait to fill a batch."),
@@ -117,15 +118,15 @@ def compare(
         offline_k=tuple(O.int_list("--offline-k", offline_k, hi=4096)),
         knobs=O.sizes(size, knob_names()),
     )
-    O.names("--fp32-precision", fp32_precision, ["highest", "high"], "precision")
+    precisions = tuple(O.names("--fp32-precision", fp32_precision, ["highest", "high"], "precision"))
     for opt, v in (("--duration", duration), ("--trials", trials), ("--cell-timeout", cell_timeout),
                    ("--mem-limit-mb", mem_limit_mb)):
         O.positive(opt, v)
     if warmup < 0 or max_batch < 0 or max_wait_ms < 0:
         raise O.BadInput("--warmup, --max-batch and --max-wait-ms must not be negative")
     template = Cell(backend="", device="", dtype="", workload="", mode="", duration=duration, trials=trials,
-                    warmup=warmup, fp32_precision=fp32_precision, max_batch=max_batch, max_wait_ms=max_wait_ms)
-    settings = replace(settings, template=template)
+                    warmup=warmup, fp32_precision=precisions[0], max_batch=max_batch, max_wait_ms=max_wait_ms)
+    settings = replace(settings, template=template, fp32_precisions=precisions)
     limits = Limits(cell_timeout=cell_timeout, mem_limit_mb=mem_limit_mb)
     argv = ["threadbench", *sys.argv[1:]]
     if resume is not None:

@@ -73,45 +73,61 @@ def _throughput(r: dict) -> str:
     return f"{_num(r['ops_per_s'])} [{_short(r['ci_low'])}–{_short(r['ci_high'])}]{mark}"
 
 
+BACKEND_ORDER = {"torch": 0, "mlx": 1}  # the question's two frameworks first; the first is the ratio's base
+DTYPE_ORDER = {"float32": 0, "bfloat16": 1, "float16": 2, "float64": 3}
+PRECISION_ORDER = {"highest": 0, "high": 1, "native": 2}
+
+
 def build(summary: pl.DataFrame) -> list[TableData]:
-    """Per workload two tables: side-by-side throughput (ops/s, speedup, ratio to the first backend),
-    then every cell's detail (CI level, %-of-ceiling, %-of-peak, TFLOP/s, latency, errors, verdict)."""
+    """Per workload (and dtype, when several were run) two tables: side-by-side throughput (ops/s with CI,
+    speedup, each backend's ratio to the first of its dtype), then every cell's detail (CI level,
+    %-of-ceiling, %-of-peak, TFLOP/s, latency, errors, verdict)."""
     cells = summary.filter(pl.col("workload") != PEAK_WORKLOAD)
     machines = summary["machine"].n_unique() if summary.height else 0
+    machine_order = {m: i for i, m in enumerate(dict.fromkeys(summary["machine"].to_list()))} if summary.height else {}
     order = {m: i for i, m in enumerate(MODES)}
     tables = []
     for (workload, size), part in cells.group_by(["workload", "size"], maintain_order=True):
-        recs = part.to_dicts()
-        for r in recs:
-            r["group"] = group_label(r, machines)
-        groups = list(dict.fromkeys(r["group"] for r in recs))
-        row_keys = sorted({(r["mode"], r["threads"], r["k"]) for r in recs},
-                          key=lambda t: (order.get(t[0], 99), t[1], t[2]))
-        by = {(r["group"], r["mode"], r["threads"], r["k"]): r for r in recs}
-        title = workload + ("" if size == "default" else f" ({size})")
-        first, others = groups[0], groups[1:]
-        name = (lambda g: g.split(" ")[0]) if machines <= 1 and len({g.split(" ")[0] for g in groups}) == len(groups) else (lambda g: g)
-        columns = [("", "mode"), ("", "threads")] + [(g, m) for g in groups for m in ("ops/s [95% CI]", "×1T")]
-        columns += [("ratio", f"{name(g)} ÷ {name(first)}") for g in others]
-        rows = []
-        for mode, threads, k in row_keys:
-            line = list(_row_label(mode, threads, k))
-            for g in groups:
-                r = by.get((g, mode, threads, k))
-                line += ["not run", ""] if r is None else [
-                    _throughput(r), "—" if r["speedup"] is None else f"{r['speedup']:.2f}×"]
-            for g in others:
-                a, b = by.get((g, mode, threads, k)), by.get((first, mode, threads, k))
-                line.append(f"{a['ops_per_s'] / b['ops_per_s']:.2f}" if a and b and a["ops_per_s"] and b["ops_per_s"] else "—")
-            rows.append(line)
-        notes = [f"{r['group']}, {_row_label(r['mode'], r['threads'], r['k'])[0]} "
-                 f"{'k=' + str(r['k']) if r['mode'] == 'offline' else '×' + str(r['threads'])}: "
-                 + (r["cause"] or f"trials spread {100 * (r['iqr_rel'] or 0):.0f}% (IQR/median) > 10% — UNSTABLE")
-                 for r in recs if r["status"] != "ok" or r["unstable"]]
-        notes += precision_notes(part)
-        tables.append(TableData(title=f"{title} — throughput (requests/s)", columns=columns, rows=rows, notes=notes))
-        tables.append(_detail(f"{title} — per-cell detail", recs, groups, row_keys, by))
+        dtypes = sorted(set(part["dtype"].to_list()), key=lambda d: DTYPE_ORDER.get(d, 9))
+        for dtype in dtypes:
+            recs = part.filter(pl.col("dtype") == dtype).to_dicts()
+            title = workload + ("" if size == "default" else f" ({size})") + (f" {dtype}" if len(dtypes) > 1 else "")
+            tables += _workload_tables(title, recs, machines, machine_order, order)
+            tables[-2].notes += precision_notes(part.filter(pl.col("dtype") == dtype))
     return tables
+
+
+def _workload_tables(title, recs, machines, machine_order, order) -> list[TableData]:
+    for r in recs:
+        r["group"] = group_label(r, machines)
+    ranked = sorted(recs, key=lambda r: (machine_order.get(r["machine"], 0), BACKEND_ORDER.get(r["backend"], 5),
+                                         r["backend"], PRECISION_ORDER.get(r["fp32_precision"], 9)))
+    groups = list(dict.fromkeys(r["group"] for r in ranked))
+    row_keys = sorted({(r["mode"], r["threads"], r["k"]) for r in recs},
+                      key=lambda t: (order.get(t[0], 99), t[1], t[2]))
+    by = {(r["group"], r["mode"], r["threads"], r["k"]): r for r in recs}
+    first, others = groups[0], groups[1:]
+    short = machines <= 1 and len({g.split(" ")[0] for g in groups}) == len(groups)
+    name = (lambda g: g.split(" ")[0]) if short else (lambda g: g)
+    columns = [("", "mode"), ("", "threads")] + [(g, m) for g in groups for m in ("ops/s [95% CI]", "×1T")]
+    columns += [("ratio", f"{name(g)} ÷ {name(first)}") for g in others]
+    rows = []
+    for mode, threads, k in row_keys:
+        line = list(_row_label(mode, threads, k))
+        for g in groups:
+            r = by.get((g, mode, threads, k))
+            line += ["not run", ""] if r is None else [
+                _throughput(r), "—" if r["speedup"] is None else f"{r['speedup']:.2f}×"]
+        for g in others:
+            a, b = by.get((g, mode, threads, k)), by.get((first, mode, threads, k))
+            line.append(f"{a['ops_per_s'] / b['ops_per_s']:.2f}" if a and b and a["ops_per_s"] and b["ops_per_s"] else "—")
+        rows.append(line)
+    notes = [f"{r['group']}, {_row_label(r['mode'], r['threads'], r['k'])[0]} "
+             f"{'k=' + str(r['k']) if r['mode'] == 'offline' else '×' + str(r['threads'])}: "
+             + (r["cause"] or f"trials spread {100 * (r['iqr_rel'] or 0):.0f}% (IQR/median) > 10% — UNSTABLE")
+             for r in ranked if r["status"] != "ok" or r["unstable"]]
+    return [TableData(title=f"{title} — throughput (requests/s)", columns=columns, rows=rows, notes=notes),
+            _detail(f"{title} — per-cell detail", recs, groups, row_keys, by)]
 
 
 DETAIL = ("ops/s", "95% CI", "CI level", "×1T", "%ceil", "%peak", "TFLOP/s", "p50 ms", "p99 ms", "errors",
