@@ -102,10 +102,23 @@ def caveats(group: list[dict]) -> list[str]:
             out.append(f"short measurement ({cell.get('trials')} trials × {cell.get('duration')} s per cell"
                        + (f" in run {run['run_id']}" if len(group) > 1 else "") + "): indicative figures; "
                        "`diff` needs 4 or more trials per side to call a change significant")
+    for run in group:  # a sweep cut short (interrupt, time limit) leaves planned cells unmeasured
+        done = {tuple(c.items()) for c in map(_cell_identity, run.get("cells", []))}
+        missing = [c for c in run.get("plan", []) if tuple(_cell_identity(c).items()) not in done]
+        if missing:
+            what = sorted({f"{c['backend']} {c['dtype']}" + (f" ({c['fp32_precision']})" if c["dtype"] == "float32" else "")
+                           for c in missing})
+            out.append(f"incomplete: {len(missing)} of {len(run['plan'])} planned cells were not run in run "
+                       f"{run['run_id']} (interrupted), among them {', '.join(what)} — `compare --resume` finishes it")
     if any(r["host"].get("gil_enabled", True) for r in group):
         out.append(f"Python {host.get('python')} with the GIL: the thread scaling is what a standard CPython "
                    "gives; a free-threaded build may scale differently")
     return out
+
+
+def _cell_identity(cell: dict) -> dict:
+    keys = ("backend", "device", "dtype", "fp32_precision", "workload", "knobs", "mode", "threads", "k")
+    return {k: str(cell.get(k)) for k in keys}
 
 
 def section(group: list[dict], plot_name: str | None, out_dir: Path):
