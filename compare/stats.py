@@ -2,7 +2,9 @@
 95% confidence interval, spread, latency percentiles, speedup, %-of-ceiling and %-of-peak."""
 from __future__ import annotations
 
+import json
 import math
+from collections import Counter
 
 import numpy as np
 import polars as pl
@@ -46,10 +48,20 @@ def median_ci(values: list[float], level: float = 0.95) -> tuple[float, float, f
     return float(x[j]), float(x[n - 1 - j]), float(cover)
 
 
+def mean_batch(hists: list[str]) -> float | None:
+    """Mean requests per forward of the dynamic batcher, over every trial's batch-size histogram."""
+    total = Counter()
+    for h in hists:
+        total.update({int(k): v for k, v in json.loads(h).items()})
+    forwards = sum(total.values())
+    return sum(k * v for k, v in total.items()) / forwards if forwards else None
+
+
 def summarize(rows: list[dict]) -> pl.DataFrame:
     df = frame(rows)
     agg = df.group_by(CELL_KEYS, maintain_order=True).agg(
         pl.col("ops_per_s").drop_nulls().alias("trials"),
+        pl.col("batch_hist").drop_nulls().alias("hists"),
         pl.col("ops_per_s").median().alias("ops_per_s"),
         (pl.col("ops_per_s").quantile(0.75, "linear") - pl.col("ops_per_s").quantile(0.25, "linear")).alias("iqr"),
         *(pl.col(c).median() for c in ("lat_p50_ms", "lat_p90_ms", "lat_p99_ms")),
@@ -57,11 +69,13 @@ def summarize(rows: list[dict]) -> pl.DataFrame:
                                       "peak_rss_mb", "peak_device_mb", "device_name", "framework_version")),
     )
     ci = [median_ci(t) for t in agg["trials"].to_list()]
+    batches = [mean_batch(h) for h in agg["hists"].to_list()]
     agg = agg.with_columns(
         pl.Series("ci_low", [c[0] for c in ci], dtype=pl.Float64),
         pl.Series("ci_high", [c[1] for c in ci], dtype=pl.Float64),
         pl.Series("ci_level", [c[2] for c in ci], dtype=pl.Float64),
         pl.col("trials").list.len().alias("n_trials"),
+        pl.Series("mean_batch", batches, dtype=pl.Float64),
     ).with_columns(
         (pl.col("iqr") / pl.col("ops_per_s")).alias("iqr_rel"),
         (pl.col("ops_per_s") * pl.col("flops_per_op") / 1e12).alias("tflops"),
@@ -84,4 +98,4 @@ def summarize(rows: list[dict]) -> pl.DataFrame:
         (pl.col("ops_per_s") / pl.col("base_ops")).alias("speedup"),
         (100 * pl.col("ops_per_s") / pl.col("ceiling_ops")).alias("pct_ceiling"),
         (100 * pl.col("tflops") / pl.col("peak_tflops")).alias("pct_peak"),
-    ).drop("trials", "iqr")
+    ).drop("trials", "hists", "iqr")

@@ -130,8 +130,8 @@ def _workload_tables(title, recs, machines, machine_order, order) -> list[TableD
             _detail(f"{title} — per-cell detail", recs, groups, row_keys, by)]
 
 
-DETAIL = ("ops/s", "95% CI", "CI level", "×1T", "%ceil", "%peak", "TFLOP/s", "p50 ms", "p99 ms", "errors",
-          "rel. error", "verdict")
+DETAIL = ("ops/s", "95% CI", "CI level", "×1T", "%ceil", "%peak", "TFLOP/s", "p50 ms", "p99 ms", "batch",
+          "errors", "rel. error", "RSS MB", "dev MB", "verdict")
 
 
 def _detail(title, recs, groups, row_keys, by) -> TableData:
@@ -148,8 +148,10 @@ def _detail(title, recs, groups, row_keys, by) -> TableData:
                          _pct(r["pct_ceiling"]), _pct(r["pct_peak"]),
                          "—" if r["tflops"] is None else f"{r['tflops']:.3g}",
                          _num(r["lat_p50_ms"]), _num(r["lat_p99_ms"]),
+                         "—" if r.get("mean_batch") is None else f"{r['mean_batch']:.1f}",
                          f"{r['errors']}/{r['checked']}" if r["checked"] else "—",
-                         "—" if r["rel_err"] is None else f"{r['rel_err']:.1e}", verdict(r)])
+                         "—" if r["rel_err"] is None else f"{r['rel_err']:.1e}",
+                         _num(r["peak_rss_mb"], 4), _num(r["peak_device_mb"], 4), verdict(r)])
     columns = [("", "backend"), ("", "mode"), ("", "threads")] + [("", m) for m in DETAIL]
     return TableData(title=title, columns=columns, rows=rows)
 
