@@ -57,35 +57,12 @@ def peak_rss_mb() -> float:
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 
 
-def run_cell(cell: Cell, events: Events, cache: Path) -> None:
-    backend = backends.load(cell.backend)
-    why = backend.device_status().get(cell.device, f"{cell.backend} has no device {cell.device!r}")
-    if why is not None:
-        events.emit("status", status="unavailable", cause=why)
-        return
-    if cell.dtype not in backend.dtypes:
-        events.emit("status", status="unsupported",
-                    cause=f"{cell.backend} supports {', '.join(backend.dtypes)}, not {cell.dtype}")
-        return
-    backend.configure(fp32_precision=cell.fp32_precision)
-    events.emit("env", env=backend.describe(cell.device))
-
-    spec = workloads.make(cell.workload, **dict(cell.knobs))
-    params = spec.init_weights(cell.seed)
+def make_harness(backend, model, cell: Cell, spec, params, cache: Path) -> modes.Harness:
+    """The Harness a cell's mode runs: the op (forward + synchronize, as the backend defines them), the
+    per-thread (or, offline, the k-request) device inputs, and the check against the float64 reference.
+    `model` is backend.build(spec with the cell's batch, ...); `spec` is the one-request workload."""
     n = cell.threads
     k = cell.k if cell.mode == "offline" else 1
-    run_spec = spec.with_batch(spec.batch * k)
-    events.emit("spec", flops_per_op=spec.flops(), size=spec.label())
-
-    try:
-        model = backend.build(run_spec, params, cell.device, cell.dtype)
-        if cell.mode == "streams":
-            with backend.stream(cell.device):  # fail early, in the main thread, if there are none
-                pass
-    except Unsupported as e:
-        events.emit("status", status="unsupported", cause=str(e))
-        return
-
     refs = [reference(spec, params, i, cell.seed, cache) for i in range(min(POOL, max(n, k)))]
     if cell.mode == "offline":
         host_inputs = [np.concatenate([spec.make_input(j % POOL) for j in range(k)])]
@@ -102,7 +79,7 @@ def run_cell(cell: Cell, events: Events, cache: Path) -> None:
     device_inputs = [backend.to_device(x, cell.device, cell.dtype) for x in host_inputs]
     for x in device_inputs:  # copies complete before any thread (or stream) reads them
         backend.synchronize(x, cell.device)
-    h = modes.Harness(
+    return modes.Harness(
         op=op,
         check=lambda y, i: rel_error(backend.to_numpy(y), expected[i]),
         inputs=device_inputs,
@@ -110,16 +87,52 @@ def run_cell(cell: Cell, events: Events, cache: Path) -> None:
         stream=lambda: backend.stream(cell.device),
         concat=backend.concat, split=backend.split, rows=spec.batch,
     )
+
+
+def run_mode(h: modes.Harness, cell: Cell) -> list:
+    """Run the cell's mode on its Harness: the timed trials (list of Trial); modes.TooSlow may escape."""
+    n = cell.threads
+    k = cell.k if cell.mode == "offline" else 1
     common = dict(duration=cell.duration, trials=cell.trials, warmup=cell.warmup, verify_ops=cell.verify_ops)
+    if cell.mode in ("sequential", "offline"):
+        return modes.run_sequential(h, weight=k, **common)
+    if cell.mode in ("threads", "streams"):
+        return modes.run_threads(h, n, use_streams=cell.mode == "streams", **common)
+    if cell.mode == "batched":
+        return modes.run_batched(h, n, max_batch=cell.max_batch or n, max_wait_ms=cell.max_wait_ms, **common)
+    raise ValueError(f"unknown mode {cell.mode!r}")
+
+
+def run_cell(cell: Cell, events: Events, cache: Path) -> None:
+    backend = backends.load(cell.backend)
+    why = backend.device_status().get(cell.device, f"{cell.backend} has no device {cell.device!r}")
+    if why is not None:
+        events.emit("status", status="unavailable", cause=why)
+        return
+    if cell.dtype not in backend.dtypes:
+        events.emit("status", status="unsupported",
+                    cause=f"{cell.backend} supports {', '.join(backend.dtypes)}, not {cell.dtype}")
+        return
+    backend.configure(fp32_precision=cell.fp32_precision)
+    events.emit("env", env=backend.describe(cell.device))
+
+    spec = workloads.make(cell.workload, **dict(cell.knobs))
+    params = spec.init_weights(cell.seed)
+    run_spec = spec.with_batch(spec.batch * (cell.k if cell.mode == "offline" else 1))
+    events.emit("spec", flops_per_op=spec.flops(), size=spec.label())
+
     try:
-        if cell.mode in ("sequential", "offline"):
-            trials = modes.run_sequential(h, weight=k, **common)
-        elif cell.mode in ("threads", "streams"):
-            trials = modes.run_threads(h, n, use_streams=cell.mode == "streams", **common)
-        elif cell.mode == "batched":
-            trials = modes.run_batched(h, n, max_batch=cell.max_batch or n, max_wait_ms=cell.max_wait_ms, **common)
-        else:
-            raise ValueError(f"unknown mode {cell.mode!r}")
+        model = backend.build(run_spec, params, cell.device, cell.dtype)
+        if cell.mode == "streams":
+            with backend.stream(cell.device):  # fail early, in the main thread, if there are none
+                pass
+    except Unsupported as e:
+        events.emit("status", status="unsupported", cause=str(e))
+        return
+
+    h = make_harness(backend, model, cell, spec, params, cache)
+    try:
+        trials = run_mode(h, cell)
     except modes.TooSlow as e:
         events.emit("verify", errors=h.errors, checked=h.checked, rel_err=h.max_err)
         events.emit("status", status="too_slow", cause=str(e))
