@@ -1,0 +1,316 @@
+#!/usr/bin/env python3
+"""How much the measurement harness itself costs, measured side by side in one run (a report, not a test).
+
+    python benchmarks/harness.py [--rounds N] [--duration S]
+
+(a) overhead: the 1-thread `sequential` mode, driven exactly as a cell's worker drives it (the worker's own
+    make_harness + run_mode), against a bare loop doing the same forward + synchronize in this process
+    (torch CPU, `mlp`, default size). Target: >= 97% of the bare loop.
+(b) bookkeeping alone: `threads` mode with a do-nothing backend (forward returns its input, synchronize does
+    nothing), 1 and 2 threads. Target: >= 200k ops/s per thread.
+(c) dynamic batching: `batched` mode, 8 clients, max_batch 8, the default max_wait_ms, against the offline
+    ceiling (`offline`, k=8: one forward of 8 requests x 4 rows), torch CPU `block`. Target: >= 90%.
+    Run with torch.set_num_threads(1) and with torch's default (one per core); see the printed notes.
+
+The compared variants alternate in interleaved rounds (A, B, A, B, ...) so drift and other load on the
+machine hit both alike; each figure is the median over rounds. Always exits 0.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+
+import backends  # noqa: E402
+import workloads  # noqa: E402
+from backends.base import Backend  # noqa: E402
+from compare import modes, worker  # noqa: E402
+from compare.cells import Cell  # noqa: E402
+
+now = time.perf_counter
+
+
+class NullBackend(Backend):
+    """Does nothing: forward returns its input, synchronize returns at once. What is left is bookkeeping."""
+    name = "null"
+    devices = ("cpu",)
+    dtypes = ("float32",)
+
+    def device_status(self):
+        return {"cpu": None}
+
+    def build(self, workload, params, device, dtype):
+        return None
+
+    def to_device(self, x, device, dtype):
+        return x
+
+    def forward(self, model, x):
+        return x
+
+    def synchronize(self, out, device):
+        pass
+
+    def to_numpy(self, out):
+        return np.asarray(out, dtype=np.float64)
+
+    def concat(self, xs):
+        return xs  # a "batch" is the list of requests: no copy
+
+    def split(self, y, sizes):
+        return y
+
+    def describe(self, device):
+        return {"framework": "none"}
+
+
+def prepare(backend: Backend, cell: Cell, cache: Path):
+    """What compare.worker.run_cell does before the mode runs: configure, build at the cell's batch, and
+    the worker's own make_harness. Returns (harness, model)."""
+    backend.configure(fp32_precision=cell.fp32_precision)
+    spec = workloads.make(cell.workload, **dict(cell.knobs))
+    params = spec.init_weights(cell.seed)
+    k = cell.k if cell.mode == "offline" else 1
+    model = backend.build(spec.with_batch(spec.batch * k), params, cell.device, cell.dtype)
+    return worker.make_harness(backend, model, cell, spec, params, cache), model
+
+
+def harness_rate(h: modes.Harness, cell: Cell) -> tuple[float, modes.Trial]:
+    """One round: the cell's mode with one timed trial, as the worker runs it; requests/s of that trial."""
+    (trial,) = worker.run_mode(h, cell)
+    return trial.ops_per_s, trial
+
+
+def bare_rate(backend: Backend, model, x, device: str, duration: float, warmup: int) -> float:
+    """The same forward + synchronize in a plain loop: ops / (time of last completion - start)."""
+    fwd, sync = backend.forward, backend.synchronize
+    for _ in range(warmup):
+        sync(fwd(model, x), device)
+    ops, t0 = 0, now()
+    deadline = t0 + duration
+    while True:
+        y = fwd(model, x)
+        sync(y, device)
+        ops += 1
+        t = now()
+        if t >= deadline:
+            return ops / (t - t0)
+
+
+def interleave(rounds: int, variants: dict) -> dict[str, list[float]]:
+    """Run each variant once per round, in order, `rounds` times: A, B, A, B, ..."""
+    out: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            out[name].append(fn())
+    return out
+
+
+RESULTS: list[tuple[str, bool, str]] = []  # (goal, met, why not, where known)
+
+
+def report(goal: str, a_name: str, a: list[float], b_name: str, b: list[float], ratio: float, target: str,
+           ok: bool, unit: str = "ops/s") -> None:
+    ma, mb = statistics.median(a), statistics.median(b)
+    print(f"  {a_name:<34} median {ma:>12,.0f} {unit}   (rounds: {', '.join(f'{v:,.0f}' for v in a)})")
+    print(f"  {b_name:<34} median {mb:>12,.0f} {unit}   (rounds: {', '.join(f'{v:,.0f}' for v in b)})")
+    print(f"  ratio {ratio:.3f}   target {target}   {'PASS' if ok else 'FAIL'}")
+    RESULTS.append((goal, ok, ""))
+
+
+def goal_a(rounds: int, duration: float, cache: Path) -> None:
+    print("(a) harness overhead: sequential mode vs a bare loop, torch cpu float32 mlp (default size)")
+    tb = backends.load("torch")
+    cell = Cell(backend="torch", device="cpu", dtype="float32", workload="mlp", mode="sequential", threads=1,
+                duration=duration, trials=1, warmup=3, verify_ops=1)
+    h, model = prepare(tb, cell, cache)
+    import torch
+    print(f"  torch {torch.__version__}, intra-op threads {torch.get_num_threads()}, {rounds} rounds of {duration} s each")
+    variants = {"harness": lambda: harness_rate(h, cell)[0],
+                "bare": lambda: bare_rate(tb, model, h.inputs[0], "cpu", duration, cell.warmup)}
+    interleave(1, variants)  # one discarded round: first-use costs fall on no variant
+    r = interleave(rounds, variants)
+    ratio = statistics.median(r["harness"]) / statistics.median(r["bare"])
+    report("a", "sequential mode (worker path)", r["harness"], "bare forward+sync loop", r["bare"], ratio,
+           ">= 0.97", ratio >= 0.97)
+    if h.errors:
+        print(f"  NOTE: {h.errors} of {h.checked} checked outputs off the reference")
+
+
+def goal_b(rounds: int, duration: float, cache: Path) -> None:
+    print(f"(b) bookkeeping alone: threads mode with a do-nothing backend, {os.cpu_count()} CPU cores")
+    nb = NullBackend()
+    variants = {}
+    for n in (1, 2):
+        cell = Cell(backend="null", device="cpu", dtype="float32", workload="block", mode="threads", threads=n,
+                    duration=duration, trials=1, warmup=3, verify_ops=0)
+        h, _ = prepare(nb, cell, cache)
+        variants[n] = (lambda h=h, cell=cell, n=n: harness_rate(h, cell)[0] / n)
+    interleave(1, variants)  # one discarded round
+    print(f"  {sys.implementation.name} {sys.version.split()[0]}, switch interval {sys.getswitchinterval() * 1e3:g} ms,"
+          f" {rounds} rounds of {duration} s each")
+    r = interleave(rounds, variants)
+    m1, m2 = statistics.median(r[1]), statistics.median(r[2])
+    report("b", "1 thread, per thread", r[1], "2 threads, per thread", r[2], m2 / m1,
+           ">= 200,000 ops/s per thread (both)", min(m1, m2) >= 200_000)
+    print(f"  (ratio = 2-thread / 1-thread per-thread rate; 2 threads together {2 * m2:,.0f} ops/s: with a forward"
+          f" that never releases the GIL, only one thread runs Python at a time)")
+
+
+def minimal_batched_rate(h: modes.Harness, n: int, duration: float) -> float:
+    """The least work any in-process dynamic batcher with n Python client threads must do: no queue, no
+    wait policy, no checks, batches always of n. Clients count themselves in under one lock, the
+    n-th wakes the batcher, which runs the same op on concat(inputs), splits it and releases each client's
+    lock. Same throughput definition: requests / (last completion - first start)."""
+    locks = [threading.Lock() for _ in range(n)]
+    for lock in locks:
+        lock.acquire()
+    bell, shared, count, outs = threading.Lock(), threading.Lock(), [0], [None] * n
+    bell.acquire()
+    stop, starts, ends = [False], [[] for _ in range(n)], [[] for _ in range(n)]
+    deadline = now() + duration
+
+    def client(i: int) -> None:
+        while True:
+            t0 = now()
+            with shared:
+                count[0] += 1
+                if count[0] == n:
+                    count[0] = 0
+                    bell.release()
+            locks[i].acquire()
+            ends[i].append(now())
+            starts[i].append(t0)
+            outs[i] = None
+            if stop[0]:
+                return
+
+    def batcher() -> None:
+        while not stop[0]:
+            bell.acquire()
+            stop[0] = now() >= deadline
+            parts = h.split(h.op(h.concat(h.inputs)), [h.rows] * n)
+            for i in range(n):
+                outs[i] = parts[i]
+                locks[i].release()
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(n)] + [threading.Thread(target=batcher)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return sum(map(len, ends)) / (max(map(max, ends)) - min(map(min, starts)))
+
+
+def forward_us(model, x, duration: float = 0.2) -> float:
+    for _ in range(3):
+        model(x)
+    ops, t0 = 0, now()
+    while now() - t0 < duration:
+        model(x)
+        ops += 1
+    return (now() - t0) / ops * 1e6
+
+
+def in_thread(fn):
+    out = {}
+    th = threading.Thread(target=lambda: out.update(v=fn()))
+    th.start()
+    th.join()
+    return out["v"]
+
+
+def goal_c(rounds: int, duration: float, cache: Path, intra: int) -> None:
+    import torch
+    torch.set_num_threads(intra)
+    print(f"(c) dynamic batching vs offline ceiling, torch cpu float32 block, torch.set_num_threads({intra})")
+    tb = backends.load("torch")
+    common = dict(backend="torch", device="cpu", dtype="float32", workload="block", duration=duration, trials=1,
+                  warmup=3, verify_ops=1)
+    batched = Cell(mode="batched", threads=8, max_batch=8, **common)  # max_wait_ms: the default
+    offline = Cell(mode="offline", k=8, **common)
+    hb, _ = prepare(tb, batched, cache)
+    ho, model = prepare(tb, offline, cache)
+    hists = []
+
+    def run_batched():
+        rate, trial = harness_rate(hb, batched)
+        hists.append(trial.batch_hist)
+        return rate
+
+    print(f"  8 clients, max_batch 8, max_wait_ms {batched.max_wait_ms:g}; {rounds} rounds of {duration} s each,"
+          f" interleaved with a minimal hand-written batcher (same op, 8 client threads, no harness)")
+    variants = {"batched": run_batched, "offline": lambda: harness_rate(ho, offline)[0],
+                "minimal": lambda: minimal_batched_rate(hb, 8, duration)}
+    interleave(1, variants)  # one discarded round: first-use costs fall on no variant
+    hists.clear()
+    r = interleave(rounds, variants)
+    mb, mo, mm = (statistics.median(r[k]) for k in ("batched", "offline", "minimal"))
+    ratio = mb / mo
+    report("c" + str(intra), "batched, 8 clients", r["batched"], "offline k=8 ceiling", r["offline"], ratio,
+           ">= 0.90", ratio >= 0.90, unit="req/s")
+    total: dict[str, int] = {}
+    for hist in hists:
+        for size, count in (hist or {}).items():
+            total[size] = total.get(size, 0) + count
+    print(f"  batch sizes: {', '.join(f'{s}: {c}' for s, c in sorted(total.items(), key=lambda p: int(p[0])))}")
+    if hb.errors or ho.errors:
+        print(f"  NOTE: outputs off the reference: batched {hb.errors}/{hb.checked}, offline {ho.errors}/{ho.checked}")
+    fwd, cycle = 8 / mo * 1e6, 8 / mb * 1e6
+    main_fwd, thread_fwd = forward_us(model, ho.inputs[0]), in_thread(lambda: forward_us(model, ho.inputs[0]))
+    print(f"  minimal batcher median {mm:,.0f} req/s: best a batcher of Python threads reaches here = {mm / mo:.3f} of"
+          f" the ceiling; the harness reaches {mb / mm:.3f} of the minimal batcher")
+    print(f"  per forward of 8: offline {fwd:.0f} us, batched cycle {cycle:.0f} us (0.90 allows {fwd / 0.9:.0f} us);"
+          f" the forward alone: {main_fwd:.0f} us on the main thread (offline's), {thread_fwd:.0f} us on another"
+          f" thread (the batcher's)")
+    if ratio < 0.90:
+        if mm / mo < 0.90:
+            RESULTS[-1] = (RESULTS[-1][0], False, f"unreachable here: a minimal batcher gets {mm / mo:.2f}, the harness"
+                           f" {mb / mm:.2f} of that")
+            print(f"  not reachable on this machine: the minimal batcher itself gets {mm / mo:.2f} of the ceiling. Around"
+                  f" every forward 8 sleeping client threads and the batcher must each be woken and take the GIL in"
+                  f" turn{'' if thread_fwd < 1.2 * main_fwd else ', and the forward itself is slower off the main thread'}")
+        else:
+            print("  the harness falls short of what a minimal batcher does here: its hand-off is at fault")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=7, help="interleaved rounds per comparison (>= 5)")
+    ap.add_argument("--duration", type=float, default=0.3, help="seconds per timed window")
+    ap.add_argument("--goals", default="abc", help="which goals to run (default: abc)")
+    args = ap.parse_args()
+    if args.rounds < 5:
+        ap.error("--rounds must be at least 5")
+    start = now()
+    import torch
+    default_threads = torch.get_num_threads()
+    print(f"threadbench harness benchmark: {os.cpu_count()} CPU cores, torch {torch.__version__}, "
+          f"python {sys.version.split()[0]}, load average {os.getloadavg()[0]:.2f} at start")
+    with tempfile.TemporaryDirectory(prefix="threadbench-bench-") as tmp:
+        cache = Path(tmp)
+        if "a" in args.goals:
+            goal_a(args.rounds, args.duration, cache)
+        if "b" in args.goals:
+            goal_b(args.rounds, args.duration, cache)
+        if "c" in args.goals:
+            for intra in sorted({1, default_threads}):
+                goal_c(args.rounds, args.duration, cache, intra)
+        torch.set_num_threads(default_threads)
+    passed = sum(ok for _, ok, _ in RESULTS)
+    verdicts = ", ".join(f"{g} {'PASS' if ok else 'FAIL'}{f' ({why})' if why else ''}" for g, ok, why in RESULTS)
+    print(f"SUMMARY: {passed}/{len(RESULTS)} goals met ({verdicts})"
+          f" in {now() - start:.0f} s, load average {os.getloadavg()[0]:.2f} at end")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
