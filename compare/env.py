@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import platform
+from pathlib import Path
 import socket
 import sys
 from importlib.metadata import PackageNotFoundError, version
@@ -29,6 +30,22 @@ def _packages() -> dict[str, str]:
     return {n: v for n in dict.fromkeys(names) if (v := _version(n))}
 
 
+def threadbench_revision() -> str | None:
+    """The git commit this threadbench runs from ('+dirty' with local changes), so a figure names its code."""
+    import subprocess
+    root = Path(__file__).resolve().parent.parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
+                             text=True, timeout=5)
+        if rev.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return rev.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def host_environment() -> dict:
     gil = getattr(sys, "_is_gil_enabled", None)
     return {
@@ -42,6 +59,7 @@ def host_environment() -> dict:
         "python": sys.version.split()[0],
         "gil_enabled": True if gil is None else bool(gil()),
         "packages": _packages(),
+        "threadbench_revision": threadbench_revision(),
         "env_vars": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                                  "CUDA_VISIBLE_DEVICES", "PYTORCH_ENABLE_MPS_FALLBACK")
                      if k in os.environ},
