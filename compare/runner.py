@@ -113,8 +113,11 @@ def _collect(cell: Cell, events_path: Path, rc: int, log_path: Path, forced) -> 
     if forced:
         result.status, result.cause = forced
     elif rc != 0 or not result.status:
+        # A process that reported its result and then died (e.g. aborting in a framework's teardown) keeps
+        # its measured trials, but the cell is still a crash: a user's process would have died too.
+        after = " after reporting its result (at exit)" if result.status in ("ok", "wrong") else ""
         result.status = CRASH
-        result.cause = _exit_cause(rc) + _log_tail(log_path)
+        result.cause = _exit_cause(rc) + after + _log_tail(log_path)
     return result
 
 

@@ -49,7 +49,7 @@ def cells(run: dict) -> dict:
 @pytest.fixture(scope="module")
 def fault_sweep(tmp_path_factory):
     out_file = tmp_path_factory.mktemp("faults") / "run.json"
-    proc = compare("--backends", "numpy,fault-segv,fault-abort,fault-raise,fault-wrong,fault-hog",
+    proc = compare("--backends", "numpy,fault-segv,fault-abort,fault-raise,fault-wrong,fault-hog,fault-exit",
                    "--modes", "threads", "--threads", "1,2", "--cell-timeout", "20", "--mem-limit-mb", "300",
                    "--out", str(out_file))
     return proc, R.load(out_file)
@@ -69,6 +69,14 @@ def test_abort_recorded_as_sigabrt(fault_sweep):
     proc, run = fault_sweep
     for row in _failed_cells_of(run, "fault-abort"):
         assert row["status"] == "crash" and row["cause"].startswith("killed by SIGABRT"), row
+
+
+def test_abort_after_reporting_is_a_crash_that_keeps_its_trials(fault_sweep):
+    proc, run = fault_sweep
+    for row in _failed_cells_of(run, "fault-exit"):
+        assert row["status"] == "crash", row
+        assert row["cause"].startswith("killed by SIGABRT after reporting its result (at exit)"), row
+        assert row["ops_per_s"] and row["errors"] == 0 and row["checked"] > 0  # the measured trials are kept
 
 
 def test_exception_recorded_with_type_and_message(fault_sweep):

@@ -94,3 +94,15 @@ class MemoryHogBackend(_Faulty):
             kept.append(np.ones(32 * 2**20, dtype=np.uint8))
             time.sleep(0.01)
         threading.Event().wait()
+
+
+class AbortAtExitBackend(_Faulty):
+    """Computes correctly, then aborts while the process exits — as MLX-CUDA was seen to do in teardown."""
+    name = "fault-exit"
+
+    def fault(self, model, x):
+        import atexit
+        if not getattr(type(self), "_armed", False):
+            type(self)._armed = True
+            atexit.register(os.abort)
+        return model(x)
