@@ -45,7 +45,7 @@ def cells(run: dict) -> dict:
     return out
 
 
-# -- one sweep, five faults and a healthy control --------------------------------------------------------
+# -- one sweep, six faults and a healthy control --------------------------------------------------------
 @pytest.fixture(scope="module")
 def fault_sweep(tmp_path_factory):
     out_file = tmp_path_factory.mktemp("faults") / "run.json"
@@ -105,12 +105,12 @@ def test_faults_keep_every_healthy_cell_and_exit_1(fault_sweep):
     assert proc.returncode == 1, proc.stderr[-2000:]  # EXIT_CELLS_FAILED
     assert "Traceback" not in proc.stderr
     got = cells(run)
-    assert len({R.row_key(r) for r in run["rows"]}) == len(run["plan"]) == 6 * (PROBES + 2)  # all recorded
+    assert len({R.row_key(r) for r in run["rows"]}) == len(run["plan"]) == 7 * (PROBES + 2)  # all recorded
     for n in (1, 2):  # the control backend, run after the faults, is untouched by them
         assert got[("numpy", "mlp", "threads", n)]["status"] == "ok"
     probes = [r for k, r in got.items() if k[1] == "matmul"]
-    assert len(probes) == 6 * PROBES and all(r["status"] in KEEP for r in probes)
-    assert sum(r["status"] == "ok" for r in probes) >= 6
+    assert len(probes) == 7 * PROBES and all(r["status"] in KEEP for r in probes)
+    assert sum(r["status"] == "ok" for r in probes) >= 7
 
 
 # -- a hang ------------------------------------------------------------------------------------------
