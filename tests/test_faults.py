@@ -135,9 +135,10 @@ def _interrupt_while_hanging(out_file: Path, sig: int, backends: str):
     workers = []
     while time.monotonic() < deadline:
         assert p.poll() is None, p.communicate()
-        doc = json.loads(out_file.read_text()) if out_file.exists() else {"cells": [], "plan": [None]}
+        # no file yet: threadbench is still starting (its children then are e.g. git, not cells)
+        doc = json.loads(out_file.read_text()) if out_file.exists() else {"cells": [], "plan": []}
         workers = psutil.Process(p.pid).children(recursive=True)
-        if len(doc["cells"]) == len(doc["plan"]) - 1 and workers:  # the hung cell, last, is running
+        if doc["plan"] and len(doc["cells"]) == len(doc["plan"]) - 1 and workers:  # the hung cell, last, runs
             break
         time.sleep(0.1)
     else:
