@@ -146,7 +146,12 @@ RESUME_OPTIONS = {"resume", "out", "quiet", "cell_timeout", "mem_limit_mb", "jso
 def run_cli(args: list[str]) -> int:
     """The app with click's own usage errors (bad option value, unknown option, missing argument) turned
     into the same single stderr line and exit code 2 as threadbench's checks; --debug shows click's full text."""
-    from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer >= 0.29 vendors click
+    try:
+        from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer >= 0.29 vendors click
+    except ImportError:  # older typer runs on click itself
+        import click.exceptions
+        ClickException = click.exceptions.ClickException
+        NoArgsIsHelpError = getattr(click.exceptions, "NoArgsIsHelpError", ())  # () catches nothing
     STATE["debug"] = False
     try:
         rv = app(args=args, prog_name="threadbench", standalone_mode=False)
