@@ -133,7 +133,9 @@ def section(group: list[dict], plot_name: str | None, out_dir: Path):
              f"{n_ok} of {n_cells} cells measured. Data:"]
     for run in group:
         rel = os.path.relpath(run["_path"], out_dir)
-        lines.append(f"- [{rel}]({rel}) — run `{run['run_id']}`, {run['created']}")
+        revision = run["host"].get("threadbench_revision")
+        lines.append(f"- [{rel}]({rel}) — run `{run['run_id']}`, {run['created']}, threadbench "
+                     + (f"`{revision}`" if revision else "revision not recorded (run predates the field)"))
     lines.append("")
     if plot_name:
         lines += [f"![scaling curves: {title(group)}]({plot_name})", ""]
