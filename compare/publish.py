@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from . import results as R
+from .cells import Cell
 from .options import BadInput
 
 RUNS_DIR = Path("results/runs")
@@ -103,8 +104,8 @@ def caveats(group: list[dict]) -> list[str]:
                        + (f" in run {run['run_id']}" if len(group) > 1 else "") + "): indicative figures; "
                        "`diff` needs 4 or more trials per side to call a change significant")
     for run in group:  # a sweep cut short (interrupt, time limit) leaves planned cells unmeasured
-        done = {tuple(c.items()) for c in map(_cell_identity, run.get("cells", []))}
-        missing = [c for c in run.get("plan", []) if tuple(_cell_identity(c).items()) not in done]
+        done = {R.row_key(r) for r in run["rows"]}
+        missing = [c for c in run.get("plan", []) if Cell.from_dict(c).key() not in done]
         if missing:
             what = sorted({f"{c['backend']} {c['dtype']}" + (f" ({c['fp32_precision']})" if c["dtype"] == "float32" else "")
                            for c in missing})
@@ -114,11 +115,6 @@ def caveats(group: list[dict]) -> list[str]:
         out.append(f"Python {host.get('python')} with the GIL: the thread scaling is what a standard CPython "
                    "gives; a free-threaded build may scale differently")
     return out
-
-
-def _cell_identity(cell: dict) -> dict:
-    keys = ("backend", "device", "dtype", "fp32_precision", "workload", "knobs", "mode", "threads", "k")
-    return {k: str(cell.get(k)) for k in keys}
 
 
 def section(group: list[dict], plot_name: str | None, out_dir: Path):
