@@ -163,10 +163,16 @@ def run_batched(h: Harness, n: int, duration: float, trials: int, warmup: int, v
     """Clients submit single requests; the batcher runs one forward of up to max_batch requests, or of
     whatever arrived within max_wait_ms of the first, and hands each client its own rows.
 
+    The batcher runs in the caller's thread, the process's main thread, where sequential and offline
+    run their forwards too: the ceiling and the batcher then run the model alike (torch on CPU runs a
+    forward several times slower from a second thread on small machines, an effect that belongs to the
+    threads mode's figures, not to batching). The clients are N further threads.
+
     The hand-off costs as few thread wake-ups as the policy allows, so that the mode measures batching
     rather than the harness: the batcher takes a batch at once when max_batch requests are waiting; else
     it sleeps until the first request (if none is waiting) or the one that fills the batch rings for it,
-    or until max_wait_ms after the first arrived; each client waits on its own lock for its rows."""
+    or until max_wait_ms after the first arrived; each client waits on its own lock for its rows. The
+    last client to finish closes the queue, which ends the batcher."""
     check_speed(h, 0, duration)
     full = max(1, max_batch)
     max_wait = max_wait_ms / 1e3
@@ -242,7 +248,19 @@ def run_batched(h: Harness, n: int, duration: float, trials: int, warmup: int, v
     per_trial = [[[[], []] for _ in range(n)] for _ in range(trials)]
     failures: list[BaseException] = []
 
+    live = [n]
+
     def client(i: int) -> None:
+        try:
+            _client(i)
+        finally:
+            with mutex:
+                live[0] -= 1
+                if live[0] == 0:
+                    state["closed"] = True
+                    ring_if(True)
+
+    def _client(i: int) -> None:
         try:
             for _ in range(warmup):
                 submit(i, now())
@@ -263,15 +281,12 @@ def run_batched(h: Harness, n: int, duration: float, trials: int, warmup: int, v
             failures.append(e)
             barrier.abort()
 
-    bt = threading.Thread(target=batcher, name="tb-batcher", daemon=True)
-    bt.start()
-    try:
-        _join_all([threading.Thread(target=client, args=(i,), name=f"tb-client-{i}", daemon=True) for i in range(n)])
-    finally:
-        with mutex:
-            state["closed"] = True
-            ring_if(True)
-        bt.join(timeout=10)
+    clients = [threading.Thread(target=client, args=(i,), name=f"tb-client-{i}", daemon=True) for i in range(n)]
+    for th in clients:
+        th.start()
+    batcher()  # returns once the last client has closed the queue
+    for th in clients:
+        th.join()
     if failures:
         raise ModeFailed(failures[0]) from failures[0]
     return [_trial([s for th in tr for s in th[0]], [e for th in tr for e in th[1]], hist=hists[t] if t < len(hists) else None)
