@@ -6,6 +6,8 @@
 # it must) and bfloat16; every mode; 1, 2, 4, 8 threads; offline ceiling at 8 and 64 requests per forward.
 # Options after SECONDS override those defaults (the last value of an option wins).
 # SECONDS bounds the sweep: at the limit it is interrupted like Ctrl-C and keeps every finished cell.
+# On a borrowed machine whose copy of the tree sits on an older .git, name the revision here first:
+#   THREADBENCH_REVISION=<git rev-parse --short=12 HEAD, run here> benchmarks/gpu_sweep.sh ...
 set -u
 backend=$1 out=$2 budget=${3:-540}
 shift $(( $# < 3 ? $# : 3 ))

@@ -31,7 +31,16 @@ def _packages() -> dict[str, str]:
 
 
 def threadbench_revision() -> str | None:
-    """The git commit this threadbench runs from ('+dirty' with local changes), so a figure names its code."""
+    """The git commit this threadbench runs from ('+dirty' with local changes), so a figure names its code.
+
+    A copy of the tree whose .git is not its history (a borrowed machine gets the working tree on top of
+    an older checkout) can be told its revision in THREADBENCH_REVISION; what git says is kept beside it."""
+    stated = os.environ.get("THREADBENCH_REVISION", "").strip()
+    found = _git_revision()
+    return f"{stated} (stated in THREADBENCH_REVISION; git here: {found})" if stated else found
+
+
+def _git_revision() -> str | None:
     import subprocess
     root = Path(__file__).resolve().parent.parent
     try:
