@@ -130,8 +130,11 @@ def section(group: list[dict], plot_name: str | None, out_dir: Path):
     for run in group:
         rel = os.path.relpath(run["_path"], out_dir)
         revision = run["host"].get("threadbench_revision")
+        resumed = [f"`{r['threadbench_revision']}` ({r['cells']} cells, {r['at']})" for r in run.get("resumed", [])
+                   if r.get("threadbench_revision") and r["threadbench_revision"] != revision]
         lines.append(f"- [{rel}]({rel}) — run `{run['run_id']}`, {run['created']}, threadbench "
-                     + (f"`{revision}`" if revision else "revision not recorded (run predates the field)"))
+                     + (f"`{revision}`" if revision else "revision not recorded (run predates the field)")
+                     + (f"; resumed with {', '.join(resumed)}" if resumed else ""))
     lines.append("")
     if plot_name:
         lines += [f"![scaling curves: {title(group)}]({plot_name})", ""]

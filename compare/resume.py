@@ -53,7 +53,8 @@ def resume_sweep(file: Path, out: Path | None, limits: Limits, quiet: bool, argv
     writable_out(path)
     R.drop_cells(run, {c.key() for c in todo})  # their failed rows are replaced by the new attempt
     run.setdefault("resumed", []).append(
-        {"command": argv, "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "cells": len(todo)})
+        {"command": argv, "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "cells": len(todo),
+         "threadbench_revision": host_environment().get("threadbench_revision")})  # the code of the new cells
     Console(stderr=True).print(f"resuming {file}: {len(todo)} of {len(run['plan'])} planned cells to run",
                                highlight=False, soft_wrap=True)
     return execute(run, path, todo, limits, quiet, json_out)

@@ -230,6 +230,7 @@ def test_resume_runs_only_the_missing_cell_and_keeps_the_rest(interrupted, tmp_p
     assert cells(after)[("fault-hang", "mlp", "sequential", 1)]["status"] == "timeout"
     assert len({R.row_key(r) for r in after["rows"]}) == 2 * PROBES + 2
     assert after["resumed"][0]["cells"] == 1
+    assert after["resumed"][0]["threadbench_revision"] == after["host"]["threadbench_revision"]  # same checkout
 
 
 def _row(status, threads):
