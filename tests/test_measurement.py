@@ -122,10 +122,21 @@ def test_a_failing_batched_forward_reaches_the_clients_and_fails_the_mode():
             raise RuntimeError("out of memory in a batch")
         return 2 * x
 
-    h, _ = fake_harness(4, op=fails_batched)
-    with pytest.raises(modes.ModeFailed) as err:
-        modes.run_batched(h, 4, duration=0.02, trials=1, warmup=2, verify_ops=1, max_batch=4, max_wait_ms=50)
-    assert isinstance(err.value.__cause__, RuntimeError) and "out of memory" in str(err.value.__cause__)
+    for warmup in (0, 2):  # met by the clients, or already by the warm-up of every batch size
+        h, _ = fake_harness(4, op=fails_batched)
+        with pytest.raises(modes.ModeFailed) as err:
+            modes.run_batched(h, 4, duration=0.02, trials=1, warmup=warmup, verify_ops=1, max_batch=4,
+                              max_wait_ms=50)
+        assert isinstance(err.value.__cause__, RuntimeError) and "out of memory" in str(err.value.__cause__)
+
+
+def test_warmup_meets_every_batch_size_before_timing():
+    """A framework that compiles per shape (JAX's jit) must not compile inside a timed window."""
+    h, calls = fake_harness(8)
+    modes.run_batched(h, 6, duration=0.02, trials=1, warmup=1, verify_ops=0, max_batch=4, max_wait_ms=1)
+    before_clients = [size for _, size in calls[:5]]  # the speed check's two ops, then the warm-up sizes
+    assert before_clients == [1, 1, 2, 3, 4]
+    assert max(size for _, size in calls) == 4
 
 
 # -- statistics ---------------------------------------------------------------------------------------
