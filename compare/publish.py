@@ -103,8 +103,12 @@ def caveats(group: list[dict]) -> list[str]:
             out.append(f"short measurement ({cell.get('trials')} trials × {cell.get('duration')} s per cell"
                        + (f" in run {run['run_id']}" if len(group) > 1 else "") + "): indicative figures; "
                        "`diff` needs 4 or more trials per side to call a change significant")
+    for run in group:
+        for s in run.get("superseded", []):
+            out.append(f"{len(s['cells'])} cells of run {run['run_id']} were measured again in run {s['by']} and "
+                       f"are shown from there: {s['why']}")
     for run in group:  # a sweep cut short (interrupt, time limit) leaves planned cells unmeasured
-        done = {R.row_key(r) for r in run["rows"]}
+        done = {R.row_key(r) for r in run["rows"]} | R.superseded_keys(run)
         missing = [c for c in run.get("plan", []) if Cell.from_dict(c).key() not in done]
         if missing:
             what = sorted({f"{c['backend']} {c['dtype']}" + (f" ({c['fp32_precision']})" if c["dtype"] == "float32" else "")

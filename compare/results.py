@@ -80,6 +80,21 @@ def drop_cells(run: dict, keys: set[tuple]) -> None:
     run["rows"] = [r for r in run["rows"] if row_key(r) not in keys]
 
 
+def supersede(run: dict, newer: dict, why: str) -> int:
+    """Drop the cells of `run` that the later run `newer` measured again (after a harness fix), and say so
+    in `run["superseded"]`, which publish shows; git history keeps the dropped figures. Returns how many."""
+    keys = {row_key(r) for r in newer["rows"]} & {row_key(r) for r in run["rows"]}
+    drop_cells(run, keys)
+    if keys:
+        run.setdefault("superseded", []).append({"cells": [list(k) for k in sorted(keys, key=str)],
+                                                 "by": newer["run_id"], "why": why})
+    return len(keys)
+
+
+def superseded_keys(run: dict) -> set[tuple]:
+    return {tuple(k) for s in run.get("superseded", []) for k in s["cells"]}
+
+
 def row_key(row: dict) -> tuple:
     return (row["backend"], row["device"], row["dtype"], row["workload"], row["size"], row["mode"],
             row["threads"], row["k"], row["fp32_precision"])

@@ -3,7 +3,8 @@
 A sweep stores its planned cells in the run document (run["plan"]) before the first cell starts, and saves
 after every cell, so an interrupted, crashed or killed sweep leaves a file that says exactly what is
 missing. Cells that ended ok, too slow, unsupported, unavailable or skipped are kept as they are; cells
-that crashed, timed out, raised, ran out of memory, gave wrong outputs or never ran are run again."""
+that crashed, timed out, raised, ran out of memory, gave wrong outputs or never ran are run again;
+cells marked superseded (measured again in a later run) are not."""
 from __future__ import annotations
 
 import datetime as dt
@@ -34,7 +35,7 @@ def planned_cells(run: dict, path: Path) -> list[Cell]:
 
 def cells_to_rerun(run: dict, path: Path = Path("results file")) -> list[Cell]:
     """Planned cells with no kept result, in plan order."""
-    kept = {R.row_key(r) for r in run["rows"] if r["status"] in KEEP}
+    kept = {R.row_key(r) for r in run["rows"] if r["status"] in KEEP} | R.superseded_keys(run)
     return [c for c in planned_cells(run, path) if c.key() not in kept]
 
 

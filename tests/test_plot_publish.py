@@ -172,3 +172,21 @@ def test_repeated_cells_of_one_host_stay_separate_sections(tmp_path):
     text = (tmp_path / "README.md").read_text()
     assert text.count("\n## box — ") == 2
     assert text.index("## box — 2026-03-05") < text.index("## box — 2026-03-01")
+
+
+def test_superseded_cells_are_shown_from_the_newer_run_and_said_so(tmp_path):
+    runs = tmp_path / "runs"
+    old = S.scaling_run("box", created="2026-03-01T10:00:00+00:00")
+    old["plan"] = list(old["cells"])
+    newer = backend_only(S.scaling_run("box", scale=3, created="2026-03-02T10:00:00+00:00"), "mlx")
+    newer["rows"] = [r for r in newer["rows"] if r["mode"] == "offline"]
+    assert R.supersede(old, newer, "re-measured after a warm-up fix") == 2  # mlx offline k=1, k=8
+    R.save(old, runs / "old.json")
+    R.save(newer, runs / "newer.json")
+    PUB.publish(runs, tmp_path, plots=False)
+    text = (tmp_path / "README.md").read_text()
+    assert text.count("\n## box") == 1  # no overlap left: one machine section
+    assert f"2 cells of run {old['run_id']} were measured again in run {newer['run_id']}" in text
+    assert "re-measured after a warm-up fix" in text and "incomplete" not in text
+    mlx_k8 = [line for line in text.splitlines() if line.startswith("| offline | k=8 |")][0]
+    assert mlx_k8.split("|")[5].strip().startswith("6,000") and "2,000" not in mlx_k8  # newer: 3 x the old 2,000
