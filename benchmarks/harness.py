@@ -79,8 +79,7 @@ def prepare(backend: Backend, cell: Cell, cache: Path):
     backend.configure(fp32_precision=cell.fp32_precision)
     spec = workloads.make(cell.workload, **dict(cell.knobs))
     params = spec.init_weights(cell.seed)
-    k = cell.k if cell.mode == "offline" else 1
-    model = backend.build(spec.with_batch(spec.batch * k), params, cell.device, cell.dtype)
+    model = worker.build_model(backend, cell, spec, params)
     return worker.make_harness(backend, model, cell, spec, params, cache), model
 
 

@@ -37,6 +37,11 @@ class Cell:
         return (self.backend, self.device, self.dtype, self.workload, self.size_label(), self.mode,
                 self.threads, self.k, self.fp32_precision)
 
+    @property
+    def requests_per_forward(self) -> int:
+        """Requests in one forward: k for offline, else 1 (the batcher forms its batches at run time)."""
+        return self.k if self.mode == "offline" else 1
+
     def size_label(self) -> str:
         return ",".join(f"{k}={v}" for k, v in self.knobs) or "default"
 

@@ -134,7 +134,13 @@ def run_threads(h: Harness, n: int, duration: float, trials: int, warmup: int, v
     _join_all([threading.Thread(target=worker, args=(i,), name=f"tb-{i}", daemon=True) for i in range(n)])
     if failures:
         raise ModeFailed(failures[0]) from failures[0]
-    return [_trial([s for th in tr for s in th[0]], [e for th in tr for e in th[1]]) for tr in per_trial]
+    return _pooled(per_trial)
+
+
+def _pooled(per_trial: list, hists: list[Counter] | None = None) -> list[Trial]:
+    """One Trial per window from every thread's (starts, ends), with that window's batch histogram."""
+    return [_trial([s for th in tr for s in th[0]], [e for th in tr for e in th[1]],
+                   hist=hists[t] if hists and t < len(hists) else None) for t, tr in enumerate(per_trial)]
 
 
 def _join_all(threads: list[threading.Thread]) -> None:
@@ -255,16 +261,6 @@ def run_batched(h: Harness, n: int, duration: float, trials: int, warmup: int, v
 
     def client(i: int) -> None:
         try:
-            _client(i)
-        finally:
-            with mutex:
-                live[0] -= 1
-                if live[0] == 0:
-                    state["closed"] = True
-                    ring_if(True)
-
-    def _client(i: int) -> None:
-        try:
             for _ in range(warmup):
                 submit(i, now())
             for t in range(trials):
@@ -283,6 +279,12 @@ def run_batched(h: Harness, n: int, duration: float, trials: int, warmup: int, v
         except BaseException as e:  # noqa: BLE001
             failures.append(e)
             barrier.abort()
+        finally:
+            with mutex:  # the last client out closes the queue, which ends the batcher
+                live[0] -= 1
+                if live[0] == 0:
+                    state["closed"] = True
+                    ring_if(True)
 
     if warmup:  # every batch size the batcher can form, so that per-shape compilation (JAX's jit) is not timed
         try:
@@ -298,5 +300,4 @@ def run_batched(h: Harness, n: int, duration: float, trials: int, warmup: int, v
         th.join()
     if failures:
         raise ModeFailed(failures[0]) from failures[0]
-    return [_trial([s for th in tr for s in th[0]], [e for th in tr for e in th[1]], hist=hists[t] if t < len(hists) else None)
-            for t, tr in enumerate(per_trial)]
+    return _pooled(per_trial, hists)

@@ -64,8 +64,7 @@ def execute(run: dict, path: Path, cells: list, limits: Limits, quiet: bool, jso
                       f"`--resume {path}` runs the rest", style="yellow", highlight=False,
                       soft_wrap=True)
         return EXIT_INTERRUPTED
-    failed = {tuple(R.row_key(r)) for r in run["rows"] if r["status"] in FAILED}
-    return EXIT_CELLS_FAILED if failed else EXIT_OK
+    return EXIT_CELLS_FAILED if any(r["status"] in FAILED for r in run["rows"]) else EXIT_OK
 
 
 def wide_console() -> Console:

@@ -165,8 +165,8 @@ def precision_notes(part: pl.DataFrame) -> list[str]:
             continue
         lo, hi = min(errs, key=lambda e: e["rel_err"]), max(errs, key=lambda e: e["rel_err"])
         if hi["rel_err"] > 10 * max(lo["rel_err"], 1e-12) and hi["rel_err"] > 1e-5:
-            name = lambda e: f"{e['backend']} {e['device']} ({e['fp32_precision']})" if dtype == "float32" \
-                else f"{e['backend']} {e['device']}"  # noqa: E731 - precision names the float32 matmul setting
+            def name(e: dict) -> str:  # for float32 the matmul setting is what differs
+                return f"{e['backend']} {e['device']}" + (f" ({e['fp32_precision']})" if dtype == "float32" else "")
             notes.append(f"not like-for-like ({dtype}): {name(hi)} error vs float64 {hi['rel_err']:.1e}, "
                          f"{name(lo)} {lo['rel_err']:.1e}"
                          + (" — torch's --fp32-precision high matches TF32" if dtype == "float32" else ""))

@@ -57,12 +57,16 @@ def peak_rss_mb() -> float:
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 
 
+def build_model(backend, cell: Cell, spec, params):
+    """The cell's model: `spec` (one request) built at the batch of one forward (k requests offline)."""
+    return backend.build(spec.with_batch(spec.batch * cell.requests_per_forward), params, cell.device, cell.dtype)
+
+
 def make_harness(backend, model, cell: Cell, spec, params, cache: Path) -> modes.Harness:
     """The Harness a cell's mode runs: the op (forward + synchronize, as the backend defines them), the
     per-thread (or, offline, the k-request) device inputs, and the check against the float64 reference.
     `model` is backend.build(spec with the cell's batch, ...); `spec` is the one-request workload."""
-    n = cell.threads
-    k = cell.k if cell.mode == "offline" else 1
+    n, k = cell.threads, cell.requests_per_forward
     refs = [reference(spec, params, i, cell.seed, cache) for i in range(min(POOL, max(n, k)))]
     if cell.mode == "offline":
         host_inputs = [np.concatenate([spec.make_input(j % POOL) for j in range(k)])]
@@ -91,8 +95,7 @@ def make_harness(backend, model, cell: Cell, spec, params, cache: Path) -> modes
 
 def run_mode(h: modes.Harness, cell: Cell) -> list:
     """Run the cell's mode on its Harness: the timed trials (list of Trial); modes.TooSlow may escape."""
-    n = cell.threads
-    k = cell.k if cell.mode == "offline" else 1
+    n, k = cell.threads, cell.requests_per_forward
     common = dict(duration=cell.duration, trials=cell.trials, warmup=cell.warmup, verify_ops=cell.verify_ops)
     if cell.mode in ("sequential", "offline"):
         return modes.run_sequential(h, weight=k, **common)
@@ -118,11 +121,10 @@ def run_cell(cell: Cell, events: Events, cache: Path) -> None:
 
     spec = workloads.make(cell.workload, **dict(cell.knobs))
     params = spec.init_weights(cell.seed)
-    run_spec = spec.with_batch(spec.batch * (cell.k if cell.mode == "offline" else 1))
     events.emit("spec", flops_per_op=spec.flops(), size=spec.label())
 
     try:
-        model = backend.build(run_spec, params, cell.device, cell.dtype)
+        model = build_model(backend, cell, spec, params)
         if cell.mode == "streams":
             with backend.stream(cell.device):  # fail early, in the main thread, if there are none
                 pass
