@@ -16,12 +16,12 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                        "on PyTorch vs MLX (and plug-ins), on this machine?")
 STATE = {"debug": False}
 
-EXIT_OK, EXIT_CELLS_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+from compare import exits  # exit codes, defined once (framework-free, tiny)
 
 
 def fail(message: str) -> None:
     typer.echo(f"threadbench: error: {message}", err=True)
-    raise typer.Exit(EXIT_BAD_INPUT)
+    raise typer.Exit(exits.BAD_INPUT)
 
 
 def guarded(fn):
@@ -99,12 +99,12 @@ def compare(
     """Run the matrix and print side-by-side throughput and scaling tables."""
     from dataclasses import replace
 
-    from compare.runner import Limits
+    from compare.measure.runner import Limits
 
     import workloads as W
     from compare import options as O
     from compare.cells import MODES, Cell
-    from compare.plan import Settings, all_devices, knob_names, plan
+    from compare.measure.plan import Settings, all_devices, knob_names, plan
     import backends
 
     mode_list = list(MODES) if modes.strip() == "all" else O.names("--modes", modes, MODES, "mode")
@@ -156,7 +156,7 @@ def run_cli(args: list[str]) -> int:
     try:
         rv = app(args=args, prog_name="threadbench", standalone_mode=False)
     except NoArgsIsHelpError:
-        return EXIT_BAD_INPUT  # typer has printed the help
+        return exits.BAD_INPUT  # typer has printed the help
     except ClickException as e:
         if STATE["debug"] or "--debug" in args:
             e.show()
@@ -167,8 +167,8 @@ def run_cli(args: list[str]) -> int:
         return e.exit_code
     except typer.Abort:
         typer.echo("threadbench: aborted", err=True)
-        return EXIT_INTERRUPTED
-    return rv if type(rv) is int else EXIT_OK  # typer.Exit(code) comes back as its code
+        return exits.INTERRUPTED
+    return rv if type(rv) is int else exits.OK  # typer.Exit(code) comes back as its code
 
 
 # -- saved runs: report, diff, plot, publish (logic in compare/report.py, diff.py, plot.py, publish.py) ----------
@@ -184,7 +184,7 @@ def report(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write to this file instead of stdout."),
 ):
     """Re-render the side-by-side tables of saved runs; runs of different machines become column groups."""
-    from compare.report import report as render
+    from compare.render.report import report as render
     render(runs, format_, out)
 
 
@@ -200,9 +200,9 @@ def diff(
                                             help="Exit with code 1 when any cell regressed (for CI)."),
 ):
     """Per-cell ratio B÷A with a significance test; flags improvements and regressions, lists unmatched cells."""
-    from compare.diff import diff as compare_runs
+    from compare.render.diff import diff as compare_runs
     d = compare_runs(a, b, format_, threshold, alpha)
-    raise typer.Exit(EXIT_CELLS_FAILED if fail_on_regression and d.regressions else EXIT_OK)
+    raise typer.Exit(exits.CELLS_FAILED if fail_on_regression and d.regressions else exits.OK)
 
 
 @app.command()
@@ -213,7 +213,7 @@ def plot(
 ):
     """Scaling curves: ops/s vs threads per backend and mode, a panel per workload, the offline ceiling dashed.
     Needs matplotlib, the optional plot extra."""
-    from compare.plot import plot as draw
+    from compare.render.plot import plot as draw
     typer.echo(f"wrote {draw(runs, out)}", err=True)
 
 
@@ -225,7 +225,7 @@ def publish(
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Draw results/<run>.png (needs matplotlib)."),
 ):
     """Rewrite results/README.md (tables, environment, caveats, command of every run) and results/<run>.png."""
-    from compare.publish import publish as build
+    from compare.render.publish import publish as build
     written = build(runs_dir, out_dir, plots)
     typer.echo("wrote " + ", ".join(str(p) for p in written), err=True)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import workloads
-from compare.verify import rel_error, tolerance
+from compare.measure.verify import rel_error, tolerance
 
 from . import load
 from .base import Unsupported

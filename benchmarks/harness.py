@@ -33,7 +33,8 @@ import numpy as np  # noqa: E402
 import backends  # noqa: E402
 import workloads  # noqa: E402
 from backends.base import Backend  # noqa: E402
-from compare import modes, worker  # noqa: E402
+from compare.measure import modes
+from compare.measure import worker  # noqa: E402
 from compare.cells import Cell  # noqa: E402
 
 now = time.perf_counter
@@ -74,7 +75,7 @@ class NullBackend(Backend):
 
 
 def prepare(backend: Backend, cell: Cell, cache: Path):
-    """What compare.worker.run_cell does before the mode runs: configure, build at the cell's batch, and
+    """What compare.measure.worker.run_cell does before the mode runs: configure, build at the cell's batch, and
     the worker's own make_harness. Returns (harness, model)."""
     backend.configure(fp32_precision=cell.fp32_precision)
     spec = workloads.make(cell.workload, **dict(cell.knobs))

@@ -14,9 +14,9 @@ from rich.console import Console
 
 from . import results as R
 from .cells import OK, SKIPPED, TOO_SLOW, UNAVAILABLE, UNSUPPORTED, Cell
-from .env import host_environment
+from .measure.env import host_environment
 from .options import BadInput, writable_out
-from .runner import Limits
+from .measure.runner import Limits
 from .session import execute
 
 KEEP = (OK, TOO_SLOW, UNSUPPORTED, UNAVAILABLE, SKIPPED)

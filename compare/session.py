@@ -8,15 +8,15 @@ from pathlib import Path
 
 from rich.console import Console
 
+from . import exits
 from . import results as R
 from .cells import FAILED, UNAVAILABLE, CellResult
-from .env import host_environment
-from .lock import locked
+from .measure.env import host_environment
+from .measure.lock import locked
 from .options import writable_out
-from .plan import Settings, plan
-from .runner import Limits, sweep
+from .measure.plan import Settings, plan
+from .measure.runner import Limits, sweep
 
-EXIT_OK, EXIT_CELLS_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 
 
 def run_sweep(settings: Settings, out: Path | None, quiet: bool, argv: list[str],
@@ -63,8 +63,8 @@ def execute(run: dict, path: Path, cells: list, limits: Limits, quiet: bool, jso
         console.print(f"interrupted: the {n_cells} finished cells are kept in {path}; "
                       f"`--resume {path}` runs the rest", style="yellow", highlight=False,
                       soft_wrap=True)
-        return EXIT_INTERRUPTED
-    return EXIT_CELLS_FAILED if any(r["status"] in FAILED for r in run["rows"]) else EXIT_OK
+        return exits.INTERRUPTED
+    return exits.CELLS_FAILED if any(r["status"] in FAILED for r in run["rows"]) else exits.OK
 
 
 def wide_console() -> Console:
@@ -81,7 +81,8 @@ def _progress(console: Console, disabled: bool):
 
 def print_run(run: dict, console: Console) -> None:
     try:
-        from . import stats, tables
+        from . import stats
+        from .render import tables
     except ImportError as e:  # e.g. polars missing on a borrowed machine: the results file is complete
         console.print(f"tables not rendered ({e}); render them later with `report`", highlight=False)
         return

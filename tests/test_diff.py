@@ -7,7 +7,7 @@ import json
 import pytest
 
 import synthetic_runs as S
-from compare import diff as D
+from compare.render import diff as D
 from compare import results as R
 from compare.options import BadInput
 

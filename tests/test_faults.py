@@ -17,13 +17,13 @@ import pytest
 
 from compare import results as R
 from compare.cells import Cell
-from compare.lock import locked
+from compare.measure.lock import locked
 from compare.resume import KEEP, cells_to_rerun
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN = Path(__file__).resolve().parent / "fault_plugin"
 ENV = dict(os.environ, PYTHONPATH=os.pathsep.join([str(PLUGIN), str(ROOT)]))
-PROBES = 2 if (os.cpu_count() or 1) > 1 else 1  # matmul peak probe cells per backend (compare.plan)
+PROBES = 2 if (os.cpu_count() or 1) > 1 else 1  # matmul peak probe cells per backend (compare.measure.plan)
 FAST = ["--dtype", "float64", "--workloads", "mlp", "--duration", "0.05", "--trials", "2", "--warmup", "1", "-q"]
 
 

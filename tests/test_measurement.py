@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 import synthetic_runs as S
-from compare import modes, tables
-from compare import report as P
+from compare.measure import modes
+from compare.render import tables
+from compare.render import report as P
 from compare.cells import Cell
 from compare.stats import UNSTABLE_IQR, median_ci
 

@@ -5,9 +5,9 @@ import json
 import pytest
 
 import synthetic_runs as S
-from compare import plot as PL
-from compare import publish as PUB
-from compare import report as P
+from compare.render import plot as PL
+from compare.render import publish as PUB
+from compare.render import report as P
 from compare import results as R
 from compare.options import BadInput
 

@@ -8,9 +8,9 @@ import statistics
 import pytest
 
 import synthetic_runs as S
-from compare import report as P
+from compare.render import report as P
 from compare import results as R
-from compare import tables
+from compare.render import tables
 from compare.options import BadInput
 
 

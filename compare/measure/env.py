@@ -42,7 +42,7 @@ def threadbench_revision() -> str | None:
 
 def _git_revision() -> str | None:
     import subprocess
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     try:
         rev = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
                              text=True, timeout=5)

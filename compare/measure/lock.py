@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from .options import BadInput
+from ..options import BadInput
 
 try:
     import fcntl

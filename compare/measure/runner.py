@@ -17,9 +17,9 @@ from typing import Callable, Iterable, Iterator
 
 import psutil
 
-from .cells import (CRASH, ERROR, MEMORY, SKIPPED, TIMEOUT, TOO_SLOW, Cell, CellResult, Trial)
+from ..cells import (CRASH, ERROR, MEMORY, SKIPPED, TIMEOUT, TOO_SLOW, Cell, CellResult, Trial)
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 POLL_S = 0.05
 
 
@@ -63,10 +63,10 @@ def run_cell(cell: Cell, cache_dir: Path, limits: Limits) -> CellResult:
         cell_path.write_text(json.dumps(cell.to_dict()))
         events_path.touch()
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-                   THREADBENCH_PARENT=str(os.getpid()))  # the worker ends itself if we die (compare.worker)
+                   THREADBENCH_PARENT=str(os.getpid()))  # the worker ends itself if we die (compare.measure.worker)
         with open(log_path, "wb") as log:
             popen = subprocess.Popen(
-                [sys.executable, "-m", "compare.worker", str(cell_path), str(events_path), str(cache_dir)],
+                [sys.executable, "-m", "compare.measure.worker", str(cell_path), str(events_path), str(cache_dir)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
                 start_new_session=True)  # its own process group: killed whole on timeout or interrupt
             forced = None

@@ -1,7 +1,7 @@
-"""One cell, in its own process: `python -m compare.worker CELL_JSON EVENTS_FILE CACHE_DIR`.
+"""One cell, in its own process: `python -m compare.measure.worker CELL_JSON EVENTS_FILE CACHE_DIR`.
 
 It appends one JSON line per event to EVENTS_FILE as it goes (env, each trial, verification, done), so a
-crash or hang loses only what had not happened yet. The parent (compare.runner) turns the lines and the
+crash or hang loses only what had not happened yet. The parent (compare.measure.runner) turns the lines and the
 exit status into a CellResult. Framework-free: it reaches the framework only through the Backend.
 """
 from __future__ import annotations
@@ -22,9 +22,9 @@ import numpy as np
 import backends
 import workloads
 from backends.base import Unsupported
-from compare import modes
+from compare.measure import modes
 from compare.cells import Cell
-from compare.verify import rel_error, tolerance
+from compare.measure.verify import rel_error, tolerance
 
 POOL = 8  # distinct request inputs; thread (or request slot) i uses input i % POOL
 

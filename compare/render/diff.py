@@ -13,8 +13,8 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 
-from . import results as R
-from .cells import FAILED, OK
+from .. import results as R
+from ..cells import FAILED, OK
 
 THRESHOLD = 0.10
 ALPHA = 0.05
@@ -114,7 +114,7 @@ def _trials(run: dict) -> dict[tuple, list[float]]:
 
 def _cells(run: dict) -> dict[tuple, dict]:
     """Per-cell summary records keyed like results.row_key (the machine is not part of the key)."""
-    from . import stats
+    from .. import stats
     return {R.row_key(rec): rec for rec in stats.summarize(run["rows"]).to_dicts()}
 
 
@@ -285,7 +285,7 @@ def diff(a_path, b_path, fmt: str = "table", threshold: float = THRESHOLD, alpha
     """The `diff` command: load both runs, compare, print in the chosen format; returns the Diff."""
     import sys
 
-    from .options import BadInput
+    from ..options import BadInput
     from .report import check_format
     check_format(fmt)
     if not 0 < threshold < 10:
@@ -296,7 +296,7 @@ def diff(a_path, b_path, fmt: str = "table", threshold: float = THRESHOLD, alpha
     a["_path"], b["_path"] = str(a_path), str(b_path)
     d = compare_runs(a, b, threshold, alpha)
     if fmt == "table":
-        from .session import wide_console
+        from ..session import wide_console
         print_rich(d, wide_console())
     else:
         sys.stdout.write({"markdown": to_markdown, "csv": to_csv, "json": to_json}[fmt](d))

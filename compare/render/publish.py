@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from . import results as R
-from .cells import Cell
-from .options import BadInput
+from .. import results as R
+from ..cells import Cell
+from ..options import BadInput
 
 RUNS_DIR = Path("results/runs")
 OUT_DIR = Path("results")
@@ -79,7 +79,7 @@ def title(group: list[dict]) -> str:
 
 def caveats(group: list[dict]) -> list[str]:
     """What a reader must know before quoting the figures, derived from the runs themselves."""
-    from .cells import FAILED
+    from ..cells import FAILED
     host = group[0]["host"]
     rows = [r for run in group for r in run["rows"]]
     measured = {r["device"] for r in rows if r["status"] == "ok"}
@@ -123,7 +123,9 @@ def caveats(group: list[dict]) -> list[str]:
 
 def section(group: list[dict], plot_name: str | None, out_dir: Path):
     """(markdown of one machine section, its per-cell summary)."""
-    from . import report, stats, tables
+    from . import report
+    from .. import stats
+    from . import tables
     label = str(group[0]["host"].get("host"))
     rows = report.merge(group, {r["run_id"]: label for r in group})   # one machine: no machine prefix
     summary = stats.summarize(rows)

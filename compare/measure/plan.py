@@ -7,8 +7,8 @@ from dataclasses import dataclass, replace
 import backends
 import workloads
 
-from .cells import Cell
-from .options import BadInput
+from ..cells import Cell
+from ..options import BadInput
 
 PROBE_N = {"cpu": 512}  # matmul probe size per device; accelerators use PROBE_N_ACCEL
 PROBE_N_ACCEL = 4096

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from .cells import MODES
-from .stats import PEAK_WORKLOAD
+from ..cells import MODES
+from ..stats import PEAK_WORKLOAD
 
 @dataclass
 class TableData:

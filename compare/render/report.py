@@ -9,8 +9,8 @@ import shlex
 from pathlib import Path
 from typing import Iterable
 
-from . import results as R
-from .options import BadInput
+from .. import results as R
+from ..options import BadInput
 
 FORMATS = ("table", "markdown", "csv", "json")
 SUMMARY_SCHEMA = "threadbench.summary/1"
@@ -104,7 +104,7 @@ def merge(runs: list[dict], labels: dict[str, str] | None = None) -> list[dict]:
 
 
 def summarize(runs: list[dict]):
-    from . import stats
+    from .. import stats
     return stats.summarize(merge(runs))
 
 
@@ -227,7 +227,7 @@ def report(paths: Iterable[Path], fmt: str = "table", out: Path | None = None) -
             with atomic_text(out) as f:
                 print_tables(runs, summarize(runs), Console(file=f, width=220, force_terminal=False))
         else:
-            from .session import wide_console
+            from ..session import wide_console
             print_tables(runs, summarize(runs), wide_console())
         return
     text = render(runs, fmt)

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .cells import Trial
+from ..cells import Trial
 from .verify import rel_error
 
 now = time.perf_counter

@@ -10,7 +10,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from .options import BadInput
+from ..options import BadInput
 
 INSTALL_HINT = "plotting needs matplotlib, an optional extra: pip install 'threadbench[plot]'"
 LINE_MODES = {"threads": ("-", "o"), "streams": ("-.", "s"), "batched": (":", "^")}
@@ -57,7 +57,7 @@ def figure(summary, title: str = ""):
     """A matplotlib Figure of the scaling curves (not yet saved)."""
     import polars as pl
 
-    from .stats import PEAK_WORKLOAD
+    from ..stats import PEAK_WORKLOAD
     _, Figure, FigureCanvasAgg = _matplotlib()
     from matplotlib.ticker import EngFormatter
     cells = summary.filter(pl.col("workload") != PEAK_WORKLOAD)
@@ -173,7 +173,7 @@ def save(fig, path: Path) -> Path:
             # no software/date stamps: regenerating an unchanged plot gives the same bytes
             meta = {"Software": None} if fmt == "png" else {"Creator": None} if fmt in ("pdf", "svg") else None
             fig.savefig(f, format=fmt, dpi=120, metadata=meta, bbox_inches="tight")
-        from .results import _umask
+        from ..results import _umask
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
