@@ -4,7 +4,39 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-MODES = ("sequential", "threads", "streams", "batched", "offline")
+
+@dataclass(frozen=True)
+class ModeSpec:
+    """Everything the core needs to know about a mode, except how it runs (compare.measure.modes.RUNNERS).
+
+    Adding a mode = one entry here + one entry in RUNNERS. Plan, labels, tables, diff and plots read this."""
+    name: str
+    summary: str               # one line: what runs (README, legend)
+    axis: str                  # what varies between its cells: "threads" (N of --threads), "k" (--offline-k), "none"
+    ceiling: bool = False      # its cells are ceiling configurations (%-of-ceiling is measured against them)
+    line: tuple[str, str] | None = None   # plot: (line style, marker) of its curve; None = drawn otherwise
+
+    def axis_value(self, threads: int, k: int) -> int:
+        return {"threads": threads, "k": k}.get(self.axis, 1)
+
+
+MODES: dict[str, ModeSpec] = {m.name: m for m in (
+    ModeSpec("sequential", "the main thread, one request after another", axis="none"),
+    ModeSpec("threads", "N Python threads, each with its own input, sharing one model", axis="threads",
+             line=("-", "o")),
+    ModeSpec("streams", "as threads, each thread issuing work on its own stream", axis="threads", line=("-.", "s")),
+    ModeSpec("batched", "N client threads submit single requests to a dynamic batcher on the main thread",
+             axis="threads", line=(":", "^")),
+    ModeSpec("offline", "the main thread running batches of k requests, counted in requests", axis="k",
+             ceiling=True),
+)}
+
+
+def axis_label(mode: str, threads: int, k: int) -> str:
+    """The one spelling of what varies within a mode: "k=8" (offline), "×4" (threads, streams, batched), "" otherwise."""
+    axis = MODES[mode].axis if mode in MODES else "threads"
+    return {"k": f"k={k}", "threads": f"×{threads}"}.get(axis, "")
+
 
 # Cell statuses. Only "ok" and "wrong" carry throughput; every other status says why there is none.
 OK, WRONG = "ok", "wrong"
@@ -40,14 +72,14 @@ class Cell:
     @property
     def requests_per_forward(self) -> int:
         """Requests in one forward: k for offline, else 1 (the batcher forms its batches at run time)."""
-        return self.k if self.mode == "offline" else 1
+        return self.k if MODES[self.mode].axis == "k" else 1
 
     def size_label(self) -> str:
         return ",".join(f"{k}={v}" for k, v in self.knobs) or "default"
 
     def label(self) -> str:
-        extra = f" k={self.k}" if self.mode == "offline" else f" x{self.threads}"
-        return f"{self.backend}/{self.device}/{self.dtype} {self.workload} {self.mode}{extra}"
+        extra = axis_label(self.mode, self.threads, self.k)
+        return f"{self.backend}/{self.device}/{self.dtype} {self.workload} {self.mode}" + (f" {extra}" if extra else "")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -10,11 +10,13 @@ import numpy as np
 import polars as pl
 from scipy.stats import binom
 
+from .cells import MODES
 from .results import ROW_FIELDS
 
 CELL_KEYS = ["machine", "backend", "device", "dtype", "fp32_precision", "workload", "size", "mode", "threads", "k"]
 GROUP_KEYS = ["machine", "backend", "device", "dtype", "fp32_precision", "workload", "size"]
 PEAK_WORKLOAD = "matmul"
+CEILING_MODES = [m.name for m in MODES.values() if m.ceiling]
 UNSTABLE_IQR = 0.10  # a cell whose trials spread more than this (IQR / median) is marked UNSTABLE
 
 _SCHEMA = {f: pl.Utf8 for f in ("run_id", "machine", "backend", "device", "dtype", "fp32_precision", "workload",
@@ -86,7 +88,7 @@ def summarize(rows: list[dict]) -> pl.DataFrame:
                        & pl.col("ops_per_s").is_not_null())
             .sort(pl.col("mode") != "sequential")
             .group_by(GROUP_KEYS, maintain_order=True).agg(pl.col("ops_per_s").first().alias("base_ops")))
-    ceiling = (agg.filter(pl.col("mode") == "offline").group_by(GROUP_KEYS)
+    ceiling = (agg.filter(pl.col("mode").is_in(CEILING_MODES)).group_by(GROUP_KEYS)
                .agg(pl.col("ops_per_s").max().alias("ceiling_ops")))
     peak = (agg.filter((pl.col("workload") == PEAK_WORKLOAD) & pl.col("tflops").is_not_null())
             .group_by(["machine", "backend", "device", "dtype", "fp32_precision"])

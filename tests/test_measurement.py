@@ -191,3 +191,11 @@ def test_a_comparison_across_matmul_precisions_is_flagged_with_both_settings():
     same = [S.result(S.cell(backend=b, mode="sequential"), [100.0] * 5) for b in ("torch", "mlx")]
     assert not any(n.startswith("not like-for-like") for t in tables.build(P.summarize([S.run(same)]))
                    for n in t.notes)
+
+
+def test_every_mode_is_one_entry_in_each_table():
+    """A mode is declared once (compare.cells.MODES) and run once (compare.measure.modes.RUNNERS)."""
+    from compare.cells import MODES, axis_label
+    assert set(MODES) == set(modes.RUNNERS)
+    assert axis_label("offline", 1, 8) == "k=8" and axis_label("threads", 4, 1) == "×4"
+    assert axis_label("sequential", 1, 1) == ""

@@ -39,7 +39,7 @@ def test_two_machines_merge_into_one_table_with_machine_column_groups(tmp_path):
     assert groups == ["laptop: torch cpu float32", "laptop: mlx cpu float32",
                       "h100: torch cpu float32", "h100: mlx cpu float32"]
     # one row per (mode, threads | k): sequential, threads x1 x2 x4, offline k=1 k=8
-    assert [r[:2] for r in t.rows] == [["sequential", "1"], ["threads", "1"], ["threads", "2"], ["threads", "4"],
+    assert [r[:2] for r in t.rows] == [["sequential", "—"], ["threads", "×1"], ["threads", "×2"], ["threads", "×4"],
                                        ["offline", "k=1"], ["offline", "k=8"]]
     col = t.columns.index(("h100: torch cpu float32", "ops/s [95% CI]"))
     assert t.rows[3][col].startswith("25,000 [")   # 1000 x 10 x (1 + 0.5 x 3), median of the five trials

@@ -32,6 +32,29 @@ class ModeFailed(Exception):
 
 
 @dataclass
+class Checks:
+    """The tally of outputs checked against the reference: a cell's verification, whichever threads (or
+    processes, which send theirs to be merged) did the checking."""
+    tolerance: float
+    errors: int = 0
+    checked: int = 0
+    max_err: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def record(self, err: float) -> None:
+        with self._lock:
+            self.checked += 1
+            self.errors += err > self.tolerance or not np.isfinite(err)
+            self.max_err = max(self.max_err, err) if np.isfinite(err) else float("inf")
+
+    def merge(self, errors: int, checked: int, max_err: float) -> None:
+        with self._lock:
+            self.errors += errors
+            self.checked += checked
+            self.max_err = max(self.max_err, max_err)
+
+
+@dataclass
 class Harness:
     """What a mode needs: the op, how to check an output, and the per-thread inputs."""
     op: Callable[[Any], Any]                     # forward + synchronise; returns the output
@@ -42,16 +65,18 @@ class Harness:
     concat: Callable[[list], Any] | None = None
     split: Callable[[Any, list], list] | None = None
     rows: int = 1                                # batch rows per request
-    errors: int = 0
-    checked: int = 0
-    max_err: float = 0.0
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    checks: Checks | None = None                 # where record() tallies; its own when not given
+
+    def __post_init__(self) -> None:
+        if self.checks is None:
+            self.checks = Checks(self.tolerance)
 
     def record(self, err: float) -> None:
-        with self._lock:
-            self.checked += 1
-            self.errors += err > self.tolerance or not np.isfinite(err)
-            self.max_err = max(self.max_err, err) if np.isfinite(err) else float("inf")
+        self.checks.record(err)
+
+    errors = property(lambda self: self.checks.errors)
+    checked = property(lambda self: self.checks.checked)
+    max_err = property(lambda self: self.checks.max_err)
 
 
 def _trial(starts: list[float], ends: list[float], weight: int = 1, hist: Counter | None = None) -> Trial:
@@ -301,3 +326,35 @@ def run_batched(h: Harness, n: int, duration: float, trials: int, warmup: int, v
     if failures:
         raise ModeFailed(failures[0]) from failures[0]
     return _pooled(per_trial, hists)
+
+
+# -- the table of modes: how each one runs (what each one is: compare.cells.MODES) --------------------
+# A runner takes the cell and `build`, which builds the model and its Harness in the calling process (a
+# mode that runs in other processes has them build their own), and returns the timed trials. Verification
+# is tallied in the Checks that `build`'s Harness records into.
+Runner = Callable[[Any, Callable[[], Harness]], list]
+
+
+def _sequential(cell, build) -> list[Trial]:
+    common = dict(duration=cell.duration, trials=cell.trials, warmup=cell.warmup, verify_ops=cell.verify_ops)
+    return run_sequential(build(), weight=cell.requests_per_forward, **common)
+
+
+def _threads(cell, build) -> list[Trial]:
+    return run_threads(build(), cell.threads, duration=cell.duration, trials=cell.trials, warmup=cell.warmup,
+                       verify_ops=cell.verify_ops, use_streams=cell.mode == "streams")
+
+
+def _batched(cell, build) -> list[Trial]:
+    return run_batched(build(), cell.threads, duration=cell.duration, trials=cell.trials, warmup=cell.warmup,
+                       verify_ops=cell.verify_ops, max_batch=cell.max_batch or cell.threads,
+                       max_wait_ms=cell.max_wait_ms)
+
+
+RUNNERS: dict[str, Runner] = {
+    "sequential": _sequential,
+    "threads": _threads,
+    "streams": _threads,
+    "batched": _batched,
+    "offline": _sequential,
+}

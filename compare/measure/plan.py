@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 import backends
 import workloads
 
-from ..cells import Cell
+from ..cells import MODES, Cell
 from ..options import BadInput
 
 PROBE_N = {"cpu": 512}  # matmul probe size per device; accelerators use PROBE_N_ACCEL
@@ -89,12 +89,13 @@ def precisions_for(backend: backends.Backend, dtype: str, wanted: tuple[str, ...
 def _cells_for(t: Cell, s: Settings) -> list[Cell]:
     out = []
     for mode in s.modes:
-        if mode == "sequential":
-            out.append(replace(t, mode=mode, threads=1))
-        elif mode == "offline":
+        axis = MODES[mode].axis
+        if axis == "k":
             out += [replace(t, mode=mode, threads=1, k=k) for k in s.offline_k]
-        else:
+        elif axis == "threads":
             out += [replace(t, mode=mode, threads=n) for n in s.threads]
+        else:
+            out.append(replace(t, mode=mode, threads=1))
     return out
 
 

@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Iterator
 
 import psutil
 
-from ..cells import (CRASH, ERROR, MEMORY, SKIPPED, TIMEOUT, TOO_SLOW, Cell, CellResult, Trial)
+from ..cells import (CRASH, ERROR, MEMORY, MODES, SKIPPED, TIMEOUT, TOO_SLOW, Cell, CellResult, Trial)
 
 ROOT = Path(__file__).resolve().parents[2]
 POLL_S = 0.05
@@ -152,7 +152,7 @@ def sweep(cells: Iterable[Cell], limits: Limits, on_start: Callable[[Cell], None
         for cell in cells:
             if on_start:
                 on_start(cell)
-            reason = too_slow.get(_group(cell, cell.mode == "offline"))
+            reason = too_slow.get(_group(cell, MODES[cell.mode].axis == "k"))
             if reason:
                 yield CellResult(cell=cell, status=SKIPPED, cause=f"not run: {reason}")
                 continue
@@ -160,6 +160,6 @@ def sweep(cells: Iterable[Cell], limits: Limits, on_start: Callable[[Cell], None
             if result.status == TOO_SLOW:
                 reason = f"{cell.label()} was already too slow ({result.cause})"
                 # a bigger offline batch is slower still; anything else is at least one op of the same size
-                for offline in ({True} if cell.mode == "offline" else {True, False}):
+                for offline in ({True} if MODES[cell.mode].axis == "k" else {True, False}):
                     too_slow[_group(cell, offline)] = reason
             yield result

@@ -62,13 +62,14 @@ def build_model(backend, cell: Cell, spec, params):
     return backend.build(spec.with_batch(spec.batch * cell.requests_per_forward), params, cell.device, cell.dtype)
 
 
-def make_harness(backend, model, cell: Cell, spec, params, cache: Path) -> modes.Harness:
+def make_harness(backend, model, cell: Cell, spec, params, cache: Path,
+                 checks: modes.Checks | None = None) -> modes.Harness:
     """The Harness a cell's mode runs: the op (forward + synchronize, as the backend defines them), the
     per-thread (or, offline, the k-request) device inputs, and the check against the float64 reference.
     `model` is backend.build(spec with the cell's batch, ...); `spec` is the one-request workload."""
     n, k = cell.threads, cell.requests_per_forward
     refs = [reference(spec, params, i, cell.seed, cache) for i in range(min(POOL, max(n, k)))]
-    if cell.mode == "offline":
+    if cell.requests_per_forward > 1:
         host_inputs = [np.concatenate([spec.make_input(j % POOL) for j in range(k)])]
         expected = [np.concatenate([refs[j % POOL] for j in range(k)])]
     else:
@@ -89,21 +90,14 @@ def make_harness(backend, model, cell: Cell, spec, params, cache: Path) -> modes
         inputs=device_inputs,
         tolerance=tolerance(cell.dtype),
         stream=lambda: backend.stream(cell.device),
-        concat=backend.concat, split=backend.split, rows=spec.batch,
+        concat=backend.concat, split=backend.split, rows=spec.batch, checks=checks,
     )
 
 
 def run_mode(h: modes.Harness, cell: Cell) -> list:
-    """Run the cell's mode on its Harness: the timed trials (list of Trial); modes.TooSlow may escape."""
-    n, k = cell.threads, cell.requests_per_forward
-    common = dict(duration=cell.duration, trials=cell.trials, warmup=cell.warmup, verify_ops=cell.verify_ops)
-    if cell.mode in ("sequential", "offline"):
-        return modes.run_sequential(h, weight=k, **common)
-    if cell.mode in ("threads", "streams"):
-        return modes.run_threads(h, n, use_streams=cell.mode == "streams", **common)
-    if cell.mode == "batched":
-        return modes.run_batched(h, n, max_batch=cell.max_batch or n, max_wait_ms=cell.max_wait_ms, **common)
-    raise ValueError(f"unknown mode {cell.mode!r}")
+    """Run the cell's mode on a Harness already built: the timed trials (list of Trial); modes.TooSlow may
+    escape. (benchmarks/harness.py times the modes through this.)"""
+    return modes.RUNNERS[cell.mode](cell, lambda: h)
 
 
 def run_cell(cell: Cell, events: Events, cache: Path) -> None:
@@ -123,29 +117,35 @@ def run_cell(cell: Cell, events: Events, cache: Path) -> None:
     params = spec.init_weights(cell.seed)
     events.emit("spec", flops_per_op=spec.flops(), size=spec.label())
 
-    try:
-        model = build_model(backend, cell, spec, params)
-        if cell.mode == "streams":
+    if cell.mode == "streams":
+        try:
             with backend.stream(cell.device):  # fail early, in the main thread, if there are none
                 pass
+        except Unsupported as e:
+            events.emit("status", status="unsupported", cause=str(e))
+            return
+
+    checks = modes.Checks(tolerance(cell.dtype))
+
+    def build() -> modes.Harness:
+        return make_harness(backend, build_model(backend, cell, spec, params), cell, spec, params, cache, checks)
+
+    try:
+        trials = modes.RUNNERS[cell.mode](cell, build)
     except Unsupported as e:
         events.emit("status", status="unsupported", cause=str(e))
         return
-
-    h = make_harness(backend, model, cell, spec, params, cache)
-    try:
-        trials = run_mode(h, cell)
     except modes.TooSlow as e:
-        events.emit("verify", errors=h.errors, checked=h.checked, rel_err=h.max_err)
+        events.emit("verify", errors=checks.errors, checked=checks.checked, rel_err=checks.max_err)
         events.emit("status", status="too_slow", cause=str(e))
         return
     for t in trials:
         events.emit("trial", **asdict(t))
-    events.emit("verify", errors=h.errors, checked=h.checked, rel_err=h.max_err)
+    events.emit("verify", errors=checks.errors, checked=checks.checked, rel_err=checks.max_err)
     events.emit("memory", peak_rss_mb=peak_rss_mb(), peak_device_mb=_mb(backend.peak_device_memory(cell.device)))
-    events.emit("status", status="wrong" if h.errors else "ok",
-                cause=f"{h.errors} of {h.checked} checked outputs off the reference (max rel. error {h.max_err:.3g})"
-                if h.errors else "")
+    events.emit("status", status="wrong" if checks.errors else "ok",
+                cause=f"{checks.errors} of {checks.checked} checked outputs off the reference "
+                      f"(max rel. error {checks.max_err:.3g})" if checks.errors else "")
 
 
 def _mb(b):

@@ -14,7 +14,7 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from .. import results as R
-from ..cells import FAILED, OK
+from ..cells import FAILED, OK, axis_label
 
 THRESHOLD = 0.10
 ALPHA = 0.05
@@ -91,8 +91,8 @@ def cell_label(c: dict) -> str:
     from .tables import group_label   # the same names as the tables' column groups
     group = group_label(c)
     size = "" if c["size"] == "default" else f" ({c['size']})"
-    where = f"k={c['k']}" if c["mode"] == "offline" else f"×{c['threads']}"
-    return f"{group}: {c['workload']}{size} {c['mode']} {where}"
+    where = axis_label(c["mode"], c["threads"], c["k"])
+    return f"{group}: {c['workload']}{size} {c['mode']}" + (f" {where}" if where else "")
 
 
 def min_p_value(n1: int, n2: int) -> float:

@@ -10,10 +10,11 @@ import os
 import tempfile
 from pathlib import Path
 
+from ..cells import MODES
 from ..options import BadInput
 
 INSTALL_HINT = "plotting needs matplotlib, an optional extra: pip install 'threadbench[plot]'"
-LINE_MODES = {"threads": ("-", "o"), "streams": ("-.", "s"), "batched": (":", "^")}
+LINE_MODES = {m.name: m.line for m in MODES.values() if m.line}  # a curve per mode over threads (compare.cells)
 LOG_Y_SPREAD = 20  # a panel whose largest and smallest values differ more than this gets a log y axis
 
 
@@ -110,7 +111,7 @@ def figure(summary, title: str = ""):
                 used_modes.add("sequential")
                 xs_all.add(1)
                 ys_all += [v - lo, v + hi]
-            ceilings = [_value(r["ops_per_s"]) for r in ok if r["mode"] == "offline"]
+            ceilings = [_value(r["ops_per_s"]) for r in ok if MODES[r["mode"]].ceiling]
             ceilings = [c for c in ceilings if c is not None]
             if ceilings:
                 c = max(ceilings)

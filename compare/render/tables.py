@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from ..cells import MODES
+from ..cells import MODES, axis_label
 from ..stats import PEAK_WORKLOAD
 
 @dataclass
@@ -62,7 +62,7 @@ def group_label(r: dict, machines: int = 1) -> str:
 
 
 def _row_label(mode: str, threads: int, k: int) -> tuple[str, str]:
-    return (mode, f"k={k}") if mode == "offline" else (mode, str(threads))
+    return mode, axis_label(mode, threads, k) or "—"
 
 
 def _throughput(r: dict) -> str:
@@ -122,8 +122,7 @@ def _workload_tables(title, recs, machines, machine_order, order) -> list[TableD
             a, b = by.get((g, mode, threads, k)), by.get((first, mode, threads, k))
             line.append(f"{a['ops_per_s'] / b['ops_per_s']:.2f}" if a and b and a["ops_per_s"] and b["ops_per_s"] else "—")
         rows.append(line)
-    notes = [f"{r['group']}, {_row_label(r['mode'], r['threads'], r['k'])[0]} "
-             f"{'k=' + str(r['k']) if r['mode'] == 'offline' else '×' + str(r['threads'])}: "
+    notes = [f"{r['group']}, {' '.join(_row_label(r['mode'], r['threads'], r['k']))}: "
              + (r["cause"] or f"trials spread {100 * (r['iqr_rel'] or 0):.0f}% (IQR/median) > 10% — UNSTABLE")
              for r in ranked if r["status"] != "ok" or r["unstable"]]
     return [TableData(title=f"{title} — throughput (requests/s)", columns=columns, rows=rows, notes=notes),
