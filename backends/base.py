@@ -43,6 +43,14 @@ class Backend(ABC):
     def configure(self, *, fp32_precision: str = "highest", intra_op_threads: int | None = None) -> None:
         """Process-wide settings, applied once in the worker before building (e.g. torch TF32 mode)."""
 
+    def effective_precision(self, device: str, dtype: str, fp32_precision: str) -> str:
+        """What the matmuls really compute in: "fp64", "fp32" (exact), "tf32", "bf16" or "fp16". Ratios
+        between backends are like-for-like only at equal effective precision, and the output check's
+        tolerance follows it. Override where the framework differs (MLX on CUDA runs float32 as TF32)."""
+        if dtype == "float32":
+            return "tf32" if fp32_precision == "high" else "fp32"
+        return {"float64": "fp64", "bfloat16": "bf16", "float16": "fp16"}.get(dtype, dtype)
+
     # -- the model ------------------------------------------------------------------------------
     @abstractmethod
     def build(self, workload: Any, params: dict[str, np.ndarray], device: str, dtype: str) -> Callable:

@@ -63,6 +63,9 @@ class Cell:
     max_batch: int = 0         # batched: 0 means the number of clients
     max_wait_ms: float = 2.0   # batched: how long the batcher waits to fill a batch
     verify_ops: int = 5        # ops per thread checked against the reference after the timed trials
+    intra_op_threads: int | None = None  # the framework's intra-op (math library) threads; None = its default
+    backend_options: tuple = ()  # backend-specific settings, as sorted (name, value) string pairs
+    repeat: int = 0            # which fresh process of the cell this is (repeats pool into one cell)
 
     def key(self) -> tuple:
         """Identity of the cell across runs (settings that change what is measured)."""
@@ -84,12 +87,14 @@ class Cell:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["knobs"] = [list(p) for p in self.knobs]
+        d["backend_options"] = [list(p) for p in self.backend_options]
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Cell":
         d = dict(d)
         d["knobs"] = tuple(tuple(p) for p in d.get("knobs", ()))
+        d["backend_options"] = tuple(tuple(p) for p in d.get("backend_options", ()))
         return cls(**d)
 
 

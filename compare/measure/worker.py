@@ -110,7 +110,7 @@ def run_cell(cell: Cell, events: Events, cache: Path) -> None:
         events.emit("status", status="unsupported",
                     cause=f"{cell.backend} supports {', '.join(backend.dtypes)}, not {cell.dtype}")
         return
-    backend.configure(fp32_precision=cell.fp32_precision)
+    backend.configure(fp32_precision=cell.fp32_precision, intra_op_threads=cell.intra_op_threads)
     events.emit("env", env=backend.describe(cell.device))
 
     spec = workloads.make(cell.workload, **dict(cell.knobs))
