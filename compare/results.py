@@ -13,15 +13,24 @@ from typing import Any
 
 from .cells import Cell, CellResult
 
-SCHEMA = "threadbench.run/1"
+SCHEMA = "threadbench.run/2"
+OLDER_SCHEMAS = ("threadbench.run/1",)  # still read: fields they lack load as None (repeat: process 0)
 
 # Every row has exactly these fields (None where not applicable), so frames built from any run line up.
-ROW_FIELDS = (
-    "run_id", "machine", "backend", "device", "dtype", "fp32_precision", "workload", "size", "mode",
-    "threads", "k", "trial", "ops", "seconds", "ops_per_s", "lat_p50_ms", "lat_p90_ms", "lat_p99_ms",
-    "batch_hist", "status", "cause", "errors", "checked", "rel_err", "flops_per_op", "peak_rss_mb",
-    "peak_device_mb", "wall_s", "device_name", "framework_version",
-)
+# Adding a row field is one line here: its name and its JSON type (int, float or str).
+ROW_TYPES: dict[str, type] = {
+    "run_id": str, "machine": str, "backend": str, "device": str, "dtype": str, "fp32_precision": str,
+    "workload": str, "size": str, "mode": str, "threads": int, "k": int,
+    "repeat": int,             # /2: which fresh process of the cell (a cell pools --repeats processes)
+    "trial": int, "ops": int, "seconds": float, "ops_per_s": float,
+    "lat_p50_ms": float, "lat_p90_ms": float, "lat_p99_ms": float, "batch_hist": str, "status": str, "cause": str,
+    "errors": int, "checked": int, "rel_err": float, "flops_per_op": int, "peak_rss_mb": float,
+    "peak_device_mb": float, "wall_s": float, "device_name": str, "framework_version": str,
+}
+ROW_FIELDS = tuple(ROW_TYPES)
+INT_FIELDS = {f for f, t in ROW_TYPES.items() if t is int}
+FLOAT_FIELDS = {f for f, t in ROW_TYPES.items() if t is float}
+STR_FIELDS = {f for f, t in ROW_TYPES.items() if t is str}
 
 
 class ResultsError(Exception):
@@ -58,7 +67,7 @@ def add_result(run: dict, result: CellResult) -> None:
         "run_id": run["run_id"], "machine": run["host"].get("host"), "backend": cell.backend,
         "device": cell.device, "dtype": cell.dtype, "fp32_precision": cell.fp32_precision,
         "workload": cell.workload, "size": cell.size_label(), "mode": cell.mode, "threads": cell.threads,
-        "k": cell.k, "status": result.status, "cause": result.cause, "errors": result.errors,
+        "k": cell.k, "repeat": cell.repeat, "status": result.status, "cause": result.cause, "errors": result.errors,
         "checked": result.checked, "rel_err": result.rel_err, "flops_per_op": result.flops_per_op,
         "peak_rss_mb": result.peak_rss_mb, "peak_device_mb": result.peak_device_mb, "wall_s": result.wall_s,
         "device_name": env.get("device_name"), "framework_version": env.get("version"),
@@ -75,9 +84,16 @@ def add_result(run: dict, result: CellResult) -> None:
 
 
 def drop_cells(run: dict, keys: set[tuple]) -> None:
-    """Remove the rows and cell entries of these cells (used by --resume before re-running them)."""
+    """Remove the rows and cell entries of these cells, every process of each."""
     run["cells"] = [c for c in run["cells"] if Cell.from_dict(c).key() not in keys]
     run["rows"] = [r for r in run["rows"] if row_key(r) not in keys]
+
+
+def drop_processes(run: dict, keys: set[tuple]) -> None:
+    """Remove the rows and cell entries of these cell processes, keyed by process_key (used by --resume
+    before running them again); the cell's other processes stay."""
+    run["cells"] = [c for c in run["cells"] if (*Cell.from_dict(c).key(), c.get("repeat") or 0) not in keys]
+    run["rows"] = [r for r in run["rows"] if process_key(r) not in keys]
 
 
 def supersede(run: dict, newer: dict, why: str) -> int:
@@ -98,6 +114,11 @@ def superseded_keys(run: dict) -> set[tuple]:
 def row_key(row: dict) -> tuple:
     return (row["backend"], row["device"], row["dtype"], row["workload"], row["size"], row["mode"],
             row["threads"], row["k"], row["fp32_precision"])
+
+
+def process_key(row: dict) -> tuple:
+    """One fresh process of a cell: its row_key and its repeat (files of schema /1 ran one, repeat 0)."""
+    return (*row_key(row), row.get("repeat") or 0)
 
 
 def _finite(obj):
@@ -156,23 +177,23 @@ def load(path: Path) -> dict:
         raise ResultsError(f"{path}: not a readable threadbench results file ({e})") from None
     if not isinstance(run, dict) or "schema" not in run:
         raise ResultsError(f"{path}: not a threadbench results file (no schema field)")
-    if run["schema"] != SCHEMA:
-        raise ResultsError(f"{path}: schema {run['schema']!r} is not supported (this threadbench reads {SCHEMA})")
+    schema = run["schema"]
+    if schema != SCHEMA and schema not in OLDER_SCHEMAS:
+        raise ResultsError(f"{path}: schema {schema!r} is not supported (this threadbench reads {SCHEMA} "
+                           f"and {', '.join(OLDER_SCHEMAS)})")
     for key, kind in REQUIRED.items():
         if not isinstance(run.get(key), kind):
-            raise ResultsError(f"{path}: field {key!r} is missing or not a {kind.__name__} (schema {SCHEMA})")
+            raise ResultsError(f"{path}: field {key!r} is missing or not a {kind.__name__} (schema {schema})")
     for i, r in enumerate(run["rows"]):
-        if not isinstance(r, dict) or set(r) != set(ROW_FIELDS):
-            raise ResultsError(f"{path}: row {i} does not have the fields of schema {SCHEMA}")
-        bad = next((f for f in ROW_FIELDS if not _typed(f, r[f])), None)
+        if not isinstance(r, dict) or set(r) - set(ROW_FIELDS) or (schema == SCHEMA and set(r) != set(ROW_FIELDS)):
+            raise ResultsError(f"{path}: row {i} does not have the fields of schema {schema}")
+        bad = next((f for f in r if not _typed(f, r[f])), None)
         if bad:
-            raise ResultsError(f"{path}: row {i}: {bad}={r[bad]!r} has the wrong type for schema {SCHEMA}")
+            raise ResultsError(f"{path}: row {i}: {bad}={r[bad]!r} has the wrong type for schema {schema}")
+    if schema != SCHEMA:  # an older file, upgraded in memory: the fields it predates are None
+        run["rows"] = [dict.fromkeys(ROW_FIELDS) | r for r in run["rows"]]
+        run["schema"], run["upgraded_from"] = SCHEMA, schema
     return run
-
-
-INT_FIELDS = {"threads", "k", "trial", "ops", "errors", "checked", "flops_per_op"}
-FLOAT_FIELDS = {"seconds", "ops_per_s", "lat_p50_ms", "lat_p90_ms", "lat_p99_ms", "rel_err", "peak_rss_mb",
-                "peak_device_mb", "wall_s"}
 
 
 def _typed(field: str, value: Any) -> bool:

@@ -37,10 +37,10 @@ def test_schema_round_trip(tmp_path):
     path = R.save(run, tmp_path / "runs" / "a.json")
     back = R.load(path)
     assert back == json.loads(json.dumps(run))
-    assert back["schema"] == R.SCHEMA == "threadbench.run/1"
+    assert back["schema"] == R.SCHEMA == "threadbench.run/2"
     assert [set(r) for r in back["rows"]] == [set(R.ROW_FIELDS)] * 3
     ok_rows = [r for r in back["rows"] if r["status"] == "ok"]
-    assert [r["trial"] for r in ok_rows] == [0, 1]
+    assert [r["trial"] for r in ok_rows] == [0, 1] and {r["repeat"] for r in back["rows"]} == {0}
     assert [r["ops_per_s"] for r in ok_rows] == [200.0, 220.0]
     assert json.loads(ok_rows[0]["batch_hist"]) == {"1": 3, "4": 20}
     assert (ok_rows[0]["mode"], ok_rows[0]["threads"], ok_rows[0]["machine"]) == ("batched", 4, "m1")
@@ -50,6 +50,22 @@ def test_schema_round_trip(tmp_path):
     assert back["command"][:2] == ["threadbench", "compare"]
     assert [Cell.from_dict(c) for c in back["cells"]] == [S.cell("torch", "mlp", "batched", 4),
                                                             S.cell("mlx", "mlp", "threads", 2)]
+
+
+def test_a_schema_1_file_still_loads_with_the_newer_fields_as_none(tmp_path):
+    """Published runs of schema /1 keep loading until they are measured again: missing fields are None."""
+    old = json.loads(R.dumps(sample_run()))
+    old["schema"] = "threadbench.run/1"
+    for row in old["rows"]:
+        del row["repeat"]
+    back = R.load(_write(tmp_path, "old.json", old))
+    assert back["schema"] == R.SCHEMA and back["upgraded_from"] == "threadbench.run/1"
+    assert all(set(r) == set(R.ROW_FIELDS) and r["repeat"] is None for r in back["rows"])
+    assert {R.process_key(r)[-1] for r in back["rows"]} == {0}
+    old["rows"][0]["repeat"] = 0   # a /1 file may lack fields, never carry unknown ones of the wrong type
+    old["rows"][0]["bogus"] = 1
+    with pytest.raises(R.ResultsError, match="row 0 does not have the fields"):
+        R.load(_write(tmp_path, "bad.json", old))
 
 
 def test_saved_file_is_strict_json_with_nan_as_null(tmp_path):
@@ -121,7 +137,7 @@ BAD_FILES = {
     "binary": ("\udcff", "not a readable"),
     "a list": ([1, 2], "no schema field"),
     "no schema": ({"rows": []}, "no schema field"),
-    "other schema": ({**sample_run(), "schema": "threadbench.run/2"}, "'threadbench.run/2' is not supported"),
+    "other schema": ({**sample_run(), "schema": "threadbench.run/9"}, "'threadbench.run/9' is not supported"),
     "no host": (_without("host"), "'host' is missing"),
     "rows not a list": ({**sample_run(), "rows": {}}, "'rows' is missing or not a list"),
     "row lacks a field": (_row_drop("ops_per_s"), "row 1 does not have the fields"),
@@ -165,7 +181,7 @@ def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("files")
     good = R.save(S.scaling_run(), d / "good.json")
     (d / "corrupt.json").write_text('{"schema": "threadbench.run/1", "rows": [{"run_id": ')
-    (d / "v2.json").write_text(json.dumps({**S.scaling_run(), "schema": "threadbench.run/2"}))
+    (d / "v9.json").write_text(json.dumps({**S.scaling_run(), "schema": "threadbench.run/9"}))
     return d, good
 
 
@@ -173,7 +189,7 @@ def files(tmp_path_factory):
     (["report", "{d}/missing.json"], "missing.json: no such results file"),
     (["report", "{d}/corrupt.json", "-f", "markdown"], "corrupt.json: not a readable threadbench results file"),
     (["report", "{good}", "--format", "xml"], "--format: unknown format 'xml'"),
-    (["diff", "{good}", "{d}/v2.json"], "v2.json: schema 'threadbench.run/2' is not supported"),
+    (["diff", "{good}", "{d}/v9.json"], "v9.json: schema 'threadbench.run/9' is not supported"),
     (["diff", "{d}/missing.json", "{good}"], "missing.json: no such results file"),
     (["diff", "{good}", "{good}", "--threshold", "-1"], "--threshold"),
     (["plot", "{d}/corrupt.json", "-o", "{d}/x.png"], "corrupt.json: not a readable"),
