@@ -1,5 +1,21 @@
-"""From long-format rows (one per cell and trial) to one summary row per cell: median throughput with a
-95% confidence interval, spread, latency percentiles, speedup, %-of-ceiling and %-of-peak."""
+"""From long-format rows (one per cell process and trial) to one summary row per cell: median throughput
+with a confidence interval whose real level is stated, spread, latency percentiles, speedup, %-of-ceiling
+and %-of-peak. Not a renderer: every figure here is plain data that tables, csv, json and plots show.
+
+How a cell's interval is made (two levels: fresh processes, then windows inside each):
+- A cell measured in P >= 2 fresh processes (`compare --repeats P`): each process's windows give that
+  process's median; the cell's figure is the median of the P process medians, and its interval the
+  distribution-free order-statistic interval of the median (`median_ci`) over the process medians. So the
+  interval is as wide as what varies between processes (start-up, memory layout, clocks, other load), which is
+  what a re-run sees; window-to-window noise is inside each process median. Its level is exact and reported
+  (`ci_level`): 50% with 2 processes, 75% with 3, 93.8% with 5, 96.9% with 6.
+  Why not a bootstrap: with the few processes a sweep can afford, a (two-level) bootstrap's percentile
+  interval is too narrow (it sees (P-1)/P of the variance and uses normal quantiles); order statistics are
+  exact for any P and any distribution, and deterministic.
+- A cell measured in one process (the default): the same interval over its windows, marked
+  `ci_scope = "windows"`: it covers within-process variation only, not what a re-run would show.
+- A cell whose status is not ok, in any of its processes, has no throughput at all (ops_per_s, CI, speedup,
+  tflops, %-of-ceiling are null); its per-trial rows in the results file keep what was measured."""
 from __future__ import annotations
 
 import json
@@ -10,18 +26,21 @@ import numpy as np
 import polars as pl
 from scipy.stats import binom
 
-from .cells import MODES
-from .results import ROW_FIELDS
+from .cells import (CRASH, ERROR, INTERRUPTED, MEMORY, MODES, OK, SKIPPED, TIMEOUT, TOO_SLOW, UNAVAILABLE,
+                    UNSUPPORTED, WRONG, axis_label)
+from .results import INT_FIELDS, ROW_FIELDS, STR_FIELDS
 
 CELL_KEYS = ["machine", "backend", "device", "dtype", "fp32_precision", "workload", "size", "mode", "threads", "k"]
 GROUP_KEYS = ["machine", "backend", "device", "dtype", "fp32_precision", "workload", "size"]
 PEAK_WORKLOAD = "matmul"
 CEILING_MODES = [m.name for m in MODES.values() if m.ceiling]
 UNSTABLE_IQR = 0.10  # a cell whose trials spread more than this (IQR / median) is marked UNSTABLE
+SCOPE_PROCESSES, SCOPE_WINDOWS = "processes", "windows"   # what a cell's interval covers (ci_scope)
+# Which status a cell takes when its processes disagree: the first in this list that any process has.
+STATUS_ORDER = (CRASH, TIMEOUT, MEMORY, ERROR, WRONG, INTERRUPTED, TOO_SLOW, SKIPPED, UNSUPPORTED, UNAVAILABLE, OK)
 
-_SCHEMA = {f: pl.Utf8 for f in ("run_id", "machine", "backend", "device", "dtype", "fp32_precision", "workload",
-                                "size", "mode", "batch_hist", "status", "cause", "device_name", "framework_version")}
-_SCHEMA.update({f: pl.Int64 for f in ("threads", "k", "trial", "ops", "errors", "checked", "flops_per_op")})
+_SCHEMA = {f: pl.Utf8 for f in STR_FIELDS}
+_SCHEMA.update({f: pl.Int64 for f in INT_FIELDS})
 _SCHEMA.update({f: pl.Float64 for f in ROW_FIELDS if f not in _SCHEMA})
 
 
@@ -59,45 +78,165 @@ def mean_batch(hists: list[str]) -> float | None:
     return sum(k * v for k, v in total.items()) / forwards if forwards else None
 
 
-def summarize(rows: list[dict]) -> pl.DataFrame:
-    df = frame(rows)
-    agg = df.group_by(CELL_KEYS, maintain_order=True).agg(
-        pl.col("ops_per_s").drop_nulls().alias("trials"),
-        pl.col("batch_hist").drop_nulls().alias("hists"),
-        pl.col("ops_per_s").median().alias("ops_per_s"),
-        (pl.col("ops_per_s").quantile(0.75, "linear") - pl.col("ops_per_s").quantile(0.25, "linear")).alias("iqr"),
-        *(pl.col(c).median() for c in ("lat_p50_ms", "lat_p90_ms", "lat_p99_ms")),
-        *(pl.col(c).first() for c in ("run_id", "status", "cause", "errors", "checked", "rel_err", "flops_per_op",
-                                      "peak_rss_mb", "peak_device_mb", "device_name", "framework_version")),
-    )
-    ci = [median_ci(t) for t in agg["trials"].to_list()]
-    batches = [mean_batch(h) for h in agg["hists"].to_list()]
-    agg = agg.with_columns(
-        pl.Series("ci_low", [c[0] for c in ci], dtype=pl.Float64),
-        pl.Series("ci_high", [c[1] for c in ci], dtype=pl.Float64),
-        pl.Series("ci_level", [c[2] for c in ci], dtype=pl.Float64),
-        pl.col("trials").list.len().alias("n_trials"),
-        pl.Series("mean_batch", batches, dtype=pl.Float64),
-    ).with_columns(
-        (pl.col("iqr") / pl.col("ops_per_s")).alias("iqr_rel"),
-        (pl.col("ops_per_s") * pl.col("flops_per_op") / 1e12).alias("tflops"),
-    ).with_columns((pl.col("iqr_rel") > UNSTABLE_IQR).fill_null(False).alias("unstable"))
+def process_medians(rows: list[dict]) -> dict[int, float]:
+    """{repeat: median ops/s of that process's windows}, for the processes that produced windows."""
+    by: dict[int, list[float]] = {}
+    for r in rows:
+        if r["ops_per_s"] is not None and math.isfinite(r["ops_per_s"]):
+            by.setdefault(r["repeat"] or 0, []).append(r["ops_per_s"])
+    return {p: float(np.median(v)) for p, v in sorted(by.items())}
 
-    # speedup vs the backend's own single-thread figure (sequential; threads x1 if no sequential cell)
-    base = (agg.filter(pl.col("mode").is_in(["sequential", "threads"]) & (pl.col("threads") == 1)
-                       & pl.col("ops_per_s").is_not_null())
-            .sort(pl.col("mode") != "sequential")
-            .group_by(GROUP_KEYS, maintain_order=True).agg(pl.col("ops_per_s").first().alias("base_ops")))
-    ceiling = (agg.filter(pl.col("mode").is_in(CEILING_MODES)).group_by(GROUP_KEYS)
-               .agg(pl.col("ops_per_s").max().alias("ceiling_ops")))
-    peak = (agg.filter((pl.col("workload") == PEAK_WORKLOAD) & pl.col("tflops").is_not_null())
-            .group_by(["machine", "backend", "device", "dtype", "fp32_precision"])
-            .agg(pl.col("tflops").max().alias("peak_tflops")))
-    out = (agg.join(base, on=GROUP_KEYS, how="left", nulls_equal=True)
-              .join(ceiling, on=GROUP_KEYS, how="left", nulls_equal=True)
-              .join(peak, on=["machine", "backend", "device", "dtype", "fp32_precision"], how="left", nulls_equal=True))
-    return out.with_columns(
-        (pl.col("ops_per_s") / pl.col("base_ops")).alias("speedup"),
-        (100 * pl.col("ops_per_s") / pl.col("ceiling_ops")).alias("pct_ceiling"),
-        (100 * pl.col("tflops") / pl.col("peak_tflops")).alias("pct_peak"),
-    ).drop("trials", "hists", "iqr")
+
+def cell_interval(rows: list[dict]) -> tuple[float, float, float, float, str, int]:
+    """(median, ci_low, ci_high, ci_level, ci_scope, processes) of one cell's rows; see the module docstring."""
+    medians = process_medians(rows)
+    if len(medians) >= 2:
+        values, scope = list(medians.values()), SCOPE_PROCESSES
+    else:
+        values, scope = [r["ops_per_s"] for r in rows if r["ops_per_s"] is not None], SCOPE_WINDOWS
+    if not values:
+        return math.nan, math.nan, math.nan, math.nan, scope, 0
+    low, high, level = median_ci(values)
+    return float(np.median(values)), low, high, level, scope, len(medians)
+
+
+def cell_status(rows: list[dict]) -> tuple[str, str]:
+    """The cell's status and cause: ok only when every process was ok; else the worst process's, named."""
+    procs = {}
+    for r in rows:
+        procs.setdefault(r["repeat"] or 0, (r["status"], r["cause"] or ""))
+    rank = {s: i for i, s in enumerate(STATUS_ORDER)}
+    repeat, (status, cause) = min(procs.items(), key=lambda kv: (rank.get(kv[1][0], -1), kv[0]))
+    if len(procs) > 1 and status != OK:
+        cause = f"process {repeat + 1} of {len(procs)}: {status}" + (f": {cause}" if cause else "")
+    return status, cause
+
+
+def config_label(rec: dict) -> str:
+    """A ceiling configuration's name, e.g. "offline k=64" (one thread) or "offline ×2 k=64"."""
+    extra = axis_label(rec["mode"], rec["threads"], rec["k"])
+    threads = f" ×{rec['threads']}" if rec["threads"] and rec["threads"] > 1 and "×" not in extra else ""
+    return f"{rec['mode']}{threads}" + (f" {extra}" if extra else "")
+
+
+def _median(values) -> float | None:
+    v = [x for x in values if x is not None and not (isinstance(x, float) and math.isnan(x))]
+    return float(np.median(v)) if v else None
+
+
+def _cell_record(rows: list[dict]) -> dict:
+    first = rows[0]
+    rec = {k: first[k] for k in CELL_KEYS}
+    status, cause = cell_status(rows)
+    ops, low, high, level, scope, procs = cell_interval(rows)
+    windows = [r["ops_per_s"] for r in rows if r["ops_per_s"] is not None]
+    iqr = float(np.subtract(*np.quantile(windows, [0.75, 0.25]))) if windows else None
+    errors = [r["errors"] for r in rows if r["errors"] is not None]
+    checked = [r["checked"] for r in rows if r["checked"] is not None]
+    per_process = {}
+    for r in rows:   # process-level fields repeat on every trial row of that process: count each once
+        per_process.setdefault(r["repeat"] or 0, r)
+    firsts = list(per_process.values())
+    rec.update(
+        run_id=first["run_id"], status=status, cause=cause,
+        errors=sum(p["errors"] for p in firsts if p["errors"] is not None) if errors else None,
+        checked=sum(p["checked"] for p in firsts if p["checked"] is not None) if checked else None,
+        rel_err=max((p["rel_err"] for p in firsts if p["rel_err"] is not None), default=None),
+        flops_per_op=first["flops_per_op"],
+        peak_rss_mb=max((p["peak_rss_mb"] for p in firsts if p["peak_rss_mb"] is not None), default=None),
+        peak_device_mb=max((p["peak_device_mb"] for p in firsts if p["peak_device_mb"] is not None), default=None),
+        device_name=first["device_name"], framework_version=first["framework_version"],
+        **{c: _median(r[c] for r in rows) for c in ("lat_p50_ms", "lat_p90_ms", "lat_p99_ms")},
+        mean_batch=mean_batch([r["batch_hist"] for r in rows if r["batch_hist"]]),
+        n_trials=len(windows), n_processes=procs, ci_scope=scope,
+    )
+    has = status == OK and not math.isnan(ops)   # a failed cell carries no throughput, anywhere
+    rec.update(ops_per_s=ops if has else None, ci_low=low if has else None, ci_high=high if has else None,
+               ci_level=level if has and not math.isnan(level) else None,
+               iqr_rel=iqr / ops if has and iqr is not None and ops else None)
+    rec["tflops"] = rec["ops_per_s"] * rec["flops_per_op"] / 1e12 if has and rec["flops_per_op"] else None
+    rec["unstable"] = rec["iqr_rel"] is not None and rec["iqr_rel"] > UNSTABLE_IQR
+    return rec
+
+
+def _speedup_base(recs: list[dict]) -> tuple[float | None, str | None]:
+    """The group's single-thread figure: its sequential cell, from ok cells only; threads ×1 only where the
+    group has no sequential cell, and then named so ("threads ×1"). A failed sequential cell gives none."""
+    seq = [r for r in recs if r["mode"] == "sequential"]
+    if seq:
+        ok = [r for r in seq if r["ops_per_s"] is not None]
+        return (ok[0]["ops_per_s"], "sequential") if ok else (None, None)
+    one = [r for r in recs if r["mode"] == "threads" and r["threads"] == 1 and r["ops_per_s"] is not None]
+    return (one[0]["ops_per_s"], "threads ×1") if one else (None, None)
+
+
+def _ceiling(recs: list[dict]) -> tuple[dict | None, str | None]:
+    """(the best ceiling configuration's record, why there is none). Every planned ceiling configuration must
+    have a figure from right outputs: one that is missing (too slow, failed, skipped) leaves the ceiling
+    missing with the reason, never a lower one silently standing in."""
+    configs = [r for r in recs if r["mode"] in MODES and MODES[r["mode"]].ceiling]
+    if not configs:
+        return None, None
+    missing = [f"{config_label(r)}: {r['status']}" for r in configs if r["ops_per_s"] is None]
+    if missing:
+        return None, "; ".join(missing)
+    return max(configs, key=lambda r: r["ops_per_s"]), None
+
+
+def summarize(rows: list[dict]) -> pl.DataFrame:
+    """One record per cell (CELL_KEYS), pooling its processes; columns as in SUMMARY_SCHEMA."""
+    cells: dict[tuple, list[dict]] = {}
+    for r in frame(rows).to_dicts():
+        cells.setdefault(tuple(r[k] for k in CELL_KEYS), []).append(r)
+    recs = [_cell_record(rs) for rs in cells.values()]
+    groups: dict[tuple, list[dict]] = {}
+    for rec in recs:
+        groups.setdefault(tuple(rec[k] for k in GROUP_KEYS), []).append(rec)
+    peaks: dict[tuple, float] = {}
+    for rec in recs:
+        if rec["workload"] == PEAK_WORKLOAD and rec["tflops"] is not None:
+            key = tuple(rec[k] for k in PEAK_KEYS)
+            peaks[key] = max(peaks.get(key, 0.0), rec["tflops"])
+    for group in groups.values():
+        base, base_name = _speedup_base(group)
+        ceiling, missing = _ceiling(group)
+        for rec in group:
+            has = rec["ops_per_s"] is not None
+            rec["base_ops"], rec["speedup_base"] = base, base_name
+            rec["speedup"] = rec["ops_per_s"] / base if has and base else None
+            rec["ceiling_ops"] = ceiling["ops_per_s"] if ceiling else None
+            rec["ceiling_config"] = config_label(ceiling) if ceiling else None
+            rec["ceiling_missing"] = missing
+            rec["pct_ceiling"] = 100 * rec["ops_per_s"] / ceiling["ops_per_s"] if has and ceiling else None
+            # above its ceiling beyond both intervals: an anomaly to explain (shown as measured, never clamped)
+            rec["above_ceiling"] = bool(has and ceiling and rec is not ceiling
+                                        and _lower(rec) > _upper(ceiling))
+            rec["peak_tflops"] = peaks.get(tuple(rec[k] for k in PEAK_KEYS))
+            rec["pct_peak"] = (100 * rec["tflops"] / rec["peak_tflops"]
+                               if rec["tflops"] is not None and rec["peak_tflops"] else None)
+    return pl.DataFrame(recs, schema=SUMMARY_SCHEMA) if recs else pl.DataFrame(schema=SUMMARY_SCHEMA)
+
+
+def _lower(rec: dict) -> float:
+    return rec["ci_low"] if rec["ci_low"] is not None and not math.isnan(rec["ci_low"]) else rec["ops_per_s"]
+
+
+def _upper(rec: dict) -> float:
+    return rec["ci_high"] if rec["ci_high"] is not None and not math.isnan(rec["ci_high"]) else rec["ops_per_s"]
+
+
+PEAK_KEYS = ["machine", "backend", "device", "dtype", "fp32_precision"]
+# The summary's columns, in order. Added in threadbench.run/2: n_processes, ci_scope, speedup_base,
+# ceiling_config, ceiling_missing, above_ceiling.
+SUMMARY_SCHEMA: dict[str, pl.DataType] = {
+    **{k: _SCHEMA[k] for k in CELL_KEYS},
+    "ops_per_s": pl.Float64, "lat_p50_ms": pl.Float64, "lat_p90_ms": pl.Float64, "lat_p99_ms": pl.Float64,
+    "run_id": pl.Utf8, "status": pl.Utf8, "cause": pl.Utf8, "errors": pl.Int64, "checked": pl.Int64,
+    "rel_err": pl.Float64, "flops_per_op": pl.Int64, "peak_rss_mb": pl.Float64, "peak_device_mb": pl.Float64,
+    "device_name": pl.Utf8, "framework_version": pl.Utf8,
+    "ci_low": pl.Float64, "ci_high": pl.Float64, "ci_level": pl.Float64, "ci_scope": pl.Utf8,
+    "n_trials": pl.Int64, "n_processes": pl.Int64, "mean_batch": pl.Float64, "iqr_rel": pl.Float64,
+    "tflops": pl.Float64, "unstable": pl.Boolean, "base_ops": pl.Float64, "speedup_base": pl.Utf8,
+    "ceiling_ops": pl.Float64, "ceiling_config": pl.Utf8, "ceiling_missing": pl.Utf8, "above_ceiling": pl.Boolean,
+    "peak_tflops": pl.Float64, "speedup": pl.Float64, "pct_ceiling": pl.Float64, "pct_peak": pl.Float64,
+}

@@ -1,5 +1,10 @@
-"""`diff A B`: cell by cell, B's median throughput over A's, with a Mann-Whitney U test on the per-trial
-ops/s and whether the two confidence intervals overlap.
+"""`diff A B`: cell by cell, B's median throughput over A's, with a Mann-Whitney U test and whether the two
+confidence intervals overlap.
+
+The test uses the same spread as the cells' intervals (compare.stats): where both runs measured a cell in
+two or more fresh processes (--repeats), it compares the per-process medians, what varies when a run is
+repeated; otherwise the per-window ops/s of one process each, which sees within-process noise only and is
+said so in a note (such a test calls too many changes significant).
 
 A cell is flagged only when both hold: the change is beyond the threshold (10% by default) and the test
 says it is not noise (p < alpha). A change beyond the threshold that the test cannot confirm is
@@ -18,6 +23,7 @@ from ..cells import FAILED, OK, axis_label
 
 THRESHOLD = 0.10
 ALPHA = 0.05
+PROCESSES, WINDOWS = "processes", "windows"   # the unit of the test (CellDiff.unit)
 KEY_FIELDS = ("backend", "device", "dtype", "fp32_precision", "workload", "size", "mode", "threads", "k")
 
 FASTER, SLOWER, SAME, UNCLEAR, BROKE, FIXED, NOT_COMPARED = (
@@ -45,7 +51,8 @@ class CellDiff:
     b_ci: tuple[float | None, float | None] = (None, None)
     b_trials: int = 0
     ratio: float | None = None          # B / A
-    p_value: float | None = None        # two-sided Mann-Whitney U on the per-trial ops/s
+    p_value: float | None = None        # two-sided Mann-Whitney U on the samples of `unit`
+    unit: str | None = None             # what the test compared: "processes" (per-process medians) or "windows"
     min_p: float | None = None          # the smallest p these trial counts can give
     ci_overlap: bool | None = None
     verdict: str = NOT_COMPARED
@@ -112,6 +119,23 @@ def _trials(run: dict) -> dict[tuple, list[float]]:
     return out
 
 
+def _process_medians(run: dict) -> dict[tuple, list[float]]:
+    """Per cell, the median ops/s of each of its processes (compare.stats.process_medians)."""
+    from .. import stats
+    rows: dict[tuple, list[dict]] = {}
+    for row in run["rows"]:
+        rows.setdefault(R.row_key(row), []).append(row)
+    return {k: list(stats.process_medians(v).values()) for k, v in rows.items()}
+
+
+def samples(trials: list[float], medians: list[float], other_trials: list[float],
+            other_medians: list[float]) -> tuple[str, list[float], list[float]]:
+    """What the test compares: per-process medians where both sides have >= 2 processes, else windows."""
+    if len(medians) >= 2 and len(other_medians) >= 2:
+        return PROCESSES, medians, other_medians
+    return WINDOWS, trials, other_trials
+
+
 def _cells(run: dict) -> dict[tuple, dict]:
     """Per-cell summary records keyed like results.row_key (the machine is not part of the key)."""
     from .. import stats
@@ -128,6 +152,7 @@ def compare_runs(a: dict, b: dict, threshold: float = THRESHOLD, alpha: float = 
 
     cells_a, cells_b = _cells(a), _cells(b)
     trials_a, trials_b = _trials(a), _trials(b)
+    medians_a, medians_b = _process_medians(a), _process_medians(b)
     out = Diff(a=_meta(a), b=_meta(b), threshold=threshold, alpha=alpha, cells=[])
     out.only_a = [{f: cells_a[k][f] for f in KEY_FIELDS} for k in cells_a if k not in cells_b]
     out.only_b = [{f: cells_b[k][f] for f in KEY_FIELDS} for k in cells_b if k not in cells_a]
@@ -136,10 +161,12 @@ def compare_runs(a: dict, b: dict, threshold: float = THRESHOLD, alpha: float = 
         rb = cells_b.get(key)
         if rb is None:
             continue
-        ta, tb = trials_a.get(key, []), trials_b.get(key, [])
+        unit, ta, tb = samples(trials_a.get(key, []), medians_a.get(key, []),
+                               trials_b.get(key, []), medians_b.get(key, []))
         d = CellDiff(**{f: ra[f] for f in KEY_FIELDS}, a_status=ra["status"], b_status=rb["status"],
                      a_ops=_num(ra["ops_per_s"]), a_ci=(_num(ra["ci_low"]), _num(ra["ci_high"])), a_trials=len(ta),
-                     b_ops=_num(rb["ops_per_s"]), b_ci=(_num(rb["ci_low"]), _num(rb["ci_high"])), b_trials=len(tb))
+                     b_ops=_num(rb["ops_per_s"]), b_ci=(_num(rb["ci_low"]), _num(rb["ci_high"])), b_trials=len(tb),
+                     unit=unit)
         if d.a_status == OK and d.b_status == OK and d.a_ops and d.b_ops is not None:
             d.ratio = d.b_ops / d.a_ops
             if None not in d.a_ci and None not in d.b_ci:
@@ -164,19 +191,27 @@ def compare_runs(a: dict, b: dict, threshold: float = THRESHOLD, alpha: float = 
             d.verdict, d.flag = FIXED, IMPROVEMENT
         out.cells.append(d)
 
+    within = sum(1 for c in out.cells if c.p_value is not None and c.unit == WINDOWS)
+    if within:
+        out.notes.append(f"{within} cell(s) were tested on the windows of one process per run: the test sees "
+                         "within-process noise only, not what varies between runs; measure both with --repeats 5 "
+                         "or more to test on per-process medians")
     if out.a["machine"] != out.b["machine"]:
         out.notes.append(f"A ({out.a['machine']}) and B ({out.b['machine']}) are different machines: "
                          "the ratios include the hardware")
     sa, sb = a["settings"].get("cell") or {}, b["settings"].get("cell") or {}
     changed = [f"{k} {sa.get(k)} → {sb.get(k)}" for k in ("duration", "trials", "warmup", "max_batch", "max_wait_ms")
                if sa.get(k) != sb.get(k)]
+    ra, rb = a["settings"].get("repeats") or 1, b["settings"].get("repeats") or 1
+    changed += [f"repeats {ra} → {rb}"] if ra != rb else []
     if changed:
         out.notes.append("the runs were measured with different settings: " + ", ".join(changed))
     if too_few:
         worst = max(too_few, key=lambda c: c.min_p or 1.0)
         out.notes.append(f"{len(too_few)} cell(s) changed by more than {100 * threshold:.0f}% but have too few trials "
-                         f"for the test to reach p < {alpha:g} (with {worst.a_trials} and {worst.b_trials} trials "
-                         f"the smallest possible p is {worst.min_p or 1.0:.3g}); re-run both with --trials 5 or more")
+                         f"for the test to reach p < {alpha:g} (with {worst.a_trials} and {worst.b_trials} {worst.unit or 'trials'} "
+                         f"the smallest possible p is {worst.min_p or 1.0:.3g}); re-run both with "
+                         + ("--repeats 5 or more" if worst.unit == PROCESSES else "--trials 5 or more"))
     unstable = sum(1 for k in cells_a.keys() & cells_b.keys() if cells_a[k]["unstable"] or cells_b[k]["unstable"])
     if unstable:
         out.notes.append(f"{unstable} compared cell(s) are UNSTABLE in A or B (trials spread > 10%): "
