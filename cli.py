@@ -77,7 +77,9 @@ def compare(
                                help="auto (each backend's default), gpu, cpu, or a backend's own name (cuda, mps)."),
     dtype: str = typer.Option("float32", "--dtype", help="float32, bfloat16, float16 (comma-separated)."),
     duration: float = typer.Option(0.5, "--duration", help="Seconds per timed trial."),
-    trials: int = typer.Option(5, "--trials", help="Timed trials per cell."),
+    trials: int = typer.Option(5, "--trials", help="Timed trials (windows) per cell process."),
+    repeats: int = typer.Option(1, "--repeats", help="Fresh processes per cell, interleaved over the sweep; the CI "
+                                "then spans what varies between processes (5 or more for publication)."),
     warmup: int = typer.Option(3, "--warmup", help="Warm-up ops per thread before timing."),
     size: Optional[str] = typer.Option(None, "--size", help="Workload size knobs, e.g. layers=2,seq=32,batch=8."),
     fp32_precision: str = typer.Option("highest", "--fp32-precision",
@@ -117,7 +119,10 @@ def compare(
         device=O.one_name("--device", device, sorted(all_devices()), "device"),
         offline_k=tuple(O.int_list("--offline-k", offline_k, hi=4096)),
         knobs=O.sizes(size, knob_names()),
+        repeats=repeats,
     )
+    if not 1 <= repeats <= MAX_REPEATS:
+        raise O.BadInput(f"--repeats: {repeats} is out of range; use 1 to {MAX_REPEATS}")
     precisions = tuple(O.names("--fp32-precision", fp32_precision, ["highest", "high"], "precision"))
     for opt, v in (("--duration", duration), ("--trials", trials), ("--cell-timeout", cell_timeout),
                    ("--mem-limit-mb", mem_limit_mb)):
@@ -140,6 +145,7 @@ def compare(
     raise typer.Exit(run_sweep(settings, out=out, quiet=quiet, argv=argv, limits=limits, json_out=json_))
 
 
+MAX_REPEATS = 100  # fresh processes per cell; beyond this a sweep would take days, surely a typo
 RESUME_OPTIONS = {"resume", "out", "quiet", "cell_timeout", "mem_limit_mb", "json_"}
 
 

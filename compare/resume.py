@@ -4,7 +4,10 @@ A sweep stores its planned cells in the run document (run["plan"]) before the fi
 after every cell, so an interrupted, crashed or killed sweep leaves a file that says exactly what is
 missing. Cells that ended ok, too slow, unsupported, unavailable or skipped are kept as they are; cells
 that crashed, timed out, raised, ran out of memory, gave wrong outputs or never ran are run again;
-cells marked superseded (measured again in a later run) are not."""
+cells marked superseded (measured again in a later run) are not.
+
+A cell measured in several processes (--repeats) is complete when every one of its planned processes is:
+only the processes that are missing or failed run again, and the cell's finished processes are kept."""
 from __future__ import annotations
 
 import datetime as dt
@@ -34,9 +37,11 @@ def planned_cells(run: dict, path: Path) -> list[Cell]:
 
 
 def cells_to_rerun(run: dict, path: Path = Path("results file")) -> list[Cell]:
-    """Planned cells with no kept result, in plan order."""
-    kept = {R.row_key(r) for r in run["rows"] if r["status"] in KEEP} | R.superseded_keys(run)
-    return [c for c in planned_cells(run, path) if c.key() not in kept]
+    """Planned cell processes with no kept result, in plan (interleaved) order."""
+    kept = {R.process_key(r) for r in run["rows"] if r["status"] in KEEP}
+    superseded = R.superseded_keys(run)
+    return [c for c in planned_cells(run, path)
+            if (*c.key(), c.repeat) not in kept and c.key() not in superseded]
 
 
 def resume_sweep(file: Path, out: Path | None, limits: Limits, quiet: bool, argv: list[str],
@@ -52,10 +57,10 @@ def resume_sweep(file: Path, out: Path | None, limits: Limits, quiet: bool, argv
                        "resuming here would mix two machines in one run")
     path = Path(out) if out else Path(file)
     writable_out(path)
-    R.drop_cells(run, {c.key() for c in todo})  # their failed rows are replaced by the new attempt
+    R.drop_processes(run, {(*c.key(), c.repeat) for c in todo})  # failed rows are replaced by the new attempt
     run.setdefault("resumed", []).append(
         {"command": argv, "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "cells": len(todo),
          "threadbench_revision": host_environment().get("threadbench_revision")})  # the code of the new cells
-    Console(stderr=True).print(f"resuming {file}: {len(todo)} of {len(run['plan'])} planned cells to run",
+    Console(stderr=True).print(f"resuming {file}: {len(todo)} of {len(run['plan'])} planned cell processes to run",
                                highlight=False, soft_wrap=True)
     return execute(run, path, todo, limits, quiet, json_out)

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from . import exits
 from . import results as R
-from .cells import FAILED, UNAVAILABLE, CellResult
+from .cells import FAILED, UNAVAILABLE, Cell, CellResult
 from .measure.env import host_environment
 from .measure.lock import locked
 from .options import writable_out
@@ -33,22 +33,24 @@ def run_sweep(settings: Settings, out: Path | None, quiet: bool, argv: list[str]
 
 
 def execute(run: dict, path: Path, cells: list, limits: Limits, quiet: bool, json_out: bool = False) -> int:
-    """Run `cells` into `run`, saving `path` after each; used by a new sweep and by --resume."""
+    """Run the cell processes `cells` (a cell's --repeats processes interleaved over the sweep) into `run`,
+    saving `path` after each process; used by a new sweep and by --resume."""
     console = Console(stderr=True)
     started = time.monotonic()
     progress = _progress(console, quiet or not console.is_terminal)
     interrupted = False
     with locked(path), progress:
         R.save(run, path)
-        task = progress.add_task("cells", total=len(cells))
+        task = progress.add_task("cell processes", total=len(cells))
         try:
             for result in sweep(cells, limits,
-                                on_start=lambda c: progress.update(task, description=c.label())):
+                                on_start=lambda c: progress.update(task, description=process_label(c))):
                 R.add_result(run, result)
                 R.save(run, path)  # after every cell: an interrupt or crash loses nothing finished
                 progress.advance(task)
                 if quiet is False and not console.is_terminal:
-                    console.print(f"  {result.cell.label()}: {result.status} {result.cause[:100]}", highlight=False)
+                    console.print(f"  {process_label(result.cell)}: {result.status} {result.cause[:100]}",
+                                  highlight=False)
         except KeyboardInterrupt:
             interrupted = True
     wall = time.monotonic() - started
@@ -57,14 +59,20 @@ def execute(run: dict, path: Path, cells: list, limits: Limits, quiet: bool, jso
         sys.stdout.flush()
     else:
         print_run(run, wide_console())
-    n_cells = len(run["cells"])
-    console.print(f"{n_cells} cells in {wall:.0f} s; results: {path}", highlight=False)
+    n_cells = len({Cell.from_dict(c).key() for c in run["cells"]})
+    processes = f" ({len(run['cells'])} processes)" if len(run["cells"]) != n_cells else ""
+    console.print(f"{n_cells} cells{processes} in {wall:.0f} s; results: {path}", highlight=False)
     if interrupted:
         console.print(f"interrupted: the {n_cells} finished cells are kept in {path}; "
                       f"`--resume {path}` runs the rest", style="yellow", highlight=False,
                       soft_wrap=True)
         return exits.INTERRUPTED
     return exits.CELLS_FAILED if any(r["status"] in FAILED for r in run["rows"]) else exits.OK
+
+
+def process_label(cell) -> str:
+    """A cell's label, plus which of its processes this is when it has several (--repeats)."""
+    return cell.label() + (f" (process {cell.repeat + 1})" if cell.repeat else "")
 
 
 def wide_console() -> Console:

@@ -1,4 +1,10 @@
-"""Turn validated options into the ordered list of cells a sweep runs."""
+"""Turn validated options into the ordered list of cell processes a sweep runs.
+
+Each cell runs in `repeats` fresh processes (Cell.repeat numbers them), interleaved round-robin: every cell's
+first process, then every cell's second, ... so drift and other load on the machine hit every cell alike,
+rather than all of one cell's processes sharing one quiet or busy minute. Ceiling modes (ModeSpec.ceiling)
+are planned as dedicated ceiling configurations: each --offline-k with one thread and with the most threads
+of --threads, so a parallel backend is measured against a ceiling that may use the same parallelism."""
 from __future__ import annotations
 
 import os
@@ -27,6 +33,7 @@ class Settings:
     knobs: tuple = ()
     peak_probe: bool = True
     template: Cell | None = None   # duration, trials, warmup, precision, batching knobs
+    repeats: int = 1               # fresh processes per cell, pooled into its figure and interval
 
 
 def resolve_device(backend: backends.Backend, wanted: str) -> tuple[str | None, str]:
@@ -50,7 +57,22 @@ def all_devices() -> set[str]:
 
 
 def plan(s: Settings) -> tuple[list[Cell], list[tuple[Cell, str]]]:
-    """(cells to run, cells that cannot run here with the reason)."""
+    """(cell processes to run, interleaved over s.repeats rounds; cells that cannot run here with the reason)."""
+    cells, unavailable = _plan_cells(s)
+    return interleave(cells, s.repeats), unavailable
+
+
+def interleave(cells: list[Cell], repeats: int) -> list[Cell]:
+    """Round-robin: repeat 0 of every cell in plan order, then repeat 1 of every cell, and so on."""
+    return [replace(c, repeat=r) for r in range(repeats) for c in cells]
+
+
+def ceiling_threads(threads: tuple[int, ...]) -> list[int]:
+    """Thread counts of the ceiling configurations: one thread, and the most the sweep asks for."""
+    return sorted({1, max(threads, default=1)})
+
+
+def _plan_cells(s: Settings) -> tuple[list[Cell], list[tuple[Cell, str]]]:
     base = s.template or Cell(backend="", device="", dtype="", workload="", mode="")
     cells, unavailable = [], []
     for dtype in s.dtypes:
@@ -90,8 +112,9 @@ def _cells_for(t: Cell, s: Settings) -> list[Cell]:
     out = []
     for mode in s.modes:
         axis = MODES[mode].axis
-        if axis == "k":
-            out += [replace(t, mode=mode, threads=1, k=k) for k in s.offline_k]
+        if axis == "k":   # k outer: a too-slow k skips the bigger k at every thread count, not the smaller
+            threads = ceiling_threads(s.threads) if MODES[mode].ceiling else [1]
+            out += [replace(t, mode=mode, threads=n, k=k) for k in s.offline_k for n in threads]
         elif axis == "threads":
             out += [replace(t, mode=mode, threads=n) for n in s.threads]
         else:
