@@ -61,6 +61,7 @@ def resume_sweep(file: Path, out: Path | None, limits: Limits, quiet: bool, argv
     run.setdefault("resumed", []).append(
         {"command": argv, "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "cells": len(todo),
          "threadbench_revision": host_environment().get("threadbench_revision")})  # the code of the new cells
-    Console(stderr=True).print(f"resuming {file}: {len(todo)} of {len(run['plan'])} planned cell processes to run",
+    what = "cell processes" if any(c.get("repeat") for c in run["plan"]) else "cells"  # with --repeats
+    Console(stderr=True).print(f"resuming {file}: {len(todo)} of {len(run['plan'])} planned {what} to run",
                                highlight=False, soft_wrap=True)
     return execute(run, path, todo, limits, quiet, json_out)
