@@ -33,9 +33,10 @@ MODES: dict[str, ModeSpec] = {m.name: m for m in (
 
 
 def axis_label(mode: str, threads: int, k: int) -> str:
-    """The one spelling of what varies within a mode: "k=8" (offline), "×4" (threads, streams, batched), "" otherwise."""
+    """The one spelling of what varies within a mode: "k=8" (offline; "×2 k=8" when it runs 2 threads, a ceiling
+    configuration), "×4" (threads, streams, batched), "" otherwise."""
     axis = MODES[mode].axis if mode in MODES else "threads"
-    return {"k": f"k={k}", "threads": f"×{threads}"}.get(axis, "")
+    return {"k": f"×{threads} k={k}" if threads > 1 else f"k={k}", "threads": f"×{threads}"}.get(axis, "")
 
 
 # Cell statuses. Only "ok" and "wrong" carry throughput; every other status says why there is none.

@@ -115,8 +115,7 @@ def cell_status(rows: list[dict]) -> tuple[str, str]:
 def config_label(rec: dict) -> str:
     """A ceiling configuration's name, e.g. "offline k=64" (one thread) or "offline ×2 k=64"."""
     extra = axis_label(rec["mode"], rec["threads"], rec["k"])
-    threads = f" ×{rec['threads']}" if rec["threads"] and rec["threads"] > 1 and "×" not in extra else ""
-    return f"{rec['mode']}{threads}" + (f" {extra}" if extra else "")
+    return rec["mode"] + (f" {extra}" if extra else "")
 
 
 def _median(values) -> float | None:
