@@ -210,3 +210,21 @@ def test_diff_tests_per_process_medians_when_both_runs_have_several_processes():
     windows = D.compare_runs(one_a, one_b)
     assert windows.cells[0].unit == "windows" and windows.cells[0].verdict == D.FASTER
     assert any("within-process noise only" in n for n in windows.notes)
+
+
+def test_plan_interleaves_every_cell_of_the_sweep_including_the_peak_probe(monkeypatch):
+    class Fake:
+        name, devices, dtypes, fp32_precisions = "fake", ("cpu",), ("float32",), ("highest",)
+
+        def device_status(self):
+            return {"cpu": None}
+
+        def default_device(self):
+            return "cpu"
+    monkeypatch.setattr(P.backends, "load", lambda name: Fake())
+    s = P.Settings(backends=("fake",), workloads=("mlp", "block"), modes=("sequential", "threads"), threads=(2,),
+                   dtypes=("float32",), repeats=2)
+    cells, unavailable = P.plan(s)
+    one_round = P.plan(replace(s, repeats=1))[0]
+    assert not unavailable and len(cells) == 2 * len(one_round) and {c.workload for c in one_round} >= {"mlp", "matmul"}
+    assert cells == [replace(c, repeat=r) for r in range(2) for c in one_round]
