@@ -209,7 +209,8 @@ def compare_runs(a: dict, b: dict, threshold: float = THRESHOLD, alpha: float = 
     if too_few:
         worst = max(too_few, key=lambda c: c.min_p or 1.0)
         out.notes.append(f"{len(too_few)} cell(s) changed by more than {100 * threshold:.0f}% but have too few trials "
-                         f"for the test to reach p < {alpha:g} (with {worst.a_trials} and {worst.b_trials} {worst.unit or 'trials'} "
+                         f"for the test to reach p < {alpha:g} (with {worst.a_trials} and {worst.b_trials} "
+                         f"{worst.unit or 'trials'} "
                          f"the smallest possible p is {worst.min_p or 1.0:.3g}); re-run both with "
                          + ("--repeats 5 or more" if worst.unit == PROCESSES else "--trials 5 or more"))
     unstable = sum(1 for k in cells_a.keys() & cells_b.keys() if cells_a[k]["unstable"] or cells_b[k]["unstable"])
