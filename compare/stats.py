@@ -172,8 +172,10 @@ def _speedup_base(recs: list[dict]) -> tuple[float | None, str | None]:
 def _ceiling(recs: list[dict]) -> tuple[dict | None, str | None]:
     """(the best ceiling configuration's record, why there is none). Every planned ceiling configuration must
     have a figure from right outputs: one that is missing (too slow, failed, skipped) leaves the ceiling
-    missing with the reason, never a lower one silently standing in."""
-    configs = [r for r in recs if r["mode"] in MODES and MODES[r["mode"]].ceiling]
+    missing with the reason, never a lower one silently standing in. A configuration the backend cannot run
+    at all (unsupported, unavailable) is not one of its ceiling configurations."""
+    configs = [r for r in recs if r["mode"] in MODES and MODES[r["mode"]].ceiling
+               and r["status"] not in (UNSUPPORTED, UNAVAILABLE)]
     if not configs:
         return None, None
     missing = [f"{config_label(r)}: {r['status']}" for r in configs if r["ops_per_s"] is None]

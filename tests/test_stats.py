@@ -125,6 +125,8 @@ def test_a_wrong_ceiling_configuration_leaves_the_ceiling_missing_with_the_reaso
     assert two["ceiling_missing"] == "offline ×2 k=64: wrong"   # not the 300 of k=64 on one thread in its place
     two = summary(ceiling_cells(TOO_SLOW))[("threads", 2, 1)]
     assert two["ceiling_missing"] == "offline ×2 k=64: too_slow"
+    two = summary(ceiling_cells("unsupported"))[("threads", 2, 1)]   # not a configuration this backend has
+    assert (two["ceiling_ops"], two["ceiling_config"], two["ceiling_missing"]) == (300.0, "offline k=64", None)
 
 
 def test_a_cell_above_its_ceiling_beyond_the_intervals_is_an_anomaly_not_clamped():
