@@ -39,7 +39,8 @@ def axis_label(mode: str, threads: int, k: int) -> str:
     return {"k": f"×{threads} k={k}" if threads > 1 else f"k={k}", "threads": f"×{threads}"}.get(axis, "")
 
 
-# Cell statuses. Only "ok" and "wrong" carry throughput; every other status says why there is none.
+# Cell statuses. Only "ok" carries throughput in a summary ("wrong" keeps its measured ops in the raw rows only);
+# every other status says why there is none.
 OK, WRONG = "ok", "wrong"
 CRASH, TIMEOUT, ERROR, MEMORY = "crash", "timeout", "error", "memory"
 TOO_SLOW, UNSUPPORTED, UNAVAILABLE, SKIPPED, INTERRUPTED = "too_slow", "unsupported", "unavailable", "skipped", "interrupted"
