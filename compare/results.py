@@ -21,7 +21,9 @@ ROW_FIELDS = (
     "threads", "k", "trial", "ops", "seconds", "ops_per_s", "lat_p50_ms", "lat_p90_ms", "lat_p99_ms",
     "batch_hist", "status", "cause", "errors", "checked", "rel_err", "flops_per_op", "peak_rss_mb",
     "peak_device_mb", "wall_s", "device_name", "framework_version",
+    "gpu_util_mean", "gpu_util_max",  # compare.measure.host.GpuSampler
 )
+ADDED_FIELDS = ("gpu_util_mean", "gpu_util_max")  # absent from older files of this schema
 
 
 class ResultsError(Exception):
@@ -62,6 +64,7 @@ def add_result(run: dict, result: CellResult) -> None:
         "checked": result.checked, "rel_err": result.rel_err, "flops_per_op": result.flops_per_op,
         "peak_rss_mb": result.peak_rss_mb, "peak_device_mb": result.peak_device_mb, "wall_s": result.wall_s,
         "device_name": env.get("device_name"), "framework_version": env.get("version"),
+        "gpu_util_mean": result.gpu_util_mean, "gpu_util_max": result.gpu_util_max,
     }
     trials = result.trials or [None]
     for i, t in enumerate(trials):
@@ -162,6 +165,8 @@ def load(path: Path) -> dict:
         if not isinstance(run.get(key), kind):
             raise ResultsError(f"{path}: field {key!r} is missing or not a {kind.__name__} (schema {SCHEMA})")
     for i, r in enumerate(run["rows"]):
+        if isinstance(r, dict):  # fields added after a file was written read as "not recorded"
+            r.update({f: None for f in ADDED_FIELDS if f not in r})
         if not isinstance(r, dict) or set(r) != set(ROW_FIELDS):
             raise ResultsError(f"{path}: row {i} does not have the fields of schema {SCHEMA}")
         bad = next((f for f in ROW_FIELDS if not _typed(f, r[f])), None)
@@ -172,7 +177,7 @@ def load(path: Path) -> dict:
 
 INT_FIELDS = {"threads", "k", "trial", "ops", "errors", "checked", "flops_per_op"}
 FLOAT_FIELDS = {"seconds", "ops_per_s", "lat_p50_ms", "lat_p90_ms", "lat_p99_ms", "rel_err", "peak_rss_mb",
-                "peak_device_mb", "wall_s"}
+                "peak_device_mb", "wall_s", "gpu_util_mean", "gpu_util_max"}
 
 
 def _typed(field: str, value: Any) -> bool:
