@@ -379,6 +379,7 @@ def two_hosts(**b):
     ({}, None),
     ({"loop": 5.5e6, "launch": 11_000}, None),                    # 10% apart: within HOST_DIFFERS
     ({"cpu": "Other CPU 1"}, "CPU Test CPU 9000 vs Other CPU 1"),
+    ({"loop": 6e6}, "Python loop 5M vs 6M/s (+20%)"),           # just past HOST_DIFFERS
     ({"loop": 3e6}, "Python loop 5M vs 3M/s (-40%)"),
     ({"numpy_rate": 1.3e6}, "tiny numpy call 1M vs 1.3M/s (+30%)"),
     ({"launch": 20_000}, "launch torch/cuda/bfloat16 10k vs 20k/s (+100%)"),
