@@ -393,6 +393,14 @@ def test_diff_notes_when_the_hosts_differ(change, says):
         assert len(notes) == 1 and says in notes[0], notes
 
 
+def test_a_busy_run_is_named_as_a_possible_cause_of_a_speed_difference():
+    a, b = two_hosts(loop=3e6)
+    b["host_probe"][0]["load"]["cpu_busy_pct"] = 90.0
+    (note,) = hostinfo.host_differences(a, b)
+    assert "B ran on a busy machine, so the load may explain a speed difference" in note
+    assert "busy machine" not in hostinfo.host_differences(*two_hosts(loop=3e6))[0]
+
+
 def test_a_different_gpu_is_a_different_host():
     a, b = two_hosts()
     b["host_probe"][0]["gpu"]["devices"][0]["name"] = "Fake A100"

@@ -237,6 +237,9 @@ def host_differences(a: dict, b: dict) -> list[str]:
             found.append(f"{label} {_si(va)} vs {_si(vb)}/s ({vb / va - 1:+.0%})")
     if not found:
         return []
-    return [f"the hosts differ ({'; '.join(found)}; more than {HOST_DIFFERS:.0%} counts): part of every ratio "
-            "is the host, not the change"]
+    busy = [name for name, run in (("A", a), ("B", b)) if busy_warnings(run)]
+    why = (f"; {' and '.join(busy)} ran on a busy machine, so the load may explain a speed difference"
+           if busy else "")
+    return [f"the hosts differ ({'; '.join(found)}; more than {HOST_DIFFERS:.0%} counts){why}: part of every "
+            "ratio is the host, not the change"]
 
