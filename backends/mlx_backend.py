@@ -122,6 +122,8 @@ class MlxBackend(Backend):
     def _build_matmul(nn, w, p):
         return nn.Linear(w.n, w.n, bias=False), {"weight": p["w"]}
 
+    _build_launch = _build_matmul  # the launch-rate probe is a tiny matmul (workloads/launch.py)
+
     # -- data and sync -------------------------------------------------------------------------
     def to_device(self, x, device, dtype):
         mx = self._mx()

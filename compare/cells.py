@@ -127,4 +127,6 @@ class CellResult:
     peak_rss_mb: float | None = None
     peak_device_mb: float | None = None
     wall_s: float | None = None
+    gpu_util_mean: float | None = None  # % of time a kernel ran while the mode ran (NVML; None: not sampled)
+    gpu_util_max: float | None = None
     env: dict[str, Any] = field(default_factory=dict)  # the backend's describe() for this device

@@ -26,6 +26,7 @@ ROW_TYPES: dict[str, type] = {
     "lat_p50_ms": float, "lat_p90_ms": float, "lat_p99_ms": float, "batch_hist": str, "status": str, "cause": str,
     "errors": int, "checked": int, "rel_err": float, "flops_per_op": int, "peak_rss_mb": float,
     "peak_device_mb": float, "wall_s": float, "device_name": str, "framework_version": str,
+    "gpu_util_mean": float, "gpu_util_max": float,   # NVML while the mode ran (compare.measure.host.GpuSampler)
 }
 ROW_FIELDS = tuple(ROW_TYPES)
 INT_FIELDS = {f for f, t in ROW_TYPES.items() if t is int}
@@ -71,6 +72,7 @@ def add_result(run: dict, result: CellResult) -> None:
         "checked": result.checked, "rel_err": result.rel_err, "flops_per_op": result.flops_per_op,
         "peak_rss_mb": result.peak_rss_mb, "peak_device_mb": result.peak_device_mb, "wall_s": result.wall_s,
         "device_name": env.get("device_name"), "framework_version": env.get("version"),
+        "gpu_util_mean": result.gpu_util_mean, "gpu_util_max": result.gpu_util_max,
     }
     trials = result.trials or [None]
     for i, t in enumerate(trials):

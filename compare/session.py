@@ -11,6 +11,7 @@ from rich.console import Console
 from . import exits
 from . import results as R
 from .cells import FAILED, UNAVAILABLE, Cell, CellResult
+from .measure import host
 from .measure.env import host_environment
 from .measure.lock import locked
 from .options import writable_out
@@ -40,6 +41,7 @@ def execute(run: dict, path: Path, cells: list, limits: Limits, quiet: bool, jso
     progress = _progress(console, quiet or not console.is_terminal)
     interrupted = False
     with locked(path), progress:
+        run.setdefault("host_probe", []).append(host.probe("start"))  # calibration + load (compare.measure.host)
         R.save(run, path)
         task = progress.add_task("cell processes", total=len(cells))
         try:
@@ -53,6 +55,9 @@ def execute(run: dict, path: Path, cells: list, limits: Limits, quiet: bool, jso
                                   highlight=False)
         except KeyboardInterrupt:
             interrupted = True
+        if not interrupted:  # a second Ctrl-C must not land inside the probe
+            run["host_probe"].append(host.probe("end"))
+            R.save(run, path)
     wall = time.monotonic() - started
     if json_out:  # --json: the run document on stdout for scripts; no tables, progress and log on stderr
         sys.stdout.write(R.dumps(run) + "\n")
@@ -113,3 +118,6 @@ def print_environment(run: dict, console: Console) -> None:
                       highlight=False)
         for w in env.get("warnings", []):
             console.print(f"  [yellow]warning[/yellow] ({key}): {w}", highlight=False)
+    from .render import hostinfo
+    for line in hostinfo.lines(run) + [f"warning (host): {w}" for w in hostinfo.busy_warnings(run)]:
+        console.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)

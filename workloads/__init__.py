@@ -5,12 +5,13 @@ import dataclasses
 
 from .base import Workload
 from .block import Block
+from .launch import Launch
 from .matmul import Matmul
 from .mlp import Mlp
 from .transformer import Transformer
 
 WORKLOADS: dict[str, type[Workload]] = {w.name: w for w in (Mlp, Block, Transformer)}
-PROBES: dict[str, type[Workload]] = {Matmul.name: Matmul}
+PROBES: dict[str, type[Workload]] = {Matmul.name: Matmul, Launch.name: Launch}
 
 
 def knob_names(name: str) -> list[str]:

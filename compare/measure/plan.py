@@ -94,6 +94,8 @@ def _plan_cells(s: Settings) -> tuple[list[Cell], list[tuple[Cell, str]]]:
                     cells.append(probe)
                     if device == "cpu" and (os.cpu_count() or 1) > 1:  # a CPU's peak needs every core busy
                         cells.append(replace(probe, mode="threads", threads=os.cpu_count()))
+                    if device != "cpu":  # launch rate: tiny synchronised ops/s (compare.measure.host; a
+                        cells.append(replace(probe, workload="launch", knobs=()))  # CPU cell has no launch)
                 for w in s.workloads:
                     cells += _cells_for(replace(template, workload=w), s)
     return cells, unavailable

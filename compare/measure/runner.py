@@ -106,6 +106,8 @@ def _collect(cell: Cell, events_path: Path, rc: int, log_path: Path, forced) -> 
             result.trials.append(Trial(**ev))
         elif kind == "verify":
             result.errors, result.checked, result.rel_err = ev["errors"], ev["checked"], ev["rel_err"]
+        elif kind == "gpu_util":  # compare.measure.host.GpuSampler
+            result.gpu_util_mean, result.gpu_util_max = ev["mean"], ev["max"]
         elif kind == "memory":
             result.peak_rss_mb, result.peak_device_mb = ev["peak_rss_mb"], ev["peak_device_mb"]
         elif kind == "status":

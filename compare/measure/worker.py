@@ -22,7 +22,7 @@ import numpy as np
 import backends
 import workloads
 from backends.base import Unsupported
-from compare.measure import modes
+from compare.measure import host, modes
 from compare.cells import Cell
 from compare.measure.verify import rel_error, tolerance
 
@@ -131,7 +131,8 @@ def run_cell(cell: Cell, events: Events, cache: Path) -> None:
         return make_harness(backend, build_model(backend, cell, spec, params), cell, spec, params, cache, checks)
 
     try:
-        trials = modes.RUNNERS[cell.mode](cell, build)
+        with host.GpuSampler(cell.device, events.emit):  # GPU utilisation while the mode runs: one event
+            trials = modes.RUNNERS[cell.mode](cell, build)
     except Unsupported as e:
         events.emit("status", status="unsupported", cause=str(e))
         return

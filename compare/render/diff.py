@@ -199,6 +199,8 @@ def compare_runs(a: dict, b: dict, threshold: float = THRESHOLD, alpha: float = 
     if out.a["machine"] != out.b["machine"]:
         out.notes.append(f"A ({out.a['machine']}) and B ({out.b['machine']}) are different machines: "
                          "the ratios include the hardware")
+    from .hostinfo import host_differences
+    out.notes += host_differences(a, b)  # CPU model, GPU, or probe rates apart
     sa, sb = a["settings"].get("cell") or {}, b["settings"].get("cell") or {}
     changed = [f"{k} {sa.get(k)} → {sb.get(k)}" for k in ("duration", "trials", "warmup", "max_batch", "max_wait_ms")
                if sa.get(k) != sb.get(k)]

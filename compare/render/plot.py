@@ -58,10 +58,10 @@ def figure(summary, title: str = ""):
     """A matplotlib Figure of the scaling curves (not yet saved)."""
     import polars as pl
 
-    from ..stats import PEAK_WORKLOAD
+    from workloads import PROBES
     _, Figure, FigureCanvasAgg = _matplotlib()
     from matplotlib.ticker import EngFormatter
-    cells = summary.filter(pl.col("workload") != PEAK_WORKLOAD)
+    cells = summary.filter(~pl.col("workload").is_in(list(PROBES)))  # probe cells are no workload
     if cells.filter(pl.col("status") == "ok").height == 0:
         raise NothingToPlot("nothing to plot: no cell of these runs has a measured throughput")
     machines = cells["machine"].n_unique()

@@ -154,12 +154,15 @@ def environment_lines(run: dict) -> list[str]:
         if env.get("fp32_precision"):
             line += f"; fp32 matmul: {env['fp32_precision']}"
         lines.append(line)
-    return lines
+    from . import hostinfo
+    return lines + hostinfo.lines(run)  # calibration, load, launch rate, what limited the GPU cells
 
 
 def warning_lines(run: dict) -> list[tuple[str, str]]:
     """(backend/device, warning) for every warning a backend raised about its own figures."""
-    return [(key, w) for key, env in run["backend_env"].items() for w in env.get("warnings", [])]
+    from .hostinfo import busy_warnings
+    return ([(key, w) for key, env in run["backend_env"].items() for w in env.get("warnings", [])]
+            + [("host", w) for w in busy_warnings(run)])
 
 
 def to_markdown(runs: list[dict], summary, heading: str = "##") -> str:

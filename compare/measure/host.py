@@ -1,0 +1,346 @@
+"""The host a sweep ran on, measured: a short calibration probe and the load, at the start and the end of
+a sweep, and each GPU cell's utilisation while its mode ran. From these, whether a cell was host-bound.
+
+Why: small-batch GPU cells are paced by the host CPU that launches their kernels, so the same cell on two
+hosts of one GPU kind can differ 2x; a run that records the host's speed and load says why.
+
+- `probe(at)`: one snapshot (about half a second): single-core CPU speed (a fixed pure-Python loop and a
+  tiny numpy call, as rates with their spread over a few repeats), the load (load average, CPU busy %, the
+  busiest other processes) and, through NVML where present, each GPU (name, driver, utilisation, memory
+  used, the processes on it). A sweep stores one at its start and one at its end in run["host_probe"].
+- `GpuSampler`: in the cell's process, polls the GPU's utilisation in a background thread while the mode
+  runs and emits one `gpu_util` event (mean, max, sample count).
+- `bound()`: labels a cell "host-bound", "device-bound" or "mixed" (GPU) or "cpu" from those figures and
+  the launch-rate probe (workloads/launch.py).
+
+Framework-free: psutil and numpy only; NVML (the optional `nvidia-ml-py` package, module `pynvml`) is
+imported when used, and its absence is recorded as "NVML not available", never an error. Not a
+benchmark of the host: the probe is a few hundred milliseconds, enough to tell hosts and loads apart."""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import statistics
+import threading
+import time
+from typing import Any, Callable
+
+import numpy as np
+import psutil
+
+# -- the calibration probe -----------------------------------------------------------------------------
+REPEATS = 5              # repeats of each speed probe: the median is the figure, min-max its spread
+LOOP_ITERATIONS = 200_000  # one repeat of the Python loop (~10-40 ms on current CPUs)
+NUMPY_CALLS = 20_000     # one repeat of the tiny numpy call (~10-40 ms): numpy's per-call cost dominates
+NUMPY_ELEMENTS = 256     # float64 elements per call: small enough that the call, not memory, is timed
+LOAD_INTERVAL_S = 0.25   # CPU busy % and per-process CPU % are measured over this interval
+TOP_PROCESSES = 5        # the busiest other processes recorded per snapshot
+
+# -- busy warnings (compare.render.hostinfo) -----------------------------------------------------------
+# The start probe runs before the first cell and the end probe after the last, while threadbench itself
+# is idle, so what they see busy is other work competing with the measurement for cores or the GPU.
+BUSY_LOAD_FRACTION = 0.5   # a 1-minute load average above half the logical CPUs at the start: other work
+#                            kept half the cores busy in the minute before the sweep. Not applied at the
+#                            end, where the load average includes the sweep's own cells.
+BUSY_CPU_PCT = 25.0        # CPU busy above 25% of all cores during a probe's interval, at start or end
+BUSY_GPU_UTIL_PCT = 10.0   # GPU utilisation above 10% at start or end: no threadbench work runs on it then
+#                            (catches other containers' jobs, whose processes NVML may not list)
+
+# -- per-cell GPU utilisation --------------------------------------------------------------------------
+SAMPLE_INTERVAL_S = 0.05   # NVML's utilisation is the driver's average over its last sample period, 1/6 s
+#                            to 1 s depending on the GPU (nvmlUtilization_t), so 50 ms reads every driver
+#                            period at least 3 times while waking the sampler thread only 20 times a second
+HOST_BOUND_UTIL_PCT = 50.0   # kernels ran less than half the time: the host (Python, dispatch, launches,
+#                              synchronise) set the pace, and a faster CPU would speed the cell up
+DEVICE_BOUND_UTIL_PCT = 90.0  # kernels ran at least 90% of the time: the GPU was the limit. NVML counts a
+#                               GPU busy when any kernel runs, however few SMs it fills, so "device-bound"
+#                               means "kept the GPU busy", not "used all of it"
+LAUNCH_BOUND_FRACTION = 0.5  # a cell whose forwards/s reach half the launch probe's tiny-op rate spends at
+#                              least half of each forward on the per-op floor (dispatch, launch, synchronise)
+GPU_DEVICES_OFF = {"cpu"}    # devices the sampler never samples (a CPU cell has no GPU to watch)
+
+NVML_MISSING = "NVML not available"
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+# -- single-core CPU speed -----------------------------------------------------------------------------
+def _python_loop(n: int) -> int:
+    x = 0
+    for i in range(n):
+        x += i * i % 7
+    return x
+
+
+def _rates(work: Callable[[], object], count: int, repeats: int) -> dict[str, Any]:
+    """Run `work` `repeats` times; its rate in `count` per second: median, min, max, spread (max-min)/median."""
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        work()
+        rates.append(count / max(time.perf_counter() - t0, 1e-9))
+    med = statistics.median(rates)
+    return {"rate": med, "low": min(rates), "high": max(rates), "spread": (max(rates) - min(rates)) / med,
+            "repeats": repeats}
+
+
+def cpu_speed(repeats: int = REPEATS) -> dict[str, Any]:
+    """Single-core speed: a fixed pure-Python loop (iterations/s) and a tiny numpy call (calls/s), the two
+    things a framework's per-op dispatch spends its host time on."""
+    a, b = np.ones(NUMPY_ELEMENTS), np.ones(NUMPY_ELEMENTS)
+    out = np.empty(NUMPY_ELEMENTS)
+
+    def numpy_calls():
+        for _ in range(NUMPY_CALLS):
+            np.add(a, b, out=out)
+
+    freq = psutil.cpu_freq() if hasattr(psutil, "cpu_freq") else None
+    return {
+        "python_loop": {**_rates(lambda: _python_loop(LOOP_ITERATIONS), LOOP_ITERATIONS, repeats),
+                        "unit": "iterations/s"},
+        "numpy_call": {**_rates(numpy_calls, NUMPY_CALLS, repeats), "unit": "calls/s",
+                       "what": f"np.add of {NUMPY_ELEMENTS} float64 into a preallocated array"},
+        "freq_mhz": round(freq.current) if freq else None,
+    }
+
+
+# -- load ----------------------------------------------------------------------------------------------
+def load(interval: float = LOAD_INTERVAL_S, exclude: set[int] | None = None) -> dict[str, Any]:
+    """Load average, CPU busy % over `interval` and the busiest other processes over the same interval.
+    `exclude`: pids left out of the list (default: this process and its children)."""
+    me = psutil.Process()
+    if exclude is None:
+        exclude = {me.pid} | {c.pid for c in me.children(recursive=True)}
+    procs = []
+    for p in psutil.process_iter(["pid", "name"]):
+        if p.info["pid"] in exclude:
+            continue
+        try:
+            p.cpu_percent(None)  # first call: starts this process's interval
+            procs.append(p)
+        except psutil.Error:
+            pass
+    psutil.cpu_percent(None)
+    time.sleep(interval)
+    busy = psutil.cpu_percent(None)
+    top = []
+    for p in procs:
+        try:
+            top.append({"pid": p.info["pid"], "name": p.info["name"], "cpu_pct": round(p.cpu_percent(None), 1)})
+        except psutil.Error:  # ended during the interval
+            pass
+    top = sorted((t for t in top if t["cpu_pct"] > 0), key=lambda t: -t["cpu_pct"])[:TOP_PROCESSES]
+    try:
+        load_avg = [round(v, 2) for v in os.getloadavg()]
+    except (OSError, AttributeError):  # Windows
+        load_avg = None
+    return {"load_avg": load_avg, "cpu_busy_pct": round(busy, 1), "interval_s": interval,
+            "cpu_count": psutil.cpu_count() or os.cpu_count(), "top_processes": top,
+            "memory_available_gb": round(psutil.virtual_memory().available / 2**30, 1)}
+
+
+# -- NVML ----------------------------------------------------------------------------------------------
+class NvmlMissing(Exception):
+    """No NVML here (package or driver missing); the message says which."""
+
+
+def _nvml():
+    """The pynvml module, initialised; raises NvmlMissing(why) where there is none or no driver."""
+    try:
+        import pynvml
+    except ImportError:
+        raise NvmlMissing(f"{NVML_MISSING} (pip install nvidia-ml-py)") from None
+    try:
+        pynvml.nvmlInit()
+    except Exception as e:  # noqa: BLE001 - pynvml.NVMLError: no driver, no GPU
+        raise NvmlMissing(f"{NVML_MISSING} ({e})") from None
+    return pynvml
+
+
+def _text(v) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _process_name(nvml, pid: int) -> str:
+    try:
+        return psutil.Process(pid).name()
+    except psutil.Error:  # another container's pid: ask the driver
+        try:
+            return _text(nvml.nvmlSystemGetProcessName(pid))
+        except Exception:  # noqa: BLE001
+            return "?"
+
+
+def gpus(exclude: set[int] | None = None) -> dict[str, Any]:
+    """Every GPU NVML sees: name, utilisation, memory used and the processes on it (those NVML lists: from
+    inside a container, other containers' processes may be missing; their utilisation still shows)."""
+    try:
+        nvml = _nvml()
+    except NvmlMissing as e:
+        return {"available": False, "why": str(e)}
+    exclude = exclude or set()
+    try:
+        out = {"available": True, "driver": _text(nvml.nvmlSystemGetDriverVersion()), "devices": []}
+        for i in range(nvml.nvmlDeviceGetCount()):
+            h = nvml.nvmlDeviceGetHandleByIndex(i)
+            dev: dict[str, Any] = {"index": i, "name": _text(nvml.nvmlDeviceGetName(h))}
+            try:
+                u = nvml.nvmlDeviceGetUtilizationRates(h)
+                dev.update(util_pct=u.gpu, mem_util_pct=u.memory)
+            except Exception as e:  # noqa: BLE001 - e.g. MIG instances have no utilisation counter
+                dev.update(util_pct=None, mem_util_pct=None, util_why=str(e))
+            mem = nvml.nvmlDeviceGetMemoryInfo(h)
+            dev.update(mem_used_mb=round(mem.used / 2**20), mem_total_mb=round(mem.total / 2**20))
+            procs = []
+            for p in _gpu_processes(nvml, h):
+                if p.pid not in exclude:
+                    used = getattr(p, "usedGpuMemory", None)
+                    procs.append({"pid": p.pid, "name": _process_name(nvml, p.pid),
+                                  "mem_mb": None if used is None else round(used / 2**20)})
+            dev["processes"] = procs
+            out["devices"].append(dev)
+        return out
+    except Exception as e:  # noqa: BLE001 - a driver error mid-way is recorded, not raised
+        return {"available": False, "why": f"NVML error: {e}"}
+    finally:
+        _shutdown(nvml)
+
+
+def _gpu_processes(nvml, handle) -> list:
+    seen: dict[int, Any] = {}
+    for get in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
+        try:
+            for p in getattr(nvml, get)(handle):
+                seen.setdefault(p.pid, p)
+        except Exception:  # noqa: BLE001 - not supported on this GPU/driver
+            pass
+    return list(seen.values())
+
+
+def _shutdown(nvml) -> None:
+    try:
+        nvml.nvmlShutdown()
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def probe(at: str) -> dict[str, Any]:
+    """One snapshot of the host: load first (while nothing of ours runs), then CPU speed and the GPUs."""
+    snap: dict[str, Any] = {"at": at, "time": now()}
+    started = time.perf_counter()
+    snap["load"] = load()
+    snap["cpu_speed"] = cpu_speed()
+    snap["gpu"] = gpus()
+    snap["probe_s"] = round(time.perf_counter() - started, 3)
+    return snap
+
+
+# -- per-cell GPU utilisation --------------------------------------------------------------------------
+def _visible_gpu(nvml):
+    """(handle, label) of the GPU a framework's default device is: the first of CUDA_VISIBLE_DEVICES (an
+    index, in NVML's PCI order, or a GPU-/MIG- UUID), else NVML's device 0."""
+    first = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
+    if first.startswith(("GPU-", "MIG-")):
+        h = nvml.nvmlDeviceGetHandleByUUID(first)
+    else:
+        h = nvml.nvmlDeviceGetHandleByIndex(int(first) if first.isdigit() else 0)
+    return h, f"{first or 0}: {_text(nvml.nvmlDeviceGetName(h))}"
+
+
+class GpuSampler:
+    """GPU utilisation while a cell's mode runs: `with GpuSampler(device, emit): run the mode`.
+
+    A background thread reads NVML's utilisation every SAMPLE_INTERVAL_S; on exit, one `gpu_util` event
+    (mean, max, samples, interval, which GPU; or `why` there is no figure) is emitted, whether the mode
+    finished or raised. CPU devices are not sampled and emit nothing. The figure covers the whole mode run
+    (warm-up, timed windows, checks) and lags by up to one driver period (1/6 s to 1 s)."""
+
+    def __init__(self, device: str, emit: Callable[..., None], interval: float = SAMPLE_INTERVAL_S):
+        self.device, self.emit, self.interval = device, emit, interval
+        self.samples: list[float] = []
+        self.gpu: str | None = None
+        self.why = ""
+        self._nvml = None
+        self._handle = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.device not in GPU_DEVICES_OFF
+
+    def start(self) -> "GpuSampler":
+        if not self.active:
+            return self
+        try:
+            self._nvml = _nvml()
+            self._handle, self.gpu = _visible_gpu(self._nvml)
+            self.sample()  # fails here, not silently in the thread, where the GPU has no counter
+        except NvmlMissing as e:
+            self.why = str(e)
+            return self
+        except Exception as e:  # noqa: BLE001 - pynvml.NVMLError
+            self.why = f"NVML error: {e}"
+            return self
+        self._thread = threading.Thread(target=self._run, name="gpu-util-sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def sample(self) -> None:
+        self.samples.append(float(self._nvml.nvmlDeviceGetUtilizationRates(self._handle).gpu))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.sample()
+            except Exception as e:  # noqa: BLE001 - keep what was sampled, say why it stopped
+                self.why = f"sampling stopped: {e}"
+                return
+
+    def stop(self) -> dict[str, Any] | None:
+        """Stop sampling and emit the one event (None and no event for a CPU device)."""
+        if not self.active:
+            return None
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self._nvml is not None:
+            _shutdown(self._nvml)
+        s = self.samples
+        event = {"mean": statistics.fmean(s) if s else None, "max": max(s) if s else None, "samples": len(s),
+                 "interval_s": self.interval, "gpu": self.gpu, "why": self.why}
+        self.emit("gpu_util", **event)
+        return event
+
+    def __enter__(self) -> "GpuSampler":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+# -- what limited a cell -------------------------------------------------------------------------------
+def bound(device: str, util_mean: float | None, forwards_per_s: float | None,
+          launch_per_s: float | None) -> tuple[str | None, str]:
+    """(label, reason): "cpu" for CPU cells; for GPU cells "host-bound", "device-bound" or "mixed" from the
+    mean GPU utilisation where NVML measured it, else "host-bound" when the cell's forwards/s come within
+    LAUNCH_BOUND_FRACTION of the launch probe's rate; (None, why) when neither is known."""
+    if device == "cpu":
+        return "cpu", "runs on the CPU"
+    if util_mean is not None:
+        if util_mean < HOST_BOUND_UTIL_PCT:
+            return "host-bound", f"GPU busy {util_mean:.0f}% of the time (< {HOST_BOUND_UTIL_PCT:.0f}%)"
+        if util_mean >= DEVICE_BOUND_UTIL_PCT:
+            return "device-bound", f"GPU busy {util_mean:.0f}% of the time (>= {DEVICE_BOUND_UTIL_PCT:.0f}%)"
+        if forwards_per_s and launch_per_s and forwards_per_s >= LAUNCH_BOUND_FRACTION * launch_per_s:
+            return "host-bound", (f"GPU busy {util_mean:.0f}%, and {forwards_per_s:.3g} forwards/s reach "
+                                  f"{forwards_per_s / launch_per_s:.0%} of the launch rate")
+        return "mixed", f"GPU busy {util_mean:.0f}% of the time"
+    if forwards_per_s and launch_per_s:
+        share = forwards_per_s / launch_per_s
+        if share >= LAUNCH_BOUND_FRACTION:
+            return "host-bound", f"{forwards_per_s:.3g} forwards/s reach {share:.0%} of the launch rate"
+        return None, f"{share:.0%} of the launch rate and no GPU utilisation recorded: not known"
+    return None, "no GPU utilisation or launch rate recorded"
