@@ -126,3 +126,4 @@ class CellResult:
     peak_device_mb: float | None = None
     wall_s: float | None = None
     env: dict[str, Any] = field(default_factory=dict)  # the backend's describe() for this device
+    traceback: str = ""         # an error's traceback from the cell's process (shown with --debug, not saved)
