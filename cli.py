@@ -128,7 +128,7 @@ def compare(
     offline_k: str = typer.Option("1,8,64", "--offline-k", help="offline mode: requests per forward."),
     backend_option: list[str] = typer.Option([], "--backend-option", "-B",
                                              help="A backend's own setting, NAME.OPTION=VALUE (e.g. "
-                                                  "ort.execution=parallel); repeat it or separate with commas. "
+                                                  "mybackend.execution=parallel); repeat it or separate with commas. "
                                                   "`backends` lists each backend's options."),
     max_batch: int = typer.Option(0, "--max-batch", help="batched mode: most requests per forward (0 = threads)."),
     max_wait_ms: float = typer.Option(2.0, "--max-wait-ms", help="batched mode: wait to fill a batch."),
@@ -207,7 +207,7 @@ def backend_option_pairs(texts: list[str], selected: tuple[str, ...]) -> tuple:
         name, dot, opt = key.strip().partition(".")
         value = value.strip()
         if not (eq and dot and name and opt and value):
-            raise BadInput(f"--backend-option: expected NAME.OPTION=VALUE, e.g. ort.execution=parallel; got {part!r}")
+            raise BadInput(f"--backend-option: expected NAME.OPTION=VALUE, e.g. mybackend.execution=parallel; got {part!r}")
         if name not in selected:
             raise BadInput(f"--backend-option: {key}: backend {name!r} is not in --backends ({', '.join(selected)})")
         declared = backends.load(name).options

@@ -224,6 +224,8 @@ class OrtBackend(Backend):
         providers = [PROVIDERS[device]]
         if device == "cuda":
             providers = [(PROVIDERS["cuda"], {"use_tf32": "1" if self._precision == "high" else "0"})]
+            if hasattr(ort, "preload_dlls"):  # CUDA/cuDNN from the nvidia-* wheels, where they are installed
+                ort.preload_dlls()
         try:
             session = ort.InferenceSession(model.SerializeToString(), sess_options=self.session_options(),
                                            providers=providers)
@@ -232,6 +234,10 @@ class OrtBackend(Backend):
                 raise Unsupported(f"onnxruntime's {PROVIDERS[device]} has no {dtype} kernel for this graph: "
                                   f"{str(e).split(' : ')[-1]}") from e
             raise
+        running = session.get_providers()
+        if running[:1] != [PROVIDERS[device]]:  # onnxruntime's Python layer falls back to the CPU quietly
+            raise RuntimeError(f"onnxruntime did not start {PROVIDERS[device]} (running {', '.join(running)}); "
+                               "its log says why (e.g. a missing CUDA or cuDNN library)")
         return OrtSession(session, device)
 
     def _np_dtype(self, dtype):
