@@ -143,16 +143,22 @@ def _batched(backend, model, spec, params, case, seed):
     pieces = backend.split(_op(backend, model, joined, case.device), [spec.batch] * BATCH_REQUESTS)
     assert len(pieces) == BATCH_REQUESTS, f"split returned {len(pieces)} pieces for {BATCH_REQUESTS} requests"
     errors: list[float] = [float("inf")] * BATCH_REQUESTS
+    failures: list[BaseException] = []
 
     def client(i):
-        backend.synchronize(pieces[i], case.device)
-        errors[i] = rel_error(backend.to_numpy(pieces[i]), spec.reference(params, hosts[i]))
+        try:
+            backend.synchronize(pieces[i], case.device)
+            errors[i] = rel_error(backend.to_numpy(pieces[i]), spec.reference(params, hosts[i]))
+        except BaseException as e:  # noqa: BLE001 - re-raised on the main thread below
+            failures.append(e)
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(BATCH_REQUESTS)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    if failures:
+        raise failures[0]
     return errors
 
 
