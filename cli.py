@@ -25,7 +25,7 @@ def fail(message: str) -> None:
 
 
 def guarded(fn):
-    """Bad input -> one line on stderr and exit code 2; the traceback only with --debug."""
+    """Bad input -> one line on stderr and exit code 2; with --debug the whole traceback first, same code."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         from backends import RegistryError
@@ -35,33 +35,75 @@ def guarded(fn):
             return fn(*args, **kwargs)
         except (BadInput, ResultsError, RegistryError) as e:
             if STATE["debug"]:
-                raise
+                print_chain(e)
             fail(str(e))
     return wrapper
 
 
+def print_chain(e: BaseException) -> None:
+    """The full traceback of `e` and of every exception behind it, even one re-raised `from None`: a
+    plug-in that fails to import shows its own file and line, not only where the core noticed."""
+    import traceback
+    seen, link = set(), e
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        link.__suppress_context__ = False
+        link = link.__cause__ or link.__context__
+    traceback.print_exception(e, file=sys.stderr)
+
+
 @app.callback()
 def main_options(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors.")):
+    import os
     STATE["debug"] = debug
+    if debug:  # the cells' processes inherit it; compare prints a failed cell's traceback
+        os.environ["THREADBENCH_DEBUG"] = "1"
 
 
 @app.command("backends")
 @guarded
 def backends_cmd():
-    """List every backend (built-in and plug-in), its devices, and why any device is unavailable."""
+    """List every backend (built-in and plug-in), its devices and options, why any device is unavailable,
+    and every plug-in that was refused, with the reason."""
     import backends
     for name in backends.names():
         try:
             b = backends.load(name)
+            status = b.device_status()
         except Exception as e:  # noqa: BLE001 - a broken plug-in is reported, not fatal
-            typer.echo(f"{name}: cannot load ({type(e).__name__}: {e})")
+            typer.echo(f"{name}: cannot load: {e}")
+            if STATE["debug"]:
+                print_chain(e)
             continue
-        status = b.device_status()
         default = b.default_device()
-        typer.echo(f"{name}  dtypes: {', '.join(b.dtypes)}  default device: {default or 'none'}")
+        origin = backends.origin(name)
+        typer.echo(f"{name}  dtypes: {', '.join(b.dtypes)}  default device: {default or 'none'}"
+                   + ("" if origin == "built-in" else f"  ({origin})"))
         for dev in b.devices:
             why = status.get(dev)
             typer.echo(f"  {dev:5} {'available' if why is None else 'unavailable: ' + why}")
+        for opt, spec in b.options.items():
+            values = "|".join(spec.choices) or "N"
+            typer.echo(f"  option {name}.{opt}={values}" + (f" (default {spec.default})" if spec.default else "")
+                       + f": {spec.help}")
+    for reg in backends.refused():
+        typer.echo(f"refused: {reg.refused}")
+
+
+@app.command("new-backend")
+@guarded
+def new_backend_cmd(
+    name: str = typer.Argument(..., help="The backend's name (lower-case letters, digits, '-', '_').",
+                               show_default=False),
+    folder: Optional[Path] = typer.Argument(None, help="Where the package goes (default ./threadbench-NAME).",
+                                            show_default=False),
+):
+    """Write a ready plug-in package: pyproject with the entry point, a working NumPy float32 backend with
+    every method explained, and a parity test. Install it with `pip install -e FOLDER`."""
+    from backends.scaffold import write_package
+    written = write_package(name, folder)
+    typer.echo(f"wrote {written}; next: pip install -e {written} && python cli.py backends "
+               f"&& python -m pytest {written}", err=True)
 
 
 @app.command()
@@ -86,6 +128,10 @@ def compare(
                                        help="float32 matmul modes to run, comma-separated: highest (true fp32), "
                                             "high (TF32); backends without the switch run float32 once as 'native'."),
     offline_k: str = typer.Option("1,8,64", "--offline-k", help="offline mode: requests per forward."),
+    backend_option: list[str] = typer.Option([], "--backend-option", "-B",
+                                             help="A backend's own setting, NAME.OPTION=VALUE (e.g. "
+                                                  "mybackend.execution=parallel); repeat it or separate with commas. "
+                                                  "`backends` lists each backend's options."),
     max_batch: int = typer.Option(0, "--max-batch", help="batched mode: most requests per forward (0 = threads)."),
     max_wait_ms: float = typer.Option(2.0, "--max-wait-ms", help="batched mode: wait to fill a batch."),
     cell_timeout: Optional[float] = typer.Option(None, "--cell-timeout", help="Seconds before a cell counts as hung."),
@@ -110,6 +156,12 @@ def compare(
     import backends
 
     mode_list = list(MODES) if modes.strip() == "all" else O.names("--modes", modes, MODES, "mode")
+    for item in backends_.split(","):  # a refused plug-in: its reason, not "unknown backend"
+        if (why := backends.refusal(item.strip())) is not None:
+            raise O.BadInput(f"--backends: {why}")
+        for reg in backends.refused():  # e.g. a plug-in named like a built-in: say which one runs
+            if reg.name == item.strip():
+                typer.echo(f"threadbench: warning: {reg.refused}; {reg.name} is the built-in", err=True)
     settings = Settings(
         backends=tuple(O.names("--backends", backends_, backends.names(), "backend")),
         workloads=tuple(O.names("--workloads", workloads_, list(W.WORKLOADS), "workload")),
@@ -130,7 +182,8 @@ def compare(
     if warmup < 0 or max_batch < 0 or max_wait_ms < 0:
         raise O.BadInput("--warmup, --max-batch and --max-wait-ms must not be negative")
     template = Cell(backend="", device="", dtype="", workload="", mode="", duration=duration, trials=trials,
-                    warmup=warmup, fp32_precision=precisions[0], max_batch=max_batch, max_wait_ms=max_wait_ms)
+                    warmup=warmup, fp32_precision=precisions[0], max_batch=max_batch, max_wait_ms=max_wait_ms,
+                    backend_options=backend_option_pairs(backend_option, settings.backends))
     settings = replace(settings, template=template, fp32_precisions=precisions)
     limits = Limits(cell_timeout=cell_timeout, mem_limit_mb=mem_limit_mb)
     argv = ["threadbench", *sys.argv[1:]]
@@ -147,6 +200,32 @@ def compare(
 
 MAX_REPEATS = 100  # fresh processes per cell; beyond this a sweep would take days, surely a typo
 RESUME_OPTIONS = {"resume", "out", "quiet", "cell_timeout", "mem_limit_mb", "json_"}
+
+
+def backend_option_pairs(texts: list[str], selected: tuple[str, ...]) -> tuple:
+    """--backend-option NAME.OPTION=VALUE[,...] (repeatable) -> sorted ("NAME.OPTION", VALUE) pairs, each
+    checked against the option NAME declares (backends.base.BackendOption); plan hands each backend its own."""
+    import backends
+    from compare.options import BadInput
+    pairs: dict[str, str] = {}
+    for part in (p.strip() for text in texts for p in text.split(",")):
+        key, eq, value = part.partition("=")
+        name, dot, opt = key.strip().partition(".")
+        value = value.strip()
+        if not (eq and dot and name and opt and value):
+            raise BadInput(f"--backend-option: expected NAME.OPTION=VALUE, e.g. mybackend.execution=parallel; got {part!r}")
+        if name not in selected:
+            raise BadInput(f"--backend-option: {key}: backend {name!r} is not in --backends ({', '.join(selected)})")
+        declared = backends.load(name).options
+        if opt not in declared:
+            known = ", ".join(f"{name}.{o}" for o in declared) or "none"
+            raise BadInput(f"--backend-option: {name} has no option {opt!r}; its options: {known}")
+        if (why := declared[opt].check(value)) is not None:
+            raise BadInput(f"--backend-option: {key}={value!r}: {why}")
+        if pairs.get(f"{name}.{opt}", value) != value:
+            raise BadInput(f"--backend-option: {key} given twice with different values")
+        pairs[f"{name}.{opt}"] = value
+    return tuple(sorted(pairs.items()))
 
 
 def run_cli(args: list[str]) -> int:

@@ -130,3 +130,4 @@ class CellResult:
     gpu_util_mean: float | None = None  # % of time a kernel ran while the mode ran (NVML; None: not sampled)
     gpu_util_max: float | None = None
     env: dict[str, Any] = field(default_factory=dict)  # the backend's describe() for this device
+    traceback: str = ""         # an error's traceback from the cell's process (shown with --debug, not saved)

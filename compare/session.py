@@ -1,6 +1,7 @@
 """A compare run from start to finish: plan, run every cell (saving after each), print the tables."""
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import asdict
@@ -53,6 +54,8 @@ def execute(run: dict, path: Path, cells: list, limits: Limits, quiet: bool, jso
                 if quiet is False and not console.is_terminal:
                     console.print(f"  {process_label(result.cell)}: {result.status} {result.cause[:100]}",
                                   highlight=False)
+                if result.traceback and os.environ.get("THREADBENCH_DEBUG"):  # cli.py --debug
+                    console.print(f"{process_label(result.cell)}: {result.traceback}", highlight=False, markup=False)
         except KeyboardInterrupt:
             interrupted = True
         if not interrupted:  # a second Ctrl-C must not land inside the probe

@@ -84,7 +84,8 @@ def _plan_cells(s: Settings) -> tuple[list[Cell], list[tuple[Cell, str]]]:
             device, why = resolve_device(backend, s.device)
             for precision in precisions_for(backend, dtype, s.fp32_precisions):
                 template = replace(base, backend=name, device=device or s.device, dtype=dtype, knobs=s.knobs,
-                                   fp32_precision=precision)
+                                   fp32_precision=precision,
+                                   backend_options=backends.own_options(name, base.backend_options))
                 if device is None:
                     unavailable += [(replace(template, workload=w, mode=s.modes[0]), why) for w in s.workloads]
                     continue

@@ -112,6 +112,7 @@ def _collect(cell: Cell, events_path: Path, rc: int, log_path: Path, forced) -> 
             result.peak_rss_mb, result.peak_device_mb = ev["peak_rss_mb"], ev["peak_device_mb"]
         elif kind == "status":
             result.status, result.cause = ev["status"], ev["cause"]
+            result.traceback = ev.get("traceback", "")
     if forced:
         result.status, result.cause = forced
     elif rc != 0 or not result.status:

@@ -21,7 +21,7 @@ import numpy as np
 
 import backends
 import workloads
-from backends.base import Unsupported
+from backends.base import Unsupported, apply_configure
 from compare.measure import host, modes
 from compare.cells import Cell
 from compare.measure.verify import rel_error, tolerance
@@ -110,7 +110,7 @@ def run_cell(cell: Cell, events: Events, cache: Path) -> None:
         events.emit("status", status="unsupported",
                     cause=f"{cell.backend} supports {', '.join(backend.dtypes)}, not {cell.dtype}")
         return
-    backend.configure(fp32_precision=cell.fp32_precision, intra_op_threads=cell.intra_op_threads)
+    apply_configure(backend, cell.fp32_precision, cell.intra_op_threads, dict(cell.backend_options))
     events.emit("env", env=backend.describe(cell.device))
 
     spec = workloads.make(cell.workload, **dict(cell.knobs))
