@@ -34,8 +34,9 @@ def guarded(fn):
         try:
             return fn(*args, **kwargs)
         except (BadInput, ResultsError, RegistryError) as e:
-            if STATE["debug"]:
-                raise
+            if STATE["debug"]:   # the traceback, and still the documented exit code
+                import traceback
+                traceback.print_exc()
             fail(str(e))
     return wrapper
 
@@ -91,7 +92,12 @@ def compare(
                                                  help="Host memory (MB) a cell's processes may use (default 75% of RAM)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Run only the cells this results file lacks or that "
                                           "failed there; keeps the rest (writes back to it unless --out is given)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results file (default results/runs/<date>-<host>-<id>.json)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results file (default runs/<date>-<host>-<id>.json, "
+                                       "git-ignored; `publish` reads only results/runs/). An existing file is refused "
+                                       "unless --overwrite."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Let --out replace an existing file."),
+    machine: Optional[str] = typer.Option(None, "--machine", help="Name of this machine in tables, plots and "
+                                          "publish (default from the hardware, e.g. 'H100 80GB')."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
     json_: bool = typer.Option(False, "--json", help="Print the results document (JSON) on stdout instead of "
                                "the tables; progress and messages go to stderr."),
@@ -134,13 +140,19 @@ def compare(
         O.no_matrix_with_resume([flag(p) for p in ctx.params
                                  if p not in RESUME_OPTIONS and ctx.get_parameter_source(p).name == "COMMANDLINE"],
                                 sorted(flag(p) for p in RESUME_OPTIONS if p != "resume"))
+        if out is not None and out.is_file() and not overwrite and out.resolve() != resume.resolve():
+            raise O.BadInput(f"--out: {out} exists; give another name or add --overwrite to replace it "
+                             f"(without --out, --resume writes back to {resume})")
         from compare.resume import resume_sweep
         raise typer.Exit(resume_sweep(resume, out, limits, quiet, argv, json_out=json_))
+    if machine is not None and not machine.strip():
+        raise O.BadInput("--machine: give a name, e.g. --machine 'H100 80GB'")
     from compare.session import run_sweep
-    raise typer.Exit(run_sweep(settings, out=out, quiet=quiet, argv=argv, limits=limits, json_out=json_))
+    raise typer.Exit(run_sweep(settings, out=out, quiet=quiet, argv=argv, limits=limits, json_out=json_,
+                               machine=machine.strip() if machine else None, overwrite=overwrite))
 
 
-RESUME_OPTIONS = {"resume", "out", "quiet", "cell_timeout", "mem_limit_mb", "json_"}
+RESUME_OPTIONS = {"resume", "out", "overwrite", "quiet", "cell_timeout", "mem_limit_mb", "json_"}
 
 
 def run_cli(args: list[str]) -> int:
@@ -182,10 +194,12 @@ def report(
                                       show_default=False),
     format_: str = typer.Option("table", "--format", "-f", help=FORMAT_HELP),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write to this file instead of stdout."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Let --out replace an existing file."),
 ):
-    """Re-render the side-by-side tables of saved runs; runs of different machines become column groups."""
+    """Re-render saved runs (or a `report --format json` export): findings, side-by-side tables, legend and
+    environment; runs of different machines become column groups. COLUMNS sets the layout width."""
     from compare.render.report import report as render
-    render(runs, format_, out)
+    render(runs, format_, out, overwrite)
 
 
 @app.command()
@@ -201,7 +215,7 @@ def diff(
 ):
     """Per-cell ratio B÷A with a significance test; flags improvements and regressions, lists unmatched cells."""
     from compare.render.diff import diff as compare_runs
-    d = compare_runs(a, b, format_, threshold, alpha)
+    d = compare_runs(a, b, format_, threshold, alpha)   # runs with no cell in common: bad input, exit 2
     raise typer.Exit(exits.CELLS_FAILED if fail_on_regression and d.regressions else exits.OK)
 
 

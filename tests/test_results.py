@@ -86,7 +86,7 @@ def test_save_is_atomic_and_readable_by_others(tmp_path, monkeypatch):
 def test_default_path_is_dated_per_host_and_unique():
     run = S.run([], host_name="gpu box/1")
     path = R.default_path(run)
-    assert path.parent == Path("results/runs")
+    assert path.parent == Path("runs")   # ad-hoc runs stay out of the curated results/runs/
     assert path.name == f"2026-01-02-gpu-box-1-{run['run_id'].rsplit('-', 1)[1]}.json"
     assert R.default_path(S.run([], host_name="gpu box/1")) != path
 
