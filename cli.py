@@ -234,13 +234,16 @@ def plot(
 @app.command()
 @guarded
 def publish(
-    runs_dir: Path = typer.Option(Path("results/runs"), "--runs", help="Folder of results files to publish."),
+    files: Optional[list[Path]] = typer.Argument(None, help="Publish exactly these results files (default: every "
+                                                 "file in --runs).", show_default=False),
+    runs_dir: Path = typer.Option(Path("results/runs"), "--runs", help="The curated folder of results files to publish."),
     out_dir: Path = typer.Option(Path("results"), "--out-dir", help="Where README.md and the plots go."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Draw results/<run>.png (needs matplotlib)."),
 ):
-    """Rewrite results/README.md (tables, environment, caveats, command of every run) and results/<run>.png."""
+    """Rewrite results/README.md (findings first, then tables, environment, caveats, command of every run)
+    and results/<run>.png, from the curated results/runs/ (a plain `compare` writes elsewhere) or the files given."""
     from compare.render.publish import publish as build
-    written = build(runs_dir, out_dir, plots)
+    written = build(runs_dir, out_dir, plots, files=files or None)
     typer.echo("wrote " + ", ".join(str(p) for p in written), err=True)
 
 

@@ -122,7 +122,7 @@ def _group_sentences(name: str, recs: list[dict]) -> list[str]:
     failed: dict[tuple[str, str], list[str]] = {}
     for r in recs:
         if r["status"] in FAILED:
-            failed.setdefault((F.verdict(r).split(" ")[0], F.cause_line(r.get("cause"), 90)), []).append(_cell(r))
+            failed.setdefault((F.verdict_kind(r), F.cause_line(r.get("cause"), 90)), []).append(_cell(r))
     for (what, cause), where in failed.items():
         out.append(f"{name}: {len(where)} cell(s) {what} ({', '.join(where)})" + (f": {cause}." if cause else "."))
     slow = [_cell(r) for r in recs if r["status"] == TOO_SLOW]

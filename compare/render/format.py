@@ -106,6 +106,13 @@ def verdict(r: dict) -> str:
 BOILERPLATE = ("terminate called after throwing an instance of",)   # C++ runtime text that names no cause
 
 
+def verdict_kind(r: dict) -> str:
+    """The verdict without its details (WRONG, CRASH, too slow, UNSTABLE, ok): what the legend explains."""
+    if r["status"] == "ok":
+        return "UNSTABLE" if r.get("unstable") else "ok"
+    return status_label(r["status"])
+
+
 def cause_line(cause: str | None, width: int = 160) -> str:
     """A cause on one line, its parts joined with "; ", C++ boilerplate dropped, cut between words."""
     text = " | ".join((cause or "").strip().splitlines())

@@ -182,7 +182,7 @@ def legend(summary: pl.DataFrame, backend_env: dict | None = None) -> list[str]:
     for mode, spec in MODES.items():
         if any(r["mode"] == mode for r in recs):
             lines.append(f"{mode}: {spec.summary}" + (" (the ceiling, not a client strategy)" if spec.ceiling else ""))
-    seen = list(dict.fromkeys(F.verdict(r).split(" ")[0] for r in recs))
+    seen = list(dict.fromkeys(F.verdict_kind(r) for r in recs))
     lines += [f"{s}: {F.STATUS_MEANINGS[s]}" for s in seen if s in F.STATUS_MEANINGS]
     for key, env in (backend_env or {}).items():
         if env.get("thread_streams"):
