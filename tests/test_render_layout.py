@@ -61,9 +61,11 @@ def test_legend_explains_every_symbol_with_one_spelling_per_status():
     run = gpu_run()
     summary = P.summarize([run])
     legend = "\n".join(tables.legend(summary, run["backend_env"]))
-    for symbol in ("ops/s [93.8% CI]", "×1T", "! after a figure", "(TF32)", "%ceil", "%peak", "A ÷ B", "—:",
-                   "CRASH:", "too slow:", "offline: ", "(the ceiling, not a client strategy)"):
+    for symbol in ("ops/s [93.8% CI]", "×1T", "(TF32)", "p50 ms", "—:", "CRASH:", "too slow:", "offline: ",
+                   "(the ceiling, not a client strategy)"):
         assert symbol in legend, symbol
+    for absent in ("! after a figure", "%ceil", "%peak", "A ÷ B", "TIMEOUT"):   # not in these tables: not explained
+        assert absent not in legend, absent
     assert "threads on mlx/gpu: mlx: each Python thread runs on the device's default stream" in legend
     text = P.render([run], "table", width=200)
     assert "too_slow" not in text and "too slow" in text

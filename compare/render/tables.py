@@ -158,8 +158,26 @@ def _detail(title, groups, row_keys, by) -> TableData:
 
 # -- legend ---------------------------------------------------------------------------------------
 def legend(summary: pl.DataFrame, backend_env: dict | None = None) -> list[str]:
-    """Every symbol and column the tables use, each explained once; statuses only when they occur;
-    per backend what `threads` means for it (the backend's own statement, when the run recorded one)."""
+    """Every symbol and column the tables use, each explained once (only those that appear); statuses
+    only when they occur; per backend what `threads` means for it (the backend's own statement, when the
+    run recorded one)."""
+    built = build(summary)
+    shown = " ".join(f"{g} {n}" for t in built for g, n in t.columns) + " " + " ".join(
+        c for t in built for row in t.rows for c in row)
+    return [line for line in _legend(summary, backend_env) if _symbol(line) is None or _symbol(line) in shown]
+
+
+def _symbol(line: str) -> str | None:
+    """The symbol a legend line explains, as it appears in a table; None for lines always kept."""
+    key = line.split(": ", 1)[0]
+    probes = {"×N / k=N": "×", "A ÷ B": "÷", f"{UNSTABLE_MARK} after a figure": f" {UNSTABLE_MARK}",
+              "p50 ms / p99 ms": "p50 ms", "RSS MB / dev MB": "RSS MB", "—": F.MISSING}
+    if key.startswith("ops/s") or key.startswith("threads on ") or key in MODES or key in F.STATUS_MEANINGS:
+        return None
+    return probes.get(key, key)
+
+
+def _legend(summary: pl.DataFrame, backend_env: dict | None = None) -> list[str]:
     recs = summary.filter(pl.col("workload") != PEAK_WORKLOAD).to_dicts() if summary.height else []
     level = F.ci_level(r["ci_level"] for r in recs if r["ops_per_s"] is not None)
     lines = [
