@@ -188,3 +188,12 @@ def test_ad_hoc_runs_land_outside_the_published_folder():
     path = R.default_path(S.run([]))
     assert RUNS_DIR not in path.parents and path.parent == R.DEFAULT_RUNS
     assert "runs/" in open(".gitignore").read().split()
+
+
+def test_several_machines_fit_the_width_with_their_names_whole():
+    a, b = gpu_run(), S.scaling_run("laptop")
+    text = P.render([a, b], "table", width=200)
+    assert max(len(line) for line in text.splitlines()) <= 200
+    assert "H100 80GB: torch cuda float32" in text and "Test 9000, 4 cores: torch cpu float32" in text
+    header_lines = [l for l in text.splitlines() if l.startswith("┃")]
+    assert all("…" not in l for l in header_lines)

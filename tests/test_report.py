@@ -49,7 +49,7 @@ def test_two_machines_merge_into_one_table_with_machine_column_groups(tmp_path):
                                        ["offline", "k=1"], ["offline", "k=8"]]
     col = t.columns.index(("h100: torch cpu float32", "ops/s [93.8% CI]"))   # the level 5 trials reach
     assert t.rows[3][col].startswith("25,000 [")   # 1000 x 10 x (1 + 0.5 x 3), median of the five trials
-    ratio = t.columns.index(("ratio", "h100: torch cpu float32 ÷ laptop: torch cpu float32"))
+    ratio = t.columns.index(("ratio", "h100: torch cpu float32\n÷ laptop: torch cpu float32"))   # two header lines
     assert t.rows[0][ratio] == "10.00"
     detail = built[1]
     assert {row[0] for row in detail.rows} == set(groups) and len(detail.rows) == 4 * 6

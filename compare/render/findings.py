@@ -122,7 +122,7 @@ def _group_sentences(name: str, recs: list[dict]) -> list[str]:
     failed: dict[tuple[str, str], list[str]] = {}
     for r in recs:
         if r["status"] in FAILED:
-            failed.setdefault((F.verdict_kind(r), F.cause_line(r.get("cause"), 90)), []).append(_cell(r))
+            failed.setdefault((F.verdict_kind(r), F.cause_line(r.get("cause"), 160)), []).append(_cell(r))
     for (what, cause), where in failed.items():
         out.append(f"{name}: {len(where)} cell(s) {what} ({', '.join(where)})" + (f": {cause}." if cause else "."))
     other: dict[tuple[str, str], list[str]] = {}   # unsupported, unavailable: said once per cause
@@ -130,7 +130,8 @@ def _group_sentences(name: str, recs: list[dict]) -> list[str]:
         if r["status"] not in FAILED and r["status"] not in (OK, TOO_SLOW, "skipped"):
             other.setdefault((F.status_label(r["status"]), F.cause_line(r.get("cause"), 90)), []).append(_cell(r))
     for (what, cause), where in other.items():
-        out.append(f"{name}: {len(where)} cell(s) {what}" + (f": {cause}." if cause else "."))
+        if best is None:   # said only when it explains why this backend has no figure at all
+            out.append(f"{name}: {len(where)} cell(s) {what}" + (f": {cause}." if cause else "."))
     slow = [_cell(r) for r in recs if r["status"] == TOO_SLOW]
     if slow:
         out.append(f"{name}: too slow for the timed window in {', '.join(slow)} (no figure; raise --duration).")

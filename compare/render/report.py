@@ -270,7 +270,7 @@ def machine_environment_markdown(group: list[dict], label: str, heading: str = "
 
 def print_report(runs: list[dict], summary, console) -> None:
     """THE terminal rendering of runs, for `compare` and `report` alike: the tables (stacked into blocks
-    below tables.STACK_BELOW columns), their notes, the legend, each machine's environment, and the findings
+    that fit when a table is wider than the console: an 80-column terminal, several machines), their notes, the legend, each machine's environment, and the findings
     last, where the reader's eye lands."""
     from rich.markup import escape
 
@@ -281,7 +281,7 @@ def print_report(runs: list[dict], summary, console) -> None:
     if not built:
         console.print("no measured cells", style="yellow")
     for t in built:
-        for block in (tables.stack(t, width) if width < tables.STACK_BELOW else [t]):
+        for block in tables.stack(t, width):
             console.print(tables.to_rich(block))
             for note in block.notes:
                 for line in F.wrap(note, width - 2, indent="  • "):

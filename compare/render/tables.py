@@ -28,7 +28,6 @@ class TableData:
 
 DTYPE_ORDER = {"float32": 0, "bfloat16": 1, "float16": 2, "float64": 3}
 PRECISION_ORDER = {"fp32": 0, "tf32": 1, "bf16": 2, "fp16": 3, "fp64": 4}
-STACK_BELOW = 120   # columns: a narrower terminal gets the stacked layout (a block per backend)
 UNSTABLE_MARK = "!"
 
 
@@ -86,7 +85,7 @@ def _workload_tables(title, recs, machines, machine_order) -> list[TableData]:
     pairs = [(g, base_of[precision_of[g]]) for g in groups if base_of[precision_of[g]] != g]
     level = F.ci_level(r["ci_level"] for r in recs if r["ops_per_s"] is not None)
     columns = [("", "mode"), ("", "threads")] + [(g, m) for g in groups for m in (f"ops/s [{level}]", "×1T")]
-    columns += [("ratio", f"{name(g)} ÷ {name(b)}") for g, b in pairs]
+    columns += [("ratio", f"{name(g)}\n÷ {name(b)}" if machines > 1 else f"{name(g)} ÷ {name(b)}") for g, b in pairs]
     rows = []
     for mode, threads, k in row_keys:
         line = list(_row_label(mode, threads, k))
@@ -213,7 +212,7 @@ def _width(t: TableData) -> int:
     """Characters a rich table of t takes: every column's widest cell + 3 (padding, rule), plus the edge."""
     widths = []
     for i, (group, name) in enumerate(t.columns):
-        head = [name] + ([group] if group else [])
+        head = name.split("\n") + ([group] if group else [])
         widths.append(max([len(h) for h in head] + [len(row[i]) for row in t.rows]))
     return sum(w + 3 for w in widths) + 1
 
@@ -228,14 +227,29 @@ def stack(t: TableData, width: int) -> list[TableData]:
     if len(labels) == len(t.columns):   # the detail table: a block per backend (its first column)
         return _stack_rows(t, width)
     groups = list(dict.fromkeys(g for g, _ in t.columns if g))
-    blocks = []
+    packed: list[list[str]] = []          # column groups side by side while they fit, in order
     for g in groups:
-        idx = labels + [i for i, (gg, _) in enumerate(t.columns) if gg == g]
-        sub = TableData(title=f"{t.title} — {g}", columns=[("", t.columns[i][1]) for i in idx],
+        if packed and _width(_groups(t, labels, packed[-1] + [g])) <= width:
+            packed[-1].append(g)
+        else:
+            packed.append([g])
+    blocks = []
+    for gs in packed:
+        if len(gs) > 1:
+            blocks.append(_groups(t, labels, gs))
+            continue
+        idx = labels + [i for i, (gg, _) in enumerate(t.columns) if gg == gs[0]]
+        sub = TableData(title=f"{t.title} — {gs[0]}", columns=[("", t.columns[i][1]) for i in idx],
                         rows=[[row[i] for i in idx] for row in t.rows], n_labels=len(labels))
         blocks += _split_columns(sub, width, len(labels))
     blocks[-1].notes = t.notes
     return blocks
+
+
+def _groups(t: TableData, labels: list[int], gs: list[str]) -> TableData:
+    idx = labels + [i for i, (g, _) in enumerate(t.columns) if g in gs]
+    return TableData(title=t.title, columns=[t.columns[i] for i in idx], rows=[[row[i] for i in idx] for row in t.rows],
+                     n_labels=len(labels))
 
 
 def _stack_rows(t: TableData, width: int) -> list[TableData]:
@@ -273,8 +287,10 @@ def _cols(t: TableData, n_labels: int, start: int, end: int) -> TableData:
 def to_rich(t: TableData):
     from rich.table import Table
     table = Table(title=t.title, title_justify="left", header_style="bold")
-    for i, (group, name) in enumerate(t.columns):
-        header = name if not group else f"{group}\n{name}"
+    previous = None
+    for i, (group, name) in enumerate(t.columns):   # a group's name once, over its first column
+        header = name if not group else (f"{group}\n{name}" if group != previous else f"\n{name}")
+        previous = group
         label = i < t.n_labels if t.n_labels is not None else group == ""
         table.add_column(header, justify="left" if label else "right", no_wrap=True)
     for row in t.rows:
@@ -283,7 +299,7 @@ def to_rich(t: TableData):
 
 
 def to_markdown(t: TableData, heading: str = "###") -> str:
-    header = [name if not group else f"{group} {name}" for group, name in t.columns]
+    header = [(name if not group else f"{group} {name}").replace("\n", " ") for group, name in t.columns]
     lines = [f"{heading} {t.title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in t.rows]
     lines += [""] + [f"- {n}" for n in t.notes]
