@@ -224,10 +224,11 @@ def findings(summary) -> list[Finding]:
     return out
 
 
-def to_lines(found: list[Finding], width: int = 100) -> list[str]:
-    """Plain text, wrapped between words at `width`."""
-    lines = ["Findings (a difference is claimed only when the intervals are disjoint and at least "
-             f"{100 * MIN_GAIN:.0f}% apart):"] if found else []
+def to_lines(found: list[Finding], width: int = 100, where: str = "") -> list[str]:
+    """Plain text, wrapped between words at `width`; `where` names the machine when there is one."""
+    head = (f"Findings{' on ' + where if where else ''} (a difference is claimed only when the intervals are "
+            f"disjoint and at least {100 * MIN_GAIN:.0f}% apart):")
+    lines = F.wrap(head, width) if found else []
     for f in found:
         lines.append(f"  {f.title}")
         for s in f.sentences:

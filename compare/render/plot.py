@@ -51,7 +51,8 @@ OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "
 CEILING_ROOM = 4   # a ceiling more than this many times the panel's highest figure is noted at the top edge
                    # instead of stretching the axis (which would squash every curve into the bottom of the panel)
 MAX_NOTES = 5      # lines of text (failures, far ceilings) written into a panel's top left corner
-NOTE_ROOM = 2.0    # log-axis headroom per note line, so the notes sit above the curves, not on them
+NOTE_ROOM = 0.09   # headroom per note line, as a share of the panel's log span: notes sit above the curves
+MIN_DECADES = 1.0  # the least log span of a panel, so a flat result reads as flat, not as noise blown up
 FAILED_MARK = "X"  # failed cells (crash, timeout, error, memory, wrong): marked at the bottom of their panel
 SLOW_MARK = "v"    # too-slow cells: marked likewise
 
@@ -152,9 +153,12 @@ def figure(summary, title: str = ""):
                 else:   # far above the curves: say so at the top edge instead of stretching the axis
                     notes.append((g, f"{g}: ceiling {F.short(v)} ({F.mode_label(c['mode'], c['threads'], c['k'])}) ↑"))
             if positive:
-                lo, hi = min(positive), max(positive)
+                lo, hi = min(positive) / 1.4, max(positive) * 1.4
+                if hi / lo < 10 ** MIN_DECADES:   # a flat panel still spans MIN_DECADES, centred on its data
+                    mid = math.sqrt(hi * lo)
+                    lo, hi = mid / 10 ** (MIN_DECADES / 2), mid * 10 ** (MIN_DECADES / 2)
                 ax.set_yscale("log")
-                ax.set_ylim(lo / 1.6, hi * 1.6 * NOTE_ROOM ** min(len(notes), MAX_NOTES))
+                ax.set_ylim(lo, hi * (hi / lo) ** (NOTE_ROOM * min(len(notes), MAX_NOTES)))
             else:
                 ax.set_yscale("log")
                 ax.set_ylim(1, 10)

@@ -304,7 +304,8 @@ def print_report(runs: list[dict], summary, console) -> None:
         for cmd in dict.fromkeys(command_line(run) for run in group):
             for line in F.wrap(f"command: {cmd}", width - 2, indent="  "):
                 console.print(line, highlight=False, markup=False)
-    for line in findings.to_lines(findings.findings(summary), width - 2):
+    machines = list(by_machine(runs, labels))
+    for line in findings.to_lines(findings.findings(summary), width - 2, machines[0] if len(machines) == 1 else ""):
         console.print(line, highlight=False, markup=False, style="bold" if not line.startswith("    ") else None)
 
 
