@@ -197,3 +197,20 @@ def test_several_machines_fit_the_width_with_their_names_whole():
     assert "H100 80GB: torch cuda float32" in text and "Test 9000, 4 cores: torch cpu float32" in text
     header_lines = [l for l in text.splitlines() if l.startswith("┃")]
     assert all("…" not in l for l in header_lines)
+
+
+def test_compact_table_per_workload_and_dtype_groups_equal_precision():
+    run = gpu_run()
+    c = S.Cell(backend="torch", device="cuda", dtype="float32", workload="mlp", mode="sequential", fp32_precision="high")
+    r = S.result(c, [1500.0] * 5)
+    r.rel_err = 3e-4
+    R.add_result(run, r)
+    [t] = tables.build_compact(P.summarize([run]))
+    assert t.title.startswith("mlp · float32")
+    assert [row[:2] for row in t.rows] == [["torch cuda", "exact FP32"], ["torch cuda", "TF32"], ["mlx gpu", "TF32"]]
+    mlx = t.rows[2]
+    cols = [n for _, n in t.columns]
+    assert mlx[cols.index("sequential")] == "3k" and mlx[cols.index("best strategy")] == "12k threads ×4"
+    assert mlx[cols.index("× seq")] == "4.0×" and mlx[cols.index("failed")] == "1"
+    assert "ceiling" not in cols                                  # no ceiling measured: the column is left out
+    assert tables._width(t) <= 80

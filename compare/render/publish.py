@@ -161,6 +161,7 @@ def section(group: list[dict], plot_name: str | None, out_dir: Path):
     lines.append("")
     if plot_name:
         lines += [f"![scaling curves: {title(group)}]({plot_name})", ""]
+    lines += [tables.to_markdown(t, heading="###") for t in tables.build_compact(summary)]
     env = list(dict.fromkeys(line for run in group for line in report.environment_lines(run)))
     warnings = list(dict.fromkeys(f"**warning** ({k}): {w}" for run in group for k, w in report.warning_lines(run)))
     lines += ["### Environment", ""] + [f"- {x}" for x in env + warnings]

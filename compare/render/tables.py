@@ -155,6 +155,47 @@ def _detail(title, groups, row_keys, by) -> TableData:
                      n_labels=3)
 
 
+# -- compact summary -------------------------------------------------------------------------------
+def build_compact(summary: pl.DataFrame) -> list[TableData]:
+    """Per workload × dtype one small like-for-like table a reader takes in at a glance: a row per backend
+    and effective precision with its sequential figure, its best strategy (every mode but the ceiling) and
+    that strategy's gain, and its ceiling; rows of equal precision sit together. Fits 80 columns."""
+    from .findings import best_strategy, ceiling
+    recs = F.fill_precision(summary.filter(pl.col("workload") != PEAK_WORKLOAD).to_dicts()) if summary.height else []
+    machines = len({r["machine"] for r in recs})
+    scopes: dict[tuple, list[dict]] = {}
+    for r in recs:
+        scopes.setdefault((r["workload"], r["size"], r["dtype"]), []).append(r)
+    out = []
+    for (workload, size, dtype), part in sorted(scopes.items(), key=lambda kv: DTYPE_ORDER.get(kv[0][2], 9)):
+        groups: dict[tuple, list[dict]] = {}
+        for r in part:
+            groups.setdefault((r["machine"], r["backend"], r["device"], r["precision"]), []).append(r)
+        order = sorted(groups, key=lambda g: (PRECISION_ORDER.get(g[3], 9), BACKEND_ORDER.get(g[1], 5), g[1], g[0]))
+        rows = []
+        for g in order:
+            cells = groups[g]
+            seq = next((r for r in cells if r["mode"] == "sequential" and r["status"] == "ok"), None)
+            best, top = best_strategy(cells), ceiling(cells)
+            failed = sum(r["status"] in ("crash", "timeout", "error", "memory", "wrong") for r in cells)
+            name = (f"{g[0]}: " if machines > 1 else "") + f"{g[1]} {g[2]}"
+            rows.append([name, F.precision_label(g[3]),
+                         F.short(seq["ops_per_s"]) if seq else F.MISSING,
+                         f"{F.short(best['ops_per_s'])} {F.mode_label(best['mode'], best['threads'], best['k'])}"
+                         if best else F.MISSING,
+                         F.times(best["ops_per_s"] / seq["ops_per_s"], 1) if best and seq else F.MISSING,
+                         F.short(top["ops_per_s"]) if top else F.MISSING, str(failed) if failed else ""])
+        title = f"{workload}{'' if size == 'default' else f' ({size})'} · {dtype} — requests/s, like-for-like rows together"
+        columns = [("", "backend"), ("", "precision"), ("", "sequential"), ("", "best strategy"), ("", "× seq"),
+                   ("", "ceiling"), ("", "failed")]
+        keep = [i for i in range(len(columns)) if i < 2 or any(row[i] not in ("", F.MISSING) for row in rows)]
+        out.append(TableData(title=title, n_labels=2, columns=[columns[i] for i in keep],
+                             rows=[[row[i] for i in keep] for row in rows],
+                             notes=["best strategy: the fastest median among the modes a client uses (the ceiling "
+                                    "excluded); whether it is clearly faster than sequential is in the findings"]))
+    return out
+
+
 # -- legend ---------------------------------------------------------------------------------------
 def legend(summary: pl.DataFrame, backend_env: dict | None = None) -> list[str]:
     """Every symbol and column the tables use, each explained once (only those that appear); statuses
