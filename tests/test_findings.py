@@ -34,15 +34,16 @@ def test_known_answers_with_their_numbers():
     found = FD.findings(known())
     assert [f.title for f in found] == ["mlp · float32"]
     t = text(found)
-    assert "torch cpu: best strategy threads ×2, 2k ops/s [1.96k–2.04k], 2.0× sequential (1k ops/s [980–1.02k])." in t
-    assert "torch cpu: more threads hurt in threads: ×4 gives 1.5k ops/s [1.47k–1.53k], 25% below ×2" in t
-    assert "mlx cpu: no strategy is clearly faster than sequential (500 ops/s [490–510])" in t
-    assert "mlx cpu: 1 cell(s) CRASH (threads ×4): killed by SIGSEGV." in t
+    assert ("torch cpu: best strategy threads ×2, 2k [1.96k–2.04k], 2.0× sequential (1k [980–1.02k]); "
+            "more threads hurt: threads ×4 1.5k [1.47k–1.53k] is 25% below ×2 (2k [1.96k–2.04k]).") in t
+    assert "mlx cpu: no strategy is clearly faster than sequential (500 [490–510])" in t
+    assert "mlx cpu: CRASH in threads ×4 (killed by SIGSEGV)." in t
     # the ceiling is named as such, never as a strategy
-    assert "Ceiling (offline: requests batched by the caller" in t and "not one a client uses directly" in t
+    assert "Ceiling (offline: requests batched by the caller, not a client strategy): torch cpu 5k at k=8 (5× sequential)." in t
     assert "best strategy offline" not in t
     # like-for-like at equal precision: best against best
-    assert "Like-for-like at exact FP32: torch cpu is faster, 3.8× mlx cpu (best threads ×2" in t
+    assert ("Like-for-like at exact FP32, best against best (torch cpu: threads ×2 2k [1.96k–2.04k]): "
+            "torch cpu is faster than mlx cpu (3.8×: threads ×2 520 [480–560]).") in t
 
 
 def test_nothing_can_be_claimed():
@@ -51,7 +52,7 @@ def test_nothing_can_be_claimed():
     t = text(FD.findings(recs))
     assert "torch cpu: no strategy is clearly faster than sequential" in t
     assert "mlx cpu: no strategy beats sequential" in t
-    assert "Like-for-like at exact FP32: no clear difference between" in t
+    assert "no clear difference between torch cpu and mlx cpu (sequential 1.02k [920–1.12k])" in t
     assert "is faster" not in t and "hurt" not in t and "best strategy" not in t
 
 
@@ -75,10 +76,10 @@ def test_unmatched_precision_is_not_compared_and_the_setting_that_matches_is_nam
     assert ("No like-for-like pair (equal effective precision) was measured: torch cuda exact FP32, "
             "mlx gpu TF32; `--fp32-precision high` runs torch cuda at TF32, matching mlx gpu.") in t
     # the crashed MLX cell (no error measured) is still MLX's TF32 group, not an "exact FP32" one
-    assert "mlx gpu at TF32: 1 cell(s) CRASH (threads ×8): killed by SIGABRT." in t
+    assert "mlx gpu at TF32: CRASH in threads ×8 (killed by SIGABRT)." in t
     recs.append(rec("torch", "sequential", 1500, device="cuda", fp32_precision="high", rel_err=3e-4))
     t = text(FD.findings(recs))
-    assert "Like-for-like at TF32: mlx gpu is faster, 2.0× torch cuda (best sequential 3k ops/s" in t
+    assert "Like-for-like at TF32, best against best (mlx gpu: sequential 3k [2.94k–3.06k]): mlx gpu is faster than torch cuda (2.0×" in t
 
 
 def test_recorded_precision_and_bound_columns_are_used_when_present():
@@ -88,14 +89,14 @@ def test_recorded_precision_and_bound_columns_are_used_when_present():
     t = text(FD.findings(recs))
     assert "torch cpu at TF32: at its best (threads ×2) it is host-bound" in t
     assert "jax cpu at TF32: at its best (sequential) it is device-bound." in t
-    assert "Like-for-like at TF32: torch cpu is faster, 1.9× jax cpu" in t
+    assert "torch cpu is faster than jax cpu (1.9×: sequential 800 [784–816])" in t
 
 
 def test_every_mode_present_is_considered_and_too_slow_is_said():
     recs = [rec("torch", "sequential", 100), rec("torch", "batched", 300, threads=4),
             rec("torch", "streams", 150, threads=2), rec("torch", "offline", None, k=64, status="too_slow")]
     t = text(FD.findings(recs))
-    assert "best strategy batched ×4, 300 ops/s" in t
+    assert "best strategy batched ×4, 300 [294–306], 3.0× sequential" in t
     assert "too slow for the timed window in offline k=64" in t and "too_slow" not in t
 
 

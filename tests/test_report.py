@@ -110,7 +110,7 @@ def test_markdown_has_tables_notes_environment_and_command(tmp_path):
     assert "| mode | threads | torch cpu float32 ops/s [93.8% CI] |" in text
     assert "CRASH SIGSEGV" in text and "mlx cpu float32, threads ×8: killed by SIGSEGV" in text
     assert text.index("## Findings") < text.index("### mlp — throughput") < text.index("## Legend")
-    assert "mlx cpu: 1 cell(s) CRASH (threads ×8): killed by SIGSEGV." in text
+    assert "mlx cpu: CRASH in threads ×8 (killed by SIGSEGV)." in text
     assert f"**warning** (mlx/cpu): {S.MLX_WARNING}" in text
     assert "OMP_NUM_THREADS=4" in text and "(GIL on)" in text
     assert "```\nthreadbench compare --trials 5\n```" in text

@@ -21,6 +21,7 @@ MIN_GAIN = 0.10   # smaller differences are not claimed even with disjoint inter
                   # shared machine reaches a few percent, and a reader acts on differences, not on noise
 PEAK_WORKLOAD = "matmul"   # the %-of-peak probe (compare.stats.PEAK_WORKLOAD): not a workload to report on
 BACKEND_ORDER = {"torch": 0, "mlx": 1}   # the question's two frameworks first, then the rest by name
+UNITS = "figures are requests/s, median [interval of the median]"
 SWITCH_FOR = {"tf32": "high", "fp32": "highest"}   # --fp32-precision value that gives this precision
 
 
@@ -92,20 +93,22 @@ def matching_hint(groups: list[tuple[str, str, str, str]]) -> str | None:
 
 
 def _group_sentences(name: str, recs: list[dict]) -> list[str]:
-    out = []
+    """One sentence for the best strategy and where more threads hurt; one per failure cause."""
+    out, clauses = [], []
     seq, best = _sequential(recs), best_strategy(recs)
     if best is not None and seq is not None:
         if best is not seq and clearly_faster(best, seq):
-            out.append(f"{name}: best strategy {_cell(best)}, {F.figure(best)}, "
-                       f"{F.times(best['ops_per_s'] / seq['ops_per_s'], 1)} sequential ({F.figure(seq)}).")
+            clauses.append(f"best strategy {_cell(best)}, {F.figure(best)}, "
+                           f"{F.times(best['ops_per_s'] / seq['ops_per_s'], 1)} sequential ({F.figure(seq)})")
         elif best is seq or best["ops_per_s"] <= seq["ops_per_s"]:
-            out.append(f"{name}: no strategy beats sequential ({F.figure(seq)}).")
+            clauses.append(f"no strategy beats sequential ({F.figure(seq)})")
         else:
-            out.append(f"{name}: no strategy is clearly faster than sequential ({F.figure(seq)}); the best, "
-                       f"{_cell(best)} at {F.figure(best)}, is within the intervals or less than "
-                       f"{100 * MIN_GAIN:.0f}% above it.")
+            clauses.append(f"no strategy is clearly faster than sequential ({F.figure(seq)}); the best, "
+                           f"{_cell(best)} at {F.figure(best)}, is within the intervals or less than "
+                           f"{100 * MIN_GAIN:.0f}% above it")
     elif best is not None:
-        out.append(f"{name}: best strategy {_cell(best)}, {F.figure(best)} (no sequential cell to compare).")
+        clauses.append(f"best strategy {_cell(best)}, {F.figure(best)} (no sequential cell to compare)")
+    hurt = []
     for mode, spec in MODES.items():
         if spec.axis != "threads" or spec.ceiling:
             continue
@@ -116,15 +119,19 @@ def _group_sentences(name: str, recs: list[dict]) -> list[str]:
         worse = [r for r in cells if r["threads"] > peak["threads"] and clearly_faster(peak, r)]
         if worse:
             w = worse[-1]
-            out.append(f"{name}: more threads hurt in {mode}: ×{w['threads']} gives {F.figure(w)}, "
-                       f"{100 * (1 - w['ops_per_s'] / peak['ops_per_s']):.0f}% below ×{peak['threads']} "
-                       f"({F.figure(peak)}).")
+            hurt.append(f"{mode} ×{w['threads']} {F.figure(w)} is "
+                        f"{100 * (1 - w['ops_per_s'] / peak['ops_per_s']):.0f}% below ×{peak['threads']} "
+                        f"({F.figure(peak)})")
+    if hurt:
+        clauses.append("more threads hurt: " + "; ".join(hurt))
+    if clauses:
+        out.append(f"{name}: " + "; ".join(clauses) + ".")
     failed: dict[tuple[str, str], list[str]] = {}
     for r in recs:
         if r["status"] in FAILED:
-            failed.setdefault((F.verdict_kind(r), F.cause_line(r.get("cause"), 160)), []).append(_cell(r))
+            failed.setdefault((F.verdict_kind(r), F.cause_line(r.get("cause"), 110)), []).append(_cell(r))
     for (what, cause), where in failed.items():
-        out.append(f"{name}: {len(where)} cell(s) {what} ({', '.join(where)})" + (f": {cause}." if cause else "."))
+        out.append(f"{name}: {what} in {', '.join(where)}" + (f" ({cause})." if cause else "."))
     other: dict[tuple[str, str], list[str]] = {}   # unsupported, unavailable: said once per cause
     for r in recs:
         if r["status"] not in FAILED and r["status"] not in (OK, TOO_SLOW, "skipped"):
@@ -154,16 +161,17 @@ def _ceiling_sentence(named: list[tuple[str, list[dict]]]) -> list[str]:
     for name, recs in named:
         c, seq = ceiling(recs), _sequential(recs)
         if c is not None:
-            gain = f", {F.times(c['ops_per_s'] / seq['ops_per_s'], 1)} sequential" if seq else ""
-            parts.append(f"{name} {_cell(c)} {F.figure(c)}{gain}")
+            gain = f" ({F.times(c['ops_per_s'] / seq['ops_per_s'], 0)} sequential)" if seq else ""
+            parts.append(f"{name} {F.short(c['ops_per_s'])} at {F.axis_label(c['mode'], c['threads'], c['k'])}{gain}")
     if not parts:
         return []
     modes = ", ".join(m for m, spec in MODES.items() if spec.ceiling)
-    return [f"Ceiling ({modes}: requests batched by the caller, the bound for any strategy, not one a client "
-            f"uses directly): {'; '.join(parts)}."]
+    return [f"Ceiling ({modes}: requests batched by the caller, not a client strategy): {'; '.join(parts)}."]
 
 
 def _like_for_like(groups: dict[tuple, list[dict]]) -> list[str]:
+    """Per effective precision measured by two or more frameworks, one sentence: the fastest best strategy
+    against each other's best, a lead claimed only where clearly_faster holds."""
     out = []
     by_p: dict[str, list[tuple]] = {}
     for g in groups:
@@ -175,15 +183,19 @@ def _like_for_like(groups: dict[tuple, list[dict]]) -> list[str]:
             continue
         bests.sort(key=lambda x: -x[1]["ops_per_s"])
         (top, tb) = bests[0]
-        for g, b in bests[1:]:
-            if clearly_faster(tb, b):
-                out.append(f"Like-for-like at {F.precision_label(p)}: {_name(top)} is faster, "
-                           f"{F.times(tb['ops_per_s'] / b['ops_per_s'], 1)} {_name(g)} (best {_cell(tb)} "
-                           f"{F.figure(tb)} vs {_cell(b)} {F.figure(b)}).")
-            else:
-                out.append(f"Like-for-like at {F.precision_label(p)}: no clear difference between "
-                           f"{_name(top)} (best {_cell(tb)} {F.figure(tb)}) and {_name(g)} "
-                           f"({_cell(b)} {F.figure(b)}).")
+        ahead = [(g, b) for g, b in bests[1:] if clearly_faster(tb, b)]
+        even = [(g, b) for g, b in bests[1:] if not clearly_faster(tb, b)]
+        parts = []
+        if ahead:
+            parts.append(f"{_name(top)} is faster than " + ", ".join(
+                f"{_name(g)} ({F.times(tb['ops_per_s'] / b['ops_per_s'], 1)}: {_cell(b)} {F.figure(b)})"
+                for g, b in ahead))
+        if even:
+            parts.append(("no clear difference between " if not ahead else "not clearly faster than ")
+                         + (f"{_name(top)} and " if not ahead else "")
+                         + ", ".join(f"{_name(g)} ({_cell(b)} {F.figure(b)})" for g, b in even))
+        out.append(f"Like-for-like at {F.precision_label(p)}, best against best ({_name(top)}: {_cell(tb)} "
+                   f"{F.figure(tb)}): " + "; ".join(parts) + ".")
     return out
 
 
@@ -226,8 +238,8 @@ def findings(summary) -> list[Finding]:
 
 def to_lines(found: list[Finding], width: int = 100, where: str = "") -> list[str]:
     """Plain text, wrapped between words at `width`; `where` names the machine when there is one."""
-    head = (f"Findings{' on ' + where if where else ''} (a difference is claimed only when the intervals are "
-            f"disjoint and at least {100 * MIN_GAIN:.0f}% apart):")
+    head = (f"Findings{' on ' + where if where else ''} ({UNITS}; a difference is claimed only when the "
+            f"intervals are disjoint and at least {100 * MIN_GAIN:.0f}% apart):")
     lines = F.wrap(head, width) if found else []
     for f in found:
         lines.append(f"  {f.title}")
@@ -240,7 +252,8 @@ def to_markdown(found: list[Finding], heading: str = "##") -> str:
     if not found:
         return ""
     out = [f"{heading} Findings", "",
-           f"A difference is claimed only when the intervals are disjoint and at least {100 * MIN_GAIN:.0f}% apart.", ""]
+           f"{UNITS[0].upper() + UNITS[1:]}. A difference is claimed only when the intervals are disjoint and at "
+           f"least {100 * MIN_GAIN:.0f}% apart.", ""]
     for f in found:
         out += [f"**{f.title}**", ""] + [f"- {s}" for s in f.sentences] + [""]
     return "\n".join(out)

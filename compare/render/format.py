@@ -10,6 +10,8 @@ import textwrap
 
 from ..cells import MODES, axis_label
 
+__all__ = ["axis_label"]   # re-exported: findings and tables spell "×4" / "k=8" through this module
+
 MISSING = "—"   # a value that does not exist for this cell (no figure, no ceiling measured, …)
 
 # One spelling per status in human output (results files keep the machine names, e.g. "too_slow").
@@ -72,8 +74,9 @@ def ci(low: float | None, high: float | None) -> str:
 
 
 def figure(r: dict) -> str:
-    """ops/s with its interval, as a sentence quotes it: 12.3k ops/s [12.1k–12.6k]."""
-    return f"{short(r['ops_per_s'])} ops/s [{ci(r.get('ci_low'), r.get('ci_high'))}]"
+    """requests/s with its interval, as a finding quotes it: 12.3k [12.1k–12.6k] (the unit is said once,
+    in the findings' heading)."""
+    return f"{short(r['ops_per_s'])} [{ci(r.get('ci_low'), r.get('ci_high'))}]"
 
 
 def ci_level(levels) -> str:

@@ -177,8 +177,8 @@ def findings_markdown(groups: list[list[dict]], summaries: list) -> list[str]:
     """The findings of every machine section, first on the page."""
     from . import findings
     out = ["## Findings", "",
-           f"Generated from the data; a difference is claimed only when the intervals are disjoint and at least "
-           f"{100 * findings.MIN_GAIN:.0f}% apart.", ""]
+           f"Generated from the data; {findings.UNITS}; a difference is claimed only when the intervals are "
+           f"disjoint and at least {100 * findings.MIN_GAIN:.0f}% apart.", ""]
     for g, summary in zip(groups, summaries):
         for f in findings.findings(summary):
             out += [f"**{machine(g)} · {f.title}**", ""] + [f"- {x}" for x in f.sentences] + [""]
