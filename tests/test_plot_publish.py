@@ -236,3 +236,15 @@ def test_publish_takes_an_explicit_list_and_names_machines_by_hardware(tmp_path)
     assert "threadbench `130277360190`" in text and "stated after the run" not in text
     with pytest.raises(R.ResultsError, match="no such results file"):
         PUB.publish(runs, out, plots=False, files=[tmp_path / "missing.json"])
+
+
+def test_a_run_that_measured_nothing_is_named_not_published(tmp_path):
+    runs, out = runs_folder(tmp_path)
+    nothing = named(S.run([S.result(S.cell(), None, "unavailable", "cuda: no NVIDIA driver on this machine")],
+                          host_name="cpu-box", created="2026-05-01T00:00:00+00:00"))
+    R.save(nothing, runs / "nothing.json")
+    written = PUB.publish(runs, out, plots=False)
+    text = (out / "README.md").read_text()
+    assert "## cpu-box" not in text and "| [cpu-box]" not in text
+    assert "## Not published: nothing measured\n\n- nothing.json: cuda: no NVIDIA driver on this machine" in text
+    assert [p.name for p in written] == ["README.md"]

@@ -232,6 +232,8 @@ def publish(runs_dir: Path = RUNS_DIR, out_dir: Path = OUT_DIR, plots: bool = Tr
         except BadInput:
             raise BadInput(P.INSTALL_HINT + " (or publish without plots: --no-plots)") from None
     groups = sections(find_runs(runs_dir, files))   # everything is loaded and checked before anything is written
+    empty = [g for g in groups if not devices(g)]   # nothing measured (a --device cuda run on a CPU host, say)
+    groups = [g for g in groups if devices(g)]
     names = [stem(g) for g in groups]
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
@@ -249,5 +251,10 @@ def publish(runs_dir: Path = RUNS_DIR, out_dir: Path = OUT_DIR, plots: bool = Tr
                 written.append(P.save(fig, out_dir / plot_name))
         texts.append(text)
         summaries.append(summary)
-    written.append(report.write_text(out_dir / "README.md", page(groups, texts, runs_dir, out_dir, summaries)))
+    text = page(groups, texts, runs_dir, out_dir, summaries)
+    if empty:   # said, not silently dropped
+        why = [f"- {Path(r['_path']).name}: " + (next((x['cause'] for x in r['rows'] if x['cause']), "") or "no cell ran")
+               for g in empty for r in g]
+        text += "\n".join(["", "## Not published: nothing measured", ""] + [F.clip(w, 300) for w in why] + [""])
+    written.append(report.write_text(out_dir / "README.md", text))
     return written
