@@ -248,10 +248,10 @@ def to_lines(found: list[Finding], width: int = 100, where: str = "") -> list[st
     return lines
 
 
-def to_markdown(found: list[Finding], heading: str = "##") -> str:
+def to_markdown(found: list[Finding], heading: str = "##", where: str = "") -> str:
     if not found:
         return ""
-    out = [f"{heading} Findings", "",
+    out = [f"{heading} Findings" + (f" on {where}" if where else ""), "",
            f"{UNITS[0].upper() + UNITS[1:]}. A difference is claimed only when the intervals are disjoint and at "
            f"least {100 * MIN_GAIN:.0f}% apart.", ""]
     for f in found:

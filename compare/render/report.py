@@ -232,7 +232,8 @@ def to_markdown(runs: list[dict], summary, width: int = 0, color: bool = False, 
     """Findings first, then the tables, the legend and each machine's environment."""
     from . import findings, tables
     labels = machine_labels(runs)
-    parts = [findings.to_markdown(findings.findings(summary), heading)]
+    machines = list(dict.fromkeys(labels.values()))
+    parts = [findings.to_markdown(findings.findings(summary), heading, machines[0] if len(machines) == 1 else "")]
     built = tables.build(summary)
     parts += [tables.to_markdown(t) for t in built] or ["_No measured cells._\n"]
     if built:
@@ -270,8 +271,8 @@ def machine_environment_markdown(group: list[dict], label: str, heading: str = "
 
 def print_report(runs: list[dict], summary, console) -> None:
     """THE terminal rendering of runs, for `compare` and `report` alike: the tables (stacked into blocks
-    that fit when a table is wider than the console: an 80-column terminal, several machines), their notes, the legend, each machine's environment, and the findings
-    last, where the reader's eye lands."""
+    that fit when a table is wider than the console: an 80-column terminal, several machines), their notes,
+    the legend, each machine's environment, and the findings last, where the reader's eye lands."""
     from rich.markup import escape
 
     from . import findings, tables
@@ -341,7 +342,7 @@ def terminal_width() -> int:
     import shutil
     if os.environ.get("COLUMNS", "").isdigit():
         return int(os.environ["COLUMNS"])
-    if sys_isatty():
+    if stdout_is_terminal():
         return shutil.get_terminal_size().columns
     return PIPE_WIDTH
 
@@ -349,7 +350,7 @@ def terminal_width() -> int:
 PIPE_WIDTH = 220   # a file or pipe without COLUMNS: wide enough for a two-backend table side by side
 
 
-def sys_isatty() -> bool:
+def stdout_is_terminal() -> bool:
     import sys
     return sys.stdout.isatty()
 
@@ -371,7 +372,7 @@ def report(paths: Iterable[Path], fmt: str = "table", out: Path | None = None, o
         write_text(out, render(runs, fmt, width=PIPE_WIDTH if fmt == "table" else None))
         return
     import sys
-    sys.stdout.write(render(runs, fmt, color=fmt == "table" and sys_isatty()))
+    sys.stdout.write(render(runs, fmt, color=fmt == "table" and stdout_is_terminal()))
 
 
 def refuse_overwrite(path: Path, overwrite: bool, option: str = "--out") -> None:
