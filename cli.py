@@ -139,7 +139,12 @@ def compare(
                                                  help="Host memory (MB) a cell's processes may use (default 75% of RAM)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Run only the cells this results file lacks or that "
                                           "failed there; keeps the rest (writes back to it unless --out is given)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results file (default results/runs/<date>-<host>-<id>.json)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results file (default runs/<date>-<host>-<id>.json, "
+                                       "git-ignored; `publish` reads only results/runs/). An existing file is refused "
+                                       "unless --overwrite."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Let --out replace an existing file."),
+    machine: Optional[str] = typer.Option(None, "--machine", help="Name of this machine in tables, plots and "
+                                          "publish (default from the hardware, e.g. 'H100 80GB')."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
     json_: bool = typer.Option(False, "--json", help="Print the results document (JSON) on stdout instead of "
                                "the tables; progress and messages go to stderr."),
@@ -192,14 +197,20 @@ def compare(
         O.no_matrix_with_resume([flag(p) for p in ctx.params
                                  if p not in RESUME_OPTIONS and ctx.get_parameter_source(p).name == "COMMANDLINE"],
                                 sorted(flag(p) for p in RESUME_OPTIONS if p != "resume"))
+        if out is not None and out.is_file() and not overwrite and out.resolve() != resume.resolve():
+            raise O.BadInput(f"--out: {out} exists; give another name or add --overwrite to replace it "
+                             f"(without --out, --resume writes back to {resume})")
         from compare.resume import resume_sweep
         raise typer.Exit(resume_sweep(resume, out, limits, quiet, argv, json_out=json_))
+    if machine is not None and not machine.strip():
+        raise O.BadInput("--machine: give a name, e.g. --machine 'H100 80GB'")
     from compare.session import run_sweep
-    raise typer.Exit(run_sweep(settings, out=out, quiet=quiet, argv=argv, limits=limits, json_out=json_))
+    raise typer.Exit(run_sweep(settings, out=out, quiet=quiet, argv=argv, limits=limits, json_out=json_,
+                               machine=machine.strip() if machine else None, overwrite=overwrite))
 
 
 MAX_REPEATS = 100  # fresh processes per cell; beyond this a sweep would take days, surely a typo
-RESUME_OPTIONS = {"resume", "out", "quiet", "cell_timeout", "mem_limit_mb", "json_"}
+RESUME_OPTIONS = {"resume", "out", "overwrite", "quiet", "cell_timeout", "mem_limit_mb", "json_"}
 
 
 def backend_option_pairs(texts: list[str], selected: tuple[str, ...]) -> tuple:
@@ -267,10 +278,12 @@ def report(
                                       show_default=False),
     format_: str = typer.Option("table", "--format", "-f", help=FORMAT_HELP),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write to this file instead of stdout."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Let --out replace an existing file."),
 ):
-    """Re-render the side-by-side tables of saved runs; runs of different machines become column groups."""
+    """Re-render saved runs (or a `report --format json` export): findings, side-by-side tables, legend and
+    environment; runs of different machines become column groups. COLUMNS sets the layout width."""
     from compare.render.report import report as render
-    render(runs, format_, out)
+    render(runs, format_, out, overwrite)
 
 
 @app.command()
@@ -286,7 +299,7 @@ def diff(
 ):
     """Per-cell ratio B÷A with a significance test; flags improvements and regressions, lists unmatched cells."""
     from compare.render.diff import diff as compare_runs
-    d = compare_runs(a, b, format_, threshold, alpha)
+    d = compare_runs(a, b, format_, threshold, alpha)   # runs with no cell in common: bad input, exit 2
     raise typer.Exit(exits.CELLS_FAILED if fail_on_regression and d.regressions else exits.OK)
 
 
@@ -305,13 +318,16 @@ def plot(
 @app.command()
 @guarded
 def publish(
-    runs_dir: Path = typer.Option(Path("results/runs"), "--runs", help="Folder of results files to publish."),
+    files: Optional[list[Path]] = typer.Argument(None, help="Publish exactly these results files (default: every "
+                                                 "file in --runs).", show_default=False),
+    runs_dir: Path = typer.Option(Path("results/runs"), "--runs", help="The curated folder of results files to publish."),
     out_dir: Path = typer.Option(Path("results"), "--out-dir", help="Where README.md and the plots go."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Draw results/<run>.png (needs matplotlib)."),
 ):
-    """Rewrite results/README.md (tables, environment, caveats, command of every run) and results/<run>.png."""
+    """Rewrite results/README.md (findings first, then tables, environment, caveats, command of every run)
+    and results/<run>.png, from the curated results/runs/ (a plain `compare` writes elsewhere) or the files given."""
     from compare.render.publish import publish as build
-    written = build(runs_dir, out_dir, plots)
+    written = build(runs_dir, out_dir, plots, files=files or None)
     typer.echo("wrote " + ", ".join(str(p) for p in written), err=True)
 
 

@@ -13,9 +13,29 @@ class BadInput(Exception):
     pass
 
 
+# Names people type for a value under another spelling: the alias -> the value threadbench calls it.
+ALIASES = {"fp16": "float16", "half": "float16", "f16": "float16", "bf16": "bfloat16", "fp32": "float32",
+           "f32": "float32", "float": "float32", "fp64": "float64", "f64": "float64", "double": "float64",
+           "tf32": "float32' with --fp32-precision 'high"}
+
+
 def _suggest(value: str, valid) -> str:
+    alias = ALIASES.get(value.lower())
+    if alias and alias.split("'")[0] in list(valid):
+        return f" (did you mean {alias!r}?)".replace('"', "'")
     close = difflib.get_close_matches(value, list(valid), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _range_hint(text: str, lo: int, hi: int) -> str:
+    """"2-8" -> " (list the values: 2,4,8)": its ends and the powers of two between them."""
+    a, dash, b = text.partition("-")
+    if not (dash and a.strip().isdigit() and b.strip().isdigit()):
+        return ""
+    a, b = sorted((int(a), int(b)))
+    values = sorted({a, b} | {2 ** i for i in range(0, 12) if a < 2 ** i < b})
+    values = [v for v in values if lo <= v <= hi]
+    return f"; ranges are not accepted, list the values: {','.join(map(str, values))}" if values else ""
 
 
 def names(option: str, text: str, valid, what: str) -> list[str]:
@@ -39,7 +59,7 @@ def int_list(option: str, text: str, lo: int = 1, hi: int = MAX_THREADS) -> list
         try:
             v = int(s)
         except ValueError:
-            raise BadInput(f"{option}: {s!r} is not a whole number") from None
+            raise BadInput(f"{option}: {s!r} is not a whole number{_range_hint(s, lo, hi)}") from None
         if not lo <= v <= hi:
             raise BadInput(f"{option}: {v} is out of range; use {lo} to {hi}")
         out.append(v)

@@ -53,7 +53,10 @@ def new_run(command: list[str], host: dict, settings: dict) -> dict[str, Any]:
     }
 
 
-def default_path(run: dict, folder: Path = Path("results/runs")) -> Path:
+DEFAULT_RUNS = Path("runs")   # ad-hoc runs land here (git-ignored); `publish` reads only the curated results/runs/
+
+
+def default_path(run: dict, folder: Path = DEFAULT_RUNS) -> Path:
     host = "".join(c if c.isalnum() or c in "-_" else "-" for c in run["host"].get("host", "host"))
     return folder / f"{run['created'][:10]}-{host}-{run['run_id'].rsplit('-', 1)[1]}.json"
 

@@ -15,18 +15,24 @@ from .cells import FAILED, UNAVAILABLE, Cell, CellResult
 from .measure import host
 from .measure.env import host_environment
 from .measure.lock import locked
-from .options import writable_out
+from .options import BadInput, writable_out
 from .measure.plan import Settings, plan
 from .measure.runner import Limits, sweep
 
 
 
 def run_sweep(settings: Settings, out: Path | None, quiet: bool, argv: list[str],
-              limits: Limits | None = None, json_out: bool = False) -> int:
+              limits: Limits | None = None, json_out: bool = False, machine: str | None = None,
+              overwrite: bool = False) -> int:
     run = R.new_run(argv, host_environment(), {k: v for k, v in asdict(settings).items() if k != "template"}
                     | {"cell": settings.template.to_dict() if settings.template else None})
+    if machine:
+        run["machine"] = machine   # the name tables and publish show (default: from the hardware measured)
     path = Path(out) if out else R.default_path(run)
     writable_out(path)
+    if out is not None and path.is_file() and not overwrite:
+        raise BadInput(f"--out: {path} exists; give another name, add --overwrite to replace it, "
+                       f"or --resume {path} to complete it")
     cells, unavailable = plan(settings)
     run["plan"] = [c.to_dict() for c in cells]  # what was asked, so --resume knows what is missing
     for cell, why in unavailable:
@@ -51,9 +57,8 @@ def execute(run: dict, path: Path, cells: list, limits: Limits, quiet: bool, jso
                 R.add_result(run, result)
                 R.save(run, path)  # after every cell: an interrupt or crash loses nothing finished
                 progress.advance(task)
-                if quiet is False and not console.is_terminal:
-                    console.print(f"  {process_label(result.cell)}: {result.status} {result.cause[:100]}",
-                                  highlight=False)
+                if quiet is False and not console.is_terminal:   # a log: whole words, one line per cell
+                    console.print(f"  {progress_line(result)}", highlight=False, markup=False, soft_wrap=True)
                 if result.traceback and os.environ.get("THREADBENCH_DEBUG"):  # cli.py --debug
                     console.print(f"{process_label(result.cell)}: {result.traceback}", highlight=False, markup=False)
         except KeyboardInterrupt:
@@ -84,9 +89,17 @@ def process_label(cell) -> str:
 
 
 def wide_console() -> Console:
-    """Tables are wide; when stdout is a file or pipe, do not squeeze them into 80 columns."""
-    probe = Console()
-    return probe if probe.is_terminal else Console(width=220)
+    """The console tables are printed to: COLUMNS when set (piped too), the terminal's width, or a wide
+    page when stdout is a file or pipe (compare.render.report.terminal_width)."""
+    from .render.report import terminal_width
+    return Console(width=terminal_width())
+
+
+def progress_line(result: CellResult) -> str:
+    """One log line per finished cell, its cause cut between words."""
+    from .render import format as F
+    cause = F.cause_line(result.cause, 120)
+    return f"{process_label(result.cell)}: {F.status_label(result.status)}" + (f" — {cause}" if cause else "")
 
 
 def _progress(console: Console, disabled: bool):
@@ -96,31 +109,10 @@ def _progress(console: Console, disabled: bool):
 
 
 def print_run(run: dict, console: Console) -> None:
+    """The tables, legend, environment and findings of this run: the same function `report` prints with."""
     try:
-        from . import stats
-        from .render import tables
+        from .render.report import print_report, summarize
     except ImportError as e:  # e.g. polars missing on a borrowed machine: the results file is complete
         console.print(f"tables not rendered ({e}); render them later with `report`", highlight=False)
         return
-    summary = stats.summarize(run["rows"])
-    for t in tables.build(summary):
-        console.print(tables.to_rich(t))
-        for note in t.notes:
-            console.print(f"  • {note}", highlight=False, soft_wrap=True)
-    print_environment(run, console)
-
-
-def print_environment(run: dict, console: Console) -> None:
-    host = run["host"]
-    console.print(f"[bold]Environment[/bold]: {host['os']}, {host['cpu']} ({host['cpu_count']} CPUs), "
-                  f"Python {host['python']} (GIL {'on' if host['gil_enabled'] else 'off'})", highlight=False)
-    for key, env in run["backend_env"].items():
-        console.print(f"  {key}: {env.get('framework')} {env.get('version')} on {env.get('device_name')}; "
-                      f"math: {env.get('math_library')}; intra-op threads: {env.get('intra_op_threads')}"
-                      + (f"; fp32 matmul: {env['fp32_precision']}" if env.get("fp32_precision") else ""),
-                      highlight=False)
-        for w in env.get("warnings", []):
-            console.print(f"  [yellow]warning[/yellow] ({key}): {w}", highlight=False)
-    from .render import hostinfo
-    for line in hostinfo.lines(run) + [f"warning (host): {w}" for w in hostinfo.busy_warnings(run)]:
-        console.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
+    print_report([run], summarize([run]), console)

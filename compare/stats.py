@@ -26,6 +26,8 @@ import numpy as np
 import polars as pl
 from scipy.stats import binom
 
+from workloads import PROBES
+
 from .cells import (CRASH, ERROR, INTERRUPTED, MEMORY, MODES, OK, SKIPPED, TIMEOUT, TOO_SLOW, UNAVAILABLE,
                     UNSUPPORTED, WRONG, axis_label)
 from .results import INT_FIELDS, ROW_FIELDS, STR_FIELDS
@@ -33,6 +35,7 @@ from .results import INT_FIELDS, ROW_FIELDS, STR_FIELDS
 CELL_KEYS = ["machine", "backend", "device", "dtype", "fp32_precision", "workload", "size", "mode", "threads", "k"]
 GROUP_KEYS = ["machine", "backend", "device", "dtype", "fp32_precision", "workload", "size"]
 PEAK_WORKLOAD = "matmul"
+PROBE_WORKLOADS = list(PROBES)  # measured to calibrate (peak, launch rate), not reported as workloads
 CEILING_MODES = [m.name for m in MODES.values() if m.ceiling]
 UNSTABLE_IQR = 0.10  # a cell whose trials spread more than this (IQR / median) is marked UNSTABLE
 SCOPE_PROCESSES, SCOPE_WINDOWS = "processes", "windows"   # what a cell's interval covers (ci_scope)

@@ -16,12 +16,19 @@ pytest.importorskip("matplotlib")
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
+def named(run):
+    """As `compare --machine HOST` records it, so section titles are known."""
+    run["machine"] = run["host"]["host"]
+    return run
+
+
 def test_figure_has_a_panel_per_workload_lines_error_bars_and_ceilings():
     run = S.scaling_run("m1", workloads=("mlp", "block"))
     R.add_result(run, S.result(S.cell("mlx", "block", "threads", 8), None, "crash", "killed by SIGSEGV"))
     fig = PL.figure(P.summarize([run]), "t")
     axes = [ax for ax in fig.axes if ax.get_visible()]
-    assert [ax.get_title() for ax in axes] == ["mlp", "block"]
+    assert [ax.get_title() for ax in axes] == ["mlp · float32", "block · float32"]
+    assert {ax.get_yscale() for ax in axes} == {"log"}                       # the same log axis everywhere
     mlp = axes[0]
     # threads lines (x1, x2, x4) for torch and mlx, dodged a little apart around the thread counts
     lines = [l for l in mlp.get_lines() if len(l.get_xdata()) == 3 and l.get_linestyle() == "-"]
@@ -36,7 +43,28 @@ def test_figure_has_a_panel_per_workload_lines_error_bars_and_ceilings():
     segments = [seg for c in mlp.collections for seg in c.get_segments()]
     assert len(segments) == 2 * 4
     assert [t.get_text() for t in mlp.get_xticklabels()] == ["1", "2", "4"]
-    assert "not shown (no throughput): 1 crash" in fig._suptitle.get_text()
+    # one Okabe-Ito colour per backend; the crash is marked and named in its own panel
+    assert {l.get_color() for l in lines} == {PL.OKABE_ITO[0], PL.OKABE_ITO[1]}
+    block = axes[1]
+    assert any(l.get_marker() == PL.FAILED_MARK for l in block.get_lines())
+    assert "mlx cpu: CRASH threads ×8" in [t.get_text() for t in block.texts]
+    assert not [t for t in mlp.texts if "CRASH" in t.get_text()]
+
+
+def test_rows_per_precision_and_far_ceilings_do_not_squash_the_curves():
+    run = S.scaling_run("m1")
+    for r in run["rows"]:
+        if r["backend"] == "mlx":
+            r["fp32_precision"], r["rel_err"] = "native", 2.6e-4               # TF32 without a switch
+        if r["mode"] == "offline" and r["k"] == 8:
+            r["ops_per_s"] *= 100                                              # a ceiling far above the curves
+    fig = PL.figure(P.summarize([run]), "t")
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in axes] == ["mlp · float32", "mlp · float32 (TF32)"]
+    for ax in axes:
+        assert not [l for l in ax.get_lines() if l.get_linestyle() == "--"]  # not drawn: it would squash the data
+        assert ax.get_ylim()[1] < 50_000 * 10
+        assert any("ceiling" in t.get_text() and "↑" in t.get_text() for t in ax.texts)
 
 
 def test_plot_saves_a_png_atomically_and_deterministically(tmp_path):
@@ -71,8 +99,8 @@ def test_missing_matplotlib_is_one_line_with_the_extra(monkeypatch, tmp_path):
 
 def runs_folder(tmp_path):
     runs = tmp_path / "results" / "runs"
-    R.save(S.scaling_run("laptop", created="2026-01-02T03:04:05+00:00"), runs / "2026-01-02-laptop-aaaaaa.json")
-    gpu = S.scaling_run("h100", scale=20, created="2026-02-03T04:05:06+00:00")
+    R.save(named(S.scaling_run("laptop", created="2026-01-02T03:04:05+00:00")), runs / "2026-01-02-laptop-aaaaaa.json")
+    gpu = named(S.scaling_run("h100", scale=20, created="2026-02-03T04:05:06+00:00"))
     for r in gpu["rows"]:
         r["device"] = "cuda" if r["backend"] == "torch" else r["device"]
     R.add_result(gpu, S.result(S.cell("mlx", "mlp", "threads", 8), None, "timeout", "no result within 120 s"))
@@ -100,6 +128,11 @@ def test_publish_writes_readme_and_a_plot_per_run(tmp_path):
     assert f"**warning** (mlx/cpu): {S.MLX_WARNING}" in laptop
     assert "### Command\n\n```sh\nthreadbench compare --trials 5\n```" in laptop
     assert "### mlp — throughput (requests/s)" in laptop and "h100: " not in laptop   # one machine per section
+    # findings open the page, the legend closes it, each once
+    assert text.index("## Findings") < text.index("## h100 —") and text.count("## Findings") == 1
+    assert "**h100 · mlp · float32**" in text and "**laptop · mlp · float32**" in text
+    assert text.count("## Legend") == 1 and text.index("## Legend") > text.index("## laptop")
+    assert "too_slow" not in text
     for png in written[:-1]:
         assert png.read_bytes()[:8] == PNG
 
@@ -146,28 +179,28 @@ def backend_only(run, backend):
 def test_one_file_per_backend_is_one_side_by_side_section(tmp_path):
     """As benchmarks/gpu_sweep.sh writes them: same host (or one sub-folder), disjoint cells."""
     runs = tmp_path / "runs"
-    R.save(backend_only(S.scaling_run("box", created="2026-03-01T10:00:00+00:00"), "torch"), runs / "box-torch.json")
-    R.save(backend_only(S.scaling_run("box", created="2026-03-01T10:20:00+00:00"), "mlx"), runs / "box-mlx.json")
+    R.save(named(backend_only(S.scaling_run("box", created="2026-03-01T10:00:00+00:00"), "torch")), runs / "box-torch.json")
+    R.save(named(backend_only(S.scaling_run("box", created="2026-03-01T10:20:00+00:00"), "mlx")), runs / "box-mlx.json")
     # fresh borrowed machines get other host names: a sub-folder groups them
-    R.save(backend_only(S.scaling_run("gpu-a", created="2026-03-02T10:00:00+00:00"), "torch"), runs / "h100" / "t.json")
-    R.save(backend_only(S.scaling_run("gpu-b", created="2026-03-02T10:09:00+00:00"), "mlx"), runs / "h100" / "m.json")
+    R.save(named(backend_only(S.scaling_run("gpu-a", created="2026-03-02T10:00:00+00:00"), "torch")), runs / "h100" / "t.json")
+    R.save(named(backend_only(S.scaling_run("gpu-b", created="2026-03-02T10:09:00+00:00"), "mlx")), runs / "h100" / "m.json")
     R.save(S.scaling_run("junk"), runs / "scratch" / "junk.json")              # git-ignored scratch: not published
     written = PUB.publish(runs, tmp_path)
     assert sorted(p.name for p in written) == ["README.md", "box-torch.png", "h100.png"]
     text = (tmp_path / "README.md").read_text()
-    assert text.count("\n## ") == 2 and "junk" not in text
+    assert text.count("\n## ") == 2 + 2 and "junk" not in text   # two machines, plus Findings and Legend
     h100 = text[text.index("## gpu-a, gpu-b — 2026-03-02 10:00 – 2026-03-02 10:09 UTC"):text.index("## box")]
-    assert "| mode | threads | torch cpu float32 ops/s [95% CI] | torch cpu float32 ×1T | mlx cpu float32 ops/s" in h100
+    assert "| mode | threads | torch cpu float32 ops/s [93.8% CI] | torch cpu float32 ×1T | mlx cpu float32 ops/s" in h100
     assert "ratio mlx ÷ torch" in h100 and "gpu-a: " not in h100
-    assert h100.count("threadbench compare --trials 5") == 2 and "### Commands" in h100
+    assert h100.count("threadbench compare --trials 5") == 1 and "### Command\n" in h100   # the same command, once
     box = text[text.index("## box"):]
     assert "mlx ÷ torch" in box and "box-torch.json" in box and "box-mlx.json" in box
 
 
 def test_repeated_cells_of_one_host_stay_separate_sections(tmp_path):
     runs = tmp_path / "runs"
-    R.save(S.scaling_run("box", created="2026-03-01T10:00:00+00:00"), runs / "a.json")
-    R.save(S.scaling_run("box", scale=2, created="2026-03-05T10:00:00+00:00"), runs / "b.json")
+    R.save(named(S.scaling_run("box", created="2026-03-01T10:00:00+00:00")), runs / "a.json")
+    R.save(named(S.scaling_run("box", scale=2, created="2026-03-05T10:00:00+00:00")), runs / "b.json")
     PUB.publish(runs, tmp_path, plots=False)
     text = (tmp_path / "README.md").read_text()
     assert text.count("\n## box — ") == 2
@@ -176,9 +209,9 @@ def test_repeated_cells_of_one_host_stay_separate_sections(tmp_path):
 
 def test_superseded_cells_are_shown_from_the_newer_run_and_said_so(tmp_path):
     runs = tmp_path / "runs"
-    old = S.scaling_run("box", created="2026-03-01T10:00:00+00:00")
+    old = named(S.scaling_run("box", created="2026-03-01T10:00:00+00:00"))
     old["plan"] = list(old["cells"])
-    newer = backend_only(S.scaling_run("box", scale=3, created="2026-03-02T10:00:00+00:00"), "mlx")
+    newer = named(backend_only(S.scaling_run("box", scale=3, created="2026-03-02T10:00:00+00:00"), "mlx"))
     newer["rows"] = [r for r in newer["rows"] if r["mode"] == "offline"]
     assert R.supersede(old, newer, "re-measured after a warm-up fix") == 2  # mlx offline k=1, k=8
     R.save(old, runs / "old.json")
@@ -190,3 +223,28 @@ def test_superseded_cells_are_shown_from_the_newer_run_and_said_so(tmp_path):
     assert "re-measured after a warm-up fix" in text and "incomplete" not in text
     mlx_k8 = [line for line in text.splitlines() if line.startswith("| offline | k=8 |")][0]
     assert mlx_k8.split("|")[5].strip().startswith("6,000") and "2,000" not in mlx_k8  # newer: 3 x the old 2,000
+
+
+def test_publish_takes_an_explicit_list_and_names_machines_by_hardware(tmp_path):
+    runs, out = runs_folder(tmp_path)
+    adhoc = S.scaling_run("vm", created="2026-04-01T00:00:00+00:00")           # no --machine: named by its hardware
+    adhoc["host"]["threadbench_revision"] = "130277360190 (stated after the run: git there: d42347505c21+dirty)"
+    path = R.save(adhoc, tmp_path / "elsewhere" / "adhoc.json")
+    PUB.publish(runs, out, plots=False, files=[path])
+    text = (out / "README.md").read_text()
+    assert "## Test 9000, 4 cores — 2026-04-01 00:00 UTC" in text and "laptop" not in text and "## vm" not in text
+    assert "threadbench `130277360190`" in text and "stated after the run" not in text
+    with pytest.raises(R.ResultsError, match="no such results file"):
+        PUB.publish(runs, out, plots=False, files=[tmp_path / "missing.json"])
+
+
+def test_a_run_that_measured_nothing_is_named_not_published(tmp_path):
+    runs, out = runs_folder(tmp_path)
+    nothing = named(S.run([S.result(S.cell(), None, "unavailable", "cuda: no NVIDIA driver on this machine")],
+                          host_name="cpu-box", created="2026-05-01T00:00:00+00:00"))
+    R.save(nothing, runs / "nothing.json")
+    written = PUB.publish(runs, out, plots=False)
+    text = (out / "README.md").read_text()
+    assert "## cpu-box" not in text and "| [cpu-box]" not in text
+    assert "## Not published: nothing measured\n\n- nothing.json: cuda: no NVIDIA driver on this machine" in text
+    assert [p.name for p in written] == ["README.md"]

@@ -18,20 +18,26 @@ def saved(tmp_path, name, run):
     return R.save(run, tmp_path / name)
 
 
+def named(run, name=None):
+    """The run as `compare --machine NAME` records it (default: its host name), so labels are known."""
+    run["machine"] = name or run["host"]["host"]
+    return run
+
+
 def test_machine_labels_are_hosts_made_unique_per_run():
-    a = S.scaling_run("box", created="2026-01-02T03:04:05+00:00")
-    b = S.scaling_run("box", created="2026-01-03T09:00:00+00:00")
-    c = S.scaling_run("gpu")
+    a = named(S.scaling_run("box", created="2026-01-02T03:04:05+00:00"))
+    b = named(S.scaling_run("box", created="2026-01-03T09:00:00+00:00"))
+    c = named(S.scaling_run("gpu"))
     labels = P.machine_labels([a, b, c])
     assert labels == {a["run_id"]: "box 2026-01-02 03:04", b["run_id"]: "box 2026-01-03 09:00", c["run_id"]: "gpu"}
-    d = S.scaling_run("box", created=a["created"])  # same host, same minute: the run id tells them apart
+    d = named(S.scaling_run("box", created=a["created"]))  # same host, same minute: the run id tells them apart
     labels = P.machine_labels([a, d])
     assert labels[a["run_id"]] != labels[d["run_id"]] and a["run_id"] in labels[a["run_id"]]
 
 
 def test_two_machines_merge_into_one_table_with_machine_column_groups(tmp_path):
-    runs = P.load_runs([saved(tmp_path, "a.json", S.scaling_run("laptop")),
-                        saved(tmp_path, "b.json", S.scaling_run("h100", scale=10.0))])
+    runs = P.load_runs([saved(tmp_path, "a.json", named(S.scaling_run("laptop"))),
+                        saved(tmp_path, "b.json", named(S.scaling_run("h100", scale=10.0)))])
     built = tables.build(P.summarize(runs))
     assert [t.title for t in built] == ["mlp — throughput (requests/s)", "mlp — per-cell detail"]
     t = built[0]
@@ -41,9 +47,9 @@ def test_two_machines_merge_into_one_table_with_machine_column_groups(tmp_path):
     # one row per (mode, threads | k): sequential, threads x1 x2 x4, offline k=1 k=8
     assert [r[:2] for r in t.rows] == [["sequential", "—"], ["threads", "×1"], ["threads", "×2"], ["threads", "×4"],
                                        ["offline", "k=1"], ["offline", "k=8"]]
-    col = t.columns.index(("h100: torch cpu float32", "ops/s [95% CI]"))
+    col = t.columns.index(("h100: torch cpu float32", "ops/s [93.8% CI]"))   # the level 5 trials reach
     assert t.rows[3][col].startswith("25,000 [")   # 1000 x 10 x (1 + 0.5 x 3), median of the five trials
-    ratio = t.columns.index(("ratio", "h100: torch cpu float32 ÷ laptop: torch cpu float32"))
+    ratio = t.columns.index(("ratio", "h100: torch cpu float32\n÷ laptop: torch cpu float32"))   # two header lines
     assert t.rows[0][ratio] == "10.00"
     detail = built[1]
     assert {row[0] for row in detail.rows} == set(groups) and len(detail.rows) == 4 * 6
@@ -80,11 +86,12 @@ def test_csv_is_the_per_cell_summary_in_long_format(tmp_path):
                   if (x["backend"], x["mode"], str(x["threads"]), str(x["k"])) == key]
         assert got[key] == statistics.median(trials)
     assert got[("mlx", "threads", "4", "1")] == 1000.0
-    assert {r["n_trials"] for r in rows} == {"5"} and {r["machine"] for r in rows} == {"m1"}
+    assert {r["n_trials"] for r in rows} == {"5"} and {r["machine"] for r in rows} == {"Test 9000, 4 cores"}
 
 
 def test_json_summary_has_schema_runs_and_cells(tmp_path):
-    runs = P.load_runs([saved(tmp_path, "a.json", S.scaling_run("m1")), saved(tmp_path, "b.json", S.scaling_run("m2"))])
+    runs = P.load_runs([saved(tmp_path, "a.json", named(S.scaling_run("m1"))),
+                        saved(tmp_path, "b.json", named(S.scaling_run("m2")))])
     doc = json.loads(P.render(runs, "json"), parse_constant=lambda c: pytest.fail(f"non-standard JSON {c}"))
     assert doc["schema"] == P.SUMMARY_SCHEMA
     assert [r["machine"] for r in doc["runs"]] == ["m1", "m2"]
@@ -100,8 +107,10 @@ def test_markdown_has_tables_notes_environment_and_command(tmp_path):
     R.add_result(run, bad)
     text = P.render(P.load_runs([saved(tmp_path, "a.json", run)]), "markdown")
     assert "### mlp — throughput (requests/s)" in text and "### mlp — per-cell detail" in text
-    assert "| mode | threads | torch cpu float32 ops/s [95% CI] |" in text
+    assert "| mode | threads | torch cpu float32 ops/s [93.8% CI] |" in text
     assert "CRASH SIGSEGV" in text and "mlx cpu float32, threads ×8: killed by SIGSEGV" in text
+    assert text.index("## Findings") < text.index("### mlp — throughput") < text.index("## Legend")
+    assert "mlx cpu: CRASH in threads ×8 (killed by SIGSEGV)." in text
     assert f"**warning** (mlx/cpu): {S.MLX_WARNING}" in text
     assert "OMP_NUM_THREADS=4" in text and "(GIL on)" in text
     assert "```\nthreadbench compare --trials 5\n```" in text
@@ -114,7 +123,11 @@ def test_report_writes_to_a_file_atomically(tmp_path, capsys):
     assert (tmp_path / "out" / "s.csv").read_text().startswith("run_id,machine,")
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["s.csv"]
     P.report([path], "table", tmp_path / "t.txt")
-    assert "ops/s [95% CI]" in (tmp_path / "t.txt").read_text()
+    assert "ops/s [93.8% CI]" in (tmp_path / "t.txt").read_text()
+    with pytest.raises(BadInput, match="t.txt exists; give another name or add --overwrite"):
+        P.report([path], "table", tmp_path / "t.txt")
+    P.report([path], "csv", tmp_path / "t.txt", overwrite=True)
+    assert (tmp_path / "t.txt").read_text().startswith("run_id,")
 
 
 def test_unknown_format_is_bad_input():
@@ -131,4 +144,4 @@ def test_disjoint_runs_of_one_host_are_one_machine():
     assert [len(g) for g in P.group_runs([a, b, c])] == [2, 1]
     built = tables.build(P.summarize([a, b]))
     assert [t.title.split(" — ")[0] for t in built] == ["mlp", "mlp", "block", "block"]
-    assert ("torch cpu float32", "ops/s [95% CI]") in built[2].columns    # no machine prefix: one machine
+    assert ("torch cpu float32", "ops/s [93.8% CI]") in built[2].columns    # no machine prefix: one machine

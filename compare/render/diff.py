@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 
 from .. import results as R
 from ..cells import FAILED, OK, axis_label
+from . import format as F
 
 THRESHOLD = 0.10
 ALPHA = 0.05
@@ -95,8 +96,7 @@ class Diff:
 
 
 def cell_label(c: dict) -> str:
-    from .tables import group_label   # the same names as the tables' column groups
-    group = group_label(c)
+    group = F.group_label(c)   # the same names as the tables' column groups
     size = "" if c["size"] == "default" else f" ({c['size']})"
     where = axis_label(c["mode"], c["threads"], c["k"])
     return f"{group}: {c['workload']}{size} {c['mode']}" + (f" {where}" if where else "")
@@ -227,10 +227,9 @@ COLUMNS = ("cell", "A ops/s [CI]", "B ops/s [CI]", "B÷A", "change", "p", "CIs",
 
 
 def _fmt_ops(v: float | None, ci: tuple, status: str) -> str:
-    from .tables import _num as num
     if status != OK or v is None:
-        return status
-    return f"{num(v)} [{num(ci[0])}–{num(ci[1])}]"
+        return F.status_label(status)
+    return f"{F.num(v)} [{F.num(ci[0])}–{F.num(ci[1])}]"
 
 
 def rows(d: Diff) -> list[list[str]]:
@@ -319,6 +318,15 @@ def print_rich(d: Diff, console) -> None:
         console.print(f"  note: {n}", highlight=False, markup=False, soft_wrap=True)
 
 
+def _load(path):
+    """A results file; a `report --format json` summary is refused with the reason (it has no trials)."""
+    from .report import _summary_runs
+    if _summary_runs(path) is not None:
+        raise R.ResultsError(f"{path}: a `report --format json` summary holds medians, not the per-trial "
+                             "figures diff tests; give the results files it was made from")
+    return R.load(path)
+
+
 def diff(a_path, b_path, fmt: str = "table", threshold: float = THRESHOLD, alpha: float = ALPHA) -> Diff:
     """The `diff` command: load both runs, compare, print in the chosen format; returns the Diff."""
     import sys
@@ -330,9 +338,13 @@ def diff(a_path, b_path, fmt: str = "table", threshold: float = THRESHOLD, alpha
         raise BadInput(f"--threshold: must be a fraction greater than 0 (0.10 means 10%), got {threshold}")
     if not 0 < alpha < 1:
         raise BadInput(f"--alpha: must be between 0 and 1, got {alpha}")
-    a, b = R.load(a_path), R.load(b_path)
+    a, b = _load(a_path), _load(b_path)
     a["_path"], b["_path"] = str(a_path), str(b_path)
     d = compare_runs(a, b, threshold, alpha)
+    if not d.cells:
+        raise BadInput(f"nothing to compare: {a_path} and {b_path} have no cell in common "
+                       f"({len(d.only_a)} cells only in A, {len(d.only_b)} only in B); "
+                       "diff compares the same backend, device, dtype, workload, mode and threads")
     if fmt == "table":
         from ..session import wide_console
         print_rich(d, wide_console())

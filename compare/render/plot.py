@@ -1,6 +1,8 @@
-"""`plot`: scaling curves from saved runs. A panel per workload; in it, ops/s against Python threads, a line
-per backend × mode with the 95% CI as error bars, the single-thread sequential figure as a lone marker,
-and each backend's offline ceiling (its best batched forward) as a dashed horizontal line.
+"""`plot`: scaling curves from saved runs. A row of panels per dtype and effective precision, a panel per
+workload; in it, requests/s against Python threads on log axes, one colour per backend (Okabe-Ito), one
+line style per mode (compare.cells.MODES[...].line), the CI as error bars, the sequential figure as a lone
+marker, each backend's ceiling dashed (or noted at the top edge when it would squash the curves), and
+failed or too-slow cells marked at the bottom of their panel.
 
 matplotlib is an optional extra, imported only here; without it the command says how to install it."""
 from __future__ import annotations
@@ -15,7 +17,6 @@ from ..options import BadInput
 
 INSTALL_HINT = "plotting needs matplotlib, an optional extra: pip install 'threadbench[plot]'"
 LINE_MODES = {m.name: m.line for m in MODES.values() if m.line}  # a curve per mode over threads (compare.cells)
-LOG_Y_SPREAD = 20  # a panel whose largest and smallest values differ more than this gets a log y axis
 
 
 class NothingToPlot(BadInput):
@@ -45,118 +46,162 @@ def check_output(path: Path) -> str:
     return fmt
 
 
-def _group(r: dict, machines: int) -> str:
-    from .tables import group_label   # the same names as the tables' column groups
-    return group_label(r, machines)
+# Okabe-Ito: distinguishable with every common colour-vision deficiency; one colour per backend (and machine).
+OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#F0E442", "#000000")
+CEILING_ROOM = 4   # a ceiling more than this many times the panel's highest figure is noted at the top edge
+                   # instead of stretching the axis (which would squash every curve into the bottom of the panel)
+MAX_NOTES = 5      # lines of text (failures, far ceilings) written into a panel's top left corner
+NOTE_ROOM = 0.09   # headroom per note line, as a share of the panel's log span: notes sit above the curves
+MIN_DECADES = 1.0  # the least log span of a panel, so a flat result reads as flat, not as noise blown up
+FAILED_MARK = "X"  # failed cells (crash, timeout, error, memory, wrong): marked at the bottom of their panel
+SLOW_MARK = "v"    # too-slow cells: marked likewise
+
+
+def _series(r: dict, machines: int) -> str:
+    """A colour's name: backend and device (and machine), without the precision (rows split precisions)."""
+    name = f"{r['backend']} {r['device']}"
+    return f"{r['machine']}: {name}" if machines > 1 else name
 
 
 def _value(v) -> float | None:
     return None if v is None or (isinstance(v, float) and not math.isfinite(v)) else float(v)
 
 
+def _err(r: dict) -> tuple[float, float]:
+    v = r["ops_per_s"]
+    return max(0.0, v - (_value(r.get("ci_low")) or v)), max(0.0, (_value(r.get("ci_high")) or v) - v)
+
+
 def figure(summary, title: str = ""):
-    """A matplotlib Figure of the scaling curves (not yet saved)."""
+    """A matplotlib Figure of the scaling curves (not yet saved): a row of panels per effective precision
+    (dtype and matmul setting), a panel per workload; ops/s against Python threads on log axes."""
     import polars as pl
 
-    from workloads import PROBES
+    from ..cells import FAILED, TOO_SLOW
+    from ..stats import PROBE_WORKLOADS
+    from . import format as F
     _, Figure, FigureCanvasAgg = _matplotlib()
-    from matplotlib.ticker import EngFormatter
-    cells = summary.filter(~pl.col("workload").is_in(list(PROBES)))  # probe cells are no workload
-    if cells.filter(pl.col("status") == "ok").height == 0:
-        raise NothingToPlot("nothing to plot: no cell of these runs has a measured throughput")
-    machines = cells["machine"].n_unique()
-    panels = list(dict.fromkeys((r["workload"], r["size"]) for r in cells.iter_rows(named=True)))
-    groups = list(dict.fromkeys(_group(r, machines) for r in cells.iter_rows(named=True)))
-    palette = [f"C{i}" for i in range(10)]
-    color = {g: palette[i % len(palette)] for i, g in enumerate(groups)}
-
-    ncols = min(3, len(panels))
-    nrows = math.ceil(len(panels) / ncols)
-    fig = Figure(figsize=(5.2 * ncols, 4.0 * nrows + 0.9), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    used_modes: set[str] = set()
-    has_ceiling = False
-    not_shown: dict[str, int] = {}
-    # each group's points sit a little apart on the x axis, so error bars at the same thread count stay readable
-    dodge = {g: 2 ** (0.035 * (i - (len(groups) - 1) / 2)) for i, g in enumerate(groups)}
-    for ax, (workload, size) in zip(axes, panels):
-        part = [r for r in cells.iter_rows(named=True) if (r["workload"], r["size"]) == (workload, size)]
-        xs_all, ys_all = set(), []
-        for g in groups:
-            mine = [r for r in part if _group(r, machines) == g]
-            ok = [r for r in mine if r["status"] == "ok" and _value(r["ops_per_s"]) is not None]
-            for r in mine:
-                if r not in ok:
-                    not_shown[r["status"]] = not_shown.get(r["status"], 0) + 1
-            for mode, (style, marker) in LINE_MODES.items():
-                pts = sorted((r for r in ok if r["mode"] == mode), key=lambda r: r["threads"])
-                if not pts:
-                    continue
-                x = [r["threads"] * dodge[g] for r in pts]
-                y = [r["ops_per_s"] for r in pts]
-                lo = [max(0.0, v - (_value(r["ci_low"]) or v)) for v, r in zip(y, pts)]
-                hi = [max(0.0, (_value(r["ci_high"]) or v) - v) for v, r in zip(y, pts)]
-                ax.errorbar(x, y, yerr=[lo, hi], color=color[g], linestyle=style, marker=marker, markersize=5,
-                            capsize=3, linewidth=1.6)
-                used_modes.add(mode)
-                xs_all.update(r["threads"] for r in pts)
-                ys_all += [v - e for v, e in zip(y, lo)] + [v + e for v, e in zip(y, hi)]
-            seq = [r for r in ok if r["mode"] == "sequential"]
-            for r in seq:
-                v = r["ops_per_s"]
-                lo, hi = max(0.0, v - (_value(r["ci_low"]) or v)), max(0.0, (_value(r["ci_high"]) or v) - v)
-                ax.errorbar([dodge[g] / 2 ** 0.05], [v], yerr=[[lo], [hi]], color=color[g], marker="D",
-                            markerfacecolor="white", linestyle="none", markersize=6, capsize=3)
-                used_modes.add("sequential")
-                xs_all.add(1)
-                ys_all += [v - lo, v + hi]
-            ceilings = [_value(r["ops_per_s"]) for r in ok if MODES[r["mode"]].ceiling]
-            ceilings = [c for c in ceilings if c is not None]
-            if ceilings:
-                c = max(ceilings)
-                ax.axhline(c, color=color[g], linestyle="--", linewidth=1.1, alpha=0.8)
-                has_ceiling = True
-                ys_all.append(c)
-        ticks = sorted(xs_all) or [1]
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(ticks, [str(t) for t in ticks])
-        ax.minorticks_off()
-        ax.set_xlim(ticks[0] / 1.4, ticks[-1] * 1.4)
-        positive = [y for y in ys_all if y and y > 0]
-        if positive and max(positive) / min(positive) > LOG_Y_SPREAD:
-            ax.set_yscale("log")
-            ax.set_ylabel("ops/s (log scale)")
-        else:
-            ax.set_ylim(bottom=0, top=max(positive or [1]) * 1.08)
-            ax.set_ylabel("ops/s")
-        ax.yaxis.set_major_formatter(EngFormatter(sep=""))   # 20k, 1.5M: readable at a glance
-        ax.set_xlabel("Python threads")
-        ax.set_title(workload + ("" if size == "default" else f" ({size})"))
-        ax.grid(True, which="major", alpha=0.3)
-    for ax in axes[len(panels):]:
-        ax.set_visible(False)
-    # two legends: colour = backend (and machine), line style = mode; compact however many groups there are
     from matplotlib.lines import Line2D
-    colour_handles = [Line2D([], [], color=color[g], linewidth=3) for g in groups]
+    from matplotlib.ticker import EngFormatter
+    recs = F.fill_precision(summary.filter(~pl.col("workload").is_in(PROBE_WORKLOADS)).to_dicts()) if summary.height else []
+    if not any(r["status"] == "ok" and _value(r["ops_per_s"]) is not None for r in recs):
+        raise NothingToPlot("nothing to plot: no cell of these runs has a measured throughput")
+    machines = len({r["machine"] for r in recs})
+    from .tables import DTYPE_ORDER, PRECISION_ORDER
+    rows = sorted({(r["dtype"], r["precision"]) for r in recs},
+                  key=lambda x: (DTYPE_ORDER.get(x[0], 9), PRECISION_ORDER.get(x[1], 9)))
+    cols = list(dict.fromkeys((r["workload"], r["size"]) for r in recs))
+    from .findings import BACKEND_ORDER
+    ordered = sorted(recs, key=lambda r: (BACKEND_ORDER.get(r["backend"], 5), r["backend"]))
+    series = list(dict.fromkeys(_series(r, machines) for r in ordered))
+    color = {g: OKABE_ITO[i % len(OKABE_ITO)] for i, g in enumerate(series)}
+    dodge = {g: 2 ** (0.04 * (i - (len(series) - 1) / 2)) for i, g in enumerate(series)}
+
+    fig = Figure(figsize=(4.6 * len(cols), 3.6 * len(rows) + 1.1), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(rows), len(cols), squeeze=False)
+    used_modes, marks = set(), set()
+    for i, (dtype, prec) in enumerate(rows):
+        for j, (workload, size) in enumerate(cols):
+            ax = axes[i][j]
+            part = [r for r in recs if (r["dtype"], r["precision"], r["workload"], r["size"]) == (dtype, prec, workload, size)]
+            ok = [r for r in part if r["status"] == "ok" and _value(r["ops_per_s"]) is not None]
+            xs, ys, notes, ceilings = {1}, [], [], []
+            for g in series:
+                mine = [r for r in ok if _series(r, machines) == g]
+                for mode, (style, marker) in LINE_MODES.items():
+                    pts = sorted((r for r in mine if r["mode"] == mode), key=lambda r: r["threads"])
+                    if not pts:
+                        continue
+                    errs = [_err(r) for r in pts]
+                    ax.errorbar([r["threads"] * dodge[g] for r in pts], [r["ops_per_s"] for r in pts],
+                                yerr=[[e[0] for e in errs], [e[1] for e in errs]], color=color[g], linestyle=style,
+                                marker=marker, markersize=4.5, capsize=2.5, linewidth=1.5)
+                    used_modes.add(mode)
+                    xs.update(r["threads"] for r in pts)
+                    ys += [r["ops_per_s"] - e[0] for r, e in zip(pts, errs)] + [r["ops_per_s"] + e[1] for r, e in zip(pts, errs)]
+                for r in (r for r in mine if MODES[r["mode"]].axis == "none"):
+                    lo, hi = _err(r)
+                    ax.errorbar([dodge[g] / 2 ** 0.08], [r["ops_per_s"]], yerr=[[lo], [hi]], color=color[g],
+                                marker="D", markerfacecolor="white", linestyle="none", markersize=6, capsize=2.5)
+                    used_modes.add(r["mode"])
+                    ys += [r["ops_per_s"] - lo, r["ops_per_s"] + hi]
+                best = max((r for r in mine if MODES[r["mode"]].ceiling), key=lambda r: r["ops_per_s"], default=None)
+                if best is not None:
+                    ceilings.append((g, best))
+                bad = [r for r in part if _series(r, machines) == g and (r["status"] in FAILED or r["status"] == TOO_SLOW)]
+                for r in bad:
+                    mark = SLOW_MARK if r["status"] == TOO_SLOW else FAILED_MARK
+                    if MODES[r["mode"]].axis == "threads":
+                        ax.plot([r["threads"] * dodge[g]], [0.03], marker=mark, color=color[g], linestyle="none",
+                                markersize=7, transform=ax.get_xaxis_transform(), clip_on=False)
+                        xs.add(r["threads"])
+                    marks.add(mark)
+                if bad:
+                    kinds = sorted({F.status_label(r["status"]) for r in bad})
+                    where = ", ".join(F.mode_label(r["mode"], r["threads"], r["k"]) for r in bad[:3]) + (" …" if len(bad) > 3 else "")
+                    notes.append((g, f"{g}: {'/'.join(kinds)} {where}"))
+                if not mine and not bad and any(_series(r, machines) == g for r in part):
+                    notes.append((g, f"{g}: no figure"))
+            positive = [y for y in ys if y and y > 0]
+            top = max(positive) if positive else None
+            for g, c in ceilings:
+                v = c["ops_per_s"]
+                if top is None or v <= top * CEILING_ROOM:
+                    ax.axhline(v, color=color[g], linestyle="--", linewidth=1.1, alpha=0.85)
+                    positive.append(v)
+                else:   # far above the curves: say so at the top edge instead of stretching the axis
+                    notes.append((g, f"{g}: ceiling {F.short(v)} ({F.mode_label(c['mode'], c['threads'], c['k'])}) ↑"))
+            if positive:
+                lo, hi = min(positive) / 1.4, max(positive) * 1.4
+                if hi / lo < 10 ** MIN_DECADES:   # a flat panel still spans MIN_DECADES, centred on its data
+                    mid = math.sqrt(hi * lo)
+                    lo, hi = mid / 10 ** (MIN_DECADES / 2), mid * 10 ** (MIN_DECADES / 2)
+                ax.set_yscale("log")
+                ax.set_ylim(lo, hi * (hi / lo) ** (NOTE_ROOM * min(len(notes), MAX_NOTES)))
+            else:
+                ax.set_yscale("log")
+                ax.set_ylim(1, 10)
+            ticks = sorted(xs)
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(ticks, [str(t) for t in ticks])
+            ax.minorticks_off()
+            ax.set_xlim(ticks[0] / 1.5, ticks[-1] * 1.5)
+            ax.yaxis.set_major_formatter(EngFormatter(sep=""))   # 20k, 1.5M: readable at a glance
+            ax.grid(True, which="major", alpha=0.3)
+            ax.set_title(f"{workload}{'' if size == 'default' else f' ({size})'} · {dtype}"
+                         + (f" ({F.precision_label(prec)})" if prec != F.DTYPE_PRECISION.get(dtype, prec) else ""),
+                         fontsize="medium")
+            if j == 0:
+                ax.set_ylabel("requests/s (log)")
+            if i == len(rows) - 1:
+                ax.set_xlabel("Python threads")
+            for n, (g, text) in enumerate(notes[:MAX_NOTES]):
+                ax.text(0.02, 0.97 - 0.075 * n, text, transform=ax.transAxes, fontsize="x-small", va="top",
+                        color=color[g], bbox={"facecolor": "white", "alpha": 0.75, "edgecolor": "none", "pad": 1})
+    colour_handles = [Line2D([], [], color=color[g], linewidth=3) for g in series]
     style_handles, style_labels = [], []
-    for mode, (style, marker) in LINE_MODES.items():
-        if mode in used_modes:
-            style_handles.append(Line2D([], [], color="0.3", linestyle=style, marker=marker))
+    for mode, spec in MODES.items():
+        if mode not in used_modes and not (spec.ceiling and any(MODES[r["mode"]].ceiling for r in recs)):
+            continue
+        if spec.line:
+            style_handles.append(Line2D([], [], color="0.3", linestyle=spec.line[0], marker=spec.line[1]))
             style_labels.append(mode)
-    if "sequential" in used_modes:
-        style_handles.append(Line2D([], [], color="0.3", marker="D", markerfacecolor="white", linestyle="none"))
-        style_labels.append("sequential (1 thread)")
-    if has_ceiling:
-        style_handles.append(Line2D([], [], color="0.3", linestyle="--"))
-        style_labels.append("offline ceiling (best batched forward)")
-    fig.legend(colour_handles, groups, loc="outside lower left", ncols=1 if len(groups) > 3 else len(groups),
-               fontsize="small", frameon=False)
-    fig.legend(style_handles, style_labels, loc="outside lower right", ncols=1, fontsize="small", frameon=False)
-    caption = "error bars: 95% CI of the median over trials"
-    if not_shown:
-        caption += "; not shown (no throughput): " + ", ".join(f"{n} {s}" for s, n in sorted(not_shown.items()))
-    fig.suptitle((title + "\n" if title else "") + caption, fontsize="medium")
+        elif spec.ceiling:
+            style_handles.append(Line2D([], [], color="0.3", linestyle="--"))
+            style_labels.append(f"{mode} ceiling (best k; ↑ in text when far above)")
+        else:
+            style_handles.append(Line2D([], [], color="0.3", marker="D", markerfacecolor="white", linestyle="none"))
+            style_labels.append(f"{mode} (1 thread)")
+    for mark, label in ((FAILED_MARK, "failed (crash, timeout, error, memory, wrong)"), (SLOW_MARK, "too slow")):
+        if mark in marks:
+            style_handles.append(Line2D([], [], color="0.3", marker=mark, linestyle="none"))
+            style_labels.append(label)
+    fig.legend(colour_handles, series, loc="outside lower left", ncols=min(4, len(series)), fontsize="small",
+               frameon=False)
+    fig.legend(style_handles, style_labels, loc="outside lower right", ncols=2, fontsize="small", frameon=False)
+    fig.suptitle((title + "\n" if title else "") + "error bars: confidence interval of the median over trials",
+                 fontsize="medium")
     return fig
 
 
@@ -186,8 +231,7 @@ def save(fig, path: Path) -> Path:
 def title_for(runs: list[dict]) -> str:
     from .report import machine_labels
     labels = machine_labels(runs)
-    names = [labels[r["run_id"]] + ("" if labels[r["run_id"]] != r["host"].get("host") else f" ({r['created'][:10]})")
-             for r in runs]
+    names = list(dict.fromkeys(f"{labels[r['run_id']]} ({r['created'][:10]})" for r in runs))
     return "threadbench scaling — " + "; ".join(names)
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from .. import results as R
 from ..cells import Cell
 from ..options import BadInput
+from . import format as F
 
 RUNS_DIR = Path("results/runs")
 OUT_DIR = Path("results")
@@ -21,14 +22,21 @@ GPU_DEVICES = {"cuda", "gpu", "mps"}
 SKIP_DIRS = {"scratch"}   # results/runs/scratch/ is git-ignored: throwaway runs are not published
 
 
-def find_runs(runs_dir: Path) -> list[dict]:
-    """Every *.json in the folder and its sub-folders (except scratch/ and hidden ones), checked against
-    the schema: one bad file stops the publish, as a page that silently leaves out a run is worse than none."""
+def find_runs(runs_dir: Path, files: list[Path] | None = None) -> list[dict]:
+    """Every *.json in the curated folder and its sub-folders (except scratch/ and hidden ones), or exactly
+    the files given, checked against the schema: one bad file stops the publish, as a page that silently
+    leaves out a run is worse than none."""
     runs_dir = Path(runs_dir)
-    if not runs_dir.is_dir():
-        raise R.ResultsError(f"{runs_dir}: no such folder of runs")
-    paths = [p for p in runs_dir.rglob("*.json") if p.is_file()
-             and not any(part in SKIP_DIRS or part.startswith(".") for part in p.relative_to(runs_dir).parts[:-1])]
+    if files:
+        paths = [Path(f) for f in files]
+        for p in paths:
+            if not p.is_file():
+                raise R.ResultsError(f"{p}: no such results file (publish takes results files; a folder goes in --runs)")
+    else:
+        if not runs_dir.is_dir():
+            raise R.ResultsError(f"{runs_dir}: no such folder of runs")
+        paths = [p for p in runs_dir.rglob("*.json") if p.is_file()
+                 and not any(part in SKIP_DIRS or part.startswith(".") for part in p.relative_to(runs_dir).parts[:-1])]
     runs, seen = [], {}
     for path in sorted(paths):
         run = R.load(path)
@@ -36,7 +44,8 @@ def find_runs(runs_dir: Path) -> list[dict]:
             raise R.ResultsError(f"{path}: same run ({run['run_id']}) as {seen[run['run_id']]}; keep one copy")
         seen[run["run_id"]] = path
         run["_path"] = str(path)
-        run["_folder"] = str(path.parent.relative_to(runs_dir))
+        inside = path.resolve().is_relative_to(runs_dir.resolve())
+        run["_folder"] = str(path.resolve().parent.relative_to(runs_dir.resolve())) if inside else "."
         runs.append(run)
     return sorted(runs, key=lambda r: (r["created"], r["run_id"]))
 
@@ -70,8 +79,13 @@ def _when(run: dict) -> str:
     return run["created"][:16].replace("T", " ")
 
 
+def machine(group: list[dict]) -> str:
+    from .report import machine_name
+    return ", ".join(dict.fromkeys(machine_name(r) for r in group))
+
+
 def title(group: list[dict]) -> str:
-    hosts = ", ".join(dict.fromkeys(str(r["host"].get("host")) for r in group))
+    hosts = machine(group)
     first, last = _when(group[0]), _when(group[-1])
     when = first if first == last else f"{first} – {last}"
     return f"{hosts} — {when} UTC — {hardware(group)}"
@@ -97,12 +111,14 @@ def caveats(group: list[dict]) -> list[str]:
     if by_status:
         out.append("cells without a valid figure: " + ", ".join(f"{n} {s}" for s, n in sorted(by_status.items()))
                    + " (causes in the notes under the tables)")
+    short: dict[str, list[str]] = {}   # said once, however many runs were measured that way
     for run in group:
         cell = run["settings"].get("cell") or {}
         if (cell.get("trials") or 5) < 5 or (cell.get("duration") or 0.5) < 0.5:
-            out.append(f"short measurement ({cell.get('trials')} trials × {cell.get('duration')} s per cell"
-                       + (f" in run {run['run_id']}" if len(group) > 1 else "") + "): indicative figures; "
-                       "`diff` needs 4 or more trials per side to call a change significant")
+            short.setdefault(f"{cell.get('trials')} trials × {cell.get('duration')} s per cell", []).append(run["run_id"])
+    for what, ids in short.items():
+        out.append(f"short measurement ({what}" + (f", {len(ids)} of {len(group)} runs" if len(group) > 1 else "")
+                   + "): indicative figures; `diff` needs 4 or more trials per side to call a change significant")
     for run in group:
         for s in run.get("superseded", []):
             out.append(f"{len(s['cells'])} cells of run {run['run_id']} were measured again in run {s['by']} and "
@@ -126,7 +142,7 @@ def section(group: list[dict], plot_name: str | None, out_dir: Path):
     from . import report
     from .. import stats
     from . import tables
-    label = str(group[0]["host"].get("host"))
+    label = machine(group)
     rows = report.merge(group, {r["run_id"]: label for r in group})   # one machine: no machine prefix
     summary = stats.summarize(rows)
     n_cells = len({R.row_key(r) for r in rows})
@@ -135,33 +151,60 @@ def section(group: list[dict], plot_name: str | None, out_dir: Path):
              f"{n_ok} of {n_cells} cells measured. Data:"]
     for run in group:
         rel = os.path.relpath(run["_path"], out_dir)
-        revision = run["host"].get("threadbench_revision")
-        resumed = [f"`{r['threadbench_revision']}` ({r['cells']} cells, {r['at']})" for r in run.get("resumed", [])
-                   if r.get("threadbench_revision") and r["threadbench_revision"] != revision]
+        revision = F.revision(run["host"].get("threadbench_revision"))
+        resumed = [f"`{F.revision(r['threadbench_revision'])}` ({r['cells']} cells, {r['at']})"
+                   for r in run.get("resumed", [])
+                   if r.get("threadbench_revision") and F.revision(r["threadbench_revision"]) != revision]
         lines.append(f"- [{rel}]({rel}) — run `{run['run_id']}`, {run['created']}, threadbench "
                      + (f"`{revision}`" if revision else "revision not recorded (run predates the field)")
                      + (f"; resumed with {', '.join(resumed)}" if resumed else ""))
     lines.append("")
     if plot_name:
         lines += [f"![scaling curves: {title(group)}]({plot_name})", ""]
+    lines += [tables.to_markdown(t, heading="###") for t in tables.build_compact(summary)]
     env = list(dict.fromkeys(line for run in group for line in report.environment_lines(run)))
     warnings = list(dict.fromkeys(f"**warning** ({k}): {w}" for run in group for k, w in report.warning_lines(run)))
     lines += ["### Environment", ""] + [f"- {x}" for x in env + warnings]
     lines += ["", "### Caveats", ""] + [f"- {c}" for c in caveats(group)] + [""]
     built = tables.build(summary)
     lines += [tables.to_markdown(t, heading="###") for t in built] or ["_No measured cells._", ""]
-    lines += ["### Command" + ("s" if len(group) > 1 else ""), "", "```sh"]
-    lines += [report.command_line(run) for run in group] + ["```", ""]
+    commands = list(dict.fromkeys(report.command_line(run) for run in group))   # each as given, once
+    lines += ["### Command" + ("s" if len(commands) > 1 else ""), "", "```sh"] + commands + ["```", ""]
     return "\n".join(lines), summary
 
 
-def page(groups: list[list[dict]], texts: list[str], runs_dir: Path, out_dir: Path) -> str:
+def findings_markdown(groups: list[list[dict]], summaries: list) -> list[str]:
+    """The findings of every machine section, first on the page."""
+    from . import findings
+    out = ["## Findings", "",
+           f"Generated from the data; {findings.UNITS}; a difference is claimed only when the intervals are "
+           f"disjoint and at least {100 * findings.MIN_GAIN:.0f}% apart.", ""]
+    for g, summary in zip(groups, summaries):
+        for f in findings.findings(summary):
+            out += [f"**{machine(g)} · {f.title}**", ""] + [f"- {x}" for x in f.sentences] + [""]
+    return out
+
+
+def legend_markdown(groups: list[list[dict]], summaries: list) -> list[str]:
+    import polars as pl
+
+    from . import report, tables
+    frames = [s for s in summaries if s.height]
+    if not frames:
+        return []
+    summary = pl.concat(frames, how="diagonal_relaxed")
+    env = report.backend_env([r for g in groups for r in g])
+    return ["## Legend", ""] + [f"- {x}" for x in tables.legend(summary, env)] + [""]
+
+
+def page(groups: list[list[dict]], texts: list[str], runs_dir: Path, out_dir: Path, summaries: list | None = None) -> str:
     rel_runs = os.path.relpath(runs_dir, out_dir)
     head = ["# threadbench results", "",
             f"<!-- Generated by `{COMMAND}` from the results files in {runs_dir}/. Do not edit by hand: "
             "add or remove runs, then run the command again. -->", "",
             f"Generated by `{COMMAND}` from every results file in [{rel_runs}/]({rel_runs}/). To add a run: "
-            f"`python cli.py compare ... --out {runs_dir}/<name>.json` (without `--out` the file lands there too), "
+            f"`python cli.py compare ... --machine NAME --out {runs_dir}/<name>.json` (without `--out` a run lands in "
+            f"the git-ignored {R.DEFAULT_RUNS}/ and is never published), "
             f"then `{COMMAND}`. Runs of one machine whose cells do not overlap (one file per backend, say) are shown "
             f"together when they share a host name or a sub-folder of {rel_runs}/. "
             "Compare two runs with `python cli.py diff A.json B.json`.", ""]
@@ -170,13 +213,16 @@ def page(groups: list[list[dict]], texts: list[str], runs_dir: Path, out_dir: Pa
     head += ["| machine | date (UTC) | hardware | measured | runs |", "|---|---|---|---|---|"]
     for g in groups:
         files = ", ".join(f"[{Path(r['_path']).name}]({os.path.relpath(r['_path'], out_dir)})" for r in g)
-        head.append(f"| [{', '.join(dict.fromkeys(str(r['host'].get('host')) for r in g))}](#{stem(g)}) | "
+        head.append(f"| [{machine(g)}](#{stem(g)}) | "
                     f"{_when(g[-1])[:10]} | {hardware(g)} | {', '.join(devices(g)) or '—'} | {files} |")
-    return "\n".join(head + [""] + texts)
+    summaries = summaries or []
+    return "\n".join(head + [""] + findings_markdown(groups, summaries) + texts + legend_markdown(groups, summaries))
 
 
-def publish(runs_dir: Path = RUNS_DIR, out_dir: Path = OUT_DIR, plots: bool = True) -> list[Path]:
-    """The `publish` command: rewrite out_dir/README.md and a plot per section; returns the files written."""
+def publish(runs_dir: Path = RUNS_DIR, out_dir: Path = OUT_DIR, plots: bool = True,
+            files: list[Path] | None = None) -> list[Path]:
+    """The `publish` command: rewrite out_dir/README.md and a plot per section from the curated folder (or
+    exactly the files given); returns the files written."""
     from . import plot as P
     from . import report
     runs_dir, out_dir = Path(runs_dir), Path(out_dir)
@@ -185,12 +231,14 @@ def publish(runs_dir: Path = RUNS_DIR, out_dir: Path = OUT_DIR, plots: bool = Tr
             P._matplotlib()
         except BadInput:
             raise BadInput(P.INSTALL_HINT + " (or publish without plots: --no-plots)") from None
-    groups = sections(find_runs(runs_dir))   # everything is loaded and checked before anything is written
+    groups = sections(find_runs(runs_dir, files))   # everything is loaded and checked before anything is written
+    empty = [g for g in groups if not devices(g)]   # nothing measured (a --device cuda run on a CPU host, say)
+    groups = [g for g in groups if devices(g)]
     names = [stem(g) for g in groups]
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
         raise R.ResultsError(f"{runs_dir}: two sections would both be named {dup!r}; rename one of the files")
-    written, texts = [], []
+    written, texts, summaries = [], [], []
     for g in groups:
         plot_name = f"{stem(g)}.png" if plots else None
         text, summary = section(g, plot_name, out_dir)
@@ -202,5 +250,11 @@ def publish(runs_dir: Path = RUNS_DIR, out_dir: Path = OUT_DIR, plots: bool = Tr
             if fig is not None:
                 written.append(P.save(fig, out_dir / plot_name))
         texts.append(text)
-    written.append(report.write_text(out_dir / "README.md", page(groups, texts, runs_dir, out_dir)))
+        summaries.append(summary)
+    text = page(groups, texts, runs_dir, out_dir, summaries)
+    if empty:   # said, not silently dropped
+        why = [f"- {Path(r['_path']).name}: " + (next((x['cause'] for x in r['rows'] if x['cause']), "") or "no cell ran")
+               for g in empty for r in g]
+        text += "\n".join(["", "## Not published: nothing measured", ""] + [F.clip(w, 300) for w in why] + [""])
+    written.append(report.write_text(out_dir / "README.md", text))
     return written

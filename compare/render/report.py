@@ -11,8 +11,8 @@ from typing import Iterable
 
 from .. import results as R
 from ..options import BadInput
+from . import format as F
 
-FORMATS = ("table", "markdown", "csv", "json")
 SUMMARY_SCHEMA = "threadbench.summary/1"
 
 # Column order of the CSV/JSON summary: the cell's identity first, then what was measured.
@@ -21,8 +21,8 @@ FIRST_COLUMNS = ("run_id", "machine", "backend", "device", "dtype", "fp32_precis
                  "unstable", "speedup", "pct_ceiling", "pct_peak")
 
 
-def check_format(fmt: str, valid: Iterable[str] = FORMATS) -> str:
-    valid = tuple(valid)
+def check_format(fmt: str, valid: Iterable[str] | None = None) -> str:
+    valid = tuple(valid or RENDERERS)
     if fmt not in valid:
         raise BadInput(f"--format: unknown format {fmt!r}; valid: {', '.join(valid)}")
     return fmt
@@ -46,16 +46,36 @@ def expand(paths: Iterable[Path]) -> list[Path]:
 
 
 def load_runs(paths: Iterable[Path]) -> list[dict]:
-    """Each file checked against the schema; the same run given twice counts once."""
+    """Each file checked against the schema; the same run given twice counts once. A `report --format json`
+    document is read too: its runs come back carrying their per-cell summary (`_cells`) instead of trials."""
     runs, seen = [], set()
     for path in expand(paths):
-        run = R.load(path)
-        if run["run_id"] in seen:
-            continue
-        seen.add(run["run_id"])
-        run["_path"] = str(path)
-        runs.append(run)
+        for run in _summary_runs(path) or [R.load(path)]:
+            if run["run_id"] in seen:
+                continue
+            seen.add(run["run_id"])
+            run["_path"] = str(path)
+            runs.append(run)
     return runs
+
+
+def _summary_runs(path: Path) -> list[dict] | None:
+    """The runs of a `report --format json` document, or None when the file is something else."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(doc, dict) or doc.get("schema") != SUMMARY_SCHEMA:
+        return None
+    if not isinstance(doc.get("runs"), list) or not isinstance(doc.get("cells"), list):
+        raise R.ResultsError(f"{path}: a {SUMMARY_SCHEMA} document needs the lists 'runs' and 'cells'")
+    out = []
+    for meta in doc["runs"]:
+        cells = [c for c in doc["cells"] if c.get("run_id") == meta.get("run_id")]
+        out.append({"run_id": meta.get("run_id"), "created": meta.get("created", ""), "command": meta.get("command", ""),
+                    "host": meta.get("host") or {}, "backend_env": meta.get("backend_env") or {},
+                    "machine": meta.get("machine"), "settings": {}, "rows": [], "_cells": cells})
+    return out
 
 
 def cell_keys(run: dict) -> set[tuple]:
@@ -63,10 +83,30 @@ def cell_keys(run: dict) -> set[tuple]:
 
 
 def host_of(run: dict) -> str:
-    return str(run["host"].get("host") or "host")
+    return str(run.get("host", {}).get("host") or "host")
 
 
-def group_runs(runs: list[dict], key=host_of) -> list[list[dict]]:
+def same_machine(run: dict) -> tuple:
+    """What makes two runs one machine: the host and the name it is shown by."""
+    return host_of(run), machine_name(run)
+
+
+def machine_name(run: dict) -> str:
+    """The name a reader knows the machine by: `compare --machine NAME` when given, else its hardware — the
+    GPU measured ("H100 80GB") or the CPU model and core count — never a bare host name such as "vm"."""
+    if run.get("machine"):
+        return str(run["machine"])
+    gpus = [env.get("device_name") for key, env in run.get("backend_env", {}).items()
+            if not key.endswith("/cpu") and env.get("device_name")]
+    if gpus:
+        return F.hardware_name(gpus[0])
+    h = run.get("host", {})
+    if h.get("cpu"):
+        return F.hardware_name(str(h["cpu"])) + (f", {h['cpu_count']} cores" if h.get("cpu_count") else "")
+    return str(h.get("host") or "host")
+
+
+def group_runs(runs: list[dict], key=same_machine) -> list[list[dict]]:
     """Runs of one machine whose cells do not overlap (one file per backend, say) form one group and are
     shown as one machine; a run that repeats cells of another stays apart, so trials are never pooled."""
     groups: list[list[dict]] = []
@@ -82,10 +122,13 @@ def group_runs(runs: list[dict], key=host_of) -> list[list[dict]]:
 
 
 def machine_labels(runs: list[dict], groups: list[list[dict]] | None = None) -> dict[str, str]:
-    """run_id -> the machine name its rows get in merged tables: the host name, shared by the runs of one
-    group, made unique with the date (then the run id) when several groups come from one host."""
+    """run_id -> the machine name its rows get in merged tables: machine_name, shared by the runs of one
+    group, made unique with the host name when two hosts share hardware, then with the date (then the run
+    id) when several groups come from one host."""
     groups = group_runs(runs) if groups is None else groups
-    base = [host_of(g[0]) for g in groups]
+    base = [machine_name(g[0]) for g in groups]
+    hosts = {b: {host_of(g[0]) for bb, g in zip(base, groups) if bb == b} for b in base}
+    base = [f"{b} ({host_of(g[0])})" if len(hosts[b]) > 1 else b for b, g in zip(base, groups)]
     dated = [f"{b} {g[0]['created'][:16].replace('T', ' ')}" for b, g in zip(base, groups)]
     labels = {}
     for i, g in enumerate(groups):
@@ -104,8 +147,18 @@ def merge(runs: list[dict], labels: dict[str, str] | None = None) -> list[dict]:
 
 
 def summarize(runs: list[dict]):
+    """The per-cell summary of all runs: trials summarised by compare.stats; cells read back from a
+    summary document taken as they are (their machine relabelled like every other run's)."""
+    import polars as pl
+
     from .. import stats
-    return stats.summarize(merge(runs))
+    labels = machine_labels(runs)
+    trials = [r for r in runs if "_cells" not in r]
+    frames = [stats.summarize(merge(trials, labels))] if trials or not runs else []
+    cells = [{**c, "machine": labels[r["run_id"]]} for r in runs if "_cells" in r for c in r["_cells"]]
+    if cells:
+        frames.append(pl.DataFrame(cells, infer_schema_length=None))
+    return frames[0] if len(frames) == 1 else pl.concat(frames, how="diagonal_relaxed")
 
 
 # -- formats ----------------------------------------------------------------------------------------
@@ -137,7 +190,20 @@ def to_json(runs: list[dict], summary) -> str:
 
 
 def command_line(run: dict) -> str:
-    return shlex.join(str(a) for a in run["command"])
+    """The command as given, with an option repeated later (a sweep script appending its own --dtype, say)
+    shown once, at the value that took effect (the last, as the CLI reads it)."""
+    args = run["command"]
+    if isinstance(args, str):     # a summary document stores it already joined
+        return args
+    args = [str(a) for a in args]
+    pairs, i = [], 0
+    while i < len(args):
+        takes_value = args[i].startswith("-") and i + 1 < len(args) and not args[i + 1].startswith("-")
+        pairs.append(tuple(args[i:i + 2]) if takes_value else (args[i],))
+        i += 2 if takes_value else 1
+    last = {p[0]: j for j, p in enumerate(pairs) if p[0].startswith("-")}
+    kept = [p for j, p in enumerate(pairs) if not p[0].startswith("-") or last[p[0]] == j]
+    return shlex.join(a for p in kept for a in p)
 
 
 def environment_lines(run: dict) -> list[str]:
@@ -150,7 +216,7 @@ def environment_lines(run: dict) -> list[str]:
         lines.append("environment variables: " + ", ".join(f"{k}={v}" for k, v in sorted(h["env_vars"].items())))
     for key, env in run["backend_env"].items():
         line = (f"{key}: {env.get('framework')} {env.get('version')} on {env.get('device_name')}; "
-                f"math: {env.get('math_library')}; intra-op threads: {env.get('intra_op_threads')}")
+                f"math: {env.get('math_library')}; intra-op threads: {F.intra_op(env.get('intra_op_threads'))}")
         if env.get("fp32_precision"):
             line += f"; fp32 matmul: {env['fp32_precision']}"
         lines.append(line)
@@ -165,80 +231,156 @@ def warning_lines(run: dict) -> list[tuple[str, str]]:
             + [("host", w) for w in busy_warnings(run)])
 
 
-def to_markdown(runs: list[dict], summary, heading: str = "##") -> str:
-    from . import tables
+def to_markdown(runs: list[dict], summary, width: int = 0, color: bool = False, heading: str = "##") -> str:
+    """Findings first, then the tables, the legend and each machine's environment."""
+    from . import findings, tables
     labels = machine_labels(runs)
-    parts = [tables.to_markdown(t) for t in tables.build(summary)]
-    if not parts:
-        parts = ["_No measured cells._\n"]
+    machines = list(dict.fromkeys(labels.values()))
+    parts = [findings.to_markdown(findings.findings(summary), heading, machines[0] if len(machines) == 1 else "")]
+    built = tables.build(summary)
+    parts += [tables.to_markdown(t) for t in built] or ["_No measured cells._\n"]
+    if built:
+        parts.append("\n".join([f"{heading} Legend", ""] + [f"- {x}" for x in tables.legend(summary, backend_env(runs))]) + "\n")
+    for label, group in by_machine(runs, labels).items():
+        parts.append(machine_environment_markdown(group, label, heading))
+    return "\n".join(p for p in parts if p)
+
+
+def by_machine(runs: list[dict], labels: dict[str, str]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
     for run in runs:
-        parts.append(run_environment_markdown(run, labels[run["run_id"]], heading))
-    return "\n".join(parts)
+        out.setdefault(labels[run["run_id"]], []).append(run)
+    return out
 
 
-def run_environment_markdown(run: dict, label: str, heading: str = "##") -> str:
-    out = [f"{heading} Environment: {label} (run {run['run_id']}, {run['created']})", ""]
-    out += [f"- {line}" for line in environment_lines(run)]
-    out += [f"- **warning** ({key}): {w}" for key, w in warning_lines(run)]
-    out += ["", "Command:", "", "```", command_line(run), "```", ""]
+def backend_env(runs: list[dict]) -> dict:
+    out: dict = {}
+    for run in runs:
+        for key, env in run["backend_env"].items():
+            out.setdefault(key, env)
+    return out
+
+
+def machine_environment_markdown(group: list[dict], label: str, heading: str = "##") -> str:
+    """One machine's environment, each line once however many runs it took, then each run's command."""
+    ids = ", ".join(r["run_id"] for r in group)
+    out = [f"{heading} Environment: {label} (run{'s' if len(group) > 1 else ''} {ids})", ""]
+    out += [f"- {line}" for line in dict.fromkeys(x for run in group for x in environment_lines(run))]
+    out += [f"- **warning** ({key}): {w}" for key, w in dict.fromkeys(x for run in group for x in warning_lines(run))]
+    out += ["", "Command" + ("s" if len(group) > 1 else "") + ":", "", "```"]
+    out += list(dict.fromkeys(command_line(run) for run in group)) + ["```", ""]
     return "\n".join(out)
 
 
-def print_tables(runs: list[dict], summary, console) -> None:
-    """The rich side-by-side tables, their notes, and each run's environment."""
+def print_report(runs: list[dict], summary, console) -> None:
+    """THE terminal rendering of runs, for `compare` and `report` alike: the tables (stacked into blocks
+    that fit when a table is wider than the console: an 80-column terminal, several machines), their notes,
+    the legend, each machine's environment, and the findings last, where the reader's eye lands."""
     from rich.markup import escape
 
-    from . import tables
+    from . import findings, tables
+    width = console.width
     labels = machine_labels(runs)
     built = tables.build(summary)
     if not built:
         console.print("no measured cells", style="yellow")
     for t in built:
-        console.print(tables.to_rich(t))
-        for note in t.notes:
-            console.print(f"  • {note}", highlight=False, soft_wrap=True)
-    for run in runs:
-        console.print(f"[bold]Environment[/bold] of {escape(labels[run['run_id']])} (run {run['run_id']}):",
+        for block in tables.stack(t, width):
+            console.print(tables.to_rich(block))
+            for note in block.notes:
+                for line in F.wrap(note, width - 2, indent="  • "):
+                    console.print(line, highlight=False, markup=False)
+    if built:
+        console.print("[bold]Legend[/bold]", highlight=False)
+        for x in tables.legend(summary, backend_env(runs)):
+            for line in F.wrap(x, width - 2, indent="  "):
+                console.print(line, highlight=False, markup=False)
+    for label, group in by_machine(runs, labels).items():
+        ids = ", ".join(r["run_id"] for r in group)
+        console.print(f"[bold]Environment[/bold] of {escape(label)} (run{'s' if len(group) > 1 else ''} {escape(ids)}):",
                       highlight=False)
-        for line in environment_lines(run):
-            console.print(f"  {line}", highlight=False, soft_wrap=True, markup=False)
-        for key, w in warning_lines(run):
-            console.print(f"  [yellow]warning[/yellow] ({escape(key)}): {escape(w)}", highlight=False, soft_wrap=True)
-        console.print(f"  command: {command_line(run)}", highlight=False, soft_wrap=True, markup=False)
+        for x in dict.fromkeys(x for run in group for x in environment_lines(run)):
+            for line in F.wrap(x, width - 2, indent="  "):
+                console.print(line, highlight=False, markup=False)
+        for key, w in dict.fromkeys(x for run in group for x in warning_lines(run)):
+            for line in F.wrap(f"warning ({key}): {w}", width - 2, indent="  "):
+                console.print(line, highlight=False, markup=False, style="yellow")
+        for cmd in dict.fromkeys(command_line(run) for run in group):
+            for line in F.wrap(f"command: {cmd}", width - 2, indent="  "):
+                console.print(line, highlight=False, markup=False)
+    machines = list(by_machine(runs, labels))
+    for line in findings.to_lines(findings.findings(summary), width - 2, machines[0] if len(machines) == 1 else ""):
+        console.print(line, highlight=False, markup=False, style="bold" if not line.startswith("    ") else None)
 
 
-def render(runs: list[dict], fmt: str) -> str | None:
-    """Text of a csv/json/markdown report; None for 'table' (printed with rich by the caller)."""
+def to_table_text(runs: list[dict], summary, width: int = 100, color: bool = False) -> str:
+    """print_report into a string at this width (ANSI styles only when `color`)."""
+    import io
+
+    from rich.console import Console
+    buf = io.StringIO()
+    console = Console(file=buf, width=width, force_terminal=color, color_system="standard" if color else None,
+                      highlight=False, emoji=False)
+    print_report(runs, summary, console)
+    return buf.getvalue()
+
+
+def _csv(runs, summary, width: int = 0, color: bool = False) -> str:
+    return to_csv(summary)
+
+
+def _json(runs, summary, width: int = 0, color: bool = False) -> str:
+    return to_json(runs, summary)
+
+
+# One entry per output format: (runs, summary, width, color) -> text. A new format is one line here.
+RENDERERS = {"table": to_table_text, "markdown": to_markdown, "csv": _csv, "json": _json}
+FORMATS = tuple(RENDERERS)
+
+
+def terminal_width() -> int:
+    """Columns to lay tables out in: COLUMNS when set (also when piped), else the terminal's, else a wide
+    page (a file or pipe with no COLUMNS gets every column side by side)."""
+    import os
+    import shutil
+    if os.environ.get("COLUMNS", "").isdigit():
+        return int(os.environ["COLUMNS"])
+    if stdout_is_terminal():
+        return shutil.get_terminal_size().columns
+    return PIPE_WIDTH
+
+
+PIPE_WIDTH = 220   # a file or pipe without COLUMNS: wide enough for a two-backend table side by side
+
+
+def stdout_is_terminal() -> bool:
+    import sys
+    return sys.stdout.isatty()
+
+
+def render(runs: list[dict], fmt: str, width: int | None = None, color: bool = False) -> str:
+    """The text of a report in any format."""
     check_format(fmt)
-    summary = summarize(runs)
-    if fmt == "csv":
-        return to_csv(summary)
-    if fmt == "json":
-        return to_json(runs, summary)
-    if fmt == "markdown":
-        return to_markdown(runs, summary)
-    return None
+    return RENDERERS[fmt](runs, summarize(runs), terminal_width() if width is None else width, color)
 
 
-def report(paths: Iterable[Path], fmt: str = "table", out: Path | None = None) -> None:
-    """The `report` command: render the runs to stdout (or to `out`, atomically)."""
+def report(paths: Iterable[Path], fmt: str = "table", out: Path | None = None, overwrite: bool = False) -> None:
+    """The `report` command: render the runs to stdout, or to `out` (atomically; an existing file only
+    with overwrite)."""
     check_format(fmt)
+    if out is not None:
+        refuse_overwrite(out, overwrite)
     runs = load_runs(paths)
-    if fmt == "table":
-        from rich.console import Console
-        if out:
-            with atomic_text(out) as f:
-                print_tables(runs, summarize(runs), Console(file=f, width=220, force_terminal=False))
-        else:
-            from ..session import wide_console
-            print_tables(runs, summarize(runs), wide_console())
-        return
-    text = render(runs, fmt)
     if out:
-        write_text(out, text)
-    else:
-        import sys
-        sys.stdout.write(text)
+        write_text(out, render(runs, fmt, width=PIPE_WIDTH if fmt == "table" else None))
+        return
+    import sys
+    sys.stdout.write(render(runs, fmt, color=fmt == "table" and stdout_is_terminal()))
+
+
+def refuse_overwrite(path: Path, overwrite: bool, option: str = "--out") -> None:
+    if Path(path).is_file() and not overwrite:
+        raise BadInput(f"{option}: {path} exists; give another name or add --overwrite to replace it")
 
 
 # -- writing ----------------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
-"""Side-by-side tables from per-cell summaries: per workload a row per (mode, threads), per backend its
-throughput with CI, speedup, %-of-ceiling, %-of-peak and status; then each backend's ratio to the first.
+"""Side-by-side tables from per-cell summaries: per workload and dtype a row per (mode, threads | k), per
+backend its throughput with CI and speedup, then like-for-like ratios (equal effective precision only);
+then every cell's detail; then a legend of every symbol used.
 
-`build` returns plain TableData (strings); renderers (rich, markdown, csv) only lay it out."""
+`build` returns plain TableData (strings); `stack` splits a table too wide for a terminal into blocks that
+fit, and the renderers (rich, markdown) only lay it out. Numbers and labels come from format.py."""
 from __future__ import annotations
 
 import math
@@ -9,9 +11,11 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from workloads import PROBES
+from ..cells import MODES
+from ..stats import PROBE_WORKLOADS
+from . import format as F
+from .findings import BACKEND_ORDER, matching_hint
 
-from ..cells import MODES, axis_label
 
 @dataclass
 class TableData:
@@ -19,174 +23,324 @@ class TableData:
     columns: list[tuple[str, str]]  # (group, name); group "" for the row labels
     rows: list[list[str]]
     notes: list[str] = field(default_factory=list)
+    n_labels: int | None = None     # leading row-label columns (left-aligned); None: those with group ""
 
 
-def _num(v: float | None, digits: int = 3) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "—"
-    if v >= 1000:
-        return f"{v:,.0f}"
-    return f"{v:.{digits}g}"
-
-
-def _short(v: float | None) -> str:
-    """Compact number for CI bounds: 26.0k, 812, 3.1M."""
-    if v is None or math.isnan(v):
-        return "—"
-    for div, suffix in ((1e6, "M"), (1e3, "k")):
-        if abs(v) >= div:
-            return f"{v / div:.3g}{suffix}"
-    return f"{v:.3g}"
-
-
-def _pct(v):
-    return "—" if v is None or math.isnan(v) else f"{v:.0f}%"
-
-
-def verdict(r: dict) -> str:
-    s = r["status"]
-    if s == "ok":
-        return "UNSTABLE" if r["unstable"] else "ok"
-    if s == "wrong":
-        return f"WRONG {r['errors']}/{r['checked']}"
-    if s == "crash":
-        cause = r["cause"] or ""
-        return "CRASH " + cause.split(":")[0].replace("killed by ", "") if cause.startswith("killed by") else "CRASH"
-    return {"too_slow": "too slow", "timeout": "TIMEOUT", "error": "ERROR", "memory": "MEMORY"}.get(s, s)
-
-
-def group_label(r: dict, machines: int = 1) -> str:
-    label = f"{r['backend']} {r['device']} {r['dtype']}"
-    if r["dtype"] == "float32" and r["fp32_precision"] in ("high", "native"):
-        label += f" ({r['fp32_precision']})"
-    return f"{r['machine']}: {label}" if machines > 1 else label
+DTYPE_ORDER = {"float32": 0, "bfloat16": 1, "float16": 2, "float64": 3}
+PRECISION_ORDER = {"fp32": 0, "tf32": 1, "bf16": 2, "fp16": 3, "fp64": 4}
+UNSTABLE_MARK = "!"
 
 
 def _row_label(mode: str, threads: int, k: int) -> tuple[str, str]:
-    return mode, axis_label(mode, threads, k) or "—"
+    from ..cells import axis_label
+    return mode, axis_label(mode, threads, k) or F.MISSING
 
 
 def _throughput(r: dict) -> str:
-    """ops/s with its CI; a cell without a figure shows why instead; '!' marks an unstable or wrong one."""
-    if r["ops_per_s"] is None:
-        return verdict(r)
-    mark = " !" if r["unstable"] or r["status"] != "ok" else ""
-    return f"{_num(r['ops_per_s'])} [{_short(r['ci_low'])}–{_short(r['ci_high'])}]{mark}"
-
-
-BACKEND_ORDER = {"torch": 0, "mlx": 1}  # the question's two frameworks first; the first is the ratio's base
-DTYPE_ORDER = {"float32": 0, "bfloat16": 1, "float16": 2, "float64": 3}
-PRECISION_ORDER = {"highest": 0, "high": 1, "native": 2}
+    """ops/s with its CI; a cell without a figure shows why instead; '!' marks an unstable one."""
+    if r["ops_per_s"] is None or r["status"] != "ok":
+        return F.verdict(r)
+    mark = f" {UNSTABLE_MARK}" if r["unstable"] else ""
+    return f"{F.num(r['ops_per_s'])} [{F.ci(r['ci_low'], r['ci_high'])}]{mark}"
 
 
 def build(summary: pl.DataFrame) -> list[TableData]:
     """Per workload (and dtype, when several were run) two tables: side-by-side throughput (ops/s with CI,
-    speedup, each backend's ratio to the first of its dtype), then every cell's detail (CI level,
-    %-of-ceiling, %-of-peak, TFLOP/s, latency, errors, verdict)."""
-    cells = summary.filter(~pl.col("workload").is_in(list(PROBES)))  # probe cells are no workload
-    machines = summary["machine"].n_unique() if summary.height else 0
+    speedup, like-for-like ratios), then every cell's detail (CI level, %-of-ceiling, %-of-peak, TFLOP/s,
+    latency, errors, verdict). Columns that are empty in every row of the detail are left out."""
+    recs = F.fill_precision(summary.filter(~pl.col("workload").is_in(PROBE_WORKLOADS)).to_dicts()) if summary.height else []
+    machines = len({r["machine"] for r in summary.iter_rows(named=True)}) if summary.height else 0
     machine_order = {m: i for i, m in enumerate(dict.fromkeys(summary["machine"].to_list()))} if summary.height else {}
-    order = {m: i for i, m in enumerate(MODES)}
     tables = []
-    for (workload, size), part in cells.group_by(["workload", "size"], maintain_order=True):
-        dtypes = sorted(set(part["dtype"].to_list()), key=lambda d: DTYPE_ORDER.get(d, 9))
+    parts: dict[tuple, list[dict]] = {}
+    for r in recs:
+        parts.setdefault((r["workload"], r["size"]), []).append(r)
+    for (workload, size), part in parts.items():
+        dtypes = sorted({r["dtype"] for r in part}, key=lambda d: DTYPE_ORDER.get(d, 9))
         for dtype in dtypes:
-            recs = part.filter(pl.col("dtype") == dtype).to_dicts()
             title = workload + ("" if size == "default" else f" ({size})") + (f" {dtype}" if len(dtypes) > 1 else "")
-            tables += _workload_tables(title, recs, machines, machine_order, order)
-            tables[-2].notes += precision_notes(part.filter(pl.col("dtype") == dtype))
+            tables += _workload_tables(title, [r for r in part if r["dtype"] == dtype], machines, machine_order)
     return tables
 
 
-def _workload_tables(title, recs, machines, machine_order, order) -> list[TableData]:
+def _workload_tables(title, recs, machines, machine_order) -> list[TableData]:
+    order = {m: i for i, m in enumerate(MODES)}
     for r in recs:
-        r["group"] = group_label(r, machines)
+        r["group"] = F.group_label(r, machines)
+        r["_precision"] = r["precision"]
     ranked = sorted(recs, key=lambda r: (machine_order.get(r["machine"], 0), BACKEND_ORDER.get(r["backend"], 5),
-                                         r["backend"], PRECISION_ORDER.get(r["fp32_precision"], 9)))
+                                         r["backend"], PRECISION_ORDER.get(r["_precision"], 9)))
     groups = list(dict.fromkeys(r["group"] for r in ranked))
+    precision_of = {r["group"]: r["_precision"] for r in ranked}
+    backend_of = {r["group"]: r["backend"] for r in ranked}
     row_keys = sorted({(r["mode"], r["threads"], r["k"]) for r in recs},
                       key=lambda t: (order.get(t[0], 99), t[1], t[2]))
     by = {(r["group"], r["mode"], r["threads"], r["k"]): r for r in recs}
-    first, others = groups[0], groups[1:]
     short = machines <= 1 and len({g.split(" ")[0] for g in groups}) == len(groups)
     name = (lambda g: g.split(" ")[0]) if short else (lambda g: g)
-    columns = [("", "mode"), ("", "threads")] + [(g, m) for g in groups for m in ("ops/s [95% CI]", "×1T")]
-    columns += [("ratio", f"{name(g)} ÷ {name(first)}") for g in others]
+    # like-for-like: each group is divided by the first group of its effective precision, never across precisions
+    base_of = {}
+    for g in groups:
+        base_of.setdefault(precision_of[g], g)
+    pairs = [(g, base_of[precision_of[g]]) for g in groups if base_of[precision_of[g]] != g]
+    level = F.ci_level(r["ci_level"] for r in recs if r["ops_per_s"] is not None)
+    columns = [("", "mode"), ("", "threads")] + [(g, m) for g in groups for m in (f"ops/s [{level}]", "×1T")]
+    columns += [("ratio", f"{name(g)}\n÷ {name(b)}" if machines > 1 else f"{name(g)} ÷ {name(b)}") for g, b in pairs]
     rows = []
     for mode, threads, k in row_keys:
         line = list(_row_label(mode, threads, k))
         for g in groups:
             r = by.get((g, mode, threads, k))
-            line += ["not run", ""] if r is None else [
-                _throughput(r), "—" if r["speedup"] is None else f"{r['speedup']:.2f}×"]
-        for g in others:
-            a, b = by.get((g, mode, threads, k)), by.get((first, mode, threads, k))
-            line.append(f"{a['ops_per_s'] / b['ops_per_s']:.2f}" if a and b and a["ops_per_s"] and b["ops_per_s"] else "—")
+            line += ["not run", ""] if r is None else [_throughput(r), F.times(r["speedup"])]
+        for g, b in pairs:
+            a, c = by.get((g, mode, threads, k)), by.get((b, mode, threads, k))
+            ok = a and c and a["status"] == "ok" == c["status"] and a["ops_per_s"] and c["ops_per_s"]
+            line.append(f"{a['ops_per_s'] / c['ops_per_s']:.2f}" if ok else F.MISSING)
         rows.append(line)
-    notes = [f"{r['group']}, {' '.join(_row_label(r['mode'], r['threads'], r['k']))}: "
-             + (r["cause"] or f"trials spread {100 * (r['iqr_rel'] or 0):.0f}% (IQR/median) > 10% — UNSTABLE")
-             for r in ranked if r["status"] != "ok" or r["unstable"]]
+    notes = _notes(ranked)
+    backends = {r["backend"] for r in ranked}
+    if len(backends) > 1 and not any(backend_of[g] != backend_of[b] for g, b in pairs):
+        settings = list(dict.fromkeys((r["backend"], r["device"], r["_precision"], r["fp32_precision"]) for r in ranked))
+        hint = matching_hint(settings)
+        ran = ", ".join(f"{g} = {F.precision_label(precision_of[g])}" for g in groups)
+        notes.append(f"no like-for-like ratio: no two backends ran at the same effective precision ({ran})"
+                     + (f"; {hint}" if hint else ""))
     return [TableData(title=f"{title} — throughput (requests/s)", columns=columns, rows=rows, notes=notes),
-            _detail(f"{title} — per-cell detail", recs, groups, row_keys, by)]
+            _detail(f"{title} — per-cell detail", groups, row_keys, by)]
 
 
-DETAIL = ("ops/s", "95% CI", "CI level", "×1T", "%ceil", "%peak", "TFLOP/s", "p50 ms", "p99 ms", "batch",
+def _notes(ranked: list[dict]) -> list[str]:
+    """Each cause once per backend: failures grouped by cause, unstable cells in one line."""
+    notes: list[str] = []
+    failed: dict[tuple[str, str], list[str]] = {}
+    unstable: dict[str, list[str]] = {}
+    for r in ranked:
+        where = " ".join(x for x in _row_label(r["mode"], r["threads"], r["k"]) if x != F.MISSING)
+        if r["status"] != "ok" and r["cause"]:
+            failed.setdefault((r["group"], F.cause_line(r["cause"], 300)), []).append(where)
+        elif r["status"] == "ok" and r["unstable"]:
+            unstable.setdefault(r["group"], []).append(f"{where} ({100 * (r['iqr_rel'] or 0):.0f}%)")
+    for (group, cause), where in failed.items():
+        notes.append(f"{group}, {', '.join(where)}: {cause}")
+    for group, where in unstable.items():
+        notes.append(f"{group}: UNSTABLE (trials spread > 10%, IQR/median) in {', '.join(where)}")
+    return notes
+
+
+DETAIL = ("ops/s", "CI", "CI level", "×1T", "%ceil", "%peak", "TFLOP/s", "p50 ms", "p99 ms", "batch",
           "errors", "rel. error", "RSS MB", "dev MB", "verdict")
 
 
-def _detail(title, recs, groups, row_keys, by) -> TableData:
+def _detail(title, groups, row_keys, by) -> TableData:
     rows = []
     for g in groups:
         for mode, threads, k in row_keys:
             r = by.get((g, mode, threads, k))
             if r is None:
                 continue
-            ci = "—" if r["ops_per_s"] is None else f"{_short(r['ci_low'])}–{_short(r['ci_high'])}"
-            rows.append([g, *_row_label(mode, threads, k), _num(r["ops_per_s"]), ci,
-                         _pct(None if r["ci_level"] is None else 100 * r["ci_level"]),
-                         "—" if r["speedup"] is None else f"{r['speedup']:.2f}×",
-                         _pct(r["pct_ceiling"]), _pct(r["pct_peak"]),
-                         "—" if r["tflops"] is None else f"{r['tflops']:.3g}",
-                         _num(r["lat_p50_ms"]), _num(r["lat_p99_ms"]),
-                         "—" if r.get("mean_batch") is None else f"{r['mean_batch']:.1f}",
-                         f"{r['errors']}/{r['checked']}" if r["checked"] else "—",
-                         "—" if r["rel_err"] is None else f"{r['rel_err']:.1e}",
-                         _num(r["peak_rss_mb"], 4), _num(r["peak_device_mb"], 4), verdict(r)])
+            measured = r["ops_per_s"] is not None and r["status"] == "ok"
+            rows.append([g, *_row_label(mode, threads, k), F.num(r["ops_per_s"]) if measured else F.MISSING,
+                         F.ci(r["ci_low"], r["ci_high"]) if measured else F.MISSING,
+                         F.pct(None if r["ci_level"] is None or not measured else 100 * r["ci_level"]),
+                         F.times(r["speedup"]), F.pct(r["pct_ceiling"]), F.pct(r["pct_peak"]),
+                         F.MISSING if r["tflops"] is None else f"{r['tflops']:.3g}",
+                         F.num(r["lat_p50_ms"]), F.num(r["lat_p99_ms"]),
+                         F.MISSING if r.get("mean_batch") is None else f"{r['mean_batch']:.1f}",
+                         f"{r['errors']}/{r['checked']}" if r["checked"] else F.MISSING,
+                         F.MISSING if r["rel_err"] is None else f"{r['rel_err']:.1e}",
+                         F.num(r["peak_rss_mb"], 4), F.num(r["peak_device_mb"], 4), F.verdict(r)])
     columns = [("", "backend"), ("", "mode"), ("", "threads")] + [("", m) for m in DETAIL]
-    return TableData(title=title, columns=columns, rows=rows)
+    keep = [i for i, c in enumerate(columns) if i < 3 or any(row[i] != F.MISSING for row in rows)]
+    return TableData(title=title, columns=[columns[i] for i in keep], rows=[[row[i] for i in keep] for row in rows],
+                     n_labels=3)
 
 
-def precision_notes(part: pl.DataFrame) -> list[str]:
-    """Flag comparisons that are not like-for-like: measured errors vs float64 more than 10x apart."""
-    notes = []
-    for (dtype,), g in part.filter(pl.col("rel_err").is_not_null()).group_by(["dtype"]):
-        errs = g.group_by(["backend", "device", "fp32_precision"]).agg(pl.col("rel_err").max()).to_dicts()
-        if len(errs) < 2:
+# -- compact summary -------------------------------------------------------------------------------
+def build_compact(summary: pl.DataFrame) -> list[TableData]:
+    """Per workload × dtype one small like-for-like table a reader takes in at a glance: a row per backend
+    and effective precision with its sequential figure, its best strategy (every mode but the ceiling) and
+    that strategy's gain, and its ceiling; rows of equal precision sit together. Fits 80 columns."""
+    from .findings import best_strategy, ceiling
+    recs = F.fill_precision(summary.filter(~pl.col("workload").is_in(PROBE_WORKLOADS)).to_dicts()) if summary.height else []
+    machines = len({r["machine"] for r in recs})
+    scopes: dict[tuple, list[dict]] = {}
+    for r in recs:
+        scopes.setdefault((r["workload"], r["size"], r["dtype"]), []).append(r)
+    out = []
+    for (workload, size, dtype), part in sorted(scopes.items(), key=lambda kv: DTYPE_ORDER.get(kv[0][2], 9)):
+        groups: dict[tuple, list[dict]] = {}
+        for r in part:
+            groups.setdefault((r["machine"], r["backend"], r["device"], r["precision"]), []).append(r)
+        order = sorted(groups, key=lambda g: (PRECISION_ORDER.get(g[3], 9), BACKEND_ORDER.get(g[1], 5), g[1], g[0]))
+        rows = []
+        for g in order:
+            cells = groups[g]
+            seq = next((r for r in cells if r["mode"] == "sequential" and r["status"] == "ok"), None)
+            best, top = best_strategy(cells), ceiling(cells)
+            failed = sum(r["status"] in ("crash", "timeout", "error", "memory", "wrong") for r in cells)
+            name = (f"{g[0]}: " if machines > 1 else "") + f"{g[1]} {g[2]}"
+            rows.append([name, F.precision_label(g[3]),
+                         F.short(seq["ops_per_s"]) if seq else F.MISSING,
+                         f"{F.short(best['ops_per_s'])} {F.mode_label(best['mode'], best['threads'], best['k'])}"
+                         if best else F.MISSING,
+                         F.times(best["ops_per_s"] / seq["ops_per_s"], 1) if best and seq else F.MISSING,
+                         F.short(top["ops_per_s"]) if top else F.MISSING, str(failed) if failed else ""])
+        title = f"{workload}{'' if size == 'default' else f' ({size})'} · {dtype} — requests/s, like-for-like rows together"
+        columns = [("", "backend"), ("", "precision"), ("", "sequential"), ("", "best strategy"), ("", "× seq"),
+                   ("", "ceiling"), ("", "failed")]
+        keep = [i for i in range(len(columns)) if i < 2 or any(row[i] not in ("", F.MISSING) for row in rows)]
+        out.append(TableData(title=title, n_labels=2, columns=[columns[i] for i in keep],
+                             rows=[[row[i] for i in keep] for row in rows],
+                             notes=["best strategy: the fastest median among the modes a client uses (the ceiling "
+                                    "excluded); whether it is clearly faster than sequential is in the findings"]))
+    return out
+
+
+# -- legend ---------------------------------------------------------------------------------------
+def legend(summary: pl.DataFrame, backend_env: dict | None = None) -> list[str]:
+    """Every symbol and column the tables use, each explained once (only those that appear); statuses
+    only when they occur; per backend what `threads` means for it (the backend's own statement, when the
+    run recorded one)."""
+    built = build(summary)
+    shown = " ".join(f"{g} {n}" for t in built for g, n in t.columns) + " " + " ".join(
+        c for t in built for row in t.rows for c in row)
+    return [line for line in _legend(summary, backend_env) if _symbol(line) is None or _symbol(line) in shown]
+
+
+def _symbol(line: str) -> str | None:
+    """The symbol a legend line explains, as it appears in a table; None for lines always kept."""
+    key = line.split(": ", 1)[0]
+    probes = {"×N / k=N": "×", "A ÷ B": "÷", f"{UNSTABLE_MARK} after a figure": f" {UNSTABLE_MARK}",
+              "p50 ms / p99 ms": "p50 ms", "RSS MB / dev MB": "RSS MB", "—": F.MISSING}
+    if key.startswith("ops/s") or key.startswith("threads on ") or key in MODES or key in F.STATUS_MEANINGS:
+        return None
+    return probes.get(key, key)
+
+
+def _legend(summary: pl.DataFrame, backend_env: dict | None = None) -> list[str]:
+    recs = summary.filter(~pl.col("workload").is_in(PROBE_WORKLOADS)).to_dicts() if summary.height else []
+    level = F.ci_level(r["ci_level"] for r in recs if r["ops_per_s"] is not None)
+    lines = [
+        f"ops/s [{level}]: median requests per second over the trials, with the distribution-free interval of "
+        "the median at the level the trial count allows",
+        f"{UNSTABLE_MARK} after a figure: UNSTABLE, trials spread more than 10% (IQR/median)",
+        "×1T: throughput over the same backend's one-thread sequential figure",
+        "×N / k=N: N Python threads (threads, streams, batched clients), or k requests per forward (offline)",
+        "A ÷ B: ratio of medians at equal effective precision only (like-for-like); — when either has no figure",
+        "(TF32): float32 whose matmuls run at TF32 (MLX on CUDA, or torch --fp32-precision high)",
+        "—: no value for this cell (not measured, no ceiling run, or no figure)",
+    ]
+    cols = {"%ceil": "share of the best offline (ceiling) cell of the same backend",
+            "%peak": "achieved FLOP/s over a matmul probe in the same run (above 100%: the probe is slower than "
+                     "this workload's shapes)",
+            "p50 ms / p99 ms": "per-request latency percentiles", "batch": "mean requests per batched forward",
+            "errors": "outputs outside tolerance / outputs checked", "rel. error": "largest error against float64",
+            "RSS MB / dev MB": "peak host / device memory"}
+    lines += [f"{k}: {v}" for k, v in cols.items()]
+    for mode, spec in MODES.items():
+        if any(r["mode"] == mode for r in recs):
+            lines.append(f"{mode}: {spec.summary}" + (" (the ceiling, not a client strategy)" if spec.ceiling else ""))
+    seen = list(dict.fromkeys(F.verdict_kind(r) for r in recs))
+    lines += [f"{s}: {F.STATUS_MEANINGS[s]}" for s in seen if s in F.STATUS_MEANINGS]
+    for key, env in (backend_env or {}).items():
+        if env.get("thread_streams"):
+            lines.append(f"threads on {key}: {env['thread_streams']}")
+    return lines
+
+
+# -- layout ---------------------------------------------------------------------------------------
+def _width(t: TableData) -> int:
+    """Characters a rich table of t takes: every column's widest cell + 3 (padding, rule), plus the edge."""
+    widths = []
+    for i, (group, name) in enumerate(t.columns):
+        head = name.split("\n") + ([group] if group else [])
+        widths.append(max([len(h) for h in head] + [len(row[i]) for row in t.rows]))
+    return sum(w + 3 for w in widths) + 1
+
+
+def stack(t: TableData, width: int) -> list[TableData]:
+    """t as it is when it fits `width`; otherwise blocks that do: a block per column group (per backend,
+    then the ratios) each repeating the row labels, and a column group split further when it is still
+    too wide. Nothing is cut: a cell is never wider than the block that holds it."""
+    if _width(t) <= width:
+        return [t]
+    labels = [i for i, (g, _) in enumerate(t.columns) if g == ""]
+    if len(labels) == len(t.columns):   # the detail table: a block per backend (its first column)
+        return _stack_rows(t, width)
+    groups = list(dict.fromkeys(g for g, _ in t.columns if g))
+    packed: list[list[str]] = []          # column groups side by side while they fit, in order
+    for g in groups:
+        if packed and _width(_groups(t, labels, packed[-1] + [g])) <= width:
+            packed[-1].append(g)
+        else:
+            packed.append([g])
+    blocks = []
+    for gs in packed:
+        if len(gs) > 1:
+            blocks.append(_groups(t, labels, gs))
             continue
-        lo, hi = min(errs, key=lambda e: e["rel_err"]), max(errs, key=lambda e: e["rel_err"])
-        if hi["rel_err"] > 10 * max(lo["rel_err"], 1e-12) and hi["rel_err"] > 1e-5:
-            def name(e: dict) -> str:  # for float32 the matmul setting is what differs
-                return f"{e['backend']} {e['device']}" + (f" ({e['fp32_precision']})" if dtype == "float32" else "")
-            notes.append(f"not like-for-like ({dtype}): {name(hi)} error vs float64 {hi['rel_err']:.1e}, "
-                         f"{name(lo)} {lo['rel_err']:.1e}"
-                         + (" — torch's --fp32-precision high matches TF32" if dtype == "float32" else ""))
-    return notes
+        idx = labels + [i for i, (gg, _) in enumerate(t.columns) if gg == gs[0]]
+        sub = TableData(title=f"{t.title} — {gs[0]}", columns=[("", t.columns[i][1]) for i in idx],
+                        rows=[[row[i] for i in idx] for row in t.rows], n_labels=len(labels))
+        blocks += _split_columns(sub, width, len(labels))
+    blocks[-1].notes = t.notes
+    return blocks
+
+
+def _groups(t: TableData, labels: list[int], gs: list[str]) -> TableData:
+    idx = labels + [i for i, (g, _) in enumerate(t.columns) if g in gs]
+    return TableData(title=t.title, columns=[t.columns[i] for i in idx], rows=[[row[i] for i in idx] for row in t.rows],
+                     n_labels=len(labels))
+
+
+def _stack_rows(t: TableData, width: int) -> list[TableData]:
+    blocks = []
+    for g in dict.fromkeys(row[0] for row in t.rows):
+        sub = TableData(title=f"{t.title} — {g}", columns=t.columns[1:], n_labels=2,
+                        rows=[row[1:] for row in t.rows if row[0] == g])
+        blocks += _split_columns(sub, width, 2)
+    if blocks:
+        blocks[-1].notes = t.notes
+    return blocks or [t]
+
+
+def _split_columns(t: TableData, width: int, n_labels: int) -> list[TableData]:
+    """Chunks of t's value columns that fit `width`, each with the first n_labels columns repeated."""
+    if _width(t) <= width:
+        return [t]
+    out, start = [], n_labels
+    while start < len(t.columns):
+        end = start + 1
+        while end < len(t.columns) and _width(_cols(t, n_labels, start, end + 1)) <= width:
+            end += 1
+        out.append(_cols(t, n_labels, start, end))
+        start = end
+    return out
+
+
+def _cols(t: TableData, n_labels: int, start: int, end: int) -> TableData:
+    idx = list(range(n_labels)) + list(range(start, end))
+    return TableData(title=t.title, columns=[t.columns[i] for i in idx], rows=[[row[i] for i in idx] for row in t.rows],
+                     n_labels=n_labels)
 
 
 # -- renderers ------------------------------------------------------------------------------------
 def to_rich(t: TableData):
     from rich.table import Table
     table = Table(title=t.title, title_justify="left", header_style="bold")
-    for group, name in t.columns:
-        header = name if not group else f"{group}\n{name}"
-        table.add_column(header, justify="left" if group == "" else "right", no_wrap=group == "")
+    previous = None
+    for i, (group, name) in enumerate(t.columns):   # a group's name once, over its first column
+        header = name if not group else (f"{group}\n{name}" if group != previous else f"\n{name}")
+        previous = group
+        label = i < t.n_labels if t.n_labels is not None else group == ""
+        table.add_column(header, justify="left" if label else "right", no_wrap=True)
     for row in t.rows:
         table.add_row(*row)
     return table
 
 
 def to_markdown(t: TableData, heading: str = "###") -> str:
-    header = [name if not group else f"{group} {name}" for group, name in t.columns]
+    header = [(name if not group else f"{group} {name}").replace("\n", " ") for group, name in t.columns]
     lines = [f"{heading} {t.title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in t.rows]
     lines += [""] + [f"- {n}" for n in t.notes]

@@ -1,0 +1,259 @@
+"""Findings: a short plain-language verdict per machine × workload × dtype, generated from a run's per-cell
+summary and stating only what the intervals support.
+
+Each sentence carries its numbers: every framework's best strategy among the modes present and its gain
+over sequential; where more threads hurt; which framework is faster like-for-like (equal effective
+precision only); crashes with their cause; what limits the cell when the run recorded it. A difference is
+claimed only when the two intervals are disjoint and the medians at least MIN_GAIN apart; otherwise the
+sentence says there is no clear difference.
+
+Pure functions of summary records (dicts with the stats.summarize columns; a polars frame is accepted and
+turned into dicts): no I/O, no framework, no measuring. Columns that a run may lack (`precision`, `bound`)
+are used when present."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..cells import FAILED, MODES, OK, TOO_SLOW
+from ..stats import PROBE_WORKLOADS
+from . import format as F
+
+MIN_GAIN = 0.10   # smaller differences are not claimed even with disjoint intervals: run-to-run drift on a
+                  # shared machine reaches a few percent, and a reader acts on differences, not on noise
+BACKEND_ORDER = {"torch": 0, "mlx": 1}   # the question's two frameworks first, then the rest by name
+UNITS = "figures are requests/s, median [interval of the median]"
+SWITCH_FOR = {"tf32": "high", "fp32": "highest"}   # --fp32-precision value that gives this precision
+
+
+@dataclass
+class Finding:
+    machine: str
+    workload: str
+    dtype: str
+    sentences: list[str] = field(default_factory=list)
+
+    @property
+    def title(self) -> str:
+        return f"{self.machine} · {self.workload} · {self.dtype}" if self.machine else f"{self.workload} · {self.dtype}"
+
+
+def clearly_faster(a: dict, b: dict) -> bool:
+    """a's throughput beats b's: intervals disjoint (a's low above b's high) and medians MIN_GAIN apart."""
+    lo, hi = a.get("ci_low"), b.get("ci_high")
+    if None in (lo, hi, a.get("ops_per_s"), b.get("ops_per_s")) or not b["ops_per_s"]:
+        return False
+    return lo > hi and a["ops_per_s"] >= (1 + MIN_GAIN) * b["ops_per_s"]
+
+
+def _records(summary) -> list[dict]:
+    return summary.to_dicts() if hasattr(summary, "to_dicts") else list(summary)
+
+
+def _measured(r: dict) -> bool:
+    return r["status"] == OK and r.get("ops_per_s") is not None
+
+
+def _name(g: tuple) -> str:
+    backend, device, p = g
+    return f"{backend} {device}"
+
+
+def _cell(r: dict) -> str:
+    return F.mode_label(r["mode"], r["threads"], r["k"])
+
+
+def _sequential(recs: list[dict]) -> dict | None:
+    seq = [r for r in recs if r["mode"] == "sequential" and _measured(r)]
+    if seq:
+        return seq[0]
+    one = [r for r in recs if r["mode"] == "threads" and r["threads"] == 1 and _measured(r)]
+    return one[0] if one else None
+
+
+def best_strategy(recs: list[dict]) -> dict | None:
+    """The fastest measured cell a client can use directly (every mode but the ceiling ones)."""
+    usable = [r for r in recs if _measured(r) and not F.is_ceiling(r["mode"])]
+    return max(usable, key=lambda r: r["ops_per_s"]) if usable else None
+
+
+def matching_hint(groups: list[tuple[str, str, str, str]]) -> str | None:
+    """Which --fp32-precision setting would add a like-for-like pair, from (backend, device, precision,
+    fp32_precision setting) of the groups measured; None when a pair exists or no switch would make one."""
+    by_p: dict[str, set[str]] = {}
+    for backend, _, p, _ in groups:
+        by_p.setdefault(p, set()).add(backend)
+    if any(len(b) > 1 for b in by_p.values()):
+        return None
+    for backend, device, p, setting in groups:
+        for other, odev, op, osetting in groups:
+            if other != backend and op != p and osetting in SWITCH_FOR.values() and p in SWITCH_FOR:
+                return (f"`--fp32-precision {SWITCH_FOR[p]}` runs {other} {odev} at {F.precision_label(p)}, "
+                        f"matching {backend} {device}")
+    return None
+
+
+def _group_sentences(name: str, recs: list[dict]) -> list[str]:
+    """One sentence for the best strategy and where more threads hurt; one per failure cause."""
+    out, clauses = [], []
+    seq, best = _sequential(recs), best_strategy(recs)
+    if best is not None and seq is not None:
+        if best is not seq and clearly_faster(best, seq):
+            clauses.append(f"best strategy {_cell(best)}, {F.figure(best)}, "
+                           f"{F.times(best['ops_per_s'] / seq['ops_per_s'], 1)} sequential ({F.figure(seq)})")
+        elif best is seq or best["ops_per_s"] <= seq["ops_per_s"]:
+            clauses.append(f"no strategy beats sequential ({F.figure(seq)})")
+        else:
+            clauses.append(f"no strategy is clearly faster than sequential ({F.figure(seq)}); the best, "
+                           f"{_cell(best)} at {F.figure(best)}, is within the intervals or less than "
+                           f"{100 * MIN_GAIN:.0f}% above it")
+    elif best is not None:
+        clauses.append(f"best strategy {_cell(best)}, {F.figure(best)} (no sequential cell to compare)")
+    hurt = []
+    for mode, spec in MODES.items():
+        if spec.axis != "threads" or spec.ceiling:
+            continue
+        cells = sorted((r for r in recs if r["mode"] == mode and _measured(r)), key=lambda r: r["threads"])
+        if len(cells) < 2:
+            continue
+        peak = max(cells, key=lambda r: r["ops_per_s"])
+        worse = [r for r in cells if r["threads"] > peak["threads"] and clearly_faster(peak, r)]
+        if worse:
+            w = worse[-1]
+            hurt.append(f"{mode} ×{w['threads']} {F.figure(w)} is "
+                        f"{100 * (1 - w['ops_per_s'] / peak['ops_per_s']):.0f}% below ×{peak['threads']} "
+                        f"({F.figure(peak)})")
+    if hurt:
+        clauses.append("more threads hurt: " + "; ".join(hurt))
+    if clauses:
+        out.append(f"{name}: " + "; ".join(clauses) + ".")
+    failed: dict[tuple[str, str], list[str]] = {}
+    for r in recs:
+        if r["status"] in FAILED:
+            failed.setdefault((F.verdict_kind(r), F.cause_line(r.get("cause"), 110)), []).append(_cell(r))
+    for (what, cause), where in failed.items():
+        out.append(f"{name}: {what} in {', '.join(where)}" + (f" ({cause})." if cause else "."))
+    other: dict[tuple[str, str], list[str]] = {}   # unsupported, unavailable: said once per cause
+    for r in recs:
+        if r["status"] not in FAILED and r["status"] not in (OK, TOO_SLOW, "skipped"):
+            other.setdefault((F.status_label(r["status"]), F.cause_line(r.get("cause"), 90)), []).append(_cell(r))
+    for (what, cause), where in other.items():
+        if best is None:   # said only when it explains why this backend has no figure at all
+            out.append(f"{name}: {len(where)} cell(s) {what}" + (f": {cause}." if cause else "."))
+    slow = [_cell(r) for r in recs if r["status"] == TOO_SLOW]
+    if slow:
+        out.append(f"{name}: too slow for the timed window in {', '.join(slow)} (no figure; raise --duration).")
+    bound = best.get("bound") if best else None
+    if bound:
+        out.append(f"{name}: at its best ({_cell(best)}) it is {bound}-bound"
+                   + (" (the host feeding the device, not the device, limits it)." if bound == "host" else "."))
+    return out
+
+
+def ceiling(recs: list[dict]) -> dict | None:
+    """The best ceiling cell (a mode marked ceiling in compare.cells.MODES, e.g. offline)."""
+    cells = [r for r in recs if _measured(r) and F.is_ceiling(r["mode"])]
+    return max(cells, key=lambda r: r["ops_per_s"]) if cells else None
+
+
+def _ceiling_sentence(named: list[tuple[str, list[dict]]]) -> list[str]:
+    """One sentence for every backend's ceiling, its meaning said once."""
+    parts = []
+    for name, recs in named:
+        c, seq = ceiling(recs), _sequential(recs)
+        if c is not None:
+            gain = f" ({F.times(c['ops_per_s'] / seq['ops_per_s'], 0)} sequential)" if seq else ""
+            parts.append(f"{name} {F.short(c['ops_per_s'])} at {F.axis_label(c['mode'], c['threads'], c['k'])}{gain}")
+    if not parts:
+        return []
+    modes = ", ".join(m for m, spec in MODES.items() if spec.ceiling)
+    return [f"Ceiling ({modes}: requests batched by the caller, not a client strategy): {'; '.join(parts)}."]
+
+
+def _like_for_like(groups: dict[tuple, list[dict]]) -> list[str]:
+    """Per effective precision measured by two or more frameworks, one sentence: the fastest best strategy
+    against each other's best, a lead claimed only where clearly_faster holds."""
+    out = []
+    by_p: dict[str, list[tuple]] = {}
+    for g in groups:
+        by_p.setdefault(g[2], []).append(g)
+    for p, gs in by_p.items():
+        bests = [(g, best_strategy(groups[g])) for g in gs]
+        bests = [(g, b) for g, b in bests if b is not None]
+        if len({g[0] for g, _ in bests}) < 2:
+            continue
+        bests.sort(key=lambda x: -x[1]["ops_per_s"])
+        (top, tb) = bests[0]
+        ahead = [(g, b) for g, b in bests[1:] if clearly_faster(tb, b)]
+        even = [(g, b) for g, b in bests[1:] if not clearly_faster(tb, b)]
+        parts = []
+        if ahead:
+            parts.append(f"{_name(top)} is faster than " + ", ".join(
+                f"{_name(g)} ({F.times(tb['ops_per_s'] / b['ops_per_s'], 1)}: {_cell(b)} {F.figure(b)})"
+                for g, b in ahead))
+        if even:
+            parts.append(("no clear difference between " if not ahead else "not clearly faster than ")
+                         + (f"{_name(top)} and " if not ahead else "")
+                         + ", ".join(f"{_name(g)} ({_cell(b)} {F.figure(b)})" for g, b in even))
+        out.append(f"Like-for-like at {F.precision_label(p)}, best against best ({_name(top)}: {_cell(tb)} "
+                   f"{F.figure(tb)}): " + "; ".join(parts) + ".")
+    return out
+
+
+def findings(summary) -> list[Finding]:
+    """One Finding per machine × workload (× size) × dtype, in the order the summary lists them."""
+    recs = F.fill_precision([r for r in _records(summary) if r["workload"] not in PROBE_WORKLOADS])
+    scopes: dict[tuple, list[dict]] = {}
+    for r in recs:
+        scopes.setdefault((r.get("machine") or "", r["workload"], r.get("size") or "default", r["dtype"]), []).append(r)
+    machines = len({k[0] for k in scopes})
+    out = []
+    for (machine, workload, size, dtype), part in scopes.items():
+        groups: dict[tuple, list[dict]] = {}
+        for r in part:
+            groups.setdefault((r["backend"], r["device"], r["precision"]), []).append(r)
+        order = sorted(groups, key=lambda g: (BACKEND_ORDER.get(g[0], 5), g[0], g[1], g[2]))
+        f = Finding(machine if machines > 1 else "", workload + ("" if size == "default" else f" ({size})"), dtype)
+        several_p = {g[0]: 0 for g in order}
+        for g in order:
+            several_p[g[0]] += 1
+        named = []
+        for g in order:
+            name = _name(g) + (f" at {F.precision_label(g[2])}" if several_p[g[0]] > 1 or g[2] != F.DTYPE_PRECISION.get(dtype) else "")
+            f.sentences += _group_sentences(name, groups[g])
+            named.append((name, groups[g]))
+        f.sentences += _ceiling_sentence(named)
+        lfl = _like_for_like({g: groups[g] for g in order})
+        if not lfl and len({g[0] for g in order}) > 1:
+            settings = [(g[0], g[1], g[2], groups[g][0].get("fp32_precision")) for g in order]
+            hint = matching_hint(settings)
+            ran = ", ".join(f"{_name(g)} {F.precision_label(g[2])}" for g in order)
+            lfl = [f"No like-for-like pair (equal effective precision) was measured: {ran}"
+                   + (f"; {hint}." if hint else ".")]
+        f.sentences += lfl
+        if not f.sentences:
+            f.sentences.append("Nothing was measured.")
+        out.append(f)
+    return out
+
+
+def to_lines(found: list[Finding], width: int = 100, where: str = "") -> list[str]:
+    """Plain text, wrapped between words at `width`; `where` names the machine when there is one."""
+    head = (f"Findings{' on ' + where if where else ''} ({UNITS}; a difference is claimed only when the "
+            f"intervals are disjoint and at least {100 * MIN_GAIN:.0f}% apart):")
+    lines = F.wrap(head, width) if found else []
+    for f in found:
+        lines.append(f"  {f.title}")
+        for s in f.sentences:
+            lines += F.wrap(s, width, indent="    • ")
+    return lines
+
+
+def to_markdown(found: list[Finding], heading: str = "##", where: str = "") -> str:
+    if not found:
+        return ""
+    out = [f"{heading} Findings" + (f" on {where}" if where else ""), "",
+           f"{UNITS[0].upper() + UNITS[1:]}. A difference is claimed only when the intervals are disjoint and at "
+           f"least {100 * MIN_GAIN:.0f}% apart.", ""]
+    for f in found:
+        out += [f"**{f.title}**", ""] + [f"- {s}" for s in f.sentences] + [""]
+    return "\n".join(out)

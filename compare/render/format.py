@@ -1,0 +1,215 @@
+"""The one place that turns numbers, statuses, precisions and cell names into text for a reader.
+
+Tables, findings, diff, plots and publish all spell a figure, a status or a backend's column group through
+these functions, so a number or a label reads the same everywhere. Pure functions of plain values; no I/O,
+no framework, no polars. It does not decide anything about the data (that is stats.py and findings.py)."""
+from __future__ import annotations
+
+import math
+import textwrap
+
+from ..cells import MODES, axis_label
+
+__all__ = ["axis_label"]   # re-exported: findings and tables spell "×4" / "k=8" through this module
+
+MISSING = "—"   # a value that does not exist for this cell (no figure, no ceiling measured, …)
+
+# One spelling per status in human output (results files keep the machine names, e.g. "too_slow").
+STATUS_LABELS = {
+    "ok": "ok", "wrong": "WRONG", "crash": "CRASH", "timeout": "TIMEOUT", "error": "ERROR", "memory": "MEMORY",
+    "too_slow": "too slow", "unsupported": "unsupported", "unavailable": "unavailable", "skipped": "skipped",
+    "interrupted": "interrupted",
+}
+STATUS_MEANINGS = {
+    "WRONG": "outputs outside the tolerance against the float64 reference (errors/checked)",
+    "CRASH": "the cell's process died (the signal, e.g. SIGSEGV, follows)",
+    "TIMEOUT": "the cell ran past --cell-timeout",
+    "ERROR": "the framework raised an exception",
+    "MEMORY": "the cell went over --mem-limit-mb",
+    "too slow": "one request took longer than the timed window (raise --duration); larger cells skipped",
+    "unsupported": "the backend cannot run this mode or dtype",
+    "unavailable": "the device is not present or not usable here",
+    "skipped": "not started (a smaller cell of the same kind was too slow)",
+    "UNSTABLE": "measured, but its trials spread more than 10% (IQR/median): re-run on a quiet machine",
+}
+
+# What a matmul really computes in (the `precision` column; Backend.effective_precision's vocabulary).
+PRECISION_LABELS = {"fp64": "FP64", "fp32": "exact FP32", "tf32": "TF32", "bf16": "BF16", "fp16": "FP16"}
+DTYPE_PRECISION = {"float64": "fp64", "float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+# Fallback for runs recorded before the `precision` column: a float32 cell whose largest error against the
+# float64 reference exceeds this ran its matmuls in TF32 (10-bit mantissa: errors ~1e-4; exact float32 ~1e-7).
+TF32_ERROR = 1e-5
+
+
+def num(v: float | None, digits: int = 3) -> str:
+    """A throughput or a time: 1,234 from a thousand up, else 3 significant digits; — when missing."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return MISSING
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    return f"{v:.{digits}g}"
+
+
+def short(v: float | None) -> str:
+    """Compact number for CI bounds: 26.0k, 812, 3.1M."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return MISSING
+    for div, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(v) >= div:
+            return f"{v / div:.3g}{suffix}"
+    return f"{v:.3g}"
+
+
+def pct(v: float | None) -> str:
+    return MISSING if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.0f}%"
+
+
+def times(v: float | None, digits: int = 2) -> str:
+    """A ratio to a base: 1.52×."""
+    return MISSING if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}×"
+
+
+def ci(low: float | None, high: float | None) -> str:
+    return f"{short(low)}–{short(high)}"
+
+
+def figure(r: dict) -> str:
+    """requests/s with its interval, as a finding quotes it: 12.3k [12.1k–12.6k] (the unit is said once,
+    in the findings' heading)."""
+    return f"{short(r['ops_per_s'])} [{ci(r.get('ci_low'), r.get('ci_high'))}]"
+
+
+def ci_level(levels) -> str:
+    """The header's CI label from the levels the cells achieved: "93.8% CI", or a range when they differ."""
+    got = sorted({round(100 * x, 1) for x in levels if x is not None and not math.isnan(x) and x > 0})
+    if not got:
+        return "CI"
+    if len(got) == 1:
+        return f"{got[0]:g}% CI"
+    return f"{got[0]:g}–{got[-1]:g}% CI"
+
+
+def status_label(status: str) -> str:
+    return STATUS_LABELS.get(status, status.replace("_", " "))
+
+
+def verdict(r: dict) -> str:
+    """The cell's status in one word or two: ok, UNSTABLE, WRONG 3/5, CRASH SIGSEGV, too slow, …"""
+    s = r["status"]
+    if s == "ok":
+        return "UNSTABLE" if r.get("unstable") else "ok"
+    if s == "wrong":
+        return f"WRONG {r.get('errors')}/{r.get('checked')}"
+    if s == "crash":
+        cause = r.get("cause") or ""
+        return "CRASH " + cause.split(":")[0].replace("killed by ", "") if cause.startswith("killed by") else "CRASH"
+    return status_label(s)
+
+
+BOILERPLATE = ("terminate called after throwing an instance of",)   # C++ runtime text that names no cause
+
+
+def verdict_kind(r: dict) -> str:
+    """The verdict without its details (WRONG, CRASH, too slow, UNSTABLE, ok): what the legend explains."""
+    if r["status"] == "ok":
+        return "UNSTABLE" if r.get("unstable") else "ok"
+    return status_label(r["status"])
+
+
+def cause_line(cause: str | None, width: int = 160) -> str:
+    """A cause on one line, its parts joined with "; ", C++ boilerplate dropped, cut between words."""
+    text = " | ".join((cause or "").strip().splitlines())
+    head, _, rest = text.partition(": ")
+    parts = [p.strip().replace("what():", "").strip() for p in ([rest] if rest else []) and rest.split(" | ")]
+    parts = [p for p in parts if p and not p.startswith(BOILERPLATE)]
+    line = f"{head}: {'; '.join(parts)}" if parts else (head if rest else text)
+    return clip(" ".join(line.split()), width)
+
+
+def clip(text: str, width: int) -> str:
+    return textwrap.shorten(text, width=width, placeholder=" …") if len(text) > width else text
+
+
+def fill_precision(recs: list[dict]) -> list[dict]:
+    """Give every record a `precision` (when the run did not record one): a framework without the float32
+    switch ("native") counts as TF32 when any cell of its backend/device/dtype measured a TF32-sized error,
+    so its crashed cells (no error measured) land in the same group as its measured ones."""
+    tf32 = {(r.get("machine"), r["backend"], r["device"]) for r in recs
+            if not r.get("precision") and r.get("dtype") == "float32" and r.get("fp32_precision") == "native"
+            and (r.get("rel_err") or 0) > TF32_ERROR}
+    for r in recs:
+        if not r.get("precision"):
+            native_tf32 = r.get("fp32_precision") == "native" and (r.get("machine"), r["backend"], r["device"]) in tf32
+            r["precision"] = "tf32" if native_tf32 and r.get("dtype") == "float32" else precision(r)
+    return recs
+
+
+def precision(r: dict) -> str:
+    """The cell's effective matmul precision: the run's `precision` column when recorded, else derived
+    from dtype and the float32 setting (and, for a framework without the switch, from its measured error)."""
+    p = r.get("precision")
+    if p:
+        return p
+    dtype = r.get("dtype")
+    if dtype != "float32":
+        return DTYPE_PRECISION.get(dtype, dtype)
+    setting = r.get("fp32_precision")
+    if setting == "high":
+        return "tf32"
+    if setting == "native" and (r.get("rel_err") or 0) > TF32_ERROR:
+        return "tf32"
+    return "fp32"
+
+
+def precision_label(p: str) -> str:
+    return PRECISION_LABELS.get(p, p)
+
+
+def group_label(r: dict, machines: int = 1) -> str:
+    """A backend's column group: "torch cuda float32", "mlx gpu float32 (TF32)" when the dtype runs its
+    matmuls at a lower precision than its name says; the machine in front when several are shown."""
+    label = f"{r['backend']} {r['device']} {r['dtype']}"
+    p = precision(r)
+    if p != DTYPE_PRECISION.get(r["dtype"], p):
+        label += f" ({precision_label(p)})"
+    return f"{r['machine']}: {label}" if machines > 1 else label
+
+
+def mode_label(mode: str, threads: int, k: int) -> str:
+    """"threads ×4", "offline k=64", "sequential" — one spelling, from compare.cells.axis_label."""
+    where = axis_label(mode, threads, k)
+    return f"{mode} {where}" if where else mode
+
+
+def is_ceiling(mode: str) -> bool:
+    return mode in MODES and MODES[mode].ceiling
+
+
+def intra_op(value) -> str:
+    """intra-op threads as a reader wants it: the number, or "framework default" (never "None")."""
+    return "framework default" if value in (None, "", 0) else str(value)
+
+
+def wrap(text: str, width: int, indent: str = "") -> list[str]:
+    """Lines of at most `width` characters, broken between words only."""
+    return textwrap.wrap(text, width=max(20, width), initial_indent=indent, subsequent_indent=" " * len(indent) + "  ",
+                         break_long_words=False, break_on_hyphens=False) or [indent]
+
+
+_VENDOR_NOISE = ("(R)", "(TM)", "(tm)", "NVIDIA ", "CPU ", " Processor", " HBM3", " HBM2e", " HBM2", " PCIe", " SXM5",
+                 " SXM4", " SXM")
+
+
+def hardware_name(name: str) -> str:
+    """A device or CPU model as a reader names it: "NVIDIA H100 80GB HBM3" -> "H100 80GB",
+    "Intel(R) Xeon(R) Platinum 8480C CPU @ 2.00GHz" -> "Intel Xeon Platinum 8480C"."""
+    out = name.split(" @ ")[0]
+    for noise in _VENDOR_NOISE:
+        out = out.replace(noise, " " if noise.startswith(" ") and noise.endswith(" ") else "")
+    out = " ".join(out.split())
+    return (out[:-4] if out.endswith(" CPU") else out) or name
+
+
+def revision(text: str | None) -> str | None:
+    """A recorded threadbench revision without its provenance remarks: the commit (and "+dirty")."""
+    return text.split()[0] if text else None

@@ -1,0 +1,111 @@
+"""Findings from synthetic per-cell summaries with known answers: what is claimed, what is not, and that
+every claim carries its numbers. No run, no framework: findings are pure functions of summary records."""
+from compare.render import findings as FD
+
+
+def rec(backend, mode, ops, lo=None, hi=None, threads=1, k=1, status="ok", cause="", device="cpu",
+        dtype="float32", fp32_precision="highest", rel_err=1e-7, machine="m", workload="mlp", **extra):
+    """A summary record (the stats.summarize columns findings read); ops None for a cell without a figure."""
+    return {"machine": machine, "backend": backend, "device": device, "dtype": dtype,
+            "fp32_precision": fp32_precision, "workload": workload, "size": "default", "mode": mode,
+            "threads": threads, "k": k, "status": status, "cause": cause, "ops_per_s": ops,
+            "ci_low": None if ops is None else (lo if lo is not None else ops * 0.98),
+            "ci_high": None if ops is None else (hi if hi is not None else ops * 1.02),
+            "rel_err": rel_err, "errors": 0, "checked": 5, "unstable": False, **extra}
+
+
+def known():
+    return [
+        rec("torch", "sequential", 1000),
+        rec("torch", "threads", 2000, threads=2),
+        rec("torch", "threads", 1500, threads=4),                   # 25% below x2, disjoint: more threads hurt
+        rec("torch", "offline", 5000, k=8),
+        rec("mlx", "sequential", 500),
+        rec("mlx", "threads", 520, 480, 560, threads=2),            # overlaps sequential: nothing claimed
+        rec("mlx", "threads", None, threads=4, status="crash", cause="killed by SIGSEGV"),
+    ]
+
+
+def text(found):
+    return "\n".join(s for f in found for s in f.sentences)
+
+
+def test_known_answers_with_their_numbers():
+    found = FD.findings(known())
+    assert [f.title for f in found] == ["mlp · float32"]
+    t = text(found)
+    assert ("torch cpu: best strategy threads ×2, 2k [1.96k–2.04k], 2.0× sequential (1k [980–1.02k]); "
+            "more threads hurt: threads ×4 1.5k [1.47k–1.53k] is 25% below ×2 (2k [1.96k–2.04k]).") in t
+    assert "mlx cpu: no strategy is clearly faster than sequential (500 [490–510])" in t
+    assert "mlx cpu: CRASH in threads ×4 (killed by SIGSEGV)." in t
+    # the ceiling is named as such, never as a strategy
+    assert "Ceiling (offline: requests batched by the caller, not a client strategy): torch cpu 5k at k=8 (5× sequential)." in t
+    assert "best strategy offline" not in t
+    # like-for-like at equal precision: best against best
+    assert ("Like-for-like at exact FP32, best against best (torch cpu: threads ×2 2k [1.96k–2.04k]): "
+            "torch cpu is faster than mlx cpu (3.8×: threads ×2 520 [480–560]).") in t
+
+
+def test_nothing_can_be_claimed():
+    recs = [rec("torch", "sequential", 1000, 900, 1100), rec("torch", "threads", 1050, 950, 1150, threads=2),
+            rec("mlx", "sequential", 1020, 920, 1120), rec("mlx", "threads", 990, 900, 1100, threads=2)]
+    t = text(FD.findings(recs))
+    assert "torch cpu: no strategy is clearly faster than sequential" in t
+    assert "mlx cpu: no strategy beats sequential" in t
+    assert "no clear difference between torch cpu and mlx cpu (sequential 1.02k [920–1.12k])" in t
+    assert "is faster" not in t and "hurt" not in t and "best strategy" not in t
+
+
+def test_disjoint_but_under_ten_percent_is_not_claimed():
+    a, b = rec("torch", "threads", 1060, 1055, 1065, threads=2), rec("torch", "sequential", 1000, 995, 1005)
+    assert a["ci_low"] > b["ci_high"] and not FD.clearly_faster(a, b)          # 6% apart, intervals disjoint
+    c = rec("torch", "threads", 1200, 1190, 1210, threads=2)
+    assert FD.clearly_faster(c, b) and not FD.clearly_faster(b, c)
+    wide = rec("torch", "threads", 1500, 990, 1600, threads=2)                 # 50% above, intervals overlap
+    assert not FD.clearly_faster(wide, b)
+    assert FD.MIN_GAIN == 0.10
+
+
+def test_unmatched_precision_is_not_compared_and_the_setting_that_matches_is_named():
+    recs = [rec("torch", "sequential", 1000, device="cuda"),
+            rec("mlx", "sequential", 3000, device="gpu", fp32_precision="native", rel_err=2.6e-4),
+            rec("mlx", "threads", None, threads=8, device="gpu", fp32_precision="native", rel_err=None,
+                status="crash", cause="killed by SIGABRT")]
+    t = text(FD.findings(recs))
+    assert "Like-for-like" not in t and "is faster" not in t
+    assert ("No like-for-like pair (equal effective precision) was measured: torch cuda exact FP32, "
+            "mlx gpu TF32; `--fp32-precision high` runs torch cuda at TF32, matching mlx gpu.") in t
+    # the crashed MLX cell (no error measured) is still MLX's TF32 group, not an "exact FP32" one
+    assert "mlx gpu at TF32: CRASH in threads ×8 (killed by SIGABRT)." in t
+    recs.append(rec("torch", "sequential", 1500, device="cuda", fp32_precision="high", rel_err=3e-4))
+    t = text(FD.findings(recs))
+    assert "Like-for-like at TF32, best against best (mlx gpu: sequential 3k [2.94k–3.06k]): mlx gpu is faster than torch cuda (2.0×" in t
+
+
+def test_recorded_precision_and_bound_columns_are_used_when_present():
+    recs = [rec("torch", "sequential", 1000, precision="tf32", bound="host"),
+            rec("torch", "threads", 1500, threads=2, precision="tf32", bound="host"),
+            rec("jax", "sequential", 800, precision="tf32", bound="device")]
+    t = text(FD.findings(recs))
+    assert "torch cpu at TF32: at its best (threads ×2) it is host-bound" in t
+    assert "jax cpu at TF32: at its best (sequential) it is device-bound." in t
+    assert "torch cpu is faster than jax cpu (1.9×: sequential 800 [784–816])" in t
+
+
+def test_every_mode_present_is_considered_and_too_slow_is_said():
+    recs = [rec("torch", "sequential", 100), rec("torch", "batched", 300, threads=4),
+            rec("torch", "streams", 150, threads=2), rec("torch", "offline", None, k=64, status="too_slow")]
+    t = text(FD.findings(recs))
+    assert "best strategy batched ×4, 300 [294–306], 3.0× sequential" in t
+    assert "too slow for the timed window in offline k=64" in t and "too_slow" not in t
+
+
+def test_scopes_split_machines_workloads_and_dtypes():
+    recs = known() + [rec("torch", "sequential", 10, machine="other"), rec("torch", "sequential", 5, workload="block"),
+                      rec("torch", "sequential", 7, dtype="bfloat16")]
+    titles = [f.title for f in FD.findings(recs)]
+    assert titles == ["m · mlp · float32", "other · mlp · float32", "m · block · float32", "m · mlp · bfloat16"]
+    lines = FD.to_lines(FD.findings(known()), width=60)
+    assert lines[0].startswith("Findings") and all(len(x) <= 60 for x in lines[1:])
+    md = FD.to_markdown(FD.findings(known()))
+    assert md.startswith("## Findings") and "**mlp · float32**" in md and "- torch cpu: best strategy" in md
