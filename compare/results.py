@@ -21,6 +21,8 @@ ROW_FIELDS = (
     "threads", "k", "trial", "ops", "seconds", "ops_per_s", "lat_p50_ms", "lat_p90_ms", "lat_p99_ms",
     "batch_hist", "status", "cause", "errors", "checked", "rel_err", "flops_per_op", "peak_rss_mb",
     "peak_device_mb", "wall_s", "device_name", "framework_version",
+    "process_rss_mb", "process_uss_mb", "process_device_mb", "total_rss_mb", "total_device_mb", "intra_op_ran",
+    "intra_op_rule",
 )
 
 
@@ -62,6 +64,11 @@ def add_result(run: dict, result: CellResult) -> None:
         "checked": result.checked, "rel_err": result.rel_err, "flops_per_op": result.flops_per_op,
         "peak_rss_mb": result.peak_rss_mb, "peak_device_mb": result.peak_device_mb, "wall_s": result.wall_s,
         "device_name": env.get("device_name"), "framework_version": env.get("version"),
+        # processes mode: per process, in process order, as JSON lists (compare.measure.processes)
+        **{f: json.dumps(getattr(result, f)) if getattr(result, f) is not None else None
+           for f in ("process_rss_mb", "process_uss_mb", "process_device_mb")},
+        "total_rss_mb": result.total_rss_mb, "total_device_mb": result.total_device_mb,
+        "intra_op_ran": result.intra_op_ran, "intra_op_rule": result.intra_op_rule or None,
     }
     trials = result.trials or [None]
     for i, t in enumerate(trials):
@@ -170,9 +177,9 @@ def load(path: Path) -> dict:
     return run
 
 
-INT_FIELDS = {"threads", "k", "trial", "ops", "errors", "checked", "flops_per_op"}
+INT_FIELDS = {"threads", "k", "trial", "ops", "errors", "checked", "flops_per_op", "intra_op_ran"}
 FLOAT_FIELDS = {"seconds", "ops_per_s", "lat_p50_ms", "lat_p90_ms", "lat_p99_ms", "rel_err", "peak_rss_mb",
-                "peak_device_mb", "wall_s"}
+                "peak_device_mb", "wall_s", "total_rss_mb", "total_device_mb"}
 
 
 def _typed(field: str, value: Any) -> bool:

@@ -32,7 +32,7 @@ class Limits:
         if self.cell_timeout:
             return self.cell_timeout
         # start-up (imports, JIT, build) + warm-up + the timed windows + verification, generously
-        return 120.0 + 3.0 * cell.trials * cell.duration
+        return 120.0 + 3.0 * cell.trials * cell.duration + MODES[cell.mode].start_s * cell.threads
 
     def mem_mb(self) -> float:
         return self.mem_limit_mb or 0.75 * psutil.virtual_memory().total / 2**20
@@ -108,8 +108,15 @@ def _collect(cell: Cell, events_path: Path, rc: int, log_path: Path, forced) -> 
             result.errors, result.checked, result.rel_err = ev["errors"], ev["checked"], ev["rel_err"]
         elif kind == "memory":
             result.peak_rss_mb, result.peak_device_mb = ev["peak_rss_mb"], ev["peak_device_mb"]
+        elif kind == "facts":  # intra-op threads; processes mode: its processes' memory (compare.measure.processes)
+            for name, value in ev.items():
+                if hasattr(result, name):  # a newer worker's fact that this runner does not know is left out
+                    setattr(result, name, value)
         elif kind == "status":
             result.status, result.cause = ev["status"], ev["cause"]
+    result.total_rss_mb = sum(result.process_rss_mb) if result.process_rss_mb else result.peak_rss_mb
+    device = [m for m in result.process_device_mb or [] if m is not None]
+    result.total_device_mb = sum(device) if device else result.peak_device_mb
     if forced:
         result.status, result.cause = forced
     elif rc != 0 or not result.status:
