@@ -121,6 +121,20 @@ def test_processes_run_in_step_and_every_one_checks_its_outputs(monkeypatch, tmp
     assert list(tmp_path.glob("mlp-*.npy"))  # the references went to the cache the worker named
 
 
+def test_an_op_longer_than_the_window_is_too_slow_in_processes_too(monkeypatch, tmp_path):
+    """Process 1 runs threads' one-op speed check; TooSlow reaches the worker with that check's tally, and
+    the other process, waiting at the barrier, is released and ended."""
+    for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        monkeypatch.setenv(k, "1")
+    cell = Cell(backend="numpy", device="cpu", dtype="float64", workload="mlp", mode="processes", threads=2,
+                duration=1e-7, trials=1, warmup=1)
+    build = modes.Build(make=lambda: pytest.fail("the worker must not build a model"),
+                        checks=modes.Checks(1e-9), cache=tmp_path)
+    with pytest.raises(modes.TooSlow, match="longer than the 1e-07 s window"):
+        processes.run_processes(cell, build)
+    assert build.checks.checked == 1 and build.checks.errors == 0 and not build.facts
+
+
 # -- end to end: healthy, faulty, and no process left ------------------------------------------------------
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):

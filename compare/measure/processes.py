@@ -69,7 +69,8 @@ def intra_op_plan(cell: Cell) -> tuple[int, str]:
     if cell.intra_op_threads:
         return cell.intra_op_threads, "--intra-op-threads"
     cores = usable_cores()
-    return max(1, cores // cell.threads), f"equal total threads: {cores} cores // {cell.threads} processes"
+    return max(1, cores // cell.threads), (f"equal total threads: {cores} cores // {cell.threads} "
+                                           + ("process" if cell.threads == 1 else "processes"))
 
 
 def pool(windows: list[list[tuple[list, list]]]) -> list[Trial]:
