@@ -15,14 +15,16 @@ from .cells import Cell, CellResult
 
 SCHEMA = "threadbench.run/1"
 
+# Fields rows gained with the processes mode: rows written before it lack them and are read as None.
+ADDED = ("process_rss_mb", "process_uss_mb", "process_device_mb", "total_rss_mb", "total_device_mb",
+         "intra_op_ran", "intra_op_rule")
 # Every row has exactly these fields (None where not applicable), so frames built from any run line up.
 ROW_FIELDS = (
     "run_id", "machine", "backend", "device", "dtype", "fp32_precision", "workload", "size", "mode",
     "threads", "k", "trial", "ops", "seconds", "ops_per_s", "lat_p50_ms", "lat_p90_ms", "lat_p99_ms",
     "batch_hist", "status", "cause", "errors", "checked", "rel_err", "flops_per_op", "peak_rss_mb",
     "peak_device_mb", "wall_s", "device_name", "framework_version",
-    "process_rss_mb", "process_uss_mb", "process_device_mb", "total_rss_mb", "total_device_mb", "intra_op_ran",
-    "intra_op_rule",
+    *ADDED,
 )
 
 
@@ -169,6 +171,8 @@ def load(path: Path) -> dict:
         if not isinstance(run.get(key), kind):
             raise ResultsError(f"{path}: field {key!r} is missing or not a {kind.__name__} (schema {SCHEMA})")
     for i, r in enumerate(run["rows"]):
+        if isinstance(r, dict) and set(ROW_FIELDS) - set(r) <= set(ADDED):
+            r.update({f: None for f in ADDED if f not in r})
         if not isinstance(r, dict) or set(r) != set(ROW_FIELDS):
             raise ResultsError(f"{path}: row {i} does not have the fields of schema {SCHEMA}")
         bad = next((f for f in ROW_FIELDS if not _typed(f, r[f])), None)
