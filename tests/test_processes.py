@@ -190,11 +190,14 @@ def test_failures_end_the_cell_not_the_sweep_and_leave_no_process(sweep):
 
 def test_a_hung_process_is_a_timeout_and_the_cells_whole_group_is_ended(tmp_path):
     out_file = tmp_path / "run.json"
-    proc = compare("--backends", "fault-one-hang", "--modes", "processes", "--threads", "2", "--cell-timeout", "20",
+    proc = compare("--backends", "fault-one-hang", "--modes", "processes", "--threads", "2", "--cell-timeout", "40",
                    "--out", str(out_file))
     assert proc.returncode == 1, proc.stderr[-2000:]
     row = cell_row(R.load(out_file), "fault-one-hang")
-    assert row["status"] == "timeout" and row["cause"].startswith("no result within 20 s"), row
+    assert row["status"] == "timeout" and row["cause"].startswith("no result within 40 s"), row
+    # process 2 hangs in its first forward (warm-up); process 1 waits for it at the first window's barrier
+    assert "process 2 of 2" in row["cause"] and "at warm-up" in row["cause"], row
+    assert "process 1 of 2" in row["cause"] and "at the barrier before window 1 of 2" in row["cause"], row
     assert_none_left()
 
 

@@ -23,13 +23,15 @@ does), and the worker never builds a model itself.
 Failure: a process that dies (signal, exit) or raises fails the cell with its cause ("process 3 of 4 killed
 by SIGSEGV"); the others are killed at once and reaped. Every process stays in the cell's process group,
 which the runner kills whole on timeout or interrupt, and ends itself if the worker dies (watch_parent). A
-process that hangs holds the others at the next barrier until the runner's cell timeout ends the group.
+process that hangs holds the others at the next barrier until the runner's cell timeout ends the group; the
+worker logs where each process last said it was, and the timeout's cause quotes that line.
 """
 from __future__ import annotations
 
 import functools
 import multiprocessing as mp
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -54,6 +56,11 @@ if hasattr(time, "clock_gettime") and hasattr(time, "CLOCK_MONOTONIC"):
     clock = functools.partial(time.clock_gettime, time.CLOCK_MONOTONIC)
 else:  # pragma: no cover - Windows
     clock = time.monotonic
+
+# While no process has said anything for this long, the worker logs where each one is, so that a cell the
+# runner times out names the process that hung (its last log line joins the cause). Only a note: it
+# decides nothing, so a busy machine that makes it fire costs one log line.
+QUIET_NOTE_S = 5.0
 
 
 def usable_cores() -> int:
@@ -110,16 +117,21 @@ def _child(i: int, cell_dict: dict, cache: str, parent: int, intra_op: int, barr
         if i == 0:
             modes.check_speed(h, 0, cell.duration)
         barrier.wait()
+        conn.send(("at", "warm-up"))
         for _ in range(cell.warmup):
             h.op(h.inputs[i])
         windows = []
-        for _ in range(cell.trials):
+        for t in range(cell.trials):
+            conn.send(("at", f"the barrier before window {t + 1} of {cell.trials}"))
             barrier.wait()  # the last to arrive has opened the window (_open_window)
+            conn.send(("at", f"window {t + 1} of {cell.trials}"))
             starts: list[float] = []
             ends: list[float] = []
             modes._timed_loop(h, i, deadline.value, starts, ends, clock=clock)
             windows.append((starts, ends))
+        conn.send(("at", "the barrier before verification"))
         barrier.wait()  # verification while every process runs
+        conn.send(("at", "verification"))
         for _ in range(cell.verify_ops):
             h.record(h.check(h.op(h.inputs[i]), i))
         try:
@@ -195,6 +207,7 @@ def _gather(procs: list, readers: list, checks: modes.Checks) -> tuple[list[dict
     reports: dict[int, dict] = {}
     aborted: set[int] = set()
     intra: dict[int, int | None] = {}
+    at = {i: "start-up (spawn, imports, build)" for i in range(n)}  # where each process last said it was
     live = {r: i for i, r in enumerate(readers)}
     ends = {p.sentinel: i for i, p in enumerate(procs)}
 
@@ -202,6 +215,9 @@ def _gather(procs: list, readers: list, checks: modes.Checks) -> tuple[list[dict
         kind = msg[0]
         if kind == "ready":
             intra[i] = msg[1]
+            at[i] = "the barrier after building"
+        elif kind == "at":
+            at[i] = msg[1]
         elif kind == "result":
             reports[i] = msg[1]
         elif kind == "aborted":
@@ -220,7 +236,12 @@ def _gather(procs: list, readers: list, checks: modes.Checks) -> tuple[list[dict
             live.pop(conn, None)
 
     while ends:
-        for obj in wait([*live, *ends]):
+        ready = wait([*live, *ends], timeout=QUIET_NOTE_S)
+        if not ready:
+            print(f"processes: none heard from in {QUIET_NOTE_S:g} s; " + "; ".join(
+                f"process {i + 1} of {n} (pid {procs[i].pid}) at {at[i]}" for i in sorted(ends.values())),
+                file=sys.stderr, flush=True)
+        for obj in ready:
             if obj in live:
                 drain(obj, live[obj])
             elif obj in ends:  # a process ended: first read what it said, then ask how it ended

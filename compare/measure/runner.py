@@ -117,8 +117,8 @@ def _collect(cell: Cell, events_path: Path, rc: int, log_path: Path, forced) -> 
     result.total_rss_mb = sum(result.process_rss_mb) if result.process_rss_mb else result.peak_rss_mb
     device = [m for m in result.process_device_mb or [] if m is not None]
     result.total_device_mb = sum(device) if device else result.peak_device_mb
-    if forced:
-        result.status, result.cause = forced
+    if forced:  # a timeout adds the cell's last log line (a processes cell logs where each process is)
+        result.status, result.cause = forced[0], forced[1] + (_log_tail(log_path, 1) if forced[0] == TIMEOUT else "")
     elif rc != 0 or not result.status:
         # A process that reported its result and then died (e.g. aborting in a framework's teardown) keeps
         # its measured trials, but the cell is still a crash: a user's process would have died too.
