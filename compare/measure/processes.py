@@ -99,8 +99,8 @@ def _tally(checks: modes.Checks | None) -> tuple[int, int, float]:
 
 def _child(i: int, cell_dict: dict, cache: str, parent: int, intra_op: int, barrier, deadline, conn) -> None:
     """Process i of the cell: build, then the speed check (process 1), warm-up, windows and verification
-    in step with the others; sends ("ready", ...), then one of ("result", ...), ("too_slow", ...),
-    ("error", ...) or ("aborted",) (another process broke the barrier) to the worker."""
+    in step with the others; sends the worker ("ready", ...), ("at", where it is) at each step, then one of
+    ("result", ...), ("too_slow", ...), ("error", ...) or ("aborted",) (another process broke the barrier)."""
     worker.watch_parent(parent=parent)  # the cell's worker died (e.g. SIGKILL): so do we
     checks = None
     try:
