@@ -53,6 +53,15 @@ def reference(spec, params, index: int, seed: int, cache: Path) -> np.ndarray:
 
 
 def peak_rss_mb() -> float:
+    """This process's own peak RSS. On Linux, VmHWM: ru_maxrss there keeps, across fork and exec, the RSS
+    the parent had when it forked (a cell started by a 250 MB sweep read at least 250 MB whatever it used)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 
