@@ -114,7 +114,7 @@ def compare(
     workloads_: str = typer.Option("mlp,block,transformer", "--workloads", "-w", help="mlp, block, transformer."),
     threads: str = typer.Option("1,2,4,8", "--threads", "-t", help="Thread counts, e.g. 1,2,4,8."),
     modes: str = typer.Option("sequential,threads", "--modes", "-m",
-                              help="sequential, threads, streams, batched, offline (or 'all')."),
+                              help="sequential, threads, streams, batched, offline, processes (or 'all')."),
     device: str = typer.Option("auto", "--device", "-d",
                                help="auto (each backend's default), gpu, cpu, or a backend's own name (cuda, mps)."),
     dtype: str = typer.Option("float32", "--dtype", help="float32, bfloat16, float16 (comma-separated)."),

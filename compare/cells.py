@@ -15,6 +15,7 @@ class ModeSpec:
     axis: str                  # what varies between its cells: "threads" (N of --threads), "k" (--offline-k), "none"
     ceiling: bool = False      # its cells are ceiling configurations (%-of-ceiling is measured against them)
     line: tuple[str, str] | None = None   # plot: (line style, marker) of its curve; None = drawn otherwise
+    start_s: float = 0.0       # extra start-up each of its N workers needs (own interpreter + framework): the cell timeout allows it
 
     def axis_value(self, threads: int, k: int) -> int:
         return {"threads": threads, "k": k}.get(self.axis, 1)
@@ -29,6 +30,10 @@ MODES: dict[str, ModeSpec] = {m.name: m for m in (
              axis="threads", line=(":", "^")),
     ModeSpec("offline", "the main thread running batches of k requests, counted in requests", axis="k",
              ceiling=True),
+    # ceiling: N processes serve the same single requests with no GIL between them; where they beat every
+    # offline batch, that is what this machine can do, and threads are read against it
+    ModeSpec("processes", "N processes, each with its own copy of the model and its own input",
+             axis="threads", ceiling=True, line=("--", "D"), start_s=15.0),  # a torch import + build on a busy 2-core box
 )}
 
 
@@ -131,3 +136,11 @@ class CellResult:
     gpu_util_max: float | None = None
     env: dict[str, Any] = field(default_factory=dict)  # the backend's describe() for this device
     traceback: str = ""         # an error's traceback from the cell's process (shown with --debug, not saved)
+    # processes mode: each process that held a model, in process order (None where the cell ran in one process)
+    process_rss_mb: list[float] | None = None      # each one's peak host RSS
+    process_uss_mb: list[float] | None = None      # host memory unique to each (psutil USS, at its end): one more costs this
+    process_device_mb: list[float] | None = None   # each one's peak device memory, where the backend reports it
+    total_rss_mb: float | None = None              # their peak RSS summed (shared library pages count once per
+    total_device_mb: float | None = None           # process); in one process: peak_rss_mb, peak_device_mb
+    intra_op_ran: int | None = None                # intra-op threads each of them ran with, as its framework reported
+    intra_op_rule: str = ""                        # why that many: --intra-op-threads, framework default, or cores // N

@@ -27,6 +27,10 @@ ROW_TYPES: dict[str, type] = {
     "errors": int, "checked": int, "rel_err": float, "flops_per_op": int, "peak_rss_mb": float,
     "peak_device_mb": float, "wall_s": float, "device_name": str, "framework_version": str,
     "gpu_util_mean": float, "gpu_util_max": float,   # NVML while the mode ran (compare.measure.host.GpuSampler)
+    # processes mode: per process, in process order, as JSON lists; totals (compare.measure.processes)
+    "process_rss_mb": str, "process_uss_mb": str, "process_device_mb": str,
+    "total_rss_mb": float, "total_device_mb": float,
+    "intra_op_ran": int, "intra_op_rule": str,       # intra-op threads each process ran, and why that many
 }
 ROW_FIELDS = tuple(ROW_TYPES)
 INT_FIELDS = {f for f, t in ROW_TYPES.items() if t is int}
@@ -75,7 +79,11 @@ def add_result(run: dict, result: CellResult) -> None:
         "checked": result.checked, "rel_err": result.rel_err, "flops_per_op": result.flops_per_op,
         "peak_rss_mb": result.peak_rss_mb, "peak_device_mb": result.peak_device_mb, "wall_s": result.wall_s,
         "device_name": env.get("device_name"), "framework_version": env.get("version"),
-        "gpu_util_mean": result.gpu_util_mean, "gpu_util_max": result.gpu_util_max,
+        # processes mode: per process, in process order, as JSON lists (compare.measure.processes)
+        **{f: json.dumps(getattr(result, f)) if getattr(result, f) is not None else None
+           for f in ("process_rss_mb", "process_uss_mb", "process_device_mb")},
+        "total_rss_mb": result.total_rss_mb, "total_device_mb": result.total_device_mb,
+        "intra_op_ran": result.intra_op_ran, "intra_op_rule": result.intra_op_rule or None,
     }
     trials = result.trials or [None]
     for i, t in enumerate(trials):

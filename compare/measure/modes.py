@@ -31,6 +31,15 @@ class ModeFailed(Exception):
     """A worker thread raised; the first exception is attached as the cause."""
 
 
+class CellFailed(Exception):
+    """The mode ran its work in processes of its own (compare.measure.processes), saw one fail, and states
+    the cell's status ("crash", "error") and cause itself, e.g. "process 3 of 4 killed by SIGSEGV"."""
+
+    def __init__(self, status: str, cause: str, traceback: str = ""):
+        super().__init__(cause)
+        self.status, self.cause, self.traceback = status, cause, traceback
+
+
 @dataclass
 class Checks:
     """The tally of outputs checked against the reference: a cell's verification, whichever threads (or
@@ -86,8 +95,9 @@ def _trial(starts: list[float], ends: list[float], weight: int = 1, hist: Counte
                  lat_p99_ms=p99, batch_hist={str(k): v for k, v in sorted(hist.items())} if hist else None)
 
 
-def _timed_loop(h: Harness, index: int, deadline: float, starts: list, ends: list) -> None:
-    op, x, clock = h.op, h.inputs[index], now  # locals: the loop's own cost stays far below any op's
+def _timed_loop(h: Harness, index: int, deadline: float, starts: list, ends: list, clock=now) -> None:
+    """`clock`: a process's own by default; the processes mode passes one that every process shares."""
+    op, x = h.op, h.inputs[index]  # locals: the loop's own cost stays far below any op's
     started, ended = starts.append, ends.append
     while True:
         t0 = clock()
@@ -335,6 +345,21 @@ def run_batched(h: Harness, n: int, duration: float, trials: int, warmup: int, v
 Runner = Callable[[Any, Callable[[], Harness]], list]
 
 
+@dataclass
+class Build:
+    """The `build` a runner gets: calling it builds the model and its Harness in this process. A mode that
+    builds in processes of its own (processes) calls it never and uses the rest: the cell's Checks, to merge
+    its processes' tallies into; the sweep's reference cache, which they share; and `facts`, what it learned
+    about the processes that ran (memory per process, intra-op threads), which the worker records."""
+    make: Callable[[], Harness]
+    checks: Checks
+    cache: Any = None
+    facts: dict = field(default_factory=dict)
+
+    def __call__(self) -> Harness:
+        return self.make()
+
+
 def _sequential(cell, build) -> list[Trial]:
     common = dict(duration=cell.duration, trials=cell.trials, warmup=cell.warmup, verify_ops=cell.verify_ops)
     return run_sequential(build(), weight=cell.requests_per_forward, **common)
@@ -351,10 +376,16 @@ def _batched(cell, build) -> list[Trial]:
                        max_wait_ms=cell.max_wait_ms)
 
 
+def _processes(cell, build) -> list[Trial]:
+    from .processes import run_processes  # its own module: spawn, a cross-process barrier, memory per process
+    return run_processes(cell, build)
+
+
 RUNNERS: dict[str, Runner] = {
     "sequential": _sequential,
     "threads": _threads,
     "streams": _threads,
     "batched": _batched,
     "offline": _sequential,
+    "processes": _processes,
 }

@@ -32,7 +32,7 @@ class Limits:
         if self.cell_timeout:
             return self.cell_timeout
         # start-up (imports, JIT, build) + warm-up + the timed windows + verification, generously
-        return 120.0 + 3.0 * cell.trials * cell.duration
+        return 120.0 + 3.0 * cell.trials * cell.duration + MODES[cell.mode].start_s * cell.threads
 
     def mem_mb(self) -> float:
         return self.mem_limit_mb or 0.75 * psutil.virtual_memory().total / 2**20
@@ -110,11 +110,18 @@ def _collect(cell: Cell, events_path: Path, rc: int, log_path: Path, forced) -> 
             result.gpu_util_mean, result.gpu_util_max = ev["mean"], ev["max"]
         elif kind == "memory":
             result.peak_rss_mb, result.peak_device_mb = ev["peak_rss_mb"], ev["peak_device_mb"]
+        elif kind == "facts":  # intra-op threads; processes mode: its processes' memory (compare.measure.processes)
+            for name, value in ev.items():
+                if hasattr(result, name):  # a newer worker's fact that this runner does not know is left out
+                    setattr(result, name, value)
         elif kind == "status":
             result.status, result.cause = ev["status"], ev["cause"]
             result.traceback = ev.get("traceback", "")
-    if forced:
-        result.status, result.cause = forced
+    result.total_rss_mb = sum(result.process_rss_mb) if result.process_rss_mb else result.peak_rss_mb
+    device = [m for m in result.process_device_mb or [] if m is not None]
+    result.total_device_mb = sum(device) if device else result.peak_device_mb
+    if forced:  # a timeout adds the cell's last log line (a processes cell logs where each process is)
+        result.status, result.cause = forced[0], forced[1] + (_log_tail(log_path, 1) if forced[0] == TIMEOUT else "")
     elif rc != 0 or not result.status:
         # A process that reported its result and then died (e.g. aborting in a framework's teardown) keeps
         # its measured trials, but the cell is still a crash: a user's process would have died too.

@@ -53,6 +53,15 @@ def reference(spec, params, index: int, seed: int, cache: Path) -> np.ndarray:
 
 
 def peak_rss_mb() -> float:
+    """This process's own peak RSS. On Linux, VmHWM: ru_maxrss there keeps, across fork and exec, the RSS
+    the parent had when it forked (a cell started by a 250 MB sweep read at least 250 MB whatever it used)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 
@@ -111,7 +120,8 @@ def run_cell(cell: Cell, events: Events, cache: Path) -> None:
                     cause=f"{cell.backend} supports {', '.join(backend.dtypes)}, not {cell.dtype}")
         return
     apply_configure(backend, cell.fp32_precision, cell.intra_op_threads, dict(cell.backend_options))
-    events.emit("env", env=backend.describe(cell.device))
+    env = backend.describe(cell.device)
+    events.emit("env", env=env)
 
     spec = workloads.make(cell.workload, **dict(cell.knobs))
     params = spec.init_weights(cell.seed)
@@ -127,8 +137,10 @@ def run_cell(cell: Cell, events: Events, cache: Path) -> None:
 
     checks = modes.Checks(tolerance(cell.dtype))
 
-    def build() -> modes.Harness:
-        return make_harness(backend, build_model(backend, cell, spec, params), cell, spec, params, cache, checks)
+    build = modes.Build(
+        lambda: make_harness(backend, build_model(backend, cell, spec, params), cell, spec, params, cache, checks),
+        checks, cache, facts={"intra_op_ran": env.get("intra_op_threads"),
+                              "intra_op_rule": "--intra-op-threads" if cell.intra_op_threads else "framework default"})
 
     try:
         with host.GpuSampler(cell.device, events.emit):  # GPU utilisation while the mode runs: one event
@@ -142,6 +154,7 @@ def run_cell(cell: Cell, events: Events, cache: Path) -> None:
         return
     for t in trials:
         events.emit("trial", **asdict(t))
+    events.emit("facts", **build.facts)
     events.emit("verify", errors=checks.errors, checked=checks.checked, rel_err=checks.max_err)
     events.emit("memory", peak_rss_mb=peak_rss_mb(), peak_device_mb=_mb(backend.peak_device_memory(cell.device)))
     events.emit("status", status="wrong" if checks.errors else "ok",
@@ -153,11 +166,12 @@ def _mb(b):
     return None if b is None else b / 2**20
 
 
-def watch_parent(interval: float = 0.25) -> None:
+def watch_parent(interval: float = 0.25, parent: int | None = None) -> None:
     """A cell never outlives its sweep: if threadbench itself dies without killing us (SIGKILL, the OOM
     killer), we are re-parented, and this ends the process. The runner names itself in THREADBENCH_PARENT,
-    so a parent that died while we were still importing is noticed too."""
-    parent = int(os.environ.get("THREADBENCH_PARENT") or os.getppid())
+    so a parent that died while we were still importing is noticed too. (A processes-mode child names its
+    cell's worker in `parent`.)"""
+    parent = parent or int(os.environ.get("THREADBENCH_PARENT") or os.getppid())
 
     def loop() -> None:
         while True:
@@ -175,6 +189,8 @@ def main(argv: list[str]) -> int:
     events.emit("start", pid=os.getpid(), t=time.time())
     try:
         run_cell(cell, events, Path(argv[2]))
+    except modes.CellFailed as e:
+        events.emit("status", status=e.status, cause=e.cause, traceback=e.traceback)
     except modes.ModeFailed as e:
         cause = e.__cause__ or e
         events.emit("status", status="error", cause=f"{type(cause).__name__}: {cause}",

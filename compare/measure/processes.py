@@ -1,0 +1,257 @@
+"""The `processes` mode: N worker processes, each with its own copy of the model, timed as one.
+
+The cell's worker (compare.measure.worker) starts N processes through multiprocessing's spawn context: a
+fresh interpreter each, as a process pool gets on macOS and Windows, and never a fork of a process whose
+framework already runs threads or holds a GPU context. Each builds its model from the workload's seeded
+weights through the worker's own build_model and make_harness, so op, inputs, synchronise and output check
+are those of `threads`; process i runs input i, as thread i does. Once all are built, process 1 runs the
+one-op speed check while the others wait (as threads does before it starts its threads); then all warm up
+and meet at one cross-process barrier per timed window, whose last arrival opens the window (deadline = now
++ duration, on a clock every process shares) for all; after the last window all check `verify_ops` outputs
+while all run. The worker pools every process's (start, end) op times of a window into one Trial exactly as
+threads pools its threads' (completed ops / (last completion - first start)), merges their verification
+tallies into the cell's Checks, and records each one's memory and intra-op threads in `build.facts`.
+
+Intra-op threads: unless --intra-op-threads says otherwise, each process runs max(1, cores // N) of them, so
+processes x intra-op threads stay within the cores, as in a threads cell, whose one process runs the
+framework's own default (about one per core): the two compare at equal total threads, and the result's
+intra_op_rule says so.
+
+What it is not: a pool serving requests (no dispatcher: each process loops on its own input, as a thread
+does), and the worker never builds a model itself.
+
+Failure: a process that dies (signal, exit) or raises fails the cell with its cause ("process 3 of 4 killed
+by SIGSEGV"); the others are killed at once and reaped. Every process stays in the cell's process group,
+which the runner kills whole on timeout or interrupt, and ends itself if the worker dies (watch_parent). A
+process that hangs holds the others at the next barrier until the runner's cell timeout ends the group; the
+worker logs where each process last said it was, and the timeout's cause quotes that line.
+"""
+from __future__ import annotations
+
+import functools
+import multiprocessing as mp
+import os
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from multiprocessing.connection import wait
+from pathlib import Path
+
+import psutil
+
+import backends
+from backends.base import apply_configure
+import workloads
+from ..cells import Cell, Trial
+from . import modes, worker
+from .runner import _exit_cause
+from .verify import tolerance
+
+# A clock whose readings compare across processes. Python documents the reference point of perf_counter
+# (and of monotonic) as undefined, promising only differences within one process; POSIX defines
+# CLOCK_MONOTONIC as one system-wide clock (Linux: time since boot), so every process reads one timeline.
+# Elsewhere (Windows) time.monotonic, whose sources (QueryPerformanceCounter, GetTickCount64) are system-wide.
+if hasattr(time, "clock_gettime") and hasattr(time, "CLOCK_MONOTONIC"):
+    clock = functools.partial(time.clock_gettime, time.CLOCK_MONOTONIC)
+else:  # pragma: no cover - Windows
+    clock = time.monotonic
+
+# While no process has said anything for this long, the worker logs where each one is, so that a cell the
+# runner times out names the process that hung (its last log line joins the cause). Only a note: it
+# decides nothing, so a busy machine that makes it fire costs one log line.
+QUIET_NOTE_S = 5.0
+
+
+def usable_cores() -> int:
+    """The CPUs this process may run on (its affinity, which a container or taskset narrows), else all."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def intra_op_plan(cell: Cell) -> tuple[int, str]:
+    """(intra-op threads each process asks its framework for, why that many)."""
+    if cell.intra_op_threads:
+        return cell.intra_op_threads, "--intra-op-threads"
+    cores = usable_cores()
+    return max(1, cores // cell.threads), (f"equal total threads: {cores} cores // {cell.threads} "
+                                           + ("process" if cell.threads == 1 else "processes"))
+
+
+def pool(windows: list[list[tuple[list, list]]]) -> list[Trial]:
+    """windows[process][trial] = (starts, ends) -> one Trial per window, pooled over the processes exactly as
+    modes pools threads: completed ops / (last completion - first start)."""
+    trials = len(windows[0]) if windows else 0
+    return modes._pooled([[list(w[t]) for w in windows] for t in range(trials)])
+
+
+# -- in each process ----------------------------------------------------------------------------------
+def _open_window(deadline, duration: float) -> None:
+    """The barrier's action, run by the last process to arrive, before any is released."""
+    deadline.value = clock() + duration
+
+
+def _tally(checks: modes.Checks | None) -> tuple[int, int, float]:
+    return (checks.errors, checks.checked, checks.max_err) if checks else (0, 0, 0.0)
+
+
+def _child(i: int, cell_dict: dict, cache: str, parent: int, intra_op: int, barrier, deadline, conn) -> None:
+    """Process i of the cell: build, then the speed check (process 1), warm-up, windows and verification
+    in step with the others; sends the worker ("ready", ...), ("at", where it is) at each step, then one of
+    ("result", ...), ("too_slow", ...), ("error", ...) or ("aborted",) (another process broke the barrier)."""
+    worker.watch_parent(parent=parent)  # the cell's worker died (e.g. SIGKILL): so do we
+    checks = None
+    try:
+        cell = Cell.from_dict(cell_dict)
+        backend = backends.load(cell.backend)
+        apply_configure(backend, cell.fp32_precision, intra_op, dict(cell.backend_options))
+        spec = workloads.make(cell.workload, **dict(cell.knobs))
+        params = spec.init_weights(cell.seed)
+        checks = modes.Checks(tolerance(cell.dtype))
+        h = worker.make_harness(backend, worker.build_model(backend, cell, spec, params), cell, spec, params,
+                                Path(cache), checks)
+        conn.send(("ready", backend.describe(cell.device).get("intra_op_threads")))
+        barrier.wait()  # every process has built its model
+        if i == 0:
+            modes.check_speed(h, 0, cell.duration)
+        barrier.wait()
+        conn.send(("at", "warm-up"))
+        for _ in range(cell.warmup):
+            h.op(h.inputs[i])
+        windows = []
+        for t in range(cell.trials):
+            conn.send(("at", f"the barrier before window {t + 1} of {cell.trials}"))
+            barrier.wait()  # the last to arrive has opened the window (_open_window)
+            conn.send(("at", f"window {t + 1} of {cell.trials}"))
+            starts: list[float] = []
+            ends: list[float] = []
+            modes._timed_loop(h, i, deadline.value, starts, ends, clock=clock)
+            windows.append((starts, ends))
+        conn.send(("at", "the barrier before verification"))
+        barrier.wait()  # verification while every process runs
+        conn.send(("at", "verification"))
+        for _ in range(cell.verify_ops):
+            h.record(h.check(h.op(h.inputs[i]), i))
+        try:
+            uss = psutil.Process().memory_full_info().uss / 2**20
+        except (psutil.Error, AttributeError):
+            uss = None
+        conn.send(("result", {"windows": windows, "tally": _tally(checks), "rss_mb": worker.peak_rss_mb(),
+                              "uss_mb": uss, "device_mb": worker._mb(backend.peak_device_memory(cell.device))}))
+    except threading.BrokenBarrierError:
+        conn.send(("aborted",))
+    except modes.TooSlow as e:
+        barrier.abort()
+        conn.send(("too_slow", str(e), _tally(checks)))
+    except BaseException as e:  # noqa: BLE001 - the cell's cause, sent to the worker
+        barrier.abort()
+        conn.send(("error", f"{type(e).__name__}: {e}", traceback.format_exc()))
+    finally:
+        conn.close()
+
+
+# -- in the cell's worker -------------------------------------------------------------------------
+def run_processes(cell: Cell, build: modes.Build) -> list[Trial]:
+    """The runner (compare.measure.modes.RUNNERS["processes"]). Never calls build(): the processes build."""
+    with tempfile.TemporaryDirectory(prefix="threadbench-procrefs-") as own_cache:
+        return _run(cell, build, str(build.cache or own_cache))
+
+
+def _run(cell: Cell, build: modes.Build, cache: str) -> list[Trial]:
+    n = cell.threads
+    ctx = mp.get_context("spawn")
+    deadline = ctx.RawValue("d", 0.0)
+    barrier = ctx.Barrier(n, action=functools.partial(_open_window, deadline, cell.duration))
+    intra_op, rule = intra_op_plan(cell)
+    pipes = [ctx.Pipe(duplex=False) for _ in range(n)]
+    procs = [ctx.Process(target=_child, name=f"tb-process-{i + 1}", daemon=True,
+                         args=(i, cell.to_dict(), cache, os.getpid(), intra_op, barrier, deadline, send))
+             for i, (_, send) in enumerate(pipes)]
+    readers = [recv for recv, _ in pipes]
+    try:
+        for p in procs:
+            p.start()
+        for _, send in pipes:
+            send.close()  # only the process writes to its pipe: once it ends, the worker reads EOF
+        reports, reported_intra = _gather(procs, readers, build.checks)
+        for i, p in enumerate(procs):  # each said its result; now it must also exit cleanly
+            p.join()
+            if p.exitcode != 0:  # as the runner says of a worker that dies in its framework's teardown
+                how = _exit_cause(p.exitcode) if p.exitcode < 0 else f"exited with code {p.exitcode}"
+                raise modes.CellFailed("crash", f"process {i + 1} of {n} {how} after reporting its result (at exit)")
+    finally:
+        for p in procs:
+            if p.pid is None:  # never started (an earlier start failed)
+                continue
+            if p.is_alive():
+                p.kill()
+            p.join()
+        for r in readers:
+            r.close()
+    for r in reports:
+        build.checks.merge(*r["tally"])
+    device = [r["device_mb"] for r in reports]
+    build.facts.update(
+        intra_op_ran=reported_intra, intra_op_rule=rule,
+        process_rss_mb=[r["rss_mb"] for r in reports], process_uss_mb=[r["uss_mb"] for r in reports],
+        process_device_mb=device if any(d is not None for d in device) else None)
+    return pool([r["windows"] for r in reports])
+
+
+def _gather(procs: list, readers: list, checks: modes.Checks) -> tuple[list[dict], int | None]:
+    """Every process's report, in process order, and the intra-op threads the first one's framework said
+    it runs. Raises, as soon as one process fails, the cell's failure (TooSlow or CellFailed)."""
+    n = len(procs)
+    reports: dict[int, dict] = {}
+    aborted: set[int] = set()
+    intra: dict[int, int | None] = {}
+    at = {i: "start-up (spawn, imports, build)" for i in range(n)}  # where each process last said it was
+    live = {r: i for i, r in enumerate(readers)}
+    ends = {p.sentinel: i for i, p in enumerate(procs)}
+
+    def read(i: int, msg: tuple) -> None:
+        kind = msg[0]
+        if kind == "ready":
+            intra[i] = msg[1]
+            at[i] = "the barrier after building"
+        elif kind == "at":
+            at[i] = msg[1]
+        elif kind == "result":
+            reports[i] = msg[1]
+        elif kind == "aborted":
+            aborted.add(i)
+        elif kind == "too_slow":
+            checks.merge(*msg[2])
+            raise modes.TooSlow(msg[1])
+        elif kind == "error":
+            raise modes.CellFailed("error", f"process {i + 1} of {n}: {msg[1]}", msg[2])
+
+    def drain(conn, i: int) -> None:
+        try:
+            while conn.poll():
+                read(i, conn.recv())
+        except (EOFError, OSError):
+            live.pop(conn, None)
+
+    while ends:
+        ready = wait([*live, *ends], timeout=QUIET_NOTE_S)
+        if not ready:
+            print(f"processes: none heard from in {QUIET_NOTE_S:g} s; " + "; ".join(
+                f"process {i + 1} of {n} (pid {procs[i].pid}) at {at[i]}" for i in sorted(ends.values())),
+                file=sys.stderr, flush=True)
+        for obj in ready:
+            if obj in live:
+                drain(obj, live[obj])
+            elif obj in ends:  # a process ended: first read what it said, then ask how it ended
+                i = ends.pop(obj)
+                drain(readers[i], i)
+                if i not in reports and i not in aborted:
+                    procs[i].join()
+                    raise modes.CellFailed("crash", f"process {i + 1} of {n} {_exit_cause(procs[i].exitcode)}")
+    if len(reports) < n:  # pragma: no cover - a broken barrier always has a failed process behind it
+        raise modes.CellFailed("error", f"{n - len(reports)} of {n} processes stopped at a broken barrier, "
+                                        "with no process reporting why")
+    return [reports[i] for i in range(n)], intra.get(0)
