@@ -21,6 +21,7 @@ ROW_FIELDS = (
     "threads", "k", "trial", "ops", "seconds", "ops_per_s", "lat_p50_ms", "lat_p90_ms", "lat_p99_ms",
     "batch_hist", "status", "cause", "errors", "checked", "rel_err", "flops_per_op", "peak_rss_mb",
     "peak_device_mb", "wall_s", "device_name", "framework_version",
+    "offered_rate", "lag_p99_ms", "bound_ms", "verdict",  # server modes: one row per offered rate
 )
 
 
@@ -70,7 +71,8 @@ def add_result(run: dict, result: CellResult) -> None:
         if t is not None:
             row.update(trial=i, ops=t.ops, seconds=t.seconds, ops_per_s=t.ops_per_s, lat_p50_ms=t.lat_p50_ms,
                        lat_p90_ms=t.lat_p90_ms, lat_p99_ms=t.lat_p99_ms,
-                       batch_hist=json.dumps(t.batch_hist) if t.batch_hist else None)
+                       batch_hist=json.dumps(t.batch_hist) if t.batch_hist else None, offered_rate=t.rate,
+                       lag_p99_ms=t.lag_p99_ms, bound_ms=t.bound_ms, verdict=t.verdict)
         run["rows"].append(row)
 
 
@@ -172,7 +174,7 @@ def load(path: Path) -> dict:
 
 INT_FIELDS = {"threads", "k", "trial", "ops", "errors", "checked", "flops_per_op"}
 FLOAT_FIELDS = {"seconds", "ops_per_s", "lat_p50_ms", "lat_p90_ms", "lat_p99_ms", "rel_err", "peak_rss_mb",
-                "peak_device_mb", "wall_s"}
+                "peak_device_mb", "wall_s", "offered_rate", "lag_p99_ms", "bound_ms"}
 
 
 def _typed(field: str, value: Any) -> bool:

@@ -87,7 +87,8 @@ def print_run(run: dict, console: Console) -> None:
         console.print(f"tables not rendered ({e}); render them later with `report`", highlight=False)
         return
     summary = stats.summarize(run["rows"])
-    for t in tables.build(summary):
+    from .render import server as server_tables
+    for t in tables.build(summary) + server_tables.build(run["rows"]):
         console.print(tables.to_rich(t))
         for note in t.notes:
             console.print(f"  • {note}", highlight=False, soft_wrap=True)

@@ -20,7 +20,8 @@ CEILING_MODES = [m.name for m in MODES.values() if m.ceiling]
 UNSTABLE_IQR = 0.10  # a cell whose trials spread more than this (IQR / median) is marked UNSTABLE
 
 _SCHEMA = {f: pl.Utf8 for f in ("run_id", "machine", "backend", "device", "dtype", "fp32_precision", "workload",
-                                "size", "mode", "batch_hist", "status", "cause", "device_name", "framework_version")}
+                                "size", "mode", "batch_hist", "status", "cause", "device_name", "framework_version",
+                                "verdict")}
 _SCHEMA.update({f: pl.Int64 for f in ("threads", "k", "trial", "ops", "errors", "checked", "flops_per_op")})
 _SCHEMA.update({f: pl.Float64 for f in ROW_FIELDS if f not in _SCHEMA})
 

@@ -18,6 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..cells import Trial
+from . import server as _server
 from .verify import rel_error
 
 now = time.perf_counter
@@ -357,4 +358,7 @@ RUNNERS: dict[str, Runner] = {
     "streams": _threads,
     "batched": _batched,
     "offline": _sequential,
+    "server-threads": _server.runner,
+    "server-batched": _server.runner,
+    "server-processes": _server.runner,
 }

@@ -54,8 +54,6 @@ BOUND_FACTOR = 10.0      # default bound = this x the workload's single-request 
                          # (LoadGen sets one bound per model: ResNet-50 15 ms for a ~1.5 ms inference)
 BOUND_FLOOR_MS = 2.0     # ...but never below this: a Python thread dispatcher on a shared VM wakes ~0.1 ms
                          # late, and LAG_FRACTION of a smaller bound would measure the dispatcher
-OVERLOAD = 10.0          # a step stops issuing once the queries in flight imply latency beyond this x bound
-                         # (Little's law: in flight / rate): past that the rate is invalid, waiting is waste
 START_DELAY_S = 0.002    # the schedule starts this long after the dispatcher is ready
 
 VALID = "valid"
@@ -136,7 +134,8 @@ def judge(rate: float, sched: np.ndarray, issued: np.ndarray, ends: np.ndarray, 
     over = int(np.sum(lat > bound_ms))
     n = len(lat)
     if overloaded:
-        verdict = f"invalid: overloaded (queries in flight imply latency past {OVERLOAD:g}x the bound; stopped after {n})"
+        verdict = (f"invalid: overloaded: over {1 - PERCENTILE:.0%} of the step's queries were past the bound "
+                   f"unanswered; stopped after issuing {n}")
     elif lag_p99 > LAG_FRACTION * bound_ms:
         verdict = (f"invalid: dispatcher lag p99 {lag_p99:.3g} ms > {LAG_FRACTION:.0%} of the bound "
                    f"{bound_ms:.3g} ms (the load generator, not the server, is measured)")
@@ -159,18 +158,22 @@ def step_queries(rate: float, min_seconds: float) -> int:
 
 def issue(clock, strategy, sched_rel: np.ndarray, rate: float, bound: float) -> tuple:
     """The dispatcher: issue query i at its scheduled time (start + sched_rel[i]), recording when it really
-    went. Stops early once the queries in flight imply latency past OVERLOAD x bound. Returns (scheduled,
-    issued, overloaded), absolute clock times of the queries issued."""
+    went. Stops early once the verdict is certain: when more than 1 - PERCENTILE of the step's queries are
+    still unanswered a bound after their scheduled time, the p99 is over the bound whatever follows.
+    (Queries are answered about in order, so those are the ones from `done` up to the last scheduled a
+    bound ago.) Returns (scheduled, issued, overloaded), absolute clock times of the queries issued."""
     n = len(sched_rel)
     issued = np.empty(n)
-    in_flight_limit = max(2 * strategy.servers, math.ceil(rate * OVERLOAD * bound))
+    decided = math.floor((1 - PERCENTILE) * n) + 1
     sched = clock.now() + START_DELAY_S + sched_rel
     for i in range(n):
         clock.sleep_until(sched[i])
         issued[i] = clock.now()
         strategy.submit(i, issued[i])
-        if i + 1 - strategy.done > in_flight_limit:
-            return sched[: i + 1], issued[: i + 1], True
+        if i + 1 - strategy.done > decided:  # cheap test first
+            late = int(np.searchsorted(sched, issued[i] - bound, side="right")) - strategy.done
+            if late > decided:
+                return sched[: i + 1], issued[: i + 1], True
     return sched, issued, False
 
 
@@ -199,26 +202,27 @@ class Search:
     note: str = ""
 
 
-def search(measure: Callable[[float], Step], start: float, now: Callable[[], float],
-           precision: float = PRECISION, max_steps: int = MAX_STEPS, budget_s: float = BUDGET_S,
-           floor: float | None = None, on_step: Callable[[Step], None] | None = None) -> Search:
+def search_steps(measure: Callable[[float], Step], start: float, now: Callable[[], float], out: Search,
+                 precision: float = PRECISION, max_steps: int = MAX_STEPS, budget_s: float = BUDGET_S,
+                 floor: float | None = None, affordable: Callable[[float, float], bool] | None = None):
     """Bracket (double from `start` until a rate fails, or halve until one passes), then bisect in log
-    space until above / peak <= 1 + precision. `floor`: the lowest rate worth trying (default start / 256)."""
-    out = Search()
+    space until above / peak <= 1 + precision; yields each Step as it finishes, filling `out`. `floor`: the
+    lowest rate worth trying (default start / 256); `affordable(rate, seconds left)`: whether a step at
+    that rate fits in what is left of the budget."""
     floor = floor or start / 256
     began = now()
     rate = start
     while True:
+        left = budget_s - (now() - began)
         if len(out.steps) >= max_steps:
             out.note = f"stopped after {max_steps} steps"
-            break
-        if now() - began > budget_s:
+            return
+        if left <= 0 or (affordable is not None and not affordable(rate, left)):
             out.note = f"stopped at the {budget_s:g} s budget"
-            break
+            return
         step = measure(rate)
         out.steps.append(step)
-        if on_step:
-            on_step(step)
+        yield step
         if step.valid:
             out.peak = rate if out.peak is None else max(out.peak, rate)
         elif out.above is None or rate < out.above:
@@ -229,13 +233,20 @@ def search(measure: Callable[[float], Step], start: float, now: Callable[[], flo
             rate = rate / 2
             if rate < floor:
                 out.note = f"no valid rate down to {floor:.3g}/s"
-                break
+                return
         elif out.above is None:
             rate = rate * 2
         elif out.above / out.peak <= 1 + precision:
-            break
+            return
         else:
             rate = math.sqrt(out.peak * out.above)
+
+
+def search(measure: Callable[[float], Step], start: float, now: Callable[[], float], **options) -> Search:
+    """search_steps run to the end: the Search."""
+    out = Search()
+    for _ in search_steps(measure, start, now, out, **options):
+        pass
     return out
 
 
@@ -490,3 +501,70 @@ def run_real(strategy: str, h, n: int, cell, rate: float, bound: float, seed: in
     sched, issued, overloaded = box["r"]
     ends = srv.finish(len(sched))
     return judge(rate, sched, issued, ends, bound, overloaded, getattr(srv, "hist", None)), srv
+
+
+# -- the compare cell: calibrate, warm, search, verify ---------------------------------------------
+CALIBRATE_S = 1.0        # seconds of one-at-a-time requests on the main thread that set the default bound
+CALIBRATE_MIN_OPS = 30   # ...and at least this many, so the p50 is not one op's noise
+START_FRACTION = 0.5     # the search starts at this share of one server's capacity (1 / single-request p50)
+FLOOR_FRACTION = 1 / 64  # ...and gives up below this share of it (each step needs 459 queries: slow rates
+                         # would take minutes)
+
+
+def default_bound(single_p50: float, given_ms: float | None) -> float:
+    """The latency bound in seconds: --latency-bound-ms, else BOUND_FACTOR x the single-request p50, at
+    least BOUND_FLOOR_MS."""
+    if given_ms is not None:
+        return given_ms / 1e3
+    return max(BOUND_FACTOR * single_p50, BOUND_FLOOR_MS / 1e3)
+
+
+def runner(cell, build):
+    """RUNNERS entry of the server-* modes. Does the work that can fail before any rate runs (refusal,
+    build, one op slower than a step, calibration, warm-up) at once, then returns a generator of one Trial
+    per rate step: the worker writes each to the events file as it comes, so a cell that times out or
+    fails mid-search keeps every finished rate. Verification runs after the last step, inside the generator."""
+    from backends.base import Unsupported  # framework-free (the Backend interface only)
+    from ..cells import Trial
+    from . import modes
+
+    strategy = cell.mode.removeprefix("server-")
+    spec = STRATEGIES[strategy]
+    if spec.make is None:
+        raise Unsupported(f"{cell.mode}: {spec.refusal}")
+    h = build()
+    min_seconds = max(MIN_SECONDS, cell.duration)
+    modes.check_speed(h, 0, min_seconds)
+    for _ in range(cell.warmup):
+        h.op(h.inputs[0])
+    lat, began = [], time.perf_counter()
+    while len(lat) < CALIBRATE_MIN_OPS or time.perf_counter() - began < CALIBRATE_S:
+        t0 = time.perf_counter()
+        h.op(h.inputs[0])
+        lat.append(time.perf_counter() - t0)
+    single = float(np.median(lat))
+    bound = default_bound(single, cell.latency_bound_ms)
+    n = cell.threads
+    if strategy == "batched":  # every batch size once: frameworks that compile per shape must not do it in a step
+        for size in range(2, min(cell.max_batch or n, 64) + 1):
+            xs = [h.inputs[i % len(h.inputs)] for i in range(size)]
+            h.split(h.op(h.concat(xs)), [h.rows] * size)
+    run_real(strategy, h, n, cell, 1.0, 1e9, cell.seed, min_seconds, sched_rel=np.zeros(n * max(cell.warmup, 1)))
+    capacity = 1.0 / single
+
+    def steps():
+        k = iter(range(1, MAX_STEPS + 1))
+        measure = lambda r: run_real(strategy, h, n, cell, r, bound, cell.seed + next(k), min_seconds)[0]  # noqa: E731
+        affordable = lambda r, left: step_queries(r, min_seconds) / r <= left  # noqa: E731
+        for step in search_steps(measure, START_FRACTION * capacity, time.perf_counter, Search(),
+                                 floor=FLOOR_FRACTION * capacity, affordable=affordable):
+            yield Trial(ops=step.queries, seconds=step.seconds, lat_p50_ms=step.lat_p50_ms,
+                        lat_p90_ms=step.lat_p90_ms, lat_p99_ms=step.lat_p99_ms, batch_hist=step.batch_hist,
+                        rate=step.rate, lag_p99_ms=step.lag_p99_ms, bound_ms=step.bound_ms, verdict=step.verdict)
+        # verification: verify_ops queries per server, all issued at once, each output against the reference
+        _, srv = run_real(strategy, h, n, cell, 1.0, 1e9, cell.seed, min_seconds, keep=True,
+                          sched_rel=np.zeros(n * max(cell.verify_ops, 1)))
+        for i, y in sorted(srv.outputs.items()):
+            h.record(h.check(y, i % len(h.inputs)))
+
+    return steps()

@@ -82,7 +82,8 @@ def build(summary: pl.DataFrame) -> list[TableData]:
     """Per workload (and dtype, when several were run) two tables: side-by-side throughput (ops/s with CI,
     speedup, each backend's ratio to the first of its dtype), then every cell's detail (CI level,
     %-of-ceiling, %-of-peak, TFLOP/s, latency, errors, verdict)."""
-    cells = summary.filter(pl.col("workload") != PEAK_WORKLOAD)
+    cells = summary.filter((pl.col("workload") != PEAK_WORKLOAD)  # server steps: compare.render.server
+                           & pl.col("mode").is_in([m.name for m in MODES.values() if m.throughput]))
     machines = summary["machine"].n_unique() if summary.height else 0
     machine_order = {m: i for i, m in enumerate(dict.fromkeys(summary["machine"].to_list()))} if summary.height else {}
     order = {m: i for i, m in enumerate(MODES)}
