@@ -506,9 +506,9 @@ def run_real(strategy: str, h, n: int, cell, rate: float, bound: float, seed: in
 # -- the compare cell: calibrate, warm, search, verify ---------------------------------------------
 CALIBRATE_S = 1.0        # seconds of one-at-a-time requests on the main thread that set the default bound
 CALIBRATE_MIN_OPS = 30   # ...and at least this many, so the p50 is not one op's noise
-START_FRACTION = 0.5     # the search starts at this share of one server's capacity (1 / single-request p50)
-FLOOR_FRACTION = 1 / 64  # ...and gives up below this share of it (each step needs 459 queries: slow rates
-                         # would take minutes)
+START_FRACTION = 0.5     # the search starts at this share of N servers' capacity (N / single-request p50):
+                         # from above, since a step needs 459 queries and slow rates cost the most time
+FLOOR_FRACTION = 1 / 64  # ...and gives up below this share of one server's capacity
 
 
 def default_bound(single_p50: float, given_ms: float | None) -> float:
@@ -556,7 +556,7 @@ def runner(cell, build):
         k = iter(range(1, MAX_STEPS + 1))
         measure = lambda r: run_real(strategy, h, n, cell, r, bound, cell.seed + next(k), min_seconds)[0]  # noqa: E731
         affordable = lambda r, left: step_queries(r, min_seconds) / r <= left  # noqa: E731
-        for step in search_steps(measure, START_FRACTION * capacity, time.perf_counter, Search(),
+        for step in search_steps(measure, START_FRACTION * n * capacity, time.perf_counter, Search(),
                                  floor=FLOOR_FRACTION * capacity, affordable=affordable):
             yield Trial(ops=step.queries, seconds=step.seconds, lat_p50_ms=step.lat_p50_ms,
                         lat_p90_ms=step.lat_p90_ms, lat_p99_ms=step.lat_p99_ms, batch_hist=step.batch_hist,
