@@ -480,13 +480,13 @@ def run_real(strategy: str, h, n: int, cell, rate: float, bound: float, seed: in
     clock = RealClock()
     if sched_rel is None:
         sched_rel = poisson_schedule(rate, step_queries(rate, min_seconds), seed)
-    box: dict[str, Any] = {}
+    out = _Issued()
 
     def dispatcher() -> None:
         try:
-            box["r"] = issue(clock, srv, sched_rel, rate, bound)
-        except BaseException as e:  # noqa: BLE001
-            box["e"] = e
+            out.sched, out.issued, out.overloaded = issue(clock, srv, sched_rel, rate, bound)
+        except BaseException as e:  # noqa: BLE001 - raised again in the caller's thread
+            out.error = e
         finally:
             if spec.batcher:
                 srv.close()
@@ -496,11 +496,19 @@ def run_real(strategy: str, h, n: int, cell, rate: float, bound: float, seed: in
     if spec.batcher:
         srv.run()
     th.join()
-    if "e" in box:
-        raise box["e"]
-    sched, issued, overloaded = box["r"]
-    ends = srv.finish(len(sched))
-    return judge(rate, sched, issued, ends, bound, overloaded, getattr(srv, "hist", None)), srv
+    if out.error is not None:
+        raise out.error
+    ends = srv.finish(len(out.sched))
+    return judge(rate, out.sched, out.issued, ends, bound, out.overloaded, getattr(srv, "hist", None)), srv
+
+
+@dataclass
+class _Issued:
+    """What the dispatcher thread hands back: issue()'s result, or the exception it met."""
+    sched: np.ndarray | None = None
+    issued: np.ndarray | None = None
+    overloaded: bool = False
+    error: BaseException | None = None
 
 
 # -- the compare cell: calibrate, warm, search, verify ---------------------------------------------
