@@ -114,7 +114,7 @@ def compare(
     workloads_: str = typer.Option("mlp,block,transformer", "--workloads", "-w", help="mlp, block, transformer."),
     threads: str = typer.Option("1,2,4,8", "--threads", "-t", help="Thread counts, e.g. 1,2,4,8."),
     modes: str = typer.Option("sequential,threads", "--modes", "-m",
-                              help="sequential, threads, streams, batched, offline, processes (or 'all')."),
+                              help="sequential, threads, streams, batched, offline, processes, server-threads, server-batched (or 'all')."),
     device: str = typer.Option("auto", "--device", "-d",
                                help="auto (each backend's default), gpu, cpu, or a backend's own name (cuda, mps)."),
     dtype: str = typer.Option("float32", "--dtype", help="float32, bfloat16, float16 (comma-separated)."),
@@ -134,6 +134,9 @@ def compare(
                                                   "`backends` lists each backend's options."),
     max_batch: int = typer.Option(0, "--max-batch", help="batched mode: most requests per forward (0 = threads)."),
     max_wait_ms: float = typer.Option(2.0, "--max-wait-ms", help="batched mode: wait to fill a batch."),
+    latency_bound_ms: Optional[float] = typer.Option(None, "--latency-bound-ms",
+                                                     help="server modes: p99 latency bound (default: 10x the "
+                                                          "workload's single-request p50, at least 2 ms)."),
     cell_timeout: Optional[float] = typer.Option(None, "--cell-timeout", help="Seconds before a cell counts as hung."),
     mem_limit_mb: Optional[float] = typer.Option(None, "--mem-limit-mb",
                                                  help="Host memory (MB) a cell's processes may use (default 75% of RAM)."),
@@ -160,7 +163,7 @@ def compare(
     from compare.measure.plan import Settings, all_devices, knob_names, plan
     import backends
 
-    mode_list = list(MODES) if modes.strip() == "all" else O.names("--modes", modes, MODES, "mode")
+    mode_list = O.runnable_modes(MODES) if modes.strip() == "all" else O.names("--modes", modes, MODES, "mode")
     for item in backends_.split(","):  # a refused plug-in: its reason, not "unknown backend"
         if (why := backends.refusal(item.strip())) is not None:
             raise O.BadInput(f"--backends: {why}")
@@ -184,11 +187,13 @@ def compare(
     for opt, v in (("--duration", duration), ("--trials", trials), ("--cell-timeout", cell_timeout),
                    ("--mem-limit-mb", mem_limit_mb)):
         O.positive(opt, v)
+    O.server_modes(mode_list, latency_bound_ms)
     if warmup < 0 or max_batch < 0 or max_wait_ms < 0:
         raise O.BadInput("--warmup, --max-batch and --max-wait-ms must not be negative")
     template = Cell(backend="", device="", dtype="", workload="", mode="", duration=duration, trials=trials,
                     warmup=warmup, fp32_precision=precisions[0], max_batch=max_batch, max_wait_ms=max_wait_ms,
-                    backend_options=backend_option_pairs(backend_option, settings.backends))
+                    backend_options=backend_option_pairs(backend_option, settings.backends),
+                    latency_bound_ms=latency_bound_ms)
     settings = replace(settings, template=template, fp32_precisions=precisions)
     limits = Limits(cell_timeout=cell_timeout, mem_limit_mb=mem_limit_mb)
     argv = ["threadbench", *sys.argv[1:]]

@@ -16,6 +16,9 @@ class ModeSpec:
     ceiling: bool = False      # its cells are ceiling configurations (%-of-ceiling is measured against them)
     line: tuple[str, str] | None = None   # plot: (line style, marker) of its curve; None = drawn otherwise
     start_s: float = 0.0       # extra start-up each of its N workers needs (own interpreter + framework): the cell timeout allows it
+    extra_s: float = 0.0       # seconds a cell may take beyond its timed trials (the server search's budget)
+    throughput: bool = True    # its trials are throughput windows; False: server rate steps (their own table)
+    strategy: bool = True      # a way a server could handle single requests (offline: the caller batches them)
 
     def axis_value(self, threads: int, k: int) -> int:
         return {"threads": threads, "k": k}.get(self.axis, 1)
@@ -29,11 +32,18 @@ MODES: dict[str, ModeSpec] = {m.name: m for m in (
     ModeSpec("batched", "N client threads submit single requests to a dynamic batcher on the main thread",
              axis="threads", line=(":", "^")),
     ModeSpec("offline", "the main thread running batches of k requests, counted in requests", axis="k",
-             ceiling=True),
+             ceiling=True, strategy=False),
     # ceiling: N processes serve the same single requests with no GIL between them; where they beat every
     # offline batch, that is what this machine can do, and threads are read against it
     ModeSpec("processes", "N processes, each with its own copy of the model and its own input",
              axis="threads", ceiling=True, line=("--", "D"), start_s=15.0),  # a torch import + build on a busy 2-core box
+    # open-loop server scenario (compare.measure.server): a trial is one offered rate of the search
+    ModeSpec("server-threads", "Poisson arrivals to N worker threads; peak rate with p99 under the bound",
+             axis="threads", extra_s=240.0, throughput=False),
+    ModeSpec("server-batched", "Poisson arrivals to the dynamic batcher; peak rate with p99 under the bound",
+             axis="threads", extra_s=240.0, throughput=False),
+    ModeSpec("server-processes", "Poisson arrivals to N worker processes (not built yet)", axis="threads",
+             extra_s=240.0, throughput=False),
 )}
 
 
@@ -73,6 +83,7 @@ class Cell:
     intra_op_threads: int | None = None  # the framework's intra-op (math library) threads; None = its default
     backend_options: tuple = ()  # backend-specific settings, as sorted (name, value) string pairs
     repeat: int = 0            # which fresh process of the cell this is (repeats pool into one cell)
+    latency_bound_ms: float | None = None  # server modes: p99 bound; None = a multiple of the single-request p50
 
     def key(self) -> tuple:
         """Identity of the cell across runs (settings that change what is measured)."""
@@ -113,6 +124,10 @@ class Trial:
     lat_p90_ms: float | None = None
     lat_p99_ms: float | None = None
     batch_hist: dict[str, int] | None = None
+    rate: float | None = None        # server modes: the offered rate (queries/s) of this step
+    lag_p99_ms: float | None = None  # server modes: the dispatcher's lag p99 (actual - scheduled issue)
+    bound_ms: float | None = None    # server modes: the latency bound the step was judged against
+    verdict: str | None = None       # server modes: "valid" or "invalid: <reason>"
 
     @property
     def ops_per_s(self) -> float:

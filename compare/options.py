@@ -129,3 +129,21 @@ def sizes(text: str | None, known: set[str]) -> tuple:
             raise BadInput(f"--size: {name} must be at least 1")
         pairs[name] = v
     return tuple(sorted(pairs.items()))
+
+
+def server_modes(modes: list[str], latency_bound_ms: float | None) -> None:
+    """Server modes that are declared but cannot run yet are refused; --latency-bound-ms must be a positive
+    number of milliseconds and only goes with a server mode."""
+    from .measure.server import STRATEGIES  # framework-free
+    for mode in modes:
+        if mode.startswith("server-") and STRATEGIES[mode.removeprefix("server-")].make is None:
+            raise BadInput(f"--modes: {mode} cannot run: {STRATEGIES[mode.removeprefix('server-')].refusal}")
+    positive("--latency-bound-ms", latency_bound_ms)
+    if latency_bound_ms is not None and not any(m.startswith("server-") for m in modes):
+        raise BadInput("--latency-bound-ms: applies to the server modes only (add e.g. --modes server-threads)")
+
+
+def runnable_modes(modes) -> list[str]:
+    """--modes all: every mode that can run (a declared server strategy that is not built yet is left out)."""
+    from .measure.server import STRATEGIES
+    return [m for m in modes if not m.startswith("server-") or STRATEGIES[m.removeprefix("server-")].make]

@@ -31,6 +31,8 @@ ROW_TYPES: dict[str, type] = {
     "process_rss_mb": str, "process_uss_mb": str, "process_device_mb": str,
     "total_rss_mb": float, "total_device_mb": float,
     "intra_op_ran": int, "intra_op_rule": str,       # intra-op threads each process ran, and why that many
+    # server modes: one row per offered rate (compare.measure.server)
+    "offered_rate": float, "lag_p99_ms": float, "bound_ms": float, "verdict": str,
 }
 ROW_FIELDS = tuple(ROW_TYPES)
 INT_FIELDS = {f for f, t in ROW_TYPES.items() if t is int}
@@ -92,7 +94,8 @@ def add_result(run: dict, result: CellResult) -> None:
         if t is not None:
             row.update(trial=i, ops=t.ops, seconds=t.seconds, ops_per_s=t.ops_per_s, lat_p50_ms=t.lat_p50_ms,
                        lat_p90_ms=t.lat_p90_ms, lat_p99_ms=t.lat_p99_ms,
-                       batch_hist=json.dumps(t.batch_hist) if t.batch_hist else None)
+                       batch_hist=json.dumps(t.batch_hist) if t.batch_hist else None, offered_rate=t.rate,
+                       lag_p99_ms=t.lag_p99_ms, bound_ms=t.bound_ms, verdict=t.verdict)
         run["rows"].append(row)
 
 

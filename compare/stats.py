@@ -36,6 +36,7 @@ CELL_KEYS = ["machine", "backend", "device", "dtype", "fp32_precision", "workloa
 GROUP_KEYS = ["machine", "backend", "device", "dtype", "fp32_precision", "workload", "size"]
 PEAK_WORKLOAD = "matmul"
 PROBE_WORKLOADS = list(PROBES)  # measured to calibrate (peak, launch rate), not reported as workloads
+THROUGHPUT_MODES = [m.name for m in MODES.values() if m.throughput]  # server modes: rate steps, their own tables
 CEILING_MODES = [m.name for m in MODES.values() if m.ceiling]
 UNSTABLE_IQR = 0.10  # a cell whose trials spread more than this (IQR / median) is marked UNSTABLE
 SCOPE_PROCESSES, SCOPE_WINDOWS = "processes", "windows"   # what a cell's interval covers (ci_scope)
@@ -244,3 +245,8 @@ SUMMARY_SCHEMA: dict[str, pl.DataType] = {
     "ceiling_ops": pl.Float64, "ceiling_config": pl.Utf8, "ceiling_missing": pl.Utf8, "above_ceiling": pl.Boolean,
     "peak_tflops": pl.Float64, "speedup": pl.Float64, "pct_ceiling": pl.Float64, "pct_peak": pl.Float64,
 }
+
+
+def workload_cells(summary: pl.DataFrame) -> pl.DataFrame:
+    """The cells that measure a workload's throughput: no calibration probes, no server rate steps."""
+    return summary.filter(~pl.col("workload").is_in(PROBE_WORKLOADS) & pl.col("mode").is_in(THROUGHPUT_MODES))

@@ -18,6 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..cells import Trial
+from . import server as _server
 from .verify import rel_error
 
 now = time.perf_counter
@@ -388,4 +389,7 @@ RUNNERS: dict[str, Runner] = {
     "batched": _batched,
     "offline": _sequential,
     "processes": _processes,
+    "server-threads": _server.runner,
+    "server-batched": _server.runner,
+    "server-processes": _server.runner,
 }

@@ -32,7 +32,8 @@ class Limits:
         if self.cell_timeout:
             return self.cell_timeout
         # start-up (imports, JIT, build) + warm-up + the timed windows + verification, generously
-        return 120.0 + 3.0 * cell.trials * cell.duration + MODES[cell.mode].start_s * cell.threads
+        return (120.0 + 3.0 * cell.trials * cell.duration + MODES[cell.mode].start_s * cell.threads
+                + MODES[cell.mode].extra_s)
 
     def mem_mb(self) -> float:
         return self.mem_limit_mb or 0.75 * psutil.virtual_memory().total / 2**20

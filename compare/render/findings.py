@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..cells import FAILED, MODES, OK, TOO_SLOW
-from ..stats import PROBE_WORKLOADS
+from ..stats import PROBE_WORKLOADS, THROUGHPUT_MODES
 from . import format as F
 
 MIN_GAIN = 0.10   # smaller differences are not claimed even with disjoint intervals: run-to-run drift on a
@@ -71,8 +71,8 @@ def _sequential(recs: list[dict]) -> dict | None:
 
 
 def best_strategy(recs: list[dict]) -> dict | None:
-    """The fastest measured cell a client can use directly (every mode but the ceiling ones)."""
-    usable = [r for r in recs if _measured(r) and not F.is_ceiling(r["mode"])]
+    """The fastest measured cell of a strategy a server could use (every mode but offline: compare.cells.MODES)."""
+    usable = [r for r in recs if _measured(r) and r["mode"] in MODES and MODES[r["mode"]].strategy]
     return max(usable, key=lambda r: r["ops_per_s"]) if usable else None
 
 
@@ -162,11 +162,12 @@ def _ceiling_sentence(named: list[tuple[str, list[dict]]]) -> list[str]:
         c, seq = ceiling(recs), _sequential(recs)
         if c is not None:
             gain = f" ({F.times(c['ops_per_s'] / seq['ops_per_s'], 0)} sequential)" if seq else ""
-            parts.append(f"{name} {F.short(c['ops_per_s'])} at {F.axis_label(c['mode'], c['threads'], c['k'])}{gain}")
+            parts.append(f"{name} {F.short(c['ops_per_s'])} at {F.mode_label(c['mode'], c['threads'], c['k'])}{gain}")
     if not parts:
         return []
     modes = ", ".join(m for m, spec in MODES.items() if spec.ceiling)
-    return [f"Ceiling ({modes}: requests batched by the caller, not a client strategy): {'; '.join(parts)}."]
+    return [f"Ceiling (the best of {modes}; offline batches requests in the caller, so it is no client strategy): "
+            f"{'; '.join(parts)}."]
 
 
 def _like_for_like(groups: dict[tuple, list[dict]]) -> list[str]:
@@ -201,7 +202,8 @@ def _like_for_like(groups: dict[tuple, list[dict]]) -> list[str]:
 
 def findings(summary) -> list[Finding]:
     """One Finding per machine × workload (× size) × dtype, in the order the summary lists them."""
-    recs = F.fill_precision([r for r in _records(summary) if r["workload"] not in PROBE_WORKLOADS])
+    recs = F.fill_precision([r for r in _records(summary)
+                             if r["workload"] not in PROBE_WORKLOADS and r["mode"] in THROUGHPUT_MODES])
     scopes: dict[tuple, list[dict]] = {}
     for r in recs:
         scopes.setdefault((r.get("machine") or "", r["workload"], r.get("size") or "default", r["dtype"]), []).append(r)

@@ -78,12 +78,12 @@ def figure(summary, title: str = ""):
     import polars as pl
 
     from ..cells import FAILED, TOO_SLOW
-    from ..stats import PROBE_WORKLOADS
+    from ..stats import workload_cells
     from . import format as F
     _, Figure, FigureCanvasAgg = _matplotlib()
     from matplotlib.lines import Line2D
     from matplotlib.ticker import EngFormatter
-    recs = F.fill_precision(summary.filter(~pl.col("workload").is_in(PROBE_WORKLOADS)).to_dicts()) if summary.height else []
+    recs = F.fill_precision(workload_cells(summary).to_dicts()) if summary.height else []
     if not any(r["status"] == "ok" and _value(r["ops_per_s"]) is not None for r in recs):
         raise NothingToPlot("nothing to plot: no cell of these runs has a measured throughput")
     machines = len({r["machine"] for r in recs})

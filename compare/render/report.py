@@ -237,7 +237,8 @@ def to_markdown(runs: list[dict], summary, width: int = 0, color: bool = False, 
     labels = machine_labels(runs)
     machines = list(dict.fromkeys(labels.values()))
     parts = [findings.to_markdown(findings.findings(summary), heading, machines[0] if len(machines) == 1 else "")]
-    built = tables.build(summary)
+    from . import server as server_tables
+    built = tables.build(summary) + server_tables.build(merge(runs, labels))
     parts += [tables.to_markdown(t) for t in built] or ["_No measured cells._\n"]
     if built:
         parts.append("\n".join([f"{heading} Legend", ""] + [f"- {x}" for x in tables.legend(summary, backend_env(runs))]) + "\n")
@@ -281,7 +282,8 @@ def print_report(runs: list[dict], summary, console) -> None:
     from . import findings, tables
     width = console.width
     labels = machine_labels(runs)
-    built = tables.build(summary)
+    from . import server as server_tables
+    built = tables.build(summary) + server_tables.build(merge(runs, labels))  # server: rate steps, own tables
     if not built:
         console.print("no measured cells", style="yellow")
     for t in built:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from ..cells import MODES
-from ..stats import PROBE_WORKLOADS
+from ..stats import workload_cells
 from . import format as F
 from .findings import BACKEND_ORDER, matching_hint
 
@@ -48,7 +48,7 @@ def build(summary: pl.DataFrame) -> list[TableData]:
     """Per workload (and dtype, when several were run) two tables: side-by-side throughput (ops/s with CI,
     speedup, like-for-like ratios), then every cell's detail (CI level, %-of-ceiling, %-of-peak, TFLOP/s,
     latency, errors, verdict). Columns that are empty in every row of the detail are left out."""
-    recs = F.fill_precision(summary.filter(~pl.col("workload").is_in(PROBE_WORKLOADS)).to_dicts()) if summary.height else []
+    recs = F.fill_precision(workload_cells(summary).to_dicts()) if summary.height else []
     machines = len({r["machine"] for r in summary.iter_rows(named=True)}) if summary.height else 0
     machine_order = {m: i for i, m in enumerate(dict.fromkeys(summary["machine"].to_list()))} if summary.height else {}
     tables = []
@@ -161,7 +161,7 @@ def build_compact(summary: pl.DataFrame) -> list[TableData]:
     and effective precision with its sequential figure, its best strategy (every mode but the ceiling) and
     that strategy's gain, and its ceiling; rows of equal precision sit together. Fits 80 columns."""
     from .findings import best_strategy, ceiling
-    recs = F.fill_precision(summary.filter(~pl.col("workload").is_in(PROBE_WORKLOADS)).to_dicts()) if summary.height else []
+    recs = F.fill_precision(workload_cells(summary).to_dicts()) if summary.height else []
     machines = len({r["machine"] for r in recs})
     scopes: dict[tuple, list[dict]] = {}
     for r in recs:
@@ -218,7 +218,7 @@ def _symbol(line: str) -> str | None:
 
 
 def _legend(summary: pl.DataFrame, backend_env: dict | None = None) -> list[str]:
-    recs = summary.filter(~pl.col("workload").is_in(PROBE_WORKLOADS)).to_dicts() if summary.height else []
+    recs = workload_cells(summary).to_dicts() if summary.height else []
     level = F.ci_level(r["ci_level"] for r in recs if r["ops_per_s"] is not None)
     lines = [
         f"ops/s [{level}]: median requests per second over the trials, with the distribution-free interval of "

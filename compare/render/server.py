@@ -1,0 +1,70 @@
+"""The server modes' results, from a run's rows: per cell the peak valid rate and its bracket (plain data,
+`peaks`), and two tables (`build`): the peak per backend x strategy, and the latency-vs-rate curve.
+
+Not the throughput tables (compare.render.tables leaves server cells out: a server step's ops/s is the
+offered rate it was given, not a throughput the cell reached on its own)."""
+from __future__ import annotations
+
+from ..cells import MODES, axis_label
+from . import format as F
+from .format import num as _num
+from .tables import TableData
+
+SERVER_MODES = [m.name for m in MODES.values() if not m.throughput]
+CELL = ("machine", "backend", "device", "dtype", "fp32_precision", "workload", "size", "mode", "threads")
+
+
+def peaks(rows: list[dict]) -> list[dict]:
+    """One record per server cell: `peak` the highest offered rate judged valid, `above` the lowest rate
+    above it judged invalid (None: not bracketed); the peak lies in [peak, above) to the search's precision
+    (a re-run's noise can move either end by a step). `steps` the cell's rows sorted by rate."""
+    cells: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r["mode"] in SERVER_MODES:
+            cells.setdefault(tuple(r[k] for k in CELL), []).append(r)
+    out = []
+    for key, rs in cells.items():
+        steps = sorted((r for r in rs if r.get("offered_rate") is not None), key=lambda r: r["offered_rate"])
+        valid = [r for r in steps if r["verdict"] == "valid"]
+        peak = max((r["offered_rate"] for r in valid), default=None)
+        above = min((r["offered_rate"] for r in steps if r["verdict"] != "valid" and peak is not None
+                     and r["offered_rate"] > peak), default=None)
+        at = next((r for r in valid if r["offered_rate"] == peak), None)
+        out.append(dict(zip(CELL, key)) | {
+            "status": rs[0]["status"], "cause": rs[0]["cause"], "bound_ms": steps[0]["bound_ms"] if steps else None,
+            "peak": peak, "above": above, "p99_at_peak": at and at["lat_p99_ms"], "lag_at_peak": at and at["lag_p99_ms"],
+            "steps": steps, "errors": rs[0]["errors"], "checked": rs[0]["checked"]})
+    return out
+
+
+def build(rows: list[dict]) -> list[TableData]:
+    recs = peaks(rows)
+    if not recs:
+        return []
+    head = [("", "workload"), ("", "backend"), ("", "strategy"), ("", "threads"), ("", "p99 bound ms"),
+            ("", "peak req/s"), ("", "bracket"), ("", "p99 at peak"), ("", "lag p99"), ("", "steps"), ("", "verdict")]
+    table = []
+    for r in recs:
+        verdict = r["status"] if r["status"] != "ok" else ("no valid rate" if r["peak"] is None else "ok")
+        if r["errors"]:
+            verdict = f"WRONG {r['errors']}/{r['checked']}"
+        bracket = (f"[{_num(r['peak'])}, {_num(r['above'])})" if r["above"] is not None
+                   else "not bracketed" if r["peak"] is not None else "—")
+        show = r["status"] == "ok" and not r["errors"]  # a failed cell shows no rate
+        table.append([r["workload"], f"{r['backend']} {r['device']} {r['dtype']}", r["mode"].removeprefix("server-"),
+                      axis_label(r["mode"], r["threads"], 1), _num(r["bound_ms"]),
+                      _num(r["peak"]) if show else "—", bracket if show else "—", _num(r["p99_at_peak"]),
+                      _num(r["lag_at_peak"]), str(len(r["steps"])), verdict])
+    notes = ["peak: the highest offered rate whose p99 latency (from the scheduled arrival) met the bound, with "
+             "enough queries to know it (LoadGen's early stopping) and the dispatcher's lag p99 within 10% of "
+             "the bound; bracket: [peak, lowest failing rate above it), the search's 5% precision"]
+    curve = []
+    for r in recs:
+        for s in r["steps"]:
+            curve.append([r["workload"], f"{r['backend']} {r['device']} {r['dtype']}", r["mode"].removeprefix("server-"),
+                          axis_label(r["mode"], r["threads"], 1), _num(s["offered_rate"]), _num(s["ops_per_s"]),
+                          _num(s["lat_p50_ms"]), _num(s["lat_p99_ms"]), _num(s["lag_p99_ms"]), F.clip(s["verdict"], 80)])
+    return [TableData("server — peak rate under the p99 bound", head, table, notes),
+            TableData("server — latency vs offered rate",
+                      [("", "workload"), ("", "backend"), ("", "strategy"), ("", "threads"), ("", "offered/s"),
+                       ("", "done/s"), ("", "p50 ms"), ("", "p99 ms"), ("", "lag p99 ms"), ("", "verdict")], curve)]
