@@ -86,6 +86,9 @@ def compare(
     offline_k: str = typer.Option("1,8,64", "--offline-k", help="offline mode: requests per forward."),
     max_batch: int = typer.Option(0, "--max-batch", help="batched mode: most requests per forward (0 = threads)."),
     max_wait_ms: float = typer.Option(2.0, "--max-wait-ms", help="batched mode: wait to fill a batch."),
+    intra_op_threads: Optional[int] = typer.Option(None, "--intra-op-threads",
+                                                   help="Math-library threads per process (torch.set_num_threads; "
+                                                        "numpy via threadpoolctl); default: each framework's own."),
     cell_timeout: Optional[float] = typer.Option(None, "--cell-timeout", help="Seconds before a cell counts as hung."),
     mem_limit_mb: Optional[float] = typer.Option(None, "--mem-limit-mb",
                                                  help="Host memory (MB) a cell's processes may use (default 75% of RAM)."),
@@ -120,12 +123,13 @@ def compare(
     )
     precisions = tuple(O.names("--fp32-precision", fp32_precision, ["highest", "high"], "precision"))
     for opt, v in (("--duration", duration), ("--trials", trials), ("--cell-timeout", cell_timeout),
-                   ("--mem-limit-mb", mem_limit_mb)):
+                   ("--mem-limit-mb", mem_limit_mb), ("--intra-op-threads", intra_op_threads)):
         O.positive(opt, v)
     if warmup < 0 or max_batch < 0 or max_wait_ms < 0:
         raise O.BadInput("--warmup, --max-batch and --max-wait-ms must not be negative")
     template = Cell(backend="", device="", dtype="", workload="", mode="", duration=duration, trials=trials,
-                    warmup=warmup, fp32_precision=precisions[0], max_batch=max_batch, max_wait_ms=max_wait_ms)
+                    warmup=warmup, fp32_precision=precisions[0], max_batch=max_batch, max_wait_ms=max_wait_ms,
+                    intra_op_threads=intra_op_threads)
     settings = replace(settings, template=template, fp32_precisions=precisions)
     limits = Limits(cell_timeout=cell_timeout, mem_limit_mb=mem_limit_mb)
     argv = ["threadbench", *sys.argv[1:]]

@@ -66,6 +66,7 @@ class Cell:
     intra_op_threads: int | None = None  # the framework's intra-op (math library) threads; None = its default
     backend_options: tuple = ()  # backend-specific settings, as sorted (name, value) string pairs
     repeat: int = 0            # which fresh process of the cell this is (repeats pool into one cell)
+    max_window: float = 0.0    # longest timed window, s; 0: 4 x duration (compare.measure.modes.WINDOW_CAP_DURATIONS)
 
     def key(self) -> tuple:
         """Identity of the cell across runs (settings that change what is measured)."""
@@ -76,6 +77,12 @@ class Cell:
     def requests_per_forward(self) -> int:
         """Requests in one forward: k for offline, else 1 (the batcher forms its batches at run time)."""
         return self.k if MODES[self.mode].axis == "k" else 1
+
+    @property
+    def window_cap(self) -> float:
+        """The longest a timed window may grow to hold the minimum of ops per thread; beyond it, too slow."""
+        from .measure.modes import WINDOW_CAP_DURATIONS
+        return self.max_window or WINDOW_CAP_DURATIONS * self.duration
 
     def size_label(self) -> str:
         return ",".join(f"{k}={v}" for k, v in self.knobs) or "default"
@@ -106,6 +113,8 @@ class Trial:
     lat_p90_ms: float | None = None
     lat_p99_ms: float | None = None
     batch_hist: dict[str, int] | None = None
+    window_s: float | None = None      # the window's planned length (>= duration when lengthened for the minimum)
+    min_thread_ops: int | None = None  # fewest ops any thread (client) completed in the window
 
     @property
     def ops_per_s(self) -> float:
@@ -126,3 +135,10 @@ class CellResult:
     peak_device_mb: float | None = None
     wall_s: float | None = None
     env: dict[str, Any] = field(default_factory=dict)  # the backend's describe() for this device
+    precision: str | None = None       # effective matmul precision (fp32, tf32, bf16, fp16): the tolerance's key
+    warmup_s: float | None = None      # warm-up windows' wall time before the trials
+    warmup_windows: int | None = None
+    steady: bool | None = None         # warm-up ended with two windows agreeing (else at its time cap)
+    window_s: float | None = None      # timed window length used
+    op_s: float | None = None          # the speed check's median single-op time
+    os_threads: int | None = None      # most OS threads the cell's process ran at the end of a timed window

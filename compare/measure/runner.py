@@ -31,8 +31,8 @@ class Limits:
     def timeout_for(self, cell: Cell) -> float:
         if self.cell_timeout:
             return self.cell_timeout
-        # start-up (imports, JIT, build) + warm-up + the timed windows + verification, generously
-        return 120.0 + 3.0 * cell.trials * cell.duration
+        # start-up (imports, JIT, build) + warm-up + the timed windows (up to their cap) + verification, generously
+        return 120.0 + 3.0 * (cell.trials + 1) * cell.window_cap
 
     def mem_mb(self) -> float:
         return self.mem_limit_mb or 0.75 * psutil.virtual_memory().total / 2**20
@@ -104,6 +104,10 @@ def _collect(cell: Cell, events_path: Path, rc: int, log_path: Path, forced) -> 
             result.flops_per_op = ev["flops_per_op"]
         elif kind == "trial":
             result.trials.append(Trial(**ev))
+        elif kind == "result":  # how it was measured (compare.measure.modes.Measured), effective precision
+            for name, value in ev.items():
+                if hasattr(result, name):
+                    setattr(result, name, value)
         elif kind == "verify":
             result.errors, result.checked, result.rel_err = ev["errors"], ev["checked"], ev["rel_err"]
         elif kind == "memory":
