@@ -7,14 +7,16 @@ Every mode runs the same schedule of windows (Schedule) in its own concurrent lo
      minimum of completed ops per thread (MIN_OPS_PER_WINDOW) cannot fit in the longest window allowed
      (Cell.window_cap), the cell is too slow and says so with its numbers;
   2. warm-up windows, in the mode's own loop with all its threads, until two consecutive windows agree
-     within STEADY_REL or WARMUP_CAP_WINDOWS have run; what it took is recorded, never dropped afterwards;
+     within STEADY_REL, or for WARMUP_CAP_DURATIONS x --duration; what it took is recorded, never dropped;
   3. `trials` timed windows, each long enough that every thread completes MIN_OPS_PER_WINDOW ops at the
      rate warm-up ended with (never shorter than --duration, never longer than the cap).
-Windows open behind a start barrier. In a window each op is forward + synchronise; an op counts once its
-synchronise has returned, and only ops that started before the deadline count. Throughput of a window is
-completed ops / (last completion - first start). Each thread keeps its first and last output of every
-timed window; they are checked against the float64 reference after the window closes, outside the clock,
-so outputs that go wrong only under concurrency are caught where they were timed.
+Windows open behind a start barrier; a window's clock starts with the first thread to begin work (a
+window that opened at the barrier could be empty on a busy machine, its threads waking after its end). In
+a window each op is forward + synchronise; an op counts once its synchronise has returned, and only ops
+that started before the deadline count. Throughput of a window is completed ops / (last completion -
+first start). Each thread keeps its first and last output of every timed window; they are checked against
+the float64 reference after the window closes, outside the clock, so outputs that go wrong only under
+concurrency are caught where they were timed.
 """
 from __future__ import annotations
 
@@ -166,7 +168,7 @@ class Window:
     trial: int | None          # None: a warm-up window
     length: float
     n: int
-    deadline: float = 0.0
+    deadline: float | None = None  # set by the first thread to start: the window opens when work does
     starts: list = field(default_factory=list)
     ends: list = field(default_factory=list)
     samples: list = field(default_factory=list)   # per thread: (first, last) output
@@ -175,6 +177,15 @@ class Window:
         self.starts = [[] for _ in range(self.n)]
         self.ends = [[] for _ in range(self.n)]
         self.samples = [(None, None)] * self.n
+
+    def open(self, lock: threading.Lock) -> float:
+        """The deadline, fixed by the first thread to get here. A window that opened when the barrier
+        released would be empty on a busy machine whose threads wake later than its length."""
+        if self.deadline is None:
+            with lock:
+                if self.deadline is None:
+                    self.deadline = now() + self.length
+        return self.deadline
 
     def min_ops(self) -> int:
         return min(map(len, self.ends))
@@ -205,14 +216,12 @@ class Schedule:
         self.current: Window | None = None
         self.results: list[Trial] = []
         self.hists: list[Counter] = []            # batched: a histogram per timed window, given by the mode
+        self.opening = threading.Lock()           # Window.open: one deadline per window
 
     def advance(self) -> None:
         if self.current is not None:
             self._close(self.current)
-        nxt = self._plan()
-        if nxt is not None:
-            nxt.deadline = now() + nxt.length
-        self.current = nxt
+        self.current = self._plan()
 
     def _close(self, w: Window) -> None:
         ops = sum(map(len, w.ends))
@@ -266,8 +275,8 @@ class Schedule:
         return Window(done, self.window_s, self.n) if done < self.trials else None
 
 
-def _run_window(h: Harness, w: Window, i: int, x: Any) -> None:
-    w.samples[i] = _timed_loop(h.op, x, w.deadline, w.starts[i], w.ends[i])
+def _run_window(h: Harness, sched: Schedule, w: Window, i: int, x: Any) -> None:
+    w.samples[i] = _timed_loop(h.op, x, w.open(sched.opening), w.starts[i], w.ends[i])
 
 
 # -- sequential and offline x1: one thread, the caller's ---------------------------------------------
@@ -281,7 +290,7 @@ def run_sequential(h: Harness, duration: float, trials: int, warmup: int, verify
     sched = Schedule(h, 1, duration, trials, cap, op_s, weight)
     sched.advance()
     while (w := sched.current) is not None:
-        _run_window(h, w, 0, h.inputs[0])
+        _run_window(h, sched, w, 0, h.inputs[0])
         sched.advance()
     for _ in range(verify_ops):
         h.record(h.check(h.op(h.inputs[0]), 0))
@@ -310,7 +319,7 @@ def run_threads(h: Harness, n: int, duration: float, trials: int, warmup: int, v
                     barrier.wait()  # every window opens for all threads at once
                     if (w := sched.current) is None:
                         break
-                    _run_window(h, w, i, x)
+                    _run_window(h, sched, w, i, x)
                 for _ in range(verify_ops):
                     h.record(h.check(h.op(x), i))
             finally:
@@ -461,7 +470,7 @@ def run_batched(h: Harness, n: int, duration: float, trials: int, warmup: int, v
                 barrier.wait()
                 if (w := sched.current) is None:
                     break
-                w.samples[i] = _timed_loop(request, None, w.deadline, w.starts[i], w.ends[i])
+                w.samples[i] = _timed_loop(request, None, w.open(sched.opening), w.starts[i], w.ends[i])
             for _ in range(verify_ops):
                 h.record(h.check(submit(i, now()), i))
         except threading.BrokenBarrierError:
