@@ -38,6 +38,9 @@ def axis_label(mode: str, threads: int, k: int) -> str:
     return {"k": f"k={k}", "threads": f"×{threads}"}.get(axis, "")
 
 
+WINDOW_CAP_DURATIONS = 4  # default cap on a timed window: 4 x --duration (Cell.window_cap), so a cell costs at
+#                           most 4x its asked time before it is called too slow (raise --duration to measure it)
+
 # Cell statuses. Only "ok" and "wrong" carry throughput; every other status says why there is none.
 OK, WRONG = "ok", "wrong"
 CRASH, TIMEOUT, ERROR, MEMORY = "crash", "timeout", "error", "memory"
@@ -66,7 +69,7 @@ class Cell:
     intra_op_threads: int | None = None  # the framework's intra-op (math library) threads; None = its default
     backend_options: tuple = ()  # backend-specific settings, as sorted (name, value) string pairs
     repeat: int = 0            # which fresh process of the cell this is (repeats pool into one cell)
-    max_window: float = 0.0    # longest timed window, s; 0: 4 x duration (compare.measure.modes.WINDOW_CAP_DURATIONS)
+    max_window: float = 0.0    # longest timed window, s; 0: WINDOW_CAP_DURATIONS x duration
 
     def key(self) -> tuple:
         """Identity of the cell across runs (settings that change what is measured)."""
@@ -81,7 +84,6 @@ class Cell:
     @property
     def window_cap(self) -> float:
         """The longest a timed window may grow to hold the minimum of ops per thread; beyond it, too slow."""
-        from .measure.modes import WINDOW_CAP_DURATIONS
         return self.max_window or WINDOW_CAP_DURATIONS * self.duration
 
     def size_label(self) -> str:

@@ -30,7 +30,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import psutil
 
-from ..cells import Trial
+from ..cells import WINDOW_CAP_DURATIONS, Trial
 
 now = time.perf_counter  # every clock read in this module goes through this name (tests put a simulated clock here)
 
@@ -39,8 +39,6 @@ MIN_OPS_PER_WINDOW = 10   # completed ops per thread per timed window: with fewe
 SPEED_PROBE_OPS = 5       # timed ops the speed check takes the median of (after one op that compiles and loads)
 WINDOW_SAFETY = 1.5       # a timed window is planned to hold 1.5x the minimum at warm-up's last rate, so a
 #                           window somewhat slower than warm-up still holds the minimum
-WINDOW_CAP_DURATIONS = 4  # default cap on a window: 4 x --duration (Cell.window_cap), so a cell costs at most
-#                           4x its asked time before it is called too slow (raise --duration to measure it)
 STEADY_REL = 0.05         # warm-up is steady when two consecutive warm-up windows' throughputs agree within 5%
 WARMUP_WINDOW_SHARE = 0.25  # a warm-up window lasts a quarter of --duration ...
 WARMUP_MIN_OPS = 3        # ... or long enough for 3 ops per thread at the last rate seen, whichever is longer
