@@ -99,6 +99,7 @@ class Harness:
     inputs: list[Any]                            # device inputs, one per thread (client); offline: k requests each
     tolerance: float
     stream: Callable[[], Any] | None = None      # per-thread stream context factory (streams mode)
+    thread_setup: Callable[[], None] | None = None  # first call in every measuring thread (per-thread settings)
     concat: Callable[[list], Any] | None = None
     split: Callable[[Any, list], list] | None = None
     rows: int = 1                                # batch rows per request
@@ -306,6 +307,8 @@ def run_threads(h: Harness, n: int, duration: float, trials: int, warmup: int, v
 
     def worker(i: int) -> None:
         try:
+            if h.thread_setup is not None:
+                h.thread_setup()
             ctx = h.stream() if use_streams else None
             if ctx is not None:
                 ctx.__enter__()

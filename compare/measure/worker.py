@@ -108,6 +108,7 @@ def make_harness(backend, model, cell: Cell, spec, params, cache: Path,
     return modes.Harness(
         op=op, check=check, inputs=device_inputs, tolerance=tolerance(precision),
         stream=lambda: backend.stream(cell.device),
+        thread_setup=getattr(backend, "configure_thread", None),  # per-thread settings, where a backend has them
         concat=backend.concat, split=backend.split, rows=rows, checks=checks,
         measured=measured if measured is not None else modes.Measured(),
     )
