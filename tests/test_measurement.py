@@ -104,6 +104,11 @@ def test_too_slow_is_the_median_op_against_the_minimum_in_the_longest_window(mon
     # one slow first op (a compile) and one slow outlier do not decide: the median does
     h, _ = sim_harness(monkeypatch, lambda c: 50.0 if c in (0, 3) else 1.0)
     modes.run_sequential(h, duration=1.0, trials=1, warmup=0, verify_ops=0, cap=10.5)
+    # an op longer than the whole window, twice running (the compiling one and the first timed), is timed no more
+    h, calls = sim_harness(monkeypatch, lambda c: 20.0)
+    with pytest.raises(modes.TooSlow, match=r"one op takes 20 s \(median of 1\)"):
+        modes.run_sequential(h, duration=1.0, trials=1, warmup=0, verify_ops=0, cap=4.0)
+    assert len(calls) == 2
 
 
 def test_a_cell_that_slows_during_warm_up_is_too_slow_with_its_rate(monkeypatch):

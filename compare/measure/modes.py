@@ -145,15 +145,21 @@ def _timed_loop(op: Callable, x: Any, deadline: float, starts: list, ends: list)
 
 
 def check_speed(h: Harness, index: int, cap: float) -> float:
-    """One op to compile and load kernels, then the median of SPEED_PROBE_OPS timed ops (stopping early
-    once the median is known to be over the limit). Raises TooSlow when MIN_OPS_PER_WINDOW such ops do not
-    fit in `cap`, the longest window allowed; returns the median op time. Its first output is checked."""
+    """One op to compile and load kernels, then the median of SPEED_PROBE_OPS timed ops, stopping early
+    once the median is known to be over the limit, or once the first op and a timed one each took longer
+    than the whole longest window (an op of seconds is not timed five times to learn it is too slow).
+    Raises TooSlow when MIN_OPS_PER_WINDOW such ops do not fit in `cap`, the longest window allowed; returns
+    the median op time. Its first output is checked."""
+    t0 = now()
     h.record(h.check(h.op(h.inputs[index]), index))
+    first = now() - t0
     limit, took = cap / MIN_OPS_PER_WINDOW, []
     while len(took) < SPEED_PROBE_OPS and sum(t > limit for t in took) <= SPEED_PROBE_OPS // 2:
         t0 = now()
         h.op(h.inputs[index])
         took.append(now() - t0)
+        if first > cap and took[-1] > cap:
+            break
     op_s = statistics.median(took)
     h.measured.op_s = op_s
     if op_s > limit:
