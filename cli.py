@@ -137,6 +137,9 @@ def compare(
     latency_bound_ms: Optional[float] = typer.Option(None, "--latency-bound-ms",
                                                      help="server modes: p99 latency bound (default: 10x the "
                                                           "workload's single-request p50, at least 2 ms)."),
+    intra_op_threads: Optional[int] = typer.Option(None, "--intra-op-threads",
+                                                   help="Math-library threads per process (torch.set_num_threads; "
+                                                        "numpy via threadpoolctl); default: each framework's own."),
     cell_timeout: Optional[float] = typer.Option(None, "--cell-timeout", help="Seconds before a cell counts as hung."),
     mem_limit_mb: Optional[float] = typer.Option(None, "--mem-limit-mb",
                                                  help="Host memory (MB) a cell's processes may use (default 75% of RAM)."),
@@ -185,7 +188,7 @@ def compare(
         raise O.BadInput(f"--repeats: {repeats} is out of range; use 1 to {MAX_REPEATS}")
     precisions = tuple(O.names("--fp32-precision", fp32_precision, ["highest", "high"], "precision"))
     for opt, v in (("--duration", duration), ("--trials", trials), ("--cell-timeout", cell_timeout),
-                   ("--mem-limit-mb", mem_limit_mb)):
+                   ("--mem-limit-mb", mem_limit_mb), ("--intra-op-threads", intra_op_threads)):
         O.positive(opt, v)
     O.server_modes(mode_list, latency_bound_ms)
     if warmup < 0 or max_batch < 0 or max_wait_ms < 0:
@@ -193,7 +196,8 @@ def compare(
     template = Cell(backend="", device="", dtype="", workload="", mode="", duration=duration, trials=trials,
                     warmup=warmup, fp32_precision=precisions[0], max_batch=max_batch, max_wait_ms=max_wait_ms,
                     backend_options=backend_option_pairs(backend_option, settings.backends),
-                    latency_bound_ms=latency_bound_ms)
+                    latency_bound_ms=latency_bound_ms,
+                    intra_op_threads=intra_op_threads)
     settings = replace(settings, template=template, fp32_precisions=precisions)
     limits = Limits(cell_timeout=cell_timeout, mem_limit_mb=mem_limit_mb)
     argv = ["threadbench", *sys.argv[1:]]

@@ -156,6 +156,12 @@ class MlxBackend(Backend):
         return parts
 
     # -- description ----------------------------------------------------------------------------
+    def effective_precision(self, device, dtype, fp32_precision):
+        # no switch: MLX on CUDA runs float32 matmuls as TF32; on Metal and the CPU they are float32
+        if dtype == "float32" and device == "gpu" and platform.system() != "Darwin":
+            return "tf32"
+        return super().effective_precision(device, dtype, "highest")
+
     def describe(self, device):
         mx = self._mx()
         # MLX has no float32 matmul precision switch; on CUDA its float32 matmuls run as TF32
@@ -182,7 +188,11 @@ class MlxBackend(Backend):
         import mlx
         fp32 = "TF32 matmuls (no switch)" if device == "gpu" and system != "Darwin" else "float32 (no switch)"
         return {"framework": "mlx", "version": getattr(mlx.core, "__version__", "?"), "device_name": name,
-                "math_library": math, "intra_op_threads": None, "fp32_precision": fp32, "warnings": warnings}
+                "math_library": math, "intra_op_threads": None, "fp32_precision": fp32,
+                "intra_op_note": "MLX has no intra-op threads setting (--intra-op-threads is not applied)",
+                "thread_streams": "each thread has its own default stream (MLX streams are thread-local)"
+                if device == "gpu" else "no streams on cpu: each thread's ops run on MLX's cpu stream of that thread",
+                "warnings": warnings}
 
     def peak_device_memory(self, device):
         if device != "gpu":

@@ -11,8 +11,19 @@ class NumpyBackend(Backend):
     devices = ("cpu",)
     dtypes = ("float64",)
 
+    def __init__(self):
+        self._limit = None  # threadpoolctl's limiter, kept so the BLAS pool stays at the asked size
+
     def device_status(self):
         return {"cpu": None}
+
+    def configure(self, *, fp32_precision="highest", intra_op_threads=None):
+        if intra_op_threads:
+            try:
+                from threadpoolctl import threadpool_limits
+            except ImportError:
+                return  # describe() reports the BLAS pool as it is
+            self._limit = threadpool_limits(limits=intra_op_threads)
 
     def build(self, workload, params, device, dtype):
         check_dtype(self, dtype)
@@ -43,7 +54,9 @@ class NumpyBackend(Backend):
             libs, threads = [], None
         return {
             "framework": "numpy", "version": np.__version__, "device_name": cpu_model(),
-            "math_library": ", ".join(libs) or "numpy's BLAS", "intra_op_threads": threads, "warnings": [],
+            "math_library": ", ".join(libs) or "numpy's BLAS", "intra_op_threads": threads,
+            "thread_streams": "no streams: each thread calls the BLAS, whose thread pool all threads share",
+            "warnings": [],
         }
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """How much the measurement harness itself costs, measured side by side in one run (a report, not a test).
 
-    python benchmarks/harness.py [--rounds N] [--duration S]
+    python benchmarks/harness.py [--rounds N] [--duration S] [--goals abcd] [--threads 1,2,4,8]
 
 (a) overhead: the 1-thread `sequential` mode, driven exactly as a cell's worker drives it (the worker's own
     make_harness + run_mode), against a bare loop doing the same forward + synchronize in this process
@@ -11,6 +11,12 @@
 (c) dynamic batching: `batched` mode, 8 clients, max_batch 8, the default max_wait_ms, against the offline
     ceiling (`offline`, k=8: one forward of 8 requests x 4 rows), torch CPU `block`. Target: >= 90%.
     Run with torch.set_num_threads(1) and with torch's default (one per core); see the printed notes.
+(d) threads at every thread count: `threads` xN (the worker's make_harness + run_mode: start barrier, warm-up
+    until steady, windows holding >= 10 ops per thread, in-window output checks) against a bare loop of N
+    threads doing the same forward + synchronize behind one barrier, torch CPU `mlp`. Target: >= 0.97.
+    Each round's ratio is paired (harness / bare of that round); the median ratio comes with its
+    distribution-free CI (order statistics), which says whether the gap is noise (the CI holds 1.0) or cost
+    (the CI lies below 1.0).
 
 The compared variants alternate in interleaved rounds (A, B, A, B, ...) so drift and other load on the
 machine hit both alike; each figure is the median over rounds. Always exits 0.
@@ -77,7 +83,7 @@ class NullBackend(Backend):
 def prepare(backend: Backend, cell: Cell, cache: Path):
     """What compare.measure.worker.run_cell does before the mode runs: configure, build at the cell's batch, and
     the worker's own make_harness. Returns (harness, model)."""
-    backend.configure(fp32_precision=cell.fp32_precision)
+    backend.configure(fp32_precision=cell.fp32_precision, intra_op_threads=cell.intra_op_threads)
     spec = workloads.make(cell.workload, **dict(cell.knobs))
     params = spec.init_weights(cell.seed)
     model = worker.build_model(backend, cell, spec, params)
@@ -284,11 +290,71 @@ def goal_c(rounds: int, duration: float, cache: Path, intra: int) -> None:
             print("  the harness falls short of what a minimal batcher does here: its hand-off is at fault")
 
 
+def bare_threads_rate(backend: Backend, model, inputs: list, device: str, n: int, duration: float,
+                      warmup: int) -> float:
+    """N threads, each its own input, behind one start barrier, forward + synchronize until the deadline:
+    all ops / (last completion - first start). What `threads` does with no harness around it."""
+    fwd, sync = backend.forward, backend.synchronize
+    barrier, deadline = threading.Barrier(n), [0.0]
+    starts, ends = [0.0] * n, [0.0] * n
+    counts = [0] * n
+
+    def run(i: int) -> None:
+        x = inputs[i]
+        for _ in range(warmup):
+            sync(fwd(model, x), device)
+        if barrier.wait() == 0:
+            deadline[0] = now() + duration
+        barrier.wait()
+        ops, t0 = 0, now()
+        while now() < deadline[0]:
+            sync(fwd(model, x), device)
+            ops += 1
+        starts[i], ends[i], counts[i] = t0, now(), ops
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return sum(counts) / (max(ends) - min(starts))
+
+
+def goal_d(rounds: int, duration: float, cache: Path, counts: list[int]) -> None:
+    from compare.stats import median_ci
+    print(f"(d) threads xN vs a bare N-thread loop, torch cpu float32 mlp, N = {', '.join(map(str, counts))},"
+          f" one intra-op thread (torch.set_num_threads(1): no OpenMP pool spinning against other load)")
+    tb = backends.load("torch")
+    for n in counts:
+        cell = Cell(backend="torch", device="cpu", dtype="float32", workload="mlp", mode="threads", threads=n,
+                    duration=duration, trials=1, warmup=3, verify_ops=1, intra_op_threads=1)
+        h, model = prepare(tb, cell, cache)
+        variants = {"harness": lambda: harness_rate(h, cell)[0],
+                    "bare": lambda: bare_threads_rate(tb, model, h.inputs, "cpu", n, h.measured.window_s or duration,
+                                                      cell.warmup)}
+        interleave(1, variants)  # one discarded round
+        r = interleave(rounds, variants)
+        ratios = [a / b for a, b in zip(r["harness"], r["bare"])]
+        ratio = statistics.median(ratios)
+        low, high, level = median_ci(ratios)
+        verdict = ("noise: the interval holds 1.0" if low <= 1.0 <= high else
+                   "cost: the harness is slower, the interval lies below 1.0" if high < 1.0 else
+                   "the harness is faster: the interval lies above 1.0 (the bare loop is not its equal)")
+        report(f"d{n}", f"threads x{n} (worker path)", r["harness"], f"bare {n}-thread loop", r["bare"], ratio,
+               ">= 0.97", low >= 0.97 or (low <= 1.0 <= high and ratio >= 0.97))
+        print(f"  paired ratios {', '.join(f'{v:.3f}' for v in ratios)}; median {ratio:.3f}, {level:.1%} CI "
+              f"[{low:.3f}, {high:.3f}]: {verdict}; window {h.measured.window_s:.3g} s (bare loop the same),"
+              f" warm-up {h.measured.warmup_windows} windows")
+        if h.errors:
+            print(f"  NOTE: {h.errors} of {h.checked} checked outputs off the reference")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=7, help="interleaved rounds per comparison (>= 5)")
     ap.add_argument("--duration", type=float, default=0.3, help="seconds per timed window")
-    ap.add_argument("--goals", default="abc", help="which goals to run (default: abc)")
+    ap.add_argument("--goals", default="abcd", help="which goals to run (default: abcd)")
+    ap.add_argument("--threads", default="1,2,4,8", help="goal d: thread counts (default 1,2,4,8)")
     args = ap.parse_args()
     if args.rounds < 5:
         ap.error("--rounds must be at least 5")
@@ -299,14 +365,21 @@ def main() -> int:
           f"python {sys.version.split()[0]}, load average {os.getloadavg()[0]:.2f} at start")
     with tempfile.TemporaryDirectory(prefix="threadbench-bench-") as tmp:
         cache = Path(tmp)
-        if "a" in args.goals:
-            goal_a(args.rounds, args.duration, cache)
-        if "b" in args.goals:
-            goal_b(args.rounds, args.duration, cache)
-        if "c" in args.goals:
-            for intra in sorted({1, default_threads}):
-                goal_c(args.rounds, args.duration, cache, intra)
-        torch.set_num_threads(default_threads)
+        goals = [("a", lambda: goal_a(args.rounds, args.duration, cache)),
+                 ("b", lambda: goal_b(args.rounds, args.duration, cache))]
+        goals += [("c", lambda intra=intra: goal_c(args.rounds, args.duration, cache, intra))
+                  for intra in sorted({1, default_threads})]
+        goals += [("d", lambda: goal_d(args.rounds, args.duration, cache, [int(v) for v in args.threads.split(",")]))]
+        for name, run in goals:
+            if name not in args.goals:
+                continue
+            try:
+                run()
+            except modes.TooSlow as e:  # the window rule holds here too: say so, go on with the next goal
+                print(f"  not measured: {e}")
+                RESULTS.append((name, False, "too slow on this machine now"))
+            finally:
+                torch.set_num_threads(default_threads)
     passed = sum(ok for _, ok, _ in RESULTS)
     verdicts = ", ".join(f"{g} {'PASS' if ok else 'FAIL'}{f' ({why})' if why else ''}" for g, ok, why in RESULTS)
     print(f"SUMMARY: {passed}/{len(RESULTS)} goals met ({verdicts})"

@@ -54,6 +54,9 @@ def axis_label(mode: str, threads: int, k: int) -> str:
     return {"k": f"×{threads} k={k}" if threads > 1 else f"k={k}", "threads": f"×{threads}"}.get(axis, "")
 
 
+WINDOW_CAP_DURATIONS = 4  # default cap on a timed window: 4 x --duration (Cell.window_cap), so a cell costs at
+#                           most 4x its asked time before it is called too slow (raise --duration to measure it)
+
 # Cell statuses. Only "ok" carries throughput in a summary ("wrong" keeps its measured ops in the raw rows only);
 # every other status says why there is none.
 OK, WRONG = "ok", "wrong"
@@ -84,6 +87,7 @@ class Cell:
     backend_options: tuple = ()  # backend-specific settings, as sorted (name, value) string pairs
     repeat: int = 0            # which fresh process of the cell this is (repeats pool into one cell)
     latency_bound_ms: float | None = None  # server modes: p99 bound; None = a multiple of the single-request p50
+    max_window: float = 0.0    # longest timed window, s; 0: WINDOW_CAP_DURATIONS x duration
 
     def key(self) -> tuple:
         """Identity of the cell across runs (settings that change what is measured)."""
@@ -94,6 +98,11 @@ class Cell:
     def requests_per_forward(self) -> int:
         """Requests in one forward: k for offline, else 1 (the batcher forms its batches at run time)."""
         return self.k if MODES[self.mode].axis == "k" else 1
+
+    @property
+    def window_cap(self) -> float:
+        """The longest a timed window may grow to hold the minimum of ops per thread; beyond it, too slow."""
+        return self.max_window or WINDOW_CAP_DURATIONS * self.duration
 
     def size_label(self) -> str:
         return ",".join(f"{k}={v}" for k, v in self.knobs) or "default"
@@ -128,6 +137,8 @@ class Trial:
     lag_p99_ms: float | None = None  # server modes: the dispatcher's lag p99 (actual - scheduled issue)
     bound_ms: float | None = None    # server modes: the latency bound the step was judged against
     verdict: str | None = None       # server modes: "valid" or "invalid: <reason>"
+    window_s: float | None = None      # the window's planned length (>= duration when lengthened for the minimum)
+    min_thread_ops: int | None = None  # fewest ops any thread (client) completed in the window
 
     @property
     def ops_per_s(self) -> float:
@@ -159,3 +170,10 @@ class CellResult:
     total_device_mb: float | None = None           # process); in one process: peak_rss_mb, peak_device_mb
     intra_op_ran: int | None = None                # intra-op threads each of them ran with, as its framework reported
     intra_op_rule: str = ""                        # why that many: --intra-op-threads, framework default, or cores // N
+    precision: str | None = None       # effective matmul precision (fp32, tf32, bf16, fp16): the tolerance's key
+    warmup_s: float | None = None      # warm-up windows' wall time before the trials
+    warmup_windows: int | None = None
+    steady: bool | None = None         # warm-up ended with two windows agreeing (else at its time cap)
+    window_s: float | None = None      # timed window length used
+    op_s: float | None = None          # the speed check's median single-op time
+    os_threads: int | None = None      # most OS threads the cell's process ran at the end of a timed window

@@ -97,14 +97,22 @@ def test_weights_are_seeded_and_framework_free():
 
 
 def test_tiny_compare_shows_both_backends_side_by_side(tmp_path):
+    """Machine-independent: the workload cells are measured (one intra-op thread, so that torch's OpenMP
+    pool does not spin against other load), and the matmul peak probe, seconds per op with MLX's Linux CPU
+    build, is measured or reported too slow with its numbers. No assertion on a speed."""
     out_file = tmp_path / "run.json"
     out = run(["cli.py", "compare", "--backends", "torch,mlx", "--workloads", "mlp", "--threads", "1,2",
-               "--trials", "2", "--duration", "0.1", "--warmup", "1", "--out", str(out_file)])
+               "--trials", "2", "--duration", "0.25", "--warmup", "1", "--intra-op-threads", "1",
+               "--out", str(out_file)])
     assert out.returncode == 0, out.stderr[-2000:]
     header = next(l for l in out.stdout.splitlines() if "ops/s" in l)
     assert "mlx ÷ torch" in out.stdout
     run_doc = json.loads(out_file.read_text())
     cells = {(r["backend"], r["mode"], r["threads"]) for r in run_doc["rows"] if r["workload"] == "mlp"}
     assert cells == {(b, m, t) for b in ("torch", "mlx") for m, t in (("sequential", 1), ("threads", 1), ("threads", 2))}
-    assert all(r["status"] == "ok" and r["errors"] == 0 and r["checked"] > 0 for r in run_doc["rows"])
+    for r in run_doc["rows"]:
+        if r["workload"] == "mlp":
+            assert r["status"] == "ok" and r["errors"] == 0 and r["checked"] > 0, r
+        else:  # the peak probe
+            assert r["status"] == "ok" or (r["status"] in ("too_slow", "skipped") and "longest window" in r["cause"]), r
     assert header.count("ops/s") == 2

@@ -36,6 +36,35 @@ def fake_harness(n_inputs=8, op=None, split=None, tolerance=1e-9):
     ), calls
 
 
+class SimClock:
+    """A simulated clock for modes.now: it moves only when an op runs, by that op's `step`, so windows,
+    warm-up and the too-slow rule are exact on any machine, however busy."""
+
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def sim_harness(monkeypatch, steps, n_inputs=1, wrong_calls=()):
+    """One-thread harness over a SimClock: call c takes steps(c) simulated seconds; calls in `wrong_calls`
+    return a wrong output. Returns (harness, calls list)."""
+    clock = SimClock()
+    monkeypatch.setattr(modes, "now", clock)
+    calls = []
+
+    def op(x):
+        c = len(calls)
+        calls.append(c)
+        clock.t += steps(c)
+        return 2 * x + (1.0 if c in wrong_calls else 0.0)
+
+    inputs = [np.full((ROWS, 3), i + 1.0) for i in range(n_inputs)]
+    return modes.Harness(op=op, check=lambda y, i: float(np.abs(y - 2 * inputs[i]).max()), inputs=inputs,
+                         tolerance=1e-9), calls
+
+
 # -- what a trial is -------------------------------------------------------------------------------
 def test_trial_is_completed_ops_over_first_start_to_last_completion():
     t = modes._trial(starts=[10.0, 10.5, 11.0], ends=[10.2, 11.0, 12.0], weight=8)
@@ -44,18 +73,71 @@ def test_trial_is_completed_ops_over_first_start_to_last_completion():
     assert (t.lat_p50_ms, t.lat_p90_ms, t.lat_p99_ms) == pytest.approx(tuple(np.percentile(lat, [50, 90, 99])))
 
 
-def test_offline_counts_requests_not_forwards():
-    h, calls = fake_harness(1)
-    (trial,) = modes.run_sequential(h, duration=0.02, trials=1, warmup=3, verify_ops=2, weight=8)
-    timed = len(calls) - 2 - 3 - 2  # check_speed runs two ops, then warmup, timed, verify
-    assert timed > 0 and trial.ops == 8 * timed
-    assert h.checked == 1 + 2 and h.errors == 0
+def test_offline_counts_requests_and_only_ops_started_before_the_deadline(monkeypatch):
+    """Ops of 1 s (simulated), 20 s windows: exactly 20 forwards per window, each of 8 requests."""
+    h, calls = sim_harness(monkeypatch, lambda c: 1.0)
+    trials = modes.run_sequential(h, duration=20.0, trials=2, warmup=3, verify_ops=2, weight=8)
+    assert [(t.ops, t.seconds, t.window_s, t.min_thread_ops) for t in trials] == [(160, 20.0, 20.0, 20)] * 2
+    m = h.measured
+    assert (m.warmup_windows, m.steady, m.warmup_s, m.window_s, m.op_s) == (2, True, 10.0, 20.0, 1.0)
+    speed, warm, windows, verify = 1 + modes.SPEED_PROBE_OPS, 3, 2 * 5 + 2 * 20, 2
+    assert len(calls) == speed + warm + windows + verify
+    assert h.checked == 1 + 2 * 2 + 2 and h.errors == 0  # speed check, first and last of each window, verify
 
 
-def test_an_op_longer_than_the_window_is_too_slow_not_measured():
-    h, _ = fake_harness(1, op=lambda x: (time.sleep(0.03), 2 * x)[1])
-    with pytest.raises(modes.TooSlow, match="longer than the 0.01 s window"):
-        modes.run_sequential(h, duration=0.01, trials=1, warmup=0, verify_ops=0)
+def test_a_window_lengthens_to_hold_the_minimum_of_ops_per_thread(monkeypatch):
+    h, _ = sim_harness(monkeypatch, lambda c: 1.0)
+    trials = modes.run_sequential(h, duration=4.0, trials=2, warmup=0, verify_ops=0, cap=100.0)
+    want = modes.WINDOW_SAFETY * modes.MIN_OPS_PER_WINDOW  # 15 ops of 1 s
+    assert [t.ops for t in trials] == [int(want)] * 2 and h.measured.window_s == want
+    assert all(t.min_thread_ops >= modes.MIN_OPS_PER_WINDOW for t in trials)
+
+
+def test_too_slow_is_the_median_op_against_the_minimum_in_the_longest_window(monkeypatch):
+    # 10 ops of 1 s need 10 s: a 9 s cap is too short, a 10.5 s one is enough
+    h, _ = sim_harness(monkeypatch, lambda c: 1.0)
+    with pytest.raises(modes.TooSlow, match=r"one op takes 1 s .*10 ops need 10 s, more than the 9 s"):
+        modes.run_sequential(h, duration=1.0, trials=1, warmup=0, verify_ops=0, cap=9.0)
+    h, _ = sim_harness(monkeypatch, lambda c: 1.0)
+    (trial,) = modes.run_sequential(h, duration=1.0, trials=1, warmup=0, verify_ops=0, cap=10.5)
+    assert (trial.ops, trial.window_s) == (11, 10.5)  # ops start at 0, 1, ..., 10 s: all before the deadline
+    # one slow first op (a compile) and one slow outlier do not decide: the median does
+    h, _ = sim_harness(monkeypatch, lambda c: 50.0 if c in (0, 3) else 1.0)
+    modes.run_sequential(h, duration=1.0, trials=1, warmup=0, verify_ops=0, cap=10.5)
+    # an op longer than the whole window, twice running (the compiling one and the first timed), is timed no more
+    h, calls = sim_harness(monkeypatch, lambda c: 20.0)
+    with pytest.raises(modes.TooSlow, match=r"one op takes 20 s \(median of 1\)"):
+        modes.run_sequential(h, duration=1.0, trials=1, warmup=0, verify_ops=0, cap=4.0)
+    assert len(calls) == 2
+
+
+def test_a_cell_that_slows_during_warm_up_is_too_slow_with_its_rate(monkeypatch):
+    h, _ = sim_harness(monkeypatch, lambda c: 1.0 if c < 6 else 3.0)
+    with pytest.raises(modes.TooSlow, match=r"0.333 ops/s per thread at the end of warm-up"):
+        modes.run_sequential(h, duration=2.0, trials=1, warmup=0, verify_ops=0, cap=20.0)
+
+
+def test_warm_up_runs_until_two_windows_agree_and_records_it(monkeypatch):
+    h, _ = sim_harness(monkeypatch, lambda c: 1.0 + 8.0 * 0.7 ** c)  # slow at first, settling towards 1 s
+    trials = modes.run_sequential(h, duration=10.0, trials=3, warmup=0, verify_ops=0, cap=100.0)
+    m = h.measured
+    assert m.steady and m.warmup_windows >= 3
+    rates = [t.ops_per_s for t in trials]
+    assert max(rates) / min(rates) < 1 + modes.STEADY_REL  # trial 0 is no slower than the rest
+
+
+def test_warm_up_that_never_settles_ends_at_its_cap_and_says_so(monkeypatch):
+    h, _ = sim_harness(monkeypatch, lambda c: 1.0 + 0.2 * c)  # slower and slower: no two windows agree
+    modes.run_sequential(h, duration=10.0, trials=1, warmup=0, verify_ops=0, cap=1e4)
+    m = h.measured
+    assert not m.steady and m.warmup_s >= modes.WARMUP_CAP_DURATIONS * 10.0
+
+
+def test_outputs_produced_inside_the_timed_windows_are_checked(monkeypatch):
+    # calls: 6 speed check, 10 warm-up windows; call 16 is the first op of the timed window
+    h, calls = sim_harness(monkeypatch, lambda c: 1.0, wrong_calls={16})
+    modes.run_sequential(h, duration=20.0, trials=1, warmup=0, verify_ops=0)
+    assert h.errors == 1 and h.max_err == pytest.approx(1.0)
 
 
 def test_every_thread_warms_up_and_verifies_its_own_input():
@@ -66,7 +148,7 @@ def test_every_thread_warms_up_and_verifies_its_own_input():
     assert workers == {f"tb-{i}" for i in range(4)}
     per_thread = {name: sum(th.name == name for th, _ in calls) for name in workers}
     assert min(per_thread.values()) >= 3 + 2  # its warmup and its verification, besides timed ops
-    assert h.checked == 1 + 4 * 2 and h.errors == 0
+    assert h.checked >= 1 + 2 * 4 + 4 * 2 and h.errors == 0  # speed check, in-window samples, verification
 
 
 def test_an_output_wrong_only_in_threads_is_counted():
@@ -84,7 +166,7 @@ def test_an_output_wrong_only_in_threads_is_counted():
 
     h, _ = fake_harness(4, op=racy)
     modes.run_threads(h, 4, duration=0.02, trials=1, warmup=1, verify_ops=5)
-    assert h.checked == 1 + 20 and h.errors > 0 and h.max_err == pytest.approx(1.0)
+    assert h.checked >= 1 + 20 and h.errors > 0 and h.max_err == pytest.approx(1.0)
 
 
 # -- the dynamic batcher ----------------------------------------------------------------------------
@@ -97,7 +179,7 @@ def test_batcher_runs_forwards_on_the_main_thread_and_fills_batches():
         forwards = sum(sizes.values())
         assert t.ops > 0 and sum(k * v for k, v in sizes.items()) >= t.ops  # every timed request was batched
         assert sizes.get(4, 0) >= 0.9 * forwards  # clients wait for their rows, so batches fill up
-    assert h.checked == 1 + 4 * 3 and h.errors == 0
+    assert h.checked >= 1 + 2 * 4 + 4 * 3 and h.errors == 0
 
 
 def test_batch_never_exceeds_max_batch():
@@ -135,8 +217,9 @@ def test_warmup_meets_every_batch_size_before_timing():
     """A framework that compiles per shape (JAX's jit) must not compile inside a timed window."""
     h, calls = fake_harness(8)
     modes.run_batched(h, 6, duration=0.02, trials=1, warmup=1, verify_ops=0, max_batch=4, max_wait_ms=1)
-    before_clients = [size for _, size in calls[:5]]  # the speed check's two ops, then the warm-up sizes
-    assert before_clients == [1, 1, 2, 3, 4]
+    speed = 1 + modes.SPEED_PROBE_OPS
+    before_clients = [size for _, size in calls[:speed + 3]]  # the speed check's ops, then the warm-up sizes
+    assert before_clients == [1] * speed + [2, 3, 4]
     assert max(size for _, size in calls) == 4
 
 

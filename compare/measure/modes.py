@@ -1,31 +1,54 @@
 """The measurement modes. They run inside a cell's worker process and know a backend only through a
-Harness, so the same loop times every framework.
+Harness, so the same loop times every framework. Not here: building models (compare.measure.worker),
+statistics over trials (compare.stats).
 
-Every mode: warm up (in every thread that will be timed), then `trials` timed windows. In a window each
-op is forward + synchronise; an op counts once its synchronise has returned. Throughput of a window is
-completed ops / (last completion - first start), so threads that start late or finish early cannot
-flatter it. After the trials, every thread checks `verify_ops` outputs against the float64 reference
-while all threads run, so results that go wrong only under concurrency are counted as errors.
+Every mode runs the same schedule of windows (Schedule) in its own concurrent loop:
+  1. the speed check: one op to compile and load kernels, then the median of a few ops. If the
+     minimum of completed ops per thread (MIN_OPS_PER_WINDOW) cannot fit in the longest window allowed
+     (Cell.window_cap), the cell is too slow and says so with its numbers;
+  2. warm-up windows, in the mode's own loop with all its threads, until two consecutive windows agree
+     within STEADY_REL, or for WARMUP_CAP_DURATIONS x --duration; what it took is recorded, never dropped;
+  3. `trials` timed windows, each long enough that every thread completes MIN_OPS_PER_WINDOW ops at the
+     rate warm-up ended with (never shorter than --duration, never longer than the cap).
+Windows open behind a start barrier; a window's clock starts with the first thread to begin work (a
+window that opened at the barrier could be empty on a busy machine, its threads waking after its end). In
+a window each op is forward + synchronise; an op counts once its synchronise has returned, and only ops
+that started before the deadline count. Throughput of a window is completed ops / (last completion -
+first start). Each thread keeps its first and last output of every timed window; they are checked against
+the float64 reference after the window closes, outside the clock, so outputs that go wrong only under
+concurrency are caught where they were timed.
 """
 from __future__ import annotations
 
+import statistics
 import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
+import psutil
 
-from ..cells import Trial
+from ..cells import WINDOW_CAP_DURATIONS, Trial
 from . import server as _server
-from .verify import rel_error
 
-now = time.perf_counter
+now = time.perf_counter  # every clock read in this module goes through this name (tests put a simulated clock here)
+
+MIN_OPS_PER_WINDOW = 10   # completed ops per thread per timed window: with fewer, where one op starts and ends
+#                           in the window moves its rate by more than 10%, and the window measures placement
+SPEED_PROBE_OPS = 5       # timed ops the speed check takes the median of (after one op that compiles and loads)
+WINDOW_SAFETY = 1.5       # a timed window is planned to hold 1.5x the minimum at warm-up's last rate, so a
+#                           window somewhat slower than warm-up still holds the minimum
+STEADY_REL = 0.05         # warm-up is steady when two consecutive warm-up windows' throughputs agree within 5%
+WARMUP_WINDOW_SHARE = 0.25  # a warm-up window lasts a quarter of --duration ...
+WARMUP_MIN_OPS = 3        # ... or long enough for 3 ops per thread at the last rate seen, whichever is longer
+WARMUP_CAP_DURATIONS = 4  # warm-up ends unsteady after 4 x --duration: on a busy machine it may never settle,
+#                           and the result says so (Measured.steady) instead of warming up forever
 
 
 class TooSlow(Exception):
-    """One op takes longer than a timed window: the cell is reported, not measured."""
+    """The minimum of ops per window does not fit in the longest window allowed: reported, not measured."""
 
 
 class ModeFailed(Exception):
@@ -44,18 +67,20 @@ class CellFailed(Exception):
 @dataclass
 class Checks:
     """The tally of outputs checked against the reference: a cell's verification, whichever threads (or
-    processes, which send theirs to be merged) did the checking."""
+    processes, which send theirs to be merged) did the checking. One check of an offline batch is k
+    requests, each recorded on its own."""
     tolerance: float
     errors: int = 0
     checked: int = 0
     max_err: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def record(self, err: float) -> None:
+    def record(self, err: float | Sequence[float]) -> None:
         with self._lock:
-            self.checked += 1
-            self.errors += err > self.tolerance or not np.isfinite(err)
-            self.max_err = max(self.max_err, err) if np.isfinite(err) else float("inf")
+            for e in (err if isinstance(err, (list, tuple)) else (err,)):
+                self.checked += 1
+                self.errors += e > self.tolerance or not np.isfinite(e)
+                self.max_err = max(self.max_err, e) if np.isfinite(e) else float("inf")
 
     def merge(self, errors: int, checked: int, max_err: float) -> None:
         with self._lock:
@@ -65,23 +90,37 @@ class Checks:
 
 
 @dataclass
+class Measured:
+    """How a cell was measured, as data on its result: the warm-up it took, the window it used, the OS
+    threads its process ran."""
+    warmup_s: float = 0.0            # wall time of the warm-up windows
+    warmup_windows: int = 0
+    steady: bool = False             # the warm-up ended by stability (else by its time cap)
+    window_s: float | None = None    # the timed window's planned length (the last one, if lengthened)
+    op_s: float | None = None        # the speed check's median single op
+    os_threads: int | None = None    # most OS threads the process ran at the end of any timed window
+
+
+@dataclass
 class Harness:
     """What a mode needs: the op, how to check an output, and the per-thread inputs."""
     op: Callable[[Any], Any]                     # forward + synchronise; returns the output
-    check: Callable[[Any, int], float]           # (output, input index) -> relative error
-    inputs: list[Any]                            # device inputs, one per request index
+    check: Callable[[Any, int], Any]             # (output, input index) -> relative error(s), one per request
+    inputs: list[Any]                            # device inputs, one per thread (client); offline: k requests each
     tolerance: float
     stream: Callable[[], Any] | None = None      # per-thread stream context factory (streams mode)
+    thread_setup: Callable[[], None] | None = None  # first call in every measuring thread (per-thread settings)
     concat: Callable[[list], Any] | None = None
     split: Callable[[Any, list], list] | None = None
     rows: int = 1                                # batch rows per request
     checks: Checks | None = None                 # where record() tallies; its own when not given
+    measured: Measured = field(default_factory=Measured)
 
     def __post_init__(self) -> None:
         if self.checks is None:
             self.checks = Checks(self.tolerance)
 
-    def record(self, err: float) -> None:
+    def record(self, err) -> None:
         self.checks.record(err)
 
     errors = property(lambda self: self.checks.errors)
@@ -89,75 +128,217 @@ class Harness:
     max_err = property(lambda self: self.checks.max_err)
 
 
-def _trial(starts: list[float], ends: list[float], weight: int = 1, hist: Counter | None = None) -> Trial:
+def _trial(starts: list[float], ends: list[float], weight: int = 1, hist: Counter | None = None,
+           window_s: float | None = None, min_thread_ops: int | None = None) -> Trial:
     lat = (np.asarray(ends) - np.asarray(starts)) * 1e3
     p50, p90, p99 = (float(v) for v in np.percentile(lat, [50, 90, 99])) if len(lat) else (None,) * 3
-    return Trial(ops=len(ends) * weight, seconds=max(ends) - min(starts), lat_p50_ms=p50, lat_p90_ms=p90,
-                 lat_p99_ms=p99, batch_hist={str(k): v for k, v in sorted(hist.items())} if hist else None)
+    return Trial(ops=len(ends) * weight, seconds=max(ends) - min(starts) if ends else 0.0, lat_p50_ms=p50,
+                 lat_p90_ms=p90, lat_p99_ms=p99,
+                 batch_hist={str(k): v for k, v in sorted(hist.items())} if hist else None,
+                 window_s=window_s, min_thread_ops=min_thread_ops)
 
 
-def _timed_loop(h: Harness, index: int, deadline: float, starts: list, ends: list, clock=now) -> None:
-    """`clock`: a process's own by default; the processes mode passes one that every process shares."""
-    op, x = h.op, h.inputs[index]  # locals: the loop's own cost stays far below any op's
+def _timed_loop(op: Callable, x: Any, deadline: float, starts: list, ends: list) -> tuple:
+    """Ops until the deadline: an op counts if it started before it. Returns (first, last) output."""
+    clock = now  # locals: the loop's own cost stays far below any op's
     started, ended = starts.append, ends.append
+    first = last = None
     while True:
         t0 = clock()
         if t0 >= deadline:
-            return
-        op(x)
-        started(t0)
+            return first, last
+        last = op(x)
         ended(clock())
+        started(t0)
+        if first is None:
+            first = last
 
 
-def check_speed(h: Harness, index: int, duration: float) -> None:
-    """One op to compile and load kernels, then one timed: raise TooSlow if it exceeds the window."""
-    h.op(h.inputs[index])
+def check_speed(h: Harness, index: int, cap: float) -> float:
+    """One op to compile and load kernels, then the median of SPEED_PROBE_OPS timed ops, stopping early
+    once the median is known to be over the limit, or once the first op and a timed one each took longer
+    than the whole longest window (an op of seconds is not timed five times to learn it is too slow).
+    Raises TooSlow when MIN_OPS_PER_WINDOW such ops do not fit in `cap`, the longest window allowed; returns
+    the median op time. Its first output is checked."""
     t0 = now()
     h.record(h.check(h.op(h.inputs[index]), index))
-    took = now() - t0
-    if took > duration:
-        raise TooSlow(f"one op takes {took:.2f} s, longer than the {duration:g} s window; raise --duration to measure it")
+    first = now() - t0
+    limit, took = cap / MIN_OPS_PER_WINDOW, []
+    while len(took) < SPEED_PROBE_OPS and sum(t > limit for t in took) <= SPEED_PROBE_OPS // 2:
+        t0 = now()
+        h.op(h.inputs[index])
+        took.append(now() - t0)
+        if first > cap and took[-1] > cap:
+            break
+    op_s = statistics.median(took)
+    h.measured.op_s = op_s
+    if op_s > limit:
+        raise TooSlow(f"one op takes {op_s:.3g} s (median of {len(took)}), so {MIN_OPS_PER_WINDOW} ops need "
+                      f"{op_s * MIN_OPS_PER_WINDOW:.3g} s, more than the {cap:g} s longest window; raise --duration")
+    return op_s
 
 
-# -- sequential and offline: one thread, the caller's ----------------------------------------------
-def run_sequential(h: Harness, duration: float, trials: int, warmup: int, verify_ops: int, weight: int = 1) -> list[Trial]:
+@dataclass
+class Window:
+    trial: int | None          # None: a warm-up window
+    length: float
+    n: int
+    deadline: float | None = None  # set by the first thread to start: the window opens when work does
+    starts: list = field(default_factory=list)
+    ends: list = field(default_factory=list)
+    samples: list = field(default_factory=list)   # per thread: (first, last) output
+
+    def __post_init__(self) -> None:
+        self.starts = [[] for _ in range(self.n)]
+        self.ends = [[] for _ in range(self.n)]
+        self.samples = [(None, None)] * self.n
+
+    def open(self, lock: threading.Lock) -> float:
+        """The deadline, fixed by the first thread to get here. A window that opened when the barrier
+        released would be empty on a busy machine whose threads wake later than its length."""
+        if self.deadline is None:
+            with lock:
+                if self.deadline is None:
+                    self.deadline = now() + self.length
+        return self.deadline
+
+    def min_ops(self) -> int:
+        return min(map(len, self.ends))
+
+    def rate(self) -> float:
+        ends = [e for th in self.ends for e in th]
+        starts = [s for th in self.starts for s in th]
+        return len(ends) / (max(ends) - min(starts)) if ends and max(ends) > min(starts) else 0.0
+
+
+class Schedule:
+    """The windows a mode runs, one after another: warm-up until steady (or capped), then the timed trials.
+    `advance()` closes the current window and opens the next; a mode calls it once per window boundary,
+    with every thread of the window waiting (a barrier's action), so nothing it does is timed.
+
+    The next window's length comes from the per-thread rate the last window showed (its ops shared out
+    over its threads); a timed window in which some thread still fell short of the minimum (a thread the
+    GIL or the OS starved) lengthens the windows after it."""
+
+    def __init__(self, h: Harness, n: int, duration: float, trials: int, cap: float, op_s: float,
+                 weight: int = 1, index: Callable[[int], int] = lambda i: i):
+        self.h, self.n, self.duration, self.trials, self.cap, self.weight, self.index = (
+            h, n, duration, trials, cap, weight, index)
+        self.per_thread_rate = 1.0 / (op_s * n) if op_s > 0 else float("inf")  # before warm-up: threads serialised
+        self.warmup_rates: list[float] = []
+        self.warmup_started: float | None = None
+        self.window_s: float | None = None        # the timed windows' length, once warm-up has ended
+        self.current: Window | None = None
+        self.results: list[Trial] = []
+        self.hists: list[Counter] = []            # batched: a histogram per timed window, given by the mode
+        self.opening = threading.Lock()           # Window.open: one deadline per window
+
+    def advance(self) -> None:
+        if self.current is not None:
+            self._close(self.current)
+        self.current = self._plan()
+
+    def _close(self, w: Window) -> None:
+        ops = sum(map(len, w.ends))
+        if ops and w.length > 0:  # the mean thread's rate: what the threads can do together, shared out.
+            # (No op at all means no thread was scheduled before the deadline, since an op that starts in
+            # time always completes and counts: that window says nothing about the rate.)
+            self.per_thread_rate = ops / self.n / w.length
+        if w.trial is None:
+            self.warmup_rates.append(w.rate())
+            return
+        m = self.h.measured
+        try:
+            threads = psutil.Process().num_threads()
+            m.os_threads = max(m.os_threads or 0, threads)
+        except psutil.Error:
+            pass
+        for i, outs in enumerate(w.samples):  # outputs produced inside the window, checked outside the clock
+            for y in outs[:1] if outs[0] is outs[1] else outs:
+                if y is not None:
+                    self.h.record(self.h.check(y, self.index(i)))
+        hist = self.hists[w.trial] if w.trial < len(self.hists) else None
+        self.results.append(_trial([s for th in w.starts for s in th], [e for th in w.ends for e in th],
+                                   self.weight, hist, window_s=w.length, min_thread_ops=w.min_ops()))
+
+    def _steady(self) -> bool:
+        r = self.warmup_rates
+        return len(r) >= 2 and min(r[-2:]) > 0 and abs(r[-1] - r[-2]) <= STEADY_REL * max(r[-2:])
+
+    def _plan(self) -> Window | None:
+        m, t = self.h.measured, now()
+        if self.window_s is None:  # warming up
+            if self.warmup_started is None:
+                self.warmup_started = t
+            elapsed = t - self.warmup_started
+            if not self._steady() and elapsed < WARMUP_CAP_DURATIONS * self.duration:
+                length = max(WARMUP_WINDOW_SHARE * self.duration, WARMUP_MIN_OPS / self.per_thread_rate)
+                return Window(None, min(length, self.cap), self.n)
+            m.warmup_s, m.warmup_windows, m.steady = elapsed, len(self.warmup_rates), self._steady()
+            need = MIN_OPS_PER_WINDOW / self.per_thread_rate
+            if need > self.cap:
+                raise TooSlow(f"{self.per_thread_rate:.3g} ops/s per thread at the end of warm-up, so "
+                              f"{MIN_OPS_PER_WINDOW} ops per thread need {need:.3g} s, more than the {self.cap:g} s "
+                              f"longest window; raise --duration")
+            self.window_s = min(self.cap, max(self.duration, WINDOW_SAFETY * need))
+        elif self.results and (short := self.results[-1].min_thread_ops) < MIN_OPS_PER_WINDOW:
+            # a thread fell short of the minimum in the last window: the next ones are longer, up to the cap
+            # (the short window stays a trial, and says so in its min_thread_ops)
+            self.window_s = min(self.cap, self.window_s * WINDOW_SAFETY * MIN_OPS_PER_WINDOW / max(short, 1))
+        m.window_s = self.window_s
+        done = len(self.results)
+        return Window(done, self.window_s, self.n) if done < self.trials else None
+
+
+def _run_window(h: Harness, sched: Schedule, w: Window, i: int, x: Any) -> None:
+    w.samples[i] = _timed_loop(h.op, x, w.open(sched.opening), w.starts[i], w.ends[i])
+
+
+# -- sequential and offline x1: one thread, the caller's ---------------------------------------------
+def run_sequential(h: Harness, duration: float, trials: int, warmup: int, verify_ops: int, weight: int = 1,
+                   cap: float | None = None) -> list[Trial]:
     """`weight` = requests per op (offline mode runs k requests in one forward)."""
-    check_speed(h, 0, duration)
+    cap = cap or WINDOW_CAP_DURATIONS * duration
+    op_s = check_speed(h, 0, cap)
     for _ in range(warmup):
         h.op(h.inputs[0])
-    out = []
-    for _ in range(trials):
-        starts, ends = [], []
-        _timed_loop(h, 0, now() + duration, starts, ends)
-        out.append(_trial(starts, ends, weight))
+    sched = Schedule(h, 1, duration, trials, cap, op_s, weight)
+    sched.advance()
+    while (w := sched.current) is not None:
+        _run_window(h, sched, w, 0, h.inputs[0])
+        sched.advance()
     for _ in range(verify_ops):
         h.record(h.check(h.op(h.inputs[0]), 0))
-    return out
+    return sched.results
 
 
-# -- threads and streams: N threads, each with its own input ----------------------------------------
+# -- threads, streams and offline xN: N threads, each with its own input -------------------------------
 def run_threads(h: Harness, n: int, duration: float, trials: int, warmup: int, verify_ops: int,
-                use_streams: bool = False) -> list[Trial]:
-    check_speed(h, 0, duration)
-    window = {"deadline": 0.0}
-    barrier = threading.Barrier(n, action=lambda: window.update(deadline=now() + duration))
-    per_trial = [[[[], []] for _ in range(n)] for _ in range(trials)]
+                use_streams: bool = False, weight: int = 1, cap: float | None = None) -> list[Trial]:
+    cap = cap or WINDOW_CAP_DURATIONS * duration
+    op_s = check_speed(h, 0, cap)
+    sched = Schedule(h, n, duration, trials, cap, op_s, weight)
+    barrier = threading.Barrier(n, action=sched.advance)
     failures: list[BaseException] = []
 
     def worker(i: int) -> None:
         try:
+            if h.thread_setup is not None:
+                h.thread_setup()
             ctx = h.stream() if use_streams else None
             if ctx is not None:
                 ctx.__enter__()
             try:
+                x = h.inputs[i]
                 for _ in range(warmup):
-                    h.op(h.inputs[i])
-                for t in range(trials):
-                    barrier.wait()
-                    _timed_loop(h, i, window["deadline"], *per_trial[t][i])
-                barrier.wait()
+                    h.op(x)
+                while True:
+                    barrier.wait()  # every window opens for all threads at once
+                    if (w := sched.current) is None:
+                        break
+                    _run_window(h, sched, w, i, x)
                 for _ in range(verify_ops):
-                    h.record(h.check(h.op(h.inputs[i]), i))
+                    h.record(h.check(h.op(x), i))
             finally:
                 if ctx is not None:
                     ctx.__exit__(None, None, None)
@@ -168,15 +349,17 @@ def run_threads(h: Harness, n: int, duration: float, trials: int, warmup: int, v
             barrier.abort()
 
     _join_all([threading.Thread(target=worker, args=(i,), name=f"tb-{i}", daemon=True) for i in range(n)])
-    if failures:
-        raise ModeFailed(failures[0]) from failures[0]
-    return _pooled(per_trial)
+    _raise_first(failures)
+    return sched.results
 
 
-def _pooled(per_trial: list, hists: list[Counter] | None = None) -> list[Trial]:
-    """One Trial per window from every thread's (starts, ends), with that window's batch histogram."""
-    return [_trial([s for th in tr for s in th[0]], [e for th in tr for e in th[1]],
-                   hist=hists[t] if hists and t < len(hists) else None) for t, tr in enumerate(per_trial)]
+def _raise_first(failures: list[BaseException]) -> None:
+    if not failures:
+        return
+    first = next((e for e in failures if isinstance(e, TooSlow)), failures[0])
+    if isinstance(first, TooSlow):
+        raise first
+    raise ModeFailed(first) from first
 
 
 def _join_all(threads: list[threading.Thread]) -> None:
@@ -201,7 +384,7 @@ class _Slot:
 
 
 def run_batched(h: Harness, n: int, duration: float, trials: int, warmup: int, verify_ops: int,
-                max_batch: int, max_wait_ms: float) -> list[Trial]:
+                max_batch: int, max_wait_ms: float, cap: float | None = None) -> list[Trial]:
     """Clients submit single requests; the batcher runs one forward of up to max_batch requests, or of
     whatever arrived within max_wait_ms of the first, and hands each client its own rows.
 
@@ -218,7 +401,8 @@ def run_batched(h: Harness, n: int, duration: float, trials: int, warmup: int, v
 
     Warm-up also runs one forward at every batch size the batcher can form (1 to min(max_batch, N)):
     frameworks that compile per input shape (JAX's jit) would otherwise compile inside timed windows."""
-    check_speed(h, 0, duration)
+    cap = cap or WINDOW_CAP_DURATIONS * duration
+    op_s = check_speed(h, 0, cap)
     full = max(1, max_batch)
     max_wait = max_wait_ms / 1e3
     pending: deque[_Slot] = deque()
@@ -280,34 +464,30 @@ def run_batched(h: Harness, n: int, duration: float, trials: int, warmup: int, v
             raise slot.error
         return slot.out
 
-    window = {"deadline": 0.0, "started": False}
-    hists: list[Counter] = []
+    sched = Schedule(h, n, duration, trials, cap, op_s)
+    hist = hist
 
-    def next_window() -> None:  # runs once per barrier: closes the last trial's histogram, opens a window
-        if window["started"]:
-            hists.append(Counter(hist))
+    def boundary() -> None:  # once per barrier: the closing trial window's batch histogram, then the next window
+        if sched.current is not None and sched.current.trial is not None:
+            sched.hists.append(Counter(hist))
         hist.clear()
-        window.update(deadline=now() + duration, started=True)
+        sched.advance()
 
-    barrier = threading.Barrier(n, action=next_window)
-    per_trial = [[[[], []] for _ in range(n)] for _ in range(trials)]
+    barrier = threading.Barrier(n, action=boundary)
     failures: list[BaseException] = []
 
     live = [n]
 
     def client(i: int) -> None:
+        request = lambda x: submit(i, now())  # noqa: E731 - the client's op: its own rows back from a batch
         try:
             for _ in range(warmup):
                 submit(i, now())
-            for t in range(trials):
+            while True:
                 barrier.wait()
-                starts, ends = per_trial[t][i]
-                deadline = window["deadline"]
-                while (t0 := now()) < deadline:
-                    submit(i, t0)
-                    starts.append(t0)
-                    ends.append(now())
-            barrier.wait()
+                if (w := sched.current) is None:
+                    break
+                w.samples[i] = _timed_loop(request, None, w.open(sched.opening), w.starts[i], w.ends[i])
             for _ in range(verify_ops):
                 h.record(h.check(submit(i, now()), i))
         except threading.BrokenBarrierError:
@@ -334,9 +514,8 @@ def run_batched(h: Harness, n: int, duration: float, trials: int, warmup: int, v
     batcher()  # returns once the last client has closed the queue
     for th in clients:
         th.join()
-    if failures:
-        raise ModeFailed(failures[0]) from failures[0]
-    return _pooled(per_trial, hists)
+    _raise_first(failures)
+    return sched.results
 
 
 # -- the table of modes: how each one runs (what each one is: compare.cells.MODES) --------------------
@@ -356,25 +535,32 @@ class Build:
     checks: Checks
     cache: Any = None
     facts: dict = field(default_factory=dict)
+    measured: Measured | None = None   # how the cell was measured (warm-up, window), recorded by the worker
 
     def __call__(self) -> Harness:
         return self.make()
 
 
+def _common(cell) -> dict:
+    return dict(duration=cell.duration, trials=cell.trials, warmup=cell.warmup, verify_ops=cell.verify_ops,
+                cap=cell.window_cap)
+
+
 def _sequential(cell, build) -> list[Trial]:
-    common = dict(duration=cell.duration, trials=cell.trials, warmup=cell.warmup, verify_ops=cell.verify_ops)
-    return run_sequential(build(), weight=cell.requests_per_forward, **common)
+    """sequential, and offline: one thread (the main one) or, offline xN, N threads each running k-request
+    forwards; either way counted in requests."""
+    if cell.threads > 1:
+        return run_threads(build(), cell.threads, weight=cell.requests_per_forward, **_common(cell))
+    return run_sequential(build(), weight=cell.requests_per_forward, **_common(cell))
 
 
 def _threads(cell, build) -> list[Trial]:
-    return run_threads(build(), cell.threads, duration=cell.duration, trials=cell.trials, warmup=cell.warmup,
-                       verify_ops=cell.verify_ops, use_streams=cell.mode == "streams")
+    return run_threads(build(), cell.threads, use_streams=cell.mode == "streams", **_common(cell))
 
 
 def _batched(cell, build) -> list[Trial]:
-    return run_batched(build(), cell.threads, duration=cell.duration, trials=cell.trials, warmup=cell.warmup,
-                       verify_ops=cell.verify_ops, max_batch=cell.max_batch or cell.threads,
-                       max_wait_ms=cell.max_wait_ms)
+    return run_batched(build(), cell.threads, max_batch=cell.max_batch or cell.threads,
+                       max_wait_ms=cell.max_wait_ms, **_common(cell))
 
 
 def _processes(cell, build) -> list[Trial]:

@@ -81,24 +81,107 @@ def intra_op_plan(cell: Cell) -> tuple[int, str]:
                                            + ("process" if cell.threads == 1 else "processes"))
 
 
-def pool(windows: list[list[tuple[list, list]]]) -> list[Trial]:
-    """windows[process][trial] = (starts, ends) -> one Trial per window, pooled over the processes exactly as
-    modes pools threads: completed ops / (last completion - first start)."""
-    trials = len(windows[0]) if windows else 0
-    return modes._pooled([[list(w[t]) for w in windows] for t in range(trials)])
+def pool(windows: list[list[tuple]]) -> list[Trial]:
+    """windows[process][trial] = (starts, ends[, window length, ...]) -> one Trial per window, pooled over the
+    processes exactly as modes pools threads: completed ops / (last completion - first start)."""
+    out = []
+    for t in range(len(windows[0]) if windows else 0):
+        per = [w[t] for w in windows]
+        out.append(modes._trial([s for p in per for s in p[0]], [e for p in per for e in p[1]],
+                                window_s=per[0][2] if len(per[0]) > 2 else None,
+                                min_thread_ops=min(len(p[1]) for p in per)))
+    return out
 
 
 # -- in each process ----------------------------------------------------------------------------------
-def _open_window(deadline, duration: float) -> None:
-    """The barrier's action, run by the last process to arrive, before any is released."""
-    deadline.value = clock() + duration
+class Plan:
+    """The window schedule of compare.measure.modes.Schedule, kept in shared memory because its threads are
+    processes here: the same constants and rules (warm-up windows until two in a row agree within
+    STEADY_REL or for WARMUP_CAP_DURATIONS x --duration; then timed windows long enough for
+    WINDOW_SAFETY x MIN_OPS_PER_WINDOW ops per process at the rate warm-up ended with, up to the cap;
+    a timed window in which a process fell short lengthens the ones after it). `advance` is the barrier's
+    action: it runs in the last process to arrive, while every other one waits, so nothing it does is
+    timed. Each process adds its window's ops to `ops` and lowers `min_ops`; a window opens (its deadline
+    is set) when the first process starts work, as in modes.Window.open."""
+    FIELDS = ("phase", "length", "deadline", "ops", "min_ops", "rate", "prev_rate", "started", "warmup_windows",
+              "warmup_s", "steady", "window_s", "trial", "per_rate", "too_slow_need")
+    WARM, TIMED, DONE, TOO_SLOW = 0.0, 1.0, 2.0, 3.0
+
+    def __init__(self, ctx, cell: Cell):
+        self.v = ctx.RawArray("d", len(self.FIELDS))
+        self.lock = ctx.Lock()
+        self.n, self.duration, self.trials, self.cap = cell.threads, cell.duration, cell.trials, cell.window_cap
+
+    def __getattr__(self, name):
+        if name in Plan.FIELDS:
+            return self.v[Plan.FIELDS.index(name)]
+        raise AttributeError(name)
+
+    def set(self, **kw) -> None:
+        for k, val in kw.items():
+            self.v[Plan.FIELDS.index(k)] = val
+
+    def start(self, op_s: float) -> None:
+        """Before the first window: the per-process rate assumed until warm-up measures one."""
+        self.set(per_rate=1.0 / (op_s * self.n) if op_s > 0 else 1e9, phase=self.WARM, started=0.0, trial=-1,
+                 length=0.0)
+
+    def open(self) -> float:
+        with self.lock:
+            if self.deadline == 0.0:
+                self.set(deadline=clock() + self.length)
+            return self.deadline
+
+    def add(self, ops: int) -> None:
+        with self.lock:
+            self.set(ops=self.ops + ops, min_ops=min(self.min_ops, ops))
+
+    def advance(self) -> None:
+        """Close the window just run (its rate), then plan the next: the action of every barrier, so it does
+        nothing before start() (the barrier after building) or after the last window (before verification)."""
+        if self.per_rate == 0.0 or self.phase in (self.DONE, self.TOO_SLOW):
+            return
+        if self.length > 0 and self.ops:
+            self.set(per_rate=self.ops / self.n / self.length)
+        if self.phase == self.WARM and self.length > 0:  # (length 0: nothing run yet)
+            self.set(prev_rate=self.rate, rate=self.ops / self.length, warmup_windows=self.warmup_windows + 1)
+        elif self.phase == self.TIMED and self.min_ops < modes.MIN_OPS_PER_WINDOW:
+            self.set(window_s=min(self.cap, self.window_s * modes.WINDOW_SAFETY * modes.MIN_OPS_PER_WINDOW
+                                  / max(self.min_ops, 1)))
+        self._next()
+
+    def _steady(self) -> bool:
+        r, q = self.rate, self.prev_rate
+        return self.warmup_windows >= 2 and min(r, q) > 0 and abs(r - q) <= modes.STEADY_REL * max(r, q)
+
+    def _next(self) -> None:
+        t = clock()
+        if self.phase == self.WARM:
+            if self.started == 0.0:
+                self.set(started=t)
+            elapsed = t - self.started
+            if not self._steady() and elapsed < modes.WARMUP_CAP_DURATIONS * self.duration:
+                length = max(modes.WARMUP_WINDOW_SHARE * self.duration, modes.WARMUP_MIN_OPS / self.per_rate)
+                self.set(length=min(length, self.cap), deadline=0.0, ops=0.0, min_ops=1e18)
+                return
+            need = modes.MIN_OPS_PER_WINDOW / self.per_rate
+            self.set(warmup_s=elapsed, steady=float(self._steady()))
+            if need > self.cap:
+                self.set(phase=self.TOO_SLOW, too_slow_need=need)
+                return
+            self.set(phase=self.TIMED, window_s=min(self.cap, max(self.duration, modes.WINDOW_SAFETY * need)))
+        self.set(trial=self.trial + 1)
+        if self.trial >= self.trials:
+            self.set(phase=self.DONE)
+            return
+        self.set(length=self.window_s, deadline=0.0, ops=0.0, min_ops=1e18)
 
 
 def _tally(checks: modes.Checks | None) -> tuple[int, int, float]:
     return (checks.errors, checks.checked, checks.max_err) if checks else (0, 0, 0.0)
 
 
-def _child(i: int, cell_dict: dict, cache: str, parent: int, intra_op: int, barrier, deadline, conn) -> None:
+def _child(i: int, cell_dict: dict, cache: str, parent: int, intra_op: int, barrier, plan: Plan, conn) -> None:
     """Process i of the cell: build, then the speed check (process 1), warm-up, windows and verification
     in step with the others; sends the worker ("ready", ...), ("at", where it is) at each step, then one of
     ("result", ...), ("too_slow", ...), ("error", ...) or ("aborted",) (another process broke the barrier)."""
@@ -110,31 +193,46 @@ def _child(i: int, cell_dict: dict, cache: str, parent: int, intra_op: int, barr
         apply_configure(backend, cell.fp32_precision, intra_op, dict(cell.backend_options))
         spec = workloads.make(cell.workload, **dict(cell.knobs))
         params = spec.init_weights(cell.seed)
-        checks = modes.Checks(tolerance(cell.dtype))
+        modes.now = clock  # every clock read of the shared loop code on one timeline across processes
+        checks = modes.Checks(tolerance(backend.effective_precision(cell.device, cell.dtype, cell.fp32_precision)))
         h = worker.make_harness(backend, worker.build_model(backend, cell, spec, params), cell, spec, params,
                                 Path(cache), checks)
+        if h.thread_setup is not None:
+            h.thread_setup()
         conn.send(("ready", backend.describe(cell.device).get("intra_op_threads")))
         barrier.wait()  # every process has built its model
         if i == 0:
-            modes.check_speed(h, 0, cell.duration)
-        barrier.wait()
+            plan.start(modes.check_speed(h, 0, cell.window_cap))  # raises TooSlow: the cell is too slow
         conn.send(("at", "warm-up"))
+        x = h.inputs[i]  # process i sends request i, as thread i does
         for _ in range(cell.warmup):
-            h.op(h.inputs[i])
+            h.op(x)
         windows = []
-        for t in range(cell.trials):
-            conn.send(("at", f"the barrier before window {t + 1} of {cell.trials}"))
-            barrier.wait()  # the last to arrive has opened the window (_open_window)
-            conn.send(("at", f"window {t + 1} of {cell.trials}"))
+        while True:
+            conn.send(("at", f"the barrier before window {len(windows) + 1} of {cell.trials}"
+                             if plan.phase == Plan.TIMED else "the barrier before a warm-up window"))
+            barrier.wait()  # the last to arrive has planned this window (Plan.advance)
+            if plan.phase in (Plan.DONE, Plan.TOO_SLOW):
+                break
+            timed = plan.phase == Plan.TIMED
             starts: list[float] = []
             ends: list[float] = []
-            modes._timed_loop(h, i, deadline.value, starts, ends, clock=clock)
-            windows.append((starts, ends))
+            samples = modes._timed_loop(h.op, x, plan.open(), starts, ends)
+            plan.add(len(ends))
+            if timed:  # outputs produced inside the window, checked outside the clock (modes.Schedule)
+                windows.append((starts, ends, plan.length, None))
+                for y in samples[:1] if samples[0] is samples[1] else samples:
+                    if y is not None:
+                        h.record(h.check(y, i))
+        if plan.phase == Plan.TOO_SLOW:
+            raise modes.TooSlow(f"{plan.per_rate:.3g} ops/s per process at the end of warm-up, so "
+                                f"{modes.MIN_OPS_PER_WINDOW} ops per process need {plan.too_slow_need:.3g} s, more "
+                                f"than the {plan.cap:g} s longest window; raise --duration")
         conn.send(("at", "the barrier before verification"))
         barrier.wait()  # verification while every process runs
         conn.send(("at", "verification"))
         for _ in range(cell.verify_ops):
-            h.record(h.check(h.op(h.inputs[i]), i))
+            h.record(h.check(h.op(x), i))
         try:
             uss = psutil.Process().memory_full_info().uss / 2**20
         except (psutil.Error, AttributeError):
@@ -163,12 +261,12 @@ def run_processes(cell: Cell, build: modes.Build) -> list[Trial]:
 def _run(cell: Cell, build: modes.Build, cache: str) -> list[Trial]:
     n = cell.threads
     ctx = mp.get_context("spawn")
-    deadline = ctx.RawValue("d", 0.0)
-    barrier = ctx.Barrier(n, action=functools.partial(_open_window, deadline, cell.duration))
+    plan = Plan(ctx, cell)
+    barrier = ctx.Barrier(n, action=plan.advance)
     intra_op, rule = intra_op_plan(cell)
     pipes = [ctx.Pipe(duplex=False) for _ in range(n)]
     procs = [ctx.Process(target=_child, name=f"tb-process-{i + 1}", daemon=True,
-                         args=(i, cell.to_dict(), cache, os.getpid(), intra_op, barrier, deadline, send))
+                         args=(i, cell.to_dict(), cache, os.getpid(), intra_op, barrier, plan, send))
              for i, (_, send) in enumerate(pipes)]
     readers = [recv for recv, _ in pipes]
     try:
@@ -193,6 +291,9 @@ def _run(cell: Cell, build: modes.Build, cache: str) -> list[Trial]:
             r.close()
     for r in reports:
         build.checks.merge(*r["tally"])
+    if build.measured is not None:  # how the cell was measured: the shared schedule's record
+        build.measured.warmup_s, build.measured.warmup_windows = plan.warmup_s, int(plan.warmup_windows)
+        build.measured.steady, build.measured.window_s = bool(plan.steady), plan.window_s or None
     device = [r["device_mb"] for r in reports]
     build.facts.update(
         intra_op_ran=reported_intra, intra_op_rule=rule,

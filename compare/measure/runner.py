@@ -31,8 +31,9 @@ class Limits:
     def timeout_for(self, cell: Cell) -> float:
         if self.cell_timeout:
             return self.cell_timeout
-        # start-up (imports, JIT, build) + warm-up + the timed windows + verification, generously
-        return (120.0 + 3.0 * cell.trials * cell.duration + MODES[cell.mode].start_s * cell.threads
+        # start-up (imports, JIT, build) + warm-up + the timed windows (up to their cap) + verification, generously;
+        # a mode's own start-up per worker (processes) and search budget (server) on top
+        return (120.0 + 3.0 * (cell.trials + 1) * cell.window_cap + MODES[cell.mode].start_s * cell.threads
                 + MODES[cell.mode].extra_s)
 
     def mem_mb(self) -> float:
@@ -105,6 +106,10 @@ def _collect(cell: Cell, events_path: Path, rc: int, log_path: Path, forced) -> 
             result.flops_per_op = ev["flops_per_op"]
         elif kind == "trial":
             result.trials.append(Trial(**ev))
+        elif kind == "result":  # how it was measured (compare.measure.modes.Measured), effective precision
+            for name, value in ev.items():
+                if hasattr(result, name):
+                    setattr(result, name, value)
         elif kind == "verify":
             result.errors, result.checked, result.rel_err = ev["errors"], ev["checked"], ev["rel_err"]
         elif kind == "gpu_util":  # compare.measure.host.GpuSampler

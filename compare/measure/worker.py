@@ -26,8 +26,6 @@ from compare.measure import host, modes
 from compare.cells import Cell
 from compare.measure.verify import rel_error, tolerance
 
-POOL = 8  # distinct request inputs; thread (or request slot) i uses input i % POOL
-
 
 class Events:
     def __init__(self, path: str):
@@ -71,19 +69,41 @@ def build_model(backend, cell: Cell, spec, params):
     return backend.build(spec.with_batch(spec.batch * cell.requests_per_forward), params, cell.device, cell.dtype)
 
 
+class References:
+    """float64 references by request index, computed on first use (a check runs outside the clock) and kept
+    on disk for the other cells of the sweep. Thread-safe: checks run in whichever thread closes a window."""
+
+    def __init__(self, spec, params, seed: int, cache: Path):
+        self.spec, self.params, self.seed, self.cache = spec, params, seed, cache
+        self.known: dict[int, np.ndarray] = {}
+        self.lock = threading.Lock()
+
+    def __call__(self, index: int) -> np.ndarray:
+        with self.lock:
+            if index not in self.known:
+                self.known[index] = reference(self.spec, self.params, index, self.seed, self.cache)
+            return self.known[index]
+
+
 def make_harness(backend, model, cell: Cell, spec, params, cache: Path,
-                 checks: modes.Checks | None = None) -> modes.Harness:
+                 checks: modes.Checks | None = None, measured: modes.Measured | None = None) -> modes.Harness:
     """The Harness a cell's mode runs: the op (forward + synchronize, as the backend defines them), the
-    per-thread (or, offline, the k-request) device inputs, and the check against the float64 reference.
+    device inputs, and the check against the float64 reference. Every request the cell can send has its
+    own input: thread (client) i sends request i, or offline its k requests i*k .. i*k+k-1, so a swap
+    between any two threads or requests shows. An offline batch is checked request by request.
     `model` is backend.build(spec with the cell's batch, ...); `spec` is the one-request workload."""
-    n, k = cell.threads, cell.requests_per_forward
-    refs = [reference(spec, params, i, cell.seed, cache) for i in range(min(POOL, max(n, k)))]
-    if cell.requests_per_forward > 1:
-        host_inputs = [np.concatenate([spec.make_input(j % POOL) for j in range(k)])]
-        expected = [np.concatenate([refs[j % POOL] for j in range(k)])]
-    else:
-        host_inputs = [spec.make_input(i % POOL) for i in range(n)]
-        expected = [refs[i % POOL] for i in range(n)]
+    n, k, rows = cell.threads, cell.requests_per_forward, spec.batch
+    refs = References(spec, params, cell.seed, cache)
+    host_inputs = [np.concatenate([spec.make_input(i * k + j) for j in range(k)]) if k > 1 else spec.make_input(i)
+                   for i in range(n)]
+
+    def check(y, i: int):
+        out = backend.to_numpy(y)
+        if k == 1:
+            return rel_error(out, refs(i))
+        if out.shape[:1] != (k * rows,):
+            return [float("inf")] * k
+        return [rel_error(part, refs(i * k + j)) for j, part in enumerate(np.split(out, k))]
 
     def op(x):
         y = backend.forward(model, x)
@@ -93,13 +113,13 @@ def make_harness(backend, model, cell: Cell, spec, params, cache: Path,
     device_inputs = [backend.to_device(x, cell.device, cell.dtype) for x in host_inputs]
     for x in device_inputs:  # copies complete before any thread (or stream) reads them
         backend.synchronize(x, cell.device)
+    precision = backend.effective_precision(cell.device, cell.dtype, cell.fp32_precision)
     return modes.Harness(
-        op=op,
-        check=lambda y, i: rel_error(backend.to_numpy(y), expected[i]),
-        inputs=device_inputs,
-        tolerance=tolerance(cell.dtype),
+        op=op, check=check, inputs=device_inputs, tolerance=tolerance(precision),
         stream=lambda: backend.stream(cell.device),
-        concat=backend.concat, split=backend.split, rows=spec.batch, checks=checks,
+        thread_setup=getattr(backend, "configure_thread", None),  # per-thread settings, where a backend has them
+        concat=backend.concat, split=backend.split, rows=rows, checks=checks,
+        measured=measured if measured is not None else modes.Measured(),
     )
 
 
@@ -122,6 +142,8 @@ def run_cell(cell: Cell, events: Events, cache: Path) -> None:
     apply_configure(backend, cell.fp32_precision, cell.intra_op_threads, dict(cell.backend_options))
     env = backend.describe(cell.device)
     events.emit("env", env=env)
+    precision = backend.effective_precision(cell.device, cell.dtype, cell.fp32_precision)
+    events.emit("result", precision=precision)
 
     spec = workloads.make(cell.workload, **dict(cell.knobs))
     params = spec.init_weights(cell.seed)
@@ -135,31 +157,40 @@ def run_cell(cell: Cell, events: Events, cache: Path) -> None:
             events.emit("status", status="unsupported", cause=str(e))
             return
 
-    checks = modes.Checks(tolerance(cell.dtype))
+    checks, measured = modes.Checks(tolerance(precision)), modes.Measured()
 
     build = modes.Build(
-        lambda: make_harness(backend, build_model(backend, cell, spec, params), cell, spec, params, cache, checks),
+        lambda: make_harness(backend, build_model(backend, cell, spec, params), cell, spec, params, cache, checks,
+                             measured),
         checks, cache, facts={"intra_op_ran": env.get("intra_op_threads"),
-                              "intra_op_rule": "--intra-op-threads" if cell.intra_op_threads else "framework default"})
+                              "intra_op_rule": "--intra-op-threads" if cell.intra_op_threads else "framework default"},
+        measured=measured)
 
     try:
         with host.GpuSampler(cell.device, events.emit):  # GPU utilisation while the mode runs: one event
-            trials = modes.RUNNERS[cell.mode](cell, build)
+            # each trial is written as it comes (a server cell yields its rate steps one by one: a cell that
+            # fails later keeps them)
+            for t in modes.RUNNERS[cell.mode](cell, build):
+                events.emit("trial", **asdict(t))
     except Unsupported as e:
         events.emit("status", status="unsupported", cause=str(e))
         return
-    except modes.TooSlow as e:
+    except modes.TooSlow as e:  # not measured; but an output already checked wrong makes it a wrong cell
+        events.emit("result", **asdict(measured))
         events.emit("verify", errors=checks.errors, checked=checks.checked, rel_err=checks.max_err)
-        events.emit("status", status="too_slow", cause=str(e))
+        events.emit("status", status="wrong" if checks.errors else "too_slow",
+                    cause=f"{_wrong(checks)}; and {e}" if checks.errors else str(e))
         return
-    for t in trials:
-        events.emit("trial", **asdict(t))
+    events.emit("result", **asdict(measured))
     events.emit("facts", **build.facts)
     events.emit("verify", errors=checks.errors, checked=checks.checked, rel_err=checks.max_err)
     events.emit("memory", peak_rss_mb=peak_rss_mb(), peak_device_mb=_mb(backend.peak_device_memory(cell.device)))
-    events.emit("status", status="wrong" if checks.errors else "ok",
-                cause=f"{checks.errors} of {checks.checked} checked outputs off the reference "
-                      f"(max rel. error {checks.max_err:.3g})" if checks.errors else "")
+    events.emit("status", status="wrong" if checks.errors else "ok", cause=_wrong(checks) if checks.errors else "")
+
+
+def _wrong(checks: modes.Checks) -> str:
+    return (f"{checks.errors} of {checks.checked} checked outputs off the reference "
+            f"(max rel. error {checks.max_err:.3g}, tolerance {checks.tolerance:g})")
 
 
 def _mb(b):

@@ -167,6 +167,8 @@ class JaxBackend(Backend):
                 warnings.append(f"jax_default_matmul_precision={precision}: float32 matmuls may run as TF32")
         return {"framework": "jax", "version": jax.__version__, "device_name": name,
                 "math_library": math_library, "intra_op_threads": None, "fp32_precision": precision,
+                "thread_streams": "no stream API: every thread dispatches to the device's one XLA queue"
+                if device != "cpu" else "no streams: XLA:CPU runs each call on its own thread pool",
                 "warnings": warnings}
 
     def peak_device_memory(self, device):
