@@ -76,7 +76,7 @@ def execute(run: dict, path: Path, cells: list, limits: Limits, quiet: bool, jso
     processes = f" ({len(run['cells'])} processes)" if len(run["cells"]) != n_cells else ""
     console.print(f"{n_cells} cells{processes} in {wall:.0f} s; results: {path}", highlight=False)
     if interrupted:
-        console.print(f"interrupted: the {n_cells} finished cells are kept in {path}; "
+        console.print(f"interrupted: the {n_cells} finished cells{processes} are kept in {path}; "
                       f"`--resume {path}` runs the rest", style="yellow", highlight=False,
                       soft_wrap=True)
         return exits.INTERRUPTED

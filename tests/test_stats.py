@@ -233,3 +233,11 @@ def test_plan_interleaves_every_cell_of_the_sweep_including_the_peak_probe(monke
     assert not unavailable and len(cells) == 2 * len(one_round)
     assert {c.workload for c in one_round} >= {"mlp", "matmul"}
     assert cells == [replace(c, repeat=r) for r in range(2) for c in one_round]
+
+
+def test_a_too_slow_larger_cell_does_not_skip_the_smaller_cells_of_later_rounds(monkeypatch):
+    cells = P.interleave([S.cell(mode="sequential"), S.cell(mode="threads", threads=2),
+                          S.cell(mode="threads", threads=4)], 2)
+    fake_sweep(monkeypatch, lambda c: (TOO_SLOW, []) if (c.threads, c.repeat) == (2, 0) else (OK, [100.0] * 5))
+    got = [(r.cell.threads, r.cell.repeat, r.status) for r in runner.sweep(cells, runner.Limits())]
+    assert got == [(1, 0, OK), (2, 0, TOO_SLOW), (4, 0, SKIPPED), (1, 1, OK), (2, 1, SKIPPED), (4, 1, SKIPPED)]

@@ -161,15 +161,21 @@ def _group(cell: Cell, offline: bool) -> tuple:
 
 
 def sweep(cells: Iterable[Cell], limits: Limits, on_start: Callable[[Cell], None] | None = None) -> Iterator[CellResult]:
-    """Run cells in order, yielding each result. Once a group's single op is too slow for the window,
-    its larger cells (more threads, bigger offline batches) are skipped without starting a process."""
-    too_slow: dict[tuple, str] = {}
+    """Run cells in order, yielding each result. Once a group's single op is too slow for the window, its
+    larger cells (more threads, bigger offline batches: those after it in the plan's order) are skipped without
+    starting a process, in this round of --repeats and every later one. Cells before it (smaller) still run
+    in later rounds: one too-slow ×8 process says nothing about the sequential cell's next process."""
+    cells = list(cells)
+    place: dict[tuple, int] = {}   # a cell's place in the plan's first round (the same in every round)
+    for i, c in enumerate(cells):
+        place.setdefault(c.key(), i)
+    too_slow: dict[tuple, tuple[int, str]] = {}   # group -> (place of its first too-slow cell, why)
     with tempfile.TemporaryDirectory(prefix="threadbench-refs-") as cache:
         for cell in cells:
             if on_start:
                 on_start(cell)
-            reason = too_slow.get(_group(cell, MODES[cell.mode].axis == "k"))
-            if reason:
+            where, reason = too_slow.get(_group(cell, MODES[cell.mode].axis == "k"), (None, ""))
+            if where is not None and place[cell.key()] >= where:
                 yield CellResult(cell=cell, status=SKIPPED, cause=f"not run: {reason}")
                 continue
             result = run_cell(cell, Path(cache), limits)
@@ -177,5 +183,7 @@ def sweep(cells: Iterable[Cell], limits: Limits, on_start: Callable[[Cell], None
                 reason = f"{cell.label()} was already too slow ({result.cause})"
                 # a bigger offline batch is slower still; anything else is at least one op of the same size
                 for offline in ({True} if MODES[cell.mode].axis == "k" else {True, False}):
-                    too_slow[_group(cell, offline)] = reason
+                    group = _group(cell, offline)
+                    if group not in too_slow or place[cell.key()] < too_slow[group][0]:
+                        too_slow[group] = (place[cell.key()], reason)
             yield result
