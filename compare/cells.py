@@ -92,7 +92,7 @@ class Cell:
     def key(self) -> tuple:
         """Identity of the cell across runs (settings that change what is measured)."""
         return (self.backend, self.device, self.dtype, self.workload, self.size_label(), self.mode,
-                self.threads, self.k, self.fp32_precision)
+                self.threads, self.k, self.fp32_precision, self.intra_op_threads)
 
     @property
     def requests_per_forward(self) -> int:

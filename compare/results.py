@@ -31,6 +31,11 @@ ROW_TYPES: dict[str, type] = {
     "process_rss_mb": str, "process_uss_mb": str, "process_device_mb": str,
     "total_rss_mb": float, "total_device_mb": float,
     "intra_op_ran": int, "intra_op_rule": str,       # intra-op threads each process ran, and why that many
+    # how the cell was measured (compare.measure.modes.Measured, Trial): the effective matmul precision its
+    # tolerance followed; warm-up taken; the window each trial used and the fewest ops any thread completed
+    # in it; the speed check's median op; the most OS threads its process ran; the intra-op threads asked
+    "precision": str, "warmup_s": float, "warmup_windows": int, "warmup_steady": int, "window_s": float,
+    "min_thread_ops": int, "op_s": float, "os_threads": int, "intra_op_threads": int,
     # server modes: one row per offered rate (compare.measure.server)
     "offered_rate": float, "lag_p99_ms": float, "bound_ms": float, "verdict": str,
 }
@@ -86,6 +91,9 @@ def add_result(run: dict, result: CellResult) -> None:
            for f in ("process_rss_mb", "process_uss_mb", "process_device_mb")},
         "total_rss_mb": result.total_rss_mb, "total_device_mb": result.total_device_mb,
         "intra_op_ran": result.intra_op_ran, "intra_op_rule": result.intra_op_rule or None,
+        "precision": result.precision, "warmup_s": result.warmup_s, "warmup_windows": result.warmup_windows,
+        "warmup_steady": None if result.steady is None else int(result.steady), "window_s": result.window_s,
+        "op_s": result.op_s, "os_threads": result.os_threads, "intra_op_threads": cell.intra_op_threads,
     }
     trials = result.trials or [None]
     for i, t in enumerate(trials):
@@ -95,7 +103,9 @@ def add_result(run: dict, result: CellResult) -> None:
             row.update(trial=i, ops=t.ops, seconds=t.seconds, ops_per_s=t.ops_per_s, lat_p50_ms=t.lat_p50_ms,
                        lat_p90_ms=t.lat_p90_ms, lat_p99_ms=t.lat_p99_ms,
                        batch_hist=json.dumps(t.batch_hist) if t.batch_hist else None, offered_rate=t.rate,
-                       lag_p99_ms=t.lag_p99_ms, bound_ms=t.bound_ms, verdict=t.verdict)
+                       lag_p99_ms=t.lag_p99_ms, bound_ms=t.bound_ms, verdict=t.verdict,
+                       window_s=t.window_s if t.window_s is not None else result.window_s,
+                       min_thread_ops=t.min_thread_ops)
         run["rows"].append(row)
 
 
@@ -129,7 +139,7 @@ def superseded_keys(run: dict) -> set[tuple]:
 
 def row_key(row: dict) -> tuple:
     return (row["backend"], row["device"], row["dtype"], row["workload"], row["size"], row["mode"],
-            row["threads"], row["k"], row["fp32_precision"])
+            row["threads"], row["k"], row["fp32_precision"], row.get("intra_op_threads"))
 
 
 def process_key(row: dict) -> tuple:

@@ -32,8 +32,9 @@ from .cells import (CRASH, ERROR, INTERRUPTED, MEMORY, MODES, OK, SKIPPED, TIMEO
                     UNSUPPORTED, WRONG, axis_label)
 from .results import INT_FIELDS, ROW_FIELDS, STR_FIELDS
 
-CELL_KEYS = ["machine", "backend", "device", "dtype", "fp32_precision", "workload", "size", "mode", "threads", "k"]
-GROUP_KEYS = ["machine", "backend", "device", "dtype", "fp32_precision", "workload", "size"]
+CELL_KEYS = ["machine", "backend", "device", "dtype", "fp32_precision", "intra_op_threads", "workload", "size", "mode",
+             "threads", "k"]
+GROUP_KEYS = ["machine", "backend", "device", "dtype", "fp32_precision", "intra_op_threads", "workload", "size"]
 PEAK_WORKLOAD = "matmul"
 PROBE_WORKLOADS = list(PROBES)  # measured to calibrate (peak, launch rate), not reported as workloads
 THROUGHPUT_MODES = [m.name for m in MODES.values() if m.throughput]  # server modes: rate steps, their own tables

@@ -274,14 +274,14 @@ def test_two_concurrent_runs_with_default_names_never_clobber(tmp_path):
     for p in procs:
         _, err = p.communicate(timeout=120)
         assert p.returncode == 0, err[-2000:]
-    files = sorted((tmp_path / "results" / "runs").glob("*.json"))
+    files = sorted((tmp_path / R.DEFAULT_RUNS).glob("*.json"))  # ad-hoc runs: ./runs/, never results/runs/
     assert len(files) == 2, files
     runs = [R.load(f) for f in files]
     assert runs[0]["run_id"] != runs[1]["run_id"]
     for run in runs:
         assert len({R.row_key(r) for r in run["rows"]}) == len(run["plan"]) == PROBES + 1
         assert {r["run_id"] for r in run["rows"]} == {run["run_id"]}
-    assert not [p for p in (tmp_path / "results" / "runs").iterdir() if p.name.startswith(".")]
+    assert not [p for p in (tmp_path / R.DEFAULT_RUNS).iterdir() if p.name.startswith(".")]
 
 
 def test_a_second_run_on_the_same_out_file_is_refused(tmp_path):

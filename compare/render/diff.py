@@ -25,7 +25,8 @@ from . import format as F
 THRESHOLD = 0.10
 ALPHA = 0.05
 PROCESSES, WINDOWS = "processes", "windows"   # the unit of the test (CellDiff.unit)
-KEY_FIELDS = ("backend", "device", "dtype", "fp32_precision", "workload", "size", "mode", "threads", "k")
+KEY_FIELDS = ("backend", "device", "dtype", "fp32_precision", "workload", "size", "mode", "threads", "k",
+              "intra_op_threads")
 
 FASTER, SLOWER, SAME, UNCLEAR, BROKE, FIXED, NOT_COMPARED = (
     "faster", "slower", "same", "unclear", "broke", "fixed", "not compared")
@@ -45,6 +46,7 @@ class CellDiff:
     k: int
     a_status: str
     b_status: str
+    intra_op_threads: int | None = None   # None: the framework's own (part of a cell's identity)
     a_ops: float | None = None
     a_ci: tuple[float | None, float | None] = (None, None)
     a_trials: int = 0
