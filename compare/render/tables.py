@@ -204,7 +204,8 @@ def legend(summary: pl.DataFrame, backend_env: dict | None = None) -> list[str]:
     built = build(summary)
     shown = " ".join(f"{g} {n}" for t in built for g, n in t.columns) + " " + " ".join(
         c for t in built for row in t.rows for c in row)
-    return [line for line in _legend(summary, backend_env) if _symbol(line) is None or _symbol(line) in shown]
+    return list(dict.fromkeys(line for line in _legend(summary, backend_env)
+                              if _symbol(line) is None or _symbol(line) in shown))
 
 
 def _symbol(line: str) -> str | None:
@@ -230,7 +231,7 @@ def _legend(summary: pl.DataFrame, backend_env: dict | None = None) -> list[str]
         "(TF32): float32 whose matmuls run at TF32 (MLX on CUDA, or torch --fp32-precision high)",
         "—: no value for this cell (not measured, no ceiling run, or no figure)",
     ]
-    cols = {"%ceil": "share of the best offline (ceiling) cell of the same backend",
+    cols = {"%ceil": "share of the best ceiling configuration (offline at each k, processes) of the same backend",
             "%peak": "achieved FLOP/s over a matmul probe in the same run (above 100%: the probe is slower than "
                      "this workload's shapes)",
             "p50 ms / p99 ms": "per-request latency percentiles", "batch": "mean requests per batched forward",
@@ -239,7 +240,9 @@ def _legend(summary: pl.DataFrame, backend_env: dict | None = None) -> list[str]
     lines += [f"{k}: {v}" for k, v in cols.items()]
     for mode, spec in MODES.items():
         if any(r["mode"] == mode for r in recs):
-            lines.append(f"{mode}: {spec.summary}" + (" (the ceiling, not a client strategy)" if spec.ceiling else ""))
+            role = ("a ceiling configuration, not a client strategy" if spec.ceiling and not spec.strategy else
+                    "a client strategy, and a ceiling configuration" if spec.ceiling else "")
+            lines.append(f"{mode}: {spec.summary}" + (f" ({role})" if role else ""))
     seen = list(dict.fromkeys(F.verdict_kind(r) for r in recs))
     lines += [f"{s}: {F.STATUS_MEANINGS[s]}" for s in seen if s in F.STATUS_MEANINGS]
     for key, env in (backend_env or {}).items():
