@@ -62,7 +62,7 @@ def test_legend_explains_every_symbol_with_one_spelling_per_status():
     summary = P.summarize([run])
     legend = "\n".join(tables.legend(summary, run["backend_env"]))
     for symbol in ("ops/s [93.8% CI]", "×1T", "(TF32)", "p50 ms", "—:", "CRASH:", "too slow:", "offline: ",
-                   "(the ceiling, not a client strategy)"):
+                   "(a ceiling configuration, not a client strategy)"):
         assert symbol in legend, symbol
     for absent in ("! after a figure", "%ceil", "%peak", "A ÷ B", "TIMEOUT"):   # not in these tables: not explained
         assert absent not in legend, absent
