@@ -38,6 +38,7 @@ def server_run() -> dict:
         server("torch", "processes", steps((500, "valid"), (1000, "valid"), (2000, P99_FAIL), (1040, P99_FAIL))),
         server("mlx", "threads", steps((100, P99_FAIL), (50, P99_FAIL))),
         server("mlx", "processes", [], "crash", "process 2 of 2 killed by SIGSEGV"),
+        server("numpy", "threads", [], "unsupported", "numpy supports float64, not float32"),
         S.result(S.cell("torch", "mlp", "sequential"), [1000.0] * 5),
     ])
 
@@ -55,6 +56,7 @@ def test_findings_name_each_backends_best_strategy_with_its_bracket_and_bound():
     assert "not clearly more than batched ×2 (950 [950, 1.1k))" in s    # its bracket reaches past 1k
     assert "mlx cpu: no valid rate (threads ×2 at 50/s, the lowest rate tried, p99 3 ms > bound 2 ms; " \
            "processes ×2 CRASH: process 2 of 2 killed by SIGSEGV)" in s
+    assert "numpy" not in s  # unsupported cells: the throughput findings and tables say why
 
 
 def test_a_comparison_needs_disjoint_brackets_and_the_min_gain():
@@ -91,6 +93,8 @@ def test_the_server_plot_draws_steps_peaks_and_the_bound():
     assert sorted(l.get_xdata()[0] for l in stars) == [400, 950, 1000]
     assert len(bound) == 1 and bound[0].get_linestyle() == "--"
     assert any("mlx cpu processes: CRASH" in t.get_text() for t in ax.texts)
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "torch cpu" in legend and "numpy cpu" not in legend  # unsupported: nothing drawn, no colour
 
 
 def test_no_server_cells_no_server_plot_and_publish_adds_it_only_with_them(tmp_path):

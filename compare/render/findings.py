@@ -246,6 +246,9 @@ def server_sentences(rows: list[dict]) -> dict[tuple, str]:
     for key, groups in scopes.items():
         parts = []
         for (backend, device), cells in sorted(groups.items(), key=lambda x: (BACKEND_ORDER.get(x[0][0], 5), x[0])):
+            cells = [c for c in cells if c["status"] == OK or c["status"] in FAILED]  # unsupported: said elsewhere
+            if not cells:
+                continue
             shown = [c for c in cells if c["status"] == OK and not c["errors"]]  # a failed cell shows no rate
             valid = sorted((c for c in shown if c["peak"] is not None), key=lambda c: -c["peak"])
             name = f"{backend} {device}"
@@ -269,6 +272,8 @@ def server_sentences(rows: list[dict]) -> dict[tuple, str]:
             if failed:
                 clause += "; no valid rate in " + "; ".join(f"{_server_label(c)} ({_no_rate(c)})" for c in failed)
             parts.append(clause)
+        if not parts:
+            continue
         out[key] = ("Server scenario (peak Poisson rate with p99 latency under the bound; [peak, lowest failing "
                     "rate above it)): " + "; ".join(parts) + ".")
     return out

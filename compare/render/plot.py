@@ -222,12 +222,13 @@ def server_figure(rows: list[dict], title: str = ""):
     from .findings import BACKEND_ORDER
     from .server import peaks
     from .tables import DTYPE_ORDER
-    recs = [r for r in peaks(rows) if r["steps"] or r["status"] != "ok"]
+    from ..cells import FAILED
+    recs = [r for r in peaks(rows) if r["steps"] or r["status"] in FAILED]  # unsupported: the tables say so
     if not recs:
         return None
     _, Figure, FigureCanvasAgg = _matplotlib()
     from matplotlib.lines import Line2D
-    from matplotlib.ticker import EngFormatter
+    from matplotlib.ticker import EngFormatter, LogFormatter
     machines = len({r["machine"] for r in recs})
     ordered = sorted(recs, key=lambda r: (BACKEND_ORDER.get(r["backend"], 5), r["backend"]))
     series = list(dict.fromkeys(_series(r, machines) for r in ordered))
@@ -243,7 +244,7 @@ def server_figure(rows: list[dict], title: str = ""):
             ax = axes[i][j]
             part = [r for r in ordered if (r["dtype"], r["workload"], r["size"]) == (dtype, workload, size)]
             several = len({r["threads"] for r in part}) > 1
-            notes, bounds = [], {}
+            notes, bounds, ys = [], {}, []
             for r in part:
                 g = _series(r, machines)
                 if r["status"] != "ok" or r["errors"]:
@@ -253,8 +254,9 @@ def server_figure(rows: list[dict], title: str = ""):
                 style, marker = SERVER_LINES[r["mode"]]
                 used.add(r["mode"])
                 steps = r["steps"]
-                xs, ys = [s["offered_rate"] for s in steps], [s["lat_p99_ms"] for s in steps]
-                ax.plot(xs, ys, color=color[g], linestyle=style, linewidth=1.4)
+                xs, p99 = [s["offered_rate"] for s in steps], [s["lat_p99_ms"] for s in steps]
+                ys += p99
+                ax.plot(xs, p99, color=color[g], linestyle=style, linewidth=1.4)
                 for s in steps:
                     ax.plot([s["offered_rate"]], [s["lat_p99_ms"]], marker=marker, color=color[g], markersize=5,
                             markerfacecolor=color[g] if s["verdict"] == "valid" else "white", linestyle="none")
@@ -264,7 +266,7 @@ def server_figure(rows: list[dict], title: str = ""):
                 elif not several:
                     notes.append((g, f"{g} {r['mode'].removeprefix('server-')}: no valid rate"))
                 if several:
-                    ax.annotate(f"×{r['threads']}", (xs[-1], ys[-1]), fontsize="x-small",
+                    ax.annotate(f"×{r['threads']}", (xs[-1], p99[-1]), fontsize="x-small",
                                 color=color[g], xytext=(3, 0), textcoords="offset points")
                 if r["bound_ms"] is not None:
                     bounds.setdefault(r["bound_ms"], set()).add(g)
@@ -273,10 +275,15 @@ def server_figure(rows: list[dict], title: str = ""):
                            linewidth=1.1)
                 ax.annotate(f"bound {F.short(b)} ms", (1.0, b), xycoords=("axes fraction", "data"), ha="right",
                             va="bottom", fontsize="x-small", color="0.3")
+                ys.append(b)
             ax.set_xscale("log")
             ax.set_yscale("log")
+            if ys:  # room above the curves for the notes, as in `figure`
+                lo, hi = min(ys) / 1.3, max(ys) * 1.3
+                ax.set_ylim(lo, hi * (hi / lo) ** (NOTE_ROOM * min(len(notes), MAX_NOTES)))
             ax.xaxis.set_major_formatter(EngFormatter(sep=""))
             ax.yaxis.set_major_formatter(EngFormatter(sep=""))
+            ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.6)))
             ax.grid(True, which="major", alpha=0.3)
             ax.set_title(f"{workload}{'' if size == 'default' else f' ({size})'} · {dtype}", fontsize="medium")
             if j == 0:
@@ -295,9 +302,7 @@ def server_figure(rows: list[dict], title: str = ""):
                        markeredgewidth=0.6, linestyle="none"),
                 Line2D([], [], color="0.35", linestyle=BOUND_STYLE)]
     labels += ["invalid step (hollow)", "peak valid rate", "p99 bound"]
-    fig.legend(colour_handles, series, loc="outside lower left", ncols=min(4, len(series)), fontsize="small",
-               frameon=False)
-    fig.legend(handles, labels, loc="outside lower right", ncols=3, fontsize="small", frameon=False)
+    fig.legend(colour_handles + handles, series + labels, loc="outside right upper", fontsize="small", frameon=False)
     fig.suptitle((title + "\n" if title else "") + "server scenario: p99 latency from the scheduled arrival, per "
                  "offered rate of the search", fontsize="medium")
     return fig
