@@ -302,7 +302,8 @@ def server_figure(rows: list[dict], title: str = ""):
                        markeredgewidth=0.6, linestyle="none"),
                 Line2D([], [], color="0.35", linestyle=BOUND_STYLE)]
     labels += ["invalid step (hollow)", "peak valid rate", "p99 bound"]
-    fig.legend(colour_handles + handles, series + labels, loc="outside right upper", fontsize="small", frameon=False)
+    fig.legend(colour_handles + handles, series + labels, loc="outside lower center", fontsize="small",
+               ncols=min(4, len(series) + len(labels)), frameon=False)
     fig.suptitle((title + "\n" if title else "") + "server scenario: p99 latency from the scheduled arrival, per "
                  "offered rate of the search", fontsize="medium")
     return fig
