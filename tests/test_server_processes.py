@@ -2,7 +2,10 @@
 rate step and checks outputs in the processes that ran them; one process dying or raising fails the cell with
 its cause; no process is left behind. Faults come from tests/process_fault_plugin (process 2 of a cell only).
 Nothing here asserts a speed: counts, structure, statuses."""
+import json
+
 import psutil
+import pytest
 
 from compare import results as R
 from compare.cells import MODES, Cell
@@ -22,11 +25,12 @@ def test_server_processes_is_runnable_and_in_all():
 
 
 def test_a_server_processes_cell_and_its_faults(tmp_path):
-    """One sweep (numpy, a process killed by SIGSEGV, a process raising), server-processes x2, a generous
+    """One sweep (numpy; a process killed by SIGSEGV at start-up, another in a rate step; a process raising),
+    server-processes x2, a generous
     bound so the dispatcher's lag never decides (how many steps pass depends on the machine)."""
     out_file = tmp_path / "run.json"
     before = {p.pid for p in psutil.Process().children(recursive=True)}
-    proc = compare("--backends", "numpy,fault-one-segv,fault-one-raise", "--modes", "server-processes",
+    proc = compare("--backends", "numpy,fault-one-segv,fault-one-raise,fault-one-later-segv", "--modes", "server-processes",
                    "--threads", "2", "--latency-bound-ms", "500", "--cell-timeout", "400", "--out", str(out_file),
                    timeout=900)
     assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
@@ -39,11 +43,16 @@ def test_a_server_processes_cell_and_its_faults(tmp_path):
     # the worker's speed check, then verify_ops per process, each checked in the process that ran it
     assert steps[0]["checked"] == 1 + 2 * VERIFY and steps[0]["errors"] == 0, steps[0]
     assert steps[0]["intra_op_rule"].startswith("equal total threads:"), steps[0]
+    rss = json.loads(steps[0]["process_rss_mb"])  # each process's memory, as in the processes mode
+    assert len(rss) == 2 and all(m > 0 for m in rss) and steps[0]["total_rss_mb"] == pytest.approx(sum(rss))
     (segv,) = server_row(run, "fault-one-segv")
     assert segv["status"] == "crash" and segv["cause"] == "process 2 of 2 killed by SIGSEGV", segv
     (raised,) = server_row(run, "fault-one-raise")
     assert raised["status"] == "error", raised
     assert raised["cause"] == "process 2 of 2: RuntimeError: injected fault: forward failed", raised
+    later = server_row(run, "fault-one-later-segv")  # died while serving: the cell fails, with its cause
+    assert later and all(r["status"] == "crash" for r in later), later
+    assert later[0]["cause"] == "process 2 of 2 killed by SIGSEGV", later[0]
     assert proc.returncode == 1  # some cells failed, the sweep did not
     assert_none_left()
     assert not {p.pid for p in psutil.Process().children(recursive=True)} - before

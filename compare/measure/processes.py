@@ -363,7 +363,7 @@ def _server_child(i: int, cell_dict: dict, cache: str, parent: int, intra_op: in
     """Process i of a server pool: build as a processes-mode process does, warm up, say ("ready", intra-op
     threads), then take (step, query, request index, check) jobs from the one shared queue until None,
     answering each with ("done", step, query, completion time on the shared clock, relative error or None);
-    a raise is sent as ("error", cause, traceback)."""
+    at None, ("result", its memory) and exit; a raise is sent as ("error", cause, traceback)."""
     worker.watch_parent(parent=parent)
     try:
         cell = Cell.from_dict(cell_dict)
@@ -385,6 +385,12 @@ def _server_child(i: int, cell_dict: dict, cache: str, parent: int, intra_op: in
             y = op(inputs[idx % len(inputs)])
             t = clock()
             conn.send(("done", step, q, t, h.check(y, idx % len(inputs)) if keep else None))
+        try:
+            uss = psutil.Process().memory_full_info().uss / 2**20
+        except (psutil.Error, AttributeError):
+            uss = None
+        conn.send(("result", {"rss_mb": worker.peak_rss_mb(), "uss_mb": uss,
+                              "device_mb": worker._mb(backend.peak_device_memory(cell.device))}))
     except BaseException as e:  # noqa: BLE001 - the cell's cause, sent to the worker
         conn.send(("error", f"{type(e).__name__}: {e}", traceback.format_exc()))
     finally:
@@ -397,7 +403,9 @@ class ServerPool:
     from (one FIFO, as ThreadsServer's threads share one); each process answers on its own pipe, which a
     collector thread in the worker reads, together with every process's exit sentinel, as _gather does:
     a process that dies or raises sets `failure` (CellFailed, "process 2 of 4 killed by SIGSEGV"), which
-    the next submit or finish raises. close() kills and reaps every process."""
+    the next submit or finish raises. stop() ends them in order and returns what each reports (its memory);
+    close() kills and reaps every process. (The worker keeps a model of its own as well, for the speed check
+    and the single-request calibration that sets the default bound and the search's first rate.)"""
 
     def __init__(self, cell: Cell, cache: str):
         self.n = n = cell.threads
@@ -413,6 +421,7 @@ class ServerPool:
         self.ready: dict[int, int | None] = {}
         self.failure: BaseException | None = None
         self.closing = False
+        self.reports: dict[int, dict] = {}
         self.step, self.ends, self.errs = 0, {}, {}
         self.collector = None
         try:
@@ -454,6 +463,10 @@ class ServerPool:
             with self.cond:
                 self.ready[i] = msg[1]
                 self.cond.notify_all()
+        elif msg[0] == "result":
+            with self.cond:
+                self.reports[i] = msg[1]
+                self.cond.notify_all()
         elif msg[0] == "error":
             self._fail(modes.CellFailed("error", f"process {i + 1} of {self.n}: {msg[1]}", msg[2]))
 
@@ -476,8 +489,9 @@ class ServerPool:
                     i = ends.pop(obj)
                     drain(self.readers[i], i)
                     self.procs[i].join()
-                    self._fail(modes.CellFailed("crash", f"process {i + 1} of {self.n} "
-                                                         f"{_exit_cause(self.procs[i].exitcode)}"))
+                    if i not in self.reports:  # ended without being asked to (stop)
+                        self._fail(modes.CellFailed("crash", f"process {i + 1} of {self.n} "
+                                                             f"{_exit_cause(self.procs[i].exitcode)}"))
 
     def begin(self, keep: bool = False) -> "PoolStep":
         """A fresh rate step over the same processes (answers to an earlier step are ignored)."""
@@ -488,8 +502,23 @@ class ServerPool:
             self.ends, self.errs = {}, {}
         return PoolStep(self, self.step, keep)
 
+    def stop(self) -> list[dict]:
+        """Ask every process to end, wait for each one's report, close(); the reports in process order."""
+        for _ in self.procs:
+            self.jobs.put(None)
+        with self.cond:
+            while len(self.reports) < self.n and self.failure is None:
+                self.cond.wait(QUIET_NOTE_S)
+            failure = self.failure
+        self.close()
+        if failure is not None:
+            raise failure
+        return [self.reports[i] for i in range(self.n)]
+
     def close(self) -> None:
         with self.cond:
+            if self.closing:
+                return
             self.closing = True
         for p in self.procs:
             if p.pid is None:  # never started

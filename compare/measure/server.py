@@ -602,6 +602,12 @@ def runner(cell, build):
                 h.record(h.check(y, i % len(h.inputs)))
             for _, err in sorted(getattr(srv, "checked", {}).items()):
                 h.record(err)
+            if pool is not None:  # each process's memory, as the processes mode records it
+                reports = pool.stop()
+                device = [r["device_mb"] for r in reports]
+                build.facts.update(process_rss_mb=[r["rss_mb"] for r in reports],
+                                   process_uss_mb=[r["uss_mb"] for r in reports],
+                                   process_device_mb=device if any(d is not None for d in device) else None)
         finally:
             if pool is not None:
                 pool.close()
