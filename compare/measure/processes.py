@@ -18,7 +18,10 @@ framework's own default (about one per core): the two compare at equal total thr
 intra_op_rule says so.
 
 What it is not: a pool serving requests (no dispatcher: each process loops on its own input, as a thread
-does), and the worker never builds a model itself.
+does), and the worker never builds a model itself. The server scenario's pool (ServerPool, the `processes`
+strategy of compare.measure.server) is built here too, from the same pieces: spawned processes that build
+through the worker's build_model and make_harness with intra_op_plan's threads, watch_parent, the shared
+`clock`, and failures read from pipes and exit sentinels as _gather reads them.
 
 Failure: a process that dies (signal, exit) or raises fails the cell with its cause ("process 3 of 4 killed
 by SIGSEGV"); the others are killed at once and reaped. Every process stays in the cell's process group,
@@ -39,6 +42,7 @@ import traceback
 from multiprocessing.connection import wait
 from pathlib import Path
 
+import numpy as np
 import psutil
 
 import backends
@@ -538,12 +542,13 @@ class PoolStep:
     """One rate step of a ServerPool, with the interface of compare.measure.server's strategies: submit(i, t),
     done, finish(count) -> completion times. `now` is the shared clock, which the dispatcher then reads
     too, so latencies compare times of one timeline across processes. `checked`: query -> relative error,
-    for the queries sent with keep (checked in the process that ran them; outputs never cross back)."""
-    outputs: dict = {}
+    for the queries sent with keep (checked in the process that ran them; outputs never cross back, so
+    `outputs` stays empty)."""
 
     def __init__(self, pool: ServerPool, step: int, keep: bool):
         self.pool, self.step, self.keep = pool, step, keep
         self.now = clock
+        self.outputs: dict = {}
 
     @property
     def done(self) -> int:
@@ -558,8 +563,7 @@ class PoolStep:
             raise self.pool.failure
         self.pool.jobs.put((self.step, i, i, self.keep))
 
-    def finish(self, count: int) -> "np.ndarray":
-        import numpy as np
+    def finish(self, count: int) -> np.ndarray:
         pool = self.pool
         with pool.cond:
             while pool.failure is None and len(pool.ends) < count:
