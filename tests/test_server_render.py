@@ -110,7 +110,8 @@ def test_no_server_cells_no_server_plot_and_publish_adds_it_only_with_them(tmp_p
     server_pngs = [n for n in names if n.endswith("-server.png")]
     assert len(server_pngs) == 1 and len([n for n in names if n.endswith(".png")]) == 3, names
     assert f"]({server_pngs[0]})" in (out / "README.md").read_text()
-    assert "Server scenario" in (out / "README.md").read_text()
+    text = (out / "README.md").read_text()
+    assert "Server scenario" in text and "server — peak rate under the p99 bound" in text
 
 
 def test_plot_writes_the_server_figure_beside_the_scaling_one(tmp_path):

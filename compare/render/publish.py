@@ -168,7 +168,8 @@ def section(group: list[dict], plot_name: str | None, out_dir: Path, server_plot
     warnings = list(dict.fromkeys(f"**warning** ({k}): {w}" for run in group for k, w in report.warning_lines(run)))
     lines += ["### Environment", ""] + [f"- {x}" for x in env + warnings]
     lines += ["", "### Caveats", ""] + [f"- {c}" for c in caveats(group)] + [""]
-    built = tables.build(summary)
+    from . import server as server_tables
+    built = tables.build(summary) + server_tables.build(rows)  # server cells: rate steps, their own tables
     lines += [tables.to_markdown(t, heading="###") for t in built] or ["_No measured cells._", ""]
     commands = list(dict.fromkeys(report.command_line(run) for run in group))   # each as given, once
     lines += ["### Command" + ("s" if len(commands) > 1 else ""), "", "```sh"] + commands + ["```", ""]
