@@ -320,8 +320,8 @@ def plot(
 ):
     """Scaling curves: ops/s vs threads per backend and mode, a panel per workload, the offline ceiling dashed.
     Needs matplotlib, the optional plot extra."""
-    from compare.render.plot import plot as draw
-    typer.echo(f"wrote {draw(runs, out)}", err=True)
+    from compare.render.plot import plot_all as draw
+    typer.echo(f"wrote {', '.join(map(str, draw(runs, out)))}", err=True)
 
 
 @app.command()

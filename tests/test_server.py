@@ -180,5 +180,6 @@ def test_real_strategies_answer_every_query(strategy):
         assert sum(int(k) * v for k, v in step.batch_hist.items()) == step.queries
 
 
-def test_processes_strategy_is_declared_and_refused():
-    assert S.STRATEGIES["processes"].make is None and "not yet" in S.STRATEGIES["processes"].refusal
+def test_processes_strategy_starts_its_pool_once_per_cell():
+    assert S.STRATEGIES["processes"].make and S.STRATEGIES["processes"].pool
+    assert not S.STRATEGIES["threads"].pool and not S.STRATEGIES["batched"].pool

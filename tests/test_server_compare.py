@@ -16,7 +16,6 @@ from compare.render import server as server_tables
 
 
 @pytest.mark.parametrize("args,expected", [
-    (["--modes", "server-processes"], "server-processes cannot run: not yet"),
     (["--modes", "server-threads", "--latency-bound-ms", "0"], "--latency-bound-ms: must be"),
     (["--modes", "server-threads", "--latency-bound-ms", "-1"], "--latency-bound-ms: must be"),
     (["--modes", "threads", "--latency-bound-ms", "5"], "applies to the server modes only"),
@@ -27,9 +26,9 @@ def test_bad_server_input_is_one_line_and_exit_2(capsys, tmp_path, args, expecte
     assert code == 2 and len(err) == 1 and expected in err[0]
 
 
-def test_all_modes_leave_out_the_refused_strategy():
+def test_all_modes_include_every_server_strategy():
     from compare.options import runnable_modes
-    assert "server-threads" in runnable_modes(MODES) and "server-processes" not in runnable_modes(MODES)
+    assert {"server-threads", "server-batched", "server-processes"} <= set(runnable_modes(MODES))
 
 
 def _step(rate, verdict, p99=1.0):

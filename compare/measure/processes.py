@@ -18,7 +18,10 @@ framework's own default (about one per core): the two compare at equal total thr
 intra_op_rule says so.
 
 What it is not: a pool serving requests (no dispatcher: each process loops on its own input, as a thread
-does), and the worker never builds a model itself.
+does), and the worker never builds a model itself. The server scenario's pool (ServerPool, the `processes`
+strategy of compare.measure.server) is built here too, from the same pieces: spawned processes that build
+through the worker's build_model and make_harness with intra_op_plan's threads, watch_parent, the shared
+`clock`, and failures read from pipes and exit sentinels as _gather reads them.
 
 Failure: a process that dies (signal, exit) or raises fails the cell with its cause ("process 3 of 4 killed
 by SIGSEGV"); the others are killed at once and reaped. Every process stays in the cell's process group,
@@ -39,6 +42,7 @@ import traceback
 from multiprocessing.connection import wait
 from pathlib import Path
 
+import numpy as np
 import psutil
 
 import backends
@@ -356,3 +360,214 @@ def _gather(procs: list, readers: list, checks: modes.Checks) -> tuple[list[dict
         raise modes.CellFailed("error", f"{n - len(reports)} of {n} processes stopped at a broken barrier, "
                                         "with no process reporting why")
     return [reports[i] for i in range(n)], intra.get(0)
+
+
+# -- the server scenario's `processes` strategy (compare.measure.server) ------------------------------
+def _server_child(i: int, cell_dict: dict, cache: str, parent: int, intra_op: int, jobs, conn) -> None:
+    """Process i of a server pool: build as a processes-mode process does, warm up, say ("ready", intra-op
+    threads), then take (step, query, request index, check) jobs from the one shared queue until None,
+    answering each with ("done", step, query, completion time on the shared clock, relative error or None);
+    at None, ("result", its memory) and exit; a raise is sent as ("error", cause, traceback)."""
+    worker.watch_parent(parent=parent)
+    try:
+        cell = Cell.from_dict(cell_dict)
+        backend = backends.load(cell.backend)
+        apply_configure(backend, cell.fp32_precision, intra_op, dict(cell.backend_options))
+        spec = workloads.make(cell.workload, **dict(cell.knobs))
+        params = spec.init_weights(cell.seed)
+        checks = modes.Checks(tolerance(backend.effective_precision(cell.device, cell.dtype, cell.fp32_precision)))
+        h = worker.make_harness(backend, worker.build_model(backend, cell, spec, params), cell, spec, params,
+                                Path(cache), checks)
+        if h.thread_setup is not None:
+            h.thread_setup()
+        for _ in range(cell.warmup):
+            h.op(h.inputs[i % len(h.inputs)])
+        conn.send(("ready", backend.describe(cell.device).get("intra_op_threads")))
+        op, inputs = h.op, h.inputs
+        while (job := jobs.get()) is not None:
+            step, q, idx, keep = job
+            y = op(inputs[idx % len(inputs)])
+            t = clock()
+            conn.send(("done", step, q, t, h.check(y, idx % len(inputs)) if keep else None))
+        try:
+            uss = psutil.Process().memory_full_info().uss / 2**20
+        except (psutil.Error, AttributeError):
+            uss = None
+        conn.send(("result", {"rss_mb": worker.peak_rss_mb(), "uss_mb": uss,
+                              "device_mb": worker._mb(backend.peak_device_memory(cell.device))}))
+    except BaseException as e:  # noqa: BLE001 - the cell's cause, sent to the worker
+        conn.send(("error", f"{type(e).__name__}: {e}", traceback.format_exc()))
+    finally:
+        conn.close()
+
+
+class ServerPool:
+    """N spawned processes serving the server scenario's queries, started and warmed once per cell and reused
+    by every rate step. The dispatcher (in the worker) puts jobs on one multiprocessing queue that all take
+    from (one FIFO, as ThreadsServer's threads share one); each process answers on its own pipe, which a
+    collector thread in the worker reads, together with every process's exit sentinel, as _gather does:
+    a process that dies or raises sets `failure` (CellFailed, "process 2 of 4 killed by SIGSEGV"), which
+    the next submit or finish raises. stop() ends them in order and returns what each reports (its memory);
+    close() kills and reaps every process. (The worker keeps a model of its own as well, for the speed check
+    and the single-request calibration that sets the default bound and the search's first rate.)"""
+
+    def __init__(self, cell: Cell, cache: str):
+        self.n = n = cell.threads
+        ctx = mp.get_context("spawn")
+        intra_op, self.rule = intra_op_plan(cell)
+        self.jobs = ctx.Queue()
+        pipes = [ctx.Pipe(duplex=False) for _ in range(n)]
+        self.procs = [ctx.Process(target=_server_child, name=f"tb-process-{i + 1}", daemon=True,
+                                  args=(i, cell.to_dict(), cache, os.getpid(), intra_op, self.jobs, send))
+                      for i, (_, send) in enumerate(pipes)]
+        self.readers = [recv for recv, _ in pipes]
+        self.cond = threading.Condition()
+        self.ready: dict[int, int | None] = {}
+        self.failure: BaseException | None = None
+        self.closing = False
+        self.reports: dict[int, dict] = {}
+        self.step, self.ends, self.errs = 0, {}, {}
+        self.collector = None
+        try:
+            for p in self.procs:
+                p.start()
+            for _, send in pipes:
+                send.close()  # only the process writes to its pipe: once it ends, the worker reads EOF
+            self.collector = threading.Thread(target=self._collect, name="tb-pool-collect", daemon=True)
+            self.collector.start()
+            with self.cond:
+                while len(self.ready) < n and self.failure is None:
+                    self.cond.wait(QUIET_NOTE_S)
+            if self.failure is not None:
+                raise self.failure
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def intra_op_ran(self) -> int | None:
+        return self.ready.get(0)
+
+    def _fail(self, e: BaseException) -> None:
+        with self.cond:
+            if not self.closing:
+                self.failure = self.failure or e
+            self.cond.notify_all()
+
+    def _read(self, i: int, msg: tuple) -> None:
+        if msg[0] == "done":
+            _, step, q, t, err = msg
+            with self.cond:
+                if step == self.step:
+                    self.ends[q] = t
+                    if err is not None:
+                        self.errs[q] = err
+                    self.cond.notify_all()
+        elif msg[0] == "ready":
+            with self.cond:
+                self.ready[i] = msg[1]
+                self.cond.notify_all()
+        elif msg[0] == "result":
+            with self.cond:
+                self.reports[i] = msg[1]
+                self.cond.notify_all()
+        elif msg[0] == "error":
+            self._fail(modes.CellFailed("error", f"process {i + 1} of {self.n}: {msg[1]}", msg[2]))
+
+    def _collect(self) -> None:
+        live = {r: i for i, r in enumerate(self.readers)}
+        ends = {p.sentinel: i for i, p in enumerate(self.procs)}
+
+        def drain(conn, i: int) -> None:
+            try:
+                while conn.poll():
+                    self._read(i, conn.recv())
+            except (EOFError, OSError):
+                live.pop(conn, None)
+
+        while ends:
+            for obj in wait([*live, *ends]):
+                if obj in live:
+                    drain(obj, live[obj])
+                elif obj in ends:  # a process ended: first read what it said, then ask how it ended
+                    i = ends.pop(obj)
+                    drain(self.readers[i], i)
+                    self.procs[i].join()
+                    if i not in self.reports:  # ended without being asked to (stop)
+                        self._fail(modes.CellFailed("crash", f"process {i + 1} of {self.n} "
+                                                             f"{_exit_cause(self.procs[i].exitcode)}"))
+
+    def begin(self, keep: bool = False) -> "PoolStep":
+        """A fresh rate step over the same processes (answers to an earlier step are ignored)."""
+        with self.cond:
+            if self.failure is not None:
+                raise self.failure
+            self.step += 1
+            self.ends, self.errs = {}, {}
+        return PoolStep(self, self.step, keep)
+
+    def stop(self) -> list[dict]:
+        """Ask every process to end, wait for each one's report, close(); the reports in process order."""
+        for _ in self.procs:
+            self.jobs.put(None)
+        with self.cond:
+            while len(self.reports) < self.n and self.failure is None:
+                self.cond.wait(QUIET_NOTE_S)
+            failure = self.failure
+        self.close()
+        if failure is not None:
+            raise failure
+        return [self.reports[i] for i in range(self.n)]
+
+    def close(self) -> None:
+        with self.cond:
+            if self.closing:
+                return
+            self.closing = True
+        for p in self.procs:
+            if p.pid is None:  # never started
+                continue
+            if p.is_alive():
+                p.kill()
+            p.join()
+        if self.collector is not None:
+            self.collector.join()
+        for r in self.readers:
+            r.close()
+        self.jobs.cancel_join_thread()  # jobs left unread must not hold the worker's exit
+        self.jobs.close()
+
+
+class PoolStep:
+    """One rate step of a ServerPool, with the interface of compare.measure.server's strategies: submit(i, t),
+    done, finish(count) -> completion times. `now` is the shared clock, which the dispatcher then reads
+    too, so latencies compare times of one timeline across processes. `checked`: query -> relative error,
+    for the queries sent with keep (checked in the process that ran them; outputs never cross back, so
+    `outputs` stays empty)."""
+
+    def __init__(self, pool: ServerPool, step: int, keep: bool):
+        self.pool, self.step, self.keep = pool, step, keep
+        self.now = clock
+        self.outputs: dict = {}
+
+    @property
+    def done(self) -> int:
+        return len(self.pool.ends)
+
+    @property
+    def checked(self) -> dict:
+        return self.pool.errs
+
+    def submit(self, i: int, t: float) -> None:
+        if self.pool.failure is not None:
+            raise self.pool.failure
+        self.pool.jobs.put((self.step, i, i, self.keep))
+
+    def finish(self, count: int) -> np.ndarray:
+        pool = self.pool
+        with pool.cond:
+            while pool.failure is None and len(pool.ends) < count:
+                pool.cond.wait(QUIET_NOTE_S)
+            if pool.failure is not None:
+                raise pool.failure
+            return np.array([pool.ends[i] for i in range(count)])

@@ -3,7 +3,7 @@ search for the highest request rate whose 99th-percentile latency stays under a 
 
 What it is. Single-request queries arrive on a seeded Poisson schedule at a target rate. A dispatcher issues
 each one at its scheduled time to a strategy (STRATEGIES: N worker threads taking queries from one FIFO
-queue; the dynamic batcher; N processes, not built yet). Latency runs from the *scheduled* time, so time
+queue; the dynamic batcher; N spawned processes taking them from one multiprocessing queue). Latency runs from the *scheduled* time, so time
 spent queueing, and any lateness of the dispatcher itself, counts. Each rate step is judged (Step.verdict):
 valid when (1) the dispatcher's own lag (actual - scheduled issue time) has a p99 within LAG_FRACTION of the
 bound, (2) the latency p99 is within the bound, and (3) enough queries were seen to know it (LoadGen's
@@ -19,6 +19,11 @@ worker the way it would in a Python server (one queue put, no pickling, no socke
 the strategy's threads; when they hold it, the dispatcher wakes late, and Step.lag_p99_ms records exactly
 that, so a rate where the load generator, not the model, sets the latency is INVALID with that reason.
 The batcher's forwards run on the main thread (as in `batched` mode: compare.measure.modes.run_batched).
+The processes strategy (compare.measure.processes.ServerPool) keeps the dispatcher there too: its pool of N
+processes is started and warmed once per cell, before the search, and serves every rate step; the
+dispatcher puts (query, request index) on one multiprocessing queue, and a collector thread reads each
+completion time (CLOCK_MONOTONIC, which the dispatcher then reads as well) from the processes' pipes. Only
+the dispatcher and the collector share the worker's GIL there; the models run outside it.
 
 What it is not: LoadGen itself (no accuracy mode, no multi-sample queries, no 10-minute official runs;
 minimum duration per rate is MIN_SECONDS, not LoadGen's 600 s or its 10 s default), nor a network server.
@@ -79,12 +84,14 @@ def poisson_schedule(rate: float, n: int, seed: int) -> np.ndarray:
 
 
 # -- clocks ---------------------------------------------------------------------------------------
+@dataclass
 class RealClock:
-    """perf_counter, and sleep (which releases the GIL; no spinning, which would hold it from the workers)."""
-    now = staticmethod(time.perf_counter)
+    """A real clock (perf_counter, or the processes' shared one), and sleep (which releases the GIL; no
+    spinning, which would hold it from the workers)."""
+    now: Callable[[], float] = time.perf_counter
 
     def sleep_until(self, t: float) -> None:
-        while (left := t - time.perf_counter()) > 0:
+        while (left := t - self.now()) > 0:
             time.sleep(left)
 
 
@@ -454,30 +461,37 @@ class BatchedServer:
 
 @dataclass
 class Strategy:
-    """How a server strategy runs for real: `make(h, n, cell)` builds it; `batcher` says whether it needs
-    the main thread (then the dispatcher runs beside it in a thread); `refusal`: why it cannot run yet."""
+    """How a server strategy runs for real: `make(h, n, cell, pool)` builds it for one rate step; `batcher`
+    says whether it needs the main thread (then the dispatcher runs beside it in a thread); `pool(cell,
+    build)`, where given, starts what the cell's steps share (processes: the ServerPool), once, before the
+    search; `refusal`: why it cannot run yet."""
     make: Callable[..., Any] | None
     batcher: bool = False
     refusal: str = ""
+    pool: Callable[..., Any] | None = None
+
+
+def _start_pool(cell, build):
+    from . import processes  # imports the backends package (lazy about frameworks); only this strategy needs it
+    return processes.ServerPool(cell, str(build.cache))
 
 
 STRATEGIES: dict[str, Strategy] = {
-    "threads": Strategy(lambda h, n, cell: ThreadsServer(h, n)),
-    "batched": Strategy(lambda h, n, cell: BatchedServer(h, n, cell.max_batch or n, cell.max_wait_ms / 1e3),
+    "threads": Strategy(lambda h, n, cell, pool: ThreadsServer(h, n)),
+    "batched": Strategy(lambda h, n, cell, pool: BatchedServer(h, n, cell.max_batch or n, cell.max_wait_ms / 1e3),
                         batcher=True),
-    "processes": Strategy(None, refusal="not yet: the server's processes strategy waits for the processes "
-                                        "mode's worker pool (compare/measure/processes.py)"),
+    "processes": Strategy(lambda h, n, cell, pool: pool.begin(), pool=_start_pool),
 }
 
 
 def run_real(strategy: str, h, n: int, cell, rate: float, bound: float, seed: int, min_seconds: float,
-             keep: bool = False, sched_rel: np.ndarray | None = None) -> tuple[Step, Any]:
+             keep: bool = False, sched_rel: np.ndarray | None = None, pool=None) -> tuple[Step, Any]:
     """One rate step on the real clock: the dispatcher in its own thread, the strategy's work in its threads
     (and, for the batcher, this thread). Returns the Step and the strategy (its outputs when `keep`)."""
     spec = STRATEGIES[strategy]
-    srv = spec.make(h, n, cell)
+    srv = spec.make(h, n, cell, pool)
     srv.keep = keep
-    clock = RealClock()
+    clock = RealClock(getattr(srv, "now", time.perf_counter))
     if sched_rel is None:
         sched_rel = poisson_schedule(rate, step_queries(rate, min_seconds), seed)
     out = _Issued()
@@ -557,22 +571,45 @@ def runner(cell, build):
         for size in range(2, min(cell.max_batch or n, 64) + 1):
             xs = [h.inputs[i % len(h.inputs)] for i in range(size)]
             h.split(h.op(h.concat(xs)), [h.rows] * size)
-    run_real(strategy, h, n, cell, 1.0, 1e9, cell.seed, min_seconds, sched_rel=np.zeros(n * max(cell.warmup, 1)))
+    pool = spec.pool(cell, build) if spec.pool else None  # started and warmed once, for every step
+    try:
+        if pool is not None:
+            build.facts.update(intra_op_ran=pool.intra_op_ran, intra_op_rule=pool.rule)
+        run_real(strategy, h, n, cell, 1.0, 1e9, cell.seed, min_seconds, sched_rel=np.zeros(n * max(cell.warmup, 1)),
+                 pool=pool)
+    except BaseException:
+        if pool is not None:
+            pool.close()
+        raise
     capacity = 1.0 / single
 
     def steps():
-        k = iter(range(1, MAX_STEPS + 1))
-        measure = lambda r: run_real(strategy, h, n, cell, r, bound, cell.seed + next(k), min_seconds)[0]  # noqa: E731
-        affordable = lambda r, left: step_queries(r, min_seconds) / r <= left  # noqa: E731
-        for step in search_steps(measure, START_FRACTION * n * capacity, time.perf_counter, Search(),
-                                 floor=FLOOR_FRACTION * capacity, affordable=affordable):
-            yield Trial(ops=step.queries, seconds=step.seconds, lat_p50_ms=step.lat_p50_ms,
-                        lat_p90_ms=step.lat_p90_ms, lat_p99_ms=step.lat_p99_ms, batch_hist=step.batch_hist,
-                        rate=step.rate, lag_p99_ms=step.lag_p99_ms, bound_ms=step.bound_ms, verdict=step.verdict)
-        # verification: verify_ops queries per server, all issued at once, each output against the reference
-        _, srv = run_real(strategy, h, n, cell, 1.0, 1e9, cell.seed, min_seconds, keep=True,
-                          sched_rel=np.zeros(n * max(cell.verify_ops, 1)))
-        for i, y in sorted(srv.outputs.items()):
-            h.record(h.check(y, i % len(h.inputs)))
+        try:
+            k = iter(range(1, MAX_STEPS + 1))
+            measure = lambda r: run_real(strategy, h, n, cell, r, bound, cell.seed + next(k), min_seconds,  # noqa: E731
+                                         pool=pool)[0]
+            affordable = lambda r, left: step_queries(r, min_seconds) / r <= left  # noqa: E731
+            for step in search_steps(measure, START_FRACTION * n * capacity, time.perf_counter, Search(),
+                                     floor=FLOOR_FRACTION * capacity, affordable=affordable):
+                yield Trial(ops=step.queries, seconds=step.seconds, lat_p50_ms=step.lat_p50_ms,
+                            lat_p90_ms=step.lat_p90_ms, lat_p99_ms=step.lat_p99_ms, batch_hist=step.batch_hist,
+                            rate=step.rate, lag_p99_ms=step.lag_p99_ms, bound_ms=step.bound_ms, verdict=step.verdict)
+            # verification: verify_ops queries per server, all issued at once, each output against the reference
+            # (a processes pool checks each in the process that ran it and sends the error back)
+            _, srv = run_real(strategy, h, n, cell, 1.0, 1e9, cell.seed, min_seconds, keep=True,
+                              sched_rel=np.zeros(n * max(cell.verify_ops, 1)), pool=pool)
+            for i, y in sorted(srv.outputs.items()):
+                h.record(h.check(y, i % len(h.inputs)))
+            for _, err in sorted(getattr(srv, "checked", {}).items()):
+                h.record(err)
+            if pool is not None:  # each process's memory, as the processes mode records it
+                reports = pool.stop()
+                device = [r["device_mb"] for r in reports]
+                build.facts.update(process_rss_mb=[r["rss_mb"] for r in reports],
+                                   process_uss_mb=[r["uss_mb"] for r in reports],
+                                   process_device_mb=device if any(d is not None for d in device) else None)
+        finally:
+            if pool is not None:
+                pool.close()
 
     return steps()

@@ -9,7 +9,12 @@ sentence says there is no clear difference.
 
 Pure functions of summary records (dicts with the stats.summarize columns; a polars frame is accepted and
 turned into dicts): no I/O, no framework, no measuring. Columns that a run may lack (`precision`, `bound`)
-are used when present."""
+are used when present.
+
+The server scenario (rows of the server-* modes, given as `rows`) adds one sentence per machine × workload ×
+dtype: each backend's best strategy by peak valid rate under its p99 bound, with the bracket [peak, lowest
+failing rate above it) and the bound, or "no valid rate" with the reason; one strategy is said to sustain
+more than another only when their brackets do not overlap and the peaks are MIN_GAIN apart."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -200,13 +205,91 @@ def _like_for_like(groups: dict[tuple, list[dict]]) -> list[str]:
     return out
 
 
-def findings(summary) -> list[Finding]:
-    """One Finding per machine × workload (× size) × dtype, in the order the summary lists them."""
+# -- the server scenario ---------------------------------------------------------------------------------
+def _server_label(r: dict) -> str:
+    return f"{r['mode'].removeprefix('server-')} ×{r['threads']}"
+
+
+def _bracket(r: dict) -> str:
+    return f"[{F.short(r['peak'])}, {F.short(r['above'])})" if r["above"] is not None else f"≥ {F.short(r['peak'])}"
+
+
+def sustains_more(a: dict, b: dict) -> bool:
+    """Server cell a sustains a higher rate than b (peaks() records): the brackets [peak, above) do not overlap
+    (b's bracket ends at or below a's peak; an unbracketed peak is only a lower end, so it never ends) and the
+    peaks are MIN_GAIN apart."""
+    if a["peak"] is None or b["peak"] is None or b["above"] is None:
+        return False
+    return b["above"] <= a["peak"] and a["peak"] >= (1 + MIN_GAIN) * b["peak"]
+
+
+def _no_rate(r: dict) -> str:
+    """Why a server cell shows no rate: its failure, or the verdict of the lowest rate it tried."""
+    if r["status"] != OK:
+        return f"{F.status_label(r['status'])}" + (f": {F.cause_line(r.get('cause'), 90)}" if r.get("cause") else "")
+    if r["errors"]:
+        return f"wrong outputs ({r['errors']} of {r['checked']} checked)"
+    if not r["steps"]:
+        return "no rate step ran"
+    low = r["steps"][0]
+    return f"at {F.short(low['offered_rate'])}/s, the lowest rate tried, {low['verdict'].removeprefix('invalid: ')}"
+
+
+def server_sentences(rows: list[dict]) -> dict[tuple, str]:
+    """(machine, workload, size, dtype) -> the server scenario's sentence there, from the run's rows."""
+    from .server import peaks
+    scopes: dict[tuple, dict[tuple, list[dict]]] = {}
+    for r in peaks(rows):
+        key = (r.get("machine") or "", r["workload"], r.get("size") or "default", r["dtype"])
+        scopes.setdefault(key, {}).setdefault((r["backend"], r["device"]), []).append(r)
+    out = {}
+    for key, groups in scopes.items():
+        parts = []
+        for (backend, device), cells in sorted(groups.items(), key=lambda x: (BACKEND_ORDER.get(x[0][0], 5), x[0])):
+            cells = [c for c in cells if c["status"] == OK or c["status"] in FAILED]  # unsupported: said elsewhere
+            if not cells:
+                continue
+            shown = [c for c in cells if c["status"] == OK and not c["errors"]]  # a failed cell shows no rate
+            valid = sorted((c for c in shown if c["peak"] is not None), key=lambda c: -c["peak"])
+            name = f"{backend} {device}"
+            if not valid:
+                parts.append(f"{name}: no valid rate ("
+                             + "; ".join(f"{_server_label(c)} {_no_rate(c)}" for c in cells) + ")")
+                continue
+            best = valid[0]
+            clause = (f"{name}: best {_server_label(best)}, {F.short(best['peak'])} req/s {_bracket(best)} "
+                      f"under its {F.short(best['bound_ms'])} ms bound")
+            more = [c for c in valid[1:] if sustains_more(best, c)]
+            even = [c for c in valid[1:] if not sustains_more(best, c)]
+            if more:
+                clause += ", more than " + ", ".join(
+                    f"{_server_label(c)} ({F.short(c['peak'])} {_bracket(c)}, {F.times(best['peak'] / c['peak'], 1)})"
+                    for c in more)
+            if even:
+                clause += (", not clearly more than " if more else ", no clear difference from ") + ", ".join(
+                    f"{_server_label(c)} ({F.short(c['peak'])} {_bracket(c)})" for c in even)
+            failed = [c for c in cells if c not in valid]
+            if failed:
+                clause += "; no valid rate in " + "; ".join(f"{_server_label(c)} ({_no_rate(c)})" for c in failed)
+            parts.append(clause)
+        if not parts:
+            continue
+        out[key] = ("Server scenario (peak Poisson rate with p99 latency under the bound; [peak, lowest failing "
+                    "rate above it)): " + "; ".join(parts) + ".")
+    return out
+
+
+def findings(summary, rows: list[dict] | None = None) -> list[Finding]:
+    """One Finding per machine × workload (× size) × dtype, in the order the summary lists them; `rows`
+    (each with its machine label, as report.merge gives them) add the server scenario's sentence."""
     recs = F.fill_precision([r for r in _records(summary)
                              if r["workload"] not in PROBE_WORKLOADS and r["mode"] in THROUGHPUT_MODES])
     scopes: dict[tuple, list[dict]] = {}
     for r in recs:
         scopes.setdefault((r.get("machine") or "", r["workload"], r.get("size") or "default", r["dtype"]), []).append(r)
+    server = server_sentences(rows) if rows else {}
+    for key in server:
+        scopes.setdefault(key, [])
     machines = len({k[0] for k in scopes})
     out = []
     for (machine, workload, size, dtype), part in scopes.items():
@@ -232,6 +315,8 @@ def findings(summary) -> list[Finding]:
             lfl = [f"No like-for-like pair (equal effective precision) was measured: {ran}"
                    + (f"; {hint}." if hint else ".")]
         f.sentences += lfl
+        if (machine, workload, size, dtype) in server:
+            f.sentences.append(server[(machine, workload, size, dtype)])
         if not f.sentences:
             f.sentences.append("Nothing was measured.")
         out.append(f)

@@ -205,6 +205,116 @@ def figure(summary, title: str = ""):
     return fig
 
 
+# -- the server scenario: p99 latency against offered rate ------------------------------------------
+SERVER_LINES = {m.name: MODES[m.name.removeprefix("server-")].line or ("-", "o")  # a strategy's line is its mode's
+                for m in MODES.values() if not m.throughput}
+PEAK_MARK = "*"    # the peak valid rate of a cell's search
+BOUND_STYLE = (0, (5, 3))  # the latency bound: a horizontal dashed line
+
+
+def server_figure(rows: list[dict], title: str = ""):
+    """A matplotlib Figure of the server cells of `rows` (each row's machine set, as report.merge does), or
+    None when there are none: a row of panels per dtype, a panel per workload; in it p99 latency (log)
+    against offered rate (log), one colour per backend (as in `figure`), one line style per strategy (its
+    mode's in MODES: threads, batched, processes), valid steps filled, invalid ones hollow, the peak valid
+    rate starred, the bound dashed. A failed cell draws no step (it shows no rate anywhere); it is noted."""
+    from . import format as F
+    from .findings import BACKEND_ORDER
+    from .server import peaks
+    from .tables import DTYPE_ORDER
+    from ..cells import FAILED
+    recs = [r for r in peaks(rows) if r["steps"] or r["status"] in FAILED]  # unsupported: the tables say so
+    if not recs:
+        return None
+    _, Figure, FigureCanvasAgg = _matplotlib()
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import EngFormatter, LogFormatter
+    machines = len({r["machine"] for r in recs})
+    ordered = sorted(recs, key=lambda r: (BACKEND_ORDER.get(r["backend"], 5), r["backend"]))
+    series = list(dict.fromkeys(_series(r, machines) for r in ordered))
+    color = {g: OKABE_ITO[i % len(OKABE_ITO)] for i, g in enumerate(series)}
+    dtypes = sorted({r["dtype"] for r in recs}, key=lambda d: DTYPE_ORDER.get(d, 9))
+    cols = list(dict.fromkeys((r["workload"], r["size"]) for r in recs))
+    fig = Figure(figsize=(5.2 * len(cols), 3.9 * len(dtypes) + 1.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(dtypes), len(cols), squeeze=False)
+    used = set()
+    for i, dtype in enumerate(dtypes):
+        for j, (workload, size) in enumerate(cols):
+            ax = axes[i][j]
+            part = [r for r in ordered if (r["dtype"], r["workload"], r["size"]) == (dtype, workload, size)]
+            several = len({r["threads"] for r in part}) > 1
+            notes, bounds, ys = [], {}, []
+            for r in part:
+                g = _series(r, machines)
+                if r["status"] != "ok" or r["errors"]:
+                    why = "wrong" if r["errors"] else F.status_label(r["status"])
+                    notes.append((g, f"{g} {r['mode'].removeprefix('server-')}: {why}"))
+                    continue
+                style, marker = SERVER_LINES[r["mode"]]
+                used.add(r["mode"])
+                steps = r["steps"]
+                xs, p99 = [s["offered_rate"] for s in steps], [s["lat_p99_ms"] for s in steps]
+                ys += p99
+                ax.plot(xs, p99, color=color[g], linestyle=style, linewidth=1.4)
+                for s in steps:
+                    ax.plot([s["offered_rate"]], [s["lat_p99_ms"]], marker=marker, color=color[g], markersize=5,
+                            markerfacecolor=color[g] if s["verdict"] == "valid" else "white", linestyle="none")
+                if r["peak"] is not None:
+                    ax.plot([r["peak"]], [r["p99_at_peak"]], marker=PEAK_MARK, color=color[g], markersize=13,
+                            markeredgecolor="black", markeredgewidth=0.6, linestyle="none", zorder=5)
+                elif not several:
+                    notes.append((g, f"{g} {r['mode'].removeprefix('server-')}: no valid rate"))
+                if several:
+                    ax.annotate(f"×{r['threads']}", (xs[-1], p99[-1]), fontsize="x-small",
+                                color=color[g], xytext=(3, 0), textcoords="offset points")
+                if r["bound_ms"] is not None:
+                    bounds.setdefault(r["bound_ms"], set()).add(g)
+            for b, gs in bounds.items():  # one line per distinct bound, in its backend's colour if it is its own
+                ax.axhline(b, color=color[next(iter(gs))] if len(bounds) > 1 else "0.35", linestyle=BOUND_STYLE,
+                           linewidth=1.1)
+                ax.annotate(f"bound {F.short(b)} ms", (1.0, b), xycoords=("axes fraction", "data"), ha="right",
+                            va="bottom", fontsize="x-small", color="0.3")
+                ys.append(b)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            if ys:  # room above the curves for the notes, as in `figure`
+                lo, hi = min(ys) / 1.3, max(ys) * 1.3
+                ax.set_ylim(lo, hi * (hi / lo) ** (NOTE_ROOM * min(len(notes), MAX_NOTES)))
+            ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+            ax.yaxis.set_major_formatter(EngFormatter(sep=""))
+            ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.6)))
+            ax.grid(True, which="major", alpha=0.3)
+            ax.set_title(f"{workload}{'' if size == 'default' else f' ({size})'} · {dtype}", fontsize="medium")
+            if j == 0:
+                ax.set_ylabel("p99 latency ms (log)")
+            if i == len(dtypes) - 1:
+                ax.set_xlabel("offered rate, queries/s (log)")
+            for n, (g, text) in enumerate(notes[:MAX_NOTES]):
+                ax.text(0.02, 0.97 - 0.075 * n, text, transform=ax.transAxes, fontsize="x-small", va="top",
+                        color=color[g], bbox={"facecolor": "white", "alpha": 0.75, "edgecolor": "none", "pad": 1})
+    colour_handles = [Line2D([], [], color=color[g], linewidth=3) for g in series]
+    handles = [Line2D([], [], color="0.3", linestyle=SERVER_LINES[m][0], marker=SERVER_LINES[m][1])
+               for m in SERVER_LINES if m in used]
+    labels = [m.removeprefix("server-") for m in SERVER_LINES if m in used]
+    handles += [Line2D([], [], color="0.3", marker="o", markerfacecolor="white", linestyle="none"),
+                Line2D([], [], color="0.3", marker=PEAK_MARK, markersize=11, markeredgecolor="black",
+                       markeredgewidth=0.6, linestyle="none"),
+                Line2D([], [], color="0.35", linestyle=BOUND_STYLE)]
+    labels += ["invalid step (hollow)", "peak valid rate", "p99 bound"]
+    fig.legend(colour_handles + handles, series + labels, loc="outside lower center", fontsize="small",
+               ncols=min(4, len(series) + len(labels)), frameon=False)
+    fig.suptitle((title + "\n" if title else "") + "server scenario: p99 latency from the scheduled arrival, per "
+                 "offered rate of the search", fontsize="medium")
+    return fig
+
+
+def server_path(out: Path) -> Path:
+    """Where the server figure of a plot written to `out` goes: beside it, `<stem>-server<suffix>`."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}-server{out.suffix}")
+
+
 def save(fig, path: Path) -> Path:
     """Atomically: render to a temporary file in the same folder, then rename over the target."""
     path = Path(path)
@@ -235,9 +345,25 @@ def title_for(runs: list[dict]) -> str:
     return "threadbench scaling — " + "; ".join(names)
 
 
-def plot(paths, out: Path) -> Path:
-    """The `plot` command: the scaling curves of one or more runs (merged as in `report`) into `out`."""
-    from .report import load_runs, summarize
+def plot_all(paths, out: Path) -> list[Path]:
+    """The `plot` command: the scaling curves of one or more runs (merged as in `report`) into `out`, and,
+    when they have server cells, their latency-vs-rate curves into server_path(out)."""
+    from .report import load_runs, machine_labels, merge, summarize
     check_output(out)   # a missing extra or a bad file name fails before any loading
     runs = load_runs(paths)
-    return save(figure(summarize(runs), title_for(runs)), out)
+    title = title_for(runs)
+    server = server_figure(merge([r for r in runs if "_cells" not in r], machine_labels(runs)), title)
+    written = []
+    try:
+        written.append(save(figure(summarize(runs), title), out))
+    except NothingToPlot:
+        if server is None:
+            raise
+    if server is not None:
+        written.append(save(server, server_path(out)))
+    return written
+
+
+def plot(paths, out: Path) -> Path:
+    """plot_all's first file written."""
+    return plot_all(paths, out)[0]

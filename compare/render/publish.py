@@ -137,7 +137,7 @@ def caveats(group: list[dict]) -> list[str]:
     return out
 
 
-def section(group: list[dict], plot_name: str | None, out_dir: Path):
+def section(group: list[dict], plot_name: str | None, out_dir: Path, server_plot: str | None = None):
     """(markdown of one machine section, its per-cell summary)."""
     from . import report
     from .. import stats
@@ -161,12 +161,15 @@ def section(group: list[dict], plot_name: str | None, out_dir: Path):
     lines.append("")
     if plot_name:
         lines += [f"![scaling curves: {title(group)}]({plot_name})", ""]
+    if server_plot:
+        lines += [f"![server scenario, p99 latency vs offered rate: {title(group)}]({server_plot})", ""]
     lines += [tables.to_markdown(t, heading="###") for t in tables.build_compact(summary)]
     env = list(dict.fromkeys(line for run in group for line in report.environment_lines(run)))
     warnings = list(dict.fromkeys(f"**warning** ({k}): {w}" for run in group for k, w in report.warning_lines(run)))
     lines += ["### Environment", ""] + [f"- {x}" for x in env + warnings]
     lines += ["", "### Caveats", ""] + [f"- {c}" for c in caveats(group)] + [""]
-    built = tables.build(summary)
+    from . import server as server_tables
+    built = tables.build(summary) + server_tables.build(rows)  # server cells: rate steps, their own tables
     lines += [tables.to_markdown(t, heading="###") for t in built] or ["_No measured cells._", ""]
     commands = list(dict.fromkeys(report.command_line(run) for run in group))   # each as given, once
     lines += ["### Command" + ("s" if len(commands) > 1 else ""), "", "```sh"] + commands + ["```", ""]
@@ -175,12 +178,12 @@ def section(group: list[dict], plot_name: str | None, out_dir: Path):
 
 def findings_markdown(groups: list[list[dict]], summaries: list) -> list[str]:
     """The findings of every machine section, first on the page."""
-    from . import findings
+    from . import findings, report
     out = ["## Findings", "",
            f"Generated from the data; {findings.UNITS}; a difference is claimed only when the intervals are "
            f"disjoint and at least {100 * findings.MIN_GAIN:.0f}% apart.", ""]
     for g, summary in zip(groups, summaries):
-        for f in findings.findings(summary):
+        for f in findings.findings(summary, report.merge(g, {r["run_id"]: machine(g) for r in g})):
             out += [f"**{machine(g)} · {f.title}**", ""] + [f"- {x}" for x in f.sentences] + [""]
     return out
 
@@ -241,12 +244,16 @@ def publish(runs_dir: Path = RUNS_DIR, out_dir: Path = OUT_DIR, plots: bool = Tr
     written, texts, summaries = [], [], []
     for g in groups:
         plot_name = f"{stem(g)}.png" if plots else None
-        text, summary = section(g, plot_name, out_dir)
+        server = P.server_figure(report.merge(g, {r["run_id"]: machine(g) for r in g}), title(g)) if plots else None
+        server_plot = f"{stem(g)}-server.png" if server is not None else None  # only with server cells
+        if server is not None:
+            written.append(P.save(server, out_dir / server_plot))
+        text, summary = section(g, plot_name, out_dir, server_plot)
         if plots:
             try:
                 fig = P.figure(summary, title(g))
             except P.NothingToPlot:
-                text, fig = section(g, None, out_dir)[0], None
+                text, fig = section(g, None, out_dir, server_plot)[0], None
             if fig is not None:
                 written.append(P.save(fig, out_dir / plot_name))
         texts.append(text)

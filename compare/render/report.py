@@ -236,7 +236,8 @@ def to_markdown(runs: list[dict], summary, width: int = 0, color: bool = False, 
     from . import findings, tables
     labels = machine_labels(runs)
     machines = list(dict.fromkeys(labels.values()))
-    parts = [findings.to_markdown(findings.findings(summary), heading, machines[0] if len(machines) == 1 else "")]
+    parts = [findings.to_markdown(findings.findings(summary, merge(runs, labels)), heading,
+                                  machines[0] if len(machines) == 1 else "")]
     from . import server as server_tables
     built = tables.build(summary) + server_tables.build(merge(runs, labels))
     parts += [tables.to_markdown(t) for t in built] or ["_No measured cells._\n"]
@@ -311,7 +312,8 @@ def print_report(runs: list[dict], summary, console) -> None:
             for line in F.wrap(f"command: {cmd}", width - 2, indent="  "):
                 console.print(line, highlight=False, markup=False)
     machines = list(by_machine(runs, labels))
-    for line in findings.to_lines(findings.findings(summary), width - 2, machines[0] if len(machines) == 1 else ""):
+    found = findings.findings(summary, merge(runs, labels))
+    for line in findings.to_lines(found, width - 2, machines[0] if len(machines) == 1 else ""):
         console.print(line, highlight=False, markup=False, style="bold" if not line.startswith("    ") else None)
 
 

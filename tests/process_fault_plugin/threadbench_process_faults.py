@@ -53,3 +53,14 @@ class HangOneBackend(_FaultyInOne):
 
     def fault(self, model, x):
         threading.Event().wait()  # forever: the others wait for it at the next barrier
+
+
+class SegfaultLaterBackend(SegfaultOneBackend):
+    """As fault-one-segv, but only at the faulty process's LATER-th forward: past start-up and warm-up, so a
+    server-processes pool dies while it serves a rate step."""
+    name = "fault-one-later-segv"
+    LATER = 50
+
+    def forward(self, model, x):
+        model.calls = getattr(model, "calls", 0) + 1
+        return super().forward(model, x) if model.calls >= self.LATER else model(x)

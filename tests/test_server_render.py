@@ -1,0 +1,120 @@
+"""The server scenario in `plot`, `publish` and the findings, from synthetic rate steps (no sweep): what is
+drawn (a line per backend x strategy, hollow invalid steps, the starred peak, the dashed bound) and what
+the findings claim (best strategy by peak valid rate with its bracket; a comparison only when brackets are
+disjoint and MIN_GAIN apart; "no valid rate" with its reason)."""
+import pytest
+
+import synthetic_runs as S
+from compare import results as R
+from compare.cells import Cell, CellResult, Trial
+from compare.render import findings as FI
+from compare.render import plot as PL
+from compare.render import publish as PUB
+from compare.render import report as P
+
+P99_FAIL = "invalid: p99 3 ms > bound 2 ms"
+
+
+def steps(*pairs) -> list[Trial]:
+    """(rate, verdict) per step, in the order the search ran them."""
+    return [Trial(ops=500, seconds=1.0, lat_p50_ms=0.5, lat_p90_ms=0.8, lat_p99_ms=1.0 if v == "valid" else 3.0,
+                  rate=rate, lag_p99_ms=0.01, bound_ms=2.0, verdict=v) for rate, v in pairs]
+
+
+def server(backend: str, strategy: str, trials: list[Trial], status: str = "ok", cause: str = "",
+           errors: int = 0) -> CellResult:
+    c = Cell(backend=backend, device="cpu", dtype="float32", workload="mlp", mode=f"server-{strategy}", threads=2)
+    return CellResult(cell=c, status=status, cause=cause, trials=trials, checked=10, errors=errors,
+                      env=S.env(backend))
+
+
+def server_run() -> dict:
+    """torch: processes [1000, 1040) clearly above threads [400, 420); batched [950, 1100) overlaps it.
+    mlx: threads never valid; processes crashed."""
+    return S.run([
+        server("torch", "threads", steps((800, P99_FAIL), (400, "valid"), (566, P99_FAIL), (476, P99_FAIL),
+                                         (420, P99_FAIL))),
+        server("torch", "batched", steps((1100, P99_FAIL), (950, "valid"))),
+        server("torch", "processes", steps((500, "valid"), (1000, "valid"), (2000, P99_FAIL), (1040, P99_FAIL))),
+        server("mlx", "threads", steps((100, P99_FAIL), (50, P99_FAIL))),
+        server("mlx", "processes", [], "crash", "process 2 of 2 killed by SIGSEGV"),
+        server("numpy", "threads", [], "unsupported", "numpy supports float64, not float32"),
+        S.result(S.cell("torch", "mlp", "sequential"), [1000.0] * 5),
+    ])
+
+
+def sentence(run: dict) -> str:
+    (f,) = FI.findings(P.summarize([run]), P.merge([run]))
+    (s,) = [x for x in f.sentences if x.startswith("Server scenario")]
+    return s
+
+
+def test_findings_name_each_backends_best_strategy_with_its_bracket_and_bound():
+    s = sentence(server_run())
+    assert "torch cpu: best processes ×2, 1k req/s [1k, 1.04k) under its 2 ms bound" in s
+    assert "more than threads ×2 (400 [400, 420), 2.5×)" in s          # disjoint brackets, 2.5x apart
+    assert "not clearly more than batched ×2 (950 [950, 1.1k))" in s    # its bracket reaches past 1k
+    assert "mlx cpu: no valid rate (threads ×2 at 50/s, the lowest rate tried, p99 3 ms > bound 2 ms; " \
+           "processes ×2 CRASH: process 2 of 2 killed by SIGSEGV)" in s
+    assert "numpy" not in s  # unsupported cells: the throughput findings and tables say why
+
+
+def test_a_comparison_needs_disjoint_brackets_and_the_min_gain():
+    rec = lambda peak, above: {"peak": peak, "above": above}  # noqa: E731
+    assert FI.sustains_more(rec(1000, 1040), rec(400, 420))
+    assert not FI.sustains_more(rec(1000, 1040), rec(380, 1010))   # overlapping brackets
+    assert not FI.sustains_more(rec(1000, 1040), rec(950, 990))    # disjoint but under MIN_GAIN apart
+    assert FI.sustains_more(rec(1000, 1040), rec(900, 950)) == (1000 >= (1 + FI.MIN_GAIN) * 900)
+    assert not FI.sustains_more(rec(1000, 1040), rec(400, None))   # unbracketed: its peak may be anywhere above
+
+
+def test_a_wrong_server_cell_shows_no_rate_in_the_findings():
+    run = S.run([server("torch", "threads", steps((400, "valid"), (800, P99_FAIL)), errors=3)])
+    s = sentence(run)
+    assert "no valid rate" in s and "wrong outputs (3 of 10 checked)" in s and "400" not in s
+
+
+pytest.importorskip("matplotlib")
+
+
+def test_the_server_plot_draws_steps_peaks_and_the_bound():
+    fig = PL.server_figure(P.merge([server_run()]), "t")
+    (ax,) = [ax for ax in fig.axes if ax.get_visible()]
+    assert ax.get_title() == "mlp · float32" and ax.get_yscale() == "log"
+    lines = ax.get_lines()
+    bound = [l for l in lines if list(l.get_ydata()) == [2.0, 2.0]]
+    curves = [l for l in lines if len(l.get_xdata()) > 1 and l not in bound]
+    assert len(curves) == 4  # torch threads, batched, processes; mlx threads (its processes crashed: not drawn)
+    styles = {tuple(l.get_xdata()): l.get_linestyle() for l in curves}
+    assert styles[(400, 420, 476, 566, 800)] != styles[(500, 1000, 1040, 2000)]  # a line style per strategy
+    hollow = [l for l in lines if len(l.get_xdata()) == 1 and l.get_markerfacecolor() == "white"]
+    assert len(hollow) == 4 + 1 + 2 + 2  # every invalid step
+    stars = [l for l in lines if l.get_marker() == PL.PEAK_MARK]
+    assert sorted(l.get_xdata()[0] for l in stars) == [400, 950, 1000]
+    assert len(bound) == 1 and bound[0].get_linestyle() == "--"
+    assert any("mlx cpu processes: CRASH" in t.get_text() for t in ax.texts)
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "torch cpu" in legend and "numpy cpu" not in legend  # unsupported: nothing drawn, no colour
+
+
+def test_no_server_cells_no_server_plot_and_publish_adds_it_only_with_them(tmp_path):
+    assert PL.server_figure(P.merge([S.scaling_run()]), "t") is None
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    runs.mkdir()
+    plain, served = S.scaling_run("m1"), server_run()
+    served["machine"] = "m2"
+    served["host"]["host"] = "m2"
+    R.save(plain, runs / "a.json")
+    R.save(served, runs / "b.json")
+    names = sorted(p.name for p in PUB.publish(runs, out))
+    server_pngs = [n for n in names if n.endswith("-server.png")]
+    assert len(server_pngs) == 1 and len([n for n in names if n.endswith(".png")]) == 3, names
+    assert f"]({server_pngs[0]})" in (out / "README.md").read_text()
+    text = (out / "README.md").read_text()
+    assert "Server scenario" in text and "server — peak rate under the p99 bound" in text
+
+
+def test_plot_writes_the_server_figure_beside_the_scaling_one(tmp_path):
+    path = R.save(server_run(), tmp_path / "r.json")
+    written = PL.plot_all([path], tmp_path / "s.png")
+    assert [p.name for p in written] == ["s.png", "s-server.png"]
