@@ -271,9 +271,9 @@ def test_a_cell_without_any_window_has_no_process_and_no_throughput():
 
 def test_the_worst_process_names_the_cell_status_and_its_cause_exactly():
     c = S.cell(mode="threads", threads=2)
-    s = summary([proc(c, 0, [100.0] * 3), proc(c, 1, [100.0] * 3, WRONG, "rel err 0.4"),
-                 proc(c, 2, [100.0] * 3, WRONG, "rel err 0.9")])[("threads", 2, 1)]
-    assert (s["status"], s["cause"]) == (WRONG, "process 2 of 3: wrong: rel err 0.4"), \
+    s = summary([proc(c, 0, [100.0] * 3), proc(c, 1, [100.0] * 3, WRONG, "rel err 0.9"),
+                 proc(c, 2, [100.0] * 3, WRONG, "rel err 0.4")])[("threads", 2, 1)]
+    assert (s["status"], s["cause"]) == (WRONG, "process 2 of 3: wrong: rel err 0.9"), \
         "the first worst process (lowest repeat) must name the cause"
     s = summary([proc(c, 0, [100.0] * 3), proc(c, 1, [], CRASH)])[("threads", 2, 1)]
     assert s["cause"] == "process 2 of 2: crash", "a process without a cause must not add an empty one"
@@ -338,3 +338,9 @@ def test_a_cell_exactly_at_its_ceilings_upper_bound_is_not_an_anomaly():
             {"ops_per_s": 120.0, "ci_low": None, "ci_high": float("nan")}]
     assert stats._lower(recs[0]) == 90.0 and stats._upper(recs[0]) == 110.0, "_lower/_upper must use the interval"
     assert stats._lower(recs[1]) == 120.0 == stats._upper(recs[1]), "no interval: _lower/_upper fall back to ops/s"
+
+
+def test_no_rows_give_an_empty_summary_with_every_column():
+    empty = stats.summarize([])
+    assert empty.height == 0 and empty.schema == stats.SUMMARY_SCHEMA, "an empty run must keep the summary's columns"
+    assert stats.frame([]).schema == stats._SCHEMA, "an empty frame must keep the row schema"
