@@ -315,3 +315,35 @@ def test_the_schedule_starts_from_serialised_threads_at_the_speed_checks_op_time
     h, _ = fake_harness()
     assert modes.Schedule(h, 4, 1.0, 1, 4.0, op_s=0.5).per_thread_rate == 0.5, "before warm-up: 1 / (op_s * n)"
     assert modes.Schedule(h, 4, 1.0, 1, 4.0, op_s=0.0).per_thread_rate == float("inf"), "op_s 0: unbounded rate"
+
+
+def test_a_closed_window_sets_the_per_thread_rate_its_ops_showed():
+    h, _ = fake_harness()
+    sched = modes.Schedule(h, 2, duration=1.0, trials=3, cap=100.0, op_s=0.1)
+    w = modes.Window(trial=None, length=2.0, n=2)
+    w.starts = [[0.1 * i for i in range(10)], [0.1 * i for i in range(10)]]
+    w.ends = [[0.1 * i + 0.1 for i in range(10)], [0.1 * i + 0.1 for i in range(10)]]
+    sched._close(w)
+    assert sched.per_thread_rate == 20 / 2 / 2.0, "per-thread rate must be ops / threads / window length"
+    sched._close(modes.Window(trial=None, length=2.0, n=2))   # no op at all: says nothing about the rate
+    assert sched.per_thread_rate == 5.0, "an empty window must leave the per-thread rate as it was"
+
+
+@pytest.mark.parametrize("short, expected", [(5, 2.0 * 1.5 * 10 / 5), (0, 2.0 * 1.5 * 10 / 1)])
+def test_a_window_where_a_thread_fell_short_lengthens_the_next_by_the_shortfall(short, expected):
+    h, _ = fake_harness()
+    sched = modes.Schedule(h, 2, duration=1.0, trials=3, cap=100.0, op_s=0.1)
+    sched.window_s, sched.results = 2.0, [modes._trial([0.0], [1.0], min_thread_ops=short)]
+    sched._plan()
+    assert sched.window_s == pytest.approx(expected), \
+        f"after {short} ops in a thread the window must grow by WINDOW_SAFETY * MIN_OPS_PER_WINDOW / max(short, 1)"
+
+
+@pytest.mark.parametrize("rates, steady", [([95.0, 100.0], True),     # exactly 5% apart: steady
+                                           ([1000.0, 90.0, 100.0], False),  # only the last two count
+                                           ([0.0, 95.0, 100.0], True), ([0.0, 0.0], False), ([100.0], False)])
+def test_warm_up_is_steady_when_the_last_two_windows_agree_within_five_percent(rates, steady):
+    h, _ = fake_harness()
+    sched = modes.Schedule(h, 1, duration=1.0, trials=1, cap=100.0, op_s=0.1)
+    sched.warmup_rates = list(rates)
+    assert sched._steady() is steady, f"warm-up rates {rates} must{'' if steady else ' not'} be steady"
