@@ -320,13 +320,19 @@ def test_the_schedule_starts_from_serialised_threads_at_the_speed_checks_op_time
 def test_a_closed_window_sets_the_per_thread_rate_its_ops_showed():
     h, _ = fake_harness()
     sched = modes.Schedule(h, 2, duration=1.0, trials=3, cap=100.0, op_s=0.1)
-    w = modes.Window(trial=None, length=2.0, n=2)
-    w.starts = [[0.1 * i for i in range(10)], [0.1 * i for i in range(10)]]
-    w.ends = [[0.1 * i + 0.1 for i in range(10)], [0.1 * i + 0.1 for i in range(10)]]
+    w = modes.Window(trial=None, length=0.5, n=2)
+    w.starts = [[0.05 * i for i in range(10)], [0.05 * i for i in range(10)]]
+    w.ends = [[0.05 * i + 0.05 for i in range(10)], [0.05 * i + 0.05 for i in range(10)]]
     sched._close(w)
-    assert sched.per_thread_rate == 20 / 2 / 2.0, "per-thread rate must be ops / threads / window length"
-    sched._close(modes.Window(trial=None, length=2.0, n=2))   # no op at all: says nothing about the rate
-    assert sched.per_thread_rate == 5.0, "an empty window must leave the per-thread rate as it was"
+    assert sched.per_thread_rate == 20 / 2 / 0.5, "per-thread rate must be ops / threads / window length"
+    sched._close(modes.Window(trial=None, length=0.5, n=2))   # no op at all: says nothing about the rate
+    assert sched.per_thread_rate == 20.0, "an empty window must leave the per-thread rate as it was"
+    timed = modes.Window(trial=0, length=0.5, n=2)
+    y = 2 * h.inputs[0]
+    timed.samples = [(y, y), (None, None)]   # one op in thread 0: its first output is its last, checked once
+    sched._close(timed)
+    assert (h.checked, h.errors) == (1, 0), "a window's single output must be checked exactly once"
+    assert h.measured.os_threads >= 1, "closing a timed window must record the process's OS threads"
 
 
 @pytest.mark.parametrize("short, expected", [(5, 2.0 * 1.5 * 10 / 5), (0, 2.0 * 1.5 * 10 / 1)])
