@@ -282,3 +282,74 @@ def test_every_mode_is_one_entry_in_each_table():
     assert set(MODES) == set(modes.RUNNERS)
     assert axis_label("offline", 1, 8) == "k=8" and axis_label("threads", 4, 1) == "×4"
     assert axis_label("sequential", 1, 1) == ""
+
+
+# -- edges a mutation run found unguarded (benchmarks/mutation.md) ---------------------------------------
+def test_checks_count_each_request_and_only_errors_beyond_the_tolerance():
+    c = modes.Checks(tolerance=1e-3)
+    c.record([1e-3, 2e-3, 5e-4])           # an offline batch: one error per request
+    assert (c.checked, c.errors, c.max_err) == (3, 1, 2e-3), "a batch's requests are not checked one by one"
+    c.record((0.0,))
+    c.record(float("nan"))
+    assert (c.checked, c.errors, c.max_err) == (5, 2, float("inf")), "a NaN error must count and make max_err inf"
+    c.merge(errors=4, checked=10, max_err=0.5)
+    assert (c.checked, c.errors) == (15, 6), "merge must add another process's tally"
+
+
+def test_an_empty_window_is_a_trial_of_no_ops_and_no_latency():
+    t = modes._trial([], [])
+    assert (t.ops, t.seconds, t.lat_p50_ms, t.lat_p90_ms, t.lat_p99_ms) == (0, 0.0, None, None, None), \
+        "a window without ops must have 0 ops, 0 s and no latency"
+    t = modes._trial([0.0, 1.0], [0.5, 3.0], weight=4)
+    assert (t.ops, t.seconds) == (8, 3.0), "a trial counts ops x weight over first start to last completion"
+
+
+def test_a_window_rate_is_completed_ops_over_its_span():
+    w = modes.Window(trial=0, length=1.0, n=2)
+    assert w.rate() == 0.0, "an empty window's rate must be 0"
+    w.starts, w.ends = [[0.0, 1.0], [0.5]], [[1.0, 2.0], [4.0]]
+    assert w.rate() == 3 / 4.0 and w.min_ops() == 1, "rate = ops / (last end - first start); min_ops per thread"
+
+
+def test_the_schedule_starts_from_serialised_threads_at_the_speed_checks_op_time():
+    h, _ = fake_harness()
+    assert modes.Schedule(h, 4, 1.0, 1, 4.0, op_s=0.5).per_thread_rate == 0.5, "before warm-up: 1 / (op_s * n)"
+    assert modes.Schedule(h, 4, 1.0, 1, 4.0, op_s=0.0).per_thread_rate == float("inf"), "op_s 0: unbounded rate"
+
+
+def test_a_closed_window_sets_the_per_thread_rate_its_ops_showed():
+    h, _ = fake_harness()
+    sched = modes.Schedule(h, 2, duration=1.0, trials=3, cap=100.0, op_s=0.1)
+    w = modes.Window(trial=None, length=0.5, n=2)
+    w.starts = [[0.05 * i for i in range(10)], [0.05 * i for i in range(10)]]
+    w.ends = [[0.05 * i + 0.05 for i in range(10)], [0.05 * i + 0.05 for i in range(10)]]
+    sched._close(w)
+    assert sched.per_thread_rate == 20 / 2 / 0.5, "per-thread rate must be ops / threads / window length"
+    sched._close(modes.Window(trial=None, length=0.5, n=2))   # no op at all: says nothing about the rate
+    assert sched.per_thread_rate == 20.0, "an empty window must leave the per-thread rate as it was"
+    timed = modes.Window(trial=0, length=0.5, n=2)
+    y = 2 * h.inputs[0]
+    timed.samples = [(y, y), (None, None)]   # one op in thread 0: its first output is its last, checked once
+    sched._close(timed)
+    assert (h.checked, h.errors) == (1, 0), "a window's single output must be checked exactly once"
+    assert h.measured.os_threads >= 1, "closing a timed window must record the process's OS threads"
+
+
+@pytest.mark.parametrize("short, expected", [(5, 2.0 * 1.5 * 10 / 5), (0, 2.0 * 1.5 * 10 / 1)])
+def test_a_window_where_a_thread_fell_short_lengthens_the_next_by_the_shortfall(short, expected):
+    h, _ = fake_harness()
+    sched = modes.Schedule(h, 2, duration=1.0, trials=3, cap=100.0, op_s=0.1)
+    sched.window_s, sched.results = 2.0, [modes._trial([0.0], [1.0], min_thread_ops=short)]
+    sched._plan()
+    assert sched.window_s == pytest.approx(expected), \
+        f"after {short} ops in a thread the window must grow by WINDOW_SAFETY * MIN_OPS_PER_WINDOW / max(short, 1)"
+
+
+@pytest.mark.parametrize("rates, steady", [([95.0, 100.0], True),     # exactly 5% apart: steady
+                                           ([1000.0, 90.0, 100.0], False),  # only the last two count
+                                           ([0.0, 95.0, 100.0], True), ([0.0, 0.0], False), ([100.0], False)])
+def test_warm_up_is_steady_when_the_last_two_windows_agree_within_five_percent(rates, steady):
+    h, _ = fake_harness()
+    sched = modes.Schedule(h, 1, duration=1.0, trials=1, cap=100.0, op_s=0.1)
+    sched.warmup_rates = list(rates)
+    assert sched._steady() is steady, f"warm-up rates {rates} must{'' if steady else ' not'} be steady"

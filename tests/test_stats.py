@@ -241,3 +241,106 @@ def test_a_too_slow_larger_cell_does_not_skip_the_smaller_cells_of_later_rounds(
     fake_sweep(monkeypatch, lambda c: (TOO_SLOW, []) if (c.threads, c.repeat) == (2, 0) else (OK, [100.0] * 5))
     got = [(r.cell.threads, r.cell.repeat, r.status) for r in runner.sweep(cells, runner.Limits())]
     assert got == [(1, 0, OK), (2, 0, TOO_SLOW), (4, 0, SKIPPED), (1, 1, OK), (2, 1, SKIPPED), (4, 1, SKIPPED)]
+
+
+# -- edges a mutation run found unguarded (benchmarks/mutation.md) ---------------------------------------
+def test_median_ci_at_zero_one_and_two_values_and_at_the_level_boundary():
+    assert all(v != v for v in stats.median_ci([])), "no values must give a NaN interval and level"
+    assert stats.median_ci([7]) == (7.0, 7.0, 0.0), "one value is a zero-level interval at that value"
+    assert stats.median_ci([9, 7]) == (7.0, 9.0, 0.5), "two values: [min, max] at level 1 - 2 * 0.5**2"
+    assert isinstance(stats.median_ci([1, 2])[0], float), "the interval's ends are floats"
+    # n = 6: [x_(2), x_(5)] covers 1 - 2 P(B <= 1) = 78.1%; at exactly that level it must still be taken
+    at = 1 - 2 * binom.cdf(1, 6, 0.5)
+    assert stats.median_ci(range(1, 7), level=at)[:2] == (2.0, 5.0), "an interval that exactly reaches the level was refused"
+    # n = 8: j runs to 3 (not n // 3 = 2): [x_(4), x_(5)] covers 27.3%, asked for 20%
+    assert stats.median_ci(range(1, 9), level=0.2)[:2] == (4.0, 5.0), "the narrowest order-statistic interval was not reached"
+    assert stats.median_ci(range(1, 9), level=0.99)[:2] == (1.0, 8.0), "below the level, [min, max] stays"
+
+
+def test_two_processes_already_give_a_between_process_interval():
+    c = S.cell(mode="sequential")
+    s = summary([proc(c, 0, [100, 101, 102]), proc(c, 1, [200, 201, 202])])[("sequential", 1, 1)]
+    assert (s["ci_scope"], s["n_processes"], s["ci_low"], s["ci_high"]) == ("processes", 2, 101.0, 201.0), \
+        "two processes must pool into an interval over their two medians"
+
+
+def test_a_cell_without_any_window_has_no_process_and_no_throughput():
+    s = summary([proc(S.cell(mode="sequential"), 0, [], TOO_SLOW, "one op takes 9 s")])[("sequential", 1, 1)]
+    assert (s["n_processes"], s["ops_per_s"], s["ci_level"]) == (0, None, None), "a cell with no window counted a process"
+
+
+def test_the_worst_process_names_the_cell_status_and_its_cause_exactly():
+    c = S.cell(mode="threads", threads=2)
+    s = summary([proc(c, 0, [100.0] * 3), proc(c, 1, [100.0] * 3, WRONG, "rel err 0.9"),
+                 proc(c, 2, [100.0] * 3, WRONG, "rel err 0.4")])[("threads", 2, 1)]
+    assert (s["status"], s["cause"]) == (WRONG, "process 2 of 3: wrong: rel err 0.9"), \
+        "the first worst process (lowest repeat) must name the cause"
+    s = summary([proc(c, 0, [100.0] * 3), proc(c, 1, [], CRASH)])[("threads", 2, 1)]
+    assert s["cause"] == "process 2 of 2: crash", "a process without a cause must not add an empty one"
+    one = summary([proc(c, 0, [], CRASH, "")])[("threads", 2, 1)]
+    assert (one["status"], one["cause"]) == (CRASH, ""), "one process's failure is not renamed 'process 1 of 1'"
+    ok = summary([proc(c, 0, [100.0] * 3), proc(c, 1, [100.0] * 3)])[("threads", 2, 1)]
+    assert (ok["status"], ok["cause"]) == (OK, ""), "all-ok processes must give an ok cell with no cause"
+
+
+def test_an_unknown_status_outranks_every_known_one():
+    rows = [{"repeat": 0, "status": CRASH, "cause": "x"}, {"repeat": 1, "status": "novel", "cause": ""}]
+    assert stats.cell_status(rows)[0] == "novel", "a status not in STATUS_ORDER must count as the worst"
+
+
+def test_verification_and_memory_are_pooled_over_processes_once_each():
+    c = S.cell(mode="threads", threads=2)
+    a, b = proc(c, 0, [100.0] * 3), proc(c, 1, [100.0] * 3)
+    a.errors, a.checked, a.rel_err, a.peak_rss_mb, a.peak_device_mb = 1, 7, 2e-7, 300.0, 50.0
+    b.errors, b.checked, b.rel_err, b.peak_rss_mb, b.peak_device_mb = 2, 9, 5e-7, 200.0, None
+    s = summary([a, b])[("threads", 2, 1)]
+    got = (s["errors"], s["checked"], s["rel_err"], s["peak_rss_mb"], s["peak_device_mb"])
+    assert got == (3, 16, 5e-7, 300.0, 50.0), f"per-process errors/checked summed, errors/memory maxed: {got}"
+    assert s["run_id"] and s["device_name"] is not None and s["framework_version"], "identity fields lost"
+    assert (s["lat_p50_ms"], s["lat_p90_ms"], s["lat_p99_ms"]) == (1.0, 2.0, 3.0), "latency medians lost"
+
+
+def test_rows_without_latency_or_memory_give_none_not_an_error():
+    rows = [{"lat_p50_ms": None}, {"lat_p50_ms": float("nan")}, {"lat_p50_ms": 4.0}, {"lat_p50_ms": 2.0}]
+    assert stats._median(r["lat_p50_ms"] for r in rows) == 3.0, "_median must skip None and NaN"
+    assert stats._median([None, float("nan")]) is None, "_median of nothing measured must be None"
+
+
+def test_tflops_and_the_unstable_boundary_are_exact():
+    s = summary([proc(S.cell(mode="sequential"), 0, [200.0] * 5)])[("sequential", 1, 1)]
+    assert s["tflops"] == 200 * 1000 / 1e12, "tflops must be ops/s * flops per op / 1e12"
+    at = summary([proc(S.cell(mode="sequential"), 0, [90, 95, 100, 105, 110])])[("sequential", 1, 1)]
+    assert at["iqr_rel"] == pytest.approx(UNSTABLE := stats.UNSTABLE_IQR) and not at["unstable"], \
+        f"a spread of exactly {UNSTABLE:.0%} is not UNSTABLE (the rule is 'more than')"
+
+
+def test_the_peak_comes_from_the_matmul_probe_only():
+    seq = proc(S.cell(mode="sequential"), 0, [100.0] * 5)
+    mm = proc(S.cell(workload="matmul", mode="sequential"), 0, [50.0] * 5)
+    recs = stats.summarize(S.run([seq, mm])["rows"]).to_dicts()
+    mlp = next(r for r in recs if r["workload"] == "mlp")
+    assert mlp["peak_tflops"] == 50 * 1000 / 1e12, "the peak must be the matmul probe's, not the workload's own"
+    assert mlp["base_ops"] == 100.0, "base_ops missing from the summary"
+    alone = stats.summarize(S.run([seq])["rows"]).to_dicts()[0]
+    assert alone["peak_tflops"] is None and alone["pct_peak"] is None, "without the probe there is no peak"
+
+
+def test_the_speedup_base_without_a_sequential_cell_is_the_ok_threads_x1_only():
+    t1 = proc(S.cell(mode="threads", threads=1), 0, [], CRASH)
+    o1 = proc(S.cell(mode="offline", threads=1, k=8), 0, [300.0] * 3)
+    s2 = proc(S.cell(mode="streams", threads=1), 0, [250.0] * 3)
+    s = summary([t1, o1, s2])
+    assert all(r["speedup_base"] is None for r in s.values()), "a failed threads x1 left a base from another mode"
+
+
+def test_a_cell_exactly_at_its_ceilings_upper_bound_is_not_an_anomaly():
+    recs = [{"ops_per_s": 100.0, "ci_low": 90.0, "ci_high": 110.0},
+            {"ops_per_s": 120.0, "ci_low": None, "ci_high": float("nan")}]
+    assert stats._lower(recs[0]) == 90.0 and stats._upper(recs[0]) == 110.0, "_lower/_upper must use the interval"
+    assert stats._lower(recs[1]) == 120.0 == stats._upper(recs[1]), "no interval: _lower/_upper fall back to ops/s"
+
+
+def test_no_rows_give_an_empty_summary_with_every_column():
+    empty = stats.summarize([])
+    assert empty.height == 0 and empty.schema == stats.SUMMARY_SCHEMA, "an empty run must keep the summary's columns"
+    assert stats.frame([]).schema == stats._SCHEMA, "an empty frame must keep the row schema"
