@@ -94,6 +94,7 @@ def add_result(run: dict, result: CellResult) -> None:
         "precision": result.precision, "warmup_s": result.warmup_s, "warmup_windows": result.warmup_windows,
         "warmup_steady": None if result.steady is None else int(result.steady), "window_s": result.window_s,
         "op_s": result.op_s, "os_threads": result.os_threads, "intra_op_threads": cell.intra_op_threads,
+        "gpu_util_mean": result.gpu_util_mean, "gpu_util_max": result.gpu_util_max,
     }
     trials = result.trials or [None]
     for i, t in enumerate(trials):

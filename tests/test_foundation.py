@@ -103,7 +103,7 @@ def test_tiny_compare_shows_both_backends_side_by_side(tmp_path):
     out_file = tmp_path / "run.json"
     out = run(["cli.py", "compare", "--backends", "torch,mlx", "--workloads", "mlp", "--threads", "1,2",
                "--trials", "2", "--duration", "0.25", "--warmup", "1", "--intra-op-threads", "1",
-               "--out", str(out_file)])
+               "--out", str(out_file)], env={**os.environ, "COLUMNS": "220"})  # wide: side by side, not stacked
     assert out.returncode == 0, out.stderr[-2000:]
     header = next(l for l in out.stdout.splitlines() if "ops/s" in l)
     assert "mlx ÷ torch" in out.stdout

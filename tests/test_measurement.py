@@ -264,16 +264,19 @@ def test_mean_batch_comes_from_the_histograms():
     assert summary_of([r])[("torch", "batched", 4, 1)]["mean_batch"] == pytest.approx((40 + 10 + 20) / 20)
 
 
-def test_a_comparison_across_matmul_precisions_is_flagged_with_both_settings():
+def test_a_comparison_across_matmul_precisions_is_never_a_ratio():
+    """Exact fp32 and TF32 are different effective precisions: each gets its own column group, named with its
+    precision, and no ratio column divides one by the other (like-for-like ratios only)."""
     exact, tf32 = (S.result(Cell(backend="torch", device="cuda", dtype="float32", workload="mlp", mode="sequential",
                                  fp32_precision=p), [100.0] * 5) for p in ("highest", "high"))
     exact.rel_err, tf32.rel_err = 2e-7, 4e-4
-    built = tables.build(P.summarize([S.run([exact, tf32])]))
-    notes = [n for t in built for n in t.notes if n.startswith("not like-for-like")]
-    assert len(notes) == 1 and "(high)" in notes[0] and "(highest)" in notes[0] and "4.0e-04" in notes[0]
+    (t, *_) = tables.build(P.summarize([S.run([exact, tf32])]))
+    groups = [g for g, _ in t.columns if g]
+    assert "torch cuda float32" in groups and "torch cuda float32 (TF32)" in groups, groups
+    assert "ratio" not in groups, t.columns
     same = [S.result(S.cell(backend=b, mode="sequential"), [100.0] * 5) for b in ("torch", "mlx")]
-    assert not any(n.startswith("not like-for-like") for t in tables.build(P.summarize([S.run(same)]))
-                   for n in t.notes)
+    (t2, *_) = tables.build(P.summarize([S.run(same)]))
+    assert any(g == "ratio" for g, _ in t2.columns), t2.columns   # equal precision: a ratio column
 
 
 def test_every_mode_is_one_entry_in_each_table():

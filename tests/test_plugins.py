@@ -120,7 +120,7 @@ def test_debug_shows_where_a_plugin_failed_inside_a_cell(tmp_path):
     args = ["compare", "--backends", "fault-raise", *FAST, "--out", str(tmp_path / "run.json")]
     plain = cli(*args, env=env_with(FAULTS))
     assert plain.returncode == 1 and "threadbench_faults.py" not in plain.stderr
-    debug = cli("--debug", *args, env=env_with(FAULTS))
+    debug = cli("--debug", *args, "--overwrite", env=env_with(FAULTS))  # the same --out again
     assert debug.returncode == 1
     assert f'{FAULTS / "threadbench_faults.py"}", line' in debug.stderr, debug.stderr[-2000:]
 
