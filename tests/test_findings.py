@@ -110,3 +110,14 @@ def test_scopes_split_machines_workloads_and_dtypes():
     assert lines[0].startswith("Findings") and all(len(x) <= 60 for x in lines[1:])
     md = FD.to_markdown(FD.findings(known()))
     assert md.startswith("## Findings") and "**mlp · float32**" in md and "- torch cpu: best strategy" in md
+
+
+def test_threads_against_processes_is_said_only_as_far_as_the_intervals_go():
+    def rec(mode, n, v, lo, hi):
+        return {"mode": mode, "threads": n, "k": 1, "status": "ok", "ops_per_s": v, "ci_low": lo, "ci_high": hi}
+    recs = [rec("threads", 2, 1000.0, 950.0, 1050.0), rec("threads", 4, 800.0, 700.0, 900.0),
+            rec("processes", 2, 2000.0, 1900.0, 2100.0)]
+    assert FD._threads_vs_processes(recs).startswith("processes beat threads: processes ×2")
+    recs[-1] = rec("processes", 2, 1040.0, 900.0, 1200.0)   # overlapping intervals: nothing claimed
+    assert FD._threads_vs_processes(recs).startswith("threads and processes show no clear difference")
+    assert FD._threads_vs_processes(recs[:2]) is None        # no processes cell: no sentence

@@ -97,6 +97,25 @@ def matching_hint(groups: list[tuple[str, str, str, str]]) -> str | None:
     return None
 
 
+def _threads_vs_processes(recs: list[dict]) -> str | None:
+    """Threads or processes, each at its best N: the question a user serving from Python asks first."""
+    best = {}
+    for mode in ("threads", "processes"):
+        cells = [r for r in recs if r["mode"] == mode and _measured(r)]
+        if cells:
+            best[mode] = max(cells, key=lambda r: r["ops_per_s"])
+    if len(best) < 2:
+        return None
+    t, p = best["threads"], best["processes"]
+    if clearly_faster(p, t):
+        return (f"processes beat threads: {_cell(p)} {F.figure(p)}, {F.times(p['ops_per_s'] / t['ops_per_s'], 1)} "
+                f"{_cell(t)} ({F.figure(t)})")
+    if clearly_faster(t, p):
+        return (f"threads beat processes: {_cell(t)} {F.figure(t)}, {F.times(t['ops_per_s'] / p['ops_per_s'], 1)} "
+                f"{_cell(p)} ({F.figure(p)})")
+    return f"threads and processes show no clear difference ({_cell(t)} {F.figure(t)}; {_cell(p)} {F.figure(p)})"
+
+
 def _group_sentences(name: str, recs: list[dict]) -> list[str]:
     """One sentence for the best strategy and where more threads hurt; one per failure cause."""
     out, clauses = [], []
@@ -129,6 +148,8 @@ def _group_sentences(name: str, recs: list[dict]) -> list[str]:
                         f"({F.figure(peak)})")
     if hurt:
         clauses.append("more threads hurt: " + "; ".join(hurt))
+    if (vs := _threads_vs_processes(recs)) is not None:
+        clauses.append(vs)
     if clauses:
         out.append(f"{name}: " + "; ".join(clauses) + ".")
     failed: dict[tuple[str, str], list[str]] = {}
