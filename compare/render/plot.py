@@ -105,6 +105,11 @@ def figure(summary, title: str = ""):
         for j, (workload, size) in enumerate(cols):
             ax = axes[i][j]
             part = [r for r in recs if (r["dtype"], r["precision"], r["workload"], r["size"]) == (dtype, prec, workload, size)]
+            if not part:   # this workload was not run at this precision: say so instead of an empty frame
+                ax.set_axis_off()
+                ax.text(0.5, 0.5, f"{workload} · {F.precision_label(prec) if prec else dtype}: not measured",
+                        transform=ax.transAxes, ha="center", va="center", fontsize="small", color="0.4")
+                continue
             ok = [r for r in part if r["status"] == "ok" and _value(r["ops_per_s"]) is not None]
             xs, ys, notes, ceilings = {1}, [], [], []
             for g in series:
@@ -228,7 +233,7 @@ def server_figure(rows: list[dict], title: str = ""):
         return None
     _, Figure, FigureCanvasAgg = _matplotlib()
     from matplotlib.lines import Line2D
-    from matplotlib.ticker import EngFormatter, LogFormatter
+    from matplotlib.ticker import EngFormatter, LogFormatter, NullFormatter
     machines = len({r["machine"] for r in recs})
     ordered = sorted(recs, key=lambda r: (BACKEND_ORDER.get(r["backend"], 5), r["backend"]))
     series = list(dict.fromkeys(_series(r, machines) for r in ordered))
@@ -282,6 +287,7 @@ def server_figure(rows: list[dict], title: str = ""):
                 lo, hi = min(ys) / 1.3, max(ys) * 1.3
                 ax.set_ylim(lo, hi * (hi / lo) ** (NOTE_ROOM * min(len(notes), MAX_NOTES)))
             ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+            ax.xaxis.set_minor_formatter(NullFormatter())   # 2×10³ 3×10³ … labels collided on a wide span
             ax.yaxis.set_major_formatter(EngFormatter(sep=""))
             ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.6)))
             ax.grid(True, which="major", alpha=0.3)
