@@ -121,3 +121,17 @@ def test_threads_against_processes_is_said_only_as_far_as_the_intervals_go():
     recs[-1] = rec("processes", 2, 1040.0, 900.0, 1200.0)   # overlapping intervals: nothing claimed
     assert FD._threads_vs_processes(recs).startswith("threads and processes show no clear difference")
     assert FD._threads_vs_processes(recs[:2]) is None        # no processes cell: no sentence
+
+
+def test_brief_is_one_line_per_machine_workload_and_precision_with_only_supported_claims():
+    def rec(backend, mode, n, v, lo, hi, k=1):
+        return {"machine": "box", "backend": backend, "device": "cpu", "dtype": "float32", "fp32_precision": "highest",
+                "workload": "mlp", "size": "default", "mode": mode, "threads": n, "k": k, "status": "ok",
+                "ops_per_s": v, "ci_low": lo, "ci_high": hi, "precision": "fp32"}
+    recs = [rec("torch", "sequential", 1, 1000.0, 990.0, 1010.0), rec("torch", "threads", 2, 1500.0, 1450.0, 1550.0),
+            rec("mlx", "sequential", 1, 500.0, 490.0, 510.0), rec("mlx", "threads", 2, 520.0, 480.0, 560.0)]
+    (line,) = FD.brief(recs)
+    assert line.startswith("**box** · mlp · FP32: ") or line.startswith("**box** · mlp · ")
+    assert "torch best threads ×2 1.5k (1.5× sequential)" in line
+    assert "mlx best threads ×2 520 (not clearly above sequential)" in line   # overlapping intervals
+    assert "like-for-like: torch 2.9× mlx" in line

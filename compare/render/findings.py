@@ -344,6 +344,42 @@ def findings(summary, rows: list[dict] | None = None) -> list[Finding]:
     return out
 
 
+def brief(summary, machine_names: dict[str, str] | None = None) -> list[str]:
+    """The answer in one line per machine × workload × precision, for the top of a page: each framework's best
+    strategy and its gain over sequential (its interval decides, as in the findings), threads against
+    processes, and which framework is faster like-for-like — claims only where clearly_faster holds."""
+    recs = F.fill_precision([r for r in _records(summary)
+                             if r["workload"] not in PROBE_WORKLOADS and r["mode"] in THROUGHPUT_MODES])
+    scopes: dict[tuple, dict[tuple, list[dict]]] = {}
+    for r in recs:
+        key = (r.get("machine") or "", r["workload"], r["precision"])
+        scopes.setdefault(key, {}).setdefault((r["backend"], r["device"], r["precision"]), []).append(r)
+    out = []
+    for (machine, workload, p), groups in scopes.items():
+        parts = []
+        for g in sorted(groups, key=lambda g: (BACKEND_ORDER.get(g[0], 5), g[0], g[1])):
+            recs_g, seq, best = groups[g], _sequential(groups[g]), best_strategy(groups[g])
+            if best is None:
+                parts.append(f"{g[0]}: no figure")
+                continue
+            gain = (f" ({F.times(best['ops_per_s'] / seq['ops_per_s'], 1)} sequential)"
+                    if seq is not None and best is not seq and clearly_faster(best, seq) else
+                    " (not clearly above sequential)" if seq is not None else "")
+            vs = _threads_vs_processes(recs_g)
+            tp = (", processes beat threads" if vs and vs.startswith("processes beat") else
+                  ", threads beat processes" if vs and vs.startswith("threads beat") else "")
+            parts.append(f"{g[0]} best {_cell(best)} {F.short(best['ops_per_s'])}{gain}{tp}")
+        bests = sorted(((g, best_strategy(groups[g])) for g in groups), key=lambda x: -(x[1] or {}).get("ops_per_s", 0))
+        bests = [(g, b) for g, b in bests if b is not None]
+        if len({g[0] for g, _ in bests}) > 1:
+            (top, tb), (nxt, nb) = bests[0], bests[1]
+            parts.append(f"like-for-like: {top[0]} {F.times(tb['ops_per_s'] / nb['ops_per_s'], 1)} {nxt[0]}"
+                         if clearly_faster(tb, nb) else f"like-for-like: no clear difference ({top[0]}, {nxt[0]})")
+        name = (machine_names or {}).get(machine, machine)
+        out.append(f"**{name}** · {workload} · {F.precision_label(p)}: " + "; ".join(parts) + ".")
+    return out
+
+
 def to_lines(found: list[Finding], width: int = 100, where: str = "") -> list[str]:
     """Plain text, wrapped between words at `width`; `where` names the machine when there is one."""
     head = (f"Findings{' on ' + where if where else ''} ({UNITS}; a difference is claimed only when the "
