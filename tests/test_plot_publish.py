@@ -188,7 +188,7 @@ def test_one_file_per_backend_is_one_side_by_side_section(tmp_path):
     written = PUB.publish(runs, tmp_path)
     assert sorted(p.name for p in written) == ["README.md", "box-torch.png", "h100.png"]
     text = (tmp_path / "README.md").read_text()
-    assert text.count("\n## ") == 2 + 2 and "junk" not in text   # two machines, plus Findings and Legend
+    assert text.count("\n## ") == 2 + 3 and "junk" not in text   # two machines, plus In brief, Findings, Legend
     h100 = text[text.index("## gpu-a, gpu-b — 2026-03-02 10:00 – 2026-03-02 10:09 UTC"):text.index("## box")]
     assert "| mode | threads | torch cpu float32 ops/s [93.8% CI] | torch cpu float32 ×1T | mlx cpu float32 ops/s" in h100
     assert "ratio mlx ÷ torch" in h100 and "gpu-a: " not in h100
