@@ -329,10 +329,11 @@ def findings(summary, rows: list[dict] | None = None) -> list[Finding]:
             named.append((name, groups[g]))
         f.sentences += _ceiling_sentence(named)
         lfl = _like_for_like({g: groups[g] for g in order})
-        if not lfl and len({g[0] for g in order}) > 1:
-            settings = [(g[0], g[1], g[2], groups[g][0].get("fp32_precision")) for g in order]
+        measured = [g for g in order if best_strategy(groups[g]) is not None]
+        if not lfl and len({g[0] for g in measured}) > 1:   # two frameworks with figures, at different precisions
+            settings = [(g[0], g[1], g[2], groups[g][0].get("fp32_precision")) for g in measured]
             hint = matching_hint(settings)
-            ran = ", ".join(f"{_name(g)} {F.precision_label(g[2])}" for g in order)
+            ran = ", ".join(f"{_name(g)} {F.precision_label(g[2])}" for g in measured)
             lfl = [f"No like-for-like pair (equal effective precision) was measured: {ran}"
                    + (f"; {hint}." if hint else ".")]
         f.sentences += lfl
