@@ -365,7 +365,7 @@ def brief(summary, machine_names: dict[str, str] | None = None) -> list[str]:
                 continue
             gain = (f" ({F.times(best['ops_per_s'] / seq['ops_per_s'], 1)} sequential)"
                     if seq is not None and best is not seq and clearly_faster(best, seq) else
-                    " (not clearly above sequential)" if seq is not None else "")
+                    " (not clearly above sequential)" if seq is not None and best is not seq else "")
             vs = _threads_vs_processes(recs_g)
             tp = (", processes beat threads" if vs and vs.startswith("processes beat") else
                   ", threads beat processes" if vs and vs.startswith("threads beat") else "")
