@@ -361,7 +361,8 @@ def brief(summary, machine_names: dict[str, str] | None = None) -> list[str]:
         for g in sorted(groups, key=lambda g: (BACKEND_ORDER.get(g[0], 5), g[0], g[1])):
             recs_g, seq, best = groups[g], _sequential(groups[g]), best_strategy(groups[g])
             if best is None:
-                parts.append(f"{g[0]}: no figure")
+                slow = any(r["status"] == TOO_SLOW for r in recs_g)
+                parts.append(f"{g[0]}: " + ("too slow for this run's window (no figure)" if slow else "no figure"))
                 continue
             gain = (f" ({F.times(best['ops_per_s'] / seq['ops_per_s'], 1)} sequential)"
                     if seq is not None and best is not seq and clearly_faster(best, seq) else
