@@ -202,9 +202,13 @@ def figure(summary, title: str = ""):
         if mark in marks:
             style_handles.append(Line2D([], [], color="0.3", marker=mark, linestyle="none"))
             style_labels.append(label)
-    fig.legend(colour_handles, series, loc="outside lower left", ncols=min(4, len(series)), fontsize="small",
-               frameon=False)
-    fig.legend(style_handles, style_labels, loc="outside lower right", ncols=2, fontsize="small", frameon=False)
+    if len(cols) > 1:   # room for the two legends side by side below the panels
+        fig.legend(colour_handles, series, loc="outside lower left", ncols=min(4, len(series)), fontsize="small",
+                   frameon=False)
+        fig.legend(style_handles, style_labels, loc="outside lower right", ncols=2, fontsize="small", frameon=False)
+    else:               # one panel wide: side by side they overlap, so one legend, colours first
+        fig.legend(colour_handles + style_handles, series + style_labels, loc="outside lower center", ncols=2,
+                   fontsize="small", frameon=False)
     fig.suptitle((title + "\n" if title else "") + "error bars: confidence interval of the median over trials",
                  fontsize="medium")
     return fig
