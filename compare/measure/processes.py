@@ -185,6 +185,24 @@ def _tally(checks: modes.Checks | None) -> tuple[int, int, float]:
     return (checks.errors, checks.checked, checks.max_err) if checks else (0, 0, 0.0)
 
 
+def _build(cell_dict: dict, cache: str, intra_op: int):
+    """What every process of a cell (processes mode, server pool) does first: its backend configured with its
+    intra-op threads, its model and Harness built through the worker's own functions, so op, inputs,
+    synchronise and check are those of `threads`; this process's thread settings applied.
+    Returns (cell, backend, checks, harness)."""
+    cell = Cell.from_dict(cell_dict)
+    backend = backends.load(cell.backend)
+    apply_configure(backend, cell.fp32_precision, intra_op, dict(cell.backend_options))
+    spec = workloads.make(cell.workload, **dict(cell.knobs))
+    params = spec.init_weights(cell.seed)
+    checks = modes.Checks(tolerance(backend.effective_precision(cell.device, cell.dtype, cell.fp32_precision)))
+    h = worker.make_harness(backend, worker.build_model(backend, cell, spec, params), cell, spec, params,
+                            Path(cache), checks)
+    if h.thread_setup is not None:
+        h.thread_setup()
+    return cell, backend, checks, h
+
+
 def _child(i: int, cell_dict: dict, cache: str, parent: int, intra_op: int, barrier, plan: Plan, conn) -> None:
     """Process i of the cell: build, then the speed check (process 1), warm-up, windows and verification
     in step with the others; sends the worker ("ready", ...), ("at", where it is) at each step, then one of
@@ -192,17 +210,8 @@ def _child(i: int, cell_dict: dict, cache: str, parent: int, intra_op: int, barr
     worker.watch_parent(parent=parent)  # the cell's worker died (e.g. SIGKILL): so do we
     checks = None
     try:
-        cell = Cell.from_dict(cell_dict)
-        backend = backends.load(cell.backend)
-        apply_configure(backend, cell.fp32_precision, intra_op, dict(cell.backend_options))
-        spec = workloads.make(cell.workload, **dict(cell.knobs))
-        params = spec.init_weights(cell.seed)
         modes.now = clock  # every clock read of the shared loop code on one timeline across processes
-        checks = modes.Checks(tolerance(backend.effective_precision(cell.device, cell.dtype, cell.fp32_precision)))
-        h = worker.make_harness(backend, worker.build_model(backend, cell, spec, params), cell, spec, params,
-                                Path(cache), checks)
-        if h.thread_setup is not None:
-            h.thread_setup()
+        cell, backend, checks, h = _build(cell_dict, cache, intra_op)
         conn.send(("ready", backend.describe(cell.device).get("intra_op_threads")))
         barrier.wait()  # every process has built its model
         if i == 0:
@@ -370,16 +379,7 @@ def _server_child(i: int, cell_dict: dict, cache: str, parent: int, intra_op: in
     at None, ("result", its memory) and exit; a raise is sent as ("error", cause, traceback)."""
     worker.watch_parent(parent=parent)
     try:
-        cell = Cell.from_dict(cell_dict)
-        backend = backends.load(cell.backend)
-        apply_configure(backend, cell.fp32_precision, intra_op, dict(cell.backend_options))
-        spec = workloads.make(cell.workload, **dict(cell.knobs))
-        params = spec.init_weights(cell.seed)
-        checks = modes.Checks(tolerance(backend.effective_precision(cell.device, cell.dtype, cell.fp32_precision)))
-        h = worker.make_harness(backend, worker.build_model(backend, cell, spec, params), cell, spec, params,
-                                Path(cache), checks)
-        if h.thread_setup is not None:
-            h.thread_setup()
+        cell, backend, checks, h = _build(cell_dict, cache, intra_op)
         for _ in range(cell.warmup):
             h.op(h.inputs[i % len(h.inputs)])
         conn.send(("ready", backend.describe(cell.device).get("intra_op_threads")))
