@@ -18,6 +18,7 @@ tool rather than about the load (name the load when you quote it).
     python benchmarks/reproducibility.py                      # the CPU matrix below, 6 invocations
     python benchmarks/reproducibility.py --device gpu --dtype bfloat16 --workloads mlp,transformer
     python benchmarks/reproducibility.py --analyse results/repro/inv-*.json
+    python benchmarks/reproducibility.py --simulate 5,9 --analyse results/repro/h100-5/inv-*.json
 """
 from __future__ import annotations
 
@@ -67,7 +68,7 @@ def run_invocations(a: argparse.Namespace) -> list[Path]:
 
 
 def label(key: tuple) -> str:
-    backend, device, dtype, workload, size, mode, threads, k, _ = key
+    backend, device, dtype, workload, size, mode, threads, k = key[:8]     # then fp32 precision, intra-op, ...
     from compare.cells import axis_label
     return f"{backend}/{device}/{dtype} {workload} {mode} {axis_label(mode, threads, k)}".strip()
 
@@ -110,9 +111,13 @@ def analyse(paths: list[Path]) -> dict:
 
 def report(res: dict, paths: list[Path]) -> None:
     runs = [R.load(p) for p in paths]
-    loads = [r["host"].get("load_avg") or r["host"].get("load") for r in runs]
-    print(f"{res['runs']} invocations, {res['cells']} cells ok in all of them"
-          + (f"; host load recorded: {loads}" if any(loads) else "; no load recorded by these runs: say what ran"))
+    loads = [[p["load"]["load_avg"][0] for p in r.get("host_probe") or [] if p.get("load", {}).get("load_avg")]
+             for r in runs]
+    hosts = sorted({f"{r['host'].get('host')} ({r['host'].get('cpu')}, {r['host'].get('cpu_count')} cores)"
+                    for r in runs})
+    print(f"{res['runs']} invocations on {', '.join(hosts)}, {res['cells']} cells ok in all of them; "
+          + ("1-min load average at start/end of each: " + " ".join("/".join(f"{x:.1f}" for x in run) for run in loads)
+             if any(loads) else "no load recorded by these runs: say what ran"))
     for line in res["lines"]:
         print(line)
     if not res["cases"]:
@@ -131,6 +136,46 @@ def report(res: dict, paths: list[Path]) -> None:
           f"{'PASS' if t0 <= TRIAL0_GOAL else 'FAIL'}")
 
 
+def simulate(paths: list[Path], processes: list[int], invocations: int = 6, sets: int = 2000,
+             seed: int = 1) -> None:
+    """Resample: how would `invocations` runs of N processes per cell fare, drawn from these runs' process medians?
+
+    Each cell's process medians are pooled over the given runs (so drift between them is pooled in) and drawn
+    with replacement; each simulated invocation's interval is the tool's own (`stats.median_ci`)."""
+    import numpy as np
+    pools: dict[tuple, list[float]] = {}
+    for p in paths:
+        rows = [r for r in R.load(p)["rows"] if r["status"] == "ok"]
+        by: dict[tuple, list[dict]] = {}
+        for r in rows:
+            by.setdefault(R.row_key(r), []).append(r)
+        for key, cell_rows in by.items():
+            pools.setdefault(key, []).extend(stats.process_medians(cell_rows).values())
+    rng = np.random.default_rng(seed)
+    print(f"resampled from {len(paths)} runs' process medians ({len(pools)} cells), {sets} sets of "
+          f"{invocations} invocations each:")
+    for n in processes:
+        covers, widths = [], []
+        for _ in range(sets):
+            hit = total = 0
+            ratios = []
+            for values in pools.values():
+                draws = [rng.choice(values, n) for _ in range(invocations)]
+                medians = [float(np.median(d)) for d in draws]
+                target, spread = statistics.median(medians), max(medians) - min(medians)
+                cis = [stats.median_ci(list(d))[:2] for d in draws]
+                hit, total = hit + sum(lo <= target <= hi for lo, hi in cis), total + invocations
+                width = statistics.median(hi - lo for lo, hi in cis)
+                ratios.append(width / spread if spread > 0 else math.inf)
+            covers.append(hit / total)
+            widths.append(statistics.median(ratios))
+        level = stats.median_ci(list(range(n)))[2]
+        print(f"  {n:2d} processes (interval level {100 * level:.1f}%): coverage {100 * statistics.mean(covers):.1f}% "
+              f"on average, >= {100 * COVERAGE_GOAL:.0f}% in {100 * statistics.mean(c >= COVERAGE_GOAL for c in covers):.0f}% "
+              f"of sets; width / spread {statistics.median(widths):.2f} (median), <= {WIDTH_GOAL:g} in "
+              f"{100 * statistics.mean(w <= WIDTH_GOAL for w in widths):.0f}% of sets")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--analyse", nargs="+", type=Path, help="report on these runs instead of measuring")
@@ -145,7 +190,13 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5, help="processes per cell (5: a 93.8%% interval)")
     p.add_argument("--trials", type=int, default=5)
     p.add_argument("--duration", type=float, default=0.1)
+    p.add_argument("--simulate", help="with --analyse: processes per cell to simulate, e.g. 5,7,9")
     a = p.parse_args()
+    if a.simulate:
+        if not a.analyse:
+            p.error("--simulate resamples existing runs: give them with --analyse")
+        simulate(a.analyse, [int(n) for n in a.simulate.split(",")])
+        return
     paths = a.analyse or run_invocations(a)
     if len(paths) < 2:
         print("need at least two runs")
