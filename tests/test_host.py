@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import threading
 import time
 import types
 from types import SimpleNamespace
@@ -18,6 +19,7 @@ import workloads
 from compare import results as R
 from compare.cells import Cell, CellResult, Trial
 from compare.measure import host as H
+from compare.measure import modes
 from compare.measure import plan as P
 from compare.measure import runner, worker
 from compare.render import diff as D
@@ -252,6 +254,49 @@ def test_sampler_without_a_figure_says_why(monkeypatch, nvml, setup, why):
         pass
     (event, data), = emit.events
     assert data["mean"] is None and data["samples"] == 0 and data["why"].startswith(why)
+
+
+def test_sampler_keeps_only_the_reads_inside_the_timed_spans():
+    emit = Emitted()
+    sampler = H.GpuSampler("cuda", emit)  # not started: the reads are set by hand
+    sampler.times, sampler.samples = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [0.0, 90.0, 100.0, 10.0, 80.0, 0.0]
+    event = sampler.stop(spans=[(1.5, 3.0), (4.5, 5.5)])
+    assert event["samples"] == 3 and event["mean"] == pytest.approx(90.0) and event["max"] == 100.0
+    assert event["why"] == ""
+
+
+@pytest.mark.parametrize("spans, why", [([(10.0, 11.0)], "none of 2 reads fell inside a timed window"),
+                                        ([], "no timed window")])
+def test_sampler_with_no_read_inside_a_timed_window_has_no_figure_and_says_why(spans, why):
+    sampler = H.GpuSampler("cuda", Emitted())
+    sampler.times, sampler.samples = [1.0, 2.0], [50.0, 60.0]
+    event = sampler.stop(spans=spans)
+    assert event["mean"] is None and event["max"] is None and event["samples"] == 0 and event["why"].startswith(why)
+
+
+def test_the_worker_averages_gpu_utilisation_over_the_timed_windows_only(monkeypatch, nvml, tmp_path):
+    """The fake GPU is busy (100%) exactly while a thread is inside a window's timed loop and idle (0%) while
+    the worker builds, makes references, plans windows and checks: the cell's figure must be 100. Counting
+    the whole run (the bug this guards against) takes in at least the read made before the build, 0%."""
+    fake = nvml()
+    busy = threading.Event()
+    fake.nvmlDeviceGetUtilizationRates = lambda h: SimpleNamespace(gpu=100 if busy.is_set() else 0, memory=0)
+    loop = modes._timed_loop
+
+    def timed_loop(*args):
+        busy.set()
+        try:
+            return loop(*args)
+        finally:
+            busy.clear()
+    monkeypatch.setattr(modes, "_timed_loop", timed_loop)
+    monkeypatch.setattr(H, "GPU_DEVICES_OFF", set())
+    cell = Cell(backend="numpy", device="cpu", dtype="float64", workload="mlp", mode="sequential",
+                duration=0.2, trials=3, warmup=1, verify_ops=1)
+    events_path = tmp_path / "events.jsonl"
+    worker.run_cell(cell, worker.Events(str(events_path)), tmp_path)
+    (util,) = [e for e in map(json.loads, events_path.read_text().splitlines()) if e["event"] == "gpu_util"]
+    assert util["samples"] >= 1 and util["mean"] == 100 and util["why"] == "", util
 
 
 def test_sampler_watches_the_first_visible_gpu(monkeypatch, nvml):

@@ -140,6 +140,16 @@ def test_outputs_produced_inside_the_timed_windows_are_checked(monkeypatch):
     assert h.errors == 1 and h.max_err == pytest.approx(1.0)
 
 
+def test_every_timed_window_records_its_span_and_warm_up_none():
+    h, _ = fake_harness()
+    trials = modes.run_sequential(h, duration=0.02, trials=3, warmup=1, verify_ops=1)
+    spans = h.measured.timed_spans
+    assert len(spans) == len(trials) == 3
+    for (a, b), t in zip(spans, trials):
+        assert b - a == pytest.approx(t.seconds)
+    assert all(spans[i][1] <= spans[i + 1][0] for i in range(2))  # one after another, no overlap
+
+
 def test_every_thread_warms_up_and_verifies_its_own_input():
     h, calls = fake_harness(4)
     trials = modes.run_threads(h, 4, duration=0.02, trials=2, warmup=3, verify_ops=2)

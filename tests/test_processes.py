@@ -107,7 +107,7 @@ def test_processes_run_in_step_and_every_one_checks_its_outputs(monkeypatch, tmp
     cell = Cell(backend="numpy", device="cpu", dtype="float64", workload="mlp", mode="processes", threads=2,
                 duration=0.2, trials=3, warmup=2, verify_ops=4)
     build = modes.Build(make=lambda: pytest.fail("the worker must not build a model"),
-                        checks=modes.Checks(1e-9), cache=tmp_path)
+                        checks=modes.Checks(1e-9), cache=tmp_path, measured=modes.Measured())
     trials = processes.run_processes(cell, build)
     (windows,) = seen
     assert len(windows) == 2 and all(len(w) == 3 for w in windows)
@@ -119,6 +119,12 @@ def test_processes_run_in_step_and_every_one_checks_its_outputs(monkeypatch, tmp
         assert max(starts) - min(starts) < length  # one window, opened once for all
         assert trial.min_thread_ops >= 10           # every process held the minimum (modes.MIN_OPS_PER_WINDOW)
         assert trial.seconds == pytest.approx(max(e for w in windows for e in w[t][1]) - min(starts))
+    # one timed span (in the GPU sampler's clock) from the first timed window's opening to the last one's close
+    (a, b), = build.measured.timed_spans
+    shift = time.perf_counter() - processes.clock()
+    assert a - shift <= min(s for w in windows for s in w[0][0]) + 1e-3
+    assert b - shift >= max(e for w in windows for e in w[-1][1]) - 1e-3
+    assert b - a < sum(t.seconds for t in trials) + 5.0  # not the whole run: no build, no spawn
     # the speed check, each process's 4 after the trials, and 1-2 outputs per process per window (first, last)
     assert 1 + 2 * 4 + 2 * 3 <= build.checks.checked <= 1 + 2 * 4 + 2 * 2 * 3 and build.checks.errors == 0
     facts = build.facts

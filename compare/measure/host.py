@@ -252,14 +252,22 @@ def _visible_gpu(nvml):
 class GpuSampler:
     """GPU utilisation while a cell's mode runs: `with GpuSampler(device, emit): run the mode`.
 
-    A background thread reads NVML's utilisation every SAMPLE_INTERVAL_S; on exit, one `gpu_util` event
-    (mean, max, samples, interval, which GPU; or `why` there is no figure) is emitted, whether the mode
-    finished or raised. CPU devices are not sampled and emit nothing. The figure covers the whole mode run
-    (warm-up, timed windows, checks) and lags by up to one driver period (1/6 s to 1 s)."""
+    A background thread reads NVML's utilisation every SAMPLE_INTERVAL_S, with the time of each read; on
+    exit, one `gpu_util` event (mean, max, samples, interval, which GPU; or `why` there is no figure) is
+    emitted, whether the mode finished or raised. CPU devices are not sampled and emit nothing.
+
+    The figure covers the timed windows only: the mode records their spans (`Measured.timed_spans`, in
+    time.perf_counter's clock) and `stop(spans)` keeps the reads taken inside them. Building the model, the
+    float64 references, warm-up and the checks between windows leave the GPU idle or differently busy, and
+    counted in they made a device-bound matmul look host-bound (24% busy over its whole run). Without spans
+    (a mode that failed before timing) or with no read inside them, there is no figure, and `why` says so.
+    A read is the driver's average over its last sample period (1/6 s to 1 s), so a read early in a window
+    still partly sees the window (or warm-up) before it."""
 
     def __init__(self, device: str, emit: Callable[..., None], interval: float = SAMPLE_INTERVAL_S):
         self.device, self.emit, self.interval = device, emit, interval
         self.samples: list[float] = []
+        self.times: list[float] = []       # time.perf_counter() of each read
         self.gpu: str | None = None
         self.why = ""
         self._nvml = None
@@ -289,7 +297,9 @@ class GpuSampler:
         return self
 
     def sample(self) -> None:
-        self.samples.append(float(self._nvml.nvmlDeviceGetUtilizationRates(self._handle).gpu))
+        value = float(self._nvml.nvmlDeviceGetUtilizationRates(self._handle).gpu)
+        self.times.append(time.perf_counter())
+        self.samples.append(value)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -299,8 +309,9 @@ class GpuSampler:
                 self.why = f"sampling stopped: {e}"
                 return
 
-    def stop(self) -> dict[str, Any] | None:
-        """Stop sampling and emit the one event (None and no event for a CPU device)."""
+    def stop(self, spans: list[tuple[float, float]] | None = None) -> dict[str, Any] | None:
+        """Stop sampling and emit the one event over the reads inside `spans` (None and no event for a CPU
+        device). `spans=None` keeps every read (a caller that has no windows, e.g. a test)."""
         if not self.active:
             return None
         self._stop.set()
@@ -308,9 +319,14 @@ class GpuSampler:
             self._thread.join()
         if self._nvml is not None:
             _shutdown(self._nvml)
-        s = self.samples
+        s, why = self.samples, self.why
+        if spans is not None and s:
+            s = [v for t, v in zip(self.times, self.samples) if any(a <= t <= b for a, b in spans)]
+            if not s:
+                why = why or (f"none of {len(self.samples)} reads fell inside a timed window" if spans
+                              else "no timed window (the mode stopped before timing)")
         event = {"mean": statistics.fmean(s) if s else None, "max": max(s) if s else None, "samples": len(s),
-                 "interval_s": self.interval, "gpu": self.gpu, "why": self.why}
+                 "interval_s": self.interval, "gpu": self.gpu, "why": why}
         self.emit("gpu_util", **event)
         return event
 

@@ -99,6 +99,8 @@ class Measured:
     window_s: float | None = None    # the timed window's planned length (the last one, if lengthened)
     op_s: float | None = None        # the speed check's median single op
     os_threads: int | None = None    # most OS threads the process ran at the end of any timed window
+    timed_spans: list = field(default_factory=list)  # (first start, last end) of each timed window, in
+    #                                                  time.perf_counter's clock: what GpuSampler averages over
 
 
 @dataclass
@@ -258,8 +260,10 @@ class Schedule:
                 if y is not None:
                     self.h.record(self.h.check(y, self.index(i)))
         hist = self.hists[w.trial] if w.trial < len(self.hists) else None
-        self.results.append(_trial([s for th in w.starts for s in th], [e for th in w.ends for e in th],
-                                   self.weight, hist, window_s=w.length, min_thread_ops=w.min_ops()))
+        starts, ends = [s for th in w.starts for s in th], [e for th in w.ends for e in th]
+        if ends:
+            m.timed_spans.append((min(starts), max(ends)))
+        self.results.append(_trial(starts, ends, self.weight, hist, window_s=w.length, min_thread_ops=w.min_ops()))
 
     def _steady(self) -> bool:
         r = self.warmup_rates

@@ -108,7 +108,7 @@ class Plan:
     timed. Each process adds its window's ops to `ops` and lowers `min_ops`; a window opens (its deadline
     is set) when the first process starts work, as in modes.Window.open."""
     FIELDS = ("phase", "length", "deadline", "ops", "min_ops", "rate", "prev_rate", "started", "warmup_windows",
-              "warmup_s", "steady", "window_s", "trial", "per_rate", "too_slow_need")
+              "warmup_s", "steady", "window_s", "trial", "per_rate", "too_slow_need", "timed_from", "timed_to")
     WARM, TIMED, DONE, TOO_SLOW = 0.0, 1.0, 2.0, 3.0
 
     def __init__(self, ctx, cell: Cell):
@@ -133,7 +133,10 @@ class Plan:
     def open(self) -> float:
         with self.lock:
             if self.deadline == 0.0:
-                self.set(deadline=clock() + self.length)
+                t = clock()
+                self.set(deadline=t + self.length)
+                if self.phase == self.TIMED and self.timed_from == 0.0:  # the first timed window opens
+                    self.set(timed_from=t)
             return self.deadline
 
     def add(self, ops: int) -> None:
@@ -145,6 +148,8 @@ class Plan:
         nothing before start() (the barrier after building) or after the last window (before verification)."""
         if self.per_rate == 0.0 or self.phase in (self.DONE, self.TOO_SLOW):
             return
+        if self.phase == self.TIMED:  # a timed window just closed: the timed span reaches here
+            self.set(timed_to=clock())
         if self.length > 0 and self.ops:
             self.set(per_rate=self.ops / self.n / self.length)
         if self.phase == self.WARM and self.length > 0:  # (length 0: nothing run yet)
@@ -307,6 +312,9 @@ def _run(cell: Cell, build: modes.Build, cache: str) -> list[Trial]:
     if build.measured is not None:  # how the cell was measured: the shared schedule's record
         build.measured.warmup_s, build.measured.warmup_windows = plan.warmup_s, int(plan.warmup_windows)
         build.measured.steady, build.measured.window_s = bool(plan.steady), plan.window_s or None
+        if plan.timed_to > plan.timed_from > 0.0:  # one span from the first timed window to the last, moved
+            shift = time.perf_counter() - clock()  # from the processes' shared clock to the sampler's
+            build.measured.timed_spans.append((plan.timed_from + shift, plan.timed_to + shift))
     device = [r["device_mb"] for r in reports]
     build.facts.update(
         intra_op_ran=reported_intra, intra_op_rule=rule,

@@ -586,8 +586,13 @@ def runner(cell, build):
     def steps():
         try:
             k = iter(range(1, MAX_STEPS + 1))
-            measure = lambda r: run_real(strategy, h, n, cell, r, bound, cell.seed + next(k), min_seconds,  # noqa: E731
-                                         pool=pool)[0]
+
+            def measure(r: float) -> Step:  # one rate step; its span is where the GPU sampler reads count
+                t0 = time.perf_counter()
+                step = run_real(strategy, h, n, cell, r, bound, cell.seed + next(k), min_seconds, pool=pool)[0]
+                h.measured.timed_spans.append((t0, time.perf_counter()))
+                return step
+
             affordable = lambda r, left: step_queries(r, min_seconds) / r <= left  # noqa: E731
             for step in search_steps(measure, START_FRACTION * n * capacity, time.perf_counter, Search(),
                                      floor=FLOOR_FRACTION * capacity, affordable=affordable):

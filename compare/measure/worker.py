@@ -167,11 +167,14 @@ def run_cell(cell: Cell, events: Events, cache: Path) -> None:
         measured=measured)
 
     try:
-        with host.GpuSampler(cell.device, events.emit):  # GPU utilisation while the mode runs: one event
+        sampler = host.GpuSampler(cell.device, events.emit).start()  # GPU utilisation: one event
+        try:
             # each trial is written as it comes (a server cell yields its rate steps one by one: a cell that
             # fails later keeps them)
             for t in modes.RUNNERS[cell.mode](cell, build):
                 events.emit("trial", **asdict(t))
+        finally:
+            sampler.stop(measured.timed_spans)  # over the timed windows only
     except Unsupported as e:
         events.emit("status", status="unsupported", cause=str(e))
         return
