@@ -2,6 +2,7 @@
 """How much the measurement harness itself costs, measured side by side in one run (a report, not a test).
 
     python benchmarks/harness.py [--rounds N] [--duration S] [--goals abcd] [--threads 1,2,4,8]
+    python benchmarks/harness.py --goals d --device cuda --dtype bfloat16     # (d) on a GPU
 
 (a) overhead: the 1-thread `sequential` mode, driven exactly as a cell's worker drives it (the worker's own
     make_harness + run_mode), against a bare loop doing the same forward + synchronize in this process
@@ -13,7 +14,7 @@
     Run with torch.set_num_threads(1) and with torch's default (one per core); see the printed notes.
 (d) threads at every thread count: `threads` xN (the worker's make_harness + run_mode: start barrier, warm-up
     until steady, windows holding >= 10 ops per thread, in-window output checks) against a bare loop of N
-    threads doing the same forward + synchronize behind one barrier, torch CPU `mlp`. Target: >= 0.97.
+    threads doing the same forward + synchronize behind one barrier, torch `mlp` (CPU, or --device). Target: >= 0.97.
     Each round's ratio is paired (harness / bare of that round); the median ratio comes with its
     distribution-free CI (order statistics), which says whether the gap is noise (the CI holds 1.0) or cost
     (the CI lies below 1.0).
@@ -291,9 +292,11 @@ def goal_c(rounds: int, duration: float, cache: Path, intra: int) -> None:
 
 
 def bare_threads_rate(backend: Backend, model, inputs: list, device: str, n: int, duration: float,
-                      warmup: int) -> float:
+                      warmup: int, setup=None) -> float:
     """N threads, each its own input, behind one start barrier, forward + synchronize until the deadline:
-    all ops / (last completion - first start). What `threads` does with no harness around it."""
+    all ops / (last completion - first start). What `threads` does with no harness around it. `setup` is
+    the harness's per-thread setting (torch's intra-op threads are per thread): without it each bare thread
+    ran torch's default OpenMP pool and the bare loop, not the harness, was slowed (1.07-1.27 x)."""
     fwd, sync = backend.forward, backend.synchronize
     barrier, deadline = threading.Barrier(n), [0.0]
     starts, ends = [0.0] * n, [0.0] * n
@@ -301,6 +304,8 @@ def bare_threads_rate(backend: Backend, model, inputs: list, device: str, n: int
 
     def run(i: int) -> None:
         x = inputs[i]
+        if setup is not None:
+            setup()
         for _ in range(warmup):
             sync(fwd(model, x), device)
         if barrier.wait() == 0:
@@ -320,18 +325,19 @@ def bare_threads_rate(backend: Backend, model, inputs: list, device: str, n: int
     return sum(counts) / (max(ends) - min(starts))
 
 
-def goal_d(rounds: int, duration: float, cache: Path, counts: list[int]) -> None:
+def goal_d(rounds: int, duration: float, cache: Path, counts: list[int], device: str = "cpu",
+           dtype: str = "float32") -> None:
     from compare.stats import median_ci
-    print(f"(d) threads xN vs a bare N-thread loop, torch cpu float32 mlp, N = {', '.join(map(str, counts))},"
+    print(f"(d) threads xN vs a bare N-thread loop, torch {device} {dtype} mlp, N = {', '.join(map(str, counts))},"
           f" one intra-op thread (torch.set_num_threads(1): no OpenMP pool spinning against other load)")
     tb = backends.load("torch")
     for n in counts:
-        cell = Cell(backend="torch", device="cpu", dtype="float32", workload="mlp", mode="threads", threads=n,
+        cell = Cell(backend="torch", device=device, dtype=dtype, workload="mlp", mode="threads", threads=n,
                     duration=duration, trials=1, warmup=3, verify_ops=1, intra_op_threads=1)
         h, model = prepare(tb, cell, cache)
         variants = {"harness": lambda: harness_rate(h, cell)[0],
-                    "bare": lambda: bare_threads_rate(tb, model, h.inputs, "cpu", n, h.measured.window_s or duration,
-                                                      cell.warmup)}
+                    "bare": lambda: bare_threads_rate(tb, model, h.inputs, device, n, h.measured.window_s or duration,
+                                                      cell.warmup, h.thread_setup)}
         interleave(1, variants)  # one discarded round
         r = interleave(rounds, variants)
         ratios = [a / b for a, b in zip(r["harness"], r["bare"])]
@@ -355,6 +361,8 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=0.3, help="seconds per timed window")
     ap.add_argument("--goals", default="abcd", help="which goals to run (default: abcd)")
     ap.add_argument("--threads", default="1,2,4,8", help="goal d: thread counts (default 1,2,4,8)")
+    ap.add_argument("--device", default="cpu", help="goal d: torch device (cpu, cuda, mps); goals a-c run on the CPU")
+    ap.add_argument("--dtype", default="float32", help="goal d: dtype (e.g. bfloat16 on a GPU)")
     args = ap.parse_args()
     if args.rounds < 5:
         ap.error("--rounds must be at least 5")
@@ -369,7 +377,8 @@ def main() -> int:
                  ("b", lambda: goal_b(args.rounds, args.duration, cache))]
         goals += [("c", lambda intra=intra: goal_c(args.rounds, args.duration, cache, intra))
                   for intra in sorted({1, default_threads})]
-        goals += [("d", lambda: goal_d(args.rounds, args.duration, cache, [int(v) for v in args.threads.split(",")]))]
+        goals += [("d", lambda: goal_d(args.rounds, args.duration, cache, [int(v) for v in args.threads.split(",")],
+                                       args.device, args.dtype))]
         for name, run in goals:
             if name not in args.goals:
                 continue
