@@ -33,9 +33,11 @@ class FakeNvml(types.ModuleType):
     """What compare.measure.host calls of pynvml, with set values. util: the utilisation readings in turn
     (the last one repeats)."""
 
-    def __init__(self, util=(40,), procs=(), fail_util=False):
+    NVML_GPU_UTILIZATION_SAMPLES = 1
+
+    def __init__(self, util=(40,), procs=(), fail_util=False, period=None):
         super().__init__("pynvml")
-        self.util, self.procs, self.fail_util = list(util), list(procs), fail_util
+        self.util, self.procs, self.fail_util, self.period = list(util), list(procs), fail_util, period
         self.reads = 0
         self.inits = self.shutdowns = 0
         self.by_uuid: list[str] = []
@@ -68,6 +70,12 @@ class FakeNvml(types.ModuleType):
         value = self.util[min(self.reads, len(self.util) - 1)]
         self.reads += 1
         return SimpleNamespace(gpu=value, memory=value // 2)
+
+    def nvmlDeviceGetSamples(self, h, kind, since):
+        """The driver's buffered samples, `period` seconds apart (microsecond stamps); none: not supported."""
+        if self.period is None:
+            raise RuntimeError("Not Supported")
+        return 0, [SimpleNamespace(timeStamp=int(i * self.period * 1e6), sampleValue=None) for i in range(10)]
 
     def nvmlDeviceGetMemoryInfo(self, h):
         return SimpleNamespace(used=3 * 2**30, total=80 * 2**30)
@@ -256,29 +264,45 @@ def test_sampler_without_a_figure_says_why(monkeypatch, nvml, setup, why):
     assert data["mean"] is None and data["samples"] == 0 and data["why"].startswith(why)
 
 
-def test_sampler_keeps_only_the_reads_inside_the_timed_spans():
+def test_sampler_keeps_only_the_reads_that_describe_a_timed_window_alone():
+    """NVML's period P = 0.2 s: a read at t describes about [t - 1.5 P, t - 0.5 P], so a window [a, b] is
+    described by the reads from a + 0.3 to b + 0.1 (measured on an H100: NVML_LAG_PERIODS)."""
     emit = Emitted()
     sampler = H.GpuSampler("cuda", emit)  # not started: the reads are set by hand
-    sampler.times, sampler.samples = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [0.0, 90.0, 100.0, 10.0, 80.0, 0.0]
-    event = sampler.stop(spans=[(1.5, 3.0), (4.5, 5.5)])
-    assert event["samples"] == 3 and event["mean"] == pytest.approx(90.0) and event["max"] == 100.0
-    assert event["why"] == ""
+    sampler.period = 0.2
+    sampler.times = [1.0, 1.2, 1.35, 1.8, 2.05, 2.2, 3.0, 3.4]
+    sampler.samples = [0.0, 20.0, 90.0, 100.0, 80.0, 30.0, 0.0, 70.0]
+    event = sampler.stop(spans=[(1.0, 1.95), (3.0, 3.3)])
+    # 1.0 and 1.2: too early, still the period before the window; 1.35, 1.8, 2.05: inside [1.3, 2.05];
+    # 2.2: after; 3.4: inside [3.3, 3.4], the second window's only read
+    assert event["samples"] == 4 and event["mean"] == pytest.approx(85.0) and event["max"] == 100.0
+    assert event["why"] == "" and event["period_s"] == 0.2
 
 
-@pytest.mark.parametrize("spans, why", [([(10.0, 11.0)], "none of 2 reads fell inside a timed window"),
+@pytest.mark.parametrize("spans, why", [([(10.0, 11.0)], "no read describes a timed window alone"),
+                                        ([(1.0, 1.15)], "no read describes a timed window alone"),
                                         ([], "no timed window")])
-def test_sampler_with_no_read_inside_a_timed_window_has_no_figure_and_says_why(spans, why):
+def test_sampler_with_no_read_of_a_timed_window_has_no_figure_and_says_why(spans, why):
     sampler = H.GpuSampler("cuda", Emitted())
-    sampler.times, sampler.samples = [1.0, 2.0], [50.0, 60.0]
+    sampler.period = 0.2
+    sampler.times, sampler.samples = [1.0, 1.2, 1.3], [50.0, 60.0, 70.0]
     event = sampler.stop(spans=spans)
     assert event["mean"] is None and event["max"] is None and event["samples"] == 0 and event["why"].startswith(why)
+
+
+@pytest.mark.parametrize("period, expected", [(0.2, 0.2), (1 / 6, 1 / 6), (None, H.NVML_PERIOD_MAX_S)])
+def test_sampler_takes_the_period_from_the_drivers_samples_else_the_longest(nvml, period, expected):
+    nvml(period=period)
+    sampler = H.GpuSampler("cuda", Emitted()).start()
+    sampler.stop()
+    assert sampler.period == pytest.approx(expected, abs=1e-5)  # the driver stamps microseconds
 
 
 def test_the_worker_averages_gpu_utilisation_over_the_timed_windows_only(monkeypatch, nvml, tmp_path):
     """The fake GPU is busy (100%) exactly while a thread is inside a window's timed loop and idle (0%) while
     the worker builds, makes references, plans windows and checks: the cell's figure must be 100. Counting
     the whole run (the bug this guards against) takes in at least the read made before the build, 0%."""
-    fake = nvml()
+    fake = nvml(period=0.01)  # a driver that averages over 10 ms: 0.2 s windows hold reads of their own
     busy = threading.Event()
     fake.nvmlDeviceGetUtilizationRates = lambda h: SimpleNamespace(gpu=100 if busy.is_set() else 0, memory=0)
     loop = modes._timed_loop
@@ -308,10 +332,10 @@ def test_sampler_watches_the_first_visible_gpu(monkeypatch, nvml):
 
 def test_the_worker_emits_one_gpu_util_event_the_runner_and_rows_carry(monkeypatch, nvml, tmp_path):
     """Through the real worker (numpy backend, sampled as if it were a GPU) and the runner's collection."""
-    nvml(util=(20, 60))
+    nvml(util=(20, 60), period=0.01)
     monkeypatch.setattr(H, "GPU_DEVICES_OFF", set())
     cell = Cell(backend="numpy", device="cpu", dtype="float64", workload="mlp", mode="sequential",
-                duration=0.05, trials=2, warmup=1, verify_ops=1)
+                duration=0.2, trials=3, warmup=1, verify_ops=1)
     events_path = tmp_path / "events.jsonl"
     worker.run_cell(cell, worker.Events(str(events_path)), tmp_path)
     kinds = [json.loads(line)["event"] for line in events_path.read_text().splitlines()]

@@ -58,6 +58,13 @@ DEVICE_BOUND_UTIL_PCT = 90.0  # kernels ran at least 90% of the time: the GPU wa
 LAUNCH_BOUND_FRACTION = 0.5  # a cell whose forwards/s reach half the launch probe's tiny-op rate spends at
 #                              least half of each forward on the per-op floor (dispatch, launch, synchronise)
 GPU_DEVICES_OFF = {"cpu"}    # devices the sampler never samples (a CPU cell has no GPU to watch)
+NVML_PERIOD_MAX_S = 1.0      # the longest sample period NVML documents (nvmlUtilization_t), assumed where the
+#                              driver's own samples (nvmlDeviceGetSamples) do not show the period
+# A read made at time t reports the driver's last finished period. Measured on an H100 (driver samples every
+# 0.2 s; a matmul loop switched on and off): the value read at t described about [t - 0.29, t - 0.09] s, so a
+# read describes (part of) [t - 1.5 P, t] for a period P. Only a read whose whole span [t - 1.5 P, t - 0.5 P]
+# lies inside one timed window describes that window (GpuSampler.stop).
+NVML_LAG_PERIODS = (1.5, 0.5)
 
 NVML_MISSING = "NVML not available"
 
@@ -238,6 +245,18 @@ def probe(at: str) -> dict[str, Any]:
 
 
 # -- per-cell GPU utilisation --------------------------------------------------------------------------
+def _driver_period(nvml, handle) -> float | None:
+    """The driver's utilisation sample period in seconds: the median spacing of its buffered samples
+    (nvmlDeviceGetSamples), or None where it keeps none or the call is not supported."""
+    try:
+        _, samples = nvml.nvmlDeviceGetSamples(handle, nvml.NVML_GPU_UTILIZATION_SAMPLES, 0)
+        stamps = sorted(x.timeStamp for x in samples)  # microseconds
+    except Exception:  # noqa: BLE001 - pynvml.NVMLError (not supported, no data yet), an older pynvml
+        return None
+    gaps = sorted(b - a for a, b in zip(stamps, stamps[1:]) if b > a)
+    return gaps[len(gaps) // 2] / 1e6 if gaps else None
+
+
 def _visible_gpu(nvml):
     """(handle, label) of the GPU a framework's default device is: the first of CUDA_VISIBLE_DEVICES (an
     index, in NVML's PCI order, or a GPU-/MIG- UUID), else NVML's device 0."""
@@ -257,17 +276,18 @@ class GpuSampler:
     emitted, whether the mode finished or raised. CPU devices are not sampled and emit nothing.
 
     The figure covers the timed windows only: the mode records their spans (`Measured.timed_spans`, in
-    time.perf_counter's clock) and `stop(spans)` keeps the reads taken inside them. Building the model, the
-    float64 references, warm-up and the checks between windows leave the GPU idle or differently busy, and
-    counted in they made a device-bound matmul look host-bound (24% busy over its whole run). Without spans
-    (a mode that failed before timing) or with no read inside them, there is no figure, and `why` says so.
-    A read is the driver's average over its last sample period (1/6 s to 1 s), so a read early in a window
-    still partly sees the window (or warm-up) before it."""
+    time.perf_counter's clock) and `stop(spans)` keeps the reads that describe a window alone. Building the
+    model, the float64 references, warm-up and the checks between windows leave the GPU idle or differently
+    busy, and counted in they made a device-bound matmul look host-bound (24% busy over its whole run). A
+    read is the driver's average over its last finished sample period P (0.2 s on an H100, up to 1 s), and
+    arrives late (NVML_LAG_PERIODS), so windows shorter than about 1.5 P hold no such read: then, as without
+    spans (a mode that failed before timing), there is no figure, and `why` says so and what would give one."""
 
     def __init__(self, device: str, emit: Callable[..., None], interval: float = SAMPLE_INTERVAL_S):
         self.device, self.emit, self.interval = device, emit, interval
         self.samples: list[float] = []
         self.times: list[float] = []       # time.perf_counter() of each read
+        self.period = NVML_PERIOD_MAX_S    # the driver's sample period, once start() has asked it
         self.gpu: str | None = None
         self.why = ""
         self._nvml = None
@@ -286,6 +306,7 @@ class GpuSampler:
             self._nvml = _nvml()
             self._handle, self.gpu = _visible_gpu(self._nvml)
             self.sample()  # fails here, not silently in the thread, where the GPU has no counter
+            self.period = _driver_period(self._nvml, self._handle) or NVML_PERIOD_MAX_S
         except NvmlMissing as e:
             self.why = str(e)
             return self
@@ -321,12 +342,17 @@ class GpuSampler:
             _shutdown(self._nvml)
         s, why = self.samples, self.why
         if spans is not None and s:
-            s = [v for t, v in zip(self.times, self.samples) if any(a <= t <= b for a, b in spans)]
-            if not s:
-                why = why or (f"none of {len(self.samples)} reads fell inside a timed window" if spans
-                              else "no timed window (the mode stopped before timing)")
+            early, late = (k * self.period for k in NVML_LAG_PERIODS)
+            s = [v for t, v in zip(self.times, self.samples) if any(a + early <= t <= b + late for a, b in spans)]
+            if not s and not spans:
+                why = why or "no timed window (the mode stopped before timing)"
+            elif not s:
+                longest = max(b - a for a, b in spans)
+                why = why or (f"no read describes a timed window alone: NVML reports {self.period:.2g} s periods, "
+                              f"late, and the longest window was {longest:.2g} s (>= {early - late:.2g} s needed; "
+                              f"raise --duration)")
         event = {"mean": statistics.fmean(s) if s else None, "max": max(s) if s else None, "samples": len(s),
-                 "interval_s": self.interval, "gpu": self.gpu, "why": why}
+                 "interval_s": self.interval, "period_s": self.period, "gpu": self.gpu, "why": why}
         self.emit("gpu_util", **event)
         return event
 
