@@ -194,6 +194,14 @@ def test_gpu_snapshot_through_nvml_names_the_gpu_its_load_and_the_other_processe
     assert fake.inits == fake.shutdowns == 1
 
 
+def test_gpu_snapshot_leaves_out_this_process_and_its_children(nvml):
+    """The sweep's own main process holds a CUDA context: it is not another process on the GPU."""
+    import os
+    nvml(procs=(os.getpid(), 4242))
+    (dev,) = H.gpus()["devices"]
+    assert [p["pid"] for p in dev["processes"]] == [4242]
+
+
 def test_without_nvml_the_snapshot_says_so_and_does_not_raise(monkeypatch):
     no_nvml(monkeypatch)
     got = H.gpus()

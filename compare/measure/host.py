@@ -117,9 +117,8 @@ def cpu_speed(repeats: int = REPEATS) -> dict[str, Any]:
 def load(interval: float = LOAD_INTERVAL_S, exclude: set[int] | None = None) -> dict[str, Any]:
     """Load average, CPU busy % over `interval` and the busiest other processes over the same interval.
     `exclude`: pids left out of the list (default: this process and its children)."""
-    me = psutil.Process()
     if exclude is None:
-        exclude = {me.pid} | {c.pid for c in me.children(recursive=True)}
+        exclude = _own_tree()
     procs = []
     for p in psutil.process_iter(["pid", "name"]):
         if p.info["pid"] in exclude:
@@ -180,14 +179,22 @@ def _process_name(nvml, pid: int) -> str:
             return "?"
 
 
+def _own_tree() -> set[int]:
+    me = psutil.Process()
+    return {me.pid} | {c.pid for c in me.children(recursive=True)}
+
+
 def gpus(exclude: set[int] | None = None) -> dict[str, Any]:
-    """Every GPU NVML sees: name, utilisation, memory used and the processes on it (those NVML lists: from
-    inside a container, other containers' processes may be missing; their utilisation still shows)."""
+    """Every GPU NVML sees: name, utilisation, memory used and the *other* processes on it (those NVML lists:
+    from inside a container, other containers' processes may be missing; their utilisation still shows).
+    `exclude`: pids left out (default: this process and its children: a sweep's own main process holds a
+    CUDA context once a framework has looked at the device, ~0.5 GB on an H100, and was listed, and warned
+    of, as another process on the GPU)."""
     try:
         nvml = _nvml()
     except NvmlMissing as e:
         return {"available": False, "why": str(e)}
-    exclude = exclude or set()
+    exclude = _own_tree() if exclude is None else exclude
     try:
         out = {"available": True, "driver": _text(nvml.nvmlSystemGetDriverVersion()), "devices": []}
         for i in range(nvml.nvmlDeviceGetCount()):
