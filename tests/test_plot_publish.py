@@ -248,3 +248,27 @@ def test_a_run_that_measured_nothing_is_named_not_published(tmp_path):
     assert "## cpu-box" not in text and "| [cpu-box]" not in text
     assert "## Not published: nothing measured\n\n- nothing.json: cuda: no NVIDIA driver on this machine" in text
     assert [p.name for p in written] == ["README.md"]
+
+
+@pytest.mark.parametrize("git_rc, shown", [(1, True), (0, False), (128, False)])
+def test_a_run_made_before_a_known_defect_was_fixed_says_so_under_its_section(monkeypatch, git_rc, shown):
+    """git's answer to `merge-base --is-ancestor FIX REV`: 1, the run's revision lacks the fix (said);
+    0, it has it; 128, git does not know the revision (a shallow clone): nothing is claimed."""
+    import subprocess
+    from types import SimpleNamespace
+    asked = []
+
+    def fake_run(cmd, **kw):
+        asked.append(cmd)
+        return SimpleNamespace(returncode=git_rc)
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    run = named(S.run([S.result(S.cell(), [100.0] * 5)]))
+    run["host"]["threadbench_revision"] = "712eba3d89a6 (stated in THREADBENCH_REVISION; git here: 2a5df346eb4a+dirty)"
+    run["host_probe"] = [{"at": "start", "gpu": {"available": True, "devices": [{"index": 0, "processes": []}]}}]
+    lines = [c for c in PUB.caveats([run]) if "before d2c8190" in c]
+    assert asked == [["git", "merge-base", "--is-ancestor", "d2c8190", "712eba3d89a6"]]
+    assert lines == (["this run was made at 712eba3, before d2c8190: the host probe listed the sweep's own main "
+                      "process among the other processes on the GPU: a \"busy GPU\" warning naming only one python3 "
+                      "process of about 0.5 GB (its CUDA context) is threadbench itself"] if shown else [])
+    run["host_probe"] = [{"at": "start", "gpu": {"available": False, "why": "NVML not available"}}]  # a CPU run
+    assert not [c for c in PUB.caveats([run]) if "before d2c8190" in c]

@@ -91,6 +91,31 @@ def title(group: list[dict]) -> str:
     return f"{hosts} — {when} UTC — {hardware(group)}"
 
 
+# Defects found after runs were published, by the revision that fixed them: a run made at a revision that
+# lacks the fix says so under its section, so a published page never shows the defect unexplained.
+KNOWN_DEFECTS = [
+    ("d2c8190", lambda run: any((p.get("gpu") or {}).get("devices") for p in run.get("host_probe") or []),
+     "its host probe listed the sweep's own main process among the other processes on the GPU: a \"busy GPU\" "
+     "warning naming only one python3 process of about 0.5 GB (its CUDA context) is threadbench itself"),
+]
+
+
+def _lacks(revision: str | None, fix: str) -> bool:
+    """Whether the run's recorded revision is known to predate `fix` (git says `fix` is not its ancestor);
+    False where git or either revision is unknown."""
+    import re
+    import subprocess
+    m = re.match(r"[0-9a-f]{7,40}\b", revision or "")  # "712eba3d89a6 (stated in THREADBENCH_REVISION; ...)"
+    if not m:
+        return False
+    try:
+        rc = subprocess.run(["git", "merge-base", "--is-ancestor", fix, m.group()], capture_output=True,
+                            timeout=10, cwd=Path(__file__).resolve().parent).returncode
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return rc == 1  # 0: the fix is in the run's revision; 128: a revision git does not know
+
+
 def caveats(group: list[dict]) -> list[str]:
     """What a reader must know before quoting the figures, derived from the runs themselves."""
     from ..cells import FAILED
@@ -131,6 +156,16 @@ def caveats(group: list[dict]) -> list[str]:
                            for c in missing})
             out.append(f"incomplete: {len(missing)} of {len(run['plan'])} planned cells were not run in run "
                        f"{run['run_id']} (interrupted), among them {', '.join(what)} — `compare --resume` finishes it")
+    for fix, applies, what in KNOWN_DEFECTS:
+        hit: dict[str, int] = {}   # revision -> runs of the group made there, said once per revision
+        for run in group:
+            rev = run["host"].get("threadbench_revision")
+            if applies(run) and _lacks(rev, fix):
+                hit[rev.split()[0][:7]] = hit.get(rev.split()[0][:7], 0) + 1
+        for rev, n in hit.items():
+            runs = ("this run was" if len(group) == 1 else f"all {n} runs were" if n == len(group)
+                    else f"{n} of these {len(group)} runs were")
+            out.append(f"{runs} made at {rev}, before {fix}: {what.replace('its host probe', 'the host probe')}")
     if any(r["host"].get("gil_enabled", True) for r in group):
         out.append(f"Python {host.get('python')} with the GIL: the thread scaling is what a standard CPython "
                    "gives; a free-threaded build may scale differently")
