@@ -183,3 +183,34 @@ def test_real_strategies_answer_every_query(strategy):
 def test_processes_strategy_starts_its_pool_once_per_cell():
     assert S.STRATEGIES["processes"].make and S.STRATEGIES["processes"].pool
     assert not S.STRATEGIES["threads"].pool and not S.STRATEGIES["batched"].pool
+
+
+def test_the_dispatchers_own_lag_is_measured_against_a_do_nothing_strategy():
+    """On the simulated clock every wake-up is issue_cost late. Queries 1 s apart on average: the lag p99 is
+    that cost. At the probe's 500/s (2 ms apart on average) some arrive within a wake-up's cost of the one
+    before, and the lateness they inherit counts too."""
+    assert S.dispatcher_lag_p99(seed=3, rate=1.0, clock=S.SimClock(issue_cost=4e-4)) == pytest.approx(4e-4)
+    assert S.dispatcher_lag_p99(seed=3, clock=S.SimClock(issue_cost=4e-4)) > 4e-4
+    assert S.dispatcher_lag_p99(seed=3, clock=S.SimClock()) == 0.0
+
+
+@pytest.mark.parametrize("single_ms, given_ms, lag_ms, bound_ms", [
+    (0.1, None, 0.0, 2.0),     # the floor: 10 x 0.1 ms is below 2 ms
+    (1.0, None, 0.1, 10.0),    # 10 x the single-request p50
+    (0.1, None, 0.4, 6.0),     # the dispatcher's lag: 1.5 x 0.4 / 10%
+    (0.1, 3.0, 0.4, 3.0),      # --latency-bound-ms is taken as given, lag or not
+])
+def test_the_default_bound_is_the_largest_of_its_three_floors_unless_given(single_ms, given_ms, lag_ms, bound_ms):
+    assert S.default_bound(single_ms / 1e3, given_ms, lag_ms / 1e3) * 1e3 == pytest.approx(bound_ms)
+
+
+def test_at_a_lag_derived_bound_the_lag_rule_lets_a_rate_pass():
+    """The point of the lag floor: with the dispatcher as late as measured, a fast server is valid, where
+    the bare 2 ms floor made every rate INVALID by the lag rule."""
+    cost = 4e-4
+    lag = S.dispatcher_lag_p99(seed=1, clock=S.SimClock(issue_cost=cost))
+    fast = dict(servers=1, service=1e-5, start=100.0, seed=1, issue_cost=cost)
+    floor_only = S.simulate_search("threads", bound=S.BOUND_FLOOR_MS / 1e3, **fast)
+    assert floor_only.peak is None and all("dispatcher lag" in s.verdict for s in floor_only.steps)
+    lagged = S.simulate_search("threads", bound=S.default_bound(1e-5, None, lag), **fast)
+    assert lagged.peak is not None
