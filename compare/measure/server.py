@@ -364,7 +364,13 @@ def simulate_search(strategy: str, servers: int, service: Callable[[int], float]
 
 # -- real strategies (a cell's Harness: op, inputs, concat/split, check) ----------------------------
 class ThreadsServer:
-    """N worker threads, each taking the next query from one FIFO queue and running it through the op."""
+    """N worker threads, each taking the next query from one FIFO queue and running it through the op.
+
+    A step's threads are new threads, so each first applies the harness's per-thread setting (torch's
+    intra-op threads are per thread) and runs one untimed op, and the step starts only when all are ready:
+    a framework's per-thread first use (a CUDA stream or library handle, an OpenMP pool) is not a query's
+    latency. Without it, on the H100 every step of `server-threads` x4 had exactly 4 queries over the bound
+    (one per new thread), which made even 12-15 queries/s INVALID by early stopping."""
 
     def __init__(self, h, servers: int, keep: bool = False):
         self.h, self.servers, self.keep = h, servers, keep
@@ -372,13 +378,23 @@ class ThreadsServer:
         self.ends: dict[int, float] = {}
         self.outputs: dict[int, Any] = {}
         self.failure: BaseException | None = None
-        self.threads = [threading.Thread(target=self._work, name=f"tb-server-{k}", daemon=True)
+        self.ready = threading.Barrier(servers + 1)
+        self.threads = [threading.Thread(target=self._work, args=(k,), name=f"tb-server-{k}", daemon=True)
                         for k in range(servers)]
         for th in self.threads:
             th.start()
+        self.ready.wait()  # every thread set up and warmed: only now may the dispatcher start
 
-    def _work(self) -> None:
+    def _work(self, k: int) -> None:
         op, inputs, clock, q = self.h.op, self.h.inputs, time.perf_counter, self.q
+        try:
+            if getattr(self.h, "thread_setup", None) is not None:
+                self.h.thread_setup()
+            op(inputs[k % len(inputs)])
+        except BaseException as e:  # noqa: BLE001 - the step fails with it (after the barrier)
+            self.failure = self.failure or e
+        finally:
+            self.ready.wait()
         while (i := q.get()) is not None:
             try:
                 y = op(inputs[i % len(inputs)])
