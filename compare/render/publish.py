@@ -97,6 +97,11 @@ KNOWN_DEFECTS = [
     ("d2c8190", lambda run: any((p.get("gpu") or {}).get("devices") for p in run.get("host_probe") or []),
      "its host probe listed the sweep's own main process among the other processes on the GPU: a \"busy GPU\" "
      "warning naming only one python3 process of about 0.5 GB (its CUDA context) is threadbench itself"),
+    ("571e48a", lambda run: any(r["mode"] == "server-threads" for r in run["rows"]),
+     "each server-threads rate step started new worker threads cold, so every thread's first query (the "
+     "framework's per-thread first use) fell inside the step: up to one query per thread per step over the "
+     "bound. A server-threads peak here may be too low, and a \"no valid rate\" with as many queries over "
+     "the bound as threads (\"4 of 459\" at ×4) is that"),
 ]
 
 
