@@ -1,0 +1,68 @@
+"""benchmarks/reproducibility.py's report: the issue-11 goals computed from run files (no measuring)."""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+import synthetic_runs as S
+from compare import results as R
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def repro():
+    spec = importlib.util.spec_from_file_location("reproducibility", ROOT / "benchmarks" / "reproducibility.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["reproducibility"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def invocations(tmp_path, shifts, first=(99.0,)):
+    """One run per shift: a `sequential` cell in 5 processes whose medians are 90..110 (+ shift); each
+    process's trials are `first` then 100, 101, 100, 101 around its median (+ median - 100)."""
+    paths = []
+    for n, shift in enumerate(shifts):
+        results = []
+        for p in range(5):
+            c = dataclasses.replace(S.cell(mode="sequential"), repeat=p)
+            m = 90.0 + 5 * p + shift
+            results.append(S.result(c, [v + m - 100 for v in (*first, 100.0, 101.0, 100.0, 101.0)]))
+        paths.append(R.save(S.run(results), tmp_path / f"inv-{n}.json"))
+    return paths
+
+
+def test_the_report_counts_coverage_width_and_trial_0_over_the_runs(repro, tmp_path, capsys):
+    paths = invocations(tmp_path, [0, 2, -2, 1, -1, 0])
+    res = repro.analyse(paths)
+    assert (res["runs"], res["cells"], res["cases"]) == (6, 1, 6)
+    # each interval [min, max] of 5 process medians is 20 wide and holds the six-run median (100)
+    assert res["covered"] == 6
+    assert res["ratios"] == [pytest.approx(20 / 4)]          # width 20 over a spread of 4 (102 - 98)
+    assert (res["trial0_slowest"], res["processes"]) == (30, 30)  # trial 0 (99) below 100, 101, 100, 101
+    repro.report(res, paths)
+    out = capsys.readouterr().out
+    assert "coverage: 6/6 = 100.0%" in out and "PASS" in out
+    assert "width: median CI width / spread of the 6 medians = 5.00 (goal <= 3) FAIL" in out
+    assert "trial 0 strictly slowest in 30/30" in out and "sequential" in out
+
+
+def test_a_run_whose_interval_misses_the_median_is_not_covered_and_trial_0_in_the_middle_is_not_slowest(
+        repro, tmp_path):
+    paths = invocations(tmp_path, [0, 0, 0, 0, 0, 30], first=(100.5,))
+    res = repro.analyse(paths)
+    assert res["covered"] == 5   # the shifted run's interval [120, 140] misses the median (100)
+    assert res["trial0_slowest"] == 0
+
+
+def test_simulate_resamples_process_medians_with_the_tools_own_interval(repro, tmp_path, capsys):
+    paths = invocations(tmp_path, [0, 0, 0, 0, 0, 0])
+    repro.simulate(paths, [5, 9], sets=50)
+    out = capsys.readouterr().out
+    assert "(1 cells), 50 sets of 6 invocations" in out
+    assert " 5 processes (interval level 93.8%)" in out and " 9 processes (interval level 96.1%)" in out
