@@ -124,13 +124,7 @@ def _threads(backend, model, spec, params, case, seed):
             failures.append(e)
             start.abort()
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(PARITY_THREADS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if failures:
-        raise failures[0]
+    _run_threads(worker, PARITY_THREADS, failures)
     assert all(len(e) == OPS_PER_THREAD for e in errors), "a thread did not finish its calls"
     return [e for per_thread in errors for e in per_thread]
 
@@ -152,14 +146,20 @@ def _batched(backend, model, spec, params, case, seed):
         except BaseException as e:  # noqa: BLE001 - re-raised on the main thread below
             failures.append(e)
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(BATCH_REQUESTS)]
+    _run_threads(client, BATCH_REQUESTS, failures)
+    return errors
+
+
+def _run_threads(target, n: int, failures: list[BaseException]) -> None:
+    """target(i) for i in range(n), each on a thread of its own, all joined; then the first failure the
+    targets recorded in `failures` is raised here, on the caller's thread."""
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(n)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     if failures:
         raise failures[0]
-    return errors
 
 
 __all__ = ["ParityCase", "parity_cases", "check_parity", "SMALL", "PARITY_THREADS"]

@@ -72,6 +72,18 @@ def _err(r: dict) -> tuple[float, float]:
     return max(0.0, v - (_value(r.get("ci_low")) or v)), max(0.0, (_value(r.get("ci_high")) or v) - v)
 
 
+def _label_panel(ax, first_column: bool, last_row: bool, ylabel: str, xlabel: str, notes: list, color: dict) -> None:
+    """A panel's axis labels (y on the first column, x on the last row) and its notes, top left, in the
+    colour of the series each is about."""
+    if first_column:
+        ax.set_ylabel(ylabel)
+    if last_row:
+        ax.set_xlabel(xlabel)
+    for n, (g, text) in enumerate(notes[:MAX_NOTES]):
+        ax.text(0.02, 0.97 - 0.075 * n, text, transform=ax.transAxes, fontsize="x-small", va="top",
+                color=color[g], bbox={"facecolor": "white", "alpha": 0.75, "edgecolor": "none", "pad": 1})
+
+
 def figure(summary, title: str = ""):
     """A matplotlib Figure of the scaling curves (not yet saved): a row of panels per effective precision
     (dtype and matmul setting), a panel per workload; ops/s against Python threads on log axes."""
@@ -177,13 +189,7 @@ def figure(summary, title: str = ""):
             ax.set_title(f"{workload}{'' if size == 'default' else f' ({size})'} · {dtype}"
                          + (f" ({F.precision_label(prec)})" if prec != F.DTYPE_PRECISION.get(dtype, prec) else ""),
                          fontsize="medium")
-            if j == 0:
-                ax.set_ylabel("requests/s (log)")
-            if i == len(rows) - 1:
-                ax.set_xlabel("Python threads")
-            for n, (g, text) in enumerate(notes[:MAX_NOTES]):
-                ax.text(0.02, 0.97 - 0.075 * n, text, transform=ax.transAxes, fontsize="x-small", va="top",
-                        color=color[g], bbox={"facecolor": "white", "alpha": 0.75, "edgecolor": "none", "pad": 1})
+            _label_panel(ax, j == 0, i == len(rows) - 1, "requests/s (log)", "Python threads", notes, color)
     colour_handles = [Line2D([], [], color=color[g], linewidth=3) for g in series]
     style_handles, style_labels = [], []
     for mode, spec in MODES.items():
@@ -296,13 +302,8 @@ def server_figure(rows: list[dict], title: str = ""):
             ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.6)))
             ax.grid(True, which="major", alpha=0.3)
             ax.set_title(f"{workload}{'' if size == 'default' else f' ({size})'} · {dtype}", fontsize="medium")
-            if j == 0:
-                ax.set_ylabel("p99 latency ms (log)")
-            if i == len(dtypes) - 1:
-                ax.set_xlabel("offered rate, queries/s (log)")
-            for n, (g, text) in enumerate(notes[:MAX_NOTES]):
-                ax.text(0.02, 0.97 - 0.075 * n, text, transform=ax.transAxes, fontsize="x-small", va="top",
-                        color=color[g], bbox={"facecolor": "white", "alpha": 0.75, "edgecolor": "none", "pad": 1})
+            _label_panel(ax, j == 0, i == len(dtypes) - 1, "p99 latency ms (log)", "offered rate, queries/s (log)",
+                         notes, color)
     colour_handles = [Line2D([], [], color=color[g], linewidth=3) for g in series]
     handles = [Line2D([], [], color="0.3", linestyle=SERVER_LINES[m][0], marker=SERVER_LINES[m][1])
                for m in SERVER_LINES if m in used]
