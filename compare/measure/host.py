@@ -276,7 +276,8 @@ def _visible_gpu(nvml):
 
 
 class GpuSampler:
-    """GPU utilisation while a cell's mode runs: `with GpuSampler(device, emit): run the mode`.
+    """GPU utilisation while a cell's mode runs: `s = GpuSampler(device, emit).start()`, run the mode, then
+    `s.stop(measured.timed_spans)` (as the worker does). Used as a context manager it keeps every read.
 
     A background thread reads NVML's utilisation every SAMPLE_INTERVAL_S, with the time of each read; on
     exit, one `gpu_util` event (mean, max, samples, interval, which GPU; or `why` there is no figure) is
