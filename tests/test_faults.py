@@ -179,7 +179,7 @@ def _assert_no_orphans(workers, within=0.5):
     alive = _alive(workers)
     for w in alive:  # do not leave them behind for the next test
         w.kill()
-    assert not alive, [(w.pid, w.cmdline()) for w in alive]
+    assert not alive, [w.pid for w in alive]
 
 
 @pytest.fixture(scope="module")
