@@ -17,6 +17,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 STATE = {"debug": False}
 
 from compare import exits  # exit codes, defined once (framework-free, tiny)
+from compare.cells import MODES  # the mode table (plain data): --modes lists what it holds
 
 
 def fail(message: str) -> None:
@@ -114,7 +115,7 @@ def compare(
     workloads_: str = typer.Option("mlp,block,transformer", "--workloads", "-w", help="mlp, block, transformer."),
     threads: str = typer.Option("1,2,4,8", "--threads", "-t", help="Thread counts, e.g. 1,2,4,8."),
     modes: str = typer.Option("sequential,threads", "--modes", "-m",
-                              help="sequential, threads, streams, batched, offline, processes, server-threads, server-batched (or 'all')."),
+                              help=f"{', '.join(MODES)} (or 'all')."),
     device: str = typer.Option("auto", "--device", "-d",
                                help="auto (each backend's default), gpu, cpu, or a backend's own name (cuda, mps)."),
     dtype: str = typer.Option("float32", "--dtype", help="float32, bfloat16, float16 (comma-separated)."),
@@ -149,6 +150,10 @@ def compare(
                                        "git-ignored; `publish` reads only results/runs/). An existing file is refused "
                                        "unless --overwrite."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Let --out replace an existing file."),
+    peak_probe: bool = typer.Option(True, "--peak-probe/--no-peak-probe",
+                                    help="Measure each backend's matmul peak (and an accelerator's launch rate) "
+                                         "first. Leave it out of a run that `publish` shows beside another run of "
+                                         "this machine that has it (their cells must not overlap)."),
     machine: Optional[str] = typer.Option(None, "--machine", help="Name of this machine in tables, plots and "
                                           "publish (default from the hardware, e.g. 'H100 80GB')."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
@@ -162,7 +167,7 @@ def compare(
 
     import workloads as W
     from compare import options as O
-    from compare.cells import MODES, Cell
+    from compare.cells import Cell
     from compare.measure.plan import Settings, all_devices, knob_names, plan
     import backends
 
@@ -183,6 +188,7 @@ def compare(
         offline_k=tuple(O.int_list("--offline-k", offline_k, hi=4096)),
         knobs=O.sizes(size, knob_names()),
         repeats=repeats,
+        peak_probe=peak_probe,
     )
     if not 1 <= repeats <= MAX_REPEATS:
         raise O.BadInput(f"--repeats: {repeats} is out of range; use 1 to {MAX_REPEATS}")

@@ -260,3 +260,28 @@ def test_end_to_end_compare_json_then_report_diff_plot_publish(tmp_path):
     assert pub.returncode == 0, pub.stderr
     readme = (tmp_path / "README.md").read_text()
     assert "![scaling curves" in readme and (tmp_path / "tiny.png").exists()
+
+
+def test_compare_help_lists_every_mode_in_the_table():
+    """--modes' help is read from compare.cells.MODES: a new mode shows up without a second edit."""
+    from compare.cells import MODES
+    out = subprocess.run([sys.executable, "cli.py", "compare", "--help"], capture_output=True, text=True, cwd=ROOT,
+                         timeout=60, env=dict(os.environ, COLUMNS="400"))
+    assert out.returncode == 0
+    modes_line = next(line for line in out.stdout.splitlines() if "--modes" in line)
+    for mode in MODES:
+        assert f"{mode}," in modes_line or f"{mode} (or" in modes_line, (mode, modes_line)
+
+
+def test_no_peak_probe_leaves_the_probe_out_and_says_so_in_the_settings(tmp_path):
+    """A run that joins another of this machine (transformer apart from mlp, say) can leave the matmul probe out,
+    so the two share no cell and `publish` shows them as one machine."""
+    common = ["--backends", "numpy", "--dtype", "float64", "--workloads", "mlp", "--threads", "1", "--modes",
+              "sequential", "--trials", "2", "--duration", "0.05", "--warmup", "1", "-q"]
+    with_probe, without = tmp_path / "a.json", tmp_path / "b.json"
+    assert cli("compare", *common, "--out", with_probe).returncode == 0
+    out = cli("compare", *common, "--no-peak-probe", "--out", without)
+    assert out.returncode == 0, out.stderr
+    a, b = R.load(with_probe), R.load(without)
+    assert "matmul" in {r["workload"] for r in a["rows"]} and a["settings"]["peak_probe"] is True
+    assert {r["workload"] for r in b["rows"]} == {"mlp"} and b["settings"]["peak_probe"] is False
