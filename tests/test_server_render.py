@@ -97,6 +97,24 @@ def test_the_server_plot_draws_steps_peaks_and_the_bound():
     assert "torch cpu" in legend and "numpy cpu" not in legend  # unsupported: nothing drawn, no colour
 
 
+def test_near_equal_bounds_get_labels_that_do_not_overlap():
+    """Two strategies' own bounds 10.1 and 10.4 ms (as on the H100 transformer): both labels stay readable."""
+    def at(bound, pairs):
+        return [Trial(**{**t.__dict__, "bound_ms": bound}) for t in steps(*pairs)]
+    run = S.run([server("torch", "threads", at(10.4, [(400, "valid")])),
+                 server("torch", "batched", at(10.1, [(950, "valid")])),
+                 server("mlx", "batched", at(11.9, [(900, "valid")]))])
+    fig = PL.server_figure(P.merge([run]), "t")
+    (ax,) = [ax for ax in fig.axes if ax.get_visible()]
+    fig.canvas.draw()
+    boxes = {t.get_text(): t.get_window_extent() for t in ax.texts if t.get_text().startswith("bound")}
+    assert set(boxes) == {"bound 10.1 ms", "bound 10.4 ms", "bound 11.9 ms"}
+    names = sorted(boxes)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            assert not boxes[a].overlaps(boxes[b]), (a, b)
+
+
 def test_no_server_cells_no_server_plot_and_publish_adds_it_only_with_them(tmp_path):
     assert PL.server_figure(P.merge([S.scaling_run()]), "t") is None
     runs, out = tmp_path / "runs", tmp_path / "out"

@@ -225,6 +225,7 @@ SERVER_LINES = {m.name: MODES[m.name.removeprefix("server-")].line or ("-", "o")
                 for m in MODES.values() if not m.throughput}
 PEAK_MARK = "*"    # the peak valid rate of a cell's search
 BOUND_STYLE = (0, (5, 3))  # the latency bound: a horizontal dashed line
+BOUND_LABEL_GAP = 1.25     # bounds closer than this ratio get their labels stacked, not printed over each other
 
 
 def server_figure(rows: list[dict], title: str = ""):
@@ -285,11 +286,15 @@ def server_figure(rows: list[dict], title: str = ""):
                                 color=color[g], xytext=(3, 0), textcoords="offset points")
                 if r["bound_ms"] is not None:
                     bounds.setdefault(r["bound_ms"], set()).add(g)
-            for b, gs in bounds.items():  # one line per distinct bound, in its backend's colour if it is its own
+            lift, last = 0, None
+            for b, gs in sorted(bounds.items()):  # one line per distinct bound, in its backend's colour if its own
                 ax.axhline(b, color=color[next(iter(gs))] if len(bounds) > 1 else "0.35", linestyle=BOUND_STYLE,
                            linewidth=1.1)
+                lift = lift + 1 if last is not None and b / last < BOUND_LABEL_GAP else 0  # near-equal: stack
                 ax.annotate(f"bound {F.short(b)} ms", (1.0, b), xycoords=("axes fraction", "data"), ha="right",
-                            va="bottom", fontsize="x-small", color="0.3")
+                            va="bottom", fontsize="x-small", color="0.3", xytext=(-2, 1 + 8 * lift),
+                            textcoords="offset points")
+                last = b
                 ys.append(b)
             ax.set_xscale("log")
             ax.set_yscale("log")
