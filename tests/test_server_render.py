@@ -2,6 +2,8 @@
 drawn (a line per backend x strategy, hollow invalid steps, the starred peak, the dashed bound) and what
 the findings claim (best strategy by peak valid rate with its bracket; a comparison only when brackets are
 disjoint and MIN_GAIN apart; "no valid rate" with its reason)."""
+from dataclasses import replace
+
 import pytest
 
 import synthetic_runs as S
@@ -11,6 +13,7 @@ from compare.render import findings as FI
 from compare.render import plot as PL
 from compare.render import publish as PUB
 from compare.render import report as P
+from compare.render import server as SR
 
 P99_FAIL = "invalid: p99 3 ms > bound 2 ms"
 
@@ -95,6 +98,47 @@ def test_the_server_plot_draws_steps_peaks_and_the_bound():
     assert any("mlx cpu processes: CRASH" in t.get_text() for t in ax.texts)
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert "torch cpu" in legend and "numpy cpu" not in legend  # unsupported: nothing drawn, no colour
+
+
+def repeated(backend: str, strategy: str, peaks_of_processes: list[float]) -> list[CellResult]:
+    """One CellResult per process (--repeats): each searched on its own, valid at its peak, invalid 5% above."""
+    out = []
+    for i, p in enumerate(peaks_of_processes):
+        r = server(backend, strategy, steps((p / 2, "valid"), (p, "valid"), (p * 1.05, P99_FAIL)))
+        out.append(CellResult(**{**r.__dict__, "cell": replace(r.cell, repeat=i)}))
+    return out
+
+
+def test_several_processes_give_the_median_peak_and_its_interval_never_the_best_process():
+    run = S.run(repeated("torch", "processes", [600.0, 400.0, 500.0, 560.0, 480.0])
+                + repeated("torch", "threads", [300.0, 310.0, 320.0, 290.0, 305.0])
+                + repeated("torch", "batched", [450.0, 520.0, 610.0, 500.0, 470.0]))
+    recs = {r["mode"]: r for r in SR.peaks(run["rows"])}
+    proc = recs["server-processes"]
+    assert proc["peak"] == 500.0 and (proc["low"], proc["high"]) == (400.0, 600.0)   # not 600, the best of five
+    assert proc["n_processes"] == 5 and abs(proc["level"] - 0.9375) < 1e-9 and proc["above"] is None
+    assert len(proc["steps"]) == 15
+    s = sentence(run)
+    assert "the median of 5 processes' peaks [its interval]" in s
+    assert "torch cpu: best processes ×2, 500 req/s [400–600] under its 2 ms bound" in s
+    assert "more than threads ×2 (305 [290–320], 1.6×)" in s           # intervals disjoint, 10% apart
+    assert "not clearly more than batched ×2 (500 [450–610])" in s     # overlapping intervals: no claim
+    (table, _) = SR.build(run["rows"])
+    row = next(r for r in table.rows if r[2] == "processes")
+    assert row[5] == "500" and row[6] == "400–600 (5 processes, 93.8%)", row
+
+
+def test_a_process_without_a_valid_rate_counts_as_zero_and_one_failed_process_fails_the_cell():
+    none_valid = server("mlx", "threads", steps((50, P99_FAIL), (25, P99_FAIL)))
+    runs = repeated("mlx", "threads", [300.0, 320.0]) + [
+        CellResult(**{**none_valid.__dict__, "cell": replace(none_valid.cell, repeat=2)})]
+    (rec,) = SR.peaks(S.run(runs)["rows"])
+    assert rec["peak"] == 300.0 and rec["low"] == 0.0
+    crashed = server("mlx", "threads", [], "crash", "process 2 of 2 killed by SIGSEGV")
+    runs = repeated("mlx", "threads", [300.0, 320.0]) + [
+        CellResult(**{**crashed.__dict__, "cell": replace(crashed.cell, repeat=2)})]
+    (rec,) = SR.peaks(S.run(runs)["rows"])
+    assert rec["status"] == "crash" and "SIGSEGV" in rec["cause"]
 
 
 def test_near_equal_bounds_get_labels_that_do_not_overlap():

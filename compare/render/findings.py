@@ -232,16 +232,23 @@ def _server_label(r: dict) -> str:
 
 
 def _bracket(r: dict) -> str:
-    return f"[{F.short(r['peak'])}, {F.short(r['above'])})" if r["above"] is not None else f"≥ {F.short(r['peak'])}"
+    from .server import span
+    return f"[{span(r)}]" if r.get("low") is not None else span(r)
 
 
 def sustains_more(a: dict, b: dict) -> bool:
-    """Server cell a sustains a higher rate than b (peaks() records): the brackets [peak, above) do not overlap
-    (b's bracket ends at or below a's peak; an unbracketed peak is only a lower end, so it never ends) and the
-    peaks are MIN_GAIN apart."""
-    if a["peak"] is None or b["peak"] is None or b["above"] is None:
+    """Server cell a sustains a higher rate than b (peaks() records), and the peaks are MIN_GAIN apart. From
+    one search each: the brackets [peak, above) do not overlap (b's ends at or below a's peak; an unbracketed
+    peak is only a lower end, so it never ends). From several processes each: the intervals of the medians are
+    disjoint, as for throughput. A cell of each kind: a's lowest end lies above b's highest."""
+    if a["peak"] is None or b["peak"] is None:
         return False
-    return b["above"] <= a["peak"] and a["peak"] >= (1 + MIN_GAIN) * b["peak"]
+    a_low = a["low"] if a.get("low") is not None else a["peak"]
+    b_high = b["high"] if b.get("high") is not None else b["above"]
+    if b_high is None:
+        return False
+    apart = a_low > b_high if b.get("high") is not None else a_low >= b_high
+    return apart and a["peak"] >= (1 + MIN_GAIN) * b["peak"]
 
 
 def _no_rate(r: dict) -> str:
@@ -295,8 +302,11 @@ def server_sentences(rows: list[dict]) -> dict[tuple, str]:
             parts.append(clause)
         if not parts:
             continue
-        out[key] = ("Server scenario (peak Poisson rate with p99 latency under the bound; [peak, lowest failing "
-                    "rate above it)): " + "; ".join(parts) + ".")
+        several = {c["n_processes"] for g in groups.values() for c in g if c.get("low") is not None}
+        how = (f"the median of {'/'.join(map(str, sorted(several)))} processes' peaks [its interval]"
+               if several else "[peak, lowest failing rate above it)")
+        out[key] = (f"Server scenario (peak Poisson rate with p99 latency under the bound; {how}): "
+                    + "; ".join(parts) + ".")
     return out
 
 
