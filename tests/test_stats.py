@@ -182,6 +182,31 @@ def test_sweep_skips_larger_cells_in_every_round_once_too_slow_and_goes_on_after
     assert len(started) == 5   # the skipped process never started
 
 
+def test_a_too_slow_mode_skips_its_own_larger_cells_not_another_modes(monkeypatch):
+    """Seen on this CPU (transformer): batched ×2 too slow had skipped processes ×2, which holds the window."""
+    plan = [S.cell(mode="sequential"), S.cell(mode="batched", threads=2), S.cell(mode="batched", threads=4),
+            S.cell(mode="processes", threads=1), S.cell(mode="processes", threads=2),
+            S.cell(mode="offline", k=8), S.cell(mode="offline", k=64)]
+    cells = P.interleave(plan, 2)
+    fake_sweep(monkeypatch, lambda c: (TOO_SLOW, []) if (c.mode, c.threads) == ("batched", 2) or c.k == 8
+               else (OK, [100.0] * 5))
+    got = [(r.cell.mode, r.cell.threads, r.cell.k, r.status) for r in runner.sweep(cells, runner.Limits())]
+    assert got[:7] == [("sequential", 1, 1, OK), ("batched", 2, 1, TOO_SLOW), ("batched", 4, 1, SKIPPED),
+                       ("processes", 1, 1, OK), ("processes", 2, 1, OK), ("offline", 1, 8, TOO_SLOW),
+                       ("offline", 1, 64, SKIPPED)]
+    assert [g[3] for g in got[7:]] == [OK, SKIPPED, SKIPPED, OK, OK, SKIPPED, SKIPPED]
+
+
+def test_one_request_too_slow_alone_skips_every_later_mode_of_the_workload(monkeypatch):
+    cells = [S.cell(mode="sequential"), S.cell(mode="threads", threads=2), S.cell(mode="processes", threads=2),
+             S.cell(mode="offline", k=8), S.cell(workload="block", mode="sequential")]
+    started = fake_sweep(monkeypatch, lambda c: (TOO_SLOW, []) if c.workload == "mlp" else (OK, [100.0] * 5))
+    got = [(r.cell.workload, r.cell.mode, r.status) for r in runner.sweep(cells, runner.Limits())]
+    assert got == [("mlp", "sequential", TOO_SLOW), ("mlp", "threads", SKIPPED), ("mlp", "processes", SKIPPED),
+                   ("mlp", "offline", SKIPPED), ("block", "sequential", OK)]
+    assert len(started) == 2
+
+
 def test_resume_runs_only_the_missing_and_failed_processes_of_a_cell():
     a, b = S.cell(mode="sequential"), S.cell(mode="threads", threads=2)
     planned = P.interleave([a, b], 3)

@@ -156,15 +156,18 @@ def _log_tail(log_path: Path, lines: int = 3) -> str:
 
 
 # -- a sweep ---------------------------------------------------------------------------------------
-def _group(cell: Cell, offline: bool) -> tuple:
-    return (cell.backend, cell.device, cell.dtype, cell.workload, cell.knobs, cell.fp32_precision, offline)
+def _group(cell: Cell, mode: str) -> tuple:
+    return (cell.backend, cell.device, cell.dtype, cell.workload, cell.knobs, cell.fp32_precision, mode)
 
 
 def sweep(cells: Iterable[Cell], limits: Limits, on_start: Callable[[Cell], None] | None = None) -> Iterator[CellResult]:
-    """Run cells in order, yielding each result. Once a group's single op is too slow for the window, its
-    larger cells (more threads, bigger offline batches: those after it in the plan's order) are skipped without
-    starting a process, in this round of --repeats and every later one. Cells before it (smaller) still run
-    in later rounds: one too-slow ×8 process says nothing about the sequential cell's next process."""
+    """Run cells in order, yielding each result. Once a cell is too slow for the window, the larger cells of
+    its mode (more threads, bigger offline batches: those after it in the plan's order) are skipped without
+    starting a process, in this round of --repeats and every later one; a one-client cell (sequential, or ×1
+    of a client mode) too slow means one request alone is too slow, so every later cell of that workload is.
+    Another mode at N is not skipped for a too-slow mode at N: processes ×2 can hold the minimum of ops per
+    window where batched ×2 cannot. Cells before it (smaller) still run in later rounds: one too-slow ×8
+    process says nothing about the sequential cell's next process."""
     cells = list(cells)
     place: dict[tuple, int] = {}   # a cell's place in the plan's first round (the same in every round)
     for i, c in enumerate(cells):
@@ -174,16 +177,16 @@ def sweep(cells: Iterable[Cell], limits: Limits, on_start: Callable[[Cell], None
         for cell in cells:
             if on_start:
                 on_start(cell)
-            where, reason = too_slow.get(_group(cell, MODES[cell.mode].axis == "k"), (None, ""))
+            where, reason = too_slow.get(_group(cell, cell.mode), (None, ""))
             if where is not None and place[cell.key()] >= where:
                 yield CellResult(cell=cell, status=SKIPPED, cause=f"not run: {reason}")
                 continue
             result = run_cell(cell, Path(cache), limits)
             if result.status == TOO_SLOW:
                 reason = f"{cell.label()} was already too slow ({result.cause})"
-                # a bigger offline batch is slower still; anything else is at least one op of the same size
-                for offline in ({True} if MODES[cell.mode].axis == "k" else {True, False}):
-                    group = _group(cell, offline)
+                alone = cell.threads == 1 and MODES[cell.mode].axis != "k"   # one request, one client
+                for mode in (MODES if alone else [cell.mode]):
+                    group = _group(cell, mode)
                     if group not in too_slow or place[cell.key()] < too_slow[group][0]:
                         too_slow[group] = (place[cell.key()], reason)
             yield result
