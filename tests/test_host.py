@@ -422,6 +422,9 @@ def test_an_idle_machine_gets_no_busy_warning():
 @pytest.mark.parametrize("start, end, expected", [
     (snapshot("start", load_avg=2.5), None, ["busy machine at start: 1-minute load average 2.50 on 4 CPUs"]),
     (snapshot("start", load_avg=1.9), None, []),                        # below half the CPUs
+    (snapshot("start", load_avg=2.5, busy=0.0), snapshot("end", busy=2.0),   # the load is the minute before
+     ["busy minute before the start: 1-minute load average 2.50 on 4 CPUs (above 0.5 per CPU), yet the CPU "
+      "was 0% busy at start and 2% busy at end while threadbench was idle"]),
     (None, snapshot("end", load_avg=9.0), []),                          # the end's average holds our own cells
     (None, snapshot("end", busy=40.0), ["busy machine at end: CPU 40% busy while threadbench was idle"]),
     (snapshot("start", gpu_procs=(99,)), None, ["busy GPU 0 at start: other processes on it: job (pid 99"]),

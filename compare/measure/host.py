@@ -43,6 +43,8 @@ BUSY_LOAD_FRACTION = 0.5   # a 1-minute load average above half the logical CPUs
 #                            kept half the cores busy in the minute before the sweep. Not applied at the
 #                            end, where the load average includes the sweep's own cells.
 BUSY_CPU_PCT = 25.0        # CPU busy above 25% of all cores during a probe's interval, at start or end
+QUIET_CPU_PCT = 3.0        # both probes' CPU busy under 3%: a high load average at the start is the minute
+#                            before (an earlier run, seen as 2.1 on this 2-core machine), not work running now
 BUSY_GPU_UTIL_PCT = 10.0   # GPU utilisation above 10% at start or end: no threadbench work runs on it then
 #                            (catches other containers' jobs, whose processes NVML may not list)
 
