@@ -58,6 +58,17 @@ def test_unstable_at_ten_percent_spread():
     assert not summary([proc(S.cell(mode="sequential"), 0, [98, 99, 100, 101, 102])])[("sequential", 1, 1)]["unstable"]
 
 
+def test_unstable_is_the_spread_inside_a_process_not_between_processes():
+    """Steady processes that differ (100 vs 200 ops/s) are not UNSTABLE: the interval spans that difference."""
+    c = S.cell(mode="sequential")
+    steady = summary([proc(c, 0, [100, 100, 101, 100, 100]), proc(c, 1, [200, 201, 200, 200, 200]),
+                      proc(c, 2, [150, 150, 150, 151, 150])])[("sequential", 1, 1)]
+    assert not steady["unstable"] and steady["iqr_rel"] < 0.01 and (steady["ci_low"], steady["ci_high"]) == (100, 200)
+    noisy = summary([proc(c, 0, [80, 90, 100, 110, 120]), proc(c, 1, [160, 180, 200, 220, 240]),
+                     proc(c, 2, [99, 100, 100, 100, 101])])[("sequential", 1, 1)]
+    assert noisy["unstable"] and noisy["iqr_rel"] == pytest.approx(0.20)   # the median process's 20%
+
+
 # -- failed cells carry no throughput ----------------------------------------------------------------
 NO_THROUGHPUT = ("ops_per_s", "ci_low", "ci_high", "ci_level", "iqr_rel", "tflops", "speedup", "pct_ceiling",
                  "pct_peak")

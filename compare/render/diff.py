@@ -219,7 +219,7 @@ def compare_runs(a: dict, b: dict, threshold: float = THRESHOLD, alpha: float = 
                          + ("--repeats 5 or more" if worst.unit == PROCESSES else "--trials 5 or more"))
     unstable = sum(1 for k in cells_a.keys() & cells_b.keys() if cells_a[k]["unstable"] or cells_b[k]["unstable"])
     if unstable:
-        out.notes.append(f"{unstable} compared cell(s) are UNSTABLE in A or B (trials spread > 10%): "
+        out.notes.append(f"{unstable} compared cell(s) are UNSTABLE in A or B (windows spread > 10% inside a process): "
                          "treat their ratios with care")
     return out
 

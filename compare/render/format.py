@@ -30,7 +30,8 @@ STATUS_MEANINGS = {
     "unsupported": "the backend cannot run this mode or dtype",
     "unavailable": "the device is not present or not usable here",
     "skipped": "not started (a smaller cell of the same kind was too slow)",
-    "UNSTABLE": "measured, but its trials spread more than 10% (IQR/median): re-run on a quiet machine",
+    "UNSTABLE": "measured, but its windows spread more than 10% inside a process (IQR/median; with several "
+                "processes, their median): re-run on a quiet machine",
 }
 
 # What a matmul really computes in (the `precision` column; Backend.effective_precision's vocabulary).

@@ -123,7 +123,7 @@ def _notes(ranked: list[dict]) -> list[str]:
     for (group, cause), where in failed.items():
         notes.append(f"{group}, {', '.join(where)}: {cause}")
     for group, where in unstable.items():
-        notes.append(f"{group}: UNSTABLE (trials spread > 10%, IQR/median) in {', '.join(where)}")
+        notes.append(f"{group}: UNSTABLE (windows spread > 10% inside a process, IQR/median) in {', '.join(where)}")
     return notes
 
 
@@ -224,7 +224,7 @@ def _legend(summary: pl.DataFrame, backend_env: dict | None = None) -> list[str]
     lines = [
         f"ops/s [{level}]: median requests per second over the trials, with the distribution-free interval of "
         "the median at the level the trial count allows",
-        f"{UNSTABLE_MARK} after a figure: UNSTABLE, trials spread more than 10% (IQR/median)",
+        f"{UNSTABLE_MARK} after a figure: UNSTABLE, windows spread more than 10% inside a process (IQR/median)",
         "×1T: throughput over the same backend's one-thread sequential figure",
         "×N / k=N: N Python threads (threads, streams, batched clients), or k requests per forward (offline)",
         "A ÷ B: ratio of medians at equal effective precision only (like-for-like); — when either has no figure",
