@@ -128,6 +128,19 @@ def test_several_processes_give_the_median_peak_and_its_interval_never_the_best_
     assert row[5] == "500" and row[6] == "400–600 (5 processes, 93.8%)", row
 
 
+def test_with_several_processes_the_curve_is_the_median_processs_search_and_the_rest_are_faint():
+    run = S.run(repeated("torch", "processes", [600.0, 400.0, 500.0]))
+    fig = PL.server_figure(P.merge([run]), "t")
+    (ax,) = [ax for ax in fig.axes if ax.get_visible()]
+    curves = [l for l in ax.get_lines() if len(l.get_xdata()) > 1 and len(set(l.get_ydata())) > 1]
+    assert [list(l.get_xdata()) for l in curves] == [[250.0, 500.0, 525.0]]   # one search, not 9 zig-zag steps
+    faint = [l for l in ax.get_lines() if len(l.get_xdata()) == 1 and (l.get_alpha() or 1) < 1]
+    assert sorted(l.get_xdata()[0] for l in faint) == [200.0, 300.0, 400.0, 420.0, 600.0, 630.0]
+    (star,) = [l for l in ax.get_lines() if l.get_marker() == PL.PEAK_MARK]
+    assert star.get_xdata()[0] == 500.0
+    assert "other processes' steps" in [t.get_text() for t in fig.legends[0].get_texts()]
+
+
 def test_a_process_without_a_valid_rate_counts_as_zero_and_one_failed_process_fails_the_cell():
     none_valid = server("mlx", "threads", steps((50, P99_FAIL), (25, P99_FAIL)))
     runs = repeated("mlx", "threads", [300.0, 320.0]) + [

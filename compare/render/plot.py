@@ -225,6 +225,7 @@ SERVER_LINES = {m.name: MODES[m.name.removeprefix("server-")].line or ("-", "o")
                 for m in MODES.values() if not m.throughput}
 PEAK_MARK = "*"    # the peak valid rate of a cell's search
 BOUND_STYLE = (0, (5, 3))  # the latency bound: a horizontal dashed line
+OTHER_PROCESS_ALPHA = 0.35  # with --repeats, the steps of the processes other than the median one
 BOUND_LABEL_GAP = 1.25     # bounds closer than this ratio get their labels stacked, not printed over each other
 
 
@@ -254,7 +255,7 @@ def server_figure(rows: list[dict], title: str = ""):
     fig = Figure(figsize=(5.2 * len(cols), 3.9 * len(dtypes) + 1.2), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(dtypes), len(cols), squeeze=False)
-    used = set()
+    used, faint_used = set(), False
     for i, dtype in enumerate(dtypes):
         for j, (workload, size) in enumerate(cols):
             ax = axes[i][j]
@@ -269,13 +270,19 @@ def server_figure(rows: list[dict], title: str = ""):
                     continue
                 style, marker = SERVER_LINES[r["mode"]]
                 used.add(r["mode"])
-                steps = r["steps"]
-                xs, p99 = [s["offered_rate"] for s in steps], [s["lat_p99_ms"] for s in steps]
-                ys += p99
+                # several processes (--repeats): the median process's search is the curve, the others' steps
+                # faint marks (one line through every process's steps zig-zags between searches)
+                mine = [s for s in r["steps"] if r["median_repeat"] is None or (s.get("repeat") or 0) == r["median_repeat"]]
+                others = [s for s in r["steps"] if s not in mine]
+                xs, p99 = [s["offered_rate"] for s in mine], [s["lat_p99_ms"] for s in mine]
+                ys += [s["lat_p99_ms"] for s in r["steps"]]
                 ax.plot(xs, p99, color=color[g], linestyle=style, linewidth=1.4)
-                for s in steps:
-                    ax.plot([s["offered_rate"]], [s["lat_p99_ms"]], marker=marker, color=color[g], markersize=5,
+                for s in mine + others:
+                    faint = s in others
+                    ax.plot([s["offered_rate"]], [s["lat_p99_ms"]], marker=marker, color=color[g],
+                            markersize=3 if faint else 5, alpha=OTHER_PROCESS_ALPHA if faint else 1.0,
                             markerfacecolor=color[g] if s["verdict"] == "valid" else "white", linestyle="none")
+                faint_used |= bool(others)
                 if r["peak"] is not None:
                     ax.plot([r["peak"]], [r["p99_at_peak"]], marker=PEAK_MARK, color=color[g], markersize=13,
                             markeredgecolor="black", markeredgewidth=0.6, linestyle="none", zorder=5)
@@ -318,6 +325,10 @@ def server_figure(rows: list[dict], title: str = ""):
                        markeredgewidth=0.6, linestyle="none"),
                 Line2D([], [], color="0.35", linestyle=BOUND_STYLE)]
     labels += ["invalid step (hollow)", "peak valid rate", "p99 bound"]
+    if faint_used:
+        handles.append(Line2D([], [], color="0.3", marker="o", markersize=3, alpha=OTHER_PROCESS_ALPHA, linestyle="none"))
+        labels.append("other processes' steps")
+        labels[labels.index("peak valid rate")] = "median process's peak"
     fig.legend(colour_handles + handles, series + labels, loc="outside lower center", fontsize="small",
                ncols=min(4, len(series) + len(labels)), frameon=False)
     fig.suptitle((title + "\n" if title else "") + "server scenario: p99 latency from the scheduled arrival, per "

@@ -32,7 +32,8 @@ def peaks(rows: list[dict]) -> list[dict]:
     search's precision (a re-run's noise can move either end by a step). From several (--repeats), each
     process searched on its own: `peak` is the median of their peaks (a process with no valid rate counts as
     0), `low`-`high` its distribution-free interval at `level` (stats.median_ci), `above` None; the best
-    of the processes is never the figure. `steps`: every process's rows sorted by rate."""
+    of the processes is never the figure; `median_repeat` names the median process. `steps`: every process's
+    rows sorted by rate (each row's "repeat" says whose)."""
     from ..stats import median_ci
     cells: dict[tuple, list[dict]] = {}
     for r in rows:
@@ -50,14 +51,14 @@ def peaks(rows: list[dict]) -> list[dict]:
                "bound_ms": float(np.median(bounds)) if bounds else None, "steps": steps, "n_processes": len(procs),
                "errors": sum(r["errors"] or 0 for r in {r.get("repeat") or 0: r for r in rs}.values()),
                "checked": sum(r["checked"] or 0 for r in {r.get("repeat") or 0: r for r in rs}.values()),
-               "low": None, "high": None, "level": None}
+               "low": None, "high": None, "level": None, "median_repeat": None}
         if len(procs) <= 1:
             peak, above, at = _search(steps)
         else:
-            searches = sorted((_search(ps) for ps in procs.values()), key=lambda x: x[0] or 0.0)
-            values = [x[0] or 0.0 for x in searches]
+            searches = sorted(((_search(ps), rep) for rep, ps in procs.items()), key=lambda x: x[0][0] or 0.0)
+            values = [x[0][0] or 0.0 for x in searches]
             mid = median_ci(values)
-            middle = searches[(len(searches) - 1) // 2]         # the median process (the lower one when even)
+            middle, rec["median_repeat"] = searches[(len(searches) - 1) // 2]  # the median process (lower if even)
             peak = float(np.median(values)) or None
             above, at = None, middle[2] if peak is not None else None
             if peak is not None:
