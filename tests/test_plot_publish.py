@@ -51,6 +51,16 @@ def test_figure_has_a_panel_per_workload_lines_error_bars_and_ceilings():
     assert not [t for t in mlp.texts if "CRASH" in t.get_text()]
 
 
+def test_the_subtitle_says_what_the_error_bars_span():
+    from dataclasses import replace
+    one = PL.figure(P.summarize([S.scaling_run("m1")]), "t")
+    assert "over one process's timed windows (not a re-run's spread)" in one._suptitle.get_text()
+    c = S.cell("torch", "mlp", "sequential")
+    several = S.run([S.result(replace(c, repeat=i), [100.0 + i] * 5) for i in range(3)])
+    fig = PL.figure(P.summarize([several]), "t")
+    assert "from the processes' medians (--repeats)" in fig._suptitle.get_text()
+
+
 def test_rows_per_precision_and_far_ceilings_do_not_squash_the_curves():
     run = S.scaling_run("m1")
     for r in run["rows"]:
@@ -272,3 +282,25 @@ def test_a_run_made_before_a_known_defect_was_fixed_says_so_under_its_section(mo
                       "process of about 0.5 GB (its CUDA context) is threadbench itself"] if shown else [])
     run["host_probe"] = [{"at": "start", "gpu": {"available": False, "why": "NVML not available"}}]  # a CPU run
     assert not [c for c in PUB.caveats([run]) if "before d2c8190" in c]
+
+
+def test_a_section_of_several_runs_names_the_run_of_each_line_only_one_run_has(tmp_path):
+    """Three runs of one machine in one folder: the shared backend lines once and bare, each run's own host
+    probe line under its file name, and a known defect under the one run that shows it."""
+    from compare.cells import SKIPPED
+    a = named(S.scaling_run("m1", workloads=("mlp",)))
+    b = named(S.run([S.result(S.cell(workload="block", mode="processes", threads=2), None, SKIPPED,
+                              "not run: torch/cpu/float32 block batched ×2 was already too slow (…)")]))
+    b["host"]["host"] = "m1"
+    from test_host import snapshot
+    for run, load in ((a, 0.5), (b, 1.5)):
+        run["host_probe"] = [snapshot("start", load_avg=load, busy=0.0, cpus=2), snapshot("end", busy=0.0, cpus=2)]
+        run["host"]["threadbench_revision"] = "7e6fbed243dd"
+    for name, run in (("a.json", a), ("b.json", b)):
+        R.save(run, tmp_path / "runs" / "m1" / name)
+    PUB.publish(tmp_path / "runs", tmp_path / "out")
+    text = (tmp_path / "out" / "README.md").read_text()
+    env = text[text.index("### Environment"):text.index("### Caveats")]
+    assert "- a.json: load (start → end): load average 0.5" in env and "- b.json: load (start → end): load average 1.5" in env
+    caveats = text[text.index("### Caveats"):].split("###")[1]
+    assert "- b.json was made at 7e6fbed, before 322768b: a too-slow cell skipped" in caveats

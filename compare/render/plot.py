@@ -215,7 +215,9 @@ def figure(summary, title: str = ""):
     else:               # one panel wide: side by side they overlap, so one legend, colours first
         fig.legend(colour_handles + style_handles, series + style_labels, loc="outside lower center", ncols=2,
                    fontsize="small", frameon=False)
-    fig.suptitle((title + "\n" if title else "") + "error bars: confidence interval of the median over trials",
+    scopes = frozenset(r.get("ci_scope") for r in recs if r["status"] == "ok")
+    over = ERROR_BARS.get(scopes, ERROR_BARS[frozenset()])
+    fig.suptitle((title + "\n" if title else "") + f"error bars: interval of the median {over}",
                  fontsize="medium")
     return fig
 
@@ -225,6 +227,10 @@ SERVER_LINES = {m.name: MODES[m.name.removeprefix("server-")].line or ("-", "o")
                 for m in MODES.values() if not m.throughput}
 PEAK_MARK = "*"    # the peak valid rate of a cell's search
 BOUND_STYLE = (0, (5, 3))  # the latency bound: a horizontal dashed line
+ERROR_BARS = {  # what the error bars span, by the cells' ci_scope (compare.stats): the subtitle says which
+    frozenset({"processes"}): "from the processes' medians (--repeats)",
+    frozenset({"windows"}): "over one process's timed windows (not a re-run's spread)",
+    frozenset(): "from the processes' medians (over one process's windows where a cell had one process)"}
 OTHER_PROCESS_ALPHA = 0.35  # with --repeats, the steps of the processes other than the median one
 BOUND_LABEL_GAP = 1.25     # bounds closer than this ratio get their labels stacked, not printed over each other
 
