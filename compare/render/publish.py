@@ -8,6 +8,7 @@ so publishing unchanged runs rewrites identical files and a publish's git diff s
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from .. import results as R
@@ -102,7 +103,24 @@ KNOWN_DEFECTS = [
      "framework's per-thread first use) fell inside the step: up to one query per thread per step over the "
      "bound. A server-threads peak here may be too low, and a \"no valid rate\" with as many queries over "
      "the bound as threads (\"4 of 459\" at ×4) is that"),
+    ("322768b", lambda run: any(_skipped_by_another_mode(r) for r in run["rows"]),
+     "a too-slow cell skipped the later cells of every mode of its workload, not only its own mode's larger "
+     "ones: a cell \"skipped\" because a cell of another mode was too slow was never measured, and may well "
+     "hold the window"),
 ]
+
+
+def _name(run: dict) -> str:
+    """How the page names one run of a section: its file, else (a run not read from a file) its id."""
+    return Path(run["_path"]).name if run.get("_path") else run["run_id"]
+
+
+def _skipped_by_another_mode(row: dict) -> bool:
+    """A cell skipped because a cell of another mode with several clients was too slow (compare.cells
+    Cell.label in the cause: "not run: torch/cpu/float32 transformer batched ×2 was already too slow")."""
+    m = re.match(r"not run: \S+ \S+ (\S+)(?: ×(\d+))?( k=\d+)? was already too slow", row.get("cause") or "")
+    return (row["status"] == "skipped" and m is not None and m.group(1) != row["mode"]
+            and (int(m.group(2) or 1) > 1 or m.group(3) is not None))
 
 
 def _lacks(revision: str | None, fix: str) -> bool:
@@ -144,7 +162,7 @@ def caveats(group: list[dict]) -> list[str]:
     short: dict[str, list[str]] = {}   # said once, however many runs were measured that way
     for run in group:
         cell = run["settings"].get("cell") or {}
-        if (cell.get("trials") or 5) < 5 or (cell.get("duration") or 0.5) < 0.5:
+        if ((cell.get("trials") or 5) < 5 or (cell.get("duration") or 0.5) < 0.5) and run["settings"].get("repeats", 1) < 2:
             short.setdefault(f"{cell.get('trials')} trials × {cell.get('duration')} s per cell", []).append(run["run_id"])
     for what, ids in short.items():
         out.append(f"short measurement ({what}" + (f", {len(ids)} of {len(group)} runs" if len(group) > 1 else "")
@@ -162,14 +180,15 @@ def caveats(group: list[dict]) -> list[str]:
             out.append(f"incomplete: {len(missing)} of {len(run['plan'])} planned cells were not run in run "
                        f"{run['run_id']} (interrupted), among them {', '.join(what)} — `compare --resume` finishes it")
     for fix, applies, what in KNOWN_DEFECTS:
-        hit: dict[str, int] = {}   # revision -> runs of the group made there, said once per revision
+        hit: dict[str, list[str]] = {}   # revision -> files of the group's runs it shows in, said once per revision
         for run in group:
             rev = run["host"].get("threadbench_revision")
             if applies(run) and _lacks(rev, fix):
-                hit[rev.split()[0][:7]] = hit.get(rev.split()[0][:7], 0) + 1
-        for rev, n in hit.items():
+                hit.setdefault(rev.split()[0][:7], []).append(_name(run))
+        for rev, names in hit.items():
+            n = len(names)
             runs = ("this run was" if len(group) == 1 else f"all {n} runs were" if n == len(group)
-                    else f"{n} of these {len(group)} runs were")
+                    else ", ".join(names) + (" were" if n > 1 else " was"))
             out.append(f"{runs} made at {rev}, before {fix}: {what.replace('its host probe', 'the host probe')}")
     if any(r["host"].get("gil_enabled", True) for r in group):
         out.append(f"Python {host.get('python')} with the GIL: the thread scaling is what a standard CPython "
@@ -204,8 +223,8 @@ def section(group: list[dict], plot_name: str | None, out_dir: Path, server_plot
     if server_plot:
         lines += [f"![server scenario, p99 latency vs offered rate: {title(group)}]({server_plot})", ""]
     lines += [tables.to_markdown(t, heading="###") for t in tables.build_compact(summary)]
-    env = list(dict.fromkeys(line for run in group for line in report.environment_lines(run)))
-    warnings = list(dict.fromkeys(f"**warning** ({k}): {w}" for run in group for k, w in report.warning_lines(run)))
+    env = _per_run(group, lambda run: report.environment_lines(run))
+    warnings = _per_run(group, lambda run: [f"**warning** ({k}): {w}" for k, w in report.warning_lines(run)])
     lines += ["### Environment", ""] + [f"- {x}" for x in env + warnings]
     lines += ["", "### Caveats", ""] + [f"- {c}" for c in caveats(group)] + [""]
     from . import server as server_tables
@@ -214,6 +233,16 @@ def section(group: list[dict], plot_name: str | None, out_dir: Path, server_plot
     commands = list(dict.fromkeys(report.command_line(run) for run in group))   # each as given, once
     lines += ["### Command" + ("s" if len(commands) > 1 else ""), "", "```sh"] + commands + ["```", ""]
     return "\n".join(lines), summary
+
+
+def _per_run(group: list[dict], lines_of) -> list[str]:
+    """Each run's lines, said once: a line two or more runs share as it is; one only a single run of several
+    has (its host probe and load, say) names its file, so the reader knows which run it describes."""
+    from collections import Counter
+    per = [(_name(run), list(dict.fromkeys(lines_of(run)))) for run in group]
+    seen = Counter(line for _, lines in per for line in lines)
+    return list(dict.fromkeys(line if seen[line] > 1 or len(group) == 1 else f"{name}: {line}"
+                              for name, lines in per for line in lines))
 
 
 def findings_markdown(groups: list[list[dict]], summaries: list) -> list[str]:
