@@ -3,6 +3,8 @@ nothing cut, one print path for `compare` and `report`, the json export read bac
 the commands' exit codes for inputs that cannot work. Structure and text, never pixels or speed."""
 import json
 import re
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +14,8 @@ from compare import results as R
 from compare.render import format as F
 from compare.render import report as P
 from compare.render import tables
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def gpu_run():
@@ -187,7 +191,10 @@ def test_ad_hoc_runs_land_outside_the_published_folder():
     from compare.render.publish import RUNS_DIR
     path = R.default_path(S.run([]))
     assert RUNS_DIR not in path.parents and path.parent == R.DEFAULT_RUNS
-    assert "runs/" in open(".gitignore").read().split()
+    ignored = lambda p: subprocess.run(["git", "check-ignore", "-q", "--no-index", p], cwd=ROOT).returncode == 0  # noqa: E731
+    assert ignored("runs/2026-01-01-host-abc.json")                 # compare's default output: never committed
+    assert not ignored("results/runs/cpu/closed-loop.json")          # the published runs: committed with the page
+    assert ignored("results/runs/scratch/try.json")
 
 
 def test_several_machines_fit_the_width_with_their_names_whole():
