@@ -304,3 +304,16 @@ def test_a_section_of_several_runs_names_the_run_of_each_line_only_one_run_has(t
     assert "- a.json: load (start → end): load average 0.5" in env and "- b.json: load (start → end): load average 1.5" in env
     caveats = text[text.index("### Caveats"):].split("###")[1]
     assert "- b.json was made at 7e6fbed, before 322768b: a too-slow cell skipped" in caveats
+
+
+def test_a_panel_spanning_about_a_decade_labels_its_2s_and_5s():
+    """A slow workload (5-7 requests/s on a 2-core CPU) had one labelled tick, 10, above all its points."""
+    run = S.run([S.result(S.cell(mode="sequential"), [5.0, 5.5, 6.0, 5.2, 5.8]),
+                 S.result(S.cell(mode="threads", threads=2), [6.5, 6.4, 6.9, 6.6, 6.2])])
+    fig = PL.figure(P.summarize([run]), "t")
+    (ax,) = [ax for ax in fig.axes if ax.get_visible()]
+    fig.canvas.draw()
+    lo, hi = ax.get_ylim()
+    shown = [t.get_text() for t in ax.yaxis.get_ticklabels(minor=True) + ax.yaxis.get_ticklabels()
+             if t.get_text() and lo <= t.get_position()[1] <= hi]
+    assert "5" in shown and len(shown) >= 2, shown

@@ -94,7 +94,7 @@ def figure(summary, title: str = ""):
     from . import format as F
     _, Figure, FigureCanvasAgg = _matplotlib()
     from matplotlib.lines import Line2D
-    from matplotlib.ticker import EngFormatter
+    from matplotlib.ticker import EngFormatter, LogLocator
     recs = F.fill_precision(workload_cells(summary).to_dicts()) if summary.height else []
     if not any(r["status"] == "ok" and _value(r["ops_per_s"]) is not None for r in recs):
         raise NothingToPlot("nothing to plot: no cell of these runs has a measured throughput")
@@ -185,6 +185,10 @@ def figure(summary, title: str = ""):
             ax.minorticks_off()
             ax.set_xlim(ticks[0] / 1.5, ticks[-1] * 1.5)
             ax.yaxis.set_major_formatter(EngFormatter(sep=""))   # 20k, 1.5M: readable at a glance
+            lo, hi = ax.get_ylim()
+            if hi / lo < 10 ** SHORT_SPAN_DECADES:   # at most one decade label: label 2 and 5 between them too
+                ax.yaxis.set_minor_locator(LogLocator(base=10, subs=(2, 5)))
+                ax.yaxis.set_minor_formatter(EngFormatter(sep=""))
             ax.grid(True, which="major", alpha=0.3)
             ax.set_title(f"{workload}{'' if size == 'default' else f' ({size})'} · {dtype}"
                          + (f" ({F.precision_label(prec)})" if prec != F.DTYPE_PRECISION.get(dtype, prec) else ""),
@@ -227,6 +231,7 @@ SERVER_LINES = {m.name: MODES[m.name.removeprefix("server-")].line or ("-", "o")
                 for m in MODES.values() if not m.throughput}
 PEAK_MARK = "*"    # the peak valid rate of a cell's search
 BOUND_STYLE = (0, (5, 3))  # the latency bound: a horizontal dashed line
+SHORT_SPAN_DECADES = 1.5   # a scaling panel spanning less (a slow workload's few ops/s) also labels 2x and 5x
 ERROR_BARS = {  # what the error bars span, by the cells' ci_scope (compare.stats): the subtitle says which
     frozenset({"processes"}): "from the processes' medians (--repeats)",
     frozenset({"windows"}): "over one process's timed windows (not a re-run's spread)",
