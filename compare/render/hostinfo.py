@@ -104,16 +104,17 @@ def busy_warnings(run: dict) -> list[str]:
     start, end = snapshots(run)
     if start and start["load"].get("load_avg"):
         avg, cpus = start["load"]["load_avg"][0], start["load"].get("cpu_count") or 1
-        direct = [p["load"].get("cpu_busy_pct") for p in (start, end) if p]
-        if avg > H.BUSY_LOAD_FRACTION * cpus and all(b is not None and b < H.QUIET_CPU_PCT for b in direct):
-            out.append(f"busy minute before the start: 1-minute load average {avg:.2f} on {cpus} CPUs (above "
-                       f"{H.BUSY_LOAD_FRACTION:g} per CPU), yet the CPU was "
-                       + " and ".join(f"{b:.0f}% busy at {p['at']}" for b, p in zip(direct, (start, end)) if p)
-                       + " while threadbench was idle: work that ended before the run (an earlier run, say) or "
-                       "came and went between those samples")
-        elif avg > H.BUSY_LOAD_FRACTION * cpus:
-            out.append(f"busy machine at start: 1-minute load average {avg:.2f} on {cpus} CPUs (above "
-                       f"{H.BUSY_LOAD_FRACTION:g} per CPU): other work competed for the cores")
+        probes = [p for p in (start, end) if p]
+        direct = [p["load"].get("cpu_busy_pct") for p in probes]
+        if avg > H.BUSY_LOAD_FRACTION * cpus:
+            high = f"1-minute load average {avg:.2f} on {cpus} CPUs (above {H.BUSY_LOAD_FRACTION:g} per CPU)"
+            if all(b is not None and b < H.QUIET_CPU_PCT for b in direct):  # the load is the minute before
+                out.append(f"busy minute before the start: {high}, yet the CPU was "
+                           + " and ".join(f"{b:.0f}% busy at {p['at']}" for b, p in zip(direct, probes))
+                           + " while threadbench was idle: work that ended before the run (an earlier run, say) "
+                           "or came and went between those samples")
+            else:
+                out.append(f"busy machine at start: {high}: other work competed for the cores")
     for p in (start, end):
         if not p:
             continue

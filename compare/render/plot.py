@@ -283,17 +283,17 @@ def server_figure(rows: list[dict], title: str = ""):
                 used.add(r["mode"])
                 # several processes (--repeats): the median process's search is the curve, the others' steps
                 # faint marks (one line through every process's steps zig-zags between searches)
-                mine = [s for s in r["steps"] if r["median_repeat"] is None or (s.get("repeat") or 0) == r["median_repeat"]]
-                others = [s for s in r["steps"] if s not in mine]
-                xs, p99 = [s["offered_rate"] for s in mine], [s["lat_p99_ms"] for s in mine]
+                faint = [r["median_repeat"] is not None and (s.get("repeat") or 0) != r["median_repeat"]
+                         for s in r["steps"]]
+                mine = [s for s, f in zip(r["steps"], faint) if not f]
+                ax.plot([s["offered_rate"] for s in mine], [s["lat_p99_ms"] for s in mine], color=color[g],
+                        linestyle=style, linewidth=1.4)
                 ys += [s["lat_p99_ms"] for s in r["steps"]]
-                ax.plot(xs, p99, color=color[g], linestyle=style, linewidth=1.4)
-                for s in mine + others:
-                    faint = s in others
+                for s, f in sorted(zip(r["steps"], faint), key=lambda x: x[1]):   # the median process's first
                     ax.plot([s["offered_rate"]], [s["lat_p99_ms"]], marker=marker, color=color[g],
-                            markersize=3 if faint else 5, alpha=OTHER_PROCESS_ALPHA if faint else 1.0,
+                            markersize=3 if f else 5, alpha=OTHER_PROCESS_ALPHA if f else 1.0,
                             markerfacecolor=color[g] if s["verdict"] == "valid" else "white", linestyle="none")
-                faint_used |= bool(others)
+                faint_used |= any(faint)
                 if r["peak"] is not None:
                     ax.plot([r["peak"]], [r["p99_at_peak"]], marker=PEAK_MARK, color=color[g], markersize=13,
                             markeredgecolor="black", markeredgewidth=0.6, linestyle="none", zorder=5)

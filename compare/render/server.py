@@ -34,7 +34,7 @@ def peaks(rows: list[dict]) -> list[dict]:
     0), `low`-`high` its distribution-free interval at `level` (stats.median_ci), `above` None; the best
     of the processes is never the figure; `median_repeat` names the median process. `steps`: every process's
     rows sorted by rate (each row's "repeat" says whose)."""
-    from ..stats import median_ci
+    from ..stats import cell_status, median_ci
     cells: dict[tuple, list[dict]] = {}
     for r in rows:
         if r["mode"] in SERVER_MODES:
@@ -42,15 +42,15 @@ def peaks(rows: list[dict]) -> list[dict]:
     out = []
     for key, rs in cells.items():
         steps = sorted((r for r in rs if r.get("offered_rate") is not None), key=lambda r: r["offered_rate"])
-        failed = next((r for r in rs if r["status"] != "ok"), None)   # one failed process fails the cell
+        status, cause = cell_status(rs)   # as for throughput cells: one failed process fails the cell
         procs: dict[int, list[dict]] = {}
         for r in steps:
             procs.setdefault(r.get("repeat") or 0, []).append(r)
-        bounds = [ps[0]["bound_ms"] for ps in procs.values() if ps[0]["bound_ms"] is not None]
-        rec = {"status": (failed or rs[0])["status"], "cause": (failed or rs[0])["cause"],  # each process its own
-               "bound_ms": float(np.median(bounds)) if bounds else None, "steps": steps, "n_processes": len(procs),
-               "errors": sum(r["errors"] or 0 for r in {r.get("repeat") or 0: r for r in rs}.values()),
-               "checked": sum(r["checked"] or 0 for r in {r.get("repeat") or 0: r for r in rs}.values()),
+        firsts = {r.get("repeat") or 0: r for r in rs}.values()   # process-level fields: once per process
+        bounds = [ps[0]["bound_ms"] for ps in procs.values() if ps[0]["bound_ms"] is not None]  # each its own
+        rec = {"status": status, "cause": cause, "bound_ms": float(np.median(bounds)) if bounds else None,
+               "steps": steps, "n_processes": len(procs),
+               "errors": sum(r["errors"] or 0 for r in firsts), "checked": sum(r["checked"] or 0 for r in firsts),
                "low": None, "high": None, "level": None, "median_repeat": None}
         if len(procs) <= 1:
             peak, above, at = _search(steps)
