@@ -57,12 +57,45 @@ def axis_label(mode: str, threads: int, k: int) -> str:
 WINDOW_CAP_DURATIONS = 4  # default cap on a timed window: 4 x --duration (Cell.window_cap), so a cell costs at
 #                           most 4x its asked time before it is called too slow (raise --duration to measure it)
 
-# Cell statuses. Only "ok" carries throughput in a summary ("wrong" keeps its measured ops in the raw rows only);
-# every other status says why there is none.
-OK, WRONG = "ok", "wrong"
-CRASH, TIMEOUT, ERROR, MEMORY = "crash", "timeout", "error", "memory"
-TOO_SLOW, UNSUPPORTED, UNAVAILABLE, SKIPPED, INTERRUPTED = "too_slow", "unsupported", "unavailable", "skipped", "interrupted"
-FAILED = (CRASH, TIMEOUT, ERROR, MEMORY, WRONG)
+@dataclass(frozen=True)
+class StatusSpec:
+    """Everything threadbench knows about one cell status. Adding a status = one entry in STATUSES; no status
+    string is written anywhere else (results files keep `name`; people read `label`)."""
+    name: str           # as results files store it
+    label: str          # as tables, logs and plots print it
+    meaning: str        # the legend's line ("" for ok: nothing to explain)
+    failed: bool = False     # a failure: no throughput anywhere, exit code 1, --resume runs it again
+    resumable: bool = False  # --resume runs it again (every failure; also a process interrupted or never run)
+
+
+# In precedence order: a cell measured in several processes takes the first status any of them has (a cell is
+# ok only when every process was). Only "ok" carries throughput in a summary ("wrong" keeps its measured ops in
+# the raw rows only); every other status says why there is none.
+STATUSES: dict[str, StatusSpec] = {s.name: s for s in (
+    StatusSpec("crash", "CRASH", "the cell's process died (the signal, e.g. SIGSEGV, follows)", failed=True,
+               resumable=True),
+    StatusSpec("timeout", "TIMEOUT", "the cell ran past --cell-timeout", failed=True, resumable=True),
+    StatusSpec("memory", "MEMORY", "the cell went over --mem-limit-mb", failed=True, resumable=True),
+    StatusSpec("error", "ERROR", "the framework raised an exception", failed=True, resumable=True),
+    StatusSpec("wrong", "WRONG", "outputs outside the tolerance against the float64 reference (errors/checked)",
+               failed=True, resumable=True),
+    StatusSpec("interrupted", "interrupted", "the sweep was stopped (Ctrl-C) while the cell ran", resumable=True),
+    StatusSpec("too_slow", "too slow",
+               "one request took longer than the timed window (raise --duration); larger cells skipped"),
+    StatusSpec("skipped", "skipped", "not started (a smaller cell of the same kind was too slow)"),
+    StatusSpec("unsupported", "unsupported", "the backend cannot run this mode or dtype"),
+    StatusSpec("unavailable", "unavailable", "the device is not present or not usable here"),
+    StatusSpec("ok", "ok", ""),
+)}
+CRASH, TIMEOUT, MEMORY, ERROR, WRONG, INTERRUPTED, TOO_SLOW, SKIPPED, UNSUPPORTED, UNAVAILABLE, OK = STATUSES
+FAILED = tuple(s.name for s in STATUSES.values() if s.failed)
+RESUMABLE = tuple(s.name for s in STATUSES.values() if s.resumable)
+PRECEDENCE = tuple(STATUSES)   # the order above
+
+
+def status_label(status: str) -> str:
+    """How people read a status: "too slow", "CRASH"; an unknown one (a newer file) as written, spaced."""
+    return STATUSES[status].label if status in STATUSES else status.replace("_", " ")
 
 
 @dataclass(frozen=True)
