@@ -40,9 +40,10 @@ import numpy as np  # noqa: E402
 import backends  # noqa: E402
 import workloads  # noqa: E402
 from backends.base import Backend  # noqa: E402
-from compare.measure import modes
-from compare.measure import worker  # noqa: E402
-from compare.cells import Cell  # noqa: E402
+from compare.cells import Cell, Trial  # noqa: E402
+from compare.measure.build import build_model, make_harness  # noqa: E402
+from compare.measure.harness import Harness, TooSlow  # noqa: E402
+from compare.measure.registry import run_mode  # noqa: E402
 
 now = time.perf_counter
 
@@ -83,17 +84,17 @@ class NullBackend(Backend):
 
 def prepare(backend: Backend, cell: Cell, cache: Path):
     """What compare.measure.worker.run_cell does before the mode runs: configure, build at the cell's batch, and
-    the worker's own make_harness. Returns (harness, model)."""
+    the worker's own make_harness (compare.measure.build). Returns (harness, model)."""
     backend.configure(fp32_precision=cell.fp32_precision, intra_op_threads=cell.intra_op_threads)
     spec = workloads.make(cell.workload, **dict(cell.knobs))
     params = spec.init_weights(cell.seed)
-    model = worker.build_model(backend, cell, spec, params)
-    return worker.make_harness(backend, model, cell, spec, params, cache), model
+    model = build_model(backend, cell, spec, params)
+    return make_harness(backend, model, cell, spec, params, cache), model
 
 
-def harness_rate(h: modes.Harness, cell: Cell) -> tuple[float, modes.Trial]:
+def harness_rate(h: Harness, cell: Cell) -> tuple[float, Trial]:
     """One round: the cell's mode with one timed trial, as the worker runs it; requests/s of that trial."""
-    (trial,) = worker.run_mode(h, cell)
+    (trial,) = run_mode(h, cell)
     return trial.ops_per_s, trial
 
 
@@ -173,7 +174,7 @@ def goal_b(rounds: int, duration: float, cache: Path) -> None:
           f" that never releases the GIL, only one thread runs Python at a time)")
 
 
-def minimal_batched_rate(h: modes.Harness, n: int, duration: float) -> float:
+def minimal_batched_rate(h: Harness, n: int, duration: float) -> float:
     """The least work any in-process dynamic batcher with n Python client threads must do: no queue, no
     wait policy, no checks, batches always of n. Clients count themselves in under one lock, the
     n-th wakes the batcher, which runs the same op on concat(inputs), splits it and releases each client's
@@ -384,7 +385,7 @@ def main() -> int:
                 continue
             try:
                 run()
-            except modes.TooSlow as e:  # the window rule holds here too: say so, go on with the next goal
+            except TooSlow as e:  # the window rule holds here too: say so, go on with the next goal
                 print(f"  not measured: {e}")
                 RESULTS.append((name, False, "too slow on this machine now"))
             finally:

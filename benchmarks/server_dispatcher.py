@@ -3,7 +3,7 @@
 
     python benchmarks/server_dispatcher.py [--bound-ms 2] [--threads 2] [--only alone|threads]  # ~3 min
 
-With a do-nothing backend (the op returns its input at once), it searches (compare.measure.server.search,
+With a do-nothing backend (the op returns its input at once), it searches (compare.measure.loadgen.search,
 the real clock) for the highest Poisson rate at which the dispatcher's lag p99 (actual - scheduled issue
 time) stays within LAG_FRACTION of the bound: the ceiling any server figure on this machine could show
 before the load generator, not the server, sets the latency. Two settings, side by side:
@@ -21,7 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from compare.measure import server as S  # noqa: E402
+from compare.measure import loadgen  # noqa: E402
+from compare.measure.clocks import RealClock  # noqa: E402
+from compare.measure.server import run_real  # noqa: E402
 
 
 BUDGET_S = 90.0  # per setting; a step that would outlast what is left is not started
@@ -51,36 +53,36 @@ class Alone:
         return np.asarray(self.ends[:count])
 
 
-def measure_alone(rate: float, bound: float, seed: int) -> S.Step:
-    return S.measure_rate(S.RealClock(), Alone, rate, bound, seed)
+def measure_alone(rate: float, bound: float, seed: int) -> loadgen.Step:
+    return loadgen.measure_rate(RealClock(), Alone, rate, bound, seed)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--bound-ms", type=float, default=S.BOUND_FLOOR_MS)
+    ap.add_argument("--bound-ms", type=float, default=loadgen.BOUND_FLOOR_MS)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", choices=("alone", "threads"), help="run one of the two settings")
     a = ap.parse_args()
     bound = a.bound_ms / 1e3
-    print(f"dispatcher lag limit: p99 <= {S.LAG_FRACTION:.0%} of a {a.bound_ms:g} ms bound = "
-          f"{S.LAG_FRACTION * a.bound_ms * 1e3:.0f} us; steps of >= {S.MIN_SECONDS:g} s and >= "
-          f"{S.queries_needed(0)} queries")
+    print(f"dispatcher lag limit: p99 <= {loadgen.LAG_FRACTION:.0%} of a {a.bound_ms:g} ms bound = "
+          f"{loadgen.LAG_FRACTION * a.bound_ms * 1e3:.0f} us; steps of >= {loadgen.MIN_SECONDS:g} s and >= "
+          f"{loadgen.queries_needed(0)} queries")
 
     class Cell:
         max_batch, max_wait_ms = 0, 2.0
 
     settings = {
         "alone": lambda r, k: measure_alone(r, bound, k),
-        f"threads x{a.threads}": lambda r, k: S.run_real("threads", NullHarness(), a.threads, Cell(), r, bound, k,
-                                                          S.MIN_SECONDS)[0],
+        f"threads x{a.threads}": lambda r, k: run_real("threads", NullHarness(), a.threads, Cell(), r, bound, k,
+                                                          loadgen.MIN_SECONDS)[0],
     }
     for name, measure in settings.items():
         if a.only and not name.startswith(a.only):
             continue
         k = iter(range(1, 100))
         began = time.perf_counter()
-        res = S.search(lambda r: measure(r, next(k)), 1000.0, time.perf_counter, budget_s=BUDGET_S,
-                       affordable=lambda r, left: S.step_queries(r, S.MIN_SECONDS) / r <= left)
+        res = loadgen.search(lambda r: measure(r, next(k)), 1000.0, time.perf_counter, budget_s=BUDGET_S,
+                       affordable=lambda r, left: loadgen.step_queries(r, loadgen.MIN_SECONDS) / r <= left)
         print(f"\n{name}: highest rate with lag p99 within the limit: {res.peak and round(res.peak)} /s "
               f"(bracket [{res.peak and round(res.peak)}, {res.above and round(res.above)}), "
               f"{len(res.steps)} steps, {time.perf_counter() - began:.0f} s) {res.note}")

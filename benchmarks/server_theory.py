@@ -24,8 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from compare.measure import queueing as Q  # noqa: E402
-from compare.measure import server as S  # noqa: E402
+from compare.measure import loadgen, queueing  # noqa: E402
+from compare.measure.clocks import SimClock  # noqa: E402
+from compare.measure.server import run_real  # noqa: E402
 
 TARGET = 0.10
 
@@ -67,13 +68,13 @@ def main() -> int:
     worst = 0.0
     for rho in (0.5, 0.8):
         rate = rho * c / d
-        sched = S.poisson_schedule(rate, a.queries, a.seed)
+        sched = loadgen.poisson_schedule(rate, a.queries, a.seed)
         h.took.clear()
-        step, _ = S.run_real("threads", h, c, Cell(), rate, 10.0, a.seed, 0, sched_rel=sched)
+        step, _ = run_real("threads", h, c, Cell(), rate, 10.0, a.seed, 0, sched_rel=sched)
         d_real = float(np.mean(h.took))
-        theory = Q.latency_quantile(0.99, rate, d_real, c) * 1e3
-        clock = S.SimClock()
-        sim = S.judge(rate, *S.dispatch(clock, S.SimServers(clock, c, d_real), sched, rate, 10.0)[:3], 10.0)
+        theory = queueing.latency_quantile(0.99, rate, d_real, c) * 1e3
+        clock = SimClock()
+        sim = loadgen.judge(rate, *loadgen.dispatch(clock, loadgen.SimServers(clock, c, d_real), sched, rate, 10.0)[:3], 10.0)
         ratio = step.lat_p99_ms / theory
         worst = max(worst, abs(ratio - 1))
         print(f"{rho:5.2f} {rate:8.1f} {step.lat_p99_ms:11.2f}ms {theory:9.2f}ms {ratio:6.3f} {sim.lat_p99_ms:12.2f}ms "
@@ -81,13 +82,13 @@ def main() -> int:
     bound = 4 * d
     h.took.clear()
     k = iter(range(1, 100))
-    res = S.search(lambda r: S.run_real("threads", h, c, Cell(), r, bound, a.seed + next(k), a.step_seconds)[0],
+    res = loadgen.search(lambda r: run_real("threads", h, c, Cell(), r, bound, a.seed + next(k), a.step_seconds)[0],
                    0.5 * c / d, time.perf_counter, budget_s=400.0)
     d_real = float(np.mean(h.took))
-    theory = Q.peak_rate(bound, d_real, c)
-    sim = S.simulate_search("threads", c, d_real, bound, 0.5 * c / d, seed=a.seed, min_seconds=a.step_seconds)
+    theory = queueing.peak_rate(bound, d_real, c)
+    sim = loadgen.simulate_search("threads", c, d_real, bound, 0.5 * c / d, seed=a.seed, min_seconds=a.step_seconds)
     print(f"\nrate search, bound {bound * 1e3:g} ms (4 service times), {len(res.steps)} steps of >= "
-          f"{S.queries_needed(0)} queries: peak {res.peak} /s, bracket [{res.peak}, {res.above}) {res.note}")
+          f"{loadgen.queries_needed(0)} queries: peak {res.peak} /s, bracket [{res.peak}, {res.above}) {res.note}")
     for s in res.steps:
         print(f"  {s.rate:8.1f}/s  p99 {s.lat_p99_ms:7.2f} ms  lag p99 {s.lag_p99_ms:5.2f} ms  {s.verdict[:70]}")
     if res.peak:

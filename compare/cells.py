@@ -7,9 +7,9 @@ from typing import Any
 
 @dataclass(frozen=True)
 class ModeSpec:
-    """Everything the core needs to know about a mode, except how it runs (compare.measure.modes.RUNNERS).
+    """Everything the core needs to know about a mode, except how it runs (compare.measure.registry.MEASURES).
 
-    Adding a mode = one entry here + one entry in RUNNERS. Plan, labels, tables, diff and plots read this."""
+    Adding a mode = one entry here + one entry in MEASURES. Plan, labels, tables, diff and plots read this."""
     name: str
     summary: str               # one line: what runs (README, legend)
     axis: str                  # what varies between its cells: "threads" (N of --threads), "k" (--offline-k), "none"

@@ -31,7 +31,7 @@ ROW_TYPES: dict[str, type] = {
     "process_rss_mb": str, "process_uss_mb": str, "process_device_mb": str,
     "total_rss_mb": float, "total_device_mb": float,
     "intra_op_ran": int, "intra_op_rule": str,       # intra-op threads each process ran, and why that many
-    # how the cell was measured (compare.measure.modes.Measured, Trial): the effective matmul precision its
+    # how the cell was measured (compare.measure.harness.Measured, Trial): the effective matmul precision its
     # tolerance followed; warm-up taken; the window each trial used and the fewest ops any thread completed
     # in it; the speed check's median op; the most OS threads its process ran; the intra-op threads asked
     "precision": str, "warmup_s": float, "warmup_windows": int, "warmup_steady": int, "window_s": float,

@@ -19,7 +19,7 @@ import workloads
 from compare import results as R
 from compare.cells import Cell, CellResult, Trial
 from compare.measure import host as H
-from compare.measure import modes
+from compare.measure import schedule
 from compare.measure import plan as P
 from compare.measure import runner, worker
 from compare.render import diff as D
@@ -313,7 +313,7 @@ def test_the_worker_averages_gpu_utilisation_over_the_timed_windows_only(monkeyp
     fake = nvml(period=0.01)  # a driver that averages over 10 ms: 0.2 s windows hold reads of their own
     busy = threading.Event()
     fake.nvmlDeviceGetUtilizationRates = lambda h: SimpleNamespace(gpu=100 if busy.is_set() else 0, memory=0)
-    loop = modes._timed_loop
+    loop = schedule.timed_loop
 
     def timed_loop(*args):
         busy.set()
@@ -321,7 +321,7 @@ def test_the_worker_averages_gpu_utilisation_over_the_timed_windows_only(monkeyp
             return loop(*args)
         finally:
             busy.clear()
-    monkeypatch.setattr(modes, "_timed_loop", timed_loop)
+    monkeypatch.setattr(schedule, "timed_loop", timed_loop)
     monkeypatch.setattr(H, "GPU_DEVICES_OFF", set())
     cell = Cell(backend="numpy", device="cpu", dtype="float64", workload="mlp", mode="sequential",
                 duration=0.2, trials=3, warmup=1, verify_ops=1)

@@ -1,6 +1,7 @@
 """The measurement itself (issue #4): what each mode counts, where it runs its forwards, what the batcher
 hands back, and the statistics that turn trials into a table cell. Fake harnesses over numpy, so every
 expectation is exact; no test here asserts a speed."""
+import math
 import threading
 import time
 
@@ -8,7 +9,12 @@ import numpy as np
 import pytest
 
 import synthetic_runs as S
-from compare.measure import modes
+from compare.measure import schedule
+from compare.measure.batcher import run_batched
+from compare.measure.clocks import SimClock
+from compare.measure.harness import Checks, Harness, ModeFailed, TooSlow
+from compare.measure.registry import MEASURES
+from compare.measure.threads import run_sequential, run_threads
 from compare.render import tables
 from compare.render import report as P
 from compare.cells import Cell
@@ -26,7 +32,7 @@ def fake_harness(n_inputs=8, op=None, split=None, tolerance=1e-9):
         calls.append((threading.current_thread(), len(x) // ROWS))
         return op(x) if op else 2 * x
 
-    return modes.Harness(
+    return Harness(
         op=forward,
         check=lambda y, i: float(np.abs(np.asarray(y) - 2 * inputs[i]).max()),
         inputs=inputs, tolerance=tolerance,
@@ -36,22 +42,11 @@ def fake_harness(n_inputs=8, op=None, split=None, tolerance=1e-9):
     ), calls
 
 
-class SimClock:
-    """A simulated clock for modes.now: it moves only when an op runs, by that op's `step`, so windows,
-    warm-up and the too-slow rule are exact on any machine, however busy."""
-
-    def __init__(self):
-        self.t = 0.0
-
-    def __call__(self):
-        return self.t
-
-
-def sim_harness(monkeypatch, steps, n_inputs=1, wrong_calls=()):
-    """One-thread harness over a SimClock: call c takes steps(c) simulated seconds; calls in `wrong_calls`
-    return a wrong output. Returns (harness, calls list)."""
+def sim_harness(steps, n_inputs=1, wrong_calls=()):
+    """One-thread harness timed on a simulated clock that moves only when an op runs, by that op's
+    `steps(c)` seconds (call c), so windows, warm-up and the too-slow rule are exact on any machine, however
+    busy. Calls in `wrong_calls` return a wrong output. Returns (harness, calls list)."""
     clock = SimClock()
-    monkeypatch.setattr(modes, "now", clock)
     calls = []
 
     def op(x):
@@ -61,88 +56,88 @@ def sim_harness(monkeypatch, steps, n_inputs=1, wrong_calls=()):
         return 2 * x + (1.0 if c in wrong_calls else 0.0)
 
     inputs = [np.full((ROWS, 3), i + 1.0) for i in range(n_inputs)]
-    return modes.Harness(op=op, check=lambda y, i: float(np.abs(y - 2 * inputs[i]).max()), inputs=inputs,
-                         tolerance=1e-9), calls
+    return Harness(op=op, check=lambda y, i: float(np.abs(y - 2 * inputs[i]).max()), inputs=inputs,
+                   tolerance=1e-9, clock=clock.now), calls
 
 
 # -- what a trial is -------------------------------------------------------------------------------
 def test_trial_is_completed_ops_over_first_start_to_last_completion():
-    t = modes._trial(starts=[10.0, 10.5, 11.0], ends=[10.2, 11.0, 12.0], weight=8)
+    t = schedule.trial_of(starts=[10.0, 10.5, 11.0], ends=[10.2, 11.0, 12.0], weight=8)
     assert t.ops == 24 and t.seconds == pytest.approx(2.0) and t.ops_per_s == pytest.approx(12.0)
     lat = np.array([200.0, 500.0, 1000.0])  # ms
     assert (t.lat_p50_ms, t.lat_p90_ms, t.lat_p99_ms) == pytest.approx(tuple(np.percentile(lat, [50, 90, 99])))
 
 
-def test_offline_counts_requests_and_only_ops_started_before_the_deadline(monkeypatch):
+def test_offline_counts_requests_and_only_ops_started_before_the_deadline():
     """Ops of 1 s (simulated), 20 s windows: exactly 20 forwards per window, each of 8 requests."""
-    h, calls = sim_harness(monkeypatch, lambda c: 1.0)
-    trials = modes.run_sequential(h, duration=20.0, trials=2, warmup=3, verify_ops=2, weight=8)
+    h, calls = sim_harness(lambda c: 1.0)
+    trials = run_sequential(h, duration=20.0, trials=2, warmup=3, verify_ops=2, weight=8)
     assert [(t.ops, t.seconds, t.window_s, t.min_thread_ops) for t in trials] == [(160, 20.0, 20.0, 20)] * 2
     m = h.measured
     assert (m.warmup_windows, m.steady, m.warmup_s, m.window_s, m.op_s) == (2, True, 10.0, 20.0, 1.0)
-    speed, warm, windows, verify = 1 + modes.SPEED_PROBE_OPS, 3, 2 * 5 + 2 * 20, 2
+    speed, warm, windows, verify = 1 + schedule.SPEED_PROBE_OPS, 3, 2 * 5 + 2 * 20, 2
     assert len(calls) == speed + warm + windows + verify
     assert h.checked == 1 + 2 * 2 + 2 and h.errors == 0  # speed check, first and last of each window, verify
 
 
-def test_a_window_lengthens_to_hold_the_minimum_of_ops_per_thread(monkeypatch):
-    h, _ = sim_harness(monkeypatch, lambda c: 1.0)
-    trials = modes.run_sequential(h, duration=4.0, trials=2, warmup=0, verify_ops=0, cap=100.0)
-    want = modes.WINDOW_SAFETY * modes.MIN_OPS_PER_WINDOW  # 15 ops of 1 s
+def test_a_window_lengthens_to_hold_the_minimum_of_ops_per_thread():
+    h, _ = sim_harness(lambda c: 1.0)
+    trials = run_sequential(h, duration=4.0, trials=2, warmup=0, verify_ops=0, cap=100.0)
+    want = schedule.WINDOW_SAFETY * schedule.MIN_OPS_PER_WINDOW  # 15 ops of 1 s
     assert [t.ops for t in trials] == [int(want)] * 2 and h.measured.window_s == want
-    assert all(t.min_thread_ops >= modes.MIN_OPS_PER_WINDOW for t in trials)
+    assert all(t.min_thread_ops >= schedule.MIN_OPS_PER_WINDOW for t in trials)
 
 
-def test_too_slow_is_the_median_op_against_the_minimum_in_the_longest_window(monkeypatch):
+def test_too_slow_is_the_median_op_against_the_minimum_in_the_longest_window():
     # 10 ops of 1 s need 10 s: a 9 s cap is too short, a 10.5 s one is enough
-    h, _ = sim_harness(monkeypatch, lambda c: 1.0)
-    with pytest.raises(modes.TooSlow, match=r"one op takes 1 s .*10 ops need 10 s, more than the 9 s"):
-        modes.run_sequential(h, duration=1.0, trials=1, warmup=0, verify_ops=0, cap=9.0)
-    h, _ = sim_harness(monkeypatch, lambda c: 1.0)
-    (trial,) = modes.run_sequential(h, duration=1.0, trials=1, warmup=0, verify_ops=0, cap=10.5)
+    h, _ = sim_harness(lambda c: 1.0)
+    with pytest.raises(TooSlow, match=r"one op takes 1 s .*10 ops need 10 s, more than the 9 s"):
+        run_sequential(h, duration=1.0, trials=1, warmup=0, verify_ops=0, cap=9.0)
+    h, _ = sim_harness(lambda c: 1.0)
+    (trial,) = run_sequential(h, duration=1.0, trials=1, warmup=0, verify_ops=0, cap=10.5)
     assert (trial.ops, trial.window_s) == (11, 10.5)  # ops start at 0, 1, ..., 10 s: all before the deadline
     # one slow first op (a compile) and one slow outlier do not decide: the median does
-    h, _ = sim_harness(monkeypatch, lambda c: 50.0 if c in (0, 3) else 1.0)
-    modes.run_sequential(h, duration=1.0, trials=1, warmup=0, verify_ops=0, cap=10.5)
+    h, _ = sim_harness(lambda c: 50.0 if c in (0, 3) else 1.0)
+    run_sequential(h, duration=1.0, trials=1, warmup=0, verify_ops=0, cap=10.5)
     # an op longer than the whole window, twice running (the compiling one and the first timed), is timed no more
-    h, calls = sim_harness(monkeypatch, lambda c: 20.0)
-    with pytest.raises(modes.TooSlow, match=r"one op takes 20 s \(median of 1\)"):
-        modes.run_sequential(h, duration=1.0, trials=1, warmup=0, verify_ops=0, cap=4.0)
+    h, calls = sim_harness(lambda c: 20.0)
+    with pytest.raises(TooSlow, match=r"one op takes 20 s \(median of 1\)"):
+        run_sequential(h, duration=1.0, trials=1, warmup=0, verify_ops=0, cap=4.0)
     assert len(calls) == 2
 
 
-def test_a_cell_that_slows_during_warm_up_is_too_slow_with_its_rate(monkeypatch):
-    h, _ = sim_harness(monkeypatch, lambda c: 1.0 if c < 6 else 3.0)
-    with pytest.raises(modes.TooSlow, match=r"0.333 ops/s per thread at the end of warm-up"):
-        modes.run_sequential(h, duration=2.0, trials=1, warmup=0, verify_ops=0, cap=20.0)
+def test_a_cell_that_slows_during_warm_up_is_too_slow_with_its_rate():
+    h, _ = sim_harness(lambda c: 1.0 if c < 6 else 3.0)
+    with pytest.raises(TooSlow, match=r"0.333 ops/s per thread at the end of warm-up"):
+        run_sequential(h, duration=2.0, trials=1, warmup=0, verify_ops=0, cap=20.0)
 
 
-def test_warm_up_runs_until_two_windows_agree_and_records_it(monkeypatch):
-    h, _ = sim_harness(monkeypatch, lambda c: 1.0 + 8.0 * 0.7 ** c)  # slow at first, settling towards 1 s
-    trials = modes.run_sequential(h, duration=10.0, trials=3, warmup=0, verify_ops=0, cap=100.0)
+def test_warm_up_runs_until_two_windows_agree_and_records_it():
+    h, _ = sim_harness(lambda c: 1.0 + 8.0 * 0.7 ** c)  # slow at first, settling towards 1 s
+    trials = run_sequential(h, duration=10.0, trials=3, warmup=0, verify_ops=0, cap=100.0)
     m = h.measured
     assert m.steady and m.warmup_windows >= 3
     rates = [t.ops_per_s for t in trials]
-    assert max(rates) / min(rates) < 1 + modes.STEADY_REL  # trial 0 is no slower than the rest
+    assert max(rates) / min(rates) < 1 + schedule.STEADY_REL  # trial 0 is no slower than the rest
 
 
-def test_warm_up_that_never_settles_ends_at_its_cap_and_says_so(monkeypatch):
-    h, _ = sim_harness(monkeypatch, lambda c: 1.0 + 0.2 * c)  # slower and slower: no two windows agree
-    modes.run_sequential(h, duration=10.0, trials=1, warmup=0, verify_ops=0, cap=1e4)
+def test_warm_up_that_never_settles_ends_at_its_cap_and_says_so():
+    h, _ = sim_harness(lambda c: 1.0 + 0.2 * c)  # slower and slower: no two windows agree
+    run_sequential(h, duration=10.0, trials=1, warmup=0, verify_ops=0, cap=1e4)
     m = h.measured
-    assert not m.steady and m.warmup_s >= modes.WARMUP_CAP_DURATIONS * 10.0
+    assert not m.steady and m.warmup_s >= schedule.WARMUP_CAP_DURATIONS * 10.0
 
 
-def test_outputs_produced_inside_the_timed_windows_are_checked(monkeypatch):
+def test_outputs_produced_inside_the_timed_windows_are_checked():
     # calls: 6 speed check, 10 warm-up windows; call 16 is the first op of the timed window
-    h, calls = sim_harness(monkeypatch, lambda c: 1.0, wrong_calls={16})
-    modes.run_sequential(h, duration=20.0, trials=1, warmup=0, verify_ops=0)
+    h, calls = sim_harness(lambda c: 1.0, wrong_calls={16})
+    run_sequential(h, duration=20.0, trials=1, warmup=0, verify_ops=0)
     assert h.errors == 1 and h.max_err == pytest.approx(1.0)
 
 
 def test_every_timed_window_records_its_span_and_warm_up_none():
     h, _ = fake_harness()
-    trials = modes.run_sequential(h, duration=0.02, trials=3, warmup=1, verify_ops=1)
+    trials = run_sequential(h, duration=0.02, trials=3, warmup=1, verify_ops=1)
     spans = h.measured.timed_spans
     assert len(spans) == len(trials) == 3
     for (a, b), t in zip(spans, trials):
@@ -152,7 +147,7 @@ def test_every_timed_window_records_its_span_and_warm_up_none():
 
 def test_every_thread_warms_up_and_verifies_its_own_input():
     h, calls = fake_harness(4)
-    trials = modes.run_threads(h, 4, duration=0.02, trials=2, warmup=3, verify_ops=2)
+    trials = run_threads(h, 4, duration=0.02, trials=2, warmup=3, verify_ops=2)
     assert len(trials) == 2 and all(t.ops > 0 for t in trials)
     workers = {th.name for th, _ in calls if th is not threading.main_thread()}
     assert workers == {f"tb-{i}" for i in range(4)}
@@ -175,14 +170,14 @@ def test_an_output_wrong_only_in_threads_is_counted():
         return y
 
     h, _ = fake_harness(4, op=racy)
-    modes.run_threads(h, 4, duration=0.02, trials=1, warmup=1, verify_ops=5)
+    run_threads(h, 4, duration=0.02, trials=1, warmup=1, verify_ops=5)
     assert h.checked >= 1 + 20 and h.errors > 0 and h.max_err == pytest.approx(1.0)
 
 
 # -- the dynamic batcher ----------------------------------------------------------------------------
 def test_batcher_runs_forwards_on_the_main_thread_and_fills_batches():
     h, calls = fake_harness(4)
-    trials = modes.run_batched(h, 4, duration=0.05, trials=2, warmup=2, verify_ops=3, max_batch=4, max_wait_ms=50)
+    trials = run_batched(h, 4, duration=0.05, trials=2, warmup=2, verify_ops=3, max_batch=4, max_wait_ms=50)
     assert {th for th, _ in calls} == {threading.main_thread()}
     for t in trials:
         sizes = {int(k): v for k, v in t.batch_hist.items()}
@@ -194,18 +189,18 @@ def test_batcher_runs_forwards_on_the_main_thread_and_fills_batches():
 
 def test_batch_never_exceeds_max_batch():
     h, calls = fake_harness(8)
-    modes.run_batched(h, 8, duration=0.03, trials=1, warmup=1, verify_ops=1, max_batch=3, max_wait_ms=5)
+    run_batched(h, 8, duration=0.03, trials=1, warmup=1, verify_ops=1, max_batch=3, max_wait_ms=5)
     assert max(size for _, size in calls) == 3
 
 
 def test_rows_handed_to_the_wrong_client_are_errors():
     rotate = lambda y, sizes: [p.copy() for p in np.roll(np.split(y, np.cumsum(sizes)[:-1]), 1, axis=0)]  # noqa: E731
     h, _ = fake_harness(4, split=rotate)
-    modes.run_batched(h, 4, duration=0.02, trials=1, warmup=1, verify_ops=5, max_batch=4, max_wait_ms=50)
+    run_batched(h, 4, duration=0.02, trials=1, warmup=1, verify_ops=5, max_batch=4, max_wait_ms=50)
     assert h.errors > 0 and h.max_err >= 2.0  # another client's rows are off by 2 x (their index - ours)
 
     good, _ = fake_harness(4)
-    modes.run_batched(good, 4, duration=0.02, trials=1, warmup=1, verify_ops=5, max_batch=4, max_wait_ms=50)
+    run_batched(good, 4, duration=0.02, trials=1, warmup=1, verify_ops=5, max_batch=4, max_wait_ms=50)
     assert good.errors == 0
 
 
@@ -217,8 +212,8 @@ def test_a_failing_batched_forward_reaches_the_clients_and_fails_the_mode():
 
     for warmup in (0, 2):  # met by the clients, or already by the warm-up of every batch size
         h, _ = fake_harness(4, op=fails_batched)
-        with pytest.raises(modes.ModeFailed) as err:
-            modes.run_batched(h, 4, duration=0.02, trials=1, warmup=warmup, verify_ops=1, max_batch=4,
+        with pytest.raises(ModeFailed) as err:
+            run_batched(h, 4, duration=0.02, trials=1, warmup=warmup, verify_ops=1, max_batch=4,
                               max_wait_ms=50)
         assert isinstance(err.value.__cause__, RuntimeError) and "out of memory" in str(err.value.__cause__)
 
@@ -226,8 +221,8 @@ def test_a_failing_batched_forward_reaches_the_clients_and_fails_the_mode():
 def test_warmup_meets_every_batch_size_before_timing():
     """A framework that compiles per shape (JAX's jit) must not compile inside a timed window."""
     h, calls = fake_harness(8)
-    modes.run_batched(h, 6, duration=0.02, trials=1, warmup=1, verify_ops=0, max_batch=4, max_wait_ms=1)
-    speed = 1 + modes.SPEED_PROBE_OPS
+    run_batched(h, 6, duration=0.02, trials=1, warmup=1, verify_ops=0, max_batch=4, max_wait_ms=1)
+    speed = 1 + schedule.SPEED_PROBE_OPS
     before_clients = [size for _, size in calls[:speed + 3]]  # the speed check's ops, then the warm-up sizes
     assert before_clients == [1] * speed + [2, 3, 4]
     assert max(size for _, size in calls) == 4
@@ -290,16 +285,16 @@ def test_a_comparison_across_matmul_precisions_is_never_a_ratio():
 
 
 def test_every_mode_is_one_entry_in_each_table():
-    """A mode is declared once (compare.cells.MODES) and run once (compare.measure.modes.RUNNERS)."""
+    """A mode is declared once (compare.cells.MODES) and run once (compare.measure.registry.MEASURES)."""
     from compare.cells import MODES, axis_label
-    assert set(MODES) == set(modes.RUNNERS)
+    assert set(MODES) == set(MEASURES)
     assert axis_label("offline", 1, 8) == "k=8" and axis_label("threads", 4, 1) == "×4"
     assert axis_label("sequential", 1, 1) == ""
 
 
 # -- edges a mutation run found unguarded (benchmarks/mutation.md) ---------------------------------------
 def test_checks_count_each_request_and_only_errors_beyond_the_tolerance():
-    c = modes.Checks(tolerance=1e-3)
+    c = Checks(tolerance=1e-3)
     c.record([1e-3, 2e-3, 5e-4])           # an offline batch: one error per request
     assert (c.checked, c.errors, c.max_err) == (3, 1, 2e-3), "a batch's requests are not checked one by one"
     c.record((0.0,))
@@ -310,51 +305,78 @@ def test_checks_count_each_request_and_only_errors_beyond_the_tolerance():
 
 
 def test_an_empty_window_is_a_trial_of_no_ops_and_no_latency():
-    t = modes._trial([], [])
+    t = schedule.trial_of([], [])
     assert (t.ops, t.seconds, t.lat_p50_ms, t.lat_p90_ms, t.lat_p99_ms) == (0, 0.0, None, None, None), \
         "a window without ops must have 0 ops, 0 s and no latency"
-    t = modes._trial([0.0, 1.0], [0.5, 3.0], weight=4)
+    t = schedule.trial_of([0.0, 1.0], [0.5, 3.0], weight=4)
     assert (t.ops, t.seconds) == (8, 3.0), "a trial counts ops x weight over first start to last completion"
 
 
-def test_a_window_rate_is_completed_ops_over_its_span():
-    w = modes.Window(trial=0, length=1.0, n=2)
-    assert w.rate() == 0.0, "an empty window's rate must be 0"
-    w.starts, w.ends = [[0.0, 1.0], [0.5]], [[1.0, 2.0], [4.0]]
-    assert w.rate() == 3 / 4.0 and w.min_ops() == 1, "rate = ops / (last end - first start); min_ops per thread"
+def sched_of(n=2, trials=3, op_s=0.1):
+    """A schedule on a clock that never moves (warm-up never reaches its time cap), started and advanced
+    into its first warm-up window."""
+    sched = schedule.Schedule(n, duration=1.0, trials=trials, cap=100.0, clock=lambda: 0.0)
+    sched.start(op_s)
+    sched.advance()
+    return sched
+
+
+def test_a_warm_up_windows_rate_is_completed_ops_over_its_span():
+    sched = sched_of()
+    sched.add(0, math.inf, -math.inf)
+    sched.add(0, math.inf, -math.inf)
+    sched.advance()
+    assert sched.state.rate == 0.0, "an empty window's rate must be 0"
+    sched.add(2, 0.0, 2.0)
+    sched.add(1, 0.5, 4.0)
+    sched.advance()
+    assert sched.state.rate == 3 / 4.0, "rate = ops / (last end - first start), every participant pooled"
+    w = schedule.Window.of([([0.0, 1.0], [1.0, 2.0]), ([0.5], [4.0])])
+    assert w.min_ops() == 1 and w.span() == (0.0, 4.0), "min_ops per participant; span = first start, last end"
 
 
 def test_the_schedule_starts_from_serialised_threads_at_the_speed_checks_op_time():
-    h, _ = fake_harness()
-    assert modes.Schedule(h, 4, 1.0, 1, 4.0, op_s=0.5).per_thread_rate == 0.5, "before warm-up: 1 / (op_s * n)"
-    assert modes.Schedule(h, 4, 1.0, 1, 4.0, op_s=0.0).per_thread_rate == float("inf"), "op_s 0: unbounded rate"
+    sched = schedule.Schedule(4, 1.0, 1, 4.0, clock=lambda: 0.0)
+    sched.start(op_s=0.5)
+    assert sched.state.rate_each == 0.5, "before warm-up: 1 / (op_s * n)"
+    sched.start(op_s=0.0)
+    assert sched.state.rate_each == float("inf"), "op_s 0: unbounded rate"
 
 
 def test_a_closed_window_sets_the_per_thread_rate_its_ops_showed():
+    sched = sched_of()
+    length = sched.state.length
+    sched.add(10, 0.0, 0.5)
+    sched.add(10, 0.0, 0.5)
+    sched.advance()
+    assert sched.state.rate_each == 20 / 2 / length, "per-thread rate must be ops / threads / window length"
+    sched.add(0, math.inf, -math.inf)
+    sched.add(0, math.inf, -math.inf)
+    sched.advance()   # no op at all: says nothing about the rate
+    assert sched.state.rate_each == 20 / 2 / length, "an empty window must leave the per-thread rate as it was"
+
+
+def test_a_closed_timed_window_checks_each_output_once_and_counts_os_threads():
     h, _ = fake_harness()
-    sched = modes.Schedule(h, 2, duration=1.0, trials=3, cap=100.0, op_s=0.1)
-    w = modes.Window(trial=None, length=0.5, n=2)
-    w.starts = [[0.05 * i for i in range(10)], [0.05 * i for i in range(10)]]
-    w.ends = [[0.05 * i + 0.05 for i in range(10)], [0.05 * i + 0.05 for i in range(10)]]
-    sched._close(w)
-    assert sched.per_thread_rate == 20 / 2 / 0.5, "per-thread rate must be ops / threads / window length"
-    sched._close(modes.Window(trial=None, length=0.5, n=2))   # no op at all: says nothing about the rate
-    assert sched.per_thread_rate == 20.0, "an empty window must leave the per-thread rate as it was"
-    timed = modes.Window(trial=0, length=0.5, n=2)
+    timed = schedule.Window(2)
     y = 2 * h.inputs[0]
+    timed.starts, timed.ends = [[0.0], []], [[0.1], []]
     timed.samples = [(y, y), (None, None)]   # one op in thread 0: its first output is its last, checked once
-    sched._close(timed)
+    schedule.Boundaries(h, sched_of())._close(timed)
     assert (h.checked, h.errors) == (1, 0), "a window's single output must be checked exactly once"
     assert h.measured.os_threads >= 1, "closing a timed window must record the process's OS threads"
+    assert h.measured.timed_spans == [(0.0, 0.1)], "closing a timed window must record its span"
 
 
 @pytest.mark.parametrize("short, expected", [(5, 2.0 * 1.5 * 10 / 5), (0, 2.0 * 1.5 * 10 / 1)])
 def test_a_window_where_a_thread_fell_short_lengthens_the_next_by_the_shortfall(short, expected):
-    h, _ = fake_harness()
-    sched = modes.Schedule(h, 2, duration=1.0, trials=3, cap=100.0, op_s=0.1)
-    sched.window_s, sched.results = 2.0, [modes._trial([0.0], [1.0], min_thread_ops=short)]
-    sched._plan()
-    assert sched.window_s == pytest.approx(expected), \
+    sched = sched_of()
+    s = sched.state
+    s.phase, s.trial, s.window_s, s.length = schedule.TIMED, 0.0, 2.0, 2.0
+    sched.add(short, 0.0, 1.0)
+    sched.add(short + 3, 0.0, 1.0)
+    sched.advance()
+    assert s.window_s == pytest.approx(expected), \
         f"after {short} ops in a thread the window must grow by WINDOW_SAFETY * MIN_OPS_PER_WINDOW / max(short, 1)"
 
 
@@ -362,7 +384,10 @@ def test_a_window_where_a_thread_fell_short_lengthens_the_next_by_the_shortfall(
                                            ([1000.0, 90.0, 100.0], False),  # only the last two count
                                            ([0.0, 95.0, 100.0], True), ([0.0, 0.0], False), ([100.0], False)])
 def test_warm_up_is_steady_when_the_last_two_windows_agree_within_five_percent(rates, steady):
-    h, _ = fake_harness()
-    sched = modes.Schedule(h, 1, duration=1.0, trials=1, cap=100.0, op_s=0.1)
-    sched.warmup_rates = list(rates)
-    assert sched._steady() is steady, f"warm-up rates {rates} must{'' if steady else ' not'} be steady"
+    sched = sched_of(n=1)
+    for rate in rates:  # a warm-up window of `rate` ops over one second
+        assert sched.phase == schedule.WARM
+        sched.add(int(rate), 0.0, 1.0 if rate else -math.inf)
+        sched.advance()
+    assert sched.steady() is steady, f"warm-up rates {rates} must{'' if steady else ' not'} be steady"
+    assert (sched.phase == schedule.TIMED) is steady, "warm-up must end once steady, and not before"

@@ -17,7 +17,12 @@ import pytest
 
 from compare import results as R
 from compare.cells import MODES, Cell
-from compare.measure import modes, processes
+from compare.measure import processes, procs
+from compare.measure.build import CellContext
+from compare.measure.clocks import shared_clock
+from compare.measure.harness import Checks, TooSlow
+from compare.measure.registry import MEASURES
+from compare.measure.schedule import Window, trial_of
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN = Path(__file__).resolve().parent / "process_fault_plugin"
@@ -72,28 +77,28 @@ def cell_row(run: dict, backend: str, threads: int = 2) -> dict:
 def test_windows_pool_every_process_as_threads_pool_threads():
     a = [([10.0, 10.2], [10.2, 10.4]), ([20.0], [20.3])]          # process 1: two windows
     b = [([10.1, 10.3, 10.5], [10.3, 10.5, 10.6]), ([20.1], [20.2])]  # process 2
-    t0, t1 = processes.pool([a, b])
+    t0, t1 = (Window.of([a[t], b[t]]).trial() for t in (0, 1))   # as the worker pools its processes' reports
     assert (t0.ops, t0.seconds) == (5, pytest.approx(0.6))  # 2 + 3 ops; 10.0 (first start) to 10.6 (last end)
     assert (t1.ops, t1.seconds) == (2, pytest.approx(0.3))
-    # as threads pool their threads' windows (modes.Schedule: every thread's starts and ends into one _trial)
-    threads = [modes._trial(a[t][0] + b[t][0], a[t][1] + b[t][1]) for t in (0, 1)]
+    # as a window of threads pools: every participant's starts and ends into one trial_of
+    threads = [trial_of(a[t][0] + b[t][0], a[t][1] + b[t][1]) for t in (0, 1)]
     assert [(t.ops, t.seconds, t.lat_p99_ms) for t in threads] == [(t.ops, t.seconds, t.lat_p99_ms) for t in (t0, t1)]
     assert (t0.min_thread_ops, t1.min_thread_ops) == (2, 1)  # the fewest ops any process completed
 
 
 def test_intra_op_threads_keep_processes_times_threads_within_the_cores(monkeypatch):
-    monkeypatch.setattr(processes, "usable_cores", lambda: 8)
+    monkeypatch.setattr(procs, "usable_cores", lambda: 8)
     cell = Cell(backend="numpy", device="cpu", dtype="float64", workload="mlp", mode="processes", threads=2)
-    assert processes.intra_op_plan(cell) == (4, "equal total threads: 8 cores // 2 processes")
-    assert processes.intra_op_plan(Cell(**{**cell.to_dict(), "threads": 16, "knobs": ()}))[0] == 1
-    assert processes.intra_op_plan(Cell(**{**cell.to_dict(), "intra_op_threads": 3, "knobs": ()})) == \
+    assert procs.intra_op_plan(cell) == (4, "equal total threads: 8 cores // 2 processes")
+    assert procs.intra_op_plan(Cell(**{**cell.to_dict(), "threads": 16, "knobs": ()}))[0] == 1
+    assert procs.intra_op_plan(Cell(**{**cell.to_dict(), "intra_op_threads": 3, "knobs": ()})) == \
         (3, "--intra-op-threads")
 
 
 def test_processes_is_a_ceiling_mode_beside_threads_and_not_a_default():
     spec = MODES["processes"]
     assert spec.ceiling and spec.axis == "threads" and spec.line and spec.start_s > 0
-    assert "processes" in modes.RUNNERS
+    assert "processes" in MEASURES
 
 
 def test_processes_run_in_step_and_every_one_checks_its_outputs(monkeypatch, tmp_path):
@@ -102,14 +107,15 @@ def test_processes_run_in_step_and_every_one_checks_its_outputs(monkeypatch, tmp
     for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
         monkeypatch.setenv(k, "1")
     seen = []
-    real_pool = processes.pool
-    monkeypatch.setattr(processes, "pool", lambda windows: (seen.append(windows), real_pool(windows))[1])
+    real_gather = processes._gather
+    monkeypatch.setattr(processes, "_gather", lambda *args: (seen.append(got := real_gather(*args)), got)[1])
     cell = Cell(backend="numpy", device="cpu", dtype="float64", workload="mlp", mode="processes", threads=2,
                 duration=0.2, trials=3, warmup=2, verify_ops=4)
-    build = modes.Build(make=lambda: pytest.fail("the worker must not build a model"),
-                        checks=modes.Checks(1e-9), cache=tmp_path, measured=modes.Measured())
+    build = CellContext(build_harness=lambda: pytest.fail("the worker must not build a model"),
+                        checks=Checks(1e-9), cache=tmp_path)
     trials = processes.run_processes(cell, build)
-    (windows,) = seen
+    ((reports, _),) = seen
+    windows = [r["windows"] for r in reports]   # per process, per timed window: (starts, ends, planned length)
     assert len(windows) == 2 and all(len(w) == 3 for w in windows)
     for t, trial in enumerate(trials):
         starts = [s for w in windows for s in w[t][0]]
@@ -117,14 +123,15 @@ def test_processes_run_in_step_and_every_one_checks_its_outputs(monkeypatch, tmp
         length = windows[0][t][2]   # the window the shared schedule planned (>= --duration)
         assert length >= cell.duration and all(w[t][2] == length for w in windows)
         assert max(starts) - min(starts) < length  # one window, opened once for all
-        assert trial.min_thread_ops >= 10           # every process held the minimum (modes.MIN_OPS_PER_WINDOW)
+        assert trial.min_thread_ops >= 10           # every process held the minimum (schedule.MIN_OPS_PER_WINDOW)
         assert trial.seconds == pytest.approx(max(e for w in windows for e in w[t][1]) - min(starts))
-    # one timed span (in the GPU sampler's clock) from the first timed window's opening to the last one's close
-    (a, b), = build.measured.timed_spans
-    shift = time.perf_counter() - processes.clock()
-    assert a - shift <= min(s for w in windows for s in w[0][0]) + 1e-3
-    assert b - shift >= max(e for w in windows for e in w[-1][1]) - 1e-3
-    assert b - a < sum(t.seconds for t in trials) + 5.0  # not the whole run: no build, no spawn
+    # each timed window's span (moved to the GPU sampler's clock): from its first start to its last end
+    spans = build.measured.timed_spans
+    shift = time.perf_counter() - shared_clock()
+    assert len(spans) == len(trials)
+    for t, (a, b) in enumerate(spans):
+        assert a - shift == pytest.approx(min(s for w in windows for s in w[t][0]), abs=1e-3)
+        assert b - shift == pytest.approx(max(e for w in windows for e in w[t][1]), abs=1e-3)
     # the speed check, each process's 4 after the trials, and 1-2 outputs per process per window (first, last)
     assert 1 + 2 * 4 + 2 * 3 <= build.checks.checked <= 1 + 2 * 4 + 2 * 2 * 3 and build.checks.errors == 0
     facts = build.facts
@@ -141,9 +148,9 @@ def test_an_op_longer_than_the_window_is_too_slow_in_processes_too(monkeypatch, 
         monkeypatch.setenv(k, "1")
     cell = Cell(backend="numpy", device="cpu", dtype="float64", workload="mlp", mode="processes", threads=2,
                 duration=1e-7, trials=1, warmup=1)
-    build = modes.Build(make=lambda: pytest.fail("the worker must not build a model"),
-                        checks=modes.Checks(1e-9), cache=tmp_path)
-    with pytest.raises(modes.TooSlow, match="more than the 4e-07 s longest window"):  # 4 x --duration
+    build = CellContext(build_harness=lambda: pytest.fail("the worker must not build a model"),
+                        checks=Checks(1e-9), cache=tmp_path)
+    with pytest.raises(TooSlow, match="more than the 4e-07 s longest window"):  # 4 x --duration
         processes.run_processes(cell, build)
     assert build.checks.checked == 1 and build.checks.errors == 0 and not build.facts
 

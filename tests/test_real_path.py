@@ -13,7 +13,8 @@ import backends
 import workloads
 from backends.base import Backend
 from compare.cells import Cell
-from compare.measure import modes, worker
+from compare.measure.build import build_model, make_harness
+from compare.measure.registry import run_mode
 from compare.measure.runner import Limits, run_cell
 from compare.measure.verify import TOLERANCE, tolerance
 
@@ -42,7 +43,7 @@ def harness(c: Cell, tmp_path, backend: Backend | None = None):
     b.configure(fp32_precision=c.fp32_precision, intra_op_threads=c.intra_op_threads)
     spec = workloads.make(c.workload, **dict(c.knobs))
     params = spec.init_weights(c.seed)
-    return worker.make_harness(b, worker.build_model(b, c, spec, params), c, spec, params, tmp_path), b
+    return make_harness(b, build_model(b, c, spec, params), c, spec, params, tmp_path), b
 
 
 # -- item 7: distinct inputs, per-request checks, tolerances per effective precision ------------------------
@@ -104,7 +105,7 @@ def test_real_backends_hand_every_client_its_own_rows(backend, mode, threads, k,
     forwards instead of requests; outputs of the timed windows not checked."""
     c = cell(backend=backend, mode=mode, threads=threads, k=k, max_batch=threads)
     h, _ = harness(c, tmp_path)
-    trials = worker.run_mode(h, c)
+    trials = run_mode(h, c)
     assert len(trials) == c.trials and all(t.ops > 0 for t in trials), trials
     assert h.errors == 0, (h.errors, h.checked, h.max_err)
     reqs = c.requests_per_forward
@@ -125,7 +126,7 @@ def test_batched_split_bug_is_caught(backend, tmp_path, monkeypatch):
     monkeypatch.setattr(type(b), "split", lambda self, y, sizes: (lambda p: p[1:] + p[:1])(real(self, y, sizes)))
     c = cell(backend=backend, mode="batched", threads=4, max_batch=4, max_wait_ms=50.0)
     h, _ = harness(c, tmp_path, b)
-    worker.run_mode(h, c)
+    run_mode(h, c)
     assert h.errors > 0
 
 
@@ -188,13 +189,13 @@ def test_an_op_counts_only_after_its_work_is_done(mode, threads, tmp_path):
     c = cell(backend="lazy", mode=mode, threads=threads, dtype="float64")
     lazy = LazyBackend()
     h, _ = harness(c, tmp_path, lazy)
-    trials = worker.run_mode(h, c)
+    trials = run_mode(h, c)
     assert lazy.forced == lazy.forwards >= sum(t.ops for t in trials) > 0
     assert h.errors == 0
 
     lazy_bug = LazyBackend(force=False)
     h, _ = harness(c, tmp_path, lazy_bug)
-    worker.run_mode(h, c)
+    run_mode(h, c)
     assert lazy_bug.forced == 0 and h.errors == h.checked > 0  # what a synchronize that does nothing yields
 
 
@@ -256,7 +257,7 @@ def test_per_thread_settings_reach_every_measuring_thread(tmp_path):
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)  # the main thread's setting must not be what the measuring threads use
-        worker.run_mode(h, c)
+        run_mode(h, c)
     finally:
         torch.set_num_threads(before)
     in_threads = {(name, n) for name, n in seen if name.startswith("tb-")}

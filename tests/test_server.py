@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
-from compare.measure import queueing as Q
-from compare.measure import server as S
+from compare.measure import loadgen
+from compare.measure import queueing
+from compare.measure.clocks import SimClock
+from compare.measure.server import STRATEGIES, run_real
 
 D = 0.010  # simulated service time, s
 
@@ -28,36 +30,36 @@ SIM_QUERIES = 200_000
 # -- the rules -------------------------------------------------------------------------------------
 def test_early_stopping_matches_loadgen():
     """LoadGen's Server summary asks for 459 queries when none is over the latency bound."""
-    assert S.queries_needed(0) == 459
+    assert loadgen.queries_needed(0) == 459
     for over in (0, 1, 5, 40):
-        n = S.queries_needed(over)
+        n = loadgen.queries_needed(over)
         assert binom.cdf(over, n, 0.01) <= 0.01 < binom.cdf(over, n - 1, 0.01)
-    assert S.queries_needed(1) > S.queries_needed(0)
+    assert loadgen.queries_needed(1) > loadgen.queries_needed(0)
 
 
 def test_judge_order_of_reasons():
     n = 1000
     sched = np.arange(n) * 0.01
     lat = np.full(n, 0.005)
-    ok = S.judge(100.0, sched, sched, sched + lat, bound=0.010)
+    ok = loadgen.judge(100.0, sched, sched, sched + lat, bound=0.010)
     assert ok.valid and ok.over == 0 and ok.queries == n
-    late = S.judge(100.0, sched, sched + 0.002, sched + lat, bound=0.010)  # lag 2 ms > 10% of 10 ms
+    late = loadgen.judge(100.0, sched, sched + 0.002, sched + lat, bound=0.010)  # lag 2 ms > 10% of 10 ms
     assert not late.valid and "dispatcher lag" in late.verdict
     slow = lat.copy()
     slow[:20] = 0.05  # 2% over the bound: p99 over it
-    assert "p99" in S.judge(100.0, sched, sched, sched + slow, bound=0.010).verdict
-    few = S.judge(100.0, sched[:458], sched[:458], (sched + lat)[:458], bound=0.010)
+    assert "p99" in loadgen.judge(100.0, sched, sched, sched + slow, bound=0.010).verdict
+    few = loadgen.judge(100.0, sched[:458], sched[:458], (sched + lat)[:458], bound=0.010)
     assert "early stopping" in few.verdict and "459" in few.verdict
     one_over = lat.copy()
     one_over[0] = 0.05
-    assert S.judge(100.0, sched[:459], sched[:459], (sched + one_over)[:459], bound=0.010).verdict.startswith(
+    assert loadgen.judge(100.0, sched[:459], sched[:459], (sched + one_over)[:459], bound=0.010).verdict.startswith(
         "invalid: early stopping")
 
 
 def test_schedule_is_seeded_poisson():
-    a, b = S.poisson_schedule(200.0, 100_000, 3), S.poisson_schedule(200.0, 100_000, 3)
+    a, b = loadgen.poisson_schedule(200.0, 100_000, 3), loadgen.poisson_schedule(200.0, 100_000, 3)
     assert np.array_equal(a, b) and a[0] == 0 and np.all(np.diff(a) >= 0)
-    assert not np.array_equal(a, S.poisson_schedule(200.0, 100_000, 4))
+    assert not np.array_equal(a, loadgen.poisson_schedule(200.0, 100_000, 4))
     gaps = np.diff(a)
     assert gaps.mean() == pytest.approx(1 / 200, rel=0.02)  # SD of the mean: 0.3%
     assert gaps.std() == pytest.approx(1 / 200, rel=0.02)   # exponential: SD = mean
@@ -65,36 +67,36 @@ def test_schedule_is_seeded_poisson():
 
 def test_search_brackets_then_bisects_to_precision():
     for start in (3.0, 100.0, 5000.0):
-        res = S.search(lambda r: _fake_step(r, r <= 123.0), start, now=iter(range(10**6)).__next__,
+        res = loadgen.search(lambda r: _fake_step(r, r <= 123.0), start, now=iter(range(10**6)).__next__,
                        budget_s=math.inf)
-        assert res.peak <= 123.0 < res.above and res.above / res.peak <= 1 + S.PRECISION
+        assert res.peak <= 123.0 < res.above and res.above / res.peak <= 1 + loadgen.PRECISION
         assert res.note == ""
 
 
 def test_search_reports_no_valid_rate_and_budget():
-    res = S.search(lambda r: _fake_step(r, False), 100.0, now=iter(range(10**6)).__next__, budget_s=math.inf)
+    res = loadgen.search(lambda r: _fake_step(r, False), 100.0, now=iter(range(10**6)).__next__, budget_s=math.inf)
     assert res.peak is None and "no valid rate" in res.note
-    res = S.search(lambda r: _fake_step(r, r < 50), 1.0, now=iter(range(10**6)).__next__, max_steps=3,
+    res = loadgen.search(lambda r: _fake_step(r, r < 50), 1.0, now=iter(range(10**6)).__next__, max_steps=3,
                    budget_s=math.inf)
     assert len(res.steps) == 3 and "3 steps" in res.note
 
 
-def _fake_step(rate: float, valid: bool) -> S.Step:
-    return S.Step(rate=rate, queries=500, seconds=1, bound_ms=1, lat_p50_ms=0, lat_p90_ms=0, lat_p99_ms=0,
-                  lag_p99_ms=0, over=0, verdict=S.VALID if valid else "invalid: test")
+def _fake_step(rate: float, valid: bool) -> loadgen.Step:
+    return loadgen.Step(rate=rate, queries=500, seconds=1, bound_ms=1, lat_p50_ms=0, lat_p90_ms=0, lat_p99_ms=0,
+                  lag_p99_ms=0, over=0, verdict=loadgen.VALID if valid else "invalid: test")
 
 
 # -- theory itself ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("rho", [0.3, 0.8])
 def test_md1_distribution_agrees_with_pollaczek_khinchine(rho):
     lam = rho / D
-    assert Q.mean_wait(lam, D, 1) == pytest.approx(Q.md1_mean_wait(lam, D), rel=1e-3)
-    assert Q.wait_cdf(0.0, lam, D, 1) == pytest.approx(1 - rho, abs=1e-9)  # idle server on arrival
+    assert queueing.mean_wait(lam, D, 1) == pytest.approx(queueing.md1_mean_wait(lam, D), rel=1e-3)
+    assert queueing.wait_cdf(0.0, lam, D, 1) == pytest.approx(1 - rho, abs=1e-9)  # idle server on arrival
 
 
 def test_mdc_no_wait_probability_is_fewer_than_c_in_system():
-    law = Q.number_in_system(140.0, D, 2)
-    assert Q.wait_cdf(0.0, 140.0, D, 2) == pytest.approx(law[:2].sum(), abs=1e-9)
+    law = queueing.number_in_system(140.0, D, 2)
+    assert queueing.wait_cdf(0.0, 140.0, D, 2) == pytest.approx(law[:2].sum(), abs=1e-9)
     assert law.sum() == pytest.approx(1.0, abs=1e-9)
 
 
@@ -102,11 +104,11 @@ def test_mdc_no_wait_probability_is_fewer_than_c_in_system():
 @pytest.mark.parametrize("c,rho", [(1, 0.7), (2, 0.7), (4, 0.8)])
 def test_simulated_p99_matches_mdc(c, rho):
     lam = rho * c / D
-    clock = S.SimClock()
-    step = S.measure_rate(clock, lambda: S.SimServers(clock, c, D), lam, bound=1.0, seed=11,
+    clock = SimClock()
+    step = loadgen.measure_rate(clock, lambda: loadgen.SimServers(clock, c, D), lam, bound=1.0, seed=11,
                           min_seconds=SIM_QUERIES / lam)
     assert step.queries == SIM_QUERIES and step.valid
-    assert step.lat_p99_ms == pytest.approx(Q.latency_quantile(0.99, lam, D, c) * 1e3, rel=P99_TOL)
+    assert step.lat_p99_ms == pytest.approx(queueing.latency_quantile(0.99, lam, D, c) * 1e3, rel=P99_TOL)
     assert step.lat_p50_ms >= D * 1e3  # latency includes service
 
 
@@ -116,26 +118,26 @@ def test_simulated_search_finds_the_mdc_peak(c):
     p99 is steep in the rate, so a P99_TOL error in p99 moves the rate by less; early stopping makes the
     found peak a little conservative (it wants the over-bound share clearly under 1%)."""
     bound = 4 * D
-    res = S.simulate_search("threads", c, D, bound, start=0.2 * c / D, seed=5, min_seconds=100_000 / (0.5 * c / D))
-    theory = Q.peak_rate(bound, D, c)
-    assert res.peak is not None and res.above is not None and res.above / res.peak <= 1 + S.PRECISION
+    res = loadgen.simulate_search("threads", c, D, bound, start=0.2 * c / D, seed=5, min_seconds=100_000 / (0.5 * c / D))
+    theory = queueing.peak_rate(bound, D, c)
+    assert res.peak is not None and res.above is not None and res.above / res.peak <= 1 + loadgen.PRECISION
     assert res.peak / (1 + P99_TOL) <= theory <= res.above * (1 + P99_TOL)
 
 
 def test_batcher_of_one_is_a_single_server():
     """max_batch 1, no wait: the batcher's simulation must reduce to M/D/1 exactly."""
-    sched = S.poisson_schedule(70.0, 5000, 2)
+    sched = loadgen.poisson_schedule(70.0, 5000, 2)
     ends = []
-    for make in (lambda c: S.SimServers(c, 1, D), lambda c: S.SimBatcher(c, 1, D, max_batch=1, max_wait=0.0)):
-        clock = S.SimClock()
-        ends.append(S.dispatch(clock, make(clock), sched, 70.0, 1.0)[2])
+    for make in (lambda c: loadgen.SimServers(c, 1, D), lambda c: loadgen.SimBatcher(c, 1, D, max_batch=1, max_wait=0.0)):
+        clock = SimClock()
+        ends.append(loadgen.dispatch(clock, make(clock), sched, 70.0, 1.0)[2])
     assert np.allclose(ends[0], ends[1])
 
 
 def test_batcher_fills_batches_under_load():
-    clock = S.SimClock()
-    b = S.SimBatcher(clock, 8, lambda n: 0.004 + 0.0005 * n, max_batch=8, max_wait=0.002)
-    sched, _, ends, _ = S.dispatch(clock, b, S.poisson_schedule(1500.0, 3000, 1), 1500.0, 1.0)
+    clock = SimClock()
+    b = loadgen.SimBatcher(clock, 8, lambda n: 0.004 + 0.0005 * n, max_batch=8, max_wait=0.002)
+    sched, _, ends, _ = loadgen.dispatch(clock, b, loadgen.poisson_schedule(1500.0, 3000, 1), 1500.0, 1.0)
     assert sum(k * v for k, v in b.hist.items()) == 3000
     assert max(b.hist) == 8 and np.all(ends >= sched + 0.0045)
 
@@ -143,17 +145,17 @@ def test_batcher_fills_batches_under_load():
 def test_dispatcher_lag_is_measured_and_counted_in_latency():
     """A dispatcher that wakes 3 ms late: the lag rule fails the rate, and latency (from the schedule)
     carries the lag, since with many servers there is no queueing."""
-    clock = S.SimClock(issue_cost=0.003)
-    step = S.measure_rate(clock, lambda: S.SimServers(clock, 64, D), 50.0, bound=0.020, seed=1)
+    clock = SimClock(issue_cost=0.003)
+    step = loadgen.measure_rate(clock, lambda: loadgen.SimServers(clock, 64, D), 50.0, bound=0.020, seed=1)
     assert "dispatcher lag" in step.verdict
     assert step.lag_p99_ms >= 2.9 and step.lat_p50_ms >= D * 1e3 + 2.9
 
 
 def test_overload_stops_the_step_early():
-    clock = S.SimClock()
+    clock = SimClock()
     rate = 3 / D  # 3x one server's capacity
-    step = S.measure_rate(clock, lambda: S.SimServers(clock, 1, D), rate, bound=2 * D, seed=1, min_seconds=5)
-    assert "overloaded" in step.verdict and step.queries < S.step_queries(rate, 5)
+    step = loadgen.measure_rate(clock, lambda: loadgen.SimServers(clock, 1, D), rate, bound=2 * D, seed=1, min_seconds=5)
+    assert "overloaded" in step.verdict and step.queries < loadgen.step_queries(rate, 5)
 
 
 # -- the real clock: structure and counts, never speed -----------------------------------------------
@@ -173,8 +175,8 @@ class _Cell:
 @pytest.mark.parametrize("strategy", ["threads", "batched"])
 def test_real_strategies_answer_every_query(strategy):
     h = _SleepHarness(0.001)
-    step, srv = S.run_real(strategy, h, 2, _Cell(), rate=200.0, bound=2.0, seed=0, min_seconds=0.5, keep=True)
-    assert step.queries == S.step_queries(200.0, 0.5) == len(srv.outputs)
+    step, srv = run_real(strategy, h, 2, _Cell(), rate=200.0, bound=2.0, seed=0, min_seconds=0.5, keep=True)
+    assert step.queries == loadgen.step_queries(200.0, 0.5) == len(srv.outputs)
     assert step.lat_p50_ms >= 1.0  # at least one service time, from the schedule
     assert all(np.ravel(srv.outputs[i])[0] == i % 8 for i in srv.outputs)  # each query got its own answer
     if strategy == "batched":
@@ -194,23 +196,23 @@ def test_a_server_threads_first_use_per_thread_is_set_up_and_warmed_before_the_s
         local.warm = True
         return x
     h.op, h.thread_setup = op, lambda: setups.append(threading.current_thread().name)
-    step, _ = S.run_real("threads", h, 2, _Cell(), rate=200.0, bound=0.1, seed=0, min_seconds=0.5)
+    step, _ = run_real("threads", h, 2, _Cell(), rate=200.0, bound=0.1, seed=0, min_seconds=0.5)
     assert step.lat_p99_ms < 100 and not step.verdict.startswith("invalid: p99"), step.verdict
     assert sorted(setups) == ["tb-server-0", "tb-server-1"]
 
 
 def test_processes_strategy_starts_its_pool_once_per_cell():
-    assert S.STRATEGIES["processes"].make and S.STRATEGIES["processes"].pool
-    assert not S.STRATEGIES["threads"].pool and not S.STRATEGIES["batched"].pool
+    assert STRATEGIES["processes"].make and STRATEGIES["processes"].pool
+    assert not STRATEGIES["threads"].pool and not STRATEGIES["batched"].pool
 
 
 def test_the_dispatchers_own_lag_is_measured_against_a_do_nothing_strategy():
     """On the simulated clock every wake-up is issue_cost late. Queries 1 s apart on average: the lag p99 is
     that cost. At the probe's 500/s (2 ms apart on average) some arrive within a wake-up's cost of the one
     before, and the lateness they inherit counts too."""
-    assert S.dispatcher_lag_p99(seed=3, rate=1.0, clock=S.SimClock(issue_cost=4e-4)) == pytest.approx(4e-4)
-    assert S.dispatcher_lag_p99(seed=3, clock=S.SimClock(issue_cost=4e-4)) > 4e-4
-    assert S.dispatcher_lag_p99(seed=3, clock=S.SimClock()) == 0.0
+    assert loadgen.dispatcher_lag_p99(seed=3, rate=1.0, clock=SimClock(issue_cost=4e-4)) == pytest.approx(4e-4)
+    assert loadgen.dispatcher_lag_p99(seed=3, clock=SimClock(issue_cost=4e-4)) > 4e-4
+    assert loadgen.dispatcher_lag_p99(seed=3, clock=SimClock()) == 0.0
 
 
 @pytest.mark.parametrize("single_ms, given_ms, lag_ms, bound_ms", [
@@ -220,16 +222,16 @@ def test_the_dispatchers_own_lag_is_measured_against_a_do_nothing_strategy():
     (0.1, 3.0, 0.4, 3.0),      # --latency-bound-ms is taken as given, lag or not
 ])
 def test_the_default_bound_is_the_largest_of_its_three_floors_unless_given(single_ms, given_ms, lag_ms, bound_ms):
-    assert S.default_bound(single_ms / 1e3, given_ms, lag_ms / 1e3) * 1e3 == pytest.approx(bound_ms)
+    assert loadgen.default_bound(single_ms / 1e3, given_ms, lag_ms / 1e3) * 1e3 == pytest.approx(bound_ms)
 
 
 def test_at_a_lag_derived_bound_the_lag_rule_lets_a_rate_pass():
     """The point of the lag floor: with the dispatcher as late as measured, a fast server is valid, where
     the bare 2 ms floor made every rate INVALID by the lag rule."""
     cost = 4e-4
-    lag = S.dispatcher_lag_p99(seed=1, clock=S.SimClock(issue_cost=cost))
+    lag = loadgen.dispatcher_lag_p99(seed=1, clock=SimClock(issue_cost=cost))
     fast = dict(servers=1, service=1e-5, start=100.0, seed=1, issue_cost=cost)
-    floor_only = S.simulate_search("threads", bound=S.BOUND_FLOOR_MS / 1e3, **fast)
+    floor_only = loadgen.simulate_search("threads", bound=loadgen.BOUND_FLOOR_MS / 1e3, **fast)
     assert floor_only.peak is None and all("dispatcher lag" in s.verdict for s in floor_only.steps)
-    lagged = S.simulate_search("threads", bound=S.default_bound(1e-5, None, lag), **fast)
+    lagged = loadgen.simulate_search("threads", bound=loadgen.default_bound(1e-5, None, lag), **fast)
     assert lagged.peak is not None

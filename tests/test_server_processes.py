@@ -1,4 +1,4 @@
-"""The server scenario's `processes` strategy (compare.measure.processes.ServerPool): a real cell keeps every
+"""The server scenario's `processes` strategy (compare.measure.server.ProcessPool): a real cell keeps every
 rate step and checks outputs in the processes that ran them; one process dying or raising fails the cell with
 its cause; no process is left behind. Faults come from tests/process_fault_plugin (process 2 of a cell only).
 Nothing here asserts a speed: counts, structure, statuses."""

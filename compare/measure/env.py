@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import os
 import platform
-from pathlib import Path
 import socket
+import subprocess
 import sys
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError, entry_points, version
+from pathlib import Path
 
 import psutil
 
+from backends import ENTRY_POINT_GROUP
 from backends.base import cpu_model
 
 
@@ -22,9 +24,6 @@ def _version(dist: str) -> str | None:
 
 def _packages() -> dict[str, str]:
     """Versions of the core's packages, the built-in frameworks and every installed backend plug-in."""
-    from importlib.metadata import entry_points
-
-    from backends import ENTRY_POINT_GROUP
     names = ["threadbench", "numpy", "scipy", "polars", "torch", "mlx"]
     names += [ep.dist.name for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.dist is not None]
     return {n: v for n in dict.fromkeys(names) if (v := _version(n))}
@@ -41,7 +40,6 @@ def threadbench_revision() -> str | None:
 
 
 def _git_revision() -> str | None:
-    import subprocess
     root = Path(__file__).resolve().parents[2]
     try:
         rev = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,

@@ -157,7 +157,7 @@ class NvmlMissing(Exception):
 def _nvml():
     """The pynvml module, initialised; raises NvmlMissing(why) where there is none or no driver."""
     try:
-        import pynvml
+        import pynvml  # optional (nvidia-ml-py): only a GPU cell needs it, and it may be missing
     except ImportError:
         raise NvmlMissing(f"{NVML_MISSING} (pip install nvidia-ml-py)") from None
     try:

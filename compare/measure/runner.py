@@ -1,7 +1,9 @@
-"""Runs cells, each in its own subprocess, and turns what happened into CellResults.
+"""The parent side of measuring: runs each cell in its own worker subprocess (compare.measure.worker), turns
+what it wrote and how it ended into a CellResult, and runs a sweep of cells in order.
 
 A crash (signal), hang (timeout), runaway memory or exception in one cell is recorded with its cause and
-the sweep goes on. The caller gets each result as soon as it exists (to save it at once)."""
+the sweep goes on. The caller gets each result as soon as it exists (to save it at once). Not here: any
+measuring (the worker does it, in its own process)."""
 from __future__ import annotations
 
 import json
@@ -17,7 +19,8 @@ from typing import Callable, Iterable, Iterator
 
 import psutil
 
-from ..cells import (CRASH, ERROR, MEMORY, MODES, SKIPPED, TIMEOUT, TOO_SLOW, Cell, CellResult, Trial)
+from ..cells import CRASH, MEMORY, MODES, OK, SKIPPED, TIMEOUT, TOO_SLOW, WRONG, Cell, CellResult, Trial
+from .procs import exit_cause
 
 ROOT = Path(__file__).resolve().parents[2]
 POLL_S = 0.05
@@ -106,7 +109,7 @@ def _collect(cell: Cell, events_path: Path, rc: int, log_path: Path, forced) -> 
             result.flops_per_op = ev["flops_per_op"]
         elif kind == "trial":
             result.trials.append(Trial(**ev))
-        elif kind == "result":  # how it was measured (compare.measure.modes.Measured), effective precision
+        elif kind == "result":  # how it was measured (compare.measure.harness.Measured), effective precision
             for name, value in ev.items():
                 if hasattr(result, name):
                     setattr(result, name, value)
@@ -116,7 +119,7 @@ def _collect(cell: Cell, events_path: Path, rc: int, log_path: Path, forced) -> 
             result.gpu_util_mean, result.gpu_util_max = ev["mean"], ev["max"]
         elif kind == "memory":
             result.peak_rss_mb, result.peak_device_mb = ev["peak_rss_mb"], ev["peak_device_mb"]
-        elif kind == "facts":  # intra-op threads; processes mode: its processes' memory (compare.measure.processes)
+        elif kind == "facts":  # intra-op threads; processes: each one's memory (compare.measure.build.memory_facts)
             for name, value in ev.items():
                 if hasattr(result, name):  # a newer worker's fact that this runner does not know is left out
                     setattr(result, name, value)
@@ -131,19 +134,10 @@ def _collect(cell: Cell, events_path: Path, rc: int, log_path: Path, forced) -> 
     elif rc != 0 or not result.status:
         # A process that reported its result and then died (e.g. aborting in a framework's teardown) keeps
         # its measured trials, but the cell is still a crash: a user's process would have died too.
-        after = " after reporting its result (at exit)" if result.status in ("ok", "wrong") else ""
+        after = " after reporting its result (at exit)" if result.status in (OK, WRONG) else ""
         result.status = CRASH
-        result.cause = _exit_cause(rc) + after + _log_tail(log_path)
+        result.cause = exit_cause(rc) + after + _log_tail(log_path)
     return result
-
-
-def _exit_cause(rc: int) -> str:
-    if rc < 0:
-        try:
-            return f"killed by {signal.Signals(-rc).name}"
-        except ValueError:
-            return f"killed by signal {-rc}"
-    return f"exited with code {rc} before reporting a result"
 
 
 def _log_tail(log_path: Path, lines: int = 3) -> str:

@@ -1,6 +1,6 @@
 """Checking outputs against the float64 reference: the error measure and the tolerance per effective
 precision (what the matmuls really compute in, Backend.effective_precision). Not here: which outputs are
-checked and when (compare.measure.modes)."""
+checked and when (compare.measure.schedule)."""
 from __future__ import annotations
 
 import numpy as np

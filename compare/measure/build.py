@@ -1,0 +1,173 @@
+"""Builds what a cell measures, in the process that measures it: the model at the cell's batch, the Harness
+around it (op, per-request inputs, the check against the cached float64 reference), the CellContext a mode
+gets, and the one memory report every measuring process gives. Framework-free: it reaches a framework only
+through the Backend. Not here: running a mode, or starting processes (compare.measure.procs)."""
+from __future__ import annotations
+
+import hashlib
+import resource
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import psutil
+
+import backends
+import workloads
+from backends.base import apply_configure
+
+from ..cells import Cell
+from ..files import atomic_write
+from .clocks import process_clock
+from .harness import Checks, Harness, Measured
+from .verify import rel_error, tolerance
+
+
+@dataclass
+class CellContext:
+    """What a mode gets besides its Cell. `build_harness()` builds the model and its Harness in this process
+    (a mode that measures in processes of its own never calls it: they build their own). `checks`: where
+    verification is tallied (processes merge theirs in); `cache`: the sweep's reference cache, which they
+    share; `measured`: how the cell was measured; `facts`: what the mode learned about the processes that
+    ran (memory per process, intra-op threads). The worker records the last three."""
+    build_harness: Callable[[], Harness]
+    checks: Checks
+    measured: Measured = field(default_factory=Measured)
+    cache: Path | None = None
+    facts: dict = field(default_factory=dict)
+
+
+def reference(spec, params, index: int, seed: int, cache: Path) -> np.ndarray:
+    """float64 reference output for request input `index`, cached on disk across the cells of a sweep."""
+    key = hashlib.sha1(f"{spec.name}|{spec.label()}|{seed}|{index}".encode()).hexdigest()[:16]
+    path = cache / f"{spec.name}-{key}.npy"
+    if path.exists():
+        return np.load(path)
+    ref = spec.reference(params, spec.make_input(index))
+    with atomic_write(path, binary=True, sync=False) as f:  # a cache of a temporary folder: no fsync
+        np.save(f, ref)
+    return ref
+
+
+class References:
+    """float64 references by request index, computed on first use (a check runs outside the clock) and kept
+    on disk for the other cells of the sweep. Thread-safe: checks run in whichever thread closes a window."""
+
+    def __init__(self, spec, params, seed: int, cache: Path):
+        self.spec, self.params, self.seed, self.cache = spec, params, seed, cache
+        self.known: dict[int, np.ndarray] = {}
+        self.lock = threading.Lock()
+
+    def __call__(self, index: int) -> np.ndarray:
+        with self.lock:
+            if index not in self.known:
+                self.known[index] = reference(self.spec, self.params, index, self.seed, self.cache)
+            return self.known[index]
+
+
+def build_model(backend, cell: Cell, spec, params):
+    """The cell's model: `spec` (one request) built at the batch of one forward (k requests offline)."""
+    return backend.build(spec.with_batch(spec.batch * cell.requests_per_forward), params, cell.device, cell.dtype)
+
+
+def make_harness(backend, model, cell: Cell, spec, params, cache: Path, checks: Checks | None = None,
+                 measured: Measured | None = None, clock: Callable[[], float] = process_clock) -> Harness:
+    """The Harness a cell's mode runs: the op (forward + synchronize, as the backend defines them), the
+    device inputs, and the check against the float64 reference. Every request the cell can send has its
+    own input: thread (client) i sends request i, or offline its k requests i*k .. i*k+k-1, so a swap
+    between any two threads or requests shows. An offline batch is checked request by request.
+    `model` is backend.build(spec with the cell's batch, ...); `spec` is the one-request workload."""
+    n, k, rows = cell.threads, cell.requests_per_forward, spec.batch
+    refs = References(spec, params, cell.seed, cache)
+    host_inputs = [np.concatenate([spec.make_input(i * k + j) for j in range(k)]) if k > 1 else spec.make_input(i)
+                   for i in range(n)]
+
+    def check(y, i: int):
+        out = backend.to_numpy(y)
+        if k == 1:
+            return rel_error(out, refs(i))
+        if out.shape[:1] != (k * rows,):
+            return [float("inf")] * k
+        return [rel_error(part, refs(i * k + j)) for j, part in enumerate(np.split(out, k))]
+
+    def op(x):
+        y = backend.forward(model, x)
+        backend.synchronize(y, cell.device)
+        return y
+
+    device_inputs = [backend.to_device(x, cell.device, cell.dtype) for x in host_inputs]
+    for x in device_inputs:  # copies complete before any thread (or stream) reads them
+        backend.synchronize(x, cell.device)
+    precision = backend.effective_precision(cell.device, cell.dtype, cell.fp32_precision)
+    return Harness(
+        op=op, check=check, inputs=device_inputs, tolerance=tolerance(precision),
+        stream=lambda: backend.stream(cell.device),
+        thread_setup=getattr(backend, "configure_thread", None),  # per-thread settings, where a backend has them
+        concat=backend.concat, split=backend.split, rows=rows, checks=checks,
+        measured=measured if measured is not None else Measured(), clock=clock,
+    )
+
+
+def process_harness(cell: Cell, cache: Path, intra_op: int, clock: Callable[[], float]) -> tuple:
+    """What every spawned process of a cell (the processes mode, the server's pool) does first: its backend
+    configured with its intra-op threads, its model and Harness built as the cell's worker builds them (so
+    op, inputs, synchronise and check are those of `threads`), this thread's settings applied.
+    Returns (backend, harness); the harness's Checks are the process's own tally."""
+    backend = backends.load(cell.backend)
+    apply_configure(backend, cell.fp32_precision, intra_op, dict(cell.backend_options))
+    spec = workloads.make(cell.workload, **dict(cell.knobs))
+    params = spec.init_weights(cell.seed)
+    checks = Checks(tolerance(backend.effective_precision(cell.device, cell.dtype, cell.fp32_precision)))
+    h = make_harness(backend, build_model(backend, cell, spec, params), cell, spec, params, cache, checks,
+                     clock=clock)
+    if h.thread_setup is not None:
+        h.thread_setup()
+    return backend, h
+
+
+# -- memory -------------------------------------------------------------------------------------------
+@dataclass
+class Memory:
+    """What one measuring process held: its peak host RSS, the host memory unique to it (psutil USS, at its
+    end: what one more such process costs; None where not asked for or not readable), its peak device memory
+    (None where the backend does not report it). MB."""
+    rss_mb: float
+    uss_mb: float | None
+    device_mb: float | None
+
+
+def memory(backend, device: str, unique: bool = False) -> Memory:
+    """This process's Memory now; `unique`: read the USS too (it walks the process's page maps)."""
+    uss = None
+    if unique:
+        try:
+            uss = psutil.Process().memory_full_info().uss / 2**20
+        except (psutil.Error, AttributeError):
+            pass
+    peak = backend.peak_device_memory(device)
+    return Memory(rss_mb=peak_rss_mb(), uss_mb=uss, device_mb=None if peak is None else peak / 2**20)
+
+
+def memory_facts(reports: list[dict]) -> dict:
+    """The facts a cell records about the memory of its processes, from each one's Memory (as a dict), in
+    process order."""
+    device = [r["device_mb"] for r in reports]
+    return dict(process_rss_mb=[r["rss_mb"] for r in reports], process_uss_mb=[r["uss_mb"] for r in reports],
+                process_device_mb=device if any(d is not None for d in device) else None)
+
+
+def peak_rss_mb() -> float:
+    """This process's own peak RSS. On Linux, VmHWM: ru_maxrss there keeps, across fork and exec, the RSS
+    the parent had when it forked (a cell started by a 250 MB sweep read at least 250 MB whatever it used)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024

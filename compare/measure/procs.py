@@ -1,0 +1,140 @@
+"""Starting, reading and ending the processes one cell spawns (the processes mode, the server's process
+pool), and the words for how a process ended. Processes start through multiprocessing's spawn context: a
+fresh interpreter each, never a fork of a process whose framework already runs threads or holds a GPU
+context. Each writes to its own pipe; one reader reads them all with their exit sentinels, and turns a
+process that raised or died into the cell's failure. Not here: what the processes do."""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from multiprocessing.connection import wait
+from typing import Any, Callable
+
+from ..cells import CRASH, ERROR, Cell
+from .harness import CellFailed
+
+SPAWN = multiprocessing.get_context("spawn")
+LAST_WORDS = ("result", "aborted")  # a process that ends without saying one of these died (CRASH)
+
+
+def usable_cores() -> int:
+    """The CPUs this process may run on (its affinity, which a container or taskset narrows), else all."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def intra_op_plan(cell: Cell) -> tuple[int, str]:
+    """(intra-op threads each of a cell's N processes asks its framework for, why that many). Unless
+    --intra-op-threads says otherwise, max(1, cores // N), so processes x intra-op threads stay within the
+    cores, as in a threads cell, whose one process runs the framework's own default (about one per core)."""
+    if cell.intra_op_threads:
+        return cell.intra_op_threads, "--intra-op-threads"
+    cores = usable_cores()
+    return max(1, cores // cell.threads), (f"equal total threads: {cores} cores // {cell.threads} "
+                                           + ("process" if cell.threads == 1 else "processes"))
+
+
+def watch_parent(interval: float = 0.25, parent: int | None = None) -> None:
+    """A process never outlives the one that started it: if it dies without killing us (SIGKILL, the OOM
+    killer), we are re-parented, and this ends the process. A cell's worker is told its sweep's pid in
+    THREADBENCH_PARENT, so a parent that died while we were still importing is noticed too; a spawned
+    process is given its cell's worker in `parent`."""
+    parent = parent or int(os.environ.get("THREADBENCH_PARENT") or os.getppid())
+
+    def loop() -> None:
+        while True:
+            time.sleep(interval)
+            if os.getppid() != parent:
+                os._exit(3)
+
+    threading.Thread(target=loop, name="parent-watch", daemon=True).start()
+
+
+def exit_cause(rc: int) -> str:
+    """How a process that never reported its result ended: "killed by SIGSEGV", "exited with code 1 ..."."""
+    if rc < 0:
+        try:
+            return f"killed by {signal.Signals(-rc).name}"
+        except ValueError:
+            return f"killed by signal {-rc}"
+    return f"exited with code {rc} before reporting a result"
+
+
+class Processes:
+    """N spawned processes of one cell, process i named f"{name}-{i + 1}" and run as target(*args(i), pipe),
+    writing its messages (tuples, kind first) to the pipe. They stay in the cell's process group, which the
+    runner kills whole on timeout or interrupt; each should watch_parent() itself."""
+
+    def __init__(self, n: int, target: Callable, args: Callable[[int], tuple], name: str = "tb-process"):
+        self.n = n
+        pipes = [SPAWN.Pipe(duplex=False) for _ in range(n)]
+        self.procs = [SPAWN.Process(target=target, name=f"{name}-{i + 1}", daemon=True, args=(*args(i), send))
+                      for i, (_, send) in enumerate(pipes)]
+        self.readers = [recv for recv, _ in pipes]
+        self._senders = [send for _, send in pipes]
+
+    def start(self) -> None:
+        try:
+            for p in self.procs:
+                p.start()
+        finally:
+            for send in self._senders:
+                send.close()  # only the process writes to its pipe: once it ends, the reader gets EOF
+
+    def read(self, on_message: Callable[[int, tuple], Any], quiet_s: float | None = None,
+             on_quiet: Callable[[list[int]], Any] | None = None) -> None:
+        """Read every process's messages, in order per process, until all have ended; each goes to
+        on_message(i, message), which may raise. Raises the cell's failure as soon as one shows: process i
+        sending ("raised", cause, traceback) is CellFailed(ERROR, "process i of n: cause"), and one that ends
+        before its last word (LAST_WORDS) is CellFailed(CRASH, "process i of n killed by SIGSEGV"). While
+        none has said anything for quiet_s, on_quiet(the processes still running) is called."""
+        n = self.n
+        live = {r: i for i, r in enumerate(self.readers)}
+        ends = {p.sentinel: i for i, p in enumerate(self.procs)}
+        said_last: set[int] = set()
+
+        def drain(conn, i: int) -> None:
+            try:
+                while conn.poll():
+                    msg = conn.recv()
+                    if msg[0] == "raised":
+                        raise CellFailed(ERROR, f"process {i + 1} of {n}: {msg[1]}", msg[2])
+                    if msg[0] in LAST_WORDS:
+                        said_last.add(i)
+                    on_message(i, msg)
+            except (EOFError, OSError):
+                live.pop(conn, None)
+
+        while ends:
+            ready = wait([*live, *ends], timeout=quiet_s)
+            if not ready and on_quiet is not None:
+                on_quiet(sorted(ends.values()))
+            for obj in ready:
+                if obj in live:
+                    drain(obj, live[obj])
+                elif obj in ends:  # a process ended: first read what it said, then ask how it ended
+                    i = ends.pop(obj)
+                    drain(self.readers[i], i)
+                    self.procs[i].join()
+                    if i not in said_last:
+                        raise CellFailed(CRASH, f"process {i + 1} of {n} {exit_cause(self.procs[i].exitcode)}")
+
+    def stop(self) -> None:
+        """Kill every process still running, and reap all."""
+        for p in self.procs:
+            if p.pid is None:  # never started (an earlier start failed)
+                continue
+            if p.is_alive():
+                p.kill()
+            p.join()
+
+    def close(self) -> None:
+        """stop(), then close the pipes (no reader may be reading them any more)."""
+        self.stop()
+        for r in self.readers:
+            r.close()
