@@ -1,0 +1,159 @@
+"""The layers of compare/ (issue 18): arrows point down, so the package's import graph, read from the source
+with ast (imports inside functions included, relative ones resolved), has no cycle; the measuring side never
+imports the rendering side; no module imports a framework when it loads; an import inside a function in
+compare/measure says why on its line; and a cell's worker loads none of polars, typer and rich (issue 21
+runs it under an interpreter that has only the measuring stack)."""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FRAMEWORKS = {"torch", "mlx", "jax", "jaxlib", "onnxruntime"}
+NOT_IN_THE_WORKER = FRAMEWORKS | {"polars", "typer", "rich"}
+
+
+def in_cycle_check(module: str) -> bool:
+    """Modules a cycle may not pass through. compare/render/ is being reshaped on its own (issue 18, item 2);
+    once it has no cycle of its own, this returns True for every module."""
+    return not module.startswith("compare.render")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(p): p for p in sorted((ROOT / "compare").rglob("*.py"))}
+
+
+class Imports(ast.NodeVisitor):
+    """Every import in one module: (module imported, at module level?, line), relative ones resolved. For
+    `from package import name`, the submodule package.name where there is one, else the package."""
+
+    def __init__(self, name: str, is_package: bool):
+        self.package = name if is_package else name.rpartition(".")[0]
+        self.found: list[tuple[str, bool, int]] = []
+        self.depth = 0  # functions we are inside: an import there runs only when the function does
+
+    def visit_FunctionDef(self, node) -> None:
+        self.depth += 1
+        self.generic_visit(node)
+        self.depth -= 1
+
+    visit_AsyncFunctionDef = visit_Lambda = visit_FunctionDef
+
+    def visit_Import(self, node: ast.Import) -> None:
+        for alias in node.names:
+            self.found.append((alias.name, self.depth == 0, node.lineno))
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        if node.level:
+            base = self.package.split(".")
+            base = base[:len(base) - (node.level - 1)]
+            module = ".".join(base + ([node.module] if node.module else []))
+        else:
+            module = node.module
+        for alias in node.names:
+            sub = f"{module}.{alias.name}"
+            self.found.append((sub if sub in MODULES else module, self.depth == 0, node.lineno))
+
+
+def imports_of(name: str) -> list[tuple[str, bool, int]]:
+    path = MODULES[name]
+    visitor = Imports(name, path.name == "__init__.py")
+    visitor.visit(ast.parse(path.read_text(), str(path)))
+    return visitor.found
+
+
+GRAPH = {name: sorted({m for m, _, _ in imports_of(name) if m in MODULES and m != name}) for name in MODULES}
+
+
+def cycles(graph: dict[str, list[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), each a set of modules every one of
+    which imports, directly or not, every other."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_import_graph_reads_every_module_and_sees_known_arrows():
+    """The walker itself: it finds the package's modules, relative imports and imports inside functions."""
+    assert {"compare.cells", "compare.measure.worker", "compare.measure.schedule", "compare.render.report"} <= set(MODULES)
+    assert "compare.measure.registry" in GRAPH["compare.measure.worker"]
+    assert "compare.cells" in GRAPH["compare.measure.schedule"]
+    assert cycles({"a": ["b"], "b": ["c"], "c": ["a"], "d": ["a"]}) == [["a", "b", "c"]]
+    visitor = Imports("compare.x", False)
+    visitor.visit(ast.parse("def f():\n    from .measure import schedule\nimport torch\n"))
+    assert visitor.found == [("compare.measure.schedule", False, 2), ("torch", True, 3)]
+
+
+def test_no_import_cycle():
+    """Arrows point down: a layer never imports one above it, not even inside a function (where an import
+    that dodges a cycle is still the cycle)."""
+    bad = [c for c in cycles(GRAPH) if any(in_cycle_check(m) for m in c)]
+    assert not bad, "import cycles: " + "; ".join(" <-> ".join(c) for c in bad)
+
+
+def test_measure_never_imports_render():
+    bad = [(name, m) for name in MODULES if name.startswith("compare.measure")
+           for m, _, _ in imports_of(name) if m.startswith("compare.render")]
+    assert not bad, bad
+
+
+def test_no_module_imports_a_framework_when_it_loads():
+    """Frameworks are reached through backends/, whose classes import them when used."""
+    bad = [(name, m, line) for name in MODULES for m, top, line in imports_of(name)
+           if top and m.split(".")[0] in FRAMEWORKS]
+    assert not bad, bad
+
+
+def test_an_import_inside_a_measure_function_says_why():
+    """In compare/measure an import is at the top, or deferred on purpose (an optional library) with a
+    comment on its line saying why."""
+    bad = []
+    for name in MODULES:
+        if name.startswith("compare.measure"):
+            lines = MODULES[name].read_text().splitlines()
+            bad += [f"{name}:{line}" for _, top, line in imports_of(name) if not top and "#" not in lines[line - 1]]
+    assert not bad, bad
+
+
+@pytest.mark.parametrize("module", ["compare.measure.worker"])
+def test_the_cell_worker_loads_no_framework_polars_typer_or_rich(module):
+    code = f"import sys, {module}; print(' '.join(sorted({{m.split('.')[0] for m in sys.modules}})))"
+    loaded = set(subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                                check=True).stdout.split())
+    assert "numpy" in loaded and not loaded & NOT_IN_THE_WORKER, sorted(loaded & NOT_IN_THE_WORKER)
