@@ -190,8 +190,7 @@ def gpus(exclude: set[int] | None = None) -> dict[str, Any]:
     """Every GPU NVML sees: name, utilisation, memory used and the *other* processes on it (those NVML lists:
     from inside a container, other containers' processes may be missing; their utilisation still shows).
     `exclude`: pids left out (default: this process and its children: a sweep's own main process holds a
-    CUDA context once a framework has looked at the device, ~0.5 GB on an H100, and was listed, and warned
-    of, as another process on the GPU)."""
+    CUDA context once a framework has looked at the device, ~0.5 GB on an H100, and is not another user)."""
     try:
         nvml = _nvml()
     except NvmlMissing as e:

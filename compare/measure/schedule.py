@@ -169,6 +169,7 @@ def _shared_field(index: int) -> property:
 
 for _index, _name in enumerate(FIELDS):
     setattr(SharedState, _name, _shared_field(_index))
+del _index, _name
 
 
 class Schedule:
