@@ -24,6 +24,7 @@ from .procs import exit_cause
 
 ROOT = Path(__file__).resolve().parents[2]
 POLL_S = 0.05
+REAP_S = 5.0   # a killed worker is reaped by Popen within this, else by waitpid here (_kill_group)
 
 
 @dataclass
@@ -54,11 +55,20 @@ def _tree_rss_mb(proc: psutil.Process) -> float:
 
 
 def _kill_group(popen: subprocess.Popen) -> None:
+    """Kill the cell's process group and reap its worker. Not with a bare popen.wait(): an interrupt raised
+    inside popen.poll() can leave Popen's own lock taken (it is taken unguarded), and wait() then blocks
+    forever. So a bounded wait, then the worker reaped here."""
     try:
         os.killpg(popen.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
-    popen.wait()
+    try:
+        popen.wait(timeout=REAP_S)
+    except subprocess.TimeoutExpired:
+        try:
+            popen.returncode = os.waitstatus_to_exitcode(os.waitpid(popen.pid, 0)[1])
+        except ChildProcessError:  # poll() had reaped it when the interrupt came
+            popen.returncode = -signal.SIGKILL
 
 
 def run_cell(cell: Cell, cache_dir: Path, limits: Limits) -> CellResult:
