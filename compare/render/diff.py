@@ -295,7 +295,7 @@ def to_json(d: Diff) -> str:
            "only_in_b": [{**k, "label": cell_label(k)} for k in d.only_b], "notes": d.notes,
            "counts": {v: d.count(v) for v in (FASTER, SLOWER, SAME, UNCLEAR, BROKE, FIXED, NOT_COMPARED)},
            "regressions": len(d.regressions), "improvements": len(d.improvements)}
-    return json.dumps(R._finite(doc), indent=1, allow_nan=False) + "\n"
+    return json.dumps(R.finite(doc), indent=1, allow_nan=False) + "\n"
 
 
 def print_rich(d: Diff, console) -> None:

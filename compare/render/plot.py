@@ -8,11 +8,10 @@ matplotlib is an optional extra, imported only here; without it the command says
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 
 from ..cells import MODES
+from ..files import Unwritable, atomic_write
 from ..options import BadInput
 
 INSTALL_HINT = "plotting needs matplotlib, an optional extra: pip install 'threadbench[plot]'"
@@ -354,25 +353,16 @@ def server_path(out: Path) -> Path:
 
 
 def save(fig, path: Path) -> Path:
-    """Atomically: render to a temporary file in the same folder, then rename over the target."""
+    """Atomically (compare.files.atomic_write), with no software or date stamp: regenerating an unchanged
+    plot gives the same bytes."""
     path = Path(path)
     fmt = check_output(path)
+    meta = {"Software": None} if fmt == "png" else {"Creator": None} if fmt in ("pdf", "svg") else None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:
-        raise BadInput(f"-o: cannot write {path}: {e.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            # no software/date stamps: regenerating an unchanged plot gives the same bytes
-            meta = {"Software": None} if fmt == "png" else {"Creator": None} if fmt in ("pdf", "svg") else None
+        with atomic_write(path, binary=True) as f:
             fig.savefig(f, format=fmt, dpi=120, metadata=meta, bbox_inches="tight")
-        from ..results import _umask
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except Unwritable as e:
+        raise BadInput(f"-o: cannot write {path}: {e.strerror}") from None
     return path
 
 

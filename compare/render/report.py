@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Iterable
 
 from .. import results as R
+from ..files import Unwritable, atomic_write
 from ..options import BadInput
 from . import format as F
 
@@ -389,40 +390,13 @@ def refuse_overwrite(path: Path, overwrite: bool, option: str = "--out") -> None
 
 # -- writing ----------------------------------------------------------------------------------------
 def write_text(path: Path, text: str) -> Path:
-    with atomic_text(path) as f:
-        f.write(text)
-    return Path(path)
-
-
-class atomic_text:
-    """Write a text file via a temporary file in the same folder, renamed over the target at the end."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-
-    def __enter__(self):
-        import os
-        import tempfile
-        folder = self.path.parent
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise BadInput(f"{self.path}: cannot create folder {folder}: {e.strerror}") from None
-        if self.path.is_dir():
-            raise BadInput(f"{self.path}: is a folder; give a file name")
-        try:
-            fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=folder)
-        except OSError as e:
-            raise BadInput(f"{self.path}: cannot write in {folder}: {e.strerror}") from None
-        self.file = os.fdopen(fd, "w", encoding="utf-8")
-        return self.file
-
-    def __exit__(self, kind, value, tb):
-        import os
-        self.file.close()
-        if kind is not None:
-            Path(self.tmp).unlink(missing_ok=True)
-            return False
-        os.chmod(self.tmp, 0o666 & ~R._umask())
-        os.replace(self.tmp, self.path)
-        return False
+    """Atomically (compare.files.atomic_write); a path that cannot be written is one BadInput line."""
+    path = Path(path)
+    if path.is_dir():
+        raise BadInput(f"{path}: is a folder; give a file name")
+    try:
+        with atomic_write(path) as f:
+            f.write(text)
+    except Unwritable as e:
+        raise BadInput(f"{path}: cannot {e.step} {e.folder}: {e.strerror}") from None
+    return path
