@@ -16,13 +16,13 @@ from pathlib import Path
 from rich.console import Console
 
 from . import results as R
-from .cells import OK, SKIPPED, TOO_SLOW, UNAVAILABLE, UNSUPPORTED, Cell
+from .cells import STATUSES, Cell
 from .measure.env import host_environment
 from .options import BadInput, writable_out
 from .measure.runner import Limits
 from .session import execute
 
-KEEP = (OK, TOO_SLOW, UNSUPPORTED, UNAVAILABLE, SKIPPED)
+KEEP = tuple(name for name, spec in STATUSES.items() if not spec.resumable)  # kept as they are
 
 
 def planned_cells(run: dict, path: Path) -> list[Cell]:

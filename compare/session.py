@@ -11,7 +11,7 @@ from rich.console import Console
 
 from . import exits
 from . import results as R
-from .cells import FAILED, UNAVAILABLE, Cell, CellResult
+from .cells import FAILED, UNAVAILABLE, Cell, CellResult, status_label
 from .measure import host
 from .measure.env import host_environment
 from .measure.lock import locked
@@ -99,7 +99,7 @@ def progress_line(result: CellResult) -> str:
     """One log line per finished cell, its cause cut between words."""
     from .render import format as F
     cause = F.cause_line(result.cause, 120)
-    return f"{process_label(result.cell)}: {F.status_label(result.status)}" + (f" — {cause}" if cause else "")
+    return f"{process_label(result.cell)}: {status_label(result.status)}" + (f" — {cause}" if cause else "")
 
 
 def _progress(console: Console, disabled: bool):

@@ -100,6 +100,17 @@ def test_the_server_plot_draws_steps_peaks_and_the_bound():
     assert "torch cpu" in legend and "numpy cpu" not in legend  # unsupported: nothing drawn, no colour
 
 
+
+def test_a_panel_with_several_thread_counts_labels_each_curve_with_its_count():
+    """Two thread counts of one strategy in a panel: each curve ends in its "×N" (this path once raised)."""
+    wide = server("torch", "threads", steps((400, "valid"), (800, P99_FAIL)))
+    wide = CellResult(**{**wide.__dict__, "cell": replace(wide.cell, threads=4)})
+    fig = PL.server_figure(P.merge([S.run([server("torch", "threads", steps((200, "valid"), (400, P99_FAIL))),
+                                           wide])]), "t")
+    (ax,) = [ax for ax in fig.axes if ax.get_visible()]
+    assert sorted((t.get_text(), t.xy) for t in ax.texts if t.get_text().startswith("×")) == [
+        ("×2", (400, 3.0)), ("×4", (800, 3.0))]
+
 def repeated(backend: str, strategy: str, peaks_of_processes: list[float]) -> list[CellResult]:
     """One CellResult per process (--repeats): each searched on its own, valid at its peak, invalid 5% above."""
     out = []

@@ -19,7 +19,7 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from .. import results as R
-from ..cells import FAILED, OK, axis_label
+from ..cells import FAILED, OK, axis_label, status_label
 from . import format as F
 
 THRESHOLD = 0.10
@@ -230,7 +230,7 @@ COLUMNS = ("cell", "A ops/s [CI]", "B ops/s [CI]", "B÷A", "change", "p", "CIs",
 
 def _fmt_ops(v: float | None, ci: tuple, status: str) -> str:
     if status != OK or v is None:
-        return F.status_label(status)
+        return status_label(status)
     return f"{F.num(v)} [{F.num(ci[0])}–{F.num(ci[1])}]"
 
 

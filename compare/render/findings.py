@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..cells import FAILED, MODES, OK, TOO_SLOW
+from ..cells import FAILED, MODES, OK, SKIPPED, TOO_SLOW, status_label
 from ..stats import PROBE_WORKLOADS, THROUGHPUT_MODES
 from . import format as F
 
@@ -160,8 +160,8 @@ def _group_sentences(name: str, recs: list[dict]) -> list[str]:
         out.append(f"{name}: {what} in {', '.join(where)}" + (f" ({cause})." if cause else "."))
     other: dict[tuple[str, str], list[str]] = {}   # unsupported, unavailable: said once per cause
     for r in recs:
-        if r["status"] not in FAILED and r["status"] not in (OK, TOO_SLOW, "skipped"):
-            other.setdefault((F.status_label(r["status"]), F.cause_line(r.get("cause"), 90)), []).append(_cell(r))
+        if r["status"] not in FAILED and r["status"] not in (OK, TOO_SLOW, SKIPPED):
+            other.setdefault((status_label(r["status"]), F.cause_line(r.get("cause"), 90)), []).append(_cell(r))
     for (what, cause), where in other.items():
         if best is None:   # said only when it explains why this backend has no figure at all
             out.append(f"{name}: {len(where)} cell(s) {what}" + (f": {cause}." if cause else "."))
@@ -254,7 +254,7 @@ def sustains_more(a: dict, b: dict) -> bool:
 def _no_rate(r: dict) -> str:
     """Why a server cell shows no rate: its failure, or the verdict of the lowest rate it tried."""
     if r["status"] != OK:
-        return f"{F.status_label(r['status'])}" + (f": {F.cause_line(r.get('cause'), 90)}" if r.get("cause") else "")
+        return f"{status_label(r['status'])}" + (f": {F.cause_line(r.get('cause'), 90)}" if r.get("cause") else "")
     if r["errors"]:
         return f"wrong outputs ({r['errors']} of {r['checked']} checked)"
     if not r["steps"]:

@@ -8,31 +8,24 @@ from __future__ import annotations
 import math
 import textwrap
 
-from ..cells import MODES, axis_label
+from ..cells import CRASH, MODES, OK, STATUSES, WRONG, axis_label, status_label
 
 __all__ = ["axis_label"]   # re-exported: findings and tables spell "×4" / "k=8" through this module
 
 MISSING = "—"   # a value that does not exist for this cell (no figure, no ceiling measured, …)
 
-# One spelling per status in human output (results files keep the machine names, e.g. "too_slow").
-STATUS_LABELS = {
-    "ok": "ok", "wrong": "WRONG", "crash": "CRASH", "timeout": "TIMEOUT", "error": "ERROR", "memory": "MEMORY",
-    "too_slow": "too slow", "unsupported": "unsupported", "unavailable": "unavailable", "skipped": "skipped",
-    "interrupted": "interrupted",
+UNSTABLE = "UNSTABLE"   # a verdict, not a status: an ok cell whose windows spread more than stats.UNSTABLE_IQR
+VERDICT_MEANINGS = {
+    UNSTABLE: "measured, but its windows spread more than 10% inside a process (IQR/median; with several "
+              "processes, their median): re-run on a quiet machine",
 }
-STATUS_MEANINGS = {
-    "WRONG": "outputs outside the tolerance against the float64 reference (errors/checked)",
-    "CRASH": "the cell's process died (the signal, e.g. SIGSEGV, follows)",
-    "TIMEOUT": "the cell ran past --cell-timeout",
-    "ERROR": "the framework raised an exception",
-    "MEMORY": "the cell went over --mem-limit-mb",
-    "too slow": "one request took longer than the timed window (raise --duration); larger cells skipped",
-    "unsupported": "the backend cannot run this mode or dtype",
-    "unavailable": "the device is not present or not usable here",
-    "skipped": "not started (a smaller cell of the same kind was too slow)",
-    "UNSTABLE": "measured, but its windows spread more than 10% inside a process (IQR/median; with several "
-                "processes, their median): re-run on a quiet machine",
-}
+
+
+def verdict_meanings() -> dict[str, str]:
+    """The legend's line for each verdict word a table shows: every status's label and meaning (from
+    compare.cells.STATUSES; ok has nothing to explain), then the verdicts that are not statuses."""
+    return {s.label: s.meaning for s in STATUSES.values() if s.meaning} | VERDICT_MEANINGS
+
 
 # What a matmul really computes in (the `precision` column; Backend.effective_precision's vocabulary).
 PRECISION_LABELS = {"fp64": "FP64", "fp32": "exact FP32", "tf32": "TF32", "bf16": "BF16", "fp16": "FP16"}
@@ -90,20 +83,18 @@ def ci_level(levels) -> str:
     return f"{got[0]:g}–{got[-1]:g}% CI"
 
 
-def status_label(status: str) -> str:
-    return STATUS_LABELS.get(status, status.replace("_", " "))
-
-
 def verdict(r: dict) -> str:
     """The cell's status in one word or two: ok, UNSTABLE, WRONG 3/5, CRASH SIGSEGV, too slow, …"""
     s = r["status"]
-    if s == "ok":
-        return "UNSTABLE" if r.get("unstable") else "ok"
-    if s == "wrong":
-        return f"WRONG {r.get('errors')}/{r.get('checked')}"
-    if s == "crash":
+    if s == OK:
+        return UNSTABLE if r.get("unstable") else status_label(OK)
+    if s == WRONG:
+        return f"{status_label(WRONG)} {r.get('errors')}/{r.get('checked')}"
+    if s == CRASH:
         cause = r.get("cause") or ""
-        return "CRASH " + cause.split(":")[0].replace("killed by ", "") if cause.startswith("killed by") else "CRASH"
+        if cause.startswith("killed by"):
+            return f"{status_label(CRASH)} " + cause.split(":")[0].replace("killed by ", "")
+        return status_label(CRASH)
     return status_label(s)
 
 
@@ -112,8 +103,8 @@ BOILERPLATE = ("terminate called after throwing an instance of",)   # C++ runtim
 
 def verdict_kind(r: dict) -> str:
     """The verdict without its details (WRONG, CRASH, too slow, UNSTABLE, ok): what the legend explains."""
-    if r["status"] == "ok":
-        return "UNSTABLE" if r.get("unstable") else "ok"
+    if r["status"] == OK:
+        return UNSTABLE if r.get("unstable") else status_label(OK)
     return status_label(r["status"])
 
 

@@ -8,7 +8,7 @@ gpu_util_* fields); a run that predates them yields no lines. Not a table render
 from __future__ import annotations
 
 import statistics
-from ..cells import MODES
+from ..cells import MODES, OK
 from ..measure import host as H
 from ..results import row_key
 
@@ -143,7 +143,7 @@ def _cells(rows: list[dict]) -> dict[tuple, list[dict]]:
 
 def _median_ops(rs: list[dict]) -> float | None:
     vals = [r["ops_per_s"] for r in rs if r["ops_per_s"] is not None]
-    return statistics.median(vals) if vals and rs[0]["status"] == "ok" else None
+    return statistics.median(vals) if vals and rs[0]["status"] == OK else None
 
 
 def launch_rates(rows: list[dict]) -> dict[tuple, float]:

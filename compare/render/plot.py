@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ..cells import MODES
+from ..cells import MODES, OK, WRONG, status_label
 from ..files import Unwritable, atomic_write
 from ..options import BadInput
 
@@ -95,7 +95,7 @@ def figure(summary, title: str = ""):
     from matplotlib.lines import Line2D
     from matplotlib.ticker import EngFormatter, LogLocator
     recs = F.fill_precision(workload_cells(summary).to_dicts()) if summary.height else []
-    if not any(r["status"] == "ok" and _value(r["ops_per_s"]) is not None for r in recs):
+    if not any(r["status"] == OK and _value(r["ops_per_s"]) is not None for r in recs):
         raise NothingToPlot("nothing to plot: no cell of these runs has a measured throughput")
     machines = len({r["machine"] for r in recs})
     from .tables import DTYPE_ORDER, PRECISION_ORDER
@@ -121,7 +121,7 @@ def figure(summary, title: str = ""):
                 ax.text(0.5, 0.5, f"{workload} · {F.precision_label(prec) if prec else dtype}: not measured",
                         transform=ax.transAxes, ha="center", va="center", fontsize="small", color="0.4")
                 continue
-            ok = [r for r in part if r["status"] == "ok" and _value(r["ops_per_s"]) is not None]
+            ok = [r for r in part if r["status"] == OK and _value(r["ops_per_s"]) is not None]
             xs, ys, notes, ceilings = {1}, [], [], []
             for g in series:
                 mine = [r for r in ok if _series(r, machines) == g]
@@ -154,7 +154,7 @@ def figure(summary, title: str = ""):
                         xs.add(r["threads"])
                     marks.add(mark)
                 if bad:
-                    kinds = sorted({F.status_label(r["status"]) for r in bad})
+                    kinds = sorted({status_label(r["status"]) for r in bad})
                     where = ", ".join(F.mode_label(r["mode"], r["threads"], r["k"]) for r in bad[:3]) + (" …" if len(bad) > 3 else "")
                     notes.append((g, f"{g}: {'/'.join(kinds)} {where}"))
                 if not mine and not bad and any(_series(r, machines) == g for r in part):
@@ -218,7 +218,7 @@ def figure(summary, title: str = ""):
     else:               # one panel wide: side by side they overlap, so one legend, colours first
         fig.legend(colour_handles + style_handles, series + style_labels, loc="outside lower center", ncols=2,
                    fontsize="small", frameon=False)
-    scopes = frozenset(r.get("ci_scope") for r in recs if r["status"] == "ok")
+    scopes = frozenset(r.get("ci_scope") for r in recs if r["status"] == OK)
     over = ERROR_BARS.get(scopes, ERROR_BARS[frozenset()])
     fig.suptitle((title + "\n" if title else "") + f"error bars: interval of the median {over}",
                  fontsize="medium")
@@ -274,8 +274,8 @@ def server_figure(rows: list[dict], title: str = ""):
             notes, bounds, ys = [], {}, []
             for r in part:
                 g = _series(r, machines)
-                if r["status"] != "ok" or r["errors"]:
-                    why = "wrong" if r["errors"] else F.status_label(r["status"])
+                if r["status"] != OK or r["errors"]:
+                    why = WRONG if r["errors"] else status_label(r["status"])
                     notes.append((g, f"{g} {r['mode'].removeprefix('server-')}: {why}"))
                     continue
                 style, marker = SERVER_LINES[r["mode"]]
@@ -298,8 +298,8 @@ def server_figure(rows: list[dict], title: str = ""):
                             markeredgecolor="black", markeredgewidth=0.6, linestyle="none", zorder=5)
                 elif not several:
                     notes.append((g, f"{g} {r['mode'].removeprefix('server-')}: no valid rate"))
-                if several:
-                    ax.annotate(f"×{r['threads']}", (xs[-1], p99[-1]), fontsize="x-small",
+                if several and mine:   # which curve is which thread count: ×N at its last step
+                    ax.annotate(f"×{r['threads']}", (mine[-1]["offered_rate"], mine[-1]["lat_p99_ms"]), fontsize="x-small",
                                 color=color[g], xytext=(3, 0), textcoords="offset points")
                 if r["bound_ms"] is not None:
                     bounds.setdefault(r["bound_ms"], set()).add(g)

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from .. import results as R
-from ..cells import Cell
+from ..cells import OK, SKIPPED, UNAVAILABLE, Cell
 from ..options import BadInput
 from . import format as F
 
@@ -67,7 +67,7 @@ def stem(group: list[dict]) -> str:
 def devices(runs: list[dict]) -> list[str]:
     """backend/device pairs that produced a throughput, in order."""
     return list(dict.fromkeys(f"{r['backend']} {r['device']}" for run in runs for r in run["rows"]
-                              if r["status"] == "ok" and r["ops_per_s"] is not None))
+                              if r["status"] == OK and r["ops_per_s"] is not None))
 
 
 def hardware(runs: list[dict]) -> str:
@@ -119,7 +119,7 @@ def _skipped_by_another_mode(row: dict) -> bool:
     """A cell skipped because a cell of another mode with several clients was too slow (compare.cells
     Cell.label in the cause: "not run: torch/cpu/float32 transformer batched ×2 was already too slow")."""
     m = re.match(r"not run: \S+ \S+ (\S+)(?: ×(\d+))?( k=\d+)? was already too slow", row.get("cause") or "")
-    return (row["status"] == "skipped" and m is not None and m.group(1) != row["mode"]
+    return (row["status"] == SKIPPED and m is not None and m.group(1) != row["mode"]
             and (int(m.group(2) or 1) > 1 or m.group(3) is not None))
 
 
@@ -144,7 +144,7 @@ def caveats(group: list[dict]) -> list[str]:
     from ..cells import FAILED
     host = group[0]["host"]
     rows = [r for run in group for r in run["rows"]]
-    measured = {r["device"] for r in rows if r["status"] == "ok"}
+    measured = {r["device"] for r in rows if r["status"] == OK}
     out = []
     if not str(host.get("os", "")).startswith("Darwin"):
         out.append(f"Apple MPS/Metal not measured here: this is {host.get('os')} {host.get('machine')}; "
@@ -152,7 +152,7 @@ def caveats(group: list[dict]) -> list[str]:
     if not measured & GPU_DEVICES:
         out.append("CPU only: no GPU was measured here")
     out += [f"not measured — {u}" for u in dict.fromkeys(f"{r['backend']} {r['device']}: {r['cause']}"
-                                                         for r in rows if r["status"] == "unavailable")]
+                                                         for r in rows if r["status"] == UNAVAILABLE)]
     by_status: dict[str, int] = {}
     for _, status in {(R.row_key(r), r["status"]) for r in rows if r["status"] in FAILED}:
         by_status[status] = by_status.get(status, 0) + 1
@@ -205,7 +205,7 @@ def section(group: list[dict], plot_name: str | None, out_dir: Path, server_plot
     rows = report.merge(group, {r["run_id"]: label for r in group})   # one machine: no machine prefix
     summary = stats.summarize(rows)
     n_cells = len({R.row_key(r) for r in rows})
-    n_ok = len({R.row_key(r) for r in rows if r["status"] == "ok"})
+    n_ok = len({R.row_key(r) for r in rows if r["status"] == OK})
     lines = [f'<a id="{stem(group)}"></a>', "", f"## {title(group)}", "",
              f"{n_ok} of {n_cells} cells measured. Data:"]
     for run in group:

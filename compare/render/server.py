@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..cells import MODES, axis_label
+from ..cells import MODES, OK, axis_label, status_label
 from . import format as F
 from .format import num as _num
 from .tables import TableData
@@ -84,13 +84,13 @@ def build(rows: list[dict]) -> list[TableData]:
             ("", "verdict")]
     table = []
     for r in recs:
-        verdict = r["status"] if r["status"] != "ok" else ("no valid rate" if r["peak"] is None else "ok")
+        verdict = r["status"] if r["status"] != OK else ("no valid rate" if r["peak"] is None else status_label(OK))
         if r["errors"]:
             verdict = f"WRONG {r['errors']}/{r['checked']}"
         bracket = (f"{_num(r['low'])}–{_num(r['high'])} ({r['n_processes']} processes, {r['level']:.1%})"
                    if r["low"] is not None else f"[{_num(r['peak'])}, {_num(r['above'])})" if r["above"] is not None
                    else "not bracketed" if r["peak"] is not None else "—")
-        show = r["status"] == "ok" and not r["errors"]  # a failed cell shows no rate
+        show = r["status"] == OK and not r["errors"]  # a failed cell shows no rate
         table.append([r["workload"], f"{r['backend']} {r['device']} {r['dtype']}", r["mode"].removeprefix("server-"),
                       axis_label(r["mode"], r["threads"], 1), _num(r["bound_ms"]),
                       _num(r["peak"]) if show else "—", bracket if show else "—", _num(r["p99_at_peak"]),

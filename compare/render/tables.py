@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from ..cells import MODES
+from ..cells import FAILED, MODES, OK
 from ..stats import workload_cells
 from . import format as F
 from .findings import BACKEND_ORDER, matching_hint
@@ -38,7 +38,7 @@ def _row_label(mode: str, threads: int, k: int) -> tuple[str, str]:
 
 def _throughput(r: dict) -> str:
     """ops/s with its CI; a cell without a figure shows why instead; '!' marks an unstable one."""
-    if r["ops_per_s"] is None or r["status"] != "ok":
+    if r["ops_per_s"] is None or r["status"] != OK:
         return F.verdict(r)
     mark = f" {UNSTABLE_MARK}" if r["unstable"] else ""
     return f"{F.num(r['ops_per_s'])} [{F.ci(r['ci_low'], r['ci_high'])}]{mark}"
@@ -94,7 +94,7 @@ def _workload_tables(title, recs, machines, machine_order) -> list[TableData]:
             line += ["not run", ""] if r is None else [_throughput(r), F.times(r["speedup"])]
         for g, b in pairs:
             a, c = by.get((g, mode, threads, k)), by.get((b, mode, threads, k))
-            ok = a and c and a["status"] == "ok" == c["status"] and a["ops_per_s"] and c["ops_per_s"]
+            ok = a and c and a["status"] == OK == c["status"] and a["ops_per_s"] and c["ops_per_s"]
             line.append(f"{a['ops_per_s'] / c['ops_per_s']:.2f}" if ok else F.MISSING)
         rows.append(line)
     notes = _notes(ranked)
@@ -116,9 +116,9 @@ def _notes(ranked: list[dict]) -> list[str]:
     unstable: dict[str, list[str]] = {}
     for r in ranked:
         where = " ".join(x for x in _row_label(r["mode"], r["threads"], r["k"]) if x != F.MISSING)
-        if r["status"] != "ok" and r["cause"]:
+        if r["status"] != OK and r["cause"]:
             failed.setdefault((r["group"], F.cause_line(r["cause"], 300)), []).append(where)
-        elif r["status"] == "ok" and r["unstable"]:
+        elif r["status"] == OK and r["unstable"]:
             unstable.setdefault(r["group"], []).append(f"{where} ({100 * (r['iqr_rel'] or 0):.0f}%)")
     for (group, cause), where in failed.items():
         notes.append(f"{group}, {', '.join(where)}: {cause}")
@@ -138,7 +138,7 @@ def _detail(title, groups, row_keys, by) -> TableData:
             r = by.get((g, mode, threads, k))
             if r is None:
                 continue
-            measured = r["ops_per_s"] is not None and r["status"] == "ok"
+            measured = r["ops_per_s"] is not None and r["status"] == OK
             rows.append([g, *_row_label(mode, threads, k), F.num(r["ops_per_s"]) if measured else F.MISSING,
                          F.ci(r["ci_low"], r["ci_high"]) if measured else F.MISSING,
                          F.pct(None if r["ci_level"] is None or not measured else 100 * r["ci_level"]),
@@ -175,9 +175,9 @@ def build_compact(summary: pl.DataFrame) -> list[TableData]:
         rows = []
         for g in order:
             cells = groups[g]
-            seq = next((r for r in cells if r["mode"] == "sequential" and r["status"] == "ok"), None)
+            seq = next((r for r in cells if r["mode"] == "sequential" and r["status"] == OK), None)
             best, top = best_strategy(cells), ceiling(cells)
-            failed = sum(r["status"] in ("crash", "timeout", "error", "memory", "wrong") for r in cells)
+            failed = sum(r["status"] in FAILED for r in cells)
             name = (f"{g[0]}: " if machines > 1 else "") + f"{g[1]} {g[2]}"
             rows.append([name, F.precision_label(g[3]),
                          F.short(seq["ops_per_s"]) if seq else F.MISSING,
@@ -213,7 +213,7 @@ def _symbol(line: str) -> str | None:
     key = line.split(": ", 1)[0]
     probes = {"×N / k=N": "×", "A ÷ B": "÷", f"{UNSTABLE_MARK} after a figure": f" {UNSTABLE_MARK}",
               "p50 ms / p99 ms": "p50 ms", "RSS MB / dev MB": "RSS MB", "—": F.MISSING}
-    if key.startswith("ops/s") or key.startswith("threads on ") or key in MODES or key in F.STATUS_MEANINGS:
+    if key.startswith("ops/s") or key.startswith("threads on ") or key in MODES or key in F.verdict_meanings():
         return None
     return probes.get(key, key)
 
@@ -244,7 +244,8 @@ def _legend(summary: pl.DataFrame, backend_env: dict | None = None) -> list[str]
                     "a client strategy, and a ceiling configuration" if spec.ceiling else "")
             lines.append(f"{mode}: {spec.summary}" + (f" ({role})" if role else ""))
     seen = list(dict.fromkeys(F.verdict_kind(r) for r in recs))
-    lines += [f"{s}: {F.STATUS_MEANINGS[s]}" for s in seen if s in F.STATUS_MEANINGS]
+    meanings = F.verdict_meanings()
+    lines += [f"{s}: {meanings[s]}" for s in seen if s in meanings]
     for key, env in (backend_env or {}).items():
         if env.get("thread_streams"):
             lines.append(f"threads on {key}: {env['thread_streams']}")
