@@ -9,10 +9,16 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
-from ..cells import MODES, OK, WRONG, status_label
+from ..cells import FAILED, MODES, OK, TOO_SLOW, WRONG, status_label
 from ..files import Unwritable, atomic_write
 from ..options import BadInput
+from ..stats import workload_cells
+from . import format as fmt
+from .analysis import DTYPE_PRECISION, ceiling, fill_precision, peaks, shows_rate
+from .format import BACKEND_ORDER, DTYPE_ORDER, PRECISION_ORDER
+from .report import load_runs, machine_labels, merge, summarize
 
 INSTALL_HINT = "plotting needs matplotlib, an optional extra: pip install 'threadbench[plot]'"
 LINE_MODES = {m.name: m.line for m in MODES.values() if m.line}  # a curve per mode over threads (compare.cells)
@@ -22,27 +28,33 @@ class NothingToPlot(BadInput):
     """No cell of the runs has a throughput (every cell failed, was skipped or is a peak probe)."""
 
 
-def _matplotlib():
+def _matplotlib() -> SimpleNamespace:
+    """The matplotlib pieces the figures use; imported here, on first use, because matplotlib is an optional
+    extra (and slow to import): its absence is one line of bad input, and the rest of threadbench runs."""
     try:
-        import matplotlib
+        import matplotlib   # the package first: its submodules may be loaded when the package itself is not
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
+        from matplotlib.lines import Line2D
+        from matplotlib.ticker import EngFormatter, LogFormatter, LogLocator, NullFormatter
     except ImportError:
         raise BadInput(INSTALL_HINT) from None
-    return matplotlib, Figure, FigureCanvasAgg
+    return SimpleNamespace(matplotlib=matplotlib, FigureCanvasAgg=FigureCanvasAgg, Figure=Figure, Line2D=Line2D,
+                           EngFormatter=EngFormatter, LogFormatter=LogFormatter, LogLocator=LogLocator,
+                           NullFormatter=NullFormatter)
 
 
 def check_output(path: Path) -> str:
     """The image format from the file name; an unknown one is bad input, caught before any work."""
-    _, Figure, canvas = _matplotlib()
-    fmt = Path(path).suffix.lower().lstrip(".")
+    canvas = _matplotlib().FigureCanvasAgg
+    image_format = Path(path).suffix.lower().lstrip(".")
     supported = canvas.get_supported_filetypes()
-    if fmt not in supported:
+    if image_format not in supported:
         raise BadInput(f"-o: cannot tell the image format of {str(path)!r}; end the name with one of: "
                        + ", ".join("." + f for f in sorted(supported)))
     if Path(path).is_dir():
         raise BadInput(f"-o: {path} is a folder; give a file name")
-    return fmt
+    return image_format
 
 
 # Okabe-Ito: distinguishable with every common colour-vision deficiency; one colour per backend (and machine).
@@ -86,30 +98,21 @@ def _label_panel(ax, first_column: bool, last_row: bool, ylabel: str, xlabel: st
 def figure(summary, title: str = ""):
     """A matplotlib Figure of the scaling curves (not yet saved): a row of panels per effective precision
     (dtype and matmul setting), a panel per workload; ops/s against Python threads on log axes."""
-    import polars as pl
-
-    from ..cells import FAILED, TOO_SLOW
-    from ..stats import workload_cells
-    from . import format as F
-    _, Figure, FigureCanvasAgg = _matplotlib()
-    from matplotlib.lines import Line2D
-    from matplotlib.ticker import EngFormatter, LogLocator
-    recs = F.fill_precision(workload_cells(summary).to_dicts()) if summary.height else []
+    mpl = _matplotlib()
+    recs = fill_precision(workload_cells(summary).to_dicts()) if summary.height else []
     if not any(r["status"] == OK and _value(r["ops_per_s"]) is not None for r in recs):
         raise NothingToPlot("nothing to plot: no cell of these runs has a measured throughput")
     machines = len({r["machine"] for r in recs})
-    from .tables import DTYPE_ORDER, PRECISION_ORDER
     rows = sorted({(r["dtype"], r["precision"]) for r in recs},
                   key=lambda x: (DTYPE_ORDER.get(x[0], 9), PRECISION_ORDER.get(x[1], 9)))
     cols = list(dict.fromkeys((r["workload"], r["size"]) for r in recs))
-    from .findings import BACKEND_ORDER
     ordered = sorted(recs, key=lambda r: (BACKEND_ORDER.get(r["backend"], 5), r["backend"]))
     series = list(dict.fromkeys(_series(r, machines) for r in ordered))
     color = {g: OKABE_ITO[i % len(OKABE_ITO)] for i, g in enumerate(series)}
     dodge = {g: 2 ** (0.04 * (i - (len(series) - 1) / 2)) for i, g in enumerate(series)}
 
-    fig = Figure(figsize=(4.6 * len(cols), 3.6 * len(rows) + 1.1), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = mpl.Figure(figsize=(4.6 * len(cols), 3.6 * len(rows) + 1.1), layout="constrained")
+    mpl.FigureCanvasAgg(fig)
     axes = fig.subplots(len(rows), len(cols), squeeze=False)
     used_modes, marks = set(), set()
     for i, (dtype, prec) in enumerate(rows):
@@ -118,7 +121,7 @@ def figure(summary, title: str = ""):
             part = [r for r in recs if (r["dtype"], r["precision"], r["workload"], r["size"]) == (dtype, prec, workload, size)]
             if not part:   # this workload was not run at this precision: say so instead of an empty frame
                 ax.set_axis_off()
-                ax.text(0.5, 0.5, f"{workload} · {F.precision_label(prec) if prec else dtype}: not measured",
+                ax.text(0.5, 0.5, f"{workload} · {fmt.precision_label(prec) if prec else dtype}: not measured",
                         transform=ax.transAxes, ha="center", va="center", fontsize="small", color="0.4")
                 continue
             ok = [r for r in part if r["status"] == OK and _value(r["ops_per_s"]) is not None]
@@ -142,7 +145,7 @@ def figure(summary, title: str = ""):
                                 marker="D", markerfacecolor="white", linestyle="none", markersize=6, capsize=2.5)
                     used_modes.add(r["mode"])
                     ys += [r["ops_per_s"] - lo, r["ops_per_s"] + hi]
-                best = max((r for r in mine if MODES[r["mode"]].ceiling), key=lambda r: r["ops_per_s"], default=None)
+                best = ceiling(mine)
                 if best is not None:
                     ceilings.append((g, best))
                 bad = [r for r in part if _series(r, machines) == g and (r["status"] in FAILED or r["status"] == TOO_SLOW)]
@@ -155,7 +158,7 @@ def figure(summary, title: str = ""):
                     marks.add(mark)
                 if bad:
                     kinds = sorted({status_label(r["status"]) for r in bad})
-                    where = ", ".join(F.mode_label(r["mode"], r["threads"], r["k"]) for r in bad[:3]) + (" …" if len(bad) > 3 else "")
+                    where = ", ".join(fmt.mode_label(r["mode"], r["threads"], r["k"]) for r in bad[:3]) + (" …" if len(bad) > 3 else "")
                     notes.append((g, f"{g}: {'/'.join(kinds)} {where}"))
                 if not mine and not bad and any(_series(r, machines) == g for r in part):
                     notes.append((g, f"{g}: no figure"))
@@ -167,7 +170,7 @@ def figure(summary, title: str = ""):
                     ax.axhline(v, color=color[g], linestyle="--", linewidth=1.1, alpha=0.85)
                     positive.append(v)
                 else:   # far above the curves: say so at the top edge instead of stretching the axis
-                    notes.append((g, f"{g}: ceiling {F.short(v)} ({F.mode_label(c['mode'], c['threads'], c['k'])}) ↑"))
+                    notes.append((g, f"{g}: ceiling {fmt.short(v)} ({fmt.mode_label(c['mode'], c['threads'], c['k'])}) ↑"))
             if positive:
                 lo, hi = min(positive) / 1.4, max(positive) * 1.4
                 if hi / lo < 10 ** MIN_DECADES:   # a flat panel still spans MIN_DECADES, centred on its data
@@ -183,33 +186,33 @@ def figure(summary, title: str = ""):
             ax.set_xticks(ticks, [str(t) for t in ticks])
             ax.minorticks_off()
             ax.set_xlim(ticks[0] / 1.5, ticks[-1] * 1.5)
-            ax.yaxis.set_major_formatter(EngFormatter(sep=""))   # 20k, 1.5M: readable at a glance
+            ax.yaxis.set_major_formatter(mpl.EngFormatter(sep=""))   # 20k, 1.5M: readable at a glance
             lo, hi = ax.get_ylim()
             if hi / lo < 10 ** SHORT_SPAN_DECADES:   # at most one decade label: label 2 and 5 between them too
-                ax.yaxis.set_minor_locator(LogLocator(base=10, subs=(2, 5)))
-                ax.yaxis.set_minor_formatter(EngFormatter(sep=""))
+                ax.yaxis.set_minor_locator(mpl.LogLocator(base=10, subs=(2, 5)))
+                ax.yaxis.set_minor_formatter(mpl.EngFormatter(sep=""))
             ax.grid(True, which="major", alpha=0.3)
             ax.set_title(f"{workload}{'' if size == 'default' else f' ({size})'} · {dtype}"
-                         + (f" ({F.precision_label(prec)})" if prec != F.DTYPE_PRECISION.get(dtype, prec) else ""),
+                         + (f" ({fmt.precision_label(prec)})" if prec != DTYPE_PRECISION.get(dtype, prec) else ""),
                          fontsize="medium")
             _label_panel(ax, j == 0, i == len(rows) - 1, "requests/s (log)", "Python threads", notes, color)
-    colour_handles = [Line2D([], [], color=color[g], linewidth=3) for g in series]
+    colour_handles = [mpl.Line2D([], [], color=color[g], linewidth=3) for g in series]
     style_handles, style_labels = [], []
     for mode, spec in MODES.items():
         if mode not in used_modes and not (spec.ceiling and any(MODES[r["mode"]].ceiling for r in recs)):
             continue
         if spec.line:
-            style_handles.append(Line2D([], [], color="0.3", linestyle=spec.line[0], marker=spec.line[1]))
+            style_handles.append(mpl.Line2D([], [], color="0.3", linestyle=spec.line[0], marker=spec.line[1]))
             style_labels.append(mode)
         elif spec.ceiling:
-            style_handles.append(Line2D([], [], color="0.3", linestyle="--"))
+            style_handles.append(mpl.Line2D([], [], color="0.3", linestyle="--"))
             style_labels.append(f"{mode} ceiling (best k; ↑ in text when far above)")
         else:
-            style_handles.append(Line2D([], [], color="0.3", marker="D", markerfacecolor="white", linestyle="none"))
+            style_handles.append(mpl.Line2D([], [], color="0.3", marker="D", markerfacecolor="white", linestyle="none"))
             style_labels.append(f"{mode} (1 thread)")
     for mark, label in ((FAILED_MARK, "failed (crash, timeout, error, memory, wrong)"), (SLOW_MARK, "too slow")):
         if mark in marks:
-            style_handles.append(Line2D([], [], color="0.3", marker=mark, linestyle="none"))
+            style_handles.append(mpl.Line2D([], [], color="0.3", marker=mark, linestyle="none"))
             style_labels.append(label)
     if len(cols) > 1:   # room for the two legends side by side below the panels
         fig.legend(colour_handles, series, loc="outside lower left", ncols=min(4, len(series)), fontsize="small",
@@ -245,25 +248,18 @@ def server_figure(rows: list[dict], title: str = ""):
     against offered rate (log), one colour per backend (as in `figure`), one line style per strategy (its
     mode's in MODES: threads, batched, processes), valid steps filled, invalid ones hollow, the peak valid
     rate starred, the bound dashed. A failed cell draws no step (it shows no rate anywhere); it is noted."""
-    from . import format as F
-    from .findings import BACKEND_ORDER
-    from .server import peaks
-    from .tables import DTYPE_ORDER
-    from ..cells import FAILED
     recs = [r for r in peaks(rows) if r["steps"] or r["status"] in FAILED]  # unsupported: the tables say so
     if not recs:
         return None
-    _, Figure, FigureCanvasAgg = _matplotlib()
-    from matplotlib.lines import Line2D
-    from matplotlib.ticker import EngFormatter, LogFormatter, NullFormatter
+    mpl = _matplotlib()
     machines = len({r["machine"] for r in recs})
     ordered = sorted(recs, key=lambda r: (BACKEND_ORDER.get(r["backend"], 5), r["backend"]))
     series = list(dict.fromkeys(_series(r, machines) for r in ordered))
     color = {g: OKABE_ITO[i % len(OKABE_ITO)] for i, g in enumerate(series)}
     dtypes = sorted({r["dtype"] for r in recs}, key=lambda d: DTYPE_ORDER.get(d, 9))
     cols = list(dict.fromkeys((r["workload"], r["size"]) for r in recs))
-    fig = Figure(figsize=(5.2 * len(cols), 3.9 * len(dtypes) + 1.2), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = mpl.Figure(figsize=(5.2 * len(cols), 3.9 * len(dtypes) + 1.2), layout="constrained")
+    mpl.FigureCanvasAgg(fig)
     axes = fig.subplots(len(dtypes), len(cols), squeeze=False)
     used, faint_used = set(), False
     for i, dtype in enumerate(dtypes):
@@ -274,7 +270,7 @@ def server_figure(rows: list[dict], title: str = ""):
             notes, bounds, ys = [], {}, []
             for r in part:
                 g = _series(r, machines)
-                if r["status"] != OK or r["errors"]:
+                if not shows_rate(r):
                     why = WRONG if r["errors"] else status_label(r["status"])
                     notes.append((g, f"{g} {r['mode'].removeprefix('server-')}: {why}"))
                     continue
@@ -308,7 +304,7 @@ def server_figure(rows: list[dict], title: str = ""):
                 ax.axhline(b, color=color[next(iter(gs))] if len(bounds) > 1 else "0.35", linestyle=BOUND_STYLE,
                            linewidth=1.1)
                 lift = lift + 1 if last is not None and b / last < BOUND_LABEL_GAP else 0  # near-equal: stack
-                ax.annotate(f"bound {F.short(b)} ms", (1.0, b), xycoords=("axes fraction", "data"), ha="right",
+                ax.annotate(f"bound {fmt.short(b)} ms", (1.0, b), xycoords=("axes fraction", "data"), ha="right",
                             va="bottom", fontsize="x-small", color="0.3", xytext=(-2, 1 + 8 * lift),
                             textcoords="offset points")
                 last = b
@@ -318,25 +314,25 @@ def server_figure(rows: list[dict], title: str = ""):
             if ys:  # room above the curves for the notes, as in `figure`
                 lo, hi = min(ys) / 1.3, max(ys) * 1.3
                 ax.set_ylim(lo, hi * (hi / lo) ** (NOTE_ROOM * min(len(notes), MAX_NOTES)))
-            ax.xaxis.set_major_formatter(EngFormatter(sep=""))
-            ax.xaxis.set_minor_formatter(NullFormatter())   # 2×10³ 3×10³ … labels collided on a wide span
-            ax.yaxis.set_major_formatter(EngFormatter(sep=""))
-            ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.6)))
+            ax.xaxis.set_major_formatter(mpl.EngFormatter(sep=""))
+            ax.xaxis.set_minor_formatter(mpl.NullFormatter())   # 2×10³ 3×10³ … labels collided on a wide span
+            ax.yaxis.set_major_formatter(mpl.EngFormatter(sep=""))
+            ax.yaxis.set_minor_formatter(mpl.LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.6)))
             ax.grid(True, which="major", alpha=0.3)
             ax.set_title(f"{workload}{'' if size == 'default' else f' ({size})'} · {dtype}", fontsize="medium")
             _label_panel(ax, j == 0, i == len(dtypes) - 1, "p99 latency ms (log)", "offered rate, queries/s (log)",
                          notes, color)
-    colour_handles = [Line2D([], [], color=color[g], linewidth=3) for g in series]
-    handles = [Line2D([], [], color="0.3", linestyle=SERVER_LINES[m][0], marker=SERVER_LINES[m][1])
+    colour_handles = [mpl.Line2D([], [], color=color[g], linewidth=3) for g in series]
+    handles = [mpl.Line2D([], [], color="0.3", linestyle=SERVER_LINES[m][0], marker=SERVER_LINES[m][1])
                for m in SERVER_LINES if m in used]
     labels = [m.removeprefix("server-") for m in SERVER_LINES if m in used]
-    handles += [Line2D([], [], color="0.3", marker="o", markerfacecolor="white", linestyle="none"),
-                Line2D([], [], color="0.3", marker=PEAK_MARK, markersize=11, markeredgecolor="black",
+    handles += [mpl.Line2D([], [], color="0.3", marker="o", markerfacecolor="white", linestyle="none"),
+                mpl.Line2D([], [], color="0.3", marker=PEAK_MARK, markersize=11, markeredgecolor="black",
                        markeredgewidth=0.6, linestyle="none"),
-                Line2D([], [], color="0.35", linestyle=BOUND_STYLE)]
+                mpl.Line2D([], [], color="0.35", linestyle=BOUND_STYLE)]
     labels += ["invalid step (hollow)", "peak valid rate", "p99 bound"]
     if faint_used:
-        handles.append(Line2D([], [], color="0.3", marker="o", markersize=3, alpha=OTHER_PROCESS_ALPHA, linestyle="none"))
+        handles.append(mpl.Line2D([], [], color="0.3", marker="o", markersize=3, alpha=OTHER_PROCESS_ALPHA, linestyle="none"))
         labels.append("other processes' steps")
         labels[labels.index("peak valid rate")] = "median process's peak"
     fig.legend(colour_handles + handles, series + labels, loc="outside lower center", fontsize="small",
@@ -356,18 +352,18 @@ def save(fig, path: Path) -> Path:
     """Atomically (compare.files.atomic_write), with no software or date stamp: regenerating an unchanged
     plot gives the same bytes."""
     path = Path(path)
-    fmt = check_output(path)
-    meta = {"Software": None} if fmt == "png" else {"Creator": None} if fmt in ("pdf", "svg") else None
+    image_format = check_output(path)
+    meta = ({"Software": None} if image_format == "png" else {"Creator": None} if image_format in ("pdf", "svg")
+            else None)
     try:
         with atomic_write(path, binary=True) as f:
-            fig.savefig(f, format=fmt, dpi=120, metadata=meta, bbox_inches="tight")
+            fig.savefig(f, format=image_format, dpi=120, metadata=meta, bbox_inches="tight")
     except Unwritable as e:
         raise BadInput(f"-o: cannot write {path}: {e.strerror}") from None
     return path
 
 
 def title_for(runs: list[dict]) -> str:
-    from .report import machine_labels
     labels = machine_labels(runs)
     names = list(dict.fromkeys(f"{labels[r['run_id']]} ({r['created'][:10]})" for r in runs))
     return "threadbench scaling — " + "; ".join(names)
@@ -376,7 +372,6 @@ def title_for(runs: list[dict]) -> str:
 def plot_all(paths, out: Path) -> list[Path]:
     """The `plot` command: the scaling curves of one or more runs (merged as in `report`) into `out`, and,
     when they have server cells, their latency-vs-rate curves into server_path(out)."""
-    from .report import load_runs, machine_labels, merge, summarize
     check_output(out)   # a missing extra or a bad file name fails before any loading
     runs = load_runs(paths)
     title = title_for(runs)
