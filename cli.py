@@ -18,6 +18,7 @@ STATE = {"debug": False}
 
 from compare import exits  # exit codes, defined once (framework-free, tiny)
 from compare.cells import MODES  # the mode table (plain data): --modes lists what it holds
+from compare.render import outputs  # the output formats (plain data): --format and -o list what it holds
 
 
 def fail(message: str) -> None:
@@ -283,7 +284,6 @@ def run_cli(args: list[str]) -> int:
 
 
 # -- saved runs: report, diff, plot, publish (logic in compare/report.py, diff.py, plot.py, publish.py) ----------
-FORMAT_HELP = "table (rich, the default), markdown, csv or json (csv/json: the per-cell summary, long format)."
 
 
 @app.command()
@@ -291,7 +291,7 @@ FORMAT_HELP = "table (rich, the default), markdown, csv or json (csv/json: the p
 def report(
     runs: list[Path] = typer.Argument(..., help="Results files (or folders of them); several merge into one table.",
                                       show_default=False),
-    format_: str = typer.Option("table", "--format", "-f", help=FORMAT_HELP),
+    format_: str = typer.Option("table", "--format", "-f", help=outputs.help_text("report")),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write to this file instead of stdout."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Let --out replace an existing file."),
 ):
@@ -308,7 +308,7 @@ def diff(
     b: Path = typer.Argument(..., help="Results file to compare with it (B).", show_default=False),
     threshold: float = typer.Option(0.10, "--threshold", help="Smallest change that counts (0.10 = 10%)."),
     alpha: float = typer.Option(0.05, "--alpha", help="Significance level of the Mann-Whitney U test on the trials."),
-    format_: str = typer.Option("table", "--format", "-f", help="table, markdown, csv or json."),
+    format_: str = typer.Option("table", "--format", "-f", help=outputs.help_text("diff")),
     fail_on_regression: bool = typer.Option(False, "--fail-on-regression",
                                             help="Exit with code 1 when any cell regressed (for CI)."),
 ):
@@ -322,7 +322,7 @@ def diff(
 @guarded
 def plot(
     runs: list[Path] = typer.Argument(..., help="Results files (or folders of them).", show_default=False),
-    out: Path = typer.Option(Path("scaling.png"), "--out", "-o", help="Image file; .png, .svg or .pdf."),
+    out: Path = typer.Option(Path("scaling.png"), "--out", "-o", help="Image file; its suffix picks the format: " + outputs.help_text("plot")),
 ):
     """Scaling curves: ops/s vs threads per backend and mode, a panel per workload, the offline ceiling dashed.
     Needs matplotlib, the optional plot extra."""

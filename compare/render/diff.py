@@ -30,7 +30,8 @@ from .analysis import (ALPHA, BROKE, FASTER, FIXED, IMPROVEMENT, NOT_COMPARED, P
                        THRESHOLD, UNCLEAR, WINDOWS, judge_change, samples, too_few_to_tell)
 from .format import group_label, num
 from .hostinfo import host_differences
-from .report import check_format, summary_runs, wide_console
+from . import outputs
+from .report import summary_runs, wide_console
 
 KEY_FIELDS = ("backend", "device", "dtype", "fp32_precision", "workload", "size", "mode", "threads", "k",
               "intra_op_threads")
@@ -266,6 +267,10 @@ def to_json(d: Diff) -> str:
     return json.dumps(results.finite(doc), indent=1, allow_nan=False) + "\n"
 
 
+# diff's function for each of its text formats (outputs.names("diff"); "table" prints through print_rich)
+RENDERERS = {"markdown": to_markdown, "csv": to_csv, "json": to_json}
+
+
 def print_rich(d: Diff, console: Console) -> None:
     style = {FASTER: "green", FIXED: "green", SLOWER: "red", BROKE: "red", UNCLEAR: "yellow"}
     for h in _header(d):
@@ -296,7 +301,7 @@ def _load(path):
 
 def diff(a_path, b_path, fmt: str = "table", threshold: float = THRESHOLD, alpha: float = ALPHA) -> Diff:
     """The `diff` command: load both runs, compare, print in the chosen format; returns the Diff."""
-    check_format(fmt)
+    outputs.check("diff", fmt)
     if not 0 < threshold < 10:
         raise BadInput(f"--threshold: must be a fraction greater than 0 (0.10 means 10%), got {threshold}")
     if not 0 < alpha < 1:
@@ -311,5 +316,5 @@ def diff(a_path, b_path, fmt: str = "table", threshold: float = THRESHOLD, alpha
     if fmt == "table":
         print_rich(d, wide_console())
     else:
-        sys.stdout.write({"markdown": to_markdown, "csv": to_csv, "json": to_json}[fmt](d))
+        sys.stdout.write(RENDERERS[fmt](d))
     return d

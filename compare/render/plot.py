@@ -16,6 +16,7 @@ from ..files import Unwritable, atomic_write
 from ..options import BadInput
 from ..stats import workload_cells
 from . import format as fmt
+from . import outputs
 from .analysis import DTYPE_PRECISION, ceiling, fill_precision, peaks, shows_rate
 from .format import BACKEND_ORDER, DTYPE_ORDER, PRECISION_ORDER
 from .report import load_runs, machine_labels, merge, summarize
@@ -44,17 +45,17 @@ def _matplotlib() -> SimpleNamespace:
                            NullFormatter=NullFormatter)
 
 
-def check_output(path: Path) -> str:
-    """The image format from the file name; an unknown one is bad input, caught before any work."""
-    canvas = _matplotlib().FigureCanvasAgg
-    image_format = Path(path).suffix.lower().lstrip(".")
-    supported = canvas.get_supported_filetypes()
-    if image_format not in supported:
+def check_output(path: Path) -> outputs.OutputFormat:
+    """The image format from the file name (compare.render.outputs); an unknown one is bad input, caught
+    before any work, as is a missing matplotlib."""
+    _matplotlib()
+    image = outputs.image_format(path)
+    if image is None:
         raise BadInput(f"-o: cannot tell the image format of {str(path)!r}; end the name with one of: "
-                       + ", ".join("." + f for f in sorted(supported)))
+                       + ", ".join("." + name for name in sorted(outputs.names("plot"))))
     if Path(path).is_dir():
         raise BadInput(f"-o: {path} is a folder; give a file name")
-    return image_format
+    return image
 
 
 # Okabe-Ito: distinguishable with every common colour-vision deficiency; one colour per backend (and machine).
@@ -352,12 +353,10 @@ def save(fig, path: Path) -> Path:
     """Atomically (compare.files.atomic_write), with no software or date stamp: regenerating an unchanged
     plot gives the same bytes."""
     path = Path(path)
-    image_format = check_output(path)
-    meta = ({"Software": None} if image_format == "png" else {"Creator": None} if image_format in ("pdf", "svg")
-            else None)
+    image = check_output(path)
     try:
         with atomic_write(path, binary=True) as f:
-            fig.savefig(f, format=image_format, dpi=120, metadata=meta, bbox_inches="tight")
+            fig.savefig(f, format=image.name, dpi=120, metadata=dict(image.metadata), bbox_inches="tight")
     except Unwritable as e:
         raise BadInput(f"-o: cannot write {path}: {e.strerror}") from None
     return path

@@ -17,7 +17,7 @@ import polars as pl
 from .. import results, stats
 from ..cells import FAILED, OK, UNAVAILABLE, Cell
 from ..options import BadInput
-from . import findings, plot, report, tables
+from . import findings, outputs, plot, report, tables
 from . import server as server_tables
 from .format import clip, revision
 
@@ -300,9 +300,9 @@ def publish(runs_dir: Path = RUNS_DIR, out_dir: Path = OUT_DIR, plots: bool = Tr
         raise results.ResultsError(f"{runs_dir}: two sections would both be named {dup!r}; rename one of the files")
     written, texts, summaries = [], [], []
     for g in groups:
-        plot_name = f"{stem(g)}.png" if plots else None
+        plot_name = f"{stem(g)}.{outputs.PUBLISHED_PLOT.name}" if plots else None
         server = plot.server_figure(report.merge(g, {r["run_id"]: machine(g) for r in g}), title(g)) if plots else None
-        server_plot = f"{stem(g)}-server.png" if server is not None else None  # only with server cells
+        server_plot = f"{stem(g)}-server.{outputs.PUBLISHED_PLOT.name}" if server is not None else None  # only with server cells
         if server is not None:
             written.append(plot.save(server, out_dir / server_plot))
         text, summary = section(g, plot_name, out_dir, server_plot, defects)

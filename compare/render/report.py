@@ -21,7 +21,7 @@ from rich.markup import escape
 from .. import results, stats
 from ..files import Unwritable, atomic_write
 from ..options import BadInput
-from . import findings, hostinfo, tables
+from . import findings, hostinfo, outputs, tables
 from . import server as server_tables
 from .format import hardware_name, intra_op, wrap
 
@@ -31,13 +31,6 @@ SUMMARY_SCHEMA = "threadbench.summary/1"
 FIRST_COLUMNS = ("run_id", "machine", "backend", "device", "dtype", "fp32_precision", "workload", "size", "mode",
                  "threads", "k", "status", "ops_per_s", "ci_low", "ci_high", "ci_level", "n_trials", "iqr_rel",
                  "unstable", "speedup", "pct_ceiling", "pct_peak")
-
-
-def check_format(fmt: str, valid: Iterable[str] | None = None) -> str:
-    valid = tuple(valid or RENDERERS)
-    if fmt not in valid:
-        raise BadInput(f"--format: unknown format {fmt!r}; valid: {', '.join(valid)}")
-    return fmt
 
 
 # -- loading and merging ----------------------------------------------------------------------------
@@ -334,9 +327,8 @@ def _json(runs, summary, width: int = 0, color: bool = False) -> str:
     return to_json(runs, summary)
 
 
-# One entry per output format: (runs, summary, width, color) -> text. A new format is one line here.
+# report's function for each of its formats (outputs.names("report")): (runs, summary, width, color) -> text
 RENDERERS = {"table": to_table_text, "markdown": to_markdown, "csv": _csv, "json": _json}
-FORMATS = tuple(RENDERERS)
 
 
 def terminal_width() -> int:
@@ -363,15 +355,15 @@ def wide_console() -> Console:
 
 
 def render(runs: list[dict], fmt: str, width: int | None = None, color: bool = False) -> str:
-    """The text of a report in any format."""
-    check_format(fmt)
+    """The text of a report in any of its formats (compare.render.outputs)."""
+    outputs.check("report", fmt)
     return RENDERERS[fmt](runs, summarize(runs), terminal_width() if width is None else width, color)
 
 
 def report(paths: Iterable[Path], fmt: str = "table", out: Path | None = None, overwrite: bool = False) -> None:
     """The `report` command: render the runs to stdout, or to `out` (atomically; an existing file only
     with overwrite)."""
-    check_format(fmt)
+    outputs.check("report", fmt)
     if out is not None:
         refuse_overwrite(out, overwrite)
     runs = load_runs(paths)
