@@ -28,8 +28,9 @@ def test_bad_server_input_is_one_line_and_exit_2(capsys, tmp_path, args, expecte
 
 
 def test_all_modes_include_every_server_strategy():
+    from compare.measure.server import STRATEGIES
     from compare.options import runnable_modes
-    assert {"server-threads", "server-batched", "server-processes"} <= set(runnable_modes(MODES))
+    assert {"server-threads", "server-batched", "server-processes"} <= set(runnable_modes(MODES, STRATEGIES))
 
 
 def _step(rate, verdict, p99=1.0):

@@ -1,15 +1,10 @@
-"""`diff A B`: cell by cell, B's median throughput over A's, with a Mann-Whitney U test and whether the two
-confidence intervals overlap.
+"""`diff A B`: cell by cell, B's median throughput over A's, whether the change is significant, and whether
+the two intervals overlap; cells present in only one run are listed, not compared.
 
-The test uses the same spread as the cells' intervals (compare.stats): where both runs measured a cell in
-two or more fresh processes (--repeats), it compares the per-process medians, what varies when a run is
-repeated; otherwise the per-window ops/s of one process each, which sees within-process noise only and is
-said so in a note (such a test calls too many changes significant).
-
-A cell is flagged only when both hold: the change is beyond the threshold (10% by default) and the test
-says it is not noise (p < alpha). A change beyond the threshold that the test cannot confirm is
-"unclear", never silently "same". A cell that ran in A but failed in B is a regression ("broke"), the
-reverse an improvement ("fixed"). Cells present in only one run are listed, not compared."""
+The test (analysis.judge_change) uses the same spread as the cells' intervals: per-process medians where
+both runs have two or more processes (--repeats), else one process's windows, said so in a note (such a
+test calls too many changes significant). This module gathers both runs' samples and notes and lays the
+result out; the verdict rule lives in analysis.py."""
 from __future__ import annotations
 
 import csv

@@ -1,20 +1,9 @@
-"""Findings: a short plain-language verdict per machine × workload × dtype, generated from a run's per-cell
-summary and stating only what the intervals support.
+"""Findings: per machine × workload × dtype, plain sentences that carry their numbers (best strategy and its
+gain over sequential, where more threads hurt, threads against processes, like-for-like, the ceiling,
+failures with their cause, the server scenario's peaks); `brief` is one line each for the top of a page.
 
-Each sentence carries its numbers: every framework's best strategy among the modes present and its gain
-over sequential; where more threads hurt; which framework is faster like-for-like (equal effective
-precision only); crashes with their cause; what limits the cell when the run recorded it. A difference is
-claimed only when the two intervals are disjoint and the medians at least MIN_GAIN apart; otherwise the
-sentence says there is no clear difference.
-
-Pure functions of summary records (dicts with the stats.summarize columns; a polars frame is accepted and
-turned into dicts): no I/O, no framework, no measuring. Columns that a run may lack (`precision`, `bound`)
-are used when present.
-
-The server scenario (rows of the server-* modes, given as `rows`) adds one sentence per machine × workload ×
-dtype: each backend's best strategy by peak valid rate under its p99 bound, with the bracket [peak, lowest
-failing rate above it) and the bound, or "no valid rate" with the reason; one strategy is said to sustain
-more than another only when their brackets do not overlap and the peaks are MIN_GAIN apart."""
+Every claim is what compare.render.analysis decides (clearly_faster, sustains_more, ...): this module only
+words it. Pure functions of summary records and rows; no I/O."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -2,9 +2,11 @@
 workload; in it, requests/s against Python threads on log axes, one colour per backend (Okabe-Ito), one
 line style per mode (compare.cells.MODES[...].line), the CI as error bars, the sequential figure as a lone
 marker, each backend's ceiling dashed (or noted at the top edge when it would squash the curves), and
-failed or too-slow cells marked at the bottom of their panel.
+failed or too-slow cells marked at the bottom of their panel; and the server scenario's latency against
+offered rate. What is a ceiling or a peak comes from analysis.py.
 
-matplotlib is an optional extra, imported only here; without it the command says how to install it."""
+matplotlib is an optional extra, imported only here (_matplotlib); without it the command says how to
+install it."""
 from __future__ import annotations
 
 import math

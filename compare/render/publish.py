@@ -4,7 +4,9 @@ in results/runs/.
 A section is one run, or several runs of one machine whose cells do not overlap (one file per backend, as
 benchmarks/gpu_sweep.sh writes): runs that share a host name, or sit together in one sub-folder of
 results/runs/, are shown side by side. The page is rebuilt from the runs alone (no clock, no randomness),
-so publishing unchanged runs rewrites identical files and a publish's git diff shows only what changed."""
+so publishing unchanged runs rewrites identical files and a publish's git diff shows only what changed.
+Defects found after a run was made come from a committed table (results/known-defects.json), never from
+running git."""
 from __future__ import annotations
 
 import json

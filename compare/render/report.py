@@ -1,7 +1,7 @@
 """`report`: re-render saved runs. Several runs merge into one set of tables, each run's machine a column
 group; the summary (one row per cell) can also be written as CSV or JSON for other tools. print_report is
 the one terminal rendering, shared with `compare`. It lays out what tables, findings, server and hostinfo
-give it; it decides nothing about the figures."""
+give it and decides nothing about the figures."""
 from __future__ import annotations
 
 import io

@@ -3,7 +3,8 @@ backend its throughput with CI and speedup, then like-for-like ratios (equal eff
 then every cell's detail; then a legend of every symbol used.
 
 `build` returns plain TableData (strings); `stack` splits a table too wide for a terminal into blocks that
-fit, and the renderers (rich, markdown) only lay it out. Numbers and labels come from format.py."""
+fit, and the renderers (rich, markdown) only lay it out. Which cells pair like-for-like and which strategy
+is best come from analysis.py, numbers and labels from format.py: nothing is decided here."""
 from __future__ import annotations
 
 import polars as pl
