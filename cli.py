@@ -10,13 +10,14 @@ import os
 import signal
 import sys
 import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from compare import exits
-from compare.cells import MODES
+from compare import exits, options
+from compare.cells import MODES, Cell
 from compare.options import BadInput
 from compare.render import outputs
 from compare.results import ResultsError
@@ -164,12 +165,8 @@ def cmd_compare(
                                "the tables; progress and messages go to stderr."),
 ):
     """Run the matrix and print side-by-side throughput and scaling tables."""
-    from dataclasses import replace
-
     import backends
     import workloads
-    from compare import options
-    from compare.cells import Cell
     from compare.measure.plan import Settings, all_devices, knob_names
     from compare.measure.runner import Limits
     from compare.measure.server import STRATEGIES
