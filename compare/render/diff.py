@@ -21,11 +21,11 @@ from rich.table import Table
 from .. import results, stats
 from ..cells import OK, axis_label, status_label
 from ..options import BadInput
+from . import outputs
 from .analysis import (ALPHA, BROKE, FASTER, FIXED, IMPROVEMENT, NOT_COMPARED, PROCESSES, REGRESSION, SAME, SLOWER,
                        THRESHOLD, UNCLEAR, WINDOWS, judge_change, samples, too_few_to_tell)
 from .format import group_label, num
 from .hostinfo import host_differences
-from . import outputs
 from .report import summary_runs, wide_console
 
 KEY_FIELDS = ("backend", "device", "dtype", "fp32_precision", "workload", "size", "mode", "threads", "k",
