@@ -1,23 +1,31 @@
 """threadbench command line: a thin typer app over compare/ (framework-free) and backends/ (lazy).
 
-Nothing heavy is imported at module level: `python cli.py --help` loads neither a framework nor polars."""
+At module level only plain tables and small modules (exit codes, modes, output formats, the input errors):
+each command imports its implementation when it runs, so `python cli.py --help` loads no framework, numpy,
+polars, scipy or matplotlib. Not here: any measuring or rendering logic."""
 from __future__ import annotations
 
 import functools
+import os
 import signal
 import sys
+import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from compare import exits, options
+from compare.cells import MODES, Cell
+from compare.options import BadInput
+from compare.render import outputs
+from compare.results import ResultsError
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="How much inference throughput do you really get from several Python threads, "
                        "on PyTorch vs MLX (and plug-ins), on this machine?")
 STATE = {"debug": False}
-
-from compare import exits  # exit codes, defined once (framework-free, tiny)
-from compare.cells import MODES  # the mode table (plain data): --modes lists what it holds
 
 
 def fail(message: str) -> None:
@@ -29,9 +37,7 @@ def guarded(fn):
     """Bad input -> one line on stderr and exit code 2; with --debug the whole traceback first, same code."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from backends import RegistryError
-        from compare.options import BadInput
-        from compare.results import ResultsError
+        from backends import RegistryError   # the backends package imports numpy: only when a command runs
         try:
             return fn(*args, **kwargs)
         except (BadInput, ResultsError, RegistryError) as e:
@@ -44,7 +50,6 @@ def guarded(fn):
 def print_chain(e: BaseException) -> None:
     """The full traceback of `e` and of every exception behind it, even one re-raised `from None`: a
     plug-in that fails to import shows its own file and line, not only where the core noticed."""
-    import traceback
     seen, link = set(), e
     while link is not None and id(link) not in seen:
         seen.add(id(link))
@@ -55,7 +60,6 @@ def print_chain(e: BaseException) -> None:
 
 @app.callback()
 def main_options(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors.")):
-    import os
     STATE["debug"] = debug
     if debug:  # the cells' processes inherit it; compare prints a failed cell's traceback
         os.environ["THREADBENCH_DEBUG"] = "1"
@@ -63,7 +67,7 @@ def main_options(debug: bool = typer.Option(False, "--debug", help="Show traceba
 
 @app.command("backends")
 @guarded
-def backends_cmd():
+def cmd_backends():
     """List every backend (built-in and plug-in), its devices and options, why any device is unavailable,
     and every plug-in that was refused, with the reason."""
     import backends
@@ -93,7 +97,7 @@ def backends_cmd():
 
 @app.command("new-backend")
 @guarded
-def new_backend_cmd(
+def cmd_new_backend(
     name: str = typer.Argument(..., help="The backend's name (lower-case letters, digits, '-', '_').",
                                show_default=False),
     folder: Optional[Path] = typer.Argument(None, help="Where the package goes (default ./threadbench-NAME).",
@@ -107,9 +111,9 @@ def new_backend_cmd(
                f"&& python -m pytest {written}", err=True)
 
 
-@app.command()
+@app.command("compare")
 @guarded
-def compare(
+def cmd_compare(
     ctx: typer.Context,
     backends_: str = typer.Option("torch,mlx", "--backends", "-b", help="Comma-separated backends (see `backends`)."),
     workloads_: str = typer.Option("mlp,block,transformer", "--workloads", "-w", help="mlp, block, transformer."),
@@ -161,44 +165,40 @@ def compare(
                                "the tables; progress and messages go to stderr."),
 ):
     """Run the matrix and print side-by-side throughput and scaling tables."""
-    from dataclasses import replace
-
-    from compare.measure.runner import Limits
-
-    import workloads as W
-    from compare import options as O
-    from compare.cells import Cell
-    from compare.measure.plan import Settings, all_devices, knob_names, plan
     import backends
+    import workloads
+    from compare.measure.plan import Settings, all_devices, knob_names
+    from compare.measure.runner import Limits
+    from compare.measure.server import STRATEGIES
 
-    mode_list = O.runnable_modes(MODES) if modes.strip() == "all" else O.names("--modes", modes, MODES, "mode")
+    mode_list = options.runnable_modes(MODES, STRATEGIES) if modes.strip() == "all" else options.names("--modes", modes, MODES, "mode")
     for item in backends_.split(","):  # a refused plug-in: its reason, not "unknown backend"
         if (why := backends.refusal(item.strip())) is not None:
-            raise O.BadInput(f"--backends: {why}")
+            raise BadInput(f"--backends: {why}")
         for reg in backends.refused():  # e.g. a plug-in named like a built-in: say which one runs
             if reg.name == item.strip():
                 typer.echo(f"threadbench: warning: {reg.refused}; {reg.name} is the built-in", err=True)
     settings = Settings(
-        backends=tuple(O.names("--backends", backends_, backends.names(), "backend")),
-        workloads=tuple(O.names("--workloads", workloads_, list(W.WORKLOADS), "workload")),
+        backends=tuple(options.names("--backends", backends_, backends.names(), "backend")),
+        workloads=tuple(options.names("--workloads", workloads_, list(workloads.WORKLOADS), "workload")),
         modes=tuple(mode_list),
-        threads=tuple(O.int_list("--threads", threads)),
-        dtypes=tuple(O.names("--dtype", dtype, ["float32", "bfloat16", "float16", "float64"], "dtype")),
-        device=O.one_name("--device", device, sorted(all_devices()), "device"),
-        offline_k=tuple(O.int_list("--offline-k", offline_k, hi=4096)),
-        knobs=O.sizes(size, knob_names()),
+        threads=tuple(options.int_list("--threads", threads)),
+        dtypes=tuple(options.names("--dtype", dtype, ["float32", "bfloat16", "float16", "float64"], "dtype")),
+        device=options.one_name("--device", device, sorted(all_devices()), "device"),
+        offline_k=tuple(options.int_list("--offline-k", offline_k, hi=4096)),
+        knobs=options.sizes(size, knob_names()),
         repeats=repeats,
         peak_probe=peak_probe,
     )
     if not 1 <= repeats <= MAX_REPEATS:
-        raise O.BadInput(f"--repeats: {repeats} is out of range; use 1 to {MAX_REPEATS}")
-    precisions = tuple(O.names("--fp32-precision", fp32_precision, ["highest", "high"], "precision"))
+        raise BadInput(f"--repeats: {repeats} is out of range; use 1 to {MAX_REPEATS}")
+    precisions = tuple(options.names("--fp32-precision", fp32_precision, ["highest", "high"], "precision"))
     for opt, v in (("--duration", duration), ("--trials", trials), ("--cell-timeout", cell_timeout),
                    ("--mem-limit-mb", mem_limit_mb), ("--intra-op-threads", intra_op_threads)):
-        O.positive(opt, v)
-    O.server_modes(mode_list, latency_bound_ms)
+        options.positive(opt, v)
+    options.server_modes(mode_list, latency_bound_ms, STRATEGIES)
     if warmup < 0 or max_batch < 0 or max_wait_ms < 0:
-        raise O.BadInput("--warmup, --max-batch and --max-wait-ms must not be negative")
+        raise BadInput("--warmup, --max-batch and --max-wait-ms must not be negative")
     template = Cell(backend="", device="", dtype="", workload="", mode="", duration=duration, trials=trials,
                     warmup=warmup, fp32_precision=precisions[0], max_batch=max_batch, max_wait_ms=max_wait_ms,
                     backend_options=backend_option_pairs(backend_option, settings.backends),
@@ -209,16 +209,16 @@ def compare(
     argv = ["threadbench", *sys.argv[1:]]
     if resume is not None:
         flag = lambda p: f"--{p.replace('_', '-').rstrip('-')}"  # noqa: E731 - backends_ -> --backends
-        O.no_matrix_with_resume([flag(p) for p in ctx.params
+        options.no_matrix_with_resume([flag(p) for p in ctx.params
                                  if p not in RESUME_OPTIONS and ctx.get_parameter_source(p).name == "COMMANDLINE"],
                                 sorted(flag(p) for p in RESUME_OPTIONS if p != "resume"))
         if out is not None and out.is_file() and not overwrite and out.resolve() != resume.resolve():
-            raise O.BadInput(f"--out: {out} exists; give another name or add --overwrite to replace it "
+            raise BadInput(f"--out: {out} exists; give another name or add --overwrite to replace it "
                              f"(without --out, --resume writes back to {resume})")
         from compare.resume import resume_sweep
         raise typer.Exit(resume_sweep(resume, out, limits, quiet, argv, json_out=json_))
     if machine is not None and not machine.strip():
-        raise O.BadInput("--machine: give a name, e.g. --machine 'H100 80GB'")
+        raise BadInput("--machine: give a name, e.g. --machine 'H100 80GB'")
     from compare.session import run_sweep
     raise typer.Exit(run_sweep(settings, out=out, quiet=quiet, argv=argv, limits=limits, json_out=json_,
                                machine=machine.strip() if machine else None, overwrite=overwrite))
@@ -232,7 +232,6 @@ def backend_option_pairs(texts: list[str], selected: tuple[str, ...]) -> tuple:
     """--backend-option NAME.OPTION=VALUE[,...] (repeatable) -> sorted ("NAME.OPTION", VALUE) pairs, each
     checked against the option NAME declares (backends.base.BackendOption); plan hands each backend its own."""
     import backends
-    from compare.options import BadInput
     pairs: dict[str, str] = {}
     for part in (p.strip() for text in texts for p in text.split(",")):
         key, eq, value = part.partition("=")
@@ -282,57 +281,56 @@ def run_cli(args: list[str]) -> int:
     return rv if type(rv) is int else exits.OK  # typer.Exit(code) comes back as its code
 
 
-# -- saved runs: report, diff, plot, publish (logic in compare/report.py, diff.py, plot.py, publish.py) ----------
-FORMAT_HELP = "table (rich, the default), markdown, csv or json (csv/json: the per-cell summary, long format)."
+# -- saved runs: report, diff, plot, publish (their logic in compare/render/) ---------------------------------
 
 
-@app.command()
+@app.command("report")
 @guarded
-def report(
+def cmd_report(
     runs: list[Path] = typer.Argument(..., help="Results files (or folders of them); several merge into one table.",
                                       show_default=False),
-    format_: str = typer.Option("table", "--format", "-f", help=FORMAT_HELP),
+    format_: str = typer.Option("table", "--format", "-f", help=outputs.help_text("report")),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write to this file instead of stdout."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Let --out replace an existing file."),
 ):
     """Re-render saved runs (or a `report --format json` export): findings, side-by-side tables, legend and
     environment; runs of different machines become column groups. COLUMNS sets the layout width."""
-    from compare.render.report import report as render
-    render(runs, format_, out, overwrite)
+    from compare.render.report import report
+    report(runs, format_, out, overwrite)
 
 
-@app.command()
+@app.command("diff")
 @guarded
-def diff(
+def cmd_diff(
     a: Path = typer.Argument(..., help="Baseline results file (A).", show_default=False),
     b: Path = typer.Argument(..., help="Results file to compare with it (B).", show_default=False),
     threshold: float = typer.Option(0.10, "--threshold", help="Smallest change that counts (0.10 = 10%)."),
     alpha: float = typer.Option(0.05, "--alpha", help="Significance level of the Mann-Whitney U test on the trials."),
-    format_: str = typer.Option("table", "--format", "-f", help="table, markdown, csv or json."),
+    format_: str = typer.Option("table", "--format", "-f", help=outputs.help_text("diff")),
     fail_on_regression: bool = typer.Option(False, "--fail-on-regression",
                                             help="Exit with code 1 when any cell regressed (for CI)."),
 ):
     """Per-cell ratio B÷A with a significance test; flags improvements and regressions, lists unmatched cells."""
-    from compare.render.diff import diff as compare_runs
-    d = compare_runs(a, b, format_, threshold, alpha)   # runs with no cell in common: bad input, exit 2
+    from compare.render.diff import diff
+    d = diff(a, b, format_, threshold, alpha)   # runs with no cell in common: bad input, exit 2
     raise typer.Exit(exits.CELLS_FAILED if fail_on_regression and d.regressions else exits.OK)
 
 
-@app.command()
+@app.command("plot")
 @guarded
-def plot(
+def cmd_plot(
     runs: list[Path] = typer.Argument(..., help="Results files (or folders of them).", show_default=False),
-    out: Path = typer.Option(Path("scaling.png"), "--out", "-o", help="Image file; .png, .svg or .pdf."),
+    out: Path = typer.Option(Path("scaling.png"), "--out", "-o", help="Image file; its suffix picks the format: " + outputs.help_text("plot")),
 ):
     """Scaling curves: ops/s vs threads per backend and mode, a panel per workload, the offline ceiling dashed.
     Needs matplotlib, the optional plot extra."""
-    from compare.render.plot import plot_all as draw
-    typer.echo(f"wrote {', '.join(map(str, draw(runs, out)))}", err=True)
+    from compare.render.plot import plot_all
+    typer.echo(f"wrote {', '.join(map(str, plot_all(runs, out)))}", err=True)
 
 
-@app.command()
+@app.command("publish")
 @guarded
-def publish(
+def cmd_publish(
     files: Optional[list[Path]] = typer.Argument(None, help="Publish exactly these results files (default: every "
                                                  "file in --runs).", show_default=False),
     runs_dir: Path = typer.Option(Path("results/runs"), "--runs", help="The curated folder of results files to publish."),
@@ -341,8 +339,8 @@ def publish(
 ):
     """Rewrite results/README.md (findings first, then tables, environment, caveats, command of every run)
     and results/<run>.png, from the curated results/runs/ (a plain `compare` writes elsewhere) or the files given."""
-    from compare.render.publish import publish as build
-    written = build(runs_dir, out_dir, plots, files=files or None)
+    from compare.render.publish import publish
+    written = publish(runs_dir, out_dir, plots, files=files or None)
     typer.echo("wrote " + ", ".join(str(p) for p in written), err=True)
 
 

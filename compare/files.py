@@ -16,15 +16,31 @@ def _umask() -> int:
     return mask
 
 
+class Unwritable(OSError):
+    """The target's folder cannot be created (`step` "create folder") or takes no new file (`step` "write
+    in"): raised before anything is written, with the OSError's errno and strerror and the `folder`."""
+
+    def __init__(self, step: str, folder: Path, cause: OSError):
+        super().__init__(cause.errno, cause.strerror)
+        self.step, self.folder = step, folder
+
+
 @contextmanager
 def atomic_write(path: Path | str, binary: bool = False, sync: bool = True) -> Iterator[IO]:
     """`with atomic_write(path) as f: f.write(...)`: the target appears whole at the end, or not at all (the
     temporary file is removed if the block raises). The folder is created if missing. The file gets the
-    umask's usual permissions (mkstemp makes 0600; these files are for sharing). OSError from creating the
-    folder or the temporary file propagates: callers turn it into their own one-line message."""
+    umask's usual permissions (mkstemp makes 0600; these files are for sharing). A folder that cannot be
+    created or written in raises Unwritable before the block runs: callers turn it into their own one-line
+    message; an OSError while writing propagates as it is."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise Unwritable("create folder", path.parent, e) from e
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise Unwritable("write in", path.parent, e) from e
     try:
         with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
             yield f

@@ -1,4 +1,5 @@
-"""Validation of every user input, before any work starts. Each problem is one BadInput line."""
+"""Validation of every user input, before any work starts. Each problem is one BadInput line. Imports
+nothing of threadbench: what it checks against (backends, modes, strategies) is handed in."""
 from __future__ import annotations
 
 import difflib
@@ -131,19 +132,19 @@ def sizes(text: str | None, known: set[str]) -> tuple:
     return tuple(sorted(pairs.items()))
 
 
-def server_modes(modes: list[str], latency_bound_ms: float | None) -> None:
-    """Server modes that are declared but cannot run yet are refused; --latency-bound-ms must be a positive
-    number of milliseconds and only goes with a server mode."""
-    from .measure.server import STRATEGIES  # framework-free
+def server_modes(modes: list[str], latency_bound_ms: float | None, strategies: dict) -> None:
+    """Server modes whose strategy (in `strategies`, compare.measure's table of them) is declared but cannot
+    run yet are refused; --latency-bound-ms must be a positive number of milliseconds and only goes with a
+    server mode."""
     for mode in modes:
-        if mode.startswith("server-") and STRATEGIES[mode.removeprefix("server-")].make is None:
-            raise BadInput(f"--modes: {mode} cannot run: {STRATEGIES[mode.removeprefix('server-')].refusal}")
+        if mode.startswith("server-") and strategies[mode.removeprefix("server-")].make is None:
+            raise BadInput(f"--modes: {mode} cannot run: {strategies[mode.removeprefix('server-')].refusal}")
     positive("--latency-bound-ms", latency_bound_ms)
     if latency_bound_ms is not None and not any(m.startswith("server-") for m in modes):
         raise BadInput("--latency-bound-ms: applies to the server modes only (add e.g. --modes server-threads)")
 
 
-def runnable_modes(modes) -> list[str]:
-    """--modes all: every mode that can run (a declared server strategy that is not built yet is left out)."""
-    from .measure.server import STRATEGIES
-    return [m for m in modes if not m.startswith("server-") or STRATEGIES[m.removeprefix("server-")].make]
+def runnable_modes(modes, strategies: dict) -> list[str]:
+    """--modes all: every mode that can run (a server strategy of `strategies` that is declared but not built
+    yet is left out)."""
+    return [m for m in modes if not m.startswith("server-") or strategies[m.removeprefix("server-")].make]

@@ -5,13 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import os
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
 
 from .cells import Cell, CellResult
+from .files import atomic_write
 
 SCHEMA = "threadbench.run/2"
 OLDER_SCHEMAS = ("threadbench.run/1",)  # still read: fields they lack load as None (repeat: process 0)
@@ -148,43 +147,26 @@ def process_key(row: dict) -> tuple:
     return (*row_key(row), row.get("repeat") or 0)
 
 
-def _finite(obj):
+def finite(obj):
     """NaN/inf become null: the file stays strict JSON that jq, JavaScript and other tools can read."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
+        return {k: finite(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
+        return [finite(v) for v in obj]
     return obj
 
 
 def dumps(run: dict, indent: int | None = 1) -> str:
-    return json.dumps(_finite(run), indent=indent, default=str, allow_nan=False)
+    return json.dumps(finite(run), indent=indent, default=str, allow_nan=False)
 
 
 def save(run: dict, path: Path) -> Path:
-    """Atomic: write a temporary file in the same folder, then rename over the target."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(dumps(run))
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a results file is for sharing
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    """Atomically (compare.files.atomic_write): a reader never sees half a results file."""
+    with atomic_write(path) as f:
+        f.write(dumps(run))
+    return Path(path)
 
 
 REQUIRED = {"run_id": str, "created": str, "command": list, "host": dict, "settings": dict,

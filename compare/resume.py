@@ -2,9 +2,9 @@
 
 A sweep stores its planned cells in the run document (run["plan"]) before the first cell starts, and saves
 after every cell, so an interrupted, crashed or killed sweep leaves a file that says exactly what is
-missing. Cells that ended ok, too slow, unsupported, unavailable or skipped are kept as they are; cells
-that crashed, timed out, raised, ran out of memory, gave wrong outputs or never ran are run again;
-cells marked superseded (measured again in a later run) are not.
+missing. A cell whose status compare.cells.STATUSES marks resumable (every failure, and interrupted) runs
+again, as does one never run; every other status is kept as it is; cells marked superseded (measured again
+in a later run) are not run.
 
 A cell measured in several processes (--repeats) is complete when every one of its planned processes is:
 only the processes that are missing or failed run again, and the cell's finished processes are kept."""
@@ -15,14 +15,14 @@ from pathlib import Path
 
 from rich.console import Console
 
-from . import results as R
-from .cells import OK, SKIPPED, TOO_SLOW, UNAVAILABLE, UNSUPPORTED, Cell
+from . import results
+from .cells import STATUSES, Cell
 from .measure.env import host_environment
-from .options import BadInput, writable_out
 from .measure.runner import Limits
+from .options import BadInput, writable_out
 from .session import execute
 
-KEEP = (OK, TOO_SLOW, UNSUPPORTED, UNAVAILABLE, SKIPPED)
+KEEP = tuple(name for name, spec in STATUSES.items() if not spec.resumable)  # kept as they are
 
 
 def planned_cells(run: dict, path: Path) -> list[Cell]:
@@ -38,8 +38,8 @@ def planned_cells(run: dict, path: Path) -> list[Cell]:
 
 def cells_to_rerun(run: dict, path: Path = Path("results file")) -> list[Cell]:
     """Planned cell processes with no kept result, in plan (interleaved) order."""
-    kept = {R.process_key(r) for r in run["rows"] if r["status"] in KEEP}
-    superseded = R.superseded_keys(run)
+    kept = {results.process_key(r) for r in run["rows"] if r["status"] in KEEP}
+    superseded = results.superseded_keys(run)
     return [c for c in planned_cells(run, path)
             if (*c.key(), c.repeat) not in kept and c.key() not in superseded]
 
@@ -47,8 +47,8 @@ def cells_to_rerun(run: dict, path: Path = Path("results file")) -> list[Cell]:
 def resume_sweep(file: Path, out: Path | None, limits: Limits, quiet: bool, argv: list[str],
                  json_out: bool = False) -> int:
     try:
-        run = R.load(file)
-    except R.ResultsError as e:
+        run = results.load(file)
+    except results.ResultsError as e:
         raise BadInput(f"--resume: {e}") from None
     todo = cells_to_rerun(run, file)
     here, there = host_environment().get("host"), run["host"].get("host")
@@ -57,7 +57,7 @@ def resume_sweep(file: Path, out: Path | None, limits: Limits, quiet: bool, argv
                        "resuming here would mix two machines in one run")
     path = Path(out) if out else Path(file)
     writable_out(path)
-    R.drop_processes(run, {(*c.key(), c.repeat) for c in todo})  # failed rows are replaced by the new attempt
+    results.drop_processes(run, {(*c.key(), c.repeat) for c in todo})  # failed rows are replaced by the new attempt
     run.setdefault("resumed", []).append(
         {"command": argv, "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "cells": len(todo),
          "threadbench_revision": host_environment().get("threadbench_revision")})  # the code of the new cells

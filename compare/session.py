@@ -1,4 +1,6 @@
-"""A compare run from start to finish: plan, run every cell (saving after each), print the tables."""
+"""A compare run from start to finish: plan, run every cell (saving after each), print the tables. The one
+place that joins compare.measure (what runs) and compare.render (what is printed); it measures and renders
+nothing itself."""
 from __future__ import annotations
 
 import os
@@ -8,27 +10,29 @@ from dataclasses import asdict
 from pathlib import Path
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from . import exits
-from . import results as R
-from .cells import FAILED, UNAVAILABLE, Cell, CellResult
+from . import results
+from .cells import FAILED, UNAVAILABLE, Cell, CellResult, status_label
 from .measure import host
 from .measure.env import host_environment
 from .measure.lock import locked
-from .options import BadInput, writable_out
 from .measure.plan import Settings, plan
 from .measure.runner import Limits, sweep
-
+from .options import BadInput, writable_out
+from .render.format import cause_line
+from .render import report
 
 
 def run_sweep(settings: Settings, out: Path | None, quiet: bool, argv: list[str],
               limits: Limits | None = None, json_out: bool = False, machine: str | None = None,
               overwrite: bool = False) -> int:
-    run = R.new_run(argv, host_environment(), {k: v for k, v in asdict(settings).items() if k != "template"}
+    run = results.new_run(argv, host_environment(), {k: v for k, v in asdict(settings).items() if k != "template"}
                     | {"cell": settings.template.to_dict() if settings.template else None})
     if machine:
         run["machine"] = machine   # the name tables and publish show (default: from the hardware measured)
-    path = Path(out) if out else R.default_path(run)
+    path = Path(out) if out else results.default_path(run)
     writable_out(path)
     if out is not None and path.is_file() and not overwrite:
         raise BadInput(f"--out: {path} exists; give another name, add --overwrite to replace it, "
@@ -36,7 +40,7 @@ def run_sweep(settings: Settings, out: Path | None, quiet: bool, argv: list[str]
     cells, unavailable = plan(settings)
     run["plan"] = [c.to_dict() for c in cells]  # what was asked, so --resume knows what is missing
     for cell, why in unavailable:
-        R.add_result(run, CellResult(cell=cell, status=UNAVAILABLE, cause=why))
+        results.add_result(run, CellResult(cell=cell, status=UNAVAILABLE, cause=why))
     return execute(run, path, cells, limits or Limits(), quiet, json_out)
 
 
@@ -49,13 +53,13 @@ def execute(run: dict, path: Path, cells: list, limits: Limits, quiet: bool, jso
     interrupted = False
     with locked(path), progress:
         run.setdefault("host_probe", []).append(host.probe("start"))  # calibration + load (compare.measure.host)
-        R.save(run, path)
+        results.save(run, path)
         task = progress.add_task("cell processes", total=len(cells))
         try:
             for result in sweep(cells, limits,
                                 on_start=lambda c: progress.update(task, description=process_label(c))):
-                R.add_result(run, result)
-                R.save(run, path)  # after every cell: an interrupt or crash loses nothing finished
+                results.add_result(run, result)
+                results.save(run, path)  # after every cell: an interrupt or crash loses nothing finished
                 progress.advance(task)
                 if quiet is False and not console.is_terminal:   # a log: whole words, one line per cell
                     console.print(f"  {progress_line(result)}", highlight=False, markup=False, soft_wrap=True)
@@ -65,13 +69,13 @@ def execute(run: dict, path: Path, cells: list, limits: Limits, quiet: bool, jso
             interrupted = True
         if not interrupted:  # a second Ctrl-C must not land inside the probe
             run["host_probe"].append(host.probe("end"))
-            R.save(run, path)
+            results.save(run, path)
     wall = time.monotonic() - started
     if json_out:  # --json: the run document on stdout for scripts; no tables, progress and log on stderr
-        sys.stdout.write(R.dumps(run) + "\n")
+        sys.stdout.write(results.dumps(run) + "\n")
         sys.stdout.flush()
     else:
-        print_run(run, wide_console())
+        print_run(run, report.wide_console())
     n_cells = len({Cell.from_dict(c).key() for c in run["cells"]})
     processes = f" ({len(run['cells'])} processes)" if len(run["cells"]) != n_cells else ""
     console.print(f"{n_cells} cells{processes} in {wall:.0f} s; results: {path}", highlight=False)
@@ -88,31 +92,17 @@ def process_label(cell) -> str:
     return cell.label() + (f" (process {cell.repeat + 1})" if cell.repeat else "")
 
 
-def wide_console() -> Console:
-    """The console tables are printed to: COLUMNS when set (piped too), the terminal's width, or a wide
-    page when stdout is a file or pipe (compare.render.report.terminal_width)."""
-    from .render.report import terminal_width
-    return Console(width=terminal_width())
-
-
 def progress_line(result: CellResult) -> str:
     """One log line per finished cell, its cause cut between words."""
-    from .render import format as F
-    cause = F.cause_line(result.cause, 120)
-    return f"{process_label(result.cell)}: {F.status_label(result.status)}" + (f" — {cause}" if cause else "")
+    cause = cause_line(result.cause, 120)
+    return f"{process_label(result.cell)}: {status_label(result.status)}" + (f" — {cause}" if cause else "")
 
 
-def _progress(console: Console, disabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+def _progress(console: Console, disabled: bool) -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                     console=console, disable=disabled, transient=True)
 
 
 def print_run(run: dict, console: Console) -> None:
     """The tables, legend, environment and findings of this run: the same function `report` prints with."""
-    try:
-        from .render.report import print_report, summarize
-    except ImportError as e:  # e.g. polars missing on a borrowed machine: the results file is complete
-        console.print(f"tables not rendered ({e}); render them later with `report`", highlight=False)
-        return
-    print_report([run], summarize([run]), console)
+    report.print_report([run], report.summarize([run]), console)

@@ -28,8 +28,7 @@ from scipy.stats import binom
 
 from workloads import PROBES
 
-from .cells import (CRASH, ERROR, INTERRUPTED, MEMORY, MODES, OK, SKIPPED, TIMEOUT, TOO_SLOW, UNAVAILABLE,
-                    UNSUPPORTED, WRONG, axis_label)
+from .cells import MODES, OK, PRECEDENCE, UNAVAILABLE, UNSUPPORTED, axis_label
 from .results import INT_FIELDS, ROW_FIELDS, STR_FIELDS
 
 CELL_KEYS = ["machine", "backend", "device", "dtype", "fp32_precision", "intra_op_threads", "workload", "size", "mode",
@@ -41,8 +40,6 @@ THROUGHPUT_MODES = [m.name for m in MODES.values() if m.throughput]  # server mo
 CEILING_MODES = [m.name for m in MODES.values() if m.ceiling]
 UNSTABLE_IQR = 0.10  # a cell whose windows spread more than this inside a process (IQR / median) is UNSTABLE
 SCOPE_PROCESSES, SCOPE_WINDOWS = "processes", "windows"   # what a cell's interval covers (ci_scope)
-# Which status a cell takes when its processes disagree: the first in this list that any process has.
-STATUS_ORDER = (CRASH, TIMEOUT, MEMORY, ERROR, WRONG, INTERRUPTED, TOO_SLOW, SKIPPED, UNSUPPORTED, UNAVAILABLE, OK)
 
 _SCHEMA = {f: pl.Utf8 for f in STR_FIELDS}
 _SCHEMA.update({f: pl.Int64 for f in INT_FIELDS})
@@ -110,7 +107,7 @@ def cell_status(rows: list[dict]) -> tuple[str, str]:
     procs = {}
     for r in rows:
         procs.setdefault(r["repeat"] or 0, (r["status"], r["cause"] or ""))
-    rank = {s: i for i, s in enumerate(STATUS_ORDER)}
+    rank = {s: i for i, s in enumerate(PRECEDENCE)}   # a status this code does not know ranks first
     repeat, (status, cause) = min(procs.items(), key=lambda kv: (rank.get(kv[1][0], -1), kv[0]))
     if len(procs) > 1 and status != OK:
         cause = f"process {repeat + 1} of {len(procs)}: {status}" + (f": {cause}" if cause else "")

@@ -7,6 +7,7 @@ import json
 import pytest
 
 import synthetic_runs as S
+from compare.render import analysis
 from compare.render import diff as D
 from compare import results as R
 from compare.options import BadInput
@@ -83,7 +84,7 @@ def test_too_few_trials_is_unclear_with_an_explanation():
     d = D.compare_runs(a, b)
     (c,) = d.cells
     assert c.verdict == "unclear" and c.ci_overlap is False and c.p_value == pytest.approx(0.1)
-    assert c.min_p == pytest.approx(0.1) == D.min_p_value(3, 3)
+    assert c.min_p == pytest.approx(0.1) == analysis.min_p_value(3, 3)
     assert any("smallest possible p is 0.1" in n and "--trials 5" in n for n in d.notes)
 
 

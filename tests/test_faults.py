@@ -306,7 +306,7 @@ def test_saves_are_atomic(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(R.os, "fsync", boom)
+    monkeypatch.setattr(os, "fsync", boom)
     with pytest.raises(KeyboardInterrupt):
         R.save(run, f)
     assert f.read_text() == good and [p.name for p in tmp_path.iterdir()] == ["run.json"]

@@ -1,5 +1,6 @@
 """Findings from synthetic per-cell summaries with known answers: what is claimed, what is not, and that
 every claim carries its numbers. No run, no framework: findings are pure functions of summary records."""
+from compare.render import analysis
 from compare.render import findings as FD
 
 
@@ -59,12 +60,12 @@ def test_nothing_can_be_claimed():
 
 def test_disjoint_but_under_ten_percent_is_not_claimed():
     a, b = rec("torch", "threads", 1060, 1055, 1065, threads=2), rec("torch", "sequential", 1000, 995, 1005)
-    assert a["ci_low"] > b["ci_high"] and not FD.clearly_faster(a, b)          # 6% apart, intervals disjoint
+    assert a["ci_low"] > b["ci_high"] and not analysis.clearly_faster(a, b)          # 6% apart, intervals disjoint
     c = rec("torch", "threads", 1200, 1190, 1210, threads=2)
-    assert FD.clearly_faster(c, b) and not FD.clearly_faster(b, c)
+    assert analysis.clearly_faster(c, b) and not analysis.clearly_faster(b, c)
     wide = rec("torch", "threads", 1500, 990, 1600, threads=2)                 # 50% above, intervals overlap
-    assert not FD.clearly_faster(wide, b)
-    assert FD.MIN_GAIN == 0.10
+    assert not analysis.clearly_faster(wide, b)
+    assert analysis.MIN_GAIN == 0.10
 
 
 def test_unmatched_precision_is_not_compared_and_the_setting_that_matches_is_named():

@@ -16,6 +16,7 @@ import pytest
 
 import synthetic_runs as S
 import workloads
+from compare import hostrules
 from compare import results as R
 from compare.cells import Cell, CellResult, Trial
 from compare.measure import host as H
@@ -367,7 +368,7 @@ def test_the_worker_emits_one_gpu_util_event_the_runner_and_rows_carry(monkeypat
     ("cuda", None, None, None, None),
 ])
 def test_bound_labels_follow_the_named_thresholds(device, util, fwd, launch, label):
-    got, why = H.bound(device, util, fwd, launch)
+    got, why = hostrules.bound(device, util, fwd, launch)
     assert got == label and why
 
 

@@ -260,28 +260,42 @@ def test_a_run_that_measured_nothing_is_named_not_published(tmp_path):
     assert [p.name for p in written] == ["README.md"]
 
 
-@pytest.mark.parametrize("git_rc, shown", [(1, True), (0, False), (128, False)])
-def test_a_run_made_before_a_known_defect_was_fixed_says_so_under_its_section(monkeypatch, git_rc, shown):
-    """git's answer to `merge-base --is-ancestor FIX REV`: 1, the run's revision lacks the fix (said);
-    0, it has it; 128, git does not know the revision (a shallow clone): nothing is claimed."""
+def test_a_run_listed_in_the_known_defects_table_says_so_under_its_section(monkeypatch, tmp_path):
+    """A defect found after a run was made is data (results/known-defects.json): the run listed there gets
+    the sentence with its revision and the fix; a run not listed gets nothing; no git is asked."""
     import subprocess
-    from types import SimpleNamespace
-    asked = []
 
-    def fake_run(cmd, **kw):
-        asked.append(cmd)
-        return SimpleNamespace(returncode=git_rc)
-    monkeypatch.setattr(subprocess, "run", fake_run)
+    def no_git(*a, **k):
+        raise AssertionError("publish must not run git")
+    monkeypatch.setattr(subprocess, "run", no_git)
     run = named(S.run([S.result(S.cell(), [100.0] * 5)]))
     run["host"]["threadbench_revision"] = "712eba3d89a6 (stated in THREADBENCH_REVISION; git here: 2a5df346eb4a+dirty)"
-    run["host_probe"] = [{"at": "start", "gpu": {"available": True, "devices": [{"index": 0, "processes": []}]}}]
-    lines = [c for c in PUB.caveats([run]) if "before d2c8190" in c]
-    assert asked == [["git", "merge-base", "--is-ancestor", "d2c8190", "712eba3d89a6"]]
-    assert lines == (["this run was made at 712eba3, before d2c8190: the host probe listed the sweep's own main "
-                      "process among the other processes on the GPU: a \"busy GPU\" warning naming only one python3 "
-                      "process of about 0.5 GB (its CUDA context) is threadbench itself"] if shown else [])
-    run["host_probe"] = [{"at": "start", "gpu": {"available": False, "why": "NVML not available"}}]  # a CPU run
-    assert not [c for c in PUB.caveats([run]) if "before d2c8190" in c]
+    table = tmp_path / "known-defects.json"
+    table.write_text(json.dumps({"defects": [{"fix": "d2c8190", "affects": "GPU runs", "says": "the host probe erred",
+                                              "runs": {run["run_id"]: "runs/x.json"}}]}))
+    defects = PUB.known_defects(table)
+    assert [c for c in PUB.caveats([run], defects) if "d2c8190" in c] == [
+        "this run was made at 712eba3, before d2c8190: the host probe erred"]
+    other = named(S.run([S.result(S.cell(), [100.0] * 5)]))
+    assert not [c for c in PUB.caveats([other], defects) if "d2c8190" in c]
+    assert PUB.known_defects(tmp_path / "none.json") == []
+    table.write_text(json.dumps({"defects": [{"fix": "d2c8190"}]}))
+    with pytest.raises(R.ResultsError, match="not a table of known defects"):
+        PUB.known_defects(table)
+
+
+def test_the_committed_known_defects_table_names_runs_that_exist():
+    """Every run the committed table lists is a committed results file with that run_id, and every listed
+    run's revision is one the sentence can name."""
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent / "results"
+    defects = PUB.known_defects(root / "known-defects.json")
+    assert {d["fix"] for d in defects} == {"d2c8190", "571e48a", "322768b"}
+    for d in defects:
+        assert d["runs"] and d["says"] and d["affects"]
+        for run_id, file in d["runs"].items():
+            run = R.load(root / file)
+            assert run["run_id"] == run_id and run["host"].get("threadbench_revision")
 
 
 def test_a_section_of_several_runs_names_the_run_of_each_line_only_one_run_has(tmp_path):
@@ -298,7 +312,11 @@ def test_a_section_of_several_runs_names_the_run_of_each_line_only_one_run_has(t
         run["host"]["threadbench_revision"] = "7e6fbed243dd"
     for name, run in (("a.json", a), ("b.json", b)):
         R.save(run, tmp_path / "runs" / "m1" / name)
-    PUB.publish(tmp_path / "runs", tmp_path / "out")
+    table = tmp_path / "known-defects.json"
+    table.write_text(json.dumps({"defects": [{"fix": "322768b", "affects": "runs with a cell skipped by another mode",
+                                              "says": "a too-slow cell skipped the later cells of every mode",
+                                              "runs": {b["run_id"]: "runs/m1/b.json"}}]}))
+    PUB.publish(tmp_path / "runs", tmp_path / "out", defects_file=table)
     text = (tmp_path / "out" / "README.md").read_text()
     env = text[text.index("### Environment"):text.index("### Caveats")]
     assert "- a.json: load (start → end): load average 0.5" in env and "- b.json: load (start → end): load average 1.5" in env

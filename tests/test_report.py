@@ -8,6 +8,7 @@ import statistics
 import pytest
 
 import synthetic_runs as S
+from compare.render import outputs
 from compare.render import report as P
 from compare import results as R
 from compare.render import tables
@@ -132,7 +133,21 @@ def test_report_writes_to_a_file_atomically(tmp_path, capsys):
 
 def test_unknown_format_is_bad_input():
     with pytest.raises(BadInput, match="--format: unknown format 'html'; valid: table, markdown, csv, json"):
-        P.check_format("html")
+        outputs.check("report", "html")
+    with pytest.raises(BadInput, match="--format: unknown format 'png'; valid: table, markdown, csv, json"):
+        outputs.check("diff", "png")
+
+
+def test_every_command_renders_exactly_the_formats_the_registry_gives_it():
+    """One registry of output formats (compare.render.outputs): each command's own functions cover its
+    formats, no more, no fewer; plot takes the image formats by suffix."""
+    from compare.render import diff, plot
+    assert tuple(P.RENDERERS) == outputs.names("report") == ("table", "markdown", "csv", "json")
+    assert ("table", *diff.RENDERERS) == outputs.names("diff")
+    assert outputs.names("plot") == ("png", "svg", "pdf") and all(outputs.OUTPUTS[n].image for n in outputs.names("plot"))
+    assert plot.check_output("a/b.SVG").name == "svg" and outputs.image_format("x.csv") is None
+    with pytest.raises(BadInput, match=r"end the name with one of: \.pdf, \.png, \.svg"):
+        plot.check_output("scaling.jpg")
 
 
 def test_disjoint_runs_of_one_host_are_one_machine():

@@ -12,6 +12,7 @@ import pytest
 import cli
 from compare import results as R
 from compare.cells import MODES, Cell, CellResult, Trial
+from compare.render import analysis
 from compare.render import server as server_tables
 
 
@@ -27,8 +28,9 @@ def test_bad_server_input_is_one_line_and_exit_2(capsys, tmp_path, args, expecte
 
 
 def test_all_modes_include_every_server_strategy():
+    from compare.measure.server import STRATEGIES
     from compare.options import runnable_modes
-    assert {"server-threads", "server-batched", "server-processes"} <= set(runnable_modes(MODES))
+    assert {"server-threads", "server-batched", "server-processes"} <= set(runnable_modes(MODES, STRATEGIES))
 
 
 def _step(rate, verdict, p99=1.0):
@@ -46,7 +48,7 @@ def test_steps_are_rows_and_the_peak_is_the_highest_valid_rate(tmp_path):
     rows = R.load(path)["rows"]  # the new fields pass the schema's type checks
     assert [r["offered_rate"] for r in rows] == [100, 200, 400, 283, 238]
     assert rows[2]["verdict"].startswith("invalid") and rows[0]["bound_ms"] == 2.0
-    (rec,) = server_tables.peaks(rows)
+    (rec,) = analysis.peaks(rows)
     assert rec["peak"] == 238 and rec["above"] == 283 and rec["p99_at_peak"] == 1.0
     peak_table, curve = server_tables.build(rows)
     assert peak_table.rows[0][5] == "238" and len(curve.rows) == 5

@@ -9,6 +9,7 @@ import pytest
 
 from compare import results as R
 from compare.cells import MODES, Cell
+from compare.measure.server import STRATEGIES
 from compare.options import runnable_modes
 
 from test_processes import TRIALS, assert_none_left, compare
@@ -21,7 +22,7 @@ def server_row(run: dict, backend: str) -> list[dict]:
 
 
 def test_server_processes_is_runnable_and_in_all():
-    assert "server-processes" in runnable_modes(MODES) and MODES["server-processes"].start_s > 0
+    assert "server-processes" in runnable_modes(MODES, STRATEGIES) and MODES["server-processes"].start_s > 0
 
 
 def test_a_server_processes_cell_and_its_faults(tmp_path):

@@ -9,6 +9,7 @@ import pytest
 import synthetic_runs as S
 from compare import results as R
 from compare.cells import Cell, CellResult, Trial
+from compare.render import analysis
 from compare.render import findings as FI
 from compare.render import plot as PL
 from compare.render import publish as PUB
@@ -64,11 +65,11 @@ def test_findings_name_each_backends_best_strategy_with_its_bracket_and_bound():
 
 def test_a_comparison_needs_disjoint_brackets_and_the_min_gain():
     rec = lambda peak, above: {"peak": peak, "above": above}  # noqa: E731
-    assert FI.sustains_more(rec(1000, 1040), rec(400, 420))
-    assert not FI.sustains_more(rec(1000, 1040), rec(380, 1010))   # overlapping brackets
-    assert not FI.sustains_more(rec(1000, 1040), rec(950, 990))    # disjoint but under MIN_GAIN apart
-    assert FI.sustains_more(rec(1000, 1040), rec(900, 950)) == (1000 >= (1 + FI.MIN_GAIN) * 900)
-    assert not FI.sustains_more(rec(1000, 1040), rec(400, None))   # unbracketed: its peak may be anywhere above
+    assert analysis.sustains_more(rec(1000, 1040), rec(400, 420))
+    assert not analysis.sustains_more(rec(1000, 1040), rec(380, 1010))   # overlapping brackets
+    assert not analysis.sustains_more(rec(1000, 1040), rec(950, 990))    # disjoint but under MIN_GAIN apart
+    assert analysis.sustains_more(rec(1000, 1040), rec(900, 950)) == (1000 >= (1 + analysis.MIN_GAIN) * 900)
+    assert not analysis.sustains_more(rec(1000, 1040), rec(400, None))   # unbracketed: its peak may be anywhere above
 
 
 def test_a_wrong_server_cell_shows_no_rate_in_the_findings():
@@ -100,6 +101,17 @@ def test_the_server_plot_draws_steps_peaks_and_the_bound():
     assert "torch cpu" in legend and "numpy cpu" not in legend  # unsupported: nothing drawn, no colour
 
 
+
+def test_a_panel_with_several_thread_counts_labels_each_curve_with_its_count():
+    """Two thread counts of one strategy in a panel: each curve ends in its "×N" (this path once raised)."""
+    wide = server("torch", "threads", steps((400, "valid"), (800, P99_FAIL)))
+    wide = CellResult(**{**wide.__dict__, "cell": replace(wide.cell, threads=4)})
+    fig = PL.server_figure(P.merge([S.run([server("torch", "threads", steps((200, "valid"), (400, P99_FAIL))),
+                                           wide])]), "t")
+    (ax,) = [ax for ax in fig.axes if ax.get_visible()]
+    assert sorted((t.get_text(), t.xy) for t in ax.texts if t.get_text().startswith("×")) == [
+        ("×2", (400, 3.0)), ("×4", (800, 3.0))]
+
 def repeated(backend: str, strategy: str, peaks_of_processes: list[float]) -> list[CellResult]:
     """One CellResult per process (--repeats): each searched on its own, valid at its peak, invalid 5% above."""
     out = []
@@ -113,7 +125,7 @@ def test_several_processes_give_the_median_peak_and_its_interval_never_the_best_
     run = S.run(repeated("torch", "processes", [600.0, 400.0, 500.0, 560.0, 480.0])
                 + repeated("torch", "threads", [300.0, 310.0, 320.0, 290.0, 305.0])
                 + repeated("torch", "batched", [450.0, 520.0, 610.0, 500.0, 470.0]))
-    recs = {r["mode"]: r for r in SR.peaks(run["rows"])}
+    recs = {r["mode"]: r for r in analysis.peaks(run["rows"])}
     proc = recs["server-processes"]
     assert proc["peak"] == 500.0 and (proc["low"], proc["high"]) == (400.0, 600.0)   # not 600, the best of five
     assert proc["n_processes"] == 5 and abs(proc["level"] - 0.9375) < 1e-9 and proc["above"] is None
@@ -145,12 +157,12 @@ def test_a_process_without_a_valid_rate_counts_as_zero_and_one_failed_process_fa
     none_valid = server("mlx", "threads", steps((50, P99_FAIL), (25, P99_FAIL)))
     runs = repeated("mlx", "threads", [300.0, 320.0]) + [
         CellResult(**{**none_valid.__dict__, "cell": replace(none_valid.cell, repeat=2)})]
-    (rec,) = SR.peaks(S.run(runs)["rows"])
+    (rec,) = analysis.peaks(S.run(runs)["rows"])
     assert rec["peak"] == 300.0 and rec["low"] == 0.0
     crashed = server("mlx", "threads", [], "crash", "process 2 of 2 killed by SIGSEGV")
     runs = repeated("mlx", "threads", [300.0, 320.0]) + [
         CellResult(**{**crashed.__dict__, "cell": replace(crashed.cell, repeat=2)})]
-    (rec,) = SR.peaks(S.run(runs)["rows"])
+    (rec,) = analysis.peaks(S.run(runs)["rows"])
     assert rec["status"] == "crash" and "SIGSEGV" in rec["cause"]
 
 

@@ -321,7 +321,7 @@ def test_the_worst_process_names_the_cell_status_and_its_cause_exactly():
 
 def test_an_unknown_status_outranks_every_known_one():
     rows = [{"repeat": 0, "status": CRASH, "cause": "x"}, {"repeat": 1, "status": "novel", "cause": ""}]
-    assert stats.cell_status(rows)[0] == "novel", "a status not in STATUS_ORDER must count as the worst"
+    assert stats.cell_status(rows)[0] == "novel", "a status not in cells.PRECEDENCE must count as the worst"
 
 
 def test_verification_and_memory_are_pooled_over_processes_once_each():

@@ -10,8 +10,6 @@ hosts of one GPU kind can differ 2x; a run that records the host's speed and loa
   used, the processes on it). A sweep stores one at its start and one at its end in run["host_probe"].
 - `GpuSampler`: in the cell's process, polls the GPU's utilisation in a background thread while the mode
   runs and emits one `gpu_util` event (mean, max, sample count).
-- `bound()`: labels a cell "host-bound", "device-bound" or "mixed" (GPU) or "cpu" from those figures and
-  the launch-rate probe (workloads/launch.py).
 
 Framework-free: psutil and numpy only; NVML (the optional `nvidia-ml-py` package, module `pynvml`) is
 imported when used, and its absence is recorded as "NVML not available", never an error. Not a
@@ -28,6 +26,8 @@ from typing import Any, Callable
 import numpy as np
 import psutil
 
+from ..hostrules import GPU_DEVICES_OFF, NVML_MISSING
+
 # -- the calibration probe -----------------------------------------------------------------------------
 REPEATS = 5              # repeats of each speed probe: the median is the figure, min-max its spread
 LOOP_ITERATIONS = 200_000  # one repeat of the Python loop (~10-40 ms on current CPUs)
@@ -36,30 +36,10 @@ NUMPY_ELEMENTS = 256     # float64 elements per call: small enough that the call
 LOAD_INTERVAL_S = 0.25   # CPU busy % and per-process CPU % are measured over this interval
 TOP_PROCESSES = 5        # the busiest other processes recorded per snapshot
 
-# -- busy warnings (compare.render.hostinfo) -----------------------------------------------------------
-# The start probe runs before the first cell and the end probe after the last, while threadbench itself
-# is idle, so what they see busy is other work competing with the measurement for cores or the GPU.
-BUSY_LOAD_FRACTION = 0.5   # a 1-minute load average above half the logical CPUs at the start: other work
-#                            kept half the cores busy in the minute before the sweep. Not applied at the
-#                            end, where the load average includes the sweep's own cells.
-BUSY_CPU_PCT = 25.0        # CPU busy above 25% of all cores during a probe's interval, at start or end
-QUIET_CPU_PCT = 3.0        # both probes' CPU busy under 3%: a high load average at the start is the minute
-#                            before (an earlier run, seen as 2.1 on this 2-core machine), not work running now
-BUSY_GPU_UTIL_PCT = 10.0   # GPU utilisation above 10% at start or end: no threadbench work runs on it then
-#                            (catches other containers' jobs, whose processes NVML may not list)
-
 # -- per-cell GPU utilisation --------------------------------------------------------------------------
 SAMPLE_INTERVAL_S = 0.05   # NVML's utilisation is the driver's average over its last sample period, 1/6 s
 #                            to 1 s depending on the GPU (nvmlUtilization_t), so 50 ms reads every driver
 #                            period at least 3 times while waking the sampler thread only 20 times a second
-HOST_BOUND_UTIL_PCT = 50.0   # kernels ran less than half the time: the host (Python, dispatch, launches,
-#                              synchronise) set the pace, and a faster CPU would speed the cell up
-DEVICE_BOUND_UTIL_PCT = 90.0  # kernels ran at least 90% of the time: the GPU was the limit. NVML counts a
-#                               GPU busy when any kernel runs, however few SMs it fills, so "device-bound"
-#                               means "kept the GPU busy", not "used all of it"
-LAUNCH_BOUND_FRACTION = 0.5  # a cell whose forwards/s reach half the launch probe's tiny-op rate spends at
-#                              least half of each forward on the per-op floor (dispatch, launch, synchronise)
-GPU_DEVICES_OFF = {"cpu"}    # devices the sampler never samples (a CPU cell has no GPU to watch)
 NVML_PERIOD_MAX_S = 1.0      # the longest sample period NVML documents (nvmlUtilization_t), assumed where the
 #                              driver's own samples (nvmlDeviceGetSamples) do not show the period
 # A read made at time t reports the driver's last finished period. Measured on an H100 (driver samples every
@@ -67,8 +47,6 @@ NVML_PERIOD_MAX_S = 1.0      # the longest sample period NVML documents (nvmlUti
 # read describes (part of) [t - 1.5 P, t] for a period P. Only a read whose whole span [t - 1.5 P, t - 0.5 P]
 # lies inside one timed window describes that window (GpuSampler.stop).
 NVML_LAG_PERIODS = (1.5, 0.5)
-
-NVML_MISSING = "NVML not available"
 
 
 def now() -> str:
@@ -370,28 +348,3 @@ class GpuSampler:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-# -- what limited a cell -------------------------------------------------------------------------------
-def bound(device: str, util_mean: float | None, forwards_per_s: float | None,
-          launch_per_s: float | None) -> tuple[str | None, str]:
-    """(label, reason): "cpu" for CPU cells; for GPU cells "host-bound", "device-bound" or "mixed" from the
-    mean GPU utilisation where NVML measured it, else "host-bound" when the cell's forwards/s come within
-    LAUNCH_BOUND_FRACTION of the launch probe's rate; (None, why) when neither is known."""
-    if device == "cpu":
-        return "cpu", "runs on the CPU"
-    if util_mean is not None:
-        if util_mean < HOST_BOUND_UTIL_PCT:
-            return "host-bound", f"GPU busy {util_mean:.0f}% of the time (< {HOST_BOUND_UTIL_PCT:.0f}%)"
-        if util_mean >= DEVICE_BOUND_UTIL_PCT:
-            return "device-bound", f"GPU busy {util_mean:.0f}% of the time (>= {DEVICE_BOUND_UTIL_PCT:.0f}%)"
-        if forwards_per_s and launch_per_s and forwards_per_s >= LAUNCH_BOUND_FRACTION * launch_per_s:
-            return "host-bound", (f"GPU busy {util_mean:.0f}%, and {forwards_per_s:.3g} forwards/s reach "
-                                  f"{forwards_per_s / launch_per_s:.0%} of the launch rate")
-        return "mixed", f"GPU busy {util_mean:.0f}% of the time"
-    if forwards_per_s and launch_per_s:
-        share = forwards_per_s / launch_per_s
-        if share >= LAUNCH_BOUND_FRACTION:
-            return "host-bound", f"{forwards_per_s:.3g} forwards/s reach {share:.0%} of the launch rate"
-        return None, f"{share:.0%} of the launch rate and no GPU utilisation recorded: not known"
-    return None, "no GPU utilisation or launch rate recorded"

@@ -1,36 +1,35 @@
-"""`diff A B`: cell by cell, B's median throughput over A's, with a Mann-Whitney U test and whether the two
-confidence intervals overlap.
+"""`diff A B`: cell by cell, B's median throughput over A's, whether the change is significant, and whether
+the two intervals overlap; cells present in only one run are listed, not compared.
 
-The test uses the same spread as the cells' intervals (compare.stats): where both runs measured a cell in
-two or more fresh processes (--repeats), it compares the per-process medians, what varies when a run is
-repeated; otherwise the per-window ops/s of one process each, which sees within-process noise only and is
-said so in a note (such a test calls too many changes significant).
-
-A cell is flagged only when both hold: the change is beyond the threshold (10% by default) and the test
-says it is not noise (p < alpha). A change beyond the threshold that the test cannot confirm is
-"unclear", never silently "same". A cell that ran in A but failed in B is a regression ("broke"), the
-reverse an improvement ("fixed"). Cells present in only one run are listed, not compared."""
+The test (analysis.judge_change) uses the same spread as the cells' intervals: per-process medians where
+both runs have two or more processes (--repeats), else one process's windows, said so in a note (such a
+test calls too many changes significant). This module gathers both runs' samples and notes and lays the
+result out; the verdict rule lives in analysis.py."""
 from __future__ import annotations
 
 import csv
 import io
 import json
 import math
+import sys
 from dataclasses import asdict, dataclass, field
 
-from .. import results as R
-from ..cells import FAILED, OK, axis_label
-from . import format as F
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
-THRESHOLD = 0.10
-ALPHA = 0.05
-PROCESSES, WINDOWS = "processes", "windows"   # the unit of the test (CellDiff.unit)
+from .. import results, stats
+from ..cells import OK, axis_label, status_label
+from ..options import BadInput
+from . import outputs
+from .analysis import (ALPHA, BROKE, FASTER, FIXED, IMPROVEMENT, NOT_COMPARED, PROCESSES, REGRESSION, SAME, SLOWER,
+                       THRESHOLD, UNCLEAR, WINDOWS, judge_change, samples, too_few_to_tell)
+from .format import group_label, num
+from .hostinfo import host_differences
+from .report import summary_runs, wide_console
+
 KEY_FIELDS = ("backend", "device", "dtype", "fp32_precision", "workload", "size", "mode", "threads", "k",
               "intra_op_threads")
-
-FASTER, SLOWER, SAME, UNCLEAR, BROKE, FIXED, NOT_COMPARED = (
-    "faster", "slower", "same", "unclear", "broke", "fixed", "not compared")
-IMPROVEMENT, REGRESSION = "improvement", "regression"
 
 
 @dataclass
@@ -98,15 +97,10 @@ class Diff:
 
 
 def cell_label(c: dict) -> str:
-    group = F.group_label(c)   # the same names as the tables' column groups
+    group = group_label(c)   # the same names as the tables' column groups
     size = "" if c["size"] == "default" else f" ({c['size']})"
     where = axis_label(c["mode"], c["threads"], c["k"])
     return f"{group}: {c['workload']}{size} {c['mode']}" + (f" {where}" if where else "")
-
-
-def min_p_value(n1: int, n2: int) -> float:
-    """The smallest two-sided p an exact Mann-Whitney U test can give with these sample sizes (no ties)."""
-    return min(1.0, 2.0 / math.comb(n1 + n2, n1)) if n1 and n2 else 1.0
 
 
 def _num(v) -> float | None:
@@ -117,31 +111,21 @@ def _trials(run: dict) -> dict[tuple, list[float]]:
     out: dict[tuple, list[float]] = {}
     for row in run["rows"]:
         if row["ops_per_s"] is not None and math.isfinite(row["ops_per_s"]):
-            out.setdefault(R.row_key(row), []).append(float(row["ops_per_s"]))
+            out.setdefault(results.row_key(row), []).append(float(row["ops_per_s"]))
     return out
 
 
 def _process_medians(run: dict) -> dict[tuple, list[float]]:
     """Per cell, the median ops/s of each of its processes (compare.stats.process_medians)."""
-    from .. import stats
     rows: dict[tuple, list[dict]] = {}
     for row in run["rows"]:
-        rows.setdefault(R.row_key(row), []).append(row)
+        rows.setdefault(results.row_key(row), []).append(row)
     return {k: list(stats.process_medians(v).values()) for k, v in rows.items()}
-
-
-def samples(trials: list[float], medians: list[float], other_trials: list[float],
-            other_medians: list[float]) -> tuple[str, list[float], list[float]]:
-    """What the test compares: per-process medians where both sides have >= 2 processes, else windows."""
-    if len(medians) >= 2 and len(other_medians) >= 2:
-        return PROCESSES, medians, other_medians
-    return WINDOWS, trials, other_trials
 
 
 def _cells(run: dict) -> dict[tuple, dict]:
     """Per-cell summary records keyed like results.row_key (the machine is not part of the key)."""
-    from .. import stats
-    return {R.row_key(rec): rec for rec in stats.summarize(run["rows"]).to_dicts()}
+    return {results.row_key(rec): rec for rec in stats.summarize(run["rows"]).to_dicts()}
 
 
 def _meta(run: dict) -> dict:
@@ -150,8 +134,7 @@ def _meta(run: dict) -> dict:
 
 
 def compare_runs(a: dict, b: dict, threshold: float = THRESHOLD, alpha: float = ALPHA) -> Diff:
-    from scipy.stats import mannwhitneyu
-
+    """Every cell both runs measured, judged by analysis.judge_change; the notes a reader needs to trust it."""
     cells_a, cells_b = _cells(a), _cells(b)
     trials_a, trials_b = _trials(a), _trials(b)
     medians_a, medians_b = _process_medians(a), _process_medians(b)
@@ -165,32 +148,14 @@ def compare_runs(a: dict, b: dict, threshold: float = THRESHOLD, alpha: float = 
             continue
         unit, ta, tb = samples(trials_a.get(key, []), medians_a.get(key, []),
                                trials_b.get(key, []), medians_b.get(key, []))
-        d = CellDiff(**{f: ra[f] for f in KEY_FIELDS}, a_status=ra["status"], b_status=rb["status"],
-                     a_ops=_num(ra["ops_per_s"]), a_ci=(_num(ra["ci_low"]), _num(ra["ci_high"])), a_trials=len(ta),
-                     b_ops=_num(rb["ops_per_s"]), b_ci=(_num(rb["ci_low"]), _num(rb["ci_high"])), b_trials=len(tb),
-                     unit=unit)
-        if d.a_status == OK and d.b_status == OK and d.a_ops and d.b_ops is not None:
-            d.ratio = d.b_ops / d.a_ops
-            if None not in d.a_ci and None not in d.b_ci:
-                d.ci_overlap = d.a_ci[0] <= d.b_ci[1] and d.b_ci[0] <= d.a_ci[1]
-            if len(ta) >= 2 and len(tb) >= 2:
-                d.min_p = min_p_value(len(ta), len(tb))
-                if len(set(ta) | set(tb)) == 1:   # every trial identical: nothing to test
-                    d.p_value = 1.0
-                else:
-                    d.p_value = float(mannwhitneyu(tb, ta, alternative="two-sided").pvalue)
-            if abs(d.ratio - 1) < threshold:
-                d.verdict = SAME
-            elif d.p_value is not None and d.p_value < alpha:
-                d.verdict, d.flag = (FASTER, IMPROVEMENT) if d.ratio > 1 else (SLOWER, REGRESSION)
-            else:
-                d.verdict = UNCLEAR
-                if d.min_p is None or d.min_p >= alpha:
-                    too_few.append(d)
-        elif d.a_status == OK and d.b_status in FAILED:
-            d.verdict, d.flag = BROKE, REGRESSION
-        elif d.a_status in FAILED and d.b_status == OK:
-            d.verdict, d.flag = FIXED, IMPROVEMENT
+        a_ops, a_ci = _num(ra["ops_per_s"]), (_num(ra["ci_low"]), _num(ra["ci_high"]))
+        b_ops, b_ci = _num(rb["ops_per_s"]), (_num(rb["ci_low"]), _num(rb["ci_high"]))
+        change = judge_change(ra["status"], rb["status"], a_ops, b_ops, a_ci, b_ci, ta, tb, threshold, alpha)
+        d = CellDiff(**{f: ra[f] for f in KEY_FIELDS}, a_status=ra["status"], b_status=rb["status"], a_ops=a_ops,
+                     a_ci=a_ci, a_trials=len(ta), b_ops=b_ops, b_ci=b_ci, b_trials=len(tb), unit=unit,
+                     **asdict(change))
+        if too_few_to_tell(change, alpha):
+            too_few.append(d)
         out.cells.append(d)
 
     within = sum(1 for c in out.cells if c.p_value is not None and c.unit == WINDOWS)
@@ -201,7 +166,6 @@ def compare_runs(a: dict, b: dict, threshold: float = THRESHOLD, alpha: float = 
     if out.a["machine"] != out.b["machine"]:
         out.notes.append(f"A ({out.a['machine']}) and B ({out.b['machine']}) are different machines: "
                          "the ratios include the hardware")
-    from .hostinfo import host_differences
     out.notes += host_differences(a, b)  # CPU model, GPU, or probe rates apart
     sa, sb = a["settings"].get("cell") or {}, b["settings"].get("cell") or {}
     changed = [f"{k} {sa.get(k)} → {sb.get(k)}" for k in ("duration", "trials", "warmup", "max_batch", "max_wait_ms")
@@ -230,8 +194,8 @@ COLUMNS = ("cell", "A ops/s [CI]", "B ops/s [CI]", "B÷A", "change", "p", "CIs",
 
 def _fmt_ops(v: float | None, ci: tuple, status: str) -> str:
     if status != OK or v is None:
-        return F.status_label(status)
-    return f"{F.num(v)} [{F.num(ci[0])}–{F.num(ci[1])}]"
+        return status_label(status)
+    return f"{num(v)} [{num(ci[0])}–{num(ci[1])}]"
 
 
 def rows(d: Diff) -> list[list[str]]:
@@ -295,12 +259,14 @@ def to_json(d: Diff) -> str:
            "only_in_b": [{**k, "label": cell_label(k)} for k in d.only_b], "notes": d.notes,
            "counts": {v: d.count(v) for v in (FASTER, SLOWER, SAME, UNCLEAR, BROKE, FIXED, NOT_COMPARED)},
            "regressions": len(d.regressions), "improvements": len(d.improvements)}
-    return json.dumps(R._finite(doc), indent=1, allow_nan=False) + "\n"
+    return json.dumps(results.finite(doc), indent=1, allow_nan=False) + "\n"
 
 
-def print_rich(d: Diff, console) -> None:
-    from rich.markup import escape
-    from rich.table import Table
+# diff's function for each of its text formats (outputs.names("diff"); "table" prints through print_rich)
+RENDERERS = {"markdown": to_markdown, "csv": to_csv, "json": to_json}
+
+
+def print_rich(d: Diff, console: Console) -> None:
     style = {FASTER: "green", FIXED: "green", SLOWER: "red", BROKE: "red", UNCLEAR: "yellow"}
     for h in _header(d):
         console.print(h, highlight=False, markup=False, soft_wrap=True)
@@ -322,20 +288,15 @@ def print_rich(d: Diff, console) -> None:
 
 def _load(path):
     """A results file; a `report --format json` summary is refused with the reason (it has no trials)."""
-    from .report import _summary_runs
-    if _summary_runs(path) is not None:
-        raise R.ResultsError(f"{path}: a `report --format json` summary holds medians, not the per-trial "
+    if summary_runs(path) is not None:
+        raise results.ResultsError(f"{path}: a `report --format json` summary holds medians, not the per-trial "
                              "figures diff tests; give the results files it was made from")
-    return R.load(path)
+    return results.load(path)
 
 
 def diff(a_path, b_path, fmt: str = "table", threshold: float = THRESHOLD, alpha: float = ALPHA) -> Diff:
     """The `diff` command: load both runs, compare, print in the chosen format; returns the Diff."""
-    import sys
-
-    from ..options import BadInput
-    from .report import check_format
-    check_format(fmt)
+    outputs.check("diff", fmt)
     if not 0 < threshold < 10:
         raise BadInput(f"--threshold: must be a fraction greater than 0 (0.10 means 10%), got {threshold}")
     if not 0 < alpha < 1:
@@ -348,8 +309,7 @@ def diff(a_path, b_path, fmt: str = "table", threshold: float = THRESHOLD, alpha
                        f"({len(d.only_a)} cells only in A, {len(d.only_b)} only in B); "
                        "diff compares the same backend, device, dtype, workload, mode and threads")
     if fmt == "table":
-        from ..session import wide_console
         print_rich(d, wide_console())
     else:
-        sys.stdout.write({"markdown": to_markdown, "csv": to_csv, "json": to_json}[fmt](d))
+        sys.stdout.write(RENDERERS[fmt](d))
     return d

@@ -1,33 +1,22 @@
-"""Findings: a short plain-language verdict per machine × workload × dtype, generated from a run's per-cell
-summary and stating only what the intervals support.
+"""Findings: per machine × workload × dtype, plain sentences that carry their numbers (best strategy and its
+gain over sequential, where more threads hurt, threads against processes, like-for-like, the ceiling,
+failures with their cause, the server scenario's peaks); `brief` is one line each for the top of a page.
 
-Each sentence carries its numbers: every framework's best strategy among the modes present and its gain
-over sequential; where more threads hurt; which framework is faster like-for-like (equal effective
-precision only); crashes with their cause; what limits the cell when the run recorded it. A difference is
-claimed only when the two intervals are disjoint and the medians at least MIN_GAIN apart; otherwise the
-sentence says there is no clear difference.
-
-Pure functions of summary records (dicts with the stats.summarize columns; a polars frame is accepted and
-turned into dicts): no I/O, no framework, no measuring. Columns that a run may lack (`precision`, `bound`)
-are used when present.
-
-The server scenario (rows of the server-* modes, given as `rows`) adds one sentence per machine × workload ×
-dtype: each backend's best strategy by peak valid rate under its p99 bound, with the bracket [peak, lowest
-failing rate above it) and the bound, or "no valid rate" with the reason; one strategy is said to sustain
-more than another only when their brackets do not overlap and the peaks are MIN_GAIN apart."""
+Every claim is what compare.render.analysis decides (clearly_faster, sustains_more, ...): this module only
+words it. Pure functions of summary records and rows; no I/O."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..cells import FAILED, MODES, OK, TOO_SLOW
+from ..cells import FAILED, MODES, OK, SKIPPED, TOO_SLOW, status_label
 from ..stats import PROBE_WORKLOADS, THROUGHPUT_MODES
-from . import format as F
+from . import format as fmt
+from .analysis import (DTYPE_PRECISION, MIN_GAIN, best_strategy, ceiling, clearly_faster, fastest_first,
+                       fill_precision, more_threads_hurt, peaks, precision_switch, sequential,
+                       shows_rate, sustains_more, threads_vs_processes)
+from .format import BACKEND_ORDER
 
-MIN_GAIN = 0.10   # smaller differences are not claimed even with disjoint intervals: run-to-run drift on a
-                  # shared machine reaches a few percent, and a reader acts on differences, not on noise
-BACKEND_ORDER = {"torch": 0, "mlx": 1}   # the question's two frameworks first, then the rest by name
 UNITS = "figures are requests/s, median [interval of the median]"
-SWITCH_FOR = {"tf32": "high", "fp32": "highest"}   # --fp32-precision value that gives this precision
 
 
 @dataclass
@@ -42,20 +31,8 @@ class Finding:
         return f"{self.machine} · {self.workload} · {self.dtype}" if self.machine else f"{self.workload} · {self.dtype}"
 
 
-def clearly_faster(a: dict, b: dict) -> bool:
-    """a's throughput beats b's: intervals disjoint (a's low above b's high) and medians MIN_GAIN apart."""
-    lo, hi = a.get("ci_low"), b.get("ci_high")
-    if None in (lo, hi, a.get("ops_per_s"), b.get("ops_per_s")) or not b["ops_per_s"]:
-        return False
-    return lo > hi and a["ops_per_s"] >= (1 + MIN_GAIN) * b["ops_per_s"]
-
-
 def _records(summary) -> list[dict]:
     return summary.to_dicts() if hasattr(summary, "to_dicts") else list(summary)
-
-
-def _measured(r: dict) -> bool:
-    return r["status"] == OK and r.get("ops_per_s") is not None
 
 
 def _name(g: tuple) -> str:
@@ -64,88 +41,46 @@ def _name(g: tuple) -> str:
 
 
 def _cell(r: dict) -> str:
-    return F.mode_label(r["mode"], r["threads"], r["k"])
-
-
-def _sequential(recs: list[dict]) -> dict | None:
-    seq = [r for r in recs if r["mode"] == "sequential" and _measured(r)]
-    if seq:
-        return seq[0]
-    one = [r for r in recs if r["mode"] == "threads" and r["threads"] == 1 and _measured(r)]
-    return one[0] if one else None
-
-
-def best_strategy(recs: list[dict]) -> dict | None:
-    """The fastest measured cell of a strategy a server could use (every mode but offline: compare.cells.MODES)."""
-    usable = [r for r in recs if _measured(r) and r["mode"] in MODES and MODES[r["mode"]].strategy]
-    return max(usable, key=lambda r: r["ops_per_s"]) if usable else None
-
-
-def matching_hint(groups: list[tuple[str, str, str, str]]) -> str | None:
-    """Which --fp32-precision setting would add a like-for-like pair, from (backend, device, precision,
-    fp32_precision setting) of the groups measured; None when a pair exists or no switch would make one."""
-    by_p: dict[str, set[str]] = {}
-    for backend, _, p, _ in groups:
-        by_p.setdefault(p, set()).add(backend)
-    if any(len(b) > 1 for b in by_p.values()):
-        return None
-    for backend, device, p, setting in groups:
-        for other, odev, op, osetting in groups:
-            if other != backend and op != p and osetting in SWITCH_FOR.values() and p in SWITCH_FOR:
-                return (f"`--fp32-precision {SWITCH_FOR[p]}` runs {other} {odev} at {F.precision_label(p)}, "
-                        f"matching {backend} {device}")
-    return None
+    return fmt.mode_label(r["mode"], r["threads"], r["k"])
 
 
 def _threads_vs_processes(recs: list[dict]) -> str | None:
     """Threads or processes, each at its best N: the question a user serving from Python asks first."""
-    best = {}
-    for mode in ("threads", "processes"):
-        cells = [r for r in recs if r["mode"] == mode and _measured(r)]
-        if cells:
-            best[mode] = max(cells, key=lambda r: r["ops_per_s"])
-    if len(best) < 2:
+    found = threads_vs_processes(recs)
+    if found is None:
         return None
-    t, p = best["threads"], best["processes"]
-    if clearly_faster(p, t):
-        return (f"processes beat threads: {_cell(p)} {F.figure(p)}, {F.times(p['ops_per_s'] / t['ops_per_s'], 1)} "
-                f"{_cell(t)} ({F.figure(t)})")
-    if clearly_faster(t, p):
-        return (f"threads beat processes: {_cell(t)} {F.figure(t)}, {F.times(t['ops_per_s'] / p['ops_per_s'], 1)} "
-                f"{_cell(p)} ({F.figure(p)})")
-    return f"threads and processes show no clear difference ({_cell(t)} {F.figure(t)}; {_cell(p)} {F.figure(p)})"
+    t, p, winner = found
+    if winner == "processes":
+        return (f"processes beat threads: {_cell(p)} {fmt.figure(p)}, "
+                f"{fmt.times(p['ops_per_s'] / t['ops_per_s'], 1)} {_cell(t)} ({fmt.figure(t)})")
+    if winner == "threads":
+        return (f"threads beat processes: {_cell(t)} {fmt.figure(t)}, "
+                f"{fmt.times(t['ops_per_s'] / p['ops_per_s'], 1)} {_cell(p)} ({fmt.figure(p)})")
+    return (f"threads and processes show no clear difference ({_cell(t)} {fmt.figure(t)}; "
+            f"{_cell(p)} {fmt.figure(p)})")
 
 
 def _group_sentences(name: str, recs: list[dict]) -> list[str]:
     """One sentence for the best strategy and where more threads hurt; one per failure cause."""
     out, clauses = [], []
-    seq, best = _sequential(recs), best_strategy(recs)
+    seq, best = sequential(recs), best_strategy(recs)
     if best is not None and seq is not None:
         if best is not seq and clearly_faster(best, seq):
-            clauses.append(f"best strategy {_cell(best)}, {F.figure(best)}, "
-                           f"{F.times(best['ops_per_s'] / seq['ops_per_s'], 1)} sequential ({F.figure(seq)})")
+            clauses.append(f"best strategy {_cell(best)}, {fmt.figure(best)}, "
+                           f"{fmt.times(best['ops_per_s'] / seq['ops_per_s'], 1)} sequential ({fmt.figure(seq)})")
         elif best is seq or best["ops_per_s"] <= seq["ops_per_s"]:
-            clauses.append(f"no strategy beats sequential ({F.figure(seq)})")
+            clauses.append(f"no strategy beats sequential ({fmt.figure(seq)})")
         else:
-            clauses.append(f"no strategy is clearly faster than sequential ({F.figure(seq)}); the best, "
-                           f"{_cell(best)} at {F.figure(best)}, is within the intervals or less than "
+            clauses.append(f"no strategy is clearly faster than sequential ({fmt.figure(seq)}); the best, "
+                           f"{_cell(best)} at {fmt.figure(best)}, is within the intervals or less than "
                            f"{100 * MIN_GAIN:.0f}% above it")
     elif best is not None:
-        clauses.append(f"best strategy {_cell(best)}, {F.figure(best)} (no sequential cell to compare)")
+        clauses.append(f"best strategy {_cell(best)}, {fmt.figure(best)} (no sequential cell to compare)")
     hurt = []
-    for mode, spec in MODES.items():
-        if spec.axis != "threads" or spec.ceiling:
-            continue
-        cells = sorted((r for r in recs if r["mode"] == mode and _measured(r)), key=lambda r: r["threads"])
-        if len(cells) < 2:
-            continue
-        peak = max(cells, key=lambda r: r["ops_per_s"])
-        worse = [r for r in cells if r["threads"] > peak["threads"] and clearly_faster(peak, r)]
-        if worse:
-            w = worse[-1]
-            hurt.append(f"{mode} ×{w['threads']} {F.figure(w)} is "
-                        f"{100 * (1 - w['ops_per_s'] / peak['ops_per_s']):.0f}% below ×{peak['threads']} "
-                        f"({F.figure(peak)})")
+    for mode, peak, w in more_threads_hurt(recs):
+        hurt.append(f"{mode} ×{w['threads']} {fmt.figure(w)} is "
+                    f"{100 * (1 - w['ops_per_s'] / peak['ops_per_s']):.0f}% below ×{peak['threads']} "
+                    f"({fmt.figure(peak)})")
     if hurt:
         clauses.append("more threads hurt: " + "; ".join(hurt))
     if (vs := _threads_vs_processes(recs)) is not None:
@@ -155,13 +90,13 @@ def _group_sentences(name: str, recs: list[dict]) -> list[str]:
     failed: dict[tuple[str, str], list[str]] = {}
     for r in recs:
         if r["status"] in FAILED:
-            failed.setdefault((F.verdict_kind(r), F.cause_line(r.get("cause"), 110)), []).append(_cell(r))
+            failed.setdefault((fmt.verdict_kind(r), fmt.cause_line(r.get("cause"), 110)), []).append(_cell(r))
     for (what, cause), where in failed.items():
         out.append(f"{name}: {what} in {', '.join(where)}" + (f" ({cause})." if cause else "."))
     other: dict[tuple[str, str], list[str]] = {}   # unsupported, unavailable: said once per cause
     for r in recs:
-        if r["status"] not in FAILED and r["status"] not in (OK, TOO_SLOW, "skipped"):
-            other.setdefault((F.status_label(r["status"]), F.cause_line(r.get("cause"), 90)), []).append(_cell(r))
+        if r["status"] not in FAILED and r["status"] not in (OK, TOO_SLOW, SKIPPED):
+            other.setdefault((status_label(r["status"]), fmt.cause_line(r.get("cause"), 90)), []).append(_cell(r))
     for (what, cause), where in other.items():
         if best is None:   # said only when it explains why this backend has no figure at all
             out.append(f"{name}: {len(where)} cell(s) {what}" + (f": {cause}." if cause else "."))
@@ -175,20 +110,14 @@ def _group_sentences(name: str, recs: list[dict]) -> list[str]:
     return out
 
 
-def ceiling(recs: list[dict]) -> dict | None:
-    """The best ceiling cell (a mode marked ceiling in compare.cells.MODES, e.g. offline)."""
-    cells = [r for r in recs if _measured(r) and F.is_ceiling(r["mode"])]
-    return max(cells, key=lambda r: r["ops_per_s"]) if cells else None
-
-
 def _ceiling_sentence(named: list[tuple[str, list[dict]]]) -> list[str]:
     """One sentence for every backend's ceiling, its meaning said once."""
     parts = []
     for name, recs in named:
-        c, seq = ceiling(recs), _sequential(recs)
+        c, seq = ceiling(recs), sequential(recs)
         if c is not None:
-            gain = f" ({F.times(c['ops_per_s'] / seq['ops_per_s'], 0)} sequential)" if seq else ""
-            parts.append(f"{name} {F.short(c['ops_per_s'])} at {F.mode_label(c['mode'], c['threads'], c['k'])}{gain}")
+            gain = f" ({fmt.times(c['ops_per_s'] / seq['ops_per_s'], 0)} sequential)" if seq else ""
+            parts.append(f"{name} {fmt.short(c['ops_per_s'])} at {fmt.mode_label(c['mode'], c['threads'], c['k'])}{gain}")
     if not parts:
         return []
     modes = ", ".join(m for m, spec in MODES.items() if spec.ceiling)
@@ -204,25 +133,23 @@ def _like_for_like(groups: dict[tuple, list[dict]]) -> list[str]:
     for g in groups:
         by_p.setdefault(g[2], []).append(g)
     for p, gs in by_p.items():
-        bests = [(g, best_strategy(groups[g])) for g in gs]
-        bests = [(g, b) for g, b in bests if b is not None]
+        bests = fastest_first({g: groups[g] for g in gs})
         if len({g[0] for g, _ in bests}) < 2:
             continue
-        bests.sort(key=lambda x: -x[1]["ops_per_s"])
         (top, tb) = bests[0]
         ahead = [(g, b) for g, b in bests[1:] if clearly_faster(tb, b)]
         even = [(g, b) for g, b in bests[1:] if not clearly_faster(tb, b)]
         parts = []
         if ahead:
             parts.append(f"{_name(top)} is faster than " + ", ".join(
-                f"{_name(g)} ({F.times(tb['ops_per_s'] / b['ops_per_s'], 1)}: {_cell(b)} {F.figure(b)})"
+                f"{_name(g)} ({fmt.times(tb['ops_per_s'] / b['ops_per_s'], 1)}: {_cell(b)} {fmt.figure(b)})"
                 for g, b in ahead))
         if even:
             parts.append(("no clear difference between " if not ahead else "not clearly faster than ")
                          + (f"{_name(top)} and " if not ahead else "")
-                         + ", ".join(f"{_name(g)} ({_cell(b)} {F.figure(b)})" for g, b in even))
-        out.append(f"Like-for-like at {F.precision_label(p)}, best against best ({_name(top)}: {_cell(tb)} "
-                   f"{F.figure(tb)}): " + "; ".join(parts) + ".")
+                         + ", ".join(f"{_name(g)} ({_cell(b)} {fmt.figure(b)})" for g, b in even))
+        out.append(f"Like-for-like at {fmt.precision_label(p)}, best against best ({_name(top)}: {_cell(tb)} "
+                   f"{fmt.figure(tb)}): " + "; ".join(parts) + ".")
     return out
 
 
@@ -232,40 +159,23 @@ def _server_label(r: dict) -> str:
 
 
 def _bracket(r: dict) -> str:
-    from .server import span
-    return f"[{span(r)}]" if r.get("low") is not None else span(r)
-
-
-def sustains_more(a: dict, b: dict) -> bool:
-    """Server cell a sustains a higher rate than b (peaks() records), and the peaks are MIN_GAIN apart. From
-    one search each: the brackets [peak, above) do not overlap (b's ends at or below a's peak; an unbracketed
-    peak is only a lower end, so it never ends). From several processes each: the intervals of the medians are
-    disjoint, as for throughput. A cell of each kind: a's lowest end lies above b's highest."""
-    if a["peak"] is None or b["peak"] is None:
-        return False
-    a_low = a["low"] if a.get("low") is not None else a["peak"]
-    b_high = b["high"] if b.get("high") is not None else b["above"]
-    if b_high is None:
-        return False
-    apart = a_low > b_high if b.get("high") is not None else a_low >= b_high
-    return apart and a["peak"] >= (1 + MIN_GAIN) * b["peak"]
+    return f"[{fmt.peak_span(r)}]" if r.get("low") is not None else fmt.peak_span(r)
 
 
 def _no_rate(r: dict) -> str:
     """Why a server cell shows no rate: its failure, or the verdict of the lowest rate it tried."""
     if r["status"] != OK:
-        return f"{F.status_label(r['status'])}" + (f": {F.cause_line(r.get('cause'), 90)}" if r.get("cause") else "")
+        return f"{status_label(r['status'])}" + (f": {fmt.cause_line(r.get('cause'), 90)}" if r.get("cause") else "")
     if r["errors"]:
         return f"wrong outputs ({r['errors']} of {r['checked']} checked)"
     if not r["steps"]:
         return "no rate step ran"
     low = r["steps"][0]
-    return f"at {F.short(low['offered_rate'])}/s, the lowest rate tried, {low['verdict'].removeprefix('invalid: ')}"
+    return f"at {fmt.short(low['offered_rate'])}/s, the lowest rate tried, {low['verdict'].removeprefix('invalid: ')}"
 
 
 def server_sentences(rows: list[dict]) -> dict[tuple, str]:
     """(machine, workload, size, dtype) -> the server scenario's sentence there, from the run's rows."""
-    from .server import peaks
     scopes: dict[tuple, dict[tuple, list[dict]]] = {}
     for r in peaks(rows):
         key = (r.get("machine") or "", r["workload"], r.get("size") or "default", r["dtype"])
@@ -277,7 +187,7 @@ def server_sentences(rows: list[dict]) -> dict[tuple, str]:
             cells = [c for c in cells if c["status"] == OK or c["status"] in FAILED]  # unsupported: said elsewhere
             if not cells:
                 continue
-            shown = [c for c in cells if c["status"] == OK and not c["errors"]]  # a failed cell shows no rate
+            shown = [c for c in cells if shows_rate(c)]
             valid = sorted((c for c in shown if c["peak"] is not None), key=lambda c: -c["peak"])
             name = f"{backend} {device}"
             if not valid:
@@ -285,17 +195,17 @@ def server_sentences(rows: list[dict]) -> dict[tuple, str]:
                              + "; ".join(f"{_server_label(c)} {_no_rate(c)}" for c in cells) + ")")
                 continue
             best = valid[0]
-            clause = (f"{name}: best {_server_label(best)}, {F.short(best['peak'])} req/s {_bracket(best)} "
-                      f"under its {F.short(best['bound_ms'])} ms bound")
+            clause = (f"{name}: best {_server_label(best)}, {fmt.short(best['peak'])} req/s {_bracket(best)} "
+                      f"under its {fmt.short(best['bound_ms'])} ms bound")
             more = [c for c in valid[1:] if sustains_more(best, c)]
             even = [c for c in valid[1:] if not sustains_more(best, c)]
             if more:
                 clause += ", more than " + ", ".join(
-                    f"{_server_label(c)} ({F.short(c['peak'])} {_bracket(c)}, {F.times(best['peak'] / c['peak'], 1)})"
+                    f"{_server_label(c)} ({fmt.short(c['peak'])} {_bracket(c)}, {fmt.times(best['peak'] / c['peak'], 1)})"
                     for c in more)
             if even:
                 clause += (", not clearly more than " if more else ", no clear difference from ") + ", ".join(
-                    f"{_server_label(c)} ({F.short(c['peak'])} {_bracket(c)})" for c in even)
+                    f"{_server_label(c)} ({fmt.short(c['peak'])} {_bracket(c)})" for c in even)
             failed = [c for c in cells if c not in valid]
             if failed:
                 clause += "; no valid rate in " + "; ".join(f"{_server_label(c)} ({_no_rate(c)})" for c in failed)
@@ -313,8 +223,8 @@ def server_sentences(rows: list[dict]) -> dict[tuple, str]:
 def findings(summary, rows: list[dict] | None = None) -> list[Finding]:
     """One Finding per machine × workload (× size) × dtype, in the order the summary lists them; `rows`
     (each with its machine label, as report.merge gives them) add the server scenario's sentence."""
-    recs = F.fill_precision([r for r in _records(summary)
-                             if r["workload"] not in PROBE_WORKLOADS and r["mode"] in THROUGHPUT_MODES])
+    recs = fill_precision([r for r in _records(summary)
+                           if r["workload"] not in PROBE_WORKLOADS and r["mode"] in THROUGHPUT_MODES])
     scopes: dict[tuple, list[dict]] = {}
     for r in recs:
         scopes.setdefault((r.get("machine") or "", r["workload"], r.get("size") or "default", r["dtype"]), []).append(r)
@@ -334,16 +244,16 @@ def findings(summary, rows: list[dict] | None = None) -> list[Finding]:
             several_p[g[0]] += 1
         named = []
         for g in order:
-            name = _name(g) + (f" at {F.precision_label(g[2])}" if several_p[g[0]] > 1 or g[2] != F.DTYPE_PRECISION.get(dtype) else "")
+            name = _name(g) + (f" at {fmt.precision_label(g[2])}" if several_p[g[0]] > 1 or g[2] != DTYPE_PRECISION.get(dtype) else "")
             f.sentences += _group_sentences(name, groups[g])
             named.append((name, groups[g]))
         f.sentences += _ceiling_sentence(named)
         lfl = _like_for_like({g: groups[g] for g in order})
-        measured = [g for g in order if best_strategy(groups[g]) is not None]
-        if not lfl and len({g[0] for g in measured}) > 1:   # two frameworks with figures, at different precisions
-            settings = [(g[0], g[1], g[2], groups[g][0].get("fp32_precision")) for g in measured]
-            hint = matching_hint(settings)
-            ran = ", ".join(f"{_name(g)} {F.precision_label(g[2])}" for g in measured)
+        with_figure = [g for g in order if best_strategy(groups[g]) is not None]
+        if not lfl and len({g[0] for g in with_figure}) > 1:   # two frameworks with figures, at different precisions
+            settings = [(g[0], g[1], g[2], groups[g][0].get("fp32_precision")) for g in with_figure]
+            hint = fmt.switch_hint(precision_switch(settings))
+            ran = ", ".join(f"{_name(g)} {fmt.precision_label(g[2])}" for g in with_figure)
             lfl = [f"No like-for-like pair (equal effective precision) was measured: {ran}"
                    + (f"; {hint}." if hint else ".")]
         f.sentences += lfl
@@ -359,8 +269,8 @@ def brief(summary, machine_names: dict[str, str] | None = None) -> list[str]:
     """The answer in one line per machine × workload × precision, for the top of a page: each framework's best
     strategy and its gain over sequential (its interval decides, as in the findings), threads against
     processes, and which framework is faster like-for-like — claims only where clearly_faster holds."""
-    recs = F.fill_precision([r for r in _records(summary)
-                             if r["workload"] not in PROBE_WORKLOADS and r["mode"] in THROUGHPUT_MODES])
+    recs = fill_precision([r for r in _records(summary)
+                           if r["workload"] not in PROBE_WORKLOADS and r["mode"] in THROUGHPUT_MODES])
     scopes: dict[tuple, dict[tuple, list[dict]]] = {}
     for r in recs:
         key = (r.get("machine") or "", r["workload"], r["precision"])
@@ -369,26 +279,24 @@ def brief(summary, machine_names: dict[str, str] | None = None) -> list[str]:
     for (machine, workload, p), groups in scopes.items():
         parts = []
         for g in sorted(groups, key=lambda g: (BACKEND_ORDER.get(g[0], 5), g[0], g[1])):
-            recs_g, seq, best = groups[g], _sequential(groups[g]), best_strategy(groups[g])
+            recs_g, seq, best = groups[g], sequential(groups[g]), best_strategy(groups[g])
             if best is None:
                 slow = any(r["status"] == TOO_SLOW for r in recs_g)
                 parts.append(f"{g[0]}: " + ("too slow for this run's window (no figure)" if slow else "no figure"))
                 continue
-            gain = (f" ({F.times(best['ops_per_s'] / seq['ops_per_s'], 1)} sequential)"
+            gain = (f" ({fmt.times(best['ops_per_s'] / seq['ops_per_s'], 1)} sequential)"
                     if seq is not None and best is not seq and clearly_faster(best, seq) else
                     " (not clearly above sequential)" if seq is not None and best is not seq else "")
-            vs = _threads_vs_processes(recs_g)
-            tp = (", processes beat threads" if vs and vs.startswith("processes beat") else
-                  ", threads beat processes" if vs and vs.startswith("threads beat") else "")
-            parts.append(f"{g[0]} best {_cell(best)} {F.short(best['ops_per_s'])}{gain}{tp}")
-        bests = sorted(((g, best_strategy(groups[g])) for g in groups), key=lambda x: -(x[1] or {}).get("ops_per_s", 0))
-        bests = [(g, b) for g, b in bests if b is not None]
+            winner = (threads_vs_processes(recs_g) or (None, None, None))[2]
+            tp = {"processes": ", processes beat threads", "threads": ", threads beat processes"}.get(winner, "")
+            parts.append(f"{g[0]} best {_cell(best)} {fmt.short(best['ops_per_s'])}{gain}{tp}")
+        bests = fastest_first(groups)
         if len({g[0] for g, _ in bests}) > 1:
             (top, tb), (nxt, nb) = bests[0], bests[1]
-            parts.append(f"like-for-like: {top[0]} {F.times(tb['ops_per_s'] / nb['ops_per_s'], 1)} {nxt[0]}"
+            parts.append(f"like-for-like: {top[0]} {fmt.times(tb['ops_per_s'] / nb['ops_per_s'], 1)} {nxt[0]}"
                          if clearly_faster(tb, nb) else f"like-for-like: no clear difference ({top[0]}, {nxt[0]})")
         name = (machine_names or {}).get(machine, machine)
-        out.append(f"**{name}** · {workload} · {F.precision_label(p)}: " + "; ".join(parts) + ".")
+        out.append(f"**{name}** · {workload} · {fmt.precision_label(p)}: " + "; ".join(parts) + ".")
     return out
 
 
@@ -396,11 +304,11 @@ def to_lines(found: list[Finding], width: int = 100, where: str = "") -> list[st
     """Plain text, wrapped between words at `width`; `where` names the machine when there is one."""
     head = (f"Findings{' on ' + where if where else ''} ({UNITS}; a difference is claimed only when the "
             f"intervals are disjoint and at least {100 * MIN_GAIN:.0f}% apart):")
-    lines = F.wrap(head, width) if found else []
+    lines = fmt.wrap(head, width) if found else []
     for f in found:
         lines.append(f"  {f.title}")
         for s in f.sentences:
-            lines += F.wrap(s, width, indent="    • ")
+            lines += fmt.wrap(s, width, indent="    • ")
     return lines
 
 

@@ -1,45 +1,50 @@
-"""The one place that turns numbers, statuses, precisions and cell names into text for a reader.
+"""The one place that turns numbers, statuses, precisions and cell names into text for a reader, and the
+shape every table is laid out from (TableData, and the orders rows and column groups are sorted in).
 
 Tables, findings, diff, plots and publish all spell a figure, a status or a backend's column group through
 these functions, so a number or a label reads the same everywhere. Pure functions of plain values; no I/O,
-no framework, no polars. It does not decide anything about the data (that is stats.py and findings.py)."""
+no framework, no polars. It decides nothing about the data (compare.render.analysis does)."""
 from __future__ import annotations
 
 import math
 import textwrap
+from dataclasses import dataclass, field
 
-from ..cells import MODES, axis_label
+from ..cells import CRASH, OK, STATUSES, WRONG, axis_label, status_label
+from .analysis import DTYPE_PRECISION, PrecisionSwitch, precision
 
-__all__ = ["axis_label"]   # re-exported: findings and tables spell "×4" / "k=8" through this module
+
+@dataclass
+class TableData:
+    """A table as plain strings: what every renderer (rich, markdown) lays out, and nothing more."""
+    title: str
+    columns: list[tuple[str, str]]  # (group, name); group "" for the row labels
+    rows: list[list[str]]
+    notes: list[str] = field(default_factory=list)
+    n_labels: int | None = None     # leading row-label columns (left-aligned); None: those with group ""
+
+
+BACKEND_ORDER = {"torch": 0, "mlx": 1}   # the question's two frameworks first, then the rest by name
+DTYPE_ORDER = {"float32": 0, "bfloat16": 1, "float16": 2, "float64": 3}
+PRECISION_ORDER = {"fp32": 0, "tf32": 1, "bf16": 2, "fp16": 3, "fp64": 4}
 
 MISSING = "—"   # a value that does not exist for this cell (no figure, no ceiling measured, …)
 
-# One spelling per status in human output (results files keep the machine names, e.g. "too_slow").
-STATUS_LABELS = {
-    "ok": "ok", "wrong": "WRONG", "crash": "CRASH", "timeout": "TIMEOUT", "error": "ERROR", "memory": "MEMORY",
-    "too_slow": "too slow", "unsupported": "unsupported", "unavailable": "unavailable", "skipped": "skipped",
-    "interrupted": "interrupted",
+UNSTABLE = "UNSTABLE"   # a verdict, not a status: an ok cell whose windows spread more than stats.UNSTABLE_IQR
+VERDICT_MEANINGS = {
+    UNSTABLE: "measured, but its windows spread more than 10% inside a process (IQR/median; with several "
+              "processes, their median): re-run on a quiet machine",
 }
-STATUS_MEANINGS = {
-    "WRONG": "outputs outside the tolerance against the float64 reference (errors/checked)",
-    "CRASH": "the cell's process died (the signal, e.g. SIGSEGV, follows)",
-    "TIMEOUT": "the cell ran past --cell-timeout",
-    "ERROR": "the framework raised an exception",
-    "MEMORY": "the cell went over --mem-limit-mb",
-    "too slow": "one request took longer than the timed window (raise --duration); larger cells skipped",
-    "unsupported": "the backend cannot run this mode or dtype",
-    "unavailable": "the device is not present or not usable here",
-    "skipped": "not started (a smaller cell of the same kind was too slow)",
-    "UNSTABLE": "measured, but its windows spread more than 10% inside a process (IQR/median; with several "
-                "processes, their median): re-run on a quiet machine",
-}
+
+
+def verdict_meanings() -> dict[str, str]:
+    """The legend's line for each verdict word a table shows: every status's label and meaning (from
+    compare.cells.STATUSES; ok has nothing to explain), then the verdicts that are not statuses."""
+    return {s.label: s.meaning for s in STATUSES.values() if s.meaning} | VERDICT_MEANINGS
+
 
 # What a matmul really computes in (the `precision` column; Backend.effective_precision's vocabulary).
 PRECISION_LABELS = {"fp64": "FP64", "fp32": "exact FP32", "tf32": "TF32", "bf16": "BF16", "fp16": "FP16"}
-DTYPE_PRECISION = {"float64": "fp64", "float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
-# Fallback for runs recorded before the `precision` column: a float32 cell whose largest error against the
-# float64 reference exceeds this ran its matmuls in TF32 (10-bit mantissa: errors ~1e-4; exact float32 ~1e-7).
-TF32_ERROR = 1e-5
 
 
 def num(v: float | None, digits: int = 3) -> str:
@@ -90,20 +95,18 @@ def ci_level(levels) -> str:
     return f"{got[0]:g}–{got[-1]:g}% CI"
 
 
-def status_label(status: str) -> str:
-    return STATUS_LABELS.get(status, status.replace("_", " "))
-
-
 def verdict(r: dict) -> str:
     """The cell's status in one word or two: ok, UNSTABLE, WRONG 3/5, CRASH SIGSEGV, too slow, …"""
     s = r["status"]
-    if s == "ok":
-        return "UNSTABLE" if r.get("unstable") else "ok"
-    if s == "wrong":
-        return f"WRONG {r.get('errors')}/{r.get('checked')}"
-    if s == "crash":
+    if s == OK:
+        return UNSTABLE if r.get("unstable") else status_label(OK)
+    if s == WRONG:
+        return f"{status_label(WRONG)} {r.get('errors')}/{r.get('checked')}"
+    if s == CRASH:
         cause = r.get("cause") or ""
-        return "CRASH " + cause.split(":")[0].replace("killed by ", "") if cause.startswith("killed by") else "CRASH"
+        if cause.startswith("killed by"):
+            return f"{status_label(CRASH)} " + cause.split(":")[0].replace("killed by ", "")
+        return status_label(CRASH)
     return status_label(s)
 
 
@@ -112,8 +115,8 @@ BOILERPLATE = ("terminate called after throwing an instance of",)   # C++ runtim
 
 def verdict_kind(r: dict) -> str:
     """The verdict without its details (WRONG, CRASH, too slow, UNSTABLE, ok): what the legend explains."""
-    if r["status"] == "ok":
-        return "UNSTABLE" if r.get("unstable") else "ok"
+    if r["status"] == OK:
+        return UNSTABLE if r.get("unstable") else status_label(OK)
     return status_label(r["status"])
 
 
@@ -131,39 +134,16 @@ def clip(text: str, width: int) -> str:
     return textwrap.shorten(text, width=width, placeholder=" …") if len(text) > width else text
 
 
-def fill_precision(recs: list[dict]) -> list[dict]:
-    """Give every record a `precision` (when the run did not record one): a framework without the float32
-    switch ("native") counts as TF32 when any cell of its backend/device/dtype measured a TF32-sized error,
-    so its crashed cells (no error measured) land in the same group as its measured ones."""
-    tf32 = {(r.get("machine"), r["backend"], r["device"]) for r in recs
-            if not r.get("precision") and r.get("dtype") == "float32" and r.get("fp32_precision") == "native"
-            and (r.get("rel_err") or 0) > TF32_ERROR}
-    for r in recs:
-        if not r.get("precision"):
-            native_tf32 = r.get("fp32_precision") == "native" and (r.get("machine"), r["backend"], r["device"]) in tf32
-            r["precision"] = "tf32" if native_tf32 and r.get("dtype") == "float32" else precision(r)
-    return recs
-
-
-def precision(r: dict) -> str:
-    """The cell's effective matmul precision: the run's `precision` column when recorded, else derived
-    from dtype and the float32 setting (and, for a framework without the switch, from its measured error)."""
-    p = r.get("precision")
-    if p:
-        return p
-    dtype = r.get("dtype")
-    if dtype != "float32":
-        return DTYPE_PRECISION.get(dtype, dtype)
-    setting = r.get("fp32_precision")
-    if setting == "high":
-        return "tf32"
-    if setting == "native" and (r.get("rel_err") or 0) > TF32_ERROR:
-        return "tf32"
-    return "fp32"
-
-
 def precision_label(p: str) -> str:
     return PRECISION_LABELS.get(p, p)
+
+
+def switch_hint(switch: PrecisionSwitch | None) -> str | None:
+    """The setting that would add a like-for-like pair (analysis.precision_switch), as a sentence."""
+    if switch is None:
+        return None
+    return (f"`--fp32-precision {switch.setting}` runs {switch.backend} {switch.device} at "
+            f"{precision_label(switch.precision)}, matching {switch.matches}")
 
 
 def group_label(r: dict, machines: int = 1) -> str:
@@ -182,8 +162,12 @@ def mode_label(mode: str, threads: int, k: int) -> str:
     return f"{mode} {where}" if where else mode
 
 
-def is_ceiling(mode: str) -> bool:
-    return mode in MODES and MODES[mode].ceiling
+def peak_span(r: dict) -> str:
+    """Where a server cell's peak (analysis.peaks) lies: [peak, above) from one search, the interval of the
+    median over processes, or ≥ peak when not bracketed."""
+    if r.get("low") is not None:
+        return f"{short(r['low'])}–{short(r['high'])}"
+    return f"[{short(r['peak'])}, {short(r['above'])})" if r["above"] is not None else f"≥ {short(r['peak'])}"
 
 
 def intra_op(value) -> str:

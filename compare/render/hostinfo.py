@@ -8,9 +8,13 @@ gpu_util_* fields); a run that predates them yields no lines. Not a table render
 from __future__ import annotations
 
 import statistics
-from ..cells import MODES
-from ..measure import host as H
+
+import workloads
+
+from .. import hostrules
+from ..cells import MODES, OK
 from ..results import row_key
+from ..stats import mean_batch
 
 HOST_DIFFERS = 0.15  # probe rates (Python loop, numpy call, launch) more than 15% apart: larger than the
 #                      repeat spread these probes show on one idle host, so the hosts run at different speeds
@@ -81,7 +85,7 @@ def load_lines(run: dict) -> list[str]:
                        f"memory used {mem} of {d['mem_total_mb']:,} MB; other processes: "
                        + (", ".join(_proc(p) for p in d["processes"]) or "none listed"))
     elif _measured_gpu(run):
-        out.append(f"GPU load not recorded: {gpu.get('why') or H.NVML_MISSING}")
+        out.append(f"GPU load not recorded: {gpu.get('why') or hostrules.NVML_MISSING}")
     return out
 
 
@@ -94,7 +98,7 @@ def _proc(p: dict) -> str:
 
 
 def _measured_gpu(run: dict) -> bool:
-    return any(r["device"] not in H.GPU_DEVICES_OFF for r in run["rows"])
+    return any(r["device"] not in hostrules.GPU_DEVICES_OFF for r in run["rows"])
 
 
 # -- busy warnings ---------------------------------------------------------------------------------------
@@ -106,9 +110,10 @@ def busy_warnings(run: dict) -> list[str]:
         avg, cpus = start["load"]["load_avg"][0], start["load"].get("cpu_count") or 1
         probes = [p for p in (start, end) if p]
         direct = [p["load"].get("cpu_busy_pct") for p in probes]
-        if avg > H.BUSY_LOAD_FRACTION * cpus:
-            high = f"1-minute load average {avg:.2f} on {cpus} CPUs (above {H.BUSY_LOAD_FRACTION:g} per CPU)"
-            if all(b is not None and b < H.QUIET_CPU_PCT for b in direct):  # the load is the minute before
+        if avg > hostrules.BUSY_LOAD_FRACTION * cpus:
+            high = (f"1-minute load average {avg:.2f} on {cpus} CPUs "
+                    f"(above {hostrules.BUSY_LOAD_FRACTION:g} per CPU)")
+            if all(b is not None and b < hostrules.QUIET_CPU_PCT for b in direct):  # the load is the minute before
                 out.append(f"busy minute before the start: {high}, yet the CPU was "
                            + " and ".join(f"{b:.0f}% busy at {p['at']}" for b, p in zip(direct, probes))
                            + " while threadbench was idle: work that ended before the run (an earlier run, say) "
@@ -119,17 +124,17 @@ def busy_warnings(run: dict) -> list[str]:
         if not p:
             continue
         busy = p["load"].get("cpu_busy_pct")
-        if busy is not None and busy > H.BUSY_CPU_PCT:
+        if busy is not None and busy > hostrules.BUSY_CPU_PCT:
             top = ", ".join(f"{t['name']} {t['cpu_pct']:.0f}%" for t in p["load"]["top_processes"][:3])
             out.append(f"busy machine at {p['at']}: CPU {busy:.0f}% busy while threadbench was idle (above "
-                       f"{H.BUSY_CPU_PCT:.0f}%)" + (f"; busiest: {top}" if top else ""))
+                       f"{hostrules.BUSY_CPU_PCT:.0f}%)" + (f"; busiest: {top}" if top else ""))
         for d in (p.get("gpu") or {}).get("devices", []):
             if d["processes"]:
                 out.append(f"busy GPU {d['index']} at {p['at']}: other processes on it: "
                            + ", ".join(_proc(q) for q in d["processes"]))
-            if d.get("util_pct") is not None and d["util_pct"] > H.BUSY_GPU_UTIL_PCT:
+            if d.get("util_pct") is not None and d["util_pct"] > hostrules.BUSY_GPU_UTIL_PCT:
                 out.append(f"busy GPU {d['index']} at {p['at']}: {d['util_pct']:.0f}% utilisation with no "
-                           f"threadbench work on it (above {H.BUSY_GPU_UTIL_PCT:.0f}%)")
+                           f"threadbench work on it (above {hostrules.BUSY_GPU_UTIL_PCT:.0f}%)")
     return out
 
 
@@ -143,7 +148,7 @@ def _cells(rows: list[dict]) -> dict[tuple, list[dict]]:
 
 def _median_ops(rs: list[dict]) -> float | None:
     vals = [r["ops_per_s"] for r in rs if r["ops_per_s"] is not None]
-    return statistics.median(vals) if vals and rs[0]["status"] == "ok" else None
+    return statistics.median(vals) if vals and rs[0]["status"] == OK else None
 
 
 def launch_rates(rows: list[dict]) -> dict[tuple, float]:
@@ -161,15 +166,13 @@ def _requests_per_forward(rs: list[dict]) -> float:
         return float(r["k"])
     hists = [x["batch_hist"] for x in rs if x.get("batch_hist")]
     if hists:
-        from ..stats import mean_batch
         return mean_batch(hists) or 1.0
     return 1.0
 
 
 def bound_labels(rows: list[dict]) -> dict[tuple, tuple[str | None, str]]:
     """row_key -> (label, reason) for every measured (ok) cell that is not a probe: "cpu", "host-bound",
-    "device-bound", "mixed", or None with why it is not known (compare.measure.host.bound)."""
-    import workloads
+    "device-bound", "mixed", or None with why it is not known (compare.hostrules.bound)."""
     launch = launch_rates(rows)
     out = {}
     for key, rs in _cells(rows).items():
@@ -177,7 +180,7 @@ def bound_labels(rows: list[dict]) -> dict[tuple, tuple[str | None, str]]:
         ops = _median_ops(rs)
         if r["workload"] in workloads.PROBES or ops is None:
             continue
-        out[key] = H.bound(r["device"], r.get("gpu_util_mean"), ops / _requests_per_forward(rs),
+        out[key] = hostrules.bound(r["device"], r.get("gpu_util_mean"), ops / _requests_per_forward(rs),
                            launch.get((r["backend"], r["device"], r["dtype"], r["fp32_precision"])))
     return out
 
@@ -195,9 +198,9 @@ def bound_lines(run: dict) -> list[str]:
             counts.setdefault(f"{key[0]}/{key[1]}/{key[2]}", {}).setdefault(label or "not known", 0)
             counts[f"{key[0]}/{key[1]}/{key[2]}"][label or "not known"] += 1
     if counts:
-        lines.append(f"what limited the GPU cells (GPU busy < {H.HOST_BOUND_UTIL_PCT:.0f}%: host-bound, ≥ "
-                     f"{H.DEVICE_BOUND_UTIL_PCT:.0f}%: device-bound; without NVML, forwards/s ≥ "
-                     f"{H.LAUNCH_BOUND_FRACTION:.0%} of the launch rate: host-bound): "
+        lines.append(f"what limited the GPU cells (GPU busy < {hostrules.HOST_BOUND_UTIL_PCT:.0f}%: host-bound, ≥ "
+                     f"{hostrules.DEVICE_BOUND_UTIL_PCT:.0f}%: device-bound; without NVML, forwards/s ≥ "
+                     f"{hostrules.LAUNCH_BOUND_FRACTION:.0%} of the launch rate: host-bound): "
                      + "; ".join(f"{k}: " + ", ".join(f"{n} {lab}" for lab, n in sorted(c.items()))
                                  for k, c in counts.items()))
     return lines
@@ -219,7 +222,7 @@ def _gpu_names(run: dict) -> set[str]:
     if gpu.get("available"):
         return {d["name"] for d in gpu["devices"]}
     return {str(env.get("device_name")) for key, env in run["backend_env"].items()
-            if key.rsplit("/", 1)[-1] not in H.GPU_DEVICES_OFF}
+            if key.rsplit("/", 1)[-1] not in hostrules.GPU_DEVICES_OFF}
 
 
 def _best_rate(run: dict, name: str) -> float | None:

@@ -2,18 +2,26 @@
 workload; in it, requests/s against Python threads on log axes, one colour per backend (Okabe-Ito), one
 line style per mode (compare.cells.MODES[...].line), the CI as error bars, the sequential figure as a lone
 marker, each backend's ceiling dashed (or noted at the top edge when it would squash the curves), and
-failed or too-slow cells marked at the bottom of their panel.
+failed or too-slow cells marked at the bottom of their panel; and the server scenario's latency against
+offered rate. What is a ceiling or a peak comes from analysis.py.
 
-matplotlib is an optional extra, imported only here; without it the command says how to install it."""
+matplotlib is an optional extra, imported only here (_matplotlib); without it the command says how to
+install it."""
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
-from ..cells import MODES
+from ..cells import FAILED, MODES, OK, TOO_SLOW, WRONG, status_label
+from ..files import Unwritable, atomic_write
 from ..options import BadInput
+from ..stats import workload_cells
+from . import format as fmt
+from . import outputs
+from .analysis import DTYPE_PRECISION, ceiling, fill_precision, peaks, shows_rate
+from .format import BACKEND_ORDER, DTYPE_ORDER, PRECISION_ORDER
+from .report import load_runs, machine_labels, merge, summarize
 
 INSTALL_HINT = "plotting needs matplotlib, an optional extra: pip install 'threadbench[plot]'"
 LINE_MODES = {m.name: m.line for m in MODES.values() if m.line}  # a curve per mode over threads (compare.cells)
@@ -23,27 +31,33 @@ class NothingToPlot(BadInput):
     """No cell of the runs has a throughput (every cell failed, was skipped or is a peak probe)."""
 
 
-def _matplotlib():
+def _matplotlib() -> SimpleNamespace:
+    """The matplotlib pieces the figures use; imported here, on first use, because matplotlib is an optional
+    extra (and slow to import): its absence is one line of bad input, and the rest of threadbench runs."""
     try:
-        import matplotlib
+        import matplotlib   # the package first: its submodules may be loaded when the package itself is not
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
+        from matplotlib.lines import Line2D
+        from matplotlib.ticker import EngFormatter, LogFormatter, LogLocator, NullFormatter
     except ImportError:
         raise BadInput(INSTALL_HINT) from None
-    return matplotlib, Figure, FigureCanvasAgg
+    return SimpleNamespace(matplotlib=matplotlib, FigureCanvasAgg=FigureCanvasAgg, Figure=Figure, Line2D=Line2D,
+                           EngFormatter=EngFormatter, LogFormatter=LogFormatter, LogLocator=LogLocator,
+                           NullFormatter=NullFormatter)
 
 
-def check_output(path: Path) -> str:
-    """The image format from the file name; an unknown one is bad input, caught before any work."""
-    _, Figure, canvas = _matplotlib()
-    fmt = Path(path).suffix.lower().lstrip(".")
-    supported = canvas.get_supported_filetypes()
-    if fmt not in supported:
+def check_output(path: Path) -> outputs.OutputFormat:
+    """The image format from the file name (compare.render.outputs); an unknown one is bad input, caught
+    before any work, as is a missing matplotlib."""
+    _matplotlib()
+    image = outputs.image_format(path)
+    if image is None:
         raise BadInput(f"-o: cannot tell the image format of {str(path)!r}; end the name with one of: "
-                       + ", ".join("." + f for f in sorted(supported)))
+                       + ", ".join("." + name for name in sorted(outputs.names("plot"))))
     if Path(path).is_dir():
         raise BadInput(f"-o: {path} is a folder; give a file name")
-    return fmt
+    return image
 
 
 # Okabe-Ito: distinguishable with every common colour-vision deficiency; one colour per backend (and machine).
@@ -87,30 +101,21 @@ def _label_panel(ax, first_column: bool, last_row: bool, ylabel: str, xlabel: st
 def figure(summary, title: str = ""):
     """A matplotlib Figure of the scaling curves (not yet saved): a row of panels per effective precision
     (dtype and matmul setting), a panel per workload; ops/s against Python threads on log axes."""
-    import polars as pl
-
-    from ..cells import FAILED, TOO_SLOW
-    from ..stats import workload_cells
-    from . import format as F
-    _, Figure, FigureCanvasAgg = _matplotlib()
-    from matplotlib.lines import Line2D
-    from matplotlib.ticker import EngFormatter, LogLocator
-    recs = F.fill_precision(workload_cells(summary).to_dicts()) if summary.height else []
-    if not any(r["status"] == "ok" and _value(r["ops_per_s"]) is not None for r in recs):
+    mpl = _matplotlib()
+    recs = fill_precision(workload_cells(summary).to_dicts()) if summary.height else []
+    if not any(r["status"] == OK and _value(r["ops_per_s"]) is not None for r in recs):
         raise NothingToPlot("nothing to plot: no cell of these runs has a measured throughput")
     machines = len({r["machine"] for r in recs})
-    from .tables import DTYPE_ORDER, PRECISION_ORDER
     rows = sorted({(r["dtype"], r["precision"]) for r in recs},
                   key=lambda x: (DTYPE_ORDER.get(x[0], 9), PRECISION_ORDER.get(x[1], 9)))
     cols = list(dict.fromkeys((r["workload"], r["size"]) for r in recs))
-    from .findings import BACKEND_ORDER
     ordered = sorted(recs, key=lambda r: (BACKEND_ORDER.get(r["backend"], 5), r["backend"]))
     series = list(dict.fromkeys(_series(r, machines) for r in ordered))
     color = {g: OKABE_ITO[i % len(OKABE_ITO)] for i, g in enumerate(series)}
     dodge = {g: 2 ** (0.04 * (i - (len(series) - 1) / 2)) for i, g in enumerate(series)}
 
-    fig = Figure(figsize=(4.6 * len(cols), 3.6 * len(rows) + 1.1), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = mpl.Figure(figsize=(4.6 * len(cols), 3.6 * len(rows) + 1.1), layout="constrained")
+    mpl.FigureCanvasAgg(fig)
     axes = fig.subplots(len(rows), len(cols), squeeze=False)
     used_modes, marks = set(), set()
     for i, (dtype, prec) in enumerate(rows):
@@ -119,10 +124,10 @@ def figure(summary, title: str = ""):
             part = [r for r in recs if (r["dtype"], r["precision"], r["workload"], r["size"]) == (dtype, prec, workload, size)]
             if not part:   # this workload was not run at this precision: say so instead of an empty frame
                 ax.set_axis_off()
-                ax.text(0.5, 0.5, f"{workload} · {F.precision_label(prec) if prec else dtype}: not measured",
+                ax.text(0.5, 0.5, f"{workload} · {fmt.precision_label(prec) if prec else dtype}: not measured",
                         transform=ax.transAxes, ha="center", va="center", fontsize="small", color="0.4")
                 continue
-            ok = [r for r in part if r["status"] == "ok" and _value(r["ops_per_s"]) is not None]
+            ok = [r for r in part if r["status"] == OK and _value(r["ops_per_s"]) is not None]
             xs, ys, notes, ceilings = {1}, [], [], []
             for g in series:
                 mine = [r for r in ok if _series(r, machines) == g]
@@ -143,7 +148,7 @@ def figure(summary, title: str = ""):
                                 marker="D", markerfacecolor="white", linestyle="none", markersize=6, capsize=2.5)
                     used_modes.add(r["mode"])
                     ys += [r["ops_per_s"] - lo, r["ops_per_s"] + hi]
-                best = max((r for r in mine if MODES[r["mode"]].ceiling), key=lambda r: r["ops_per_s"], default=None)
+                best = ceiling(mine)
                 if best is not None:
                     ceilings.append((g, best))
                 bad = [r for r in part if _series(r, machines) == g and (r["status"] in FAILED or r["status"] == TOO_SLOW)]
@@ -155,8 +160,8 @@ def figure(summary, title: str = ""):
                         xs.add(r["threads"])
                     marks.add(mark)
                 if bad:
-                    kinds = sorted({F.status_label(r["status"]) for r in bad})
-                    where = ", ".join(F.mode_label(r["mode"], r["threads"], r["k"]) for r in bad[:3]) + (" …" if len(bad) > 3 else "")
+                    kinds = sorted({status_label(r["status"]) for r in bad})
+                    where = ", ".join(fmt.mode_label(r["mode"], r["threads"], r["k"]) for r in bad[:3]) + (" …" if len(bad) > 3 else "")
                     notes.append((g, f"{g}: {'/'.join(kinds)} {where}"))
                 if not mine and not bad and any(_series(r, machines) == g for r in part):
                     notes.append((g, f"{g}: no figure"))
@@ -168,7 +173,7 @@ def figure(summary, title: str = ""):
                     ax.axhline(v, color=color[g], linestyle="--", linewidth=1.1, alpha=0.85)
                     positive.append(v)
                 else:   # far above the curves: say so at the top edge instead of stretching the axis
-                    notes.append((g, f"{g}: ceiling {F.short(v)} ({F.mode_label(c['mode'], c['threads'], c['k'])}) ↑"))
+                    notes.append((g, f"{g}: ceiling {fmt.short(v)} ({fmt.mode_label(c['mode'], c['threads'], c['k'])}) ↑"))
             if positive:
                 lo, hi = min(positive) / 1.4, max(positive) * 1.4
                 if hi / lo < 10 ** MIN_DECADES:   # a flat panel still spans MIN_DECADES, centred on its data
@@ -184,33 +189,33 @@ def figure(summary, title: str = ""):
             ax.set_xticks(ticks, [str(t) for t in ticks])
             ax.minorticks_off()
             ax.set_xlim(ticks[0] / 1.5, ticks[-1] * 1.5)
-            ax.yaxis.set_major_formatter(EngFormatter(sep=""))   # 20k, 1.5M: readable at a glance
+            ax.yaxis.set_major_formatter(mpl.EngFormatter(sep=""))   # 20k, 1.5M: readable at a glance
             lo, hi = ax.get_ylim()
             if hi / lo < 10 ** SHORT_SPAN_DECADES:   # at most one decade label: label 2 and 5 between them too
-                ax.yaxis.set_minor_locator(LogLocator(base=10, subs=(2, 5)))
-                ax.yaxis.set_minor_formatter(EngFormatter(sep=""))
+                ax.yaxis.set_minor_locator(mpl.LogLocator(base=10, subs=(2, 5)))
+                ax.yaxis.set_minor_formatter(mpl.EngFormatter(sep=""))
             ax.grid(True, which="major", alpha=0.3)
             ax.set_title(f"{workload}{'' if size == 'default' else f' ({size})'} · {dtype}"
-                         + (f" ({F.precision_label(prec)})" if prec != F.DTYPE_PRECISION.get(dtype, prec) else ""),
+                         + (f" ({fmt.precision_label(prec)})" if prec != DTYPE_PRECISION.get(dtype, prec) else ""),
                          fontsize="medium")
             _label_panel(ax, j == 0, i == len(rows) - 1, "requests/s (log)", "Python threads", notes, color)
-    colour_handles = [Line2D([], [], color=color[g], linewidth=3) for g in series]
+    colour_handles = [mpl.Line2D([], [], color=color[g], linewidth=3) for g in series]
     style_handles, style_labels = [], []
     for mode, spec in MODES.items():
         if mode not in used_modes and not (spec.ceiling and any(MODES[r["mode"]].ceiling for r in recs)):
             continue
         if spec.line:
-            style_handles.append(Line2D([], [], color="0.3", linestyle=spec.line[0], marker=spec.line[1]))
+            style_handles.append(mpl.Line2D([], [], color="0.3", linestyle=spec.line[0], marker=spec.line[1]))
             style_labels.append(mode)
         elif spec.ceiling:
-            style_handles.append(Line2D([], [], color="0.3", linestyle="--"))
+            style_handles.append(mpl.Line2D([], [], color="0.3", linestyle="--"))
             style_labels.append(f"{mode} ceiling (best k; ↑ in text when far above)")
         else:
-            style_handles.append(Line2D([], [], color="0.3", marker="D", markerfacecolor="white", linestyle="none"))
+            style_handles.append(mpl.Line2D([], [], color="0.3", marker="D", markerfacecolor="white", linestyle="none"))
             style_labels.append(f"{mode} (1 thread)")
     for mark, label in ((FAILED_MARK, "failed (crash, timeout, error, memory, wrong)"), (SLOW_MARK, "too slow")):
         if mark in marks:
-            style_handles.append(Line2D([], [], color="0.3", marker=mark, linestyle="none"))
+            style_handles.append(mpl.Line2D([], [], color="0.3", marker=mark, linestyle="none"))
             style_labels.append(label)
     if len(cols) > 1:   # room for the two legends side by side below the panels
         fig.legend(colour_handles, series, loc="outside lower left", ncols=min(4, len(series)), fontsize="small",
@@ -219,7 +224,7 @@ def figure(summary, title: str = ""):
     else:               # one panel wide: side by side they overlap, so one legend, colours first
         fig.legend(colour_handles + style_handles, series + style_labels, loc="outside lower center", ncols=2,
                    fontsize="small", frameon=False)
-    scopes = frozenset(r.get("ci_scope") for r in recs if r["status"] == "ok")
+    scopes = frozenset(r.get("ci_scope") for r in recs if r["status"] == OK)
     over = ERROR_BARS.get(scopes, ERROR_BARS[frozenset()])
     fig.suptitle((title + "\n" if title else "") + f"error bars: interval of the median {over}",
                  fontsize="medium")
@@ -246,25 +251,18 @@ def server_figure(rows: list[dict], title: str = ""):
     against offered rate (log), one colour per backend (as in `figure`), one line style per strategy (its
     mode's in MODES: threads, batched, processes), valid steps filled, invalid ones hollow, the peak valid
     rate starred, the bound dashed. A failed cell draws no step (it shows no rate anywhere); it is noted."""
-    from . import format as F
-    from .findings import BACKEND_ORDER
-    from .server import peaks
-    from .tables import DTYPE_ORDER
-    from ..cells import FAILED
     recs = [r for r in peaks(rows) if r["steps"] or r["status"] in FAILED]  # unsupported: the tables say so
     if not recs:
         return None
-    _, Figure, FigureCanvasAgg = _matplotlib()
-    from matplotlib.lines import Line2D
-    from matplotlib.ticker import EngFormatter, LogFormatter, NullFormatter
+    mpl = _matplotlib()
     machines = len({r["machine"] for r in recs})
     ordered = sorted(recs, key=lambda r: (BACKEND_ORDER.get(r["backend"], 5), r["backend"]))
     series = list(dict.fromkeys(_series(r, machines) for r in ordered))
     color = {g: OKABE_ITO[i % len(OKABE_ITO)] for i, g in enumerate(series)}
     dtypes = sorted({r["dtype"] for r in recs}, key=lambda d: DTYPE_ORDER.get(d, 9))
     cols = list(dict.fromkeys((r["workload"], r["size"]) for r in recs))
-    fig = Figure(figsize=(5.2 * len(cols), 3.9 * len(dtypes) + 1.2), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = mpl.Figure(figsize=(5.2 * len(cols), 3.9 * len(dtypes) + 1.2), layout="constrained")
+    mpl.FigureCanvasAgg(fig)
     axes = fig.subplots(len(dtypes), len(cols), squeeze=False)
     used, faint_used = set(), False
     for i, dtype in enumerate(dtypes):
@@ -275,8 +273,8 @@ def server_figure(rows: list[dict], title: str = ""):
             notes, bounds, ys = [], {}, []
             for r in part:
                 g = _series(r, machines)
-                if r["status"] != "ok" or r["errors"]:
-                    why = "wrong" if r["errors"] else F.status_label(r["status"])
+                if not shows_rate(r):
+                    why = WRONG if r["errors"] else status_label(r["status"])
                     notes.append((g, f"{g} {r['mode'].removeprefix('server-')}: {why}"))
                     continue
                 style, marker = SERVER_LINES[r["mode"]]
@@ -299,8 +297,8 @@ def server_figure(rows: list[dict], title: str = ""):
                             markeredgecolor="black", markeredgewidth=0.6, linestyle="none", zorder=5)
                 elif not several:
                     notes.append((g, f"{g} {r['mode'].removeprefix('server-')}: no valid rate"))
-                if several:
-                    ax.annotate(f"×{r['threads']}", (xs[-1], p99[-1]), fontsize="x-small",
+                if several and mine:   # which curve is which thread count: ×N at its last step
+                    ax.annotate(f"×{r['threads']}", (mine[-1]["offered_rate"], mine[-1]["lat_p99_ms"]), fontsize="x-small",
                                 color=color[g], xytext=(3, 0), textcoords="offset points")
                 if r["bound_ms"] is not None:
                     bounds.setdefault(r["bound_ms"], set()).add(g)
@@ -309,7 +307,7 @@ def server_figure(rows: list[dict], title: str = ""):
                 ax.axhline(b, color=color[next(iter(gs))] if len(bounds) > 1 else "0.35", linestyle=BOUND_STYLE,
                            linewidth=1.1)
                 lift = lift + 1 if last is not None and b / last < BOUND_LABEL_GAP else 0  # near-equal: stack
-                ax.annotate(f"bound {F.short(b)} ms", (1.0, b), xycoords=("axes fraction", "data"), ha="right",
+                ax.annotate(f"bound {fmt.short(b)} ms", (1.0, b), xycoords=("axes fraction", "data"), ha="right",
                             va="bottom", fontsize="x-small", color="0.3", xytext=(-2, 1 + 8 * lift),
                             textcoords="offset points")
                 last = b
@@ -319,25 +317,25 @@ def server_figure(rows: list[dict], title: str = ""):
             if ys:  # room above the curves for the notes, as in `figure`
                 lo, hi = min(ys) / 1.3, max(ys) * 1.3
                 ax.set_ylim(lo, hi * (hi / lo) ** (NOTE_ROOM * min(len(notes), MAX_NOTES)))
-            ax.xaxis.set_major_formatter(EngFormatter(sep=""))
-            ax.xaxis.set_minor_formatter(NullFormatter())   # 2×10³ 3×10³ … labels collided on a wide span
-            ax.yaxis.set_major_formatter(EngFormatter(sep=""))
-            ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.6)))
+            ax.xaxis.set_major_formatter(mpl.EngFormatter(sep=""))
+            ax.xaxis.set_minor_formatter(mpl.NullFormatter())   # 2×10³ 3×10³ … labels collided on a wide span
+            ax.yaxis.set_major_formatter(mpl.EngFormatter(sep=""))
+            ax.yaxis.set_minor_formatter(mpl.LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.6)))
             ax.grid(True, which="major", alpha=0.3)
             ax.set_title(f"{workload}{'' if size == 'default' else f' ({size})'} · {dtype}", fontsize="medium")
             _label_panel(ax, j == 0, i == len(dtypes) - 1, "p99 latency ms (log)", "offered rate, queries/s (log)",
                          notes, color)
-    colour_handles = [Line2D([], [], color=color[g], linewidth=3) for g in series]
-    handles = [Line2D([], [], color="0.3", linestyle=SERVER_LINES[m][0], marker=SERVER_LINES[m][1])
+    colour_handles = [mpl.Line2D([], [], color=color[g], linewidth=3) for g in series]
+    handles = [mpl.Line2D([], [], color="0.3", linestyle=SERVER_LINES[m][0], marker=SERVER_LINES[m][1])
                for m in SERVER_LINES if m in used]
     labels = [m.removeprefix("server-") for m in SERVER_LINES if m in used]
-    handles += [Line2D([], [], color="0.3", marker="o", markerfacecolor="white", linestyle="none"),
-                Line2D([], [], color="0.3", marker=PEAK_MARK, markersize=11, markeredgecolor="black",
+    handles += [mpl.Line2D([], [], color="0.3", marker="o", markerfacecolor="white", linestyle="none"),
+                mpl.Line2D([], [], color="0.3", marker=PEAK_MARK, markersize=11, markeredgecolor="black",
                        markeredgewidth=0.6, linestyle="none"),
-                Line2D([], [], color="0.35", linestyle=BOUND_STYLE)]
+                mpl.Line2D([], [], color="0.35", linestyle=BOUND_STYLE)]
     labels += ["invalid step (hollow)", "peak valid rate", "p99 bound"]
     if faint_used:
-        handles.append(Line2D([], [], color="0.3", marker="o", markersize=3, alpha=OTHER_PROCESS_ALPHA, linestyle="none"))
+        handles.append(mpl.Line2D([], [], color="0.3", marker="o", markersize=3, alpha=OTHER_PROCESS_ALPHA, linestyle="none"))
         labels.append("other processes' steps")
         labels[labels.index("peak valid rate")] = "median process's peak"
     fig.legend(colour_handles + handles, series + labels, loc="outside lower center", fontsize="small",
@@ -354,30 +352,19 @@ def server_path(out: Path) -> Path:
 
 
 def save(fig, path: Path) -> Path:
-    """Atomically: render to a temporary file in the same folder, then rename over the target."""
+    """Atomically (compare.files.atomic_write), with no software or date stamp: regenerating an unchanged
+    plot gives the same bytes."""
     path = Path(path)
-    fmt = check_output(path)
+    image = check_output(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:
+        with atomic_write(path, binary=True) as f:
+            fig.savefig(f, format=image.name, dpi=120, metadata=dict(image.metadata), bbox_inches="tight")
+    except Unwritable as e:
         raise BadInput(f"-o: cannot write {path}: {e.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            # no software/date stamps: regenerating an unchanged plot gives the same bytes
-            meta = {"Software": None} if fmt == "png" else {"Creator": None} if fmt in ("pdf", "svg") else None
-            fig.savefig(f, format=fmt, dpi=120, metadata=meta, bbox_inches="tight")
-        from ..results import _umask
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 
 def title_for(runs: list[dict]) -> str:
-    from .report import machine_labels
     labels = machine_labels(runs)
     names = list(dict.fromkeys(f"{labels[r['run_id']]} ({r['created'][:10]})" for r in runs))
     return "threadbench scaling — " + "; ".join(names)
@@ -386,7 +373,6 @@ def title_for(runs: list[dict]) -> str:
 def plot_all(paths, out: Path) -> list[Path]:
     """The `plot` command: the scaling curves of one or more runs (merged as in `report`) into `out`, and,
     when they have server cells, their latency-vs-rate curves into server_path(out)."""
-    from .report import load_runs, machine_labels, merge, summarize
     check_output(out)   # a missing extra or a bad file name fails before any loading
     runs = load_runs(paths)
     title = title_for(runs)

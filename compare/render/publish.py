@@ -4,20 +4,28 @@ in results/runs/.
 A section is one run, or several runs of one machine whose cells do not overlap (one file per backend, as
 benchmarks/gpu_sweep.sh writes): runs that share a host name, or sit together in one sub-folder of
 results/runs/, are shown side by side. The page is rebuilt from the runs alone (no clock, no randomness),
-so publishing unchanged runs rewrites identical files and a publish's git diff shows only what changed."""
+so publishing unchanged runs rewrites identical files and a publish's git diff shows only what changed.
+Defects found after a run was made come from a committed table (results/known-defects.json), never from
+running git."""
 from __future__ import annotations
 
+import json
 import os
-import re
+from collections import Counter
 from pathlib import Path
 
-from .. import results as R
-from ..cells import Cell
+import polars as pl
+
+from .. import results, stats
+from ..cells import FAILED, OK, UNAVAILABLE, Cell
 from ..options import BadInput
-from . import format as F
+from . import findings, outputs, plot, report, tables
+from . import server as server_tables
+from .format import clip, revision
 
 RUNS_DIR = Path("results/runs")
 OUT_DIR = Path("results")
+DEFECTS_FILE = Path("results/known-defects.json")   # defects of old runs, found after they were made
 COMMAND = "python cli.py publish"
 GPU_DEVICES = {"cuda", "gpu", "mps"}
 SKIP_DIRS = {"scratch"}   # results/runs/scratch/ is git-ignored: throwaway runs are not published
@@ -32,17 +40,17 @@ def find_runs(runs_dir: Path, files: list[Path] | None = None) -> list[dict]:
         paths = [Path(f) for f in files]
         for p in paths:
             if not p.is_file():
-                raise R.ResultsError(f"{p}: no such results file (publish takes results files; a folder goes in --runs)")
+                raise results.ResultsError(f"{p}: no such results file (publish takes results files; a folder goes in --runs)")
     else:
         if not runs_dir.is_dir():
-            raise R.ResultsError(f"{runs_dir}: no such folder of runs")
+            raise results.ResultsError(f"{runs_dir}: no such folder of runs")
         paths = [p for p in runs_dir.rglob("*.json") if p.is_file()
                  and not any(part in SKIP_DIRS or part.startswith(".") for part in p.relative_to(runs_dir).parts[:-1])]
     runs, seen = [], {}
     for path in sorted(paths):
-        run = R.load(path)
+        run = results.load(path)
         if run["run_id"] in seen:
-            raise R.ResultsError(f"{path}: same run ({run['run_id']}) as {seen[run['run_id']]}; keep one copy")
+            raise results.ResultsError(f"{path}: same run ({run['run_id']}) as {seen[run['run_id']]}; keep one copy")
         seen[run["run_id"]] = path
         run["_path"] = str(path)
         inside = path.resolve().is_relative_to(runs_dir.resolve())
@@ -53,8 +61,7 @@ def find_runs(runs_dir: Path, files: list[Path] | None = None) -> list[dict]:
 
 def sections(runs: list[dict]) -> list[list[dict]]:
     """Groups of runs shown together, newest group first."""
-    from .report import group_runs
-    groups = group_runs(runs, key=lambda r: ("folder", r["_folder"]) if r["_folder"] != "." else ("host", r["host"].get("host")))
+    groups = report.group_runs(runs, key=lambda r: ("folder", r["_folder"]) if r["_folder"] != "." else ("host", r["host"].get("host")))
     return sorted(groups, key=lambda g: max((r["created"], r["run_id"]) for r in g), reverse=True)
 
 
@@ -67,7 +74,7 @@ def stem(group: list[dict]) -> str:
 def devices(runs: list[dict]) -> list[str]:
     """backend/device pairs that produced a throughput, in order."""
     return list(dict.fromkeys(f"{r['backend']} {r['device']}" for run in runs for r in run["rows"]
-                              if r["status"] == "ok" and r["ops_per_s"] is not None))
+                              if r["status"] == OK and r["ops_per_s"] is not None))
 
 
 def hardware(runs: list[dict]) -> str:
@@ -81,8 +88,7 @@ def _when(run: dict) -> str:
 
 
 def machine(group: list[dict]) -> str:
-    from .report import machine_name
-    return ", ".join(dict.fromkeys(machine_name(r) for r in group))
+    return ", ".join(dict.fromkeys(report.machine_name(r) for r in group))
 
 
 def title(group: list[dict]) -> str:
@@ -92,22 +98,21 @@ def title(group: list[dict]) -> str:
     return f"{hosts} — {when} UTC — {hardware(group)}"
 
 
-# Defects found after runs were published, by the revision that fixed them: a run made at a revision that
-# lacks the fix says so under its section, so a published page never shows the defect unexplained.
-KNOWN_DEFECTS = [
-    ("d2c8190", lambda run: any((p.get("gpu") or {}).get("devices") for p in run.get("host_probe") or []),
-     "its host probe listed the sweep's own main process among the other processes on the GPU: a \"busy GPU\" "
-     "warning naming only one python3 process of about 0.5 GB (its CUDA context) is threadbench itself"),
-    ("571e48a", lambda run: any(r["mode"] == "server-threads" for r in run["rows"]),
-     "each server-threads rate step started new worker threads cold, so every thread's first query (the "
-     "framework's per-thread first use) fell inside the step: up to one query per thread per step over the "
-     "bound. A server-threads peak here may be too low, and a \"no valid rate\" with as many queries over "
-     "the bound as threads (\"4 of 459\" at ×4) is that"),
-    ("322768b", lambda run: any(_skipped_by_another_mode(r) for r in run["rows"]),
-     "a too-slow cell skipped the later cells of every mode of its workload, not only its own mode's larger "
-     "ones: a cell \"skipped\" because a cell of another mode was too slow was never measured, and may well "
-     "hold the window"),
-]
+def known_defects(path: Path = DEFECTS_FILE) -> list[dict]:
+    """The table of defects found after runs were made (results/known-defects.json): per defect the fixing
+    commit, what it affects, the sentence shown, and the run_ids it applies to, decided when it was found.
+    No table: no defects to tell."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    try:
+        defects = json.loads(path.read_text())["defects"]
+        for d in defects:
+            if not (isinstance(d["fix"], str) and isinstance(d["says"], str) and isinstance(d["runs"], dict)):
+                raise TypeError("fix, says and runs")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise results.ResultsError(f"{path}: not a table of known defects ({e})") from None
+    return defects
 
 
 def _name(run: dict) -> str:
@@ -115,36 +120,12 @@ def _name(run: dict) -> str:
     return Path(run["_path"]).name if run.get("_path") else run["run_id"]
 
 
-def _skipped_by_another_mode(row: dict) -> bool:
-    """A cell skipped because a cell of another mode with several clients was too slow (compare.cells
-    Cell.label in the cause: "not run: torch/cpu/float32 transformer batched ×2 was already too slow")."""
-    m = re.match(r"not run: \S+ \S+ (\S+)(?: ×(\d+))?( k=\d+)? was already too slow", row.get("cause") or "")
-    return (row["status"] == "skipped" and m is not None and m.group(1) != row["mode"]
-            and (int(m.group(2) or 1) > 1 or m.group(3) is not None))
-
-
-def _lacks(revision: str | None, fix: str) -> bool:
-    """Whether the run's recorded revision is known to predate `fix` (git says `fix` is not its ancestor);
-    False where git or either revision is unknown."""
-    import re
-    import subprocess
-    m = re.match(r"[0-9a-f]{7,40}\b", revision or "")  # "712eba3d89a6 (stated in THREADBENCH_REVISION; ...)"
-    if not m:
-        return False
-    try:
-        rc = subprocess.run(["git", "merge-base", "--is-ancestor", fix, m.group()], capture_output=True,
-                            timeout=10, cwd=Path(__file__).resolve().parent).returncode
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return rc == 1  # 0: the fix is in the run's revision; 128: a revision git does not know
-
-
-def caveats(group: list[dict]) -> list[str]:
-    """What a reader must know before quoting the figures, derived from the runs themselves."""
-    from ..cells import FAILED
+def caveats(group: list[dict], defects: list[dict] = ()) -> list[str]:
+    """What a reader must know before quoting the figures, derived from the runs themselves and from the
+    known defects (known_defects) of the runs listed there."""
     host = group[0]["host"]
     rows = [r for run in group for r in run["rows"]]
-    measured = {r["device"] for r in rows if r["status"] == "ok"}
+    measured = {r["device"] for r in rows if r["status"] == OK}
     out = []
     if not str(host.get("os", "")).startswith("Darwin"):
         out.append(f"Apple MPS/Metal not measured here: this is {host.get('os')} {host.get('machine')}; "
@@ -152,9 +133,9 @@ def caveats(group: list[dict]) -> list[str]:
     if not measured & GPU_DEVICES:
         out.append("CPU only: no GPU was measured here")
     out += [f"not measured — {u}" for u in dict.fromkeys(f"{r['backend']} {r['device']}: {r['cause']}"
-                                                         for r in rows if r["status"] == "unavailable")]
+                                                         for r in rows if r["status"] == UNAVAILABLE)]
     by_status: dict[str, int] = {}
-    for _, status in {(R.row_key(r), r["status"]) for r in rows if r["status"] in FAILED}:
+    for _, status in {(results.row_key(r), r["status"]) for r in rows if r["status"] in FAILED}:
         by_status[status] = by_status.get(status, 0) + 1
     if by_status:
         out.append("cells without a valid figure: " + ", ".join(f"{n} {s}" for s, n in sorted(by_status.items()))
@@ -172,50 +153,48 @@ def caveats(group: list[dict]) -> list[str]:
             out.append(f"{len(s['cells'])} cells of run {run['run_id']} were measured again in run {s['by']} and "
                        f"are shown from there: {s['why']}")
     for run in group:  # a sweep cut short (interrupt, time limit) leaves planned cells unmeasured
-        done = {R.row_key(r) for r in run["rows"]} | R.superseded_keys(run)
+        done = {results.row_key(r) for r in run["rows"]} | results.superseded_keys(run)
         missing = [c for c in run.get("plan", []) if Cell.from_dict(c).key() not in done]
         if missing:
             what = sorted({f"{c['backend']} {c['dtype']}" + (f" ({c['fp32_precision']})" if c["dtype"] == "float32" else "")
                            for c in missing})
             out.append(f"incomplete: {len(missing)} of {len(run['plan'])} planned cells were not run in run "
                        f"{run['run_id']} (interrupted), among them {', '.join(what)} — `compare --resume` finishes it")
-    for fix, applies, what in KNOWN_DEFECTS:
+    for defect in defects:
         hit: dict[str, list[str]] = {}   # revision -> files of the group's runs it shows in, said once per revision
         for run in group:
-            rev = run["host"].get("threadbench_revision")
-            if applies(run) and _lacks(rev, fix):
-                hit.setdefault(rev.split()[0][:7], []).append(_name(run))
+            if run["run_id"] in defect["runs"]:
+                rev = revision(run["host"].get("threadbench_revision")) or "an unrecorded revision"
+                hit.setdefault(rev[:7], []).append(_name(run))
         for rev, names in hit.items():
             n = len(names)
             runs = ("this run was" if len(group) == 1 else f"all {n} runs were" if n == len(group)
                     else ", ".join(names) + (" were" if n > 1 else " was"))
-            out.append(f"{runs} made at {rev}, before {fix}: {what.replace('its host probe', 'the host probe')}")
+            out.append(f"{runs} made at {rev}, before {defect['fix']}: {defect['says']}")
     if any(r["host"].get("gil_enabled", True) for r in group):
         out.append(f"Python {host.get('python')} with the GIL: the thread scaling is what a standard CPython "
                    "gives; a free-threaded build may scale differently")
     return out
 
 
-def section(group: list[dict], plot_name: str | None, out_dir: Path, server_plot: str | None = None):
+def section(group: list[dict], plot_name: str | None, out_dir: Path, server_plot: str | None = None,
+            defects: list[dict] = ()):
     """(markdown of one machine section, its per-cell summary)."""
-    from . import report
-    from .. import stats
-    from . import tables
     label = machine(group)
     rows = report.merge(group, {r["run_id"]: label for r in group})   # one machine: no machine prefix
     summary = stats.summarize(rows)
-    n_cells = len({R.row_key(r) for r in rows})
-    n_ok = len({R.row_key(r) for r in rows if r["status"] == "ok"})
+    n_cells = len({results.row_key(r) for r in rows})
+    n_ok = len({results.row_key(r) for r in rows if r["status"] == OK})
     lines = [f'<a id="{stem(group)}"></a>', "", f"## {title(group)}", "",
              f"{n_ok} of {n_cells} cells measured. Data:"]
     for run in group:
         rel = os.path.relpath(run["_path"], out_dir)
-        revision = F.revision(run["host"].get("threadbench_revision"))
-        resumed = [f"`{F.revision(r['threadbench_revision'])}` ({r['cells']} cells, {r['at']})"
+        made_at = revision(run["host"].get("threadbench_revision"))
+        resumed = [f"`{revision(r['threadbench_revision'])}` ({r['cells']} cells, {r['at']})"
                    for r in run.get("resumed", [])
-                   if r.get("threadbench_revision") and F.revision(r["threadbench_revision"]) != revision]
+                   if r.get("threadbench_revision") and revision(r["threadbench_revision"]) != made_at]
         lines.append(f"- [{rel}]({rel}) — run `{run['run_id']}`, {run['created']}, threadbench "
-                     + (f"`{revision}`" if revision else "revision not recorded (run predates the field)")
+                     + (f"`{made_at}`" if made_at else "revision not recorded (run predates the field)")
                      + (f"; resumed with {', '.join(resumed)}" if resumed else ""))
     lines.append("")
     if plot_name:
@@ -226,8 +205,7 @@ def section(group: list[dict], plot_name: str | None, out_dir: Path, server_plot
     env = _per_run(group, lambda run: report.environment_lines(run))
     warnings = _per_run(group, lambda run: [f"**warning** ({k}): {w}" for k, w in report.warning_lines(run)])
     lines += ["### Environment", ""] + [f"- {x}" for x in env + warnings]
-    lines += ["", "### Caveats", ""] + [f"- {c}" for c in caveats(group)] + [""]
-    from . import server as server_tables
+    lines += ["", "### Caveats", ""] + [f"- {c}" for c in caveats(group, defects)] + [""]
     built = tables.build(summary) + server_tables.build(rows)  # server cells: rate steps, their own tables
     lines += [tables.to_markdown(t, heading="###") for t in built] or ["_No measured cells._", ""]
     commands = list(dict.fromkeys(report.command_line(run) for run in group))   # each as given, once
@@ -238,7 +216,6 @@ def section(group: list[dict], plot_name: str | None, out_dir: Path, server_plot
 def _per_run(group: list[dict], lines_of) -> list[str]:
     """Each run's lines, said once: a line two or more runs share as it is; one only a single run of several
     has (its host probe and load, say) names its file, so the reader knows which run it describes."""
-    from collections import Counter
     per = [(_name(run), list(dict.fromkeys(lines_of(run)))) for run in group]
     seen = Counter(line for _, lines in per for line in lines)
     return list(dict.fromkeys(line if seen[line] > 1 or len(group) == 1 else f"{name}: {line}"
@@ -247,7 +224,6 @@ def _per_run(group: list[dict], lines_of) -> list[str]:
 
 def findings_markdown(groups: list[list[dict]], summaries: list) -> list[str]:
     """The findings of every machine section, first on the page."""
-    from . import findings, report
     out = ["## Findings", "",
            f"Generated from the data; {findings.UNITS}; a difference is claimed only when the intervals are "
            f"disjoint and at least {100 * findings.MIN_GAIN:.0f}% apart.", ""]
@@ -259,7 +235,6 @@ def findings_markdown(groups: list[list[dict]], summaries: list) -> list[str]:
 
 def brief_markdown(groups: list[list[dict]], summaries: list) -> list[str]:
     """The answer first: one line per machine × workload × precision (compare.render.findings.brief)."""
-    from . import findings
     lines = []
     for g, summary in zip(groups, summaries):
         names = {m: machine(g) for m in (summary["machine"].unique().to_list() if summary.height else [])}
@@ -276,9 +251,6 @@ def brief_markdown(groups: list[list[dict]], summaries: list) -> list[str]:
 
 
 def legend_markdown(groups: list[list[dict]], summaries: list) -> list[str]:
-    import polars as pl
-
-    from . import report, tables
     frames = [s for s in summaries if s.height]
     if not frames:
         return []
@@ -296,7 +268,7 @@ def page(groups: list[list[dict]], texts: list[str], runs_dir: Path, out_dir: Pa
     head += brief_markdown(groups, summaries)
     head += [f"Generated by `{COMMAND}` from every results file in [{rel_runs}/]({rel_runs}/). To add a run: "
             f"`python cli.py compare ... --machine NAME --out {runs_dir}/<name>.json` (without `--out` a run lands in "
-            f"the git-ignored {R.DEFAULT_RUNS}/ and is never published), "
+            f"the git-ignored {results.DEFAULT_RUNS}/ and is never published), "
             f"then `{COMMAND}`. Runs of one machine whose cells do not overlap (one file per backend, say) are shown "
             f"together when they share a host name or a sub-folder of {rel_runs}/. "
             "Compare two runs with `python cli.py diff A.json B.json`.", ""]
@@ -311,45 +283,44 @@ def page(groups: list[list[dict]], texts: list[str], runs_dir: Path, out_dir: Pa
 
 
 def publish(runs_dir: Path = RUNS_DIR, out_dir: Path = OUT_DIR, plots: bool = True,
-            files: list[Path] | None = None) -> list[Path]:
+            files: list[Path] | None = None, defects_file: Path = DEFECTS_FILE) -> list[Path]:
     """The `publish` command: rewrite out_dir/README.md and a plot per section from the curated folder (or
     exactly the files given); returns the files written."""
-    from . import plot as P
-    from . import report
     runs_dir, out_dir = Path(runs_dir), Path(out_dir)
     if plots:
         try:
-            P._matplotlib()
+            plot._matplotlib()
         except BadInput:
-            raise BadInput(P.INSTALL_HINT + " (or publish without plots: --no-plots)") from None
+            raise BadInput(plot.INSTALL_HINT + " (or publish without plots: --no-plots)") from None
     groups = sections(find_runs(runs_dir, files))   # everything is loaded and checked before anything is written
+    defects = known_defects(defects_file)
     empty = [g for g in groups if not devices(g)]   # nothing measured (a --device cuda run on a CPU host, say)
     groups = [g for g in groups if devices(g)]
     names = [stem(g) for g in groups]
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
-        raise R.ResultsError(f"{runs_dir}: two sections would both be named {dup!r}; rename one of the files")
+        raise results.ResultsError(f"{runs_dir}: two sections would both be named {dup!r}; rename one of the files")
     written, texts, summaries = [], [], []
     for g in groups:
-        plot_name = f"{stem(g)}.png" if plots else None
-        server = P.server_figure(report.merge(g, {r["run_id"]: machine(g) for r in g}), title(g)) if plots else None
-        server_plot = f"{stem(g)}-server.png" if server is not None else None  # only with server cells
+        plot_name = f"{stem(g)}.{outputs.PUBLISHED_PLOT.name}" if plots else None
+        server = plot.server_figure(report.merge(g, {r["run_id"]: machine(g) for r in g}), title(g)) if plots else None
+        server_plot = f"{stem(g)}-server.{outputs.PUBLISHED_PLOT.name}" if server is not None else None  # only with server cells
         if server is not None:
-            written.append(P.save(server, out_dir / server_plot))
-        text, summary = section(g, plot_name, out_dir, server_plot)
+            written.append(plot.save(server, out_dir / server_plot))
+        text, summary = section(g, plot_name, out_dir, server_plot, defects)
         if plots:
             try:
-                fig = P.figure(summary, title(g))
-            except P.NothingToPlot:
-                text, fig = section(g, None, out_dir, server_plot)[0], None
+                fig = plot.figure(summary, title(g))
+            except plot.NothingToPlot:
+                text, fig = section(g, None, out_dir, server_plot, defects)[0], None
             if fig is not None:
-                written.append(P.save(fig, out_dir / plot_name))
+                written.append(plot.save(fig, out_dir / plot_name))
         texts.append(text)
         summaries.append(summary)
     text = page(groups, texts, runs_dir, out_dir, summaries)
     if empty:   # said, not silently dropped
         why = [f"- {Path(r['_path']).name}: " + (next((x['cause'] for x in r['rows'] if x['cause']), "") or "no cell ran")
                for g in empty for r in g]
-        text += "\n".join(["", "## Not published: nothing measured", ""] + [F.clip(w, 300) for w in why] + [""])
+        text += "\n".join(["", "## Not published: nothing measured", ""] + [clip(w, 300) for w in why] + [""])
     written.append(report.write_text(out_dir / "README.md", text))
     return written

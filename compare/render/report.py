@@ -1,17 +1,29 @@
 """`report`: re-render saved runs. Several runs merge into one set of tables, each run's machine a column
-group; the summary (one row per cell) can also be written as CSV or JSON for other tools.
-
-polars, rich and the stats are imported inside the functions that need them (the CLI stays light)."""
+group; the summary (one row per cell) can also be written as CSV or JSON for other tools. print_report is
+the one terminal rendering, shared with `compare`. It lays out what tables, findings, server and hostinfo
+give it and decides nothing about the figures."""
 from __future__ import annotations
 
+import io
 import json
+import math
+import os
 import shlex
+import shutil
+import sys
 from pathlib import Path
 from typing import Iterable
 
-from .. import results as R
+import polars as pl
+from rich.console import Console
+from rich.markup import escape
+
+from .. import results, stats
+from ..files import Unwritable, atomic_write
 from ..options import BadInput
-from . import format as F
+from . import findings, hostinfo, outputs, tables
+from . import server as server_tables
+from .format import hardware_name, intra_op, wrap
 
 SUMMARY_SCHEMA = "threadbench.summary/1"
 
@@ -19,13 +31,6 @@ SUMMARY_SCHEMA = "threadbench.summary/1"
 FIRST_COLUMNS = ("run_id", "machine", "backend", "device", "dtype", "fp32_precision", "workload", "size", "mode",
                  "threads", "k", "status", "ops_per_s", "ci_low", "ci_high", "ci_level", "n_trials", "iqr_rel",
                  "unstable", "speedup", "pct_ceiling", "pct_peak")
-
-
-def check_format(fmt: str, valid: Iterable[str] | None = None) -> str:
-    valid = tuple(valid or RENDERERS)
-    if fmt not in valid:
-        raise BadInput(f"--format: unknown format {fmt!r}; valid: {', '.join(valid)}")
-    return fmt
 
 
 # -- loading and merging ----------------------------------------------------------------------------
@@ -36,12 +41,12 @@ def expand(paths: Iterable[Path]) -> list[Path]:
         if p.is_dir():
             found = sorted(q for q in p.glob("*.json") if q.is_file())
             if not found:
-                raise R.ResultsError(f"{p}: folder has no results files (*.json)")
+                raise results.ResultsError(f"{p}: folder has no results files (*.json)")
             out += found
         else:
             out.append(p)
     if not out:
-        raise R.ResultsError("give at least one results file")
+        raise results.ResultsError("give at least one results file")
     return out
 
 
@@ -50,7 +55,7 @@ def load_runs(paths: Iterable[Path]) -> list[dict]:
     document is read too: its runs come back carrying their per-cell summary (`_cells`) instead of trials."""
     runs, seen = [], set()
     for path in expand(paths):
-        for run in _summary_runs(path) or [R.load(path)]:
+        for run in summary_runs(path) or [results.load(path)]:
             if run["run_id"] in seen:
                 continue
             seen.add(run["run_id"])
@@ -59,7 +64,7 @@ def load_runs(paths: Iterable[Path]) -> list[dict]:
     return runs
 
 
-def _summary_runs(path: Path) -> list[dict] | None:
+def summary_runs(path: Path) -> list[dict] | None:
     """The runs of a `report --format json` document, or None when the file is something else."""
     try:
         doc = json.loads(Path(path).read_text())
@@ -68,7 +73,7 @@ def _summary_runs(path: Path) -> list[dict] | None:
     if not isinstance(doc, dict) or doc.get("schema") != SUMMARY_SCHEMA:
         return None
     if not isinstance(doc.get("runs"), list) or not isinstance(doc.get("cells"), list):
-        raise R.ResultsError(f"{path}: a {SUMMARY_SCHEMA} document needs the lists 'runs' and 'cells'")
+        raise results.ResultsError(f"{path}: a {SUMMARY_SCHEMA} document needs the lists 'runs' and 'cells'")
     out = []
     for meta in doc["runs"]:
         cells = [c for c in doc["cells"] if c.get("run_id") == meta.get("run_id")]
@@ -79,7 +84,7 @@ def _summary_runs(path: Path) -> list[dict] | None:
 
 
 def cell_keys(run: dict) -> set[tuple]:
-    return {R.row_key(r) for r in run["rows"]}
+    return {results.row_key(r) for r in run["rows"]}
 
 
 def host_of(run: dict) -> str:
@@ -99,10 +104,10 @@ def machine_name(run: dict) -> str:
     gpus = [env.get("device_name") for key, env in run.get("backend_env", {}).items()
             if not key.endswith("/cpu") and env.get("device_name")]
     if gpus:
-        return F.hardware_name(gpus[0])
+        return hardware_name(gpus[0])
     h = run.get("host", {})
     if h.get("cpu"):
-        return F.hardware_name(str(h["cpu"])) + (f", {h['cpu_count']} cores" if h.get("cpu_count") else "")
+        return hardware_name(str(h["cpu"])) + (f", {h['cpu_count']} cores" if h.get("cpu_count") else "")
     return str(h.get("host") or "host")
 
 
@@ -149,9 +154,6 @@ def merge(runs: list[dict], labels: dict[str, str] | None = None) -> list[dict]:
 def summarize(runs: list[dict]):
     """The per-cell summary of all runs: trials summarised by compare.stats; cells read back from a
     summary document taken as they are (their machine relabelled like every other run's)."""
-    import polars as pl
-
-    from .. import stats
     labels = machine_labels(runs)
     trials = [r for r in runs if "_cells" not in r]
     frames = [stats.summarize(merge(trials, labels))] if trials or not runs else []
@@ -172,7 +174,6 @@ def to_csv(summary) -> str:
 
 
 def summary_records(summary) -> list[dict]:
-    import math
     return [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in rec.items()}
             for rec in _ordered(summary).to_dicts()]
 
@@ -216,29 +217,25 @@ def environment_lines(run: dict) -> list[str]:
         lines.append("environment variables: " + ", ".join(f"{k}={v}" for k, v in sorted(h["env_vars"].items())))
     for key, env in run["backend_env"].items():
         line = (f"{key}: {env.get('framework')} {env.get('version')} on {env.get('device_name')}; "
-                f"math: {env.get('math_library')}; intra-op threads: {F.intra_op(env.get('intra_op_threads'))}")
+                f"math: {env.get('math_library')}; intra-op threads: {intra_op(env.get('intra_op_threads'))}")
         if env.get("fp32_precision"):
             line += f"; fp32 matmul: {env['fp32_precision']}"
         lines.append(line)
-    from . import hostinfo
     return lines + hostinfo.lines(run)  # calibration, load, launch rate, what limited the GPU cells
 
 
 def warning_lines(run: dict) -> list[tuple[str, str]]:
     """(backend/device, warning) for every warning a backend raised about its own figures."""
-    from .hostinfo import busy_warnings
     return ([(key, w) for key, env in run["backend_env"].items() for w in env.get("warnings", [])]
-            + [("host", w) for w in busy_warnings(run)])
+            + [("host", w) for w in hostinfo.busy_warnings(run)])
 
 
 def to_markdown(runs: list[dict], summary, width: int = 0, color: bool = False, heading: str = "##") -> str:
     """Findings first, then the tables, the legend and each machine's environment."""
-    from . import findings, tables
     labels = machine_labels(runs)
     machines = list(dict.fromkeys(labels.values()))
     parts = [findings.to_markdown(findings.findings(summary, merge(runs, labels)), heading,
                                   machines[0] if len(machines) == 1 else "")]
-    from . import server as server_tables
     built = tables.build(summary) + server_tables.build(merge(runs, labels))
     parts += [tables.to_markdown(t) for t in built] or ["_No measured cells._\n"]
     if built:
@@ -278,12 +275,8 @@ def print_report(runs: list[dict], summary, console) -> None:
     """THE terminal rendering of runs, for `compare` and `report` alike: the tables (stacked into blocks
     that fit when a table is wider than the console: an 80-column terminal, several machines), their notes,
     the legend, each machine's environment, and the findings last, where the reader's eye lands."""
-    from rich.markup import escape
-
-    from . import findings, tables
     width = console.width
     labels = machine_labels(runs)
-    from . import server as server_tables
     built = tables.build(summary) + server_tables.build(merge(runs, labels))  # server: rate steps, own tables
     if not built:
         console.print("no measured cells", style="yellow")
@@ -291,25 +284,25 @@ def print_report(runs: list[dict], summary, console) -> None:
         for block in tables.stack(t, width):
             console.print(tables.to_rich(block))
             for note in block.notes:
-                for line in F.wrap(note, width - 2, indent="  • "):
+                for line in wrap(note, width - 2, indent="  • "):
                     console.print(line, highlight=False, markup=False)
     if built:
         console.print("[bold]Legend[/bold]", highlight=False)
         for x in tables.legend(summary, backend_env(runs)):
-            for line in F.wrap(x, width - 2, indent="  "):
+            for line in wrap(x, width - 2, indent="  "):
                 console.print(line, highlight=False, markup=False)
     for label, group in by_machine(runs, labels).items():
         ids = ", ".join(r["run_id"] for r in group)
         console.print(f"[bold]Environment[/bold] of {escape(label)} (run{'s' if len(group) > 1 else ''} {escape(ids)}):",
                       highlight=False)
         for x in dict.fromkeys(x for run in group for x in environment_lines(run)):
-            for line in F.wrap(x, width - 2, indent="  "):
+            for line in wrap(x, width - 2, indent="  "):
                 console.print(line, highlight=False, markup=False)
         for key, w in dict.fromkeys(x for run in group for x in warning_lines(run)):
-            for line in F.wrap(f"warning ({key}): {w}", width - 2, indent="  "):
+            for line in wrap(f"warning ({key}): {w}", width - 2, indent="  "):
                 console.print(line, highlight=False, markup=False, style="yellow")
         for cmd in dict.fromkeys(command_line(run) for run in group):
-            for line in F.wrap(f"command: {cmd}", width - 2, indent="  "):
+            for line in wrap(f"command: {cmd}", width - 2, indent="  "):
                 console.print(line, highlight=False, markup=False)
     machines = list(by_machine(runs, labels))
     found = findings.findings(summary, merge(runs, labels))
@@ -319,9 +312,6 @@ def print_report(runs: list[dict], summary, console) -> None:
 
 def to_table_text(runs: list[dict], summary, width: int = 100, color: bool = False) -> str:
     """print_report into a string at this width (ANSI styles only when `color`)."""
-    import io
-
-    from rich.console import Console
     buf = io.StringIO()
     console = Console(file=buf, width=width, force_terminal=color, color_system="standard" if color else None,
                       highlight=False, emoji=False)
@@ -337,16 +327,13 @@ def _json(runs, summary, width: int = 0, color: bool = False) -> str:
     return to_json(runs, summary)
 
 
-# One entry per output format: (runs, summary, width, color) -> text. A new format is one line here.
+# report's function for each of its formats (outputs.names("report")): (runs, summary, width, color) -> text
 RENDERERS = {"table": to_table_text, "markdown": to_markdown, "csv": _csv, "json": _json}
-FORMATS = tuple(RENDERERS)
 
 
 def terminal_width() -> int:
     """Columns to lay tables out in: COLUMNS when set (also when piped), else the terminal's, else a wide
     page (a file or pipe with no COLUMNS gets every column side by side)."""
-    import os
-    import shutil
     if os.environ.get("COLUMNS", "").isdigit():
         return int(os.environ["COLUMNS"])
     if stdout_is_terminal():
@@ -358,27 +345,31 @@ PIPE_WIDTH = 220   # a file or pipe without COLUMNS: wide enough for a two-backe
 
 
 def stdout_is_terminal() -> bool:
-    import sys
     return sys.stdout.isatty()
 
 
+def wide_console() -> Console:
+    """The console tables are printed to (`compare`, `diff`): COLUMNS when set (piped too), the terminal's
+    width, or a wide page when stdout is a file or pipe (terminal_width)."""
+    return Console(width=terminal_width())
+
+
 def render(runs: list[dict], fmt: str, width: int | None = None, color: bool = False) -> str:
-    """The text of a report in any format."""
-    check_format(fmt)
+    """The text of a report in any of its formats (compare.render.outputs)."""
+    outputs.check("report", fmt)
     return RENDERERS[fmt](runs, summarize(runs), terminal_width() if width is None else width, color)
 
 
 def report(paths: Iterable[Path], fmt: str = "table", out: Path | None = None, overwrite: bool = False) -> None:
     """The `report` command: render the runs to stdout, or to `out` (atomically; an existing file only
     with overwrite)."""
-    check_format(fmt)
+    outputs.check("report", fmt)
     if out is not None:
         refuse_overwrite(out, overwrite)
     runs = load_runs(paths)
     if out:
         write_text(out, render(runs, fmt, width=PIPE_WIDTH if fmt == "table" else None))
         return
-    import sys
     sys.stdout.write(render(runs, fmt, color=fmt == "table" and stdout_is_terminal()))
 
 
@@ -389,40 +380,13 @@ def refuse_overwrite(path: Path, overwrite: bool, option: str = "--out") -> None
 
 # -- writing ----------------------------------------------------------------------------------------
 def write_text(path: Path, text: str) -> Path:
-    with atomic_text(path) as f:
-        f.write(text)
-    return Path(path)
-
-
-class atomic_text:
-    """Write a text file via a temporary file in the same folder, renamed over the target at the end."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-
-    def __enter__(self):
-        import os
-        import tempfile
-        folder = self.path.parent
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise BadInput(f"{self.path}: cannot create folder {folder}: {e.strerror}") from None
-        if self.path.is_dir():
-            raise BadInput(f"{self.path}: is a folder; give a file name")
-        try:
-            fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=folder)
-        except OSError as e:
-            raise BadInput(f"{self.path}: cannot write in {folder}: {e.strerror}") from None
-        self.file = os.fdopen(fd, "w", encoding="utf-8")
-        return self.file
-
-    def __exit__(self, kind, value, tb):
-        import os
-        self.file.close()
-        if kind is not None:
-            Path(self.tmp).unlink(missing_ok=True)
-            return False
-        os.chmod(self.tmp, 0o666 & ~R._umask())
-        os.replace(self.tmp, self.path)
-        return False
+    """Atomically (compare.files.atomic_write); a path that cannot be written is one BadInput line."""
+    path = Path(path)
+    if path.is_dir():
+        raise BadInput(f"{path}: is a folder; give a file name")
+    try:
+        with atomic_write(path) as f:
+            f.write(text)
+    except Unwritable as e:
+        raise BadInput(f"{path}: cannot {e.step} {e.folder}: {e.strerror}") from None
+    return path

@@ -3,52 +3,39 @@ backend its throughput with CI and speedup, then like-for-like ratios (equal eff
 then every cell's detail; then a legend of every symbol used.
 
 `build` returns plain TableData (strings); `stack` splits a table too wide for a terminal into blocks that
-fit, and the renderers (rich, markdown) only lay it out. Numbers and labels come from format.py."""
+fit, and the renderers (rich, markdown) only lay it out. Which cells pair like-for-like and which strategy
+is best come from analysis.py, numbers and labels from format.py: nothing is decided here."""
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
-
 import polars as pl
+from rich.table import Table
 
-from ..cells import MODES
+from ..cells import FAILED, MODES, OK, axis_label
 from ..stats import workload_cells
-from . import format as F
-from .findings import BACKEND_ORDER, matching_hint
+from . import analysis
+from . import format as fmt
+from .format import BACKEND_ORDER, DTYPE_ORDER, PRECISION_ORDER, TableData
 
-
-@dataclass
-class TableData:
-    title: str
-    columns: list[tuple[str, str]]  # (group, name); group "" for the row labels
-    rows: list[list[str]]
-    notes: list[str] = field(default_factory=list)
-    n_labels: int | None = None     # leading row-label columns (left-aligned); None: those with group ""
-
-
-DTYPE_ORDER = {"float32": 0, "bfloat16": 1, "float16": 2, "float64": 3}
-PRECISION_ORDER = {"fp32": 0, "tf32": 1, "bf16": 2, "fp16": 3, "fp64": 4}
 UNSTABLE_MARK = "!"
 
 
 def _row_label(mode: str, threads: int, k: int) -> tuple[str, str]:
-    from ..cells import axis_label
-    return mode, axis_label(mode, threads, k) or F.MISSING
+    return mode, axis_label(mode, threads, k) or fmt.MISSING
 
 
 def _throughput(r: dict) -> str:
     """ops/s with its CI; a cell without a figure shows why instead; '!' marks an unstable one."""
-    if r["ops_per_s"] is None or r["status"] != "ok":
-        return F.verdict(r)
+    if r["ops_per_s"] is None or r["status"] != OK:
+        return fmt.verdict(r)
     mark = f" {UNSTABLE_MARK}" if r["unstable"] else ""
-    return f"{F.num(r['ops_per_s'])} [{F.ci(r['ci_low'], r['ci_high'])}]{mark}"
+    return f"{fmt.num(r['ops_per_s'])} [{fmt.ci(r['ci_low'], r['ci_high'])}]{mark}"
 
 
 def build(summary: pl.DataFrame) -> list[TableData]:
     """Per workload (and dtype, when several were run) two tables: side-by-side throughput (ops/s with CI,
     speedup, like-for-like ratios), then every cell's detail (CI level, %-of-ceiling, %-of-peak, TFLOP/s,
     latency, errors, verdict). Columns that are empty in every row of the detail are left out."""
-    recs = F.fill_precision(workload_cells(summary).to_dicts()) if summary.height else []
+    recs = analysis.fill_precision(workload_cells(summary).to_dicts()) if summary.height else []
     machines = len({r["machine"] for r in summary.iter_rows(named=True)}) if summary.height else 0
     machine_order = {m: i for i, m in enumerate(dict.fromkeys(summary["machine"].to_list()))} if summary.height else {}
     tables = []
@@ -66,7 +53,7 @@ def build(summary: pl.DataFrame) -> list[TableData]:
 def _workload_tables(title, recs, machines, machine_order) -> list[TableData]:
     order = {m: i for i, m in enumerate(MODES)}
     for r in recs:
-        r["group"] = F.group_label(r, machines)
+        r["group"] = fmt.group_label(r, machines)
         r["_precision"] = r["precision"]
     ranked = sorted(recs, key=lambda r: (machine_order.get(r["machine"], 0), BACKEND_ORDER.get(r["backend"], 5),
                                          r["backend"], PRECISION_ORDER.get(r["_precision"], 9)))
@@ -78,12 +65,8 @@ def _workload_tables(title, recs, machines, machine_order) -> list[TableData]:
     by = {(r["group"], r["mode"], r["threads"], r["k"]): r for r in recs}
     short = machines <= 1 and len({g.split(" ")[0] for g in groups}) == len(groups)
     name = (lambda g: g.split(" ")[0]) if short else (lambda g: g)
-    # like-for-like: each group is divided by the first group of its effective precision, never across precisions
-    base_of = {}
-    for g in groups:
-        base_of.setdefault(precision_of[g], g)
-    pairs = [(g, base_of[precision_of[g]]) for g in groups if base_of[precision_of[g]] != g]
-    level = F.ci_level(r["ci_level"] for r in recs if r["ops_per_s"] is not None)
+    pairs = analysis.like_for_like_pairs(groups, precision_of)
+    level = fmt.ci_level(r["ci_level"] for r in recs if r["ops_per_s"] is not None)
     columns = [("", "mode"), ("", "threads")] + [(g, m) for g in groups for m in (f"ops/s [{level}]", "×1T")]
     columns += [("ratio", f"{name(g)}\n÷ {name(b)}" if machines > 1 else f"{name(g)} ÷ {name(b)}") for g, b in pairs]
     rows = []
@@ -91,18 +74,18 @@ def _workload_tables(title, recs, machines, machine_order) -> list[TableData]:
         line = list(_row_label(mode, threads, k))
         for g in groups:
             r = by.get((g, mode, threads, k))
-            line += ["not run", ""] if r is None else [_throughput(r), F.times(r["speedup"])]
+            line += ["not run", ""] if r is None else [_throughput(r), fmt.times(r["speedup"])]
         for g, b in pairs:
             a, c = by.get((g, mode, threads, k)), by.get((b, mode, threads, k))
-            ok = a and c and a["status"] == "ok" == c["status"] and a["ops_per_s"] and c["ops_per_s"]
-            line.append(f"{a['ops_per_s'] / c['ops_per_s']:.2f}" if ok else F.MISSING)
+            ok = a and c and a["status"] == OK == c["status"] and a["ops_per_s"] and c["ops_per_s"]
+            line.append(f"{a['ops_per_s'] / c['ops_per_s']:.2f}" if ok else fmt.MISSING)
         rows.append(line)
     notes = _notes(ranked)
     backends = {r["backend"] for r in ranked}
     if len(backends) > 1 and not any(backend_of[g] != backend_of[b] for g, b in pairs):
         settings = list(dict.fromkeys((r["backend"], r["device"], r["_precision"], r["fp32_precision"]) for r in ranked))
-        hint = matching_hint(settings)
-        ran = ", ".join(f"{g} = {F.precision_label(precision_of[g])}" for g in groups)
+        hint = fmt.switch_hint(analysis.precision_switch(settings))
+        ran = ", ".join(f"{g} = {fmt.precision_label(precision_of[g])}" for g in groups)
         notes.append(f"no like-for-like ratio: no two backends ran at the same effective precision ({ran})"
                      + (f"; {hint}" if hint else ""))
     return [TableData(title=f"{title} — throughput (requests/s)", columns=columns, rows=rows, notes=notes),
@@ -115,10 +98,10 @@ def _notes(ranked: list[dict]) -> list[str]:
     failed: dict[tuple[str, str], list[str]] = {}
     unstable: dict[str, list[str]] = {}
     for r in ranked:
-        where = " ".join(x for x in _row_label(r["mode"], r["threads"], r["k"]) if x != F.MISSING)
-        if r["status"] != "ok" and r["cause"]:
-            failed.setdefault((r["group"], F.cause_line(r["cause"], 300)), []).append(where)
-        elif r["status"] == "ok" and r["unstable"]:
+        where = " ".join(x for x in _row_label(r["mode"], r["threads"], r["k"]) if x != fmt.MISSING)
+        if r["status"] != OK and r["cause"]:
+            failed.setdefault((r["group"], fmt.cause_line(r["cause"], 300)), []).append(where)
+        elif r["status"] == OK and r["unstable"]:
             unstable.setdefault(r["group"], []).append(f"{where} ({100 * (r['iqr_rel'] or 0):.0f}%)")
     for (group, cause), where in failed.items():
         notes.append(f"{group}, {', '.join(where)}: {cause}")
@@ -138,19 +121,19 @@ def _detail(title, groups, row_keys, by) -> TableData:
             r = by.get((g, mode, threads, k))
             if r is None:
                 continue
-            measured = r["ops_per_s"] is not None and r["status"] == "ok"
-            rows.append([g, *_row_label(mode, threads, k), F.num(r["ops_per_s"]) if measured else F.MISSING,
-                         F.ci(r["ci_low"], r["ci_high"]) if measured else F.MISSING,
-                         F.pct(None if r["ci_level"] is None or not measured else 100 * r["ci_level"]),
-                         F.times(r["speedup"]), F.pct(r["pct_ceiling"]), F.pct(r["pct_peak"]),
-                         F.MISSING if r["tflops"] is None else f"{r['tflops']:.3g}",
-                         F.num(r["lat_p50_ms"]), F.num(r["lat_p99_ms"]),
-                         F.MISSING if r.get("mean_batch") is None else f"{r['mean_batch']:.1f}",
-                         f"{r['errors']}/{r['checked']}" if r["checked"] else F.MISSING,
-                         F.MISSING if r["rel_err"] is None else f"{r['rel_err']:.1e}",
-                         F.num(r["peak_rss_mb"], 4), F.num(r["peak_device_mb"], 4), F.verdict(r)])
+            measured = r["ops_per_s"] is not None and r["status"] == OK
+            rows.append([g, *_row_label(mode, threads, k), fmt.num(r["ops_per_s"]) if measured else fmt.MISSING,
+                         fmt.ci(r["ci_low"], r["ci_high"]) if measured else fmt.MISSING,
+                         fmt.pct(None if r["ci_level"] is None or not measured else 100 * r["ci_level"]),
+                         fmt.times(r["speedup"]), fmt.pct(r["pct_ceiling"]), fmt.pct(r["pct_peak"]),
+                         fmt.MISSING if r["tflops"] is None else f"{r['tflops']:.3g}",
+                         fmt.num(r["lat_p50_ms"]), fmt.num(r["lat_p99_ms"]),
+                         fmt.MISSING if r.get("mean_batch") is None else f"{r['mean_batch']:.1f}",
+                         f"{r['errors']}/{r['checked']}" if r["checked"] else fmt.MISSING,
+                         fmt.MISSING if r["rel_err"] is None else f"{r['rel_err']:.1e}",
+                         fmt.num(r["peak_rss_mb"], 4), fmt.num(r["peak_device_mb"], 4), fmt.verdict(r)])
     columns = [("", "backend"), ("", "mode"), ("", "threads")] + [("", m) for m in DETAIL]
-    keep = [i for i, c in enumerate(columns) if i < 3 or any(row[i] != F.MISSING for row in rows)]
+    keep = [i for i, c in enumerate(columns) if i < 3 or any(row[i] != fmt.MISSING for row in rows)]
     return TableData(title=title, columns=[columns[i] for i in keep], rows=[[row[i] for i in keep] for row in rows],
                      n_labels=3)
 
@@ -160,8 +143,7 @@ def build_compact(summary: pl.DataFrame) -> list[TableData]:
     """Per workload × dtype one small like-for-like table a reader takes in at a glance: a row per backend
     and effective precision with its sequential figure, its best strategy (every mode but the ceiling) and
     that strategy's gain, and its ceiling; rows of equal precision sit together. Fits 80 columns."""
-    from .findings import best_strategy, ceiling
-    recs = F.fill_precision(workload_cells(summary).to_dicts()) if summary.height else []
+    recs = analysis.fill_precision(workload_cells(summary).to_dicts()) if summary.height else []
     machines = len({r["machine"] for r in recs})
     scopes: dict[tuple, list[dict]] = {}
     for r in recs:
@@ -175,20 +157,20 @@ def build_compact(summary: pl.DataFrame) -> list[TableData]:
         rows = []
         for g in order:
             cells = groups[g]
-            seq = next((r for r in cells if r["mode"] == "sequential" and r["status"] == "ok"), None)
-            best, top = best_strategy(cells), ceiling(cells)
-            failed = sum(r["status"] in ("crash", "timeout", "error", "memory", "wrong") for r in cells)
+            seq = next((r for r in cells if r["mode"] == "sequential" and r["status"] == OK), None)
+            best, top = analysis.best_strategy(cells), analysis.ceiling(cells)
+            failed = sum(r["status"] in FAILED for r in cells)
             name = (f"{g[0]}: " if machines > 1 else "") + f"{g[1]} {g[2]}"
-            rows.append([name, F.precision_label(g[3]),
-                         F.short(seq["ops_per_s"]) if seq else F.MISSING,
-                         f"{F.short(best['ops_per_s'])} {F.mode_label(best['mode'], best['threads'], best['k'])}"
-                         if best else F.MISSING,
-                         F.times(best["ops_per_s"] / seq["ops_per_s"], 1) if best and seq else F.MISSING,
-                         F.short(top["ops_per_s"]) if top else F.MISSING, str(failed) if failed else ""])
+            rows.append([name, fmt.precision_label(g[3]),
+                         fmt.short(seq["ops_per_s"]) if seq else fmt.MISSING,
+                         f"{fmt.short(best['ops_per_s'])} {fmt.mode_label(best['mode'], best['threads'], best['k'])}"
+                         if best else fmt.MISSING,
+                         fmt.times(best["ops_per_s"] / seq["ops_per_s"], 1) if best and seq else fmt.MISSING,
+                         fmt.short(top["ops_per_s"]) if top else fmt.MISSING, str(failed) if failed else ""])
         title = f"{workload}{'' if size == 'default' else f' ({size})'} · {dtype} — requests/s, like-for-like rows together"
         columns = [("", "backend"), ("", "precision"), ("", "sequential"), ("", "best strategy"), ("", "× seq"),
                    ("", "ceiling"), ("", "failed")]
-        keep = [i for i in range(len(columns)) if i < 2 or any(row[i] not in ("", F.MISSING) for row in rows)]
+        keep = [i for i in range(len(columns)) if i < 2 or any(row[i] not in ("", fmt.MISSING) for row in rows)]
         out.append(TableData(title=title, n_labels=2, columns=[columns[i] for i in keep],
                              rows=[[row[i] for i in keep] for row in rows],
                              notes=["best strategy: the fastest median among the modes a client uses (the ceiling "
@@ -212,15 +194,15 @@ def _symbol(line: str) -> str | None:
     """The symbol a legend line explains, as it appears in a table; None for lines always kept."""
     key = line.split(": ", 1)[0]
     probes = {"×N / k=N": "×", "A ÷ B": "÷", f"{UNSTABLE_MARK} after a figure": f" {UNSTABLE_MARK}",
-              "p50 ms / p99 ms": "p50 ms", "RSS MB / dev MB": "RSS MB", "—": F.MISSING}
-    if key.startswith("ops/s") or key.startswith("threads on ") or key in MODES or key in F.STATUS_MEANINGS:
+              "p50 ms / p99 ms": "p50 ms", "RSS MB / dev MB": "RSS MB", "—": fmt.MISSING}
+    if key.startswith("ops/s") or key.startswith("threads on ") or key in MODES or key in fmt.verdict_meanings():
         return None
     return probes.get(key, key)
 
 
 def _legend(summary: pl.DataFrame, backend_env: dict | None = None) -> list[str]:
     recs = workload_cells(summary).to_dicts() if summary.height else []
-    level = F.ci_level(r["ci_level"] for r in recs if r["ops_per_s"] is not None)
+    level = fmt.ci_level(r["ci_level"] for r in recs if r["ops_per_s"] is not None)
     lines = [
         f"ops/s [{level}]: median requests per second over the trials, with the distribution-free interval of "
         "the median at the level the trial count allows",
@@ -243,8 +225,9 @@ def _legend(summary: pl.DataFrame, backend_env: dict | None = None) -> list[str]
             role = ("a ceiling configuration, not a client strategy" if spec.ceiling and not spec.strategy else
                     "a client strategy, and a ceiling configuration" if spec.ceiling else "")
             lines.append(f"{mode}: {spec.summary}" + (f" ({role})" if role else ""))
-    seen = list(dict.fromkeys(F.verdict_kind(r) for r in recs))
-    lines += [f"{s}: {F.STATUS_MEANINGS[s]}" for s in seen if s in F.STATUS_MEANINGS]
+    seen = list(dict.fromkeys(fmt.verdict_kind(r) for r in recs))
+    meanings = fmt.verdict_meanings()
+    lines += [f"{s}: {meanings[s]}" for s in seen if s in meanings]
     for key, env in (backend_env or {}).items():
         if env.get("thread_streams"):
             lines.append(f"threads on {key}: {env['thread_streams']}")
@@ -328,8 +311,7 @@ def _cols(t: TableData, n_labels: int, start: int, end: int) -> TableData:
 
 
 # -- renderers ------------------------------------------------------------------------------------
-def to_rich(t: TableData):
-    from rich.table import Table
+def to_rich(t: TableData) -> Table:
     table = Table(title=t.title, title_justify="left", header_style="bold")
     previous = None
     for i, (group, name) in enumerate(t.columns):   # a group's name once, over its first column

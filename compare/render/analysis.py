@@ -1,0 +1,317 @@
+"""What the figures support, decided once for every renderer: which strategy is best, which difference is
+claimed (intervals disjoint and MIN_GAIN apart), the ceiling, server peaks and which strategy sustains more,
+which cells are compared like-for-like (equal effective precision), and whether a change between two runs
+is significant (Mann-Whitney U, threshold).
+
+Pure functions of summary records and result rows (plain dicts, as compare.stats gives them): no text, no
+I/O, no framework. It sits at the bottom of compare.render and imports no renderer; tables, findings, the
+server tables, diff, plot and publish call it and only lay out what it returns."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+from scipy.stats import mannwhitneyu
+
+from ..cells import FAILED, MODES, OK
+from ..stats import cell_status, median_ci
+
+MIN_GAIN = 0.10   # smaller differences are not claimed even with disjoint intervals: run-to-run drift on a
+                  # shared machine reaches a few percent, and a reader acts on differences, not on noise
+
+
+# -- effective precision: what counts as like-for-like --------------------------------------------------
+DTYPE_PRECISION = {"float64": "fp64", "float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+# Fallback for runs recorded before the `precision` column: a float32 cell whose largest error against the
+# float64 reference exceeds this ran its matmuls in TF32 (10-bit mantissa: errors ~1e-4; exact float32 ~1e-7).
+TF32_ERROR = 1e-5
+SWITCH_FOR = {"tf32": "high", "fp32": "highest"}   # --fp32-precision value that gives this precision
+
+
+def precision(r: dict) -> str:
+    """The cell's effective matmul precision: the run's `precision` column when recorded, else derived
+    from dtype and the float32 setting (and, for a framework without the switch, from its measured error)."""
+    p = r.get("precision")
+    if p:
+        return p
+    dtype = r.get("dtype")
+    if dtype != "float32":
+        return DTYPE_PRECISION.get(dtype, dtype)
+    setting = r.get("fp32_precision")
+    if setting == "high":
+        return "tf32"
+    if setting == "native" and (r.get("rel_err") or 0) > TF32_ERROR:
+        return "tf32"
+    return "fp32"
+
+
+def fill_precision(recs: list[dict]) -> list[dict]:
+    """Give every record a `precision` (when the run did not record one): a framework without the float32
+    switch ("native") counts as TF32 when any cell of its backend/device/dtype measured a TF32-sized error,
+    so its crashed cells (no error measured) land in the same group as its measured ones."""
+    tf32 = {(r.get("machine"), r["backend"], r["device"]) for r in recs
+            if not r.get("precision") and r.get("dtype") == "float32" and r.get("fp32_precision") == "native"
+            and (r.get("rel_err") or 0) > TF32_ERROR}
+    for r in recs:
+        if not r.get("precision"):
+            native_tf32 = r.get("fp32_precision") == "native" and (r.get("machine"), r["backend"], r["device"]) in tf32
+            r["precision"] = "tf32" if native_tf32 and r.get("dtype") == "float32" else precision(r)
+    return recs
+
+
+class PrecisionSwitch(NamedTuple):
+    """`--fp32-precision setting` would run `backend device` at `precision`, matching `matches`."""
+    setting: str
+    backend: str
+    device: str
+    precision: str
+    matches: str        # "backend device" of the group it would then pair with
+
+
+def precision_switch(groups: list[tuple[str, str, str, str]]) -> PrecisionSwitch | None:
+    """Which --fp32-precision setting would add a like-for-like pair, from (backend, device, precision,
+    fp32_precision setting) of the groups measured; None when a pair exists or no switch would make one."""
+    by_p: dict[str, set[str]] = {}
+    for backend, _, p, _ in groups:
+        by_p.setdefault(p, set()).add(backend)
+    if any(len(b) > 1 for b in by_p.values()):
+        return None
+    for backend, device, p, setting in groups:
+        for other, odev, op, osetting in groups:
+            if other != backend and op != p and osetting in SWITCH_FOR.values() and p in SWITCH_FOR:
+                return PrecisionSwitch(SWITCH_FOR[p], other, odev, p, f"{backend} {device}")
+    return None
+
+
+def like_for_like_pairs(groups: list[str], precision_of: dict[str, str]) -> list[tuple[str, str]]:
+    """(group, base) for every group whose effective precision an earlier group shares: each is divided by
+    the first group of its precision, never across precisions."""
+    base_of: dict[str, str] = {}
+    for g in groups:
+        base_of.setdefault(precision_of[g], g)
+    return [(g, base_of[precision_of[g]]) for g in groups if base_of[precision_of[g]] != g]
+
+
+# -- throughput cells -------------------------------------------------------------------------------------
+def measured(r: dict) -> bool:
+    """The cell has a throughput: ok (a failed cell never shows one) and a figure."""
+    return r["status"] == OK and r.get("ops_per_s") is not None
+
+
+def clearly_faster(a: dict, b: dict) -> bool:
+    """The claim rule: a's throughput beats b's when the intervals are disjoint (a's low above b's high) and
+    the medians are MIN_GAIN apart."""
+    lo, hi = a.get("ci_low"), b.get("ci_high")
+    if None in (lo, hi, a.get("ops_per_s"), b.get("ops_per_s")) or not b["ops_per_s"]:
+        return False
+    return lo > hi and a["ops_per_s"] >= (1 + MIN_GAIN) * b["ops_per_s"]
+
+
+def sequential(recs: list[dict]) -> dict | None:
+    """The one-request-at-a-time figure: the sequential cell, else threads ×1."""
+    seq = [r for r in recs if r["mode"] == "sequential" and measured(r)]
+    if seq:
+        return seq[0]
+    one = [r for r in recs if r["mode"] == "threads" and r["threads"] == 1 and measured(r)]
+    return one[0] if one else None
+
+
+def best_strategy(recs: list[dict]) -> dict | None:
+    """The fastest measured cell of a strategy a server could use (every mode but offline: compare.cells.MODES)."""
+    usable = [r for r in recs if measured(r) and r["mode"] in MODES and MODES[r["mode"]].strategy]
+    return max(usable, key=lambda r: r["ops_per_s"]) if usable else None
+
+
+def is_ceiling(mode: str) -> bool:
+    return mode in MODES and MODES[mode].ceiling
+
+
+def ceiling(recs: list[dict]) -> dict | None:
+    """The best ceiling cell (a mode marked ceiling in compare.cells.MODES, e.g. offline)."""
+    cells = [r for r in recs if measured(r) and is_ceiling(r["mode"])]
+    return max(cells, key=lambda r: r["ops_per_s"]) if cells else None
+
+
+def threads_vs_processes(recs: list[dict]) -> tuple[dict, dict, str | None] | None:
+    """(threads at its best N, processes at its best N, the mode clearly faster or None); None when either
+    has no figure."""
+    best = {}
+    for mode in ("threads", "processes"):
+        cells = [r for r in recs if r["mode"] == mode and measured(r)]
+        if cells:
+            best[mode] = max(cells, key=lambda r: r["ops_per_s"])
+    if len(best) < 2:
+        return None
+    t, p = best["threads"], best["processes"]
+    winner = "processes" if clearly_faster(p, t) else "threads" if clearly_faster(t, p) else None
+    return t, p, winner
+
+
+def more_threads_hurt(recs: list[dict]) -> list[tuple[str, dict, dict]]:
+    """(mode, its fastest cell, the largest thread count clearly slower than it) for every client mode over
+    threads where adding threads cost throughput."""
+    out = []
+    for mode, spec in MODES.items():
+        if spec.axis != "threads" or spec.ceiling:
+            continue
+        cells = sorted((r for r in recs if r["mode"] == mode and measured(r)), key=lambda r: r["threads"])
+        if len(cells) < 2:
+            continue
+        peak = max(cells, key=lambda r: r["ops_per_s"])
+        worse = [r for r in cells if r["threads"] > peak["threads"] and clearly_faster(peak, r)]
+        if worse:
+            out.append((mode, peak, worse[-1]))
+    return out
+
+
+def fastest_first(groups: dict[tuple, list[dict]]) -> list[tuple[tuple, dict]]:
+    """(group, its best strategy), fastest first; groups without a figure left out."""
+    bests = sorted(((g, best_strategy(recs)) for g, recs in groups.items()),
+                   key=lambda x: -(x[1] or {}).get("ops_per_s", 0))
+    return [(g, b) for g, b in bests if b is not None]
+
+
+# -- server cells: the peak valid rate -------------------------------------------------------------------
+SERVER_MODES = [m.name for m in MODES.values() if not m.throughput]
+CELL = ("machine", "backend", "device", "dtype", "fp32_precision", "workload", "size", "mode", "threads")
+
+
+def _search(steps: list[dict]) -> tuple[float | None, float | None, dict | None]:
+    """One process's rate search: (peak, above, the step at the peak). peak: the highest offered rate judged
+    valid; above: the lowest rate above it judged invalid (None: not bracketed)."""
+    valid = [r for r in steps if r["verdict"] == "valid"]
+    peak = max((r["offered_rate"] for r in valid), default=None)
+    above = min((r["offered_rate"] for r in steps if r["verdict"] != "valid" and peak is not None
+                 and r["offered_rate"] > peak), default=None)
+    return peak, above, next((r for r in valid if r["offered_rate"] == peak), None)
+
+
+def peaks(rows: list[dict]) -> list[dict]:
+    """One record per server cell. From one process: `peak` the highest offered rate judged valid and `above`
+    the lowest rate above it judged invalid (None: not bracketed); the peak lies in [peak, above) to the
+    search's precision (a re-run's noise can move either end by a step). From several (--repeats), each
+    process searched on its own: `peak` is the median of their peaks (a process with no valid rate counts as
+    0), `low`-`high` its distribution-free interval at `level` (stats.median_ci), `above` None; the best
+    of the processes is never the figure; `median_repeat` names the median process. `steps`: every process's
+    rows sorted by rate (each row's "repeat" says whose)."""
+    cells: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r["mode"] in SERVER_MODES:
+            cells.setdefault(tuple(r[k] for k in CELL), []).append(r)
+    out = []
+    for key, rs in cells.items():
+        steps = sorted((r for r in rs if r.get("offered_rate") is not None), key=lambda r: r["offered_rate"])
+        status, cause = cell_status(rs)   # as for throughput cells: one failed process fails the cell
+        procs: dict[int, list[dict]] = {}
+        for r in steps:
+            procs.setdefault(r.get("repeat") or 0, []).append(r)
+        firsts = {r.get("repeat") or 0: r for r in rs}.values()   # process-level fields: once per process
+        bounds = [ps[0]["bound_ms"] for ps in procs.values() if ps[0]["bound_ms"] is not None]  # each its own
+        rec = {"status": status, "cause": cause, "bound_ms": float(np.median(bounds)) if bounds else None,
+               "steps": steps, "n_processes": len(procs),
+               "errors": sum(r["errors"] or 0 for r in firsts), "checked": sum(r["checked"] or 0 for r in firsts),
+               "low": None, "high": None, "level": None, "median_repeat": None}
+        if len(procs) <= 1:
+            peak, above, at = _search(steps)
+        else:
+            searches = sorted(((_search(ps), rep) for rep, ps in procs.items()), key=lambda x: x[0][0] or 0.0)
+            values = [x[0][0] or 0.0 for x in searches]
+            mid = median_ci(values)
+            middle, rec["median_repeat"] = searches[(len(searches) - 1) // 2]  # the median process (lower if even)
+            peak = float(np.median(values)) or None
+            above, at = None, middle[2] if peak is not None else None
+            if peak is not None:
+                rec.update(low=mid[0], high=mid[1], level=mid[2])
+        rec.update(peak=peak, above=above, p99_at_peak=at and at["lat_p99_ms"], lag_at_peak=at and at["lag_p99_ms"])
+        out.append(dict(zip(CELL, key)) | rec)
+    return out
+
+
+def shows_rate(r: dict) -> bool:
+    """A server cell shows a rate: ok, with no wrong output (a failed cell shows none anywhere)."""
+    return r["status"] == OK and not r["errors"]
+
+
+def sustains_more(a: dict, b: dict) -> bool:
+    """Server cell a sustains a higher rate than b (peaks() records), and the peaks are MIN_GAIN apart. From
+    one search each: the brackets [peak, above) do not overlap (b's ends at or below a's peak; an unbracketed
+    peak is only a lower end, so it never ends). From several processes each: the intervals of the medians are
+    disjoint, as for throughput. A cell of each kind: a's lowest end lies above b's highest."""
+    if a["peak"] is None or b["peak"] is None:
+        return False
+    a_low = a["low"] if a.get("low") is not None else a["peak"]
+    b_high = b["high"] if b.get("high") is not None else b["above"]
+    if b_high is None:
+        return False
+    apart = a_low > b_high if b.get("high") is not None else a_low >= b_high
+    return apart and a["peak"] >= (1 + MIN_GAIN) * b["peak"]
+
+
+# -- two runs: is a cell's change significant --------------------------------------------------------------
+THRESHOLD = 0.10   # diff's default: a smaller change is "same", however significant
+ALPHA = 0.05       # diff's default significance level
+PROCESSES, WINDOWS = "processes", "windows"   # what the test compares (CellDiff.unit)
+FASTER, SLOWER, SAME, UNCLEAR, BROKE, FIXED, NOT_COMPARED = (
+    "faster", "slower", "same", "unclear", "broke", "fixed", "not compared")
+IMPROVEMENT, REGRESSION = "improvement", "regression"
+
+
+def min_p_value(n1: int, n2: int) -> float:
+    """The smallest two-sided p an exact Mann-Whitney U test can give with these sample sizes (no ties)."""
+    return min(1.0, 2.0 / math.comb(n1 + n2, n1)) if n1 and n2 else 1.0
+
+
+def samples(trials: list[float], medians: list[float], other_trials: list[float],
+            other_medians: list[float]) -> tuple[str, list[float], list[float]]:
+    """What the test compares: per-process medians where both sides have >= 2 processes, else windows."""
+    if len(medians) >= 2 and len(other_medians) >= 2:
+        return PROCESSES, medians, other_medians
+    return WINDOWS, trials, other_trials
+
+
+@dataclass
+class Change:
+    """A cell's change from A to B, as diff reports it."""
+    ratio: float | None = None          # B / A
+    p_value: float | None = None        # two-sided Mann-Whitney U on the samples
+    min_p: float | None = None          # the smallest p these sample counts can give
+    ci_overlap: bool | None = None
+    verdict: str = NOT_COMPARED
+    flag: str | None = None             # IMPROVEMENT | REGRESSION | None
+
+
+def judge_change(a_status: str, b_status: str, a_ops: float | None, b_ops: float | None,
+                 a_ci: tuple, b_ci: tuple, ta: list[float], tb: list[float], threshold: float,
+                 alpha: float) -> Change:
+    """Flagged only when both hold: the change is beyond the threshold and the test says it is not noise
+    (p < alpha); beyond the threshold but not confirmed is UNCLEAR, never silently SAME. ok in A and failed
+    in B is a regression (BROKE), the reverse an improvement (FIXED)."""
+    c = Change()
+    if a_status == OK and b_status == OK and a_ops and b_ops is not None:
+        c.ratio = b_ops / a_ops
+        if None not in a_ci and None not in b_ci:
+            c.ci_overlap = a_ci[0] <= b_ci[1] and b_ci[0] <= a_ci[1]
+        if len(ta) >= 2 and len(tb) >= 2:
+            c.min_p = min_p_value(len(ta), len(tb))
+            if len(set(ta) | set(tb)) == 1:   # every trial identical: nothing to test
+                c.p_value = 1.0
+            else:
+                c.p_value = float(mannwhitneyu(tb, ta, alternative="two-sided").pvalue)
+        if abs(c.ratio - 1) < threshold:
+            c.verdict = SAME
+        elif c.p_value is not None and c.p_value < alpha:
+            c.verdict, c.flag = (FASTER, IMPROVEMENT) if c.ratio > 1 else (SLOWER, REGRESSION)
+        else:
+            c.verdict = UNCLEAR
+    elif a_status == OK and b_status in FAILED:
+        c.verdict, c.flag = BROKE, REGRESSION
+    elif a_status in FAILED and b_status == OK:
+        c.verdict, c.flag = FIXED, IMPROVEMENT
+    return c
+
+
+def too_few_to_tell(c: Change, alpha: float) -> bool:
+    """An UNCLEAR change whose sample counts could never reach p < alpha: more trials would decide it."""
+    return c.verdict == UNCLEAR and (c.min_p is None or c.min_p >= alpha)
