@@ -134,15 +134,10 @@ def test_bad_options(tmp_path, kw, msg):
         D.diff(p, p, **kw)
 
 
-def test_fail_on_regression_sets_exit_code_1(tmp_path):
-    import subprocess
-    import sys
-    from pathlib import Path
+def test_fail_on_regression_sets_exit_code_1(tmp_path, threadbench):
     a, b = pair()
     pa, pb = R.save(a, tmp_path / "a.json"), R.save(b, tmp_path / "b.json")
-    cli = [sys.executable, str(Path(__file__).resolve().parent.parent / "cli.py"), "diff"]
-    flagged = subprocess.run([*cli, str(pa), str(pb), "--fail-on-regression", "-f", "markdown"],
-                             capture_output=True, text=True, timeout=60)
+    flagged = threadbench("diff", pa, pb, "--fail-on-regression", "-f", "markdown")
     assert flagged.returncode == 1 and "SLOWER" in flagged.stdout
-    plain = subprocess.run([*cli, str(pa), str(pb), "-f", "markdown"], capture_output=True, text=True, timeout=60)
+    plain = threadbench("diff", pa, pb, "-f", "markdown")
     assert plain.returncode == 0 and plain.stdout == flagged.stdout

@@ -1,4 +1,7 @@
-"""Foundation behaviour: registry, lazy imports, workloads vs a hand count, and a tiny end-to-end compare."""
+"""Foundation behaviour: registry, lazy imports, workloads vs a hand count, and a tiny end-to-end compare.
+
+The command line runs in this process (the `threadbench` fixture, tests/conftest.py), except where what a
+fresh interpreter imports is the point."""
 import json
 import os
 import subprocess
@@ -37,23 +40,23 @@ ECHO_BACKEND = """
 """
 
 
-def test_registry_finds_a_backend_that_exists_only_as_an_entry_point(tmp_path):
+def test_registry_finds_a_backend_that_exists_only_as_an_entry_point(tmp_path, threadbench):
     env = make_plugin(tmp_path, "echo", "echo_plugin:EchoBackend", ECHO_BACKEND)
-    code = "import backends; b = backends.load('echo'); print(type(b).__module__, b.available_devices())"
-    out = run(["-c", code], env=env)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["echo_plugin", "['cpu']"]
-    listing = run(["cli.py", "backends"], env=env)
-    assert "echo  dtypes: float64" in listing.stdout
+    listing = threadbench("backends", env=env)  # backends.load('echo'): its module, class and devices
+    assert listing.returncode == 0, listing.stderr
+    lines = listing.stdout.splitlines()
+    echo = lines.index("echo  dtypes: float64  default device: cpu  (plug-in echo_plugin 0.1)")
+    assert lines[echo + 1].split() == ["cpu", "available"]
 
 
-def test_plugin_that_shadows_a_builtin_is_refused(tmp_path):  # alone: tests/test_plugins.py has the rest
+def test_plugin_that_shadows_a_builtin_is_refused(tmp_path, threadbench):  # alone: tests/test_plugins.py has the rest
     env = make_plugin(tmp_path, "torch", "evil_plugin:EchoBackend", ECHO_BACKEND)
-    out = run(["cli.py", "backends"], env=env)
+    out = threadbench("backends", env=env)
     assert out.returncode == 0 and "torch  dtypes:" in out.stdout
     assert "would shadow the built-in" in out.stdout and "Traceback" not in out.stderr
 
 
+@pytest.mark.slow
 def test_help_imports_no_framework():
     out = run(["-X", "importtime", "cli.py", "--help"])
     assert out.returncode == 0 and "compare" in out.stdout
@@ -62,8 +65,8 @@ def test_help_imports_no_framework():
     assert not imported & {"torch", "mlx", "mlx.core", "jax", "polars"}
 
 
-def test_backends_command_explains_every_unavailable_device():
-    out = run(["cli.py", "backends"])
+def test_backends_command_explains_every_unavailable_device(threadbench):
+    out = threadbench("backends")
     assert out.returncode == 0
     lines = [l for l in out.stdout.splitlines() if "unavailable" in l]
     assert lines, out.stdout
@@ -96,14 +99,15 @@ def test_weights_are_seeded_and_framework_free():
     assert not all((a[k] == workloads.make("block").init_weights(4)[k]).all() for k in a)
 
 
-def test_tiny_compare_shows_both_backends_side_by_side(tmp_path):
+@pytest.mark.slow
+def test_tiny_compare_shows_both_backends_side_by_side(tmp_path, threadbench):
     """Machine-independent: the workload cells are measured (one intra-op thread, so that torch's OpenMP
     pool does not spin against other load), and the matmul peak probe, seconds per op with MLX's Linux CPU
     build, is measured or reported too slow with its numbers. No assertion on a speed."""
     out_file = tmp_path / "run.json"
-    out = run(["cli.py", "compare", "--backends", "torch,mlx", "--workloads", "mlp", "--threads", "1,2",
-               "--trials", "2", "--duration", "0.25", "--warmup", "1", "--intra-op-threads", "1",
-               "--out", str(out_file)], env={**os.environ, "COLUMNS": "220"})  # wide: side by side, not stacked
+    out = threadbench("compare", "--backends", "torch,mlx", "--workloads", "mlp", "--threads", "1,2",
+                      "--trials", "2", "--duration", "0.1", "--warmup", "1", "--intra-op-threads", "1",
+                      "--out", str(out_file), env={**os.environ, "COLUMNS": "220"})  # wide: side by side, not stacked
     assert out.returncode == 0, out.stderr[-2000:]
     header = next(l for l in out.stdout.splitlines() if "ops/s" in l)
     assert "mlx ÷ torch" in out.stdout

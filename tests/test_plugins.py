@@ -3,11 +3,11 @@ options reach configure(), and the parity suite catches what compare relies on (
 
 Plug-ins here are installed-looking distributions (a dist-info folder with entry_points.txt) on PYTHONPATH,
 as tests/fault_plugin is; no pip. new-backend's package is pip-installed in tests/test_plugins_scaffold.py.
+The command line runs in this process (the `threadbench` fixture, tests/conftest.py); the cells it runs are
+processes, which find the plug-ins through the same PYTHONPATH.
 """
 import json
 import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -19,7 +19,7 @@ from backends.base import BackendOption, apply_configure
 ROOT = Path(__file__).resolve().parent.parent
 FAULTS = Path(__file__).resolve().parent / "fault_plugin"
 FAST = ["--dtype", "float64", "--workloads", "mlp", "--modes", "sequential", "--duration", "0.05",
-        "--trials", "2", "--warmup", "1", "-q"]
+        "--trials", "2", "--warmup", "1", "--no-peak-probe", "-q"]
 
 GOOD = """
     from backends.numpy_backend import NumpyBackend
@@ -44,11 +44,6 @@ def env_with(*folders: Path) -> dict:
     return dict(os.environ, PYTHONPATH=os.pathsep.join([*map(str, folders), str(ROOT)]))
 
 
-def cli(*args, env=None, timeout=180):
-    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], capture_output=True, text=True,
-                          cwd=ROOT, env=env, timeout=timeout)
-
-
 @pytest.fixture()
 def in_process_plugins(tmp_path, monkeypatch):
     """Register dist-info plug-ins in this process (the registry re-reads entry points)."""
@@ -71,8 +66,8 @@ def bad_plugins(tmp_path_factory):
     return env_with(folder)
 
 
-def test_backends_lists_every_refusal_and_every_healthy_backend(bad_plugins):
-    out = cli("backends", env=bad_plugins)
+def test_backends_lists_every_refusal_and_every_healthy_backend(bad_plugins, threadbench):
+    out = threadbench("backends", env=bad_plugins)
     assert out.returncode == 0, out.stderr
     assert "numpy  dtypes: float64" in out.stdout and "torch  dtypes:" in out.stdout
     assert "good  dtypes: float64  default device: cpu  (plug-in fine 0.1)" in out.stdout
@@ -88,15 +83,16 @@ def test_backends_lists_every_refusal_and_every_healthy_backend(bad_plugins):
     ("nocolon", "malformed target 'just_a_module'"),
     ("other", "its class says its name is 'good'"),
 ])
-def test_compare_on_a_refused_plugin_exits_2_with_the_reason(bad_plugins, name, reason):
-    out = cli("compare", "--backends", f"numpy,{name}", *FAST, env=bad_plugins)
+def test_compare_on_a_refused_plugin_exits_2_with_the_reason(bad_plugins, name, reason, threadbench):
+    out = threadbench("compare", "--backends", f"numpy,{name}", *FAST, env=bad_plugins)
     errors = [l for l in out.stderr.splitlines() if l.startswith("threadbench: error: ")]
     assert out.returncode == 2 and len(errors) == 1 and reason in errors[0], out.stderr
     assert "Traceback" not in out.stderr
 
 
-def test_a_shadowing_plugin_leaves_the_builtin_working(bad_plugins, tmp_path):
-    out = cli("compare", "--backends", "numpy", *FAST, "--out", str(tmp_path / "run.json"), env=bad_plugins)
+@pytest.mark.slow
+def test_a_shadowing_plugin_leaves_the_builtin_working(bad_plugins, tmp_path, threadbench):
+    out = threadbench("compare", "--backends", "numpy", *FAST, "--out", str(tmp_path / "run.json"), env=bad_plugins)
     assert out.returncode == 0, out.stderr
     assert "would shadow the built-in" in out.stderr  # said once, as a warning
     rows = [r for r in json.loads((tmp_path / "run.json").read_text())["rows"] if r["workload"] == "mlp"]
@@ -104,23 +100,24 @@ def test_a_shadowing_plugin_leaves_the_builtin_working(bad_plugins, tmp_path):
 
 
 # -- (4) --debug shows the plug-in's own file and line ---------------------------------------------------
-def test_debug_shows_where_a_plugin_failed_to_import(tmp_path):
+def test_debug_shows_where_a_plugin_failed_to_import(tmp_path, threadbench):
     add_dist(tmp_path, "broken", {"broken": "broken:Nothing"}, "import math\nraise RuntimeError('boom at import')\n")
     env = env_with(tmp_path)
-    plain = cli("compare", "--backends", "broken", *FAST, env=env)
+    plain = threadbench("compare", "--backends", "broken", *FAST, env=env)
     assert plain.returncode == 2 and "boom at import" in plain.stderr and "Traceback" not in plain.stderr
-    debug = cli("--debug", "compare", "--backends", "broken", *FAST, env=env)
+    debug = threadbench("--debug", "compare", "--backends", "broken", *FAST, env=env)
     assert debug.returncode == 2, debug.stderr
     assert f'{tmp_path / "broken.py"}", line 2' in debug.stderr, debug.stderr
-    listing = cli("--debug", "backends", env=env)
+    listing = threadbench("--debug", "backends", env=env)
     assert listing.returncode == 0 and f'{tmp_path / "broken.py"}", line 2' in listing.stderr
 
 
-def test_debug_shows_where_a_plugin_failed_inside_a_cell(tmp_path):
+@pytest.mark.slow
+def test_debug_shows_where_a_plugin_failed_inside_a_cell(tmp_path, threadbench):
     args = ["compare", "--backends", "fault-raise", *FAST, "--out", str(tmp_path / "run.json")]
-    plain = cli(*args, env=env_with(FAULTS))
+    plain = threadbench(*args, env=env_with(FAULTS))
     assert plain.returncode == 1 and "threadbench_faults.py" not in plain.stderr
-    debug = cli("--debug", *args, "--overwrite", env=env_with(FAULTS))  # the same --out again
+    debug = threadbench("--debug", *args, "--overwrite", env=env_with(FAULTS))  # the same --out again
     assert debug.returncode == 1
     assert f'{FAULTS / "threadbench_faults.py"}", line' in debug.stderr, debug.stderr[-2000:]
 
@@ -163,11 +160,12 @@ OPTION_PLUGIN = """
 """
 
 
-def test_backend_options_reach_only_their_backend(tmp_path):
+@pytest.mark.slow
+def test_backend_options_reach_only_their_backend(tmp_path, threadbench):
     add_dist(tmp_path, "optplug", {"opt": "optplug:OptBackend"}, OPTION_PLUGIN)
     out_file = tmp_path / "run.json"
-    out = cli("compare", "--backends", "numpy,opt", *FAST, "-B", "opt.mode=b,opt.depth=3", "--out", str(out_file),
-              env=env_with(tmp_path))
+    out = threadbench("compare", "--backends", "numpy,opt", *FAST, "-B", "opt.mode=b,opt.depth=3",
+                      "--out", str(out_file), env=env_with(tmp_path))
     assert out.returncode == 0, out.stderr
     run = json.loads(out_file.read_text())
     by_backend = {c["backend"]: c["backend_options"] for c in run["cells"]}
@@ -183,9 +181,9 @@ def test_backend_options_reach_only_their_backend(tmp_path):
     ("torch.x=1", "backend 'torch' is not in --backends"),
     ("mode=b", "expected NAME.OPTION=VALUE"),
 ])
-def test_bad_backend_options_are_one_line_errors(tmp_path, option, message):
+def test_bad_backend_options_are_one_line_errors(tmp_path, option, message, threadbench):
     add_dist(tmp_path, "optplug", {"opt": "optplug:OptBackend"}, OPTION_PLUGIN)
-    out = cli("compare", "--backends", "numpy,opt", *FAST, "--backend-option", option, env=env_with(tmp_path))
+    out = threadbench("compare", "--backends", "numpy,opt", *FAST, "--backend-option", option, env=env_with(tmp_path))
     assert out.returncode == 2 and message in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
 
 

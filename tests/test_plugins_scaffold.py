@@ -1,6 +1,8 @@
 """`new-backend` end to end: the package it writes pip-installs (into a target folder on PYTHONPATH, no
 network, no venv), is listed by `backends`, passes its own parity test as written, and runs through
 `compare`. docs/writing-a-backend.md shows that very backend, so CI also proves the documentation's example.
+threadbench's own commands run in this process (the `threadbench` fixture, tests/conftest.py); pip and the
+package's own tests run as a user runs them.
 """
 import json
 import os
@@ -17,11 +19,6 @@ ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "writing-a-backend.md"
 
 
-def cli(*args, env=None, cwd=ROOT, timeout=300):
-    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=timeout)
-
-
 def _has_setuptools() -> bool:
     try:
         import setuptools
@@ -31,10 +28,10 @@ def _has_setuptools() -> bool:
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory):
+def installed(tmp_path_factory, threadbench, starts_processes):
     """`new-backend demo-np DIR`, then `pip install --no-deps --target SITE DIR`."""
     tmp = tmp_path_factory.mktemp("scaffold")
-    out = cli("new-backend", "demo-np", str(tmp / "pkg"))
+    out = threadbench("new-backend", "demo-np", str(tmp / "pkg"))
     assert out.returncode == 0, out.stderr
     isolation = ["--no-build-isolation"] if _has_setuptools() else []  # offline when the build tool is here
     pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", *isolation,
@@ -56,9 +53,9 @@ def test_the_package_has_an_entry_point_backend_and_test(installed):
     assert (pkg / "tests" / "test_parity.py").exists()
 
 
-def test_installed_package_is_listed_by_backends(installed):
+def test_installed_package_is_listed_by_backends(installed, threadbench):
     _, env = installed
-    out = cli("backends", env=env)
+    out = threadbench("backends", env=env)
     assert out.returncode == 0, out.stderr
     assert "demo-np  dtypes: float32  default device: cpu  (plug-in threadbench-demo-np 0.1.0)" in out.stdout
 
@@ -71,12 +68,12 @@ def test_installed_package_passes_its_own_parity_test(installed):
     assert re.search(r"\b11 passed\b", out.stdout) and "skipped" not in out.stdout, out.stdout[-1000:]
 
 
-def test_installed_package_runs_through_compare(installed, tmp_path):
+def test_installed_package_runs_through_compare(installed, tmp_path, threadbench):
     _, env = installed
     out_file = tmp_path / "run.json"
-    out = cli("compare", "--backends", "demo-np", "--workloads", "mlp", "--modes", "sequential,threads",
-              "--threads", "2", "--duration", "0.05", "--trials", "2", "--warmup", "1", "-q",
-              "--out", str(out_file), env=env)
+    out = threadbench("compare", "--backends", "demo-np", "--workloads", "mlp", "--modes", "sequential,threads",
+                      "--threads", "2", "--duration", "0.05", "--trials", "2", "--warmup", "1", "--no-peak-probe", "-q",
+                      "--out", str(out_file), env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     rows = json.loads(out_file.read_text())["rows"]
     mlp = [r for r in rows if r["workload"] == "mlp"]
@@ -96,13 +93,13 @@ def test_the_documented_example_is_the_generated_backend():
     (["torch"], "a backend named 'torch' already exists"),
     (["numpy", "x"], "a backend named 'numpy' already exists"),
 ])
-def test_new_backend_refuses_bad_names(args, message):
-    out = cli("new-backend", *args)
+def test_new_backend_refuses_bad_names(args, message, threadbench):
+    out = threadbench("new-backend", *args)
     assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
 
 
-def test_new_backend_refuses_a_folder_in_use(tmp_path):
+def test_new_backend_refuses_a_folder_in_use(tmp_path, threadbench):
     (tmp_path / "keep.txt").write_text("mine")
-    out = cli("new-backend", "fresh", str(tmp_path))
+    out = threadbench("new-backend", "fresh", str(tmp_path))
     assert out.returncode == 2 and "already exists and is not an empty folder" in out.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]

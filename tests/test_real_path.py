@@ -233,6 +233,7 @@ def test_every_backend_says_what_threads_means_for_it():
         assert len(backends.load(name).describe("cpu").get("thread_streams", "")) > 10, name
 
 
+@pytest.mark.slow
 def test_a_cell_records_how_it_was_measured(tmp_path):
     c = Cell(backend="numpy", device="cpu", dtype="float64", workload="mlp", mode="threads", threads=2,
              knobs=TINY["mlp"], duration=0.05, trials=2, warmup=1, max_window=2.0)

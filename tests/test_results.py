@@ -1,5 +1,8 @@
 """Results files: schema round trip, strict JSON, atomic writes, and one-line errors for files that are
-missing, corrupt or not a threadbench run; the CLI turns those into exit code 2."""
+missing, corrupt or not a threadbench run; the CLI turns those into exit code 2.
+
+The command line runs in this process (the `threadbench` fixture, tests/conftest.py), except where what a
+fresh interpreter imports is the point."""
 import json
 import math
 import os
@@ -14,11 +17,6 @@ from compare import results as R
 from compare.cells import Cell, CellResult, Trial
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def cli(*args, env=None, cwd=ROOT, timeout=120):
-    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=timeout)
 
 
 def sample_run() -> dict:
@@ -175,7 +173,7 @@ def test_row_types_agree_with_the_statistics_frame():
     assert {f for f, t in kinds.items() if t == "Float64"} == R.FLOAT_FIELDS
 
 
-# -- exit codes of the commands that read results files (real CLI, one line on stderr, code 2) ------
+# -- exit codes of the commands that read results files (the CLI's main, one line on stderr, code 2) ------
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("files")
@@ -196,28 +194,26 @@ def files(tmp_path_factory):
     (["plot", "{good}", "-o", "{d}/x.unknown"], "cannot tell the image format"),
     (["publish", "--runs", "{d}/none", "--out-dir", "{d}/out"], "no such folder of runs"),
 ])
-def test_bad_input_exits_2_with_one_line(files, args, expected):
+def test_bad_input_exits_2_with_one_line(files, args, expected, threadbench):
     d, good = files
-    out = cli(*[a.format(d=d, good=good) for a in args])
+    out = threadbench(*[a.format(d=d, good=good) for a in args])
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 2, out.stderr
     assert len(lines) == 1 and lines[0].startswith("threadbench: error: ") and expected in lines[0], out.stderr
     assert "Traceback" not in out.stderr and out.stdout == ""
 
 
-def test_plot_without_matplotlib_says_how_to_install(files, tmp_path):
+def test_plot_without_matplotlib_says_how_to_install(files, tmp_path, threadbench, monkeypatch):
     d, good = files
-    fake = tmp_path / "site"
-    (fake / "matplotlib").mkdir(parents=True)
-    (fake / "matplotlib" / "__init__.py").write_text("raise ImportError('No module named matplotlib')\n")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(fake), str(ROOT)]))
-    out = cli("plot", good, "-o", tmp_path / "s.png", env=env)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` raises ImportError, as uninstalled
+    out = threadbench("plot", good, "-o", tmp_path / "s.png")
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
         "threadbench: error: plotting needs matplotlib, an optional extra: pip install 'threadbench[plot]'"]
     assert not (tmp_path / "s.png").exists()
 
 
+@pytest.mark.slow
 def test_saved_run_commands_keep_help_light():
     for cmd in ("report", "diff", "plot", "publish"):
         out = subprocess.run([sys.executable, "-X", "importtime", "cli.py", cmd, "--help"], capture_output=True,
@@ -228,13 +224,20 @@ def test_saved_run_commands_keep_help_light():
         assert not imported & {"torch", "mlx", "jax", "polars", "matplotlib", "scipy"}, cmd
 
 
-def test_end_to_end_compare_json_then_report_diff_plot_publish(tmp_path):
-    """The newcomer's path on one tiny real sweep (numpy backend, about 5 s)."""
-    runs = tmp_path / "runs"
-    path = runs / "tiny.json"
-    out = cli("compare", "--backends", "numpy", "--dtype", "float64", "--workloads", "mlp", "--threads", "1,2",
-              "--modes", "sequential,threads,offline", "--offline-k", "1,2", "--trials", "2", "--duration", "0.05",
-              "--warmup", "1", "--json", "--out", path)
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, threadbench, starts_processes):
+    """One tiny real sweep (numpy backend, about 10 s) with the peak probe, alone in a folder of runs."""
+    path = tmp_path_factory.mktemp("e2e") / "runs" / "tiny.json"
+    out = threadbench("compare", "--backends", "numpy", "--dtype", "float64", "--workloads", "mlp", "--threads", "1,2",
+                      "--modes", "sequential,threads,offline", "--offline-k", "1,2", "--trials", "2", "--duration",
+                      "0.05", "--warmup", "1", "--json", "--out", path)
+    return path, out
+
+
+def test_end_to_end_compare_json_then_report_diff_plot_publish(tiny_run, tmp_path, threadbench):
+    """The newcomer's path on one tiny real sweep."""
+    path, out = tiny_run
+    runs = path.parent
     assert out.returncode == 0, out.stderr
     printed = json.loads(out.stdout)             # stdout is the run document and nothing else
     assert printed == R.load(path)
@@ -242,45 +245,44 @@ def test_end_to_end_compare_json_then_report_diff_plot_publish(tmp_path):
     assert {r["mode"] for r in printed["rows"] if r["workload"] == "mlp"} == {"sequential", "threads", "offline"}
     assert "┃" not in out.stdout and "results:" in out.stderr
 
-    md = cli("report", path, "--format", "markdown")
+    md = threadbench("report", path, "--format", "markdown")
     assert md.returncode == 0 and "### mlp — throughput" in md.stdout and "numpy cpu float64 ops/s [" in md.stdout
     assert "threadbench compare --backends numpy" in md.stdout
 
-    same = cli("diff", path, path, "--format", "json", "--fail-on-regression")
+    same = threadbench("diff", path, path, "--format", "json", "--fail-on-regression")
     assert same.returncode == 0, same.stderr
     doc = json.loads(same.stdout)
     assert doc["regressions"] == 0 and doc["only_in_a"] == [] and doc["cells"]
     assert all(c["verdict"] in ("same", "not compared") for c in doc["cells"])
 
     png = tmp_path / "scaling.png"
-    assert cli("plot", path, "-o", png).returncode == 0
+    assert threadbench("plot", path, "-o", png).returncode == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    pub = cli("publish", "--runs", runs, "--out-dir", tmp_path)
+    pub = threadbench("publish", "--runs", runs, "--out-dir", tmp_path)
     assert pub.returncode == 0, pub.stderr
     readme = (tmp_path / "README.md").read_text()
     assert "![scaling curves" in readme and (tmp_path / "tiny.png").exists()
 
 
-def test_compare_help_lists_every_mode_in_the_table():
+def test_compare_help_lists_every_mode_in_the_table(threadbench):
     """--modes' help is read from compare.cells.MODES: a new mode shows up without a second edit."""
     from compare.cells import MODES
-    out = subprocess.run([sys.executable, "cli.py", "compare", "--help"], capture_output=True, text=True, cwd=ROOT,
-                         timeout=60, env=dict(os.environ, COLUMNS="400"))
+    out = threadbench("compare", "--help", env=dict(os.environ, COLUMNS="400"))
     assert out.returncode == 0
     modes_line = next(line for line in out.stdout.splitlines() if "--modes" in line)
     for mode in MODES:
         assert f"{mode}," in modes_line or f"{mode} (or" in modes_line, (mode, modes_line)
 
 
-def test_no_peak_probe_leaves_the_probe_out_and_says_so_in_the_settings(tmp_path):
+@pytest.mark.slow
+def test_no_peak_probe_leaves_the_probe_out_and_says_so_in_the_settings(tiny_run, tmp_path, threadbench):
     """A run that joins another of this machine (transformer apart from mlp, say) can leave the matmul probe out,
     so the two share no cell and `publish` shows them as one machine."""
     common = ["--backends", "numpy", "--dtype", "float64", "--workloads", "mlp", "--threads", "1", "--modes",
               "sequential", "--trials", "2", "--duration", "0.05", "--warmup", "1", "-q"]
-    with_probe, without = tmp_path / "a.json", tmp_path / "b.json"
-    assert cli("compare", *common, "--out", with_probe).returncode == 0
-    out = cli("compare", *common, "--no-peak-probe", "--out", without)
+    with_probe, without = tiny_run[0], tmp_path / "b.json"  # the tiny run has the probe (the default)
+    out = threadbench("compare", *common, "--no-peak-probe", "--out", without)
     assert out.returncode == 0, out.stderr
     a, b = R.load(with_probe), R.load(without)
     assert "matmul" in {r["workload"] for r in a["rows"]} and a["settings"]["peak_probe"] is True

@@ -172,6 +172,7 @@ class _Cell:
     max_batch, max_wait_ms = 4, 2.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["threads", "batched"])
 def test_real_strategies_answer_every_query(strategy):
     h = _SleepHarness(0.001)
@@ -183,6 +184,7 @@ def test_real_strategies_answer_every_query(strategy):
         assert sum(int(k) * v for k, v in step.batch_hist.items()) == step.queries
 
 
+@pytest.mark.slow
 def test_a_server_threads_first_use_per_thread_is_set_up_and_warmed_before_the_step():
     """A framework's per-thread first use (a CUDA stream, a library handle, an OpenMP pool) is slow once per
     new thread; a step's threads are new. The fake's first op in a thread takes 0.3 s, later ones 1 ms: with

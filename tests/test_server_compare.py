@@ -66,6 +66,7 @@ def test_throughput_tables_leave_server_cells_out():
     assert "sequential" in text and "server-threads" not in text
 
 
+@pytest.mark.slow
 def test_a_real_server_cell_keeps_every_rate_and_verifies():
     """numpy backend, server-threads x2, end to end in a cell process: each step a row with a verdict,
     outputs checked against the reference. A generous bound keeps the lag rule from deciding (structure

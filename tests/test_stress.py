@@ -39,6 +39,7 @@ def rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,workload,dtype", cases())
 def test_eight_threads_match_single_thread_outputs(name, workload, dtype):
     backend = backends.load(name)

@@ -1,7 +1,8 @@
 """Every bad input is one line on stderr and exit code 2, before any work starts; never a traceback.
 
 Most cases run in-process through cli.run_cli (what `main()` runs, minus the SIGTERM handler and
-sys.exit); a representative set also runs through the real entry point in a subprocess."""
+sys.exit); a representative set also runs through `main()` itself (the `threadbench` fixture,
+tests/conftest.py), and one through the real entry point in a subprocess."""
 import json
 import subprocess
 import sys
@@ -161,7 +162,7 @@ def test_resume_refuses_a_run_of_another_machine(capsys, tmp_path):
                           "was measured on 'some-other-machine'")
 
 
-# -- through the real entry point ---------------------------------------------------------------------
+# -- through the entry point ----------------------------------------------------------------------------
 def run(*args):
     return subprocess.run([sys.executable, "cli.py", *map(str, args)], capture_output=True, text=True, cwd=ROOT,
                           timeout=120)
@@ -174,18 +175,26 @@ def run(*args):
     (["compare", "--out", "/sys/x.json", "-b", "numpy"], "--out: cannot write in /sys"),
     (["report", "/nonexistent/run.json"], "/nonexistent/run.json: no such results file"),
 ])
-def test_entry_point_gives_one_line_and_exit_2(args, expected):
-    out = run(*args)
+def test_entry_point_gives_one_line_and_exit_2(args, expected, threadbench):
+    out = threadbench(*args)
     assert_one_line_error(out.returncode, out.stderr, expected)
     assert out.stdout == ""
 
 
-def test_debug_shows_the_traceback():
-    out = run("--debug", "compare", "--threads", "0")
+@pytest.mark.slow
+def test_the_real_entry_point_exits_2_with_one_line():
+    """`python cli.py` in a fresh interpreter: main()'s exit code and one stderr line reach the shell."""
+    out = run("compare", "--threads", "0")
+    assert_one_line_error(out.returncode, out.stderr, "--threads: 0 is out of range")
+    assert out.stdout == ""
+
+
+def test_debug_shows_the_traceback(threadbench):
+    out = threadbench("--debug", "compare", "--threads", "0")
     assert out.returncode != 0 and "Traceback" in out.stderr and "BadInput: --threads: 0 is out of range" in out.stderr
 
 
-def test_debug_shows_clicks_full_usage_error():
-    out = run("--debug", "compare", "--trials", "x")
+def test_debug_shows_clicks_full_usage_error(threadbench):
+    out = threadbench("--debug", "compare", "--trials", "x")
     assert out.returncode == 2
     assert "Usage: threadbench compare [OPTIONS]" in out.stderr and "Invalid value for '--trials'" in out.stderr
