@@ -187,19 +187,21 @@ def test_real_strategies_answer_every_query(strategy):
 @pytest.mark.slow
 def test_a_server_threads_first_use_per_thread_is_set_up_and_warmed_before_the_step():
     """A framework's per-thread first use (a CUDA stream, a library handle, an OpenMP pool) is slow once per
-    new thread; a step's threads are new. The fake's first op in a thread takes 0.3 s, later ones 1 ms: with
-    a 0.1 s bound every query is within it only if each thread ran its first op before the step began. And
+    new thread; a step's threads are new. The fake's first op in a thread takes 0.5 s, later ones 1 ms: the
+    p99 stays well under 0.5 s only if each thread ran its first op before the step began. And
     each thread gets the harness's per-thread setting once."""
     local, setups = threading.local(), []
     h = _SleepHarness(0.001)
 
     def op(x):
-        time.sleep(0.001 if getattr(local, "warm", False) else 0.3)
+        time.sleep(0.001 if getattr(local, "warm", False) else 0.5)
         local.warm = True
         return x
     h.op, h.thread_setup = op, lambda: setups.append(threading.current_thread().name)
-    step, _ = run_real("threads", h, 2, _Cell(), rate=200.0, bound=0.1, seed=0, min_seconds=0.5)
-    assert step.lat_p99_ms < 100 and not step.verdict.startswith("invalid: p99"), step.verdict
+    step, _ = run_real("threads", h, 2, _Cell(), rate=200.0, bound=1.0, seed=0, min_seconds=0.5)
+    # cold threads: both block 0.5 s on their first query while ~100 more arrive (22% of the step), so the
+    # p99 is near 0.5 s; warmed: 1 ms queries, with room under 0.25 s for a loaded machine's stall
+    assert step.lat_p99_ms < 250, step
     assert sorted(setups) == ["tb-server-0", "tb-server-1"]
 
 
