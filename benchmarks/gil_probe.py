@@ -6,7 +6,9 @@
 
 Each thread has its own 4x256 input; all share one model (Linear 256->512, ReLU, Linear 512->128) and torch
 runs one intra-op thread. The threads start behind one barrier and count the forwards that finish inside one
-window; every 16th output is checked against the thread's reference, and a mismatch is not counted. Thread
+window; every 16th output is checked against the thread's reference, and a mismatch is not counted. "Cores
+used" is the process's CPU time over the window: on a shared machine it says whether a second thread could get
+a second core at all (with the kernel's autogroups each session gets a fair share, whatever its nice). Thread
 counts alternate over the repeats so that other load hits them alike; each figure is the median over repeats
 with the range. Standalone: it needs only the framework, so it runs under a free-threaded interpreter whose
 environment has nothing of threadbench's. Always exits 0.
@@ -81,6 +83,8 @@ class Window:
     n: int
     seconds: float
     end: float = 0.0
+    cpu_start: float = 0.0
+    cpu_seconds: float = 0.0  # the process's CPU time from the window's start to the last thread's exit
     counts: list[int] = dataclasses.field(default_factory=list)
     bad: list[int] = dataclasses.field(default_factory=list)
 
@@ -88,11 +92,15 @@ class Window:
         self.counts, self.bad = [0] * self.n, [0] * self.n
 
     def open(self) -> None:
+        self.cpu_start = time.process_time()
         self.end = time.perf_counter() + self.seconds
 
+    def close(self) -> None:
+        self.cpu_seconds = time.process_time() - self.cpu_start
 
-def window(model, n: int, seconds: float) -> tuple[float, int]:
-    """n threads, one window: (completed and unrefuted forwards per second, mismatches)."""
+
+def window(model, n: int, seconds: float) -> tuple[float, float, int]:
+    """n threads, one window: (completed and unrefuted forwards per second, cores used, mismatches)."""
     forward, make_input, same, per_thread = model
     win = Window(n, seconds)
     barrier = threading.Barrier(n, action=win.open)
@@ -120,7 +128,8 @@ def window(model, n: int, seconds: float) -> tuple[float, int]:
         t.start()
     for t in threads:
         t.join()
-    return sum(win.counts) / seconds, sum(win.bad)
+    win.close()
+    return sum(win.counts) / seconds, win.cpu_seconds / seconds, sum(win.bad)
 
 
 def main() -> None:
@@ -138,17 +147,20 @@ def main() -> None:
           f"  PYTHON_GIL={os.environ.get('PYTHON_GIL', '(unset)')}  GIL {'on' if gil else 'off'} after import  {version}")
     print(f"{os.cpu_count()} CPUs, load average {' '.join(f'{v:.2f}' for v in os.getloadavg())} at start")
     rates: dict[int, list[float]] = {n: [] for n in thread_counts}
+    cores: dict[int, list[float]] = {n: [] for n in thread_counts}
     mismatches = 0
     for _ in range(a.repeats):
         for n in thread_counts:
-            rate, bad = window(model, n, a.seconds)
+            rate, used, bad = window(model, n, a.seconds)
             rates[n].append(rate)
+            cores[n].append(used)
             mismatches += bad
     base = statistics.median(rates[thread_counts[0]])
     for n in thread_counts:
         med = statistics.median(rates[n])
         print(f"threads {n}: {med:8.0f} ops/s  (range {min(rates[n]):.0f}-{max(rates[n]):.0f}, "
-              f"{len(rates[n])} windows of {a.seconds:g} s)  x{med / base:.2f} of {thread_counts[0]} thread(s)")
+              f"{len(rates[n])} windows of {a.seconds:g} s)  x{med / base:.2f} of {thread_counts[0]} thread(s)"
+              f"  {statistics.median(cores[n]):.2f} cores used")
     print(f"mismatched outputs: {mismatches}; load average {' '.join(f'{v:.2f}' for v in os.getloadavg())} at end")
 
 
