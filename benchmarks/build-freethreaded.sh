@@ -36,6 +36,8 @@ SKIP_PATCHES="no-sphinx-8.2.diff Add-Debian-specific-documentation-path-to-IDLE-
 # Sphinx and valgrind for modules, docs and tests a benchmark interpreter does not need.
 BUILD_DEPS="build-essential pkg-config xz-utils patch dpkg-dev gpgv debian-keyring libssl-dev libffi-dev
   zlib1g-dev libbz2-dev liblzma-dev libsqlite3-dev libreadline-dev libncurses-dev uuid-dev"
+# Without the test suite (140 MB of Lib/test and the _test* modules), which a benchmark interpreter never runs.
+CONFIGURE_FLAGS="--disable-gil --disable-test-modules --with-ensurepip=install"
 REQUIRED_MODULES="ssl ctypes zlib bz2 lzma"   # without these the build counts as failed
 OPTIONAL_MODULES="sqlite3 readline curses _uuid"
 # Every pip install in the venv runs under these pins as constraints, so no dependency can pull another
@@ -49,7 +51,7 @@ PREFIX=${THREADBENCH_FT_HOME:-$HOME/.cache/threadbench/freethreaded}
 PYTHON=$PREFIX/bin/python3.13t
 VENV=$PREFIX/venv
 STAMP=$PREFIX/.threadbench-build
-STAMP_TEXT="python3.13 $DEB_VERSION --disable-gil, Debian's upstream fixes from $FIRST_UPSTREAM_FIX"
+STAMP_TEXT="python3.13 $DEB_VERSION $CONFIGURE_FLAGS, Debian's upstream fixes from $FIRST_UPSTREAM_FIX"
 SOURCES_FILE=/etc/apt/sources.list.d/threadbench-trixie-src.sources
 APT_STRICT="-o APT::Get::AllowUnauthenticated=false -o Acquire::AllowInsecureRepositories=false
   -o Acquire::AllowDowngradeToInsecureRepositories=false"
@@ -137,7 +139,7 @@ EOF
   say "applied $applied of Debian's upstream fixes (from $FIRST_UPSTREAM_FIX on, without fuzz)"
 
   local start; start=$(date +%s)
-  ./configure -q --disable-gil --prefix="$PREFIX" --with-ensurepip=install
+  ./configure -q $CONFIGURE_FLAGS --prefix="$PREFIX"
   make -s -j"${THREADBENCH_FT_JOBS:-$(nproc)}"
   make -s altinstall >/dev/null
   local module
