@@ -10,7 +10,7 @@
 # Needs Debian (bookworm or later) and root or sudo for apt. It adds a deb-src-only entry for trixie,
 # /etc/apt/sources.list.d/threadbench-trixie-src.sources (remove it when done; no binary package comes from it),
 # and installs only the missing build dependencies from the system's own release. On a shared 2-core machine
-# run it under `nice -n 19`; the build takes 6 to 9 minutes on 2 cores, the frameworks tier 5.5 GB of disk.
+# run it under `nice -n 19`; the build takes 4 to 9 minutes on 2 cores, the frameworks tier 5.5 GB of disk.
 # The source is checked five ways before it is built, and the script stops at the first failure: apt checks
 # the .dsc and tarballs against trixie's Sources index, signed by the Debian archive key; their sha256 sums
 # are pinned below; the .dsc's uploader signature is checked with gpgv against debian-keyring; dpkg-source
@@ -124,7 +124,8 @@ EOF
   dpkg-source --require-strong-checksums --skip-patches -x "$dsc" src > dpkg-source.log 2>&1 \
     || { cat dpkg-source.log; die "dpkg-source refused $dsc"; }
   gpg --dearmor < src/debian/upstream/signing-key.asc > upstream-key.gpg
-  signed_by ./upstream-key.gpg "$UPSTREAM_SIGNER" "$orig.asc" "$orig" || die "$orig: no valid signature by $UPSTREAM_SIGNER"
+  signed_by ./upstream-key.gpg "$UPSTREAM_SIGNER" "$orig.asc" "$orig" \
+    || die "$orig: no valid signature by $UPSTREAM_SIGNER"
   say "source checked: sha256 pinned, .dsc signed by a Debian developer, tarballs match it, upstream signed"
 
   cd src
@@ -138,26 +139,29 @@ EOF
   done
   say "applied $applied of Debian's upstream fixes (from $FIRST_UPSTREAM_FIX on, without fuzz)"
 
-  local start; start=$(date +%s)
-  ./configure -q $CONFIGURE_FLAGS --prefix="$PREFIX"
-  make -s -j"${THREADBENCH_FT_JOBS:-$(nproc)}"
-  make -s altinstall >/dev/null
+  local start jobs=${THREADBENCH_FT_JOBS:-$(nproc)}; start=$(date +%s)
+  say "configure, make -j$jobs, make altinstall into $PREFIX (4 to 9 minutes on 2 cores)"
+  # gcc 12 prints pages of warnings on 3.13's sources: the log is shown only when a step fails.
+  { ./configure $CONFIGURE_FLAGS --prefix="$PREFIX" && make -j"$jobs" && make altinstall; } > build.log 2>&1 \
+    || { tail -n 40 build.log; die "the build failed; the last 40 lines of its log are above"; }
   local module
   for module in $REQUIRED_MODULES; do
-    "$PYTHON" -c "import $module" || die "the build has no $module module; see the make output above"
+    "$PYTHON" -c "import $module" \
+      || { grep -A3 'necessary bits\|Failed to build' build.log; die "the build has no $module module"; }
   done
   for module in $OPTIONAL_MODULES; do
     "$PYTHON" -c "import $module" 2>/dev/null || say "note: the build has no $module module"
   done
   echo "$STAMP_TEXT" > "$STAMP"
-  say "built in $(elapsed "$start") (configure, make -j${THREADBENCH_FT_JOBS:-$(nproc)}, altinstall): $(du -sh "$PREFIX" | cut -f1) in $PREFIX"
+  say "built in $(elapsed "$start"): $(du -sh "$PREFIX" | cut -f1) in $PREFIX"
 }
 
 install_tier() {  # pip, binary wheels only, every pin a constraint
   local constraints="$PREFIX/constraints.txt" start spec failed=""
   printf '%s\n' $MINIMAL_PINS $FRAMEWORK_PINS $OPTIONAL_PINS | sed 's/\[[a-z]*\]//' > "$constraints"
   [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-  local pip=("$VENV/bin/python" -m pip install -q --no-cache-dir --disable-pip-version-check --only-binary :all: -c "$constraints")
+  local pip=("$VENV/bin/python" -m pip install -q --no-cache-dir --disable-pip-version-check
+             --only-binary :all: -c "$constraints")
   start=$(date +%s)
   "${pip[@]}" $MINIMAL_PINS
   say "minimal tier ($MINIMAL_PINS) in $(elapsed "$start"): venv $(du -sh "$VENV" | cut -f1)"
@@ -212,4 +216,5 @@ fi
 install_tier
 report
 "$VENV/bin/python" -m pip freeze --all > "$PREFIX/freeze.txt"
-say "disk: $(du -sh --exclude=venv "$PREFIX" | cut -f1) interpreter, $(du -sh "$VENV" | cut -f1) venv; versions in $PREFIX/freeze.txt"
+say "disk: $(du -sh --exclude=venv "$PREFIX" | cut -f1) interpreter, $(du -sh "$VENV" | cut -f1) venv;" \
+  "versions in $PREFIX/freeze.txt"
