@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""What the GIL costs a dispatch-bound model: N threads sharing one small MLP, ops/s at each N (a report, not a test).
+"""What the GIL costs a dispatch-bound model: N threads share one small MLP, ops/s at each N (a report).
 
-    PYTHON_GIL=1 python3.13t benchmarks/gil_probe.py [--backend torch|mlx] [--threads 1,2] [--seconds 2] [--repeats 3]
+    PYTHON_GIL=1 python3.13t benchmarks/gil_probe.py [--backend torch|mlx] [--threads 1,2] [--seconds 2]
+                                                     [--repeats 3]
     PYTHON_GIL=0 python3.13t benchmarks/gil_probe.py ...
 
 Each thread has its own 4x256 input; all share one model (Linear 256->512, ReLU, Linear 512->128) and torch
@@ -142,9 +143,9 @@ def main() -> None:
     thread_counts = [int(n) for n in a.threads.split(",")]
     forward, make_input, same, per_thread, version = MODELS[a.backend]()
     model = (forward, make_input, same, per_thread)
-    gil = sys._is_gil_enabled() if hasattr(sys, "_is_gil_enabled") else True
+    gil = "on" if not hasattr(sys, "_is_gil_enabled") or sys._is_gil_enabled() else "off"
     print(f"{sys.executable}  {sys.version.split()[0]}  Py_GIL_DISABLED={sysconfig.get_config_var('Py_GIL_DISABLED')}"
-          f"  PYTHON_GIL={os.environ.get('PYTHON_GIL', '(unset)')}  GIL {'on' if gil else 'off'} after import  {version}")
+          f"  PYTHON_GIL={os.environ.get('PYTHON_GIL', '(unset)')}  GIL {gil} after import  {version}")
     print(f"{os.cpu_count()} CPUs, load average {' '.join(f'{v:.2f}' for v in os.getloadavg())} at start")
     rates: dict[int, list[float]] = {n: [] for n in thread_counts}
     cores: dict[int, list[float]] = {n: [] for n in thread_counts}
