@@ -6,7 +6,7 @@
 #     --frameworks  the minimal tier plus torch (the CUDA build, ~5 GB, runs on the CPU), mlx[cpu], onnxruntime,
 #                   and jax[cpu] where its cp313t wheel installs
 # Interpreter: ${THREADBENCH_FT_HOME:-~/.cache/threadbench/freethreaded}/bin/python3.13t, venv: $PREFIX/venv.
-# A working interpreter there is reused, so a second run takes seconds; pip keeps what is installed.
+# A working interpreter there is reused and pip keeps what is installed, so a second run takes 20-32 s here.
 # Needs Debian (bookworm or later) and root or sudo for apt. It adds a deb-src-only entry for trixie,
 # /etc/apt/sources.list.d/threadbench-trixie-src.sources (remove it when done; no binary package comes from it),
 # and installs only the missing build dependencies from the system's own release. On a shared 2-core machine
