@@ -28,11 +28,6 @@ TRIALS = 2
 FAST = ["--dtype", "float64", "--workloads", "mlp", "--duration", "0.1", "--trials", str(TRIALS), "--warmup", "1", "-q"]
 
 
-def compare(*args, timeout=180):
-    return subprocess.run([sys.executable, str(ROOT / "cli.py"), "compare", *FAST, *args], capture_output=True,
-                          text=True, cwd=ROOT, env=ENV, timeout=timeout)
-
-
 def marked() -> list[psutil.Process]:
     """Every live process started by these tests (the cells' workers and their processes)."""
     out = []
@@ -96,6 +91,7 @@ def test_processes_is_a_ceiling_mode_beside_threads_and_not_a_default():
     assert "processes" in modes.RUNNERS
 
 
+@pytest.mark.slow
 def test_processes_run_in_step_and_every_one_checks_its_outputs(monkeypatch, tmp_path):
     """Two real processes (numpy float64): every window pools both, on one shared clock and one deadline
     (no start lies a window's length from another), and every process's tallies reach the cell's Checks."""
@@ -134,6 +130,7 @@ def test_processes_run_in_step_and_every_one_checks_its_outputs(monkeypatch, tmp
     assert list(tmp_path.glob("mlp-*.npy"))  # the references went to the cache the worker named
 
 
+@pytest.mark.slow
 def test_an_op_longer_than_the_window_is_too_slow_in_processes_too(monkeypatch, tmp_path):
     """Process 1 runs threads' one-op speed check; TooSlow reaches the worker with that check's tally, and
     the other process, waiting at the barrier, is released and ended."""
@@ -150,10 +147,11 @@ def test_an_op_longer_than_the_window_is_too_slow_in_processes_too(monkeypatch, 
 
 # -- end to end: healthy, faulty, and no process left ------------------------------------------------------
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory):
+def sweep(tmp_path_factory, threadbench, starts_processes):
     out_file = tmp_path_factory.mktemp("processes") / "run.json"
-    proc = compare("--backends", "numpy,fault-one-segv,fault-one-raise,fault-one-wrong", "--modes", "processes",
-                   "--threads", "1,2", "--cell-timeout", "120", "--out", str(out_file))
+    proc = threadbench("compare", *FAST, "--backends", "numpy,fault-one-segv,fault-one-raise,fault-one-wrong",
+                       "--modes", "sequential,processes", "--no-peak-probe", "--threads", "1,2", "--cell-timeout", "120",
+                       "--out", str(out_file), env=ENV)
     return proc, R.load(out_file)
 
 
@@ -168,9 +166,9 @@ def test_a_processes_cell_records_each_process_and_their_total(sweep):
         assert len(rss) == len(json.loads(row["process_uss_mb"])) == n and all(m > 0 for m in rss)
         assert row["total_rss_mb"] == pytest.approx(sum(rss)) and row["process_device_mb"] is None
         assert row["intra_op_rule"].startswith("equal total threads:"), row
-    probe = next(r for r in run["rows"] if r["backend"] == "numpy" and r["mode"] == "sequential")
-    assert probe["total_rss_mb"] == probe["peak_rss_mb"] and probe["process_rss_mb"] is None  # one process
-    assert probe["intra_op_rule"] == "framework default"
+    single = next(r for r in run["rows"] if r["backend"] == "numpy" and r["mode"] == "sequential")
+    assert single["total_rss_mb"] == single["peak_rss_mb"] and single["process_rss_mb"] is None  # one process
+    assert single["intra_op_rule"] == "framework default"
 
 
 def test_one_process_killed_by_a_signal_fails_the_cell_with_its_cause(sweep):
@@ -204,23 +202,30 @@ def test_failures_end_the_cell_not_the_sweep_and_leave_no_process(sweep):
     assert_none_left()
 
 
-def test_a_hung_process_is_a_timeout_and_the_cells_whole_group_is_ended(tmp_path):
+# The cell's start-up to both processes in place (process 2 hung in warm-up, process 1 at the barrier) takes
+# about 3 s on an idle 2-core machine; the timeout gives a busy one several times that.
+HANG_TIMEOUT_S = 15
+
+
+@pytest.mark.slow
+def test_a_hung_process_is_a_timeout_and_the_cells_whole_group_is_ended(tmp_path, threadbench):
     out_file = tmp_path / "run.json"
-    proc = compare("--backends", "fault-one-hang", "--modes", "processes", "--threads", "2", "--cell-timeout", "40",
-                   "--out", str(out_file))
+    proc = threadbench("compare", *FAST, "--backends", "fault-one-hang", "--modes", "processes", "--threads", "2",
+                       "--no-peak-probe", "--cell-timeout", str(HANG_TIMEOUT_S), "--out", str(out_file), env=ENV)
     assert proc.returncode == 1, proc.stderr[-2000:]
     row = cell_row(R.load(out_file), "fault-one-hang")
-    assert row["status"] == "timeout" and row["cause"].startswith("no result within 40 s"), row
+    assert row["status"] == "timeout" and row["cause"].startswith(f"no result within {HANG_TIMEOUT_S} s"), row
     # process 2 hangs in its first forward (warm-up); process 1 waits for it at the first window's barrier
     assert "process 2 of 2" in row["cause"] and "at warm-up" in row["cause"], row
     assert "process 1 of 2" in row["cause"] and "at the barrier before a warm-up window" in row["cause"], row
     assert_none_left()
 
 
+@pytest.mark.slow
 def test_processes_end_themselves_when_their_worker_dies(tmp_path):
     """SIGKILL the cell's worker only (as the OOM killer would): its processes notice and exit."""
     p = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "compare", *FAST, "--backends", "fault-one-hang",
-                          "--modes", "processes", "--threads", "2", "--cell-timeout", "120",
+                          "--modes", "processes", "--threads", "2", "--no-peak-probe", "--cell-timeout", "120",
                           "--out", str(tmp_path / "run.json")], cwd=ROOT, env=ENV,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -11,7 +11,7 @@ from compare import results as R
 from compare.cells import MODES, Cell
 from compare.options import runnable_modes
 
-from test_processes import TRIALS, assert_none_left, compare
+from test_processes import ENV, FAST, assert_none_left
 
 VERIFY = Cell(backend="numpy", device="cpu", dtype="float64", workload="mlp", mode="server-processes").verify_ops
 
@@ -24,15 +24,16 @@ def test_server_processes_is_runnable_and_in_all():
     assert "server-processes" in runnable_modes(MODES) and MODES["server-processes"].start_s > 0
 
 
-def test_a_server_processes_cell_and_its_faults(tmp_path):
+@pytest.mark.slow
+def test_a_server_processes_cell_and_its_faults(tmp_path, threadbench):
     """One sweep (numpy; a process killed by SIGSEGV at start-up, another in a rate step; a process raising),
     server-processes x2, a generous
     bound so the dispatcher's lag never decides (how many steps pass depends on the machine)."""
     out_file = tmp_path / "run.json"
     before = {p.pid for p in psutil.Process().children(recursive=True)}
-    proc = compare("--backends", "numpy,fault-one-segv,fault-one-raise,fault-one-later-segv", "--modes", "server-processes",
-                   "--threads", "2", "--latency-bound-ms", "500", "--cell-timeout", "400", "--out", str(out_file),
-                   timeout=900)
+    proc = threadbench("compare", *FAST, "--backends", "numpy,fault-one-segv,fault-one-raise,fault-one-later-segv",
+                       "--modes", "server-processes", "--no-peak-probe", "--threads", "2", "--latency-bound-ms", "500",
+                       "--cell-timeout", "400", "--out", str(out_file), env=ENV)
     assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
     run = R.load(out_file)
     steps = server_row(run, "numpy")
