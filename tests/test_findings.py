@@ -135,3 +135,13 @@ def test_brief_is_one_line_per_machine_workload_and_precision_with_only_supporte
     assert "torch best threads ×2 1.5k (1.5× sequential)" in line
     assert "mlx best threads ×2 520 (not clearly above sequential)" in line   # overlapping intervals
     assert "like-for-like: torch 2.9× mlx" in line
+
+
+def test_intervals_that_touch_are_not_disjoint():
+    """One interval's low end on the other's high end: they share that point, so nothing is claimed, however
+    far apart the medians are."""
+    touching = [rec("torch", "sequential", 1000, 900, 1100), rec("torch", "threads", 1300, 1100, 1400, threads=2)]
+    t = text(FD.findings(touching))
+    assert "torch cpu: no strategy is clearly faster than sequential" in t and "best strategy" not in t
+    apart = [rec("torch", "sequential", 1000, 900, 1100), rec("torch", "threads", 1300, 1101, 1400, threads=2)]
+    assert "torch cpu: best strategy threads ×2" in text(FD.findings(apart))

@@ -312,7 +312,11 @@ def test_the_worker_averages_gpu_utilisation_over_the_timed_windows_only(monkeyp
     the whole run (the bug this guards against) takes in at least the read made before the build, 0%."""
     fake = nvml(period=0.01)  # a driver that averages over 10 ms: 0.2 s windows hold reads of their own
     busy = threading.Event()
-    fake.nvmlDeviceGetUtilizationRates = lambda h: SimpleNamespace(gpu=100 if busy.is_set() else 0, memory=0)
+    # as a driver does, a read just after a loop still reports it: the sampler keeps reads up to half a period
+    # (NVML_LAG_PERIODS) past a window's end, so an instant fake made one such read 0% (a loaded machine's flake)
+    lag = SimpleNamespace(s=H.NVML_LAG_PERIODS[1] * 0.01, ended=float("-inf"))
+    fake.nvmlDeviceGetUtilizationRates = lambda h: SimpleNamespace(
+        gpu=100 if busy.is_set() or time.perf_counter() - lag.ended <= lag.s else 0, memory=0)
     loop = modes._timed_loop
 
     def timed_loop(*args):
@@ -320,6 +324,7 @@ def test_the_worker_averages_gpu_utilisation_over_the_timed_windows_only(monkeyp
         try:
             return loop(*args)
         finally:
+            lag.ended = time.perf_counter()
             busy.clear()
     monkeypatch.setattr(modes, "_timed_loop", timed_loop)
     monkeypatch.setattr(H, "GPU_DEVICES_OFF", set())
