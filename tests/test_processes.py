@@ -202,8 +202,9 @@ def test_failures_end_the_cell_not_the_sweep_and_leave_no_process(sweep):
     assert_none_left()
 
 
-# The cell's start-up to both processes in place (process 2 hung in warm-up, process 1 at the barrier) takes
-# about 3 s on an idle 2-core machine; the timeout gives a busy one several times that.
+# The cause names where each process is once the worker has heard nothing from them for QUIET_NOTE_S (5 s):
+# start-up, both in place (process 2 hung in warm-up, process 1 at the barrier), then 5 s. The first timeout
+# whose cause had them: 8 s at a load of 2.5 on 2 cores (6 s had none); 15 s passed at a load of 5.8.
 HANG_TIMEOUT_S = 15
 
 
