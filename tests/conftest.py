@@ -14,9 +14,9 @@ here; an unknown marker is a warning, and an error with --strict-markers):
 
 A test gets it from an explicit @pytest.mark.slow, or at collection: when it uses a fixture that starts
 processes (such a fixture requests `starts_processes`), when its own code uses the subprocess module its
-file imports, or when it is parametrized with a parity case. Here in tests/, a test outside the slow layer that starts a
-Python process (subprocess or multiprocessing) fails, naming the command: the fast layer cannot grow slow
-unnoticed.
+file imports, or when it is parametrized with a parity case. Here in tests/, a test outside the slow layer
+that starts a Python process (subprocess or multiprocessing) fails, naming the command: the fast layer
+cannot grow slow unnoticed.
 
 `threadbench` runs `python cli.py ARGS` in this process (cli.main, minus the process), for the command
 line's behaviour wherever a subprocess is not the point."""
@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: starts processes or waits on a real clock by design "
+    config.addinivalue_line("markers", "slow: starts processes, waits on a real clock or runs the parity suite "
                                        "(tests/conftest.py says which); `pytest -m 'not slow'` leaves it out")
 
 
@@ -55,8 +55,9 @@ def pytest_collection_modifyitems(items):
 def _slow_by_what_it_does(item) -> bool:
     code = getattr(getattr(item, "function", None), "__code__", None)
     params = getattr(getattr(item, "callspec", None), "params", {})
+    # the module-level subprocess; a test that imports it itself does so to patch it
     runs_subprocess = code is not None and "subprocess" in code.co_names and "subprocess" not in code.co_varnames
-    return ("starts_processes" in item.fixturenames or runs_subprocess  # (imported inside: a test patching it)
+    return ("starts_processes" in item.fixturenames or runs_subprocess
             or any(isinstance(value, ParityCase) for value in params.values()))
 
 
@@ -98,7 +99,8 @@ def run_cli_in_process(*args, env: dict | None = None, cwd: Path | None = None) 
     returncode. env's PYTHONPATH also goes on sys.path, so plug-ins there are found here as in the cells'
     worker processes (which inherit it); the modules imported from it are forgotten afterwards."""
     argv = ["cli.py", *map(str, args)]
-    extra = [p for p in (env or {}).get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
+    extra = [p for p in (env or {}).get("PYTHONPATH", "").split(os.pathsep)  # the plug-ins' folders, not ours
+             if p and p not in sys.path and not ROOT.is_relative_to(Path(p).resolve())]
     saved_env, handlers = dict(os.environ), {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     stdout, stderr = io.StringIO(), io.StringIO()
     with pytest.MonkeyPatch.context() as mp:
@@ -122,7 +124,7 @@ def run_cli_in_process(*args, env: dict | None = None, cwd: Path | None = None) 
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
             for name, module in list(sys.modules.items()):
-                if any(str(getattr(module, "__file__", None) or "").startswith(p) for p in extra):
+                if any(str(getattr(module, "__file__", None) or "").startswith(os.path.join(p, "")) for p in extra):
                     del sys.modules[name]
             backends.registrations.cache_clear()
     return subprocess.CompletedProcess(argv, code, stdout.getvalue(), stderr.getvalue())

@@ -164,8 +164,8 @@ OPTION_PLUGIN = """
 def test_backend_options_reach_only_their_backend(tmp_path, threadbench):
     add_dist(tmp_path, "optplug", {"opt": "optplug:OptBackend"}, OPTION_PLUGIN)
     out_file = tmp_path / "run.json"
-    out = threadbench("compare", "--backends", "numpy,opt", *FAST, "-B", "opt.mode=b,opt.depth=3", "--out", str(out_file),
-              env=env_with(tmp_path))
+    out = threadbench("compare", "--backends", "numpy,opt", *FAST, "-B", "opt.mode=b,opt.depth=3",
+                      "--out", str(out_file), env=env_with(tmp_path))
     assert out.returncode == 0, out.stderr
     run = json.loads(out_file.read_text())
     by_backend = {c["backend"]: c["backend_options"] for c in run["cells"]}

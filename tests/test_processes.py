@@ -150,8 +150,8 @@ def test_an_op_longer_than_the_window_is_too_slow_in_processes_too(monkeypatch, 
 def sweep(tmp_path_factory, threadbench, starts_processes):
     out_file = tmp_path_factory.mktemp("processes") / "run.json"
     proc = threadbench("compare", *FAST, "--backends", "numpy,fault-one-segv,fault-one-raise,fault-one-wrong",
-                       "--modes", "sequential,processes", "--no-peak-probe", "--threads", "1,2", "--cell-timeout", "120",
-                       "--out", str(out_file), env=ENV)
+                       "--modes", "sequential,processes", "--no-peak-probe", "--threads", "1,2",
+                       "--cell-timeout", "120", "--out", str(out_file), env=ENV)
     return proc, R.load(out_file)
 
 
