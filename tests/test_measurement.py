@@ -307,6 +307,10 @@ def test_checks_count_each_request_and_only_errors_beyond_the_tolerance():
     assert (c.checked, c.errors, c.max_err) == (5, 2, float("inf")), "a NaN error must count and make max_err inf"
     c.merge(errors=4, checked=10, max_err=0.5)
     assert (c.checked, c.errors) == (15, 6), "merge must add another process's tally"
+    other = modes.Checks(tolerance=1e-3)
+    other.record(2e-4)
+    other.merge(errors=0, checked=1, max_err=1e-4)
+    assert other.max_err == 2e-4, "merge must keep the larger of the two largest errors"
 
 
 def test_an_empty_window_is_a_trial_of_no_ops_and_no_latency():
@@ -348,7 +352,8 @@ def test_a_closed_window_sets_the_per_thread_rate_its_ops_showed():
     assert h.measured.os_threads >= 1, "closing a timed window must record the process's OS threads"
 
 
-@pytest.mark.parametrize("short, expected", [(5, 2.0 * 1.5 * 10 / 5), (0, 2.0 * 1.5 * 10 / 1)])
+@pytest.mark.parametrize("short, expected", [(5, 2.0 * 1.5 * 10 / 5), (0, 2.0 * 1.5 * 10 / 1),
+                                             (10, 2.0)])  # exactly MIN_OPS_PER_WINDOW: not short, not lengthened
 def test_a_window_where_a_thread_fell_short_lengthens_the_next_by_the_shortfall(short, expected):
     h, _ = fake_harness()
     sched = modes.Schedule(h, 2, duration=1.0, trials=3, cap=100.0, op_s=0.1)
