@@ -41,7 +41,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
-from scipy.stats import binom
 
 # -- the rules, each with where it comes from --------------------------------------------------------
 PERCENTILE = 0.99        # LoadGen Server: the latency percentile that must meet the bound
@@ -74,6 +73,7 @@ def queries_needed(over: int, p: float = PERCENTILE, confidence: float = CONFIDE
     """The fewest queries for which `over` of them exceeding the bound still shows, with `confidence`,
     that at most 1 - p of all queries would: the smallest n with P[Binomial(n, 1 - p) <= over] <= 1 -
     confidence (LoadGen's early-stopping criterion for the Server scenario, tolerance 0)."""
+    from scipy.stats import binom  # deferred: ~0.8 s of every cell process's start-up; only server steps use it
     lo, hi = over + 1, max(2 * (over + 1), 64)
     while binom.cdf(over, hi, 1 - p) > 1 - confidence:
         lo, hi = hi, hi * 2
