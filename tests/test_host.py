@@ -103,6 +103,21 @@ def no_nvml(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", None)  # `import pynvml` raises ImportError
 
 
+class LateFlag(threading.Event):
+    """A busy flag read as a driver reports it: still set `late` seconds after clear(), since NVML publishes its
+    average late (an instant one made a read just after a timed loop, which the sampler keeps, read 0%)."""
+    def __init__(self, late: float):
+        super().__init__()
+        self.late, self.cleared = late, float("-inf")
+
+    def clear(self) -> None:
+        self.cleared = time.perf_counter()
+        super().clear()
+
+    def is_set(self) -> bool:
+        return super().is_set() or time.perf_counter() - self.cleared <= self.late
+
+
 class Emitted:
     def __init__(self):
         self.events = []
@@ -311,12 +326,8 @@ def test_the_worker_averages_gpu_utilisation_over_the_timed_windows_only(monkeyp
     the worker builds, makes references, plans windows and checks: the cell's figure must be 100. Counting
     the whole run (the bug this guards against) takes in at least the read made before the build, 0%."""
     fake = nvml(period=0.01)  # a driver that averages over 10 ms: 0.2 s windows hold reads of their own
-    busy = threading.Event()
-    # as a driver does, a read just after a loop still reports it: the sampler keeps reads up to half a period
-    # (NVML_LAG_PERIODS) past a window's end, so an instant fake made one such read 0% (a loaded machine's flake)
-    lag = SimpleNamespace(s=H.NVML_LAG_PERIODS[1] * 0.01, ended=float("-inf"))
-    fake.nvmlDeviceGetUtilizationRates = lambda h: SimpleNamespace(
-        gpu=100 if busy.is_set() or time.perf_counter() - lag.ended <= lag.s else 0, memory=0)
+    busy = LateFlag(H.NVML_LAG_PERIODS[1] * 0.01)  # the sampler keeps reads up to half a period past a window
+    fake.nvmlDeviceGetUtilizationRates = lambda h: SimpleNamespace(gpu=100 if busy.is_set() else 0, memory=0)
     loop = modes._timed_loop
 
     def timed_loop(*args):
@@ -324,7 +335,6 @@ def test_the_worker_averages_gpu_utilisation_over_the_timed_windows_only(monkeyp
         try:
             return loop(*args)
         finally:
-            lag.ended = time.perf_counter()
             busy.clear()
     monkeypatch.setattr(modes, "_timed_loop", timed_loop)
     monkeypatch.setattr(H, "GPU_DEVICES_OFF", set())
