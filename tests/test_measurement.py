@@ -307,7 +307,7 @@ def test_checks_count_each_request_and_only_errors_beyond_the_tolerance():
     assert (c.checked, c.errors, c.max_err) == (5, 2, float("inf")), "a NaN error must count and make max_err inf"
     c.merge(errors=4, checked=10, max_err=0.5)
     assert (c.checked, c.errors) == (15, 6), "merge must add another process's tally"
-    other = modes.Checks(tolerance=1e-3)
+    other = type(c)(tolerance=1e-3)  # another tally, of the same class
     other.record(2e-4)
     other.merge(errors=0, checked=1, max_err=1e-4)
     assert other.max_err == 2e-4, "merge must keep the larger of the two largest errors"
