@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 FRAMEWORKS = {"torch", "mlx", "jax", "jaxlib", "onnxruntime"}
-NOT_IN_THE_WORKER = FRAMEWORKS | {"polars", "typer", "rich", "scipy"}
+NOT_IN_THE_WORKER = FRAMEWORKS | {"polars", "typer", "rich", "scipy.stats"}
 # imported where they are used: optional extras (gpu, plot), and scipy.stats, ~0.8 s of every cell process's
 # start-up that only the server modes' early-stopping rule needs
 DEFERRED_ON_PURPOSE = {"pynvml", "matplotlib", "scipy"}
@@ -177,8 +177,8 @@ def test_an_import_inside_a_function_is_an_optional_library_deferred_on_purpose(
 
 
 @pytest.mark.parametrize("module", ["compare.measure.worker"])
-def test_the_cell_worker_loads_no_framework_polars_typer_or_rich(module):
-    code = f"import sys, {module}; print(' '.join(sorted({{m.split('.')[0] for m in sys.modules}})))"
+def test_the_cell_worker_loads_no_framework_polars_typer_rich_or_scipy_stats(module):
+    code = f"import sys, {module}; print(' '.join(sorted({{m.split('.')[0] for m in sys.modules}} | set(sys.modules))))"
     loaded = set(subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                                 check=True).stdout.split())
     assert "numpy" in loaded and not loaded & NOT_IN_THE_WORKER, sorted(loaded & NOT_IN_THE_WORKER)
