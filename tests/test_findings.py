@@ -146,3 +146,15 @@ def test_intervals_that_touch_are_not_disjoint():
     assert "torch cpu: no strategy is clearly faster than sequential" in t and "best strategy" not in t
     apart = [rec("torch", "sequential", 1000, 900, 1100), rec("torch", "threads", 1300, 1101, 1400, threads=2)]
     assert "torch cpu: best strategy threads ×2" in text(FD.findings(apart))
+
+
+def test_exactly_ten_percent_apart_is_claimed_and_a_missing_figure_never_is():
+    """The boundary of MIN_GAIN belongs to the claim (at least 10%), and a cell without an interval or a figure
+    (a failed cell, a zero) is never claimed faster, nor beaten."""
+    base = rec("torch", "sequential", 1000, 990, 1010)
+    at_gain = (1 + analysis.MIN_GAIN) * base["ops_per_s"]
+    assert analysis.clearly_faster(rec("torch", "threads", at_gain, 1050, 1150, threads=2), base)
+    no_interval = dict(rec("torch", "threads", 5000, threads=2), ci_low=None, ci_high=None)
+    assert not analysis.clearly_faster(no_interval, base) and not analysis.clearly_faster(base, no_interval)
+    zero = rec("torch", "threads", 0.0, 0.0, 0.0, threads=2)
+    assert not analysis.clearly_faster(base, zero)
