@@ -5,10 +5,8 @@ true median at least the printed level, exactly the printed level under the wors
 processes than the cap on tight cells. Vectorised numpy, seeded: a few seconds, no process started."""
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,15 +19,6 @@ from test_stats import proc, summary
 ROOT = Path(__file__).resolve().parents[1]
 CELLS = 20_000   # simulated cells per population and target: a coverage's standard error is 0.2 points
 SLACK = 3        # a coverage may fall short of the printed level by 3 standard errors (one-sided, 0.13% each)
-
-
-@pytest.fixture(scope="module")
-def repro():
-    spec = importlib.util.spec_from_file_location("reproducibility", ROOT / "benchmarks" / "reproducibility.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["reproducibility"] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def brute_force_level(first: int, cuts: tuple[int, ...]) -> float:
@@ -154,7 +143,7 @@ def test_an_adaptive_sweep_prints_the_rules_interval_and_level_a_fixed_one_the_f
 # -- the simulation --------------------------------------------------------------------------------------
 def populations(repro) -> list:
     """The synthetic cells, and the real process medians of the H100 runs (one slow process in many cells)."""
-    return repro.SYNTHETIC + repro.repro_populations(sorted((ROOT / "results" / "repro" / "h100-5").glob("inv-*.json")))
+    return repro.SYNTHETIC + repro.repro_populations(sorted((ROOT / "results/repro/h100-5").glob("inv-*.json")))
 
 
 @pytest.mark.parametrize("target", [0.02, 0.05, 0.10])
