@@ -26,7 +26,7 @@ import numpy as np
 LEVEL = 0.90        # an adaptive cell's interval covers its median at least this often: issue 11's coverage goal
 MAX_PROCESSES = 15  # the default cap (--max-repeats): 3x the first 5; there the interval leaves 3 out at each end
 GIVE_UP = 1.5       # no more processes for a cell whose interval, projected to the last look, is still 1.5x the
-#                     target: simulated (benchmarks/README.md), it halves a sweep's processes and loses 1 point of
+#                     target: simulated (benchmarks/README.md), it nearly halves a sweep's processes, loses 1 point of
 #                     the cells that reach the target (11 on the worst population); None never gives up
 
 
