@@ -11,14 +11,17 @@ compare`, so nothing is shared but the machine), or reads such runs with --analy
 3. warm-up: over every process of every run, how often trial 0 is the strictly slowest trial, next to the
    chance rate 1/trials (goal: <= 25% with 5 trials).
 
-Only cells that are ok in every invocation count (a failed cell has no interval). This is a report, not a
-test: it always exits 0. It is not a speed benchmark: it needs an idle machine to say anything about the
+Only cells that are ok in every invocation count (a failed cell has no interval). With --target-ci it measures
+nothing: it simulates the adaptive stopping rule (compare/stopping.py) on synthetic cells and on the cells of
+the runs given with --analyse, and reports coverage of the true median against the printed level, processes
+per cell and width. This is a report, not a test: it always exits 0. It is not a speed benchmark: it needs an idle machine to say anything about the
 tool rather than about the load (name the load when you quote it).
 
     python benchmarks/reproducibility.py                      # the CPU matrix below, 6 invocations
     python benchmarks/reproducibility.py --device gpu --dtype bfloat16 --workloads mlp,transformer
     python benchmarks/reproducibility.py --analyse results/repro/inv-*.json
     python benchmarks/reproducibility.py --simulate 5,9 --analyse results/repro/h100-5/inv-*.json
+    python benchmarks/reproducibility.py --target-ci 2,5,10 --analyse results/repro/*/inv-*.json
 """
 from __future__ import annotations
 
@@ -28,13 +31,18 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import numpy as np  # noqa: E402
+from scipy.optimize import brentq  # noqa: E402
+from scipy.stats import norm  # noqa: E402
+
 from compare import results as R  # noqa: E402
-from compare import stats  # noqa: E402
+from compare import stats, stopping  # noqa: E402
 
 COVERAGE_GOAL = 0.90     # issue 11: an invocation's interval covers the median of the six in >= 90% of cases
 WIDTH_GOAL = 3.0         # ... while the median interval is no wider than 3x the spread of the six medians
@@ -136,30 +144,35 @@ def report(res: dict, paths: list[Path]) -> None:
           f"{'PASS' if t0 <= TRIAL0_GOAL else 'FAIL'}")
 
 
-def simulate(paths: list[Path], processes: list[int], invocations: int = 6, sets: int = 2000,
-             seed: int = 1) -> None:
-    """Resample: how would `invocations` runs of N processes per cell fare, drawn from these runs' process medians?
-
-    Each cell's process medians are pooled over the given runs (so drift between them is pooled in) and drawn
-    with replacement; each simulated invocation's interval is the tool's own (`stats.median_ci`)."""
-    import numpy as np
-    pools: dict[tuple, list[float]] = {}
+def pools(paths: list[Path]) -> dict[tuple, list[float]]:
+    """Each cell's process medians pooled over the given runs (so drift between them is pooled in)."""
+    pooled: dict[tuple, list[float]] = {}
     for p in paths:
         rows = [r for r in R.load(p)["rows"] if r["status"] == "ok"]
         by: dict[tuple, list[dict]] = {}
         for r in rows:
             by.setdefault(R.row_key(r), []).append(r)
         for key, cell_rows in by.items():
-            pools.setdefault(key, []).extend(stats.process_medians(cell_rows).values())
+            pooled.setdefault(key, []).extend(stats.process_medians(cell_rows).values())
+    return pooled
+
+
+def simulate(paths: list[Path], processes: list[int], invocations: int = 6, sets: int = 2000,
+             seed: int = 1) -> None:
+    """Resample: how would `invocations` runs of N processes per cell fare, drawn from these runs' process medians?
+
+    Each cell's process medians are pooled over the given runs and drawn with replacement; each simulated
+    invocation's interval is the tool's own (`stats.median_ci`)."""
+    cells = pools(paths)
     rng = np.random.default_rng(seed)
-    print(f"resampled from {len(paths)} runs' process medians ({len(pools)} cells), {sets} sets of "
+    print(f"resampled from {len(paths)} runs' process medians ({len(cells)} cells), {sets} sets of "
           f"{invocations} invocations each:")
     for n in processes:
         covers, widths = [], []
         for _ in range(sets):
             hit = total = 0
             ratios = []
-            for values in pools.values():
+            for values in cells.values():
                 draws = [rng.choice(values, n) for _ in range(invocations)]
                 medians = [float(np.median(d)) for d in draws]
                 target, spread = statistics.median(medians), max(medians) - min(medians)
@@ -174,6 +187,155 @@ def simulate(paths: list[Path], processes: list[int], invocations: int = 6, sets
               f"on average, >= {100 * COVERAGE_GOAL:.0f}% in {100 * statistics.mean(c >= COVERAGE_GOAL for c in covers):.0f}% "
               f"of sets; width / spread {statistics.median(widths):.2f} (median), <= {WIDTH_GOAL:g} in "
               f"{100 * statistics.mean(w <= WIDTH_GOAL for w in widths):.0f}% of sets")
+
+
+# -- --target-ci: does the stopping rule keep its printed level? -----------------------------------------
+@dataclass(frozen=True)
+class Population:
+    """One kind of cell's process medians: exp(centre + sigma * Z) with probability weight, a mixture of
+    lognormals, so that its true median is known exactly (where its CDF crosses 1/2)."""
+    name: str
+    weights: tuple[float, ...]
+    centres: tuple[float, ...]   # log of each component's median
+    sigmas: tuple[float, ...]
+
+    def draw(self, rng: np.random.Generator, cells: int, processes: int) -> np.ndarray:
+        """(cells, processes) process medians, in the order they were measured."""
+        w = np.asarray(self.weights) / sum(self.weights)
+        component = rng.choice(len(w), size=(cells, processes), p=w)
+        z = rng.standard_normal((cells, processes))
+        return np.exp(np.asarray(self.centres)[component] + np.asarray(self.sigmas)[component] * z)
+
+    def median(self) -> float:
+        w, c, s = np.asarray(self.weights) / sum(self.weights), np.asarray(self.centres), np.asarray(self.sigmas)
+        below = lambda t: float(np.sum(w * norm.cdf((t - c) / s))) - 0.5   # noqa: E731
+        return math.exp(brentq(below, c.min() - 10 * s.max(), c.max() + 10 * s.max(), xtol=1e-12))
+
+
+def lognormal(sigma: float) -> Population:
+    return Population(f"lognormal, sigma {100 * sigma:g}%", (1.0,), (0.0,), (sigma,))
+
+
+def one_slow(share: float, factor: float, sigma: float) -> Population:
+    """Most processes around 1, a share of them `factor` times as fast: the H100's heavy lower tail."""
+    return Population(f"{100 * share:g}% slow x{factor:g}, sigma {100 * sigma:g}%", (1 - share, share),
+                      (0.0, math.log(factor)), (sigma, sigma))
+
+
+def resampled(name: str, values: list[float]) -> Population:
+    """Real process medians, each a component of equal weight smoothed by a lognormal kernel (Silverman's
+    bandwidth on the logs), so draws are continuous and the true median exact."""
+    logs = np.log(np.asarray(values, dtype=float))
+    spread = min(np.std(logs, ddof=1), float(np.subtract(*np.quantile(logs, [0.75, 0.25]))) / 1.34)
+    h = 0.9 * spread * len(logs) ** -0.2
+    return Population(name, (1.0,) * len(logs), tuple(logs - np.median(logs)), (h,) * len(logs))
+
+
+SYNTHETIC = [lognormal(0.005), lognormal(0.02), lognormal(0.05), lognormal(0.15),
+             one_slow(0.1, 0.6, 0.02), one_slow(0.2, 0.7, 0.03)]
+
+
+def repro_populations(paths: list[Path]) -> list[Population]:
+    """One population per cell of each experiment (the runs of one folder pooled)."""
+    folders: dict[Path, list[Path]] = {}
+    for p in paths:
+        folders.setdefault(p.parent, []).append(p)
+    return [resampled(f"{folder.name} {label(key)}", values)
+            for folder, runs in folders.items() for key, values in pools(runs).items() if len(values) >= 5]
+
+
+def fixed_n_rule(first: int, cap: int) -> stopping.Rule:
+    """For contrast: each look's interval the fixed-n one `compare --repeats n` prints (stats.median_ci), as
+    if the number of processes had not depended on the data. Its level varies with n (nan here)."""
+    cuts = tuple(int(stats.median_ci(list(range(n)))[0]) for n in range(first, cap + 1))
+    return stopping.Rule(first, cap, cuts, math.nan, math.nan)
+
+
+def stopped_at(x: np.ndarray, rule: stopping.Rule, target: float, give_up: float | None) -> np.ndarray:
+    """How many processes each cell (a row of x) ends with: what stopping.plan_next decides, for many cells at
+    once (it looks at the same counts and asks the same `Rule.stop`)."""
+    end = np.zeros(len(x), dtype=int)
+    for n in rule.looks():
+        still = np.flatnonzero(end == 0)
+        end[still[rule.stop(x[still, :n], target, give_up)]] = n
+    return end
+
+
+def stopped_intervals(x: np.ndarray, rule: stopping.Rule, end: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(median, low, high) of each cell's interval over the processes it ended with."""
+    median, low, high = (np.empty(len(x)) for _ in range(3))
+    for n in np.unique(end):
+        rows = end == n
+        median[rows], low[rows], high[rows], _ = rule.interval(x[rows, :n])
+    return median, low, high
+
+
+def worst_case(x: np.ndarray, rule: stopping.Rule, truth: float) -> np.ndarray:
+    """Whether each cell's interval covers under the worst stopping there is, one that stops at the first count
+    (first .. cap) whose interval misses the median: it covers only if every count's interval does."""
+    every = np.ones(len(x), dtype=bool)
+    for n in range(rule.first, rule.cap + 1):
+        _, low, high, _ = rule.interval(x[:, :n])
+        every &= (low <= truth) & (truth <= high)
+    return every
+
+
+@dataclass
+class Outcome:
+    """One population under one rule and target, per simulated cell: whether its interval covered the true
+    median, how many processes it took, its width relative to its median."""
+    covered: np.ndarray
+    processes: np.ndarray
+    width: np.ndarray
+
+
+def simulate_rule(pop: Population, rule: stopping.Rule, target: float, cells: int, rng: np.random.Generator,
+                  give_up: float | None = stopping.GIVE_UP) -> Outcome:
+    x = pop.draw(rng, cells, rule.cap)
+    end = stopped_at(x, rule, target, give_up)
+    median, low, high = stopped_intervals(x, rule, end)
+    truth = pop.median()
+    return Outcome((low <= truth) & (truth <= high), end, stopping.relative_width(median, low, high))
+
+
+def simulate_target(populations: list[Population], targets: list[float], first: int, cap: int,
+                    cells: int = 20000, seed: int = 1) -> None:
+    """Print, per target and population: coverage of the true median, mean processes per cell, the share of
+    cells that stopped at the first look and that reached the target, the median width; the same without
+    giving up; and the fixed-n intervals' coverage under the same stopping, for contrast."""
+    rule, fixed = stopping.rule(first, cap), fixed_n_rule(first, cap)
+    rng = np.random.default_rng(seed)
+    se = math.sqrt(rule.level * (1 - rule.level) / cells)
+    fixed_levels = [stats.median_ci(list(range(n)))[2] for n in range(first, cap + 1)]
+    print(f"rule: {first} processes, then more while the interval is wider than the target (and within "
+          f"{stopping.GIVE_UP:g}x of it, projected), at most {cap}: it looks at "
+          f"{', '.join(map(str, rule.looks()))} processes, leaving out "
+          f"{', '.join(str(rule.cut(n)) for n in rule.looks())} at each end; printed level "
+          f"{100 * rule.level:.1f}%. {cells} simulated cells per population (standard error of a coverage "
+          f"{100 * se:.2f} points).")
+    worst = [worst_case(p.draw(rng, cells, cap), rule, p.median()).mean() for p in populations[:3]]
+    worst_fixed = [worst_case(p.draw(rng, cells, cap), fixed, p.median()).mean() for p in populations[:3]]
+    print(f"worst-case stopping (stop as soon as the interval misses), {', '.join(p.name for p in populations[:3])}: "
+          f"coverage {', '.join(f'{100 * w:.1f}%' for w in worst)} (printed {100 * rule.level:.1f}%); "
+          f"fixed-n intervals {', '.join(f'{100 * w:.1f}%' for w in worst_fixed)} (printed "
+          f"{100 * min(fixed_levels):.1f}-{100 * max(fixed_levels):.1f}%)")
+    for target in targets:
+        print(f"target {100 * target:g}%:{'':44} coverage processes at {first} reached  width | never giving up: "
+              f"processes reached | fixed-n: coverage")
+        runs = [(p, simulate_rule(p, rule, target, cells, rng), simulate_rule(p, rule, target, cells, rng, None),
+                 simulate_rule(p, fixed, target, cells, rng)) for p in populations]
+        rows = [(p.name, [o.covered.mean(), o.processes.mean(), (o.processes == first).mean(),
+                          (o.width <= target).mean(), np.median(o.width), a.processes.mean(),
+                          (a.width <= target).mean(), f.covered.mean()]) for p, o, a, f in runs]
+        rows.append(("all, as one sweep (mean over the cells above)", list(np.mean([r for _, r in rows], axis=0))))
+        for name, (cov, procs, at_first, reached, width, procs_all, reached_all, cov_fixed) in rows:
+            print(f"  {name:52} {100 * cov:6.1f}% {procs:6.1f} {100 * at_first:5.0f}% {100 * reached:5.0f}% "
+                  f"{100 * width:5.1f}% | {procs_all:6.1f} {100 * reached_all:5.0f}% | {100 * cov_fixed:6.1f}%")
+        low = min(rows[:-1], key=lambda r: r[1][0])
+        low_all = min(o.covered.mean() for _, _, o, _ in runs)
+        print(f"  lowest coverage {100 * low[1][0]:.1f}% ({low[0]}), never giving up {100 * low_all:.1f}%: "
+              f"{'PASS' if min(low[1][0], low_all) >= rule.level - 3 * se else 'FAIL'} against the printed "
+              f"{100 * rule.level:.1f}% (less 3 standard errors)")
 
 
 def main() -> None:
@@ -191,7 +353,17 @@ def main() -> None:
     p.add_argument("--trials", type=int, default=5)
     p.add_argument("--duration", type=float, default=0.1)
     p.add_argument("--simulate", help="with --analyse: processes per cell to simulate, e.g. 5,7,9")
+    p.add_argument("--target-ci", help="simulate the --target-ci stopping rule at these targets (%%), e.g. "
+                   "2,5,10, on synthetic cells and those of --analyse")
+    p.add_argument("--first", type=int, default=stopping.min_processes(), help="--target-ci: processes before the "
+                   "first look")
+    p.add_argument("--max-repeats", type=int, default=stopping.MAX_PROCESSES, help="--target-ci: the cap")
+    p.add_argument("--cells", type=int, default=20000, help="--target-ci: simulated cells per population")
     a = p.parse_args()
+    if a.target_ci:
+        simulate_target(SYNTHETIC + repro_populations(a.analyse or []),
+                        [float(t) / 100 for t in a.target_ci.split(",")], a.first, a.max_repeats, a.cells)
+        return
     if a.simulate:
         if not a.analyse:
             p.error("--simulate resamples existing runs: give them with --analyse")

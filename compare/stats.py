@@ -12,6 +12,9 @@ How a cell's interval is made (two levels: fresh processes, then windows inside 
   Why not a bootstrap: with the few processes a sweep can afford, a (two-level) bootstrap's percentile
   interval is too narrow (it sees (P-1)/P of the variance and uses normal quantiles); order statistics are
   exact for any P and any distribution, and deterministic.
+- A cell of a sweep that stops adaptively (`--target-ci`: its run in `summarize`'s `adaptive`), once it has
+  the rule's first processes: the rule's interval and level (`stopping.Rule.interval`), which stay true
+  although the number of processes depended on the data (compare/stopping.py says why): 90.6% for 5 to 15.
 - A cell measured in one process (the default): the same interval over its windows, marked
   `ci_scope = "windows"`: it covers within-process variation only, not what a re-run would show.
 - A cell whose status is not ok, in any of its processes, has no throughput at all (ops_per_s, CI, speedup,
@@ -30,6 +33,7 @@ from workloads import PROBES
 
 from .cells import MODES, OK, PRECEDENCE, UNAVAILABLE, UNSUPPORTED, axis_label
 from .results import INT_FIELDS, ROW_FIELDS, STR_FIELDS
+from .stopping import Rule
 
 CELL_KEYS = ["machine", "backend", "device", "dtype", "fp32_precision", "intra_op_threads", "workload", "size", "mode",
              "threads", "k"]
@@ -89,9 +93,13 @@ def process_medians(rows: list[dict]) -> dict[int, float]:
     return {p: float(np.median(v)) for p, v in sorted(by.items())}
 
 
-def cell_interval(rows: list[dict]) -> tuple[float, float, float, float, str, int]:
-    """(median, ci_low, ci_high, ci_level, ci_scope, processes) of one cell's rows; see the module docstring."""
+def cell_interval(rows: list[dict], rule: Rule | None = None) -> tuple[float, float, float, float, str, int]:
+    """(median, ci_low, ci_high, ci_level, ci_scope, processes) of one cell's rows, `rule` the stopping rule its
+    sweep ran under (None: a fixed number of processes); see the module docstring."""
     medians = process_medians(rows)
+    if rule is not None and len(medians) >= rule.first:
+        median, low, high, level = rule.interval(list(medians.values()))
+        return float(median), float(low), float(high), float(level), SCOPE_PROCESSES, len(medians)
     if len(medians) >= 2:
         values, scope = list(medians.values()), SCOPE_PROCESSES
     else:
@@ -138,11 +146,11 @@ def _window_spread(rows: list[dict]) -> float | None:
     return float(np.median(rel)) if rel else None
 
 
-def _cell_record(rows: list[dict]) -> dict:
+def _cell_record(rows: list[dict], rule: Rule | None) -> dict:
     first = rows[0]
     rec = {k: first[k] for k in CELL_KEYS}
     status, cause = cell_status(rows)
-    ops, low, high, level, scope, procs = cell_interval(rows)
+    ops, low, high, level, scope, procs = cell_interval(rows, rule)
     windows = [r["ops_per_s"] for r in rows if r["ops_per_s"] is not None]
     spread = _window_spread(rows)
     errors = [r["errors"] for r in rows if r["errors"] is not None]
@@ -199,12 +207,14 @@ def _ceiling(recs: list[dict]) -> tuple[dict | None, str | None]:
     return max(configs, key=lambda r: r["ops_per_s"]), None
 
 
-def summarize(rows: list[dict]) -> pl.DataFrame:
-    """One record per cell (CELL_KEYS), pooling its processes; columns as in SUMMARY_SCHEMA."""
+def summarize(rows: list[dict], adaptive: dict[str, Rule] | None = None) -> pl.DataFrame:
+    """One record per cell (CELL_KEYS), pooling its processes; columns as in SUMMARY_SCHEMA. `adaptive`: the
+    stopping rule of each run (by run_id) whose sweep added processes only to the cells that needed them."""
     cells: dict[tuple, list[dict]] = {}
     for r in frame(rows).to_dicts():
         cells.setdefault(tuple(r[k] for k in CELL_KEYS), []).append(r)
-    recs = [_cell_record(rs) for rs in cells.values()]
+    adaptive = adaptive or {}
+    recs = [_cell_record(rs, adaptive.get(rs[0]["run_id"])) for rs in cells.values()]
     groups: dict[tuple, list[dict]] = {}
     for rec in recs:
         groups.setdefault(tuple(rec[k] for k in GROUP_KEYS), []).append(rec)

@@ -23,6 +23,7 @@ line's behaviour wherever a subprocess is not the point."""
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import multiprocessing.util
 import os
@@ -134,3 +135,13 @@ def run_cli_in_process(*args, env: dict | None = None, cwd: Path | None = None) 
 def threadbench():
     """run_cli_in_process: `threadbench(*args, env=None, cwd=None)` -> a CompletedProcess."""
     return run_cli_in_process
+
+
+@pytest.fixture(scope="session")
+def repro():
+    """benchmarks/reproducibility.py as a module (a script, not a package): its report and its simulations."""
+    spec = importlib.util.spec_from_file_location("reproducibility", ROOT / "benchmarks" / "reproducibility.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["reproducibility"] = mod   # its dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod

@@ -2,25 +2,11 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 
 import synthetic_runs as S
 from compare import results as R
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def repro():
-    spec = importlib.util.spec_from_file_location("reproducibility", ROOT / "benchmarks" / "reproducibility.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["reproducibility"] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def invocations(tmp_path, shifts, first=(99.0,)):
