@@ -8,7 +8,7 @@ import threading
 
 from ..cells import WINDOW_CAP_DURATIONS, Trial
 from .harness import Harness, ModeFailed
-from .schedule import DONE, TOO_SLOW, Boundaries, Schedule, check_speed, take_part
+from .schedule import DONE, TOO_SLOW, Boundaries, Schedule, check_speed, reader_of, take_part
 
 
 def run_sequential(h: Harness, duration: float, trials: int, warmup: int, verify_ops: int, weight: int = 1,
@@ -21,7 +21,8 @@ def run_sequential(h: Harness, duration: float, trials: int, warmup: int, verify
     sched = Schedule(1, duration, trials, cap, h.clock)
     sched.start(op_s)
     boundaries = Boundaries(h, sched, weight)
-    take_part(sched, boundaries, h.op, h.inputs[0], boundaries.keeper(0))  # one participant: no barrier
+    take_part(sched, boundaries, h.call, h.sync, h.inputs[0], boundaries.keeper(0),  # one participant: no barrier
+              reader_of(h, lead=True))
     if sched.phase == TOO_SLOW:
         raise sched.too_slow()
     for _ in range(verify_ops):
@@ -51,7 +52,8 @@ def run_threads(h: Harness, n: int, duration: float, trials: int, warmup: int, v
                 x = h.inputs[i]
                 for _ in range(warmup):
                     h.op(x)
-                take_part(sched, barrier.wait, h.op, x, boundaries.keeper(i))
+                take_part(sched, barrier.wait, h.call, h.sync, x, boundaries.keeper(i),
+                          reader_of(h, lead=i == 0))
                 if sched.phase == DONE:
                     for _ in range(verify_ops):
                         h.record(h.check(h.op(x), i))
