@@ -1,6 +1,7 @@
 """Findings: per machine × workload × dtype, plain sentences that carry their numbers (best strategy and its
-gain over sequential, where more threads hurt, threads against processes, like-for-like, the ceiling,
-failures with their cause, the server scenario's peaks); `brief` is one line each for the top of a page.
+gain over sequential, where more threads hurt, threads against processes, why the best cell is as fast as
+it is and why each mode's curve bends where it does, like-for-like, the ceiling, failures with their cause,
+the server scenario's peaks); `brief` is one line each for the top of a page.
 
 Every claim is what compare.render.analysis decides (clearly_faster, sustains_more, ...): this module only
 words it. Pure functions of summary records and rows; no I/O."""
@@ -11,9 +12,9 @@ from dataclasses import dataclass, field
 from ..cells import FAILED, MODES, OK, SKIPPED, TOO_SLOW, status_label
 from ..stats import PROBE_WORKLOADS, THROUGHPUT_MODES
 from . import format as fmt
-from .analysis import (DTYPE_PRECISION, MIN_GAIN, best_strategy, ceiling, clearly_faster, fastest_first,
-                       fill_precision, more_threads_hurt, peaks, precision_switch, sequential,
-                       shows_rate, sustains_more, threads_vs_processes)
+from .analysis import (COSTLIER, DTYPE_PRECISION, MIN_GAIN, OVERLAP, WAITING, Bend, bends, best_strategy, ceiling,
+                       clearly_faster, fastest_first, fill_precision, more_threads_hurt, peaks, precision_switch,
+                       sequential, shows_rate, sustains_more, threads_vs_processes)
 from .format import BACKEND_ORDER
 
 UNITS = "figures are requests/s, median [interval of the median]"
@@ -103,11 +104,33 @@ def _group_sentences(name: str, recs: list[dict]) -> list[str]:
     slow = [_cell(r) for r in recs if r["status"] == TOO_SLOW]
     if slow:
         out.append(f"{name}: too slow for the timed window in {', '.join(slow)} (no figure; raise --duration).")
-    bound = best.get("bound") if best else None
-    if bound:
-        out.append(f"{name}: at its best ({_cell(best)}) it is {bound}-bound"
-                   + (" (the host feeding the device, not the device, limits it)." if bound == "host" else "."))
+    reason = fmt.why_reason(best) if best else None
+    if reason:
+        out.append(f"{name}: at its best ({_cell(best)}) it is {reason}.")
+    out += [_bend_sentence(name, b) for b in bends(recs)]
     return out
+
+
+def _bend_sentence(name: str, b: Bend) -> str:
+    """Why a mode's curve bends where it does: how a request's wall and CPU time changed from its fewest
+    threads to its most (analysis.bends), and the verdict at the most."""
+    lo, hi = b.low, b.high
+
+    def grew(what: str, ratio: float, field: str) -> str:
+        return f"{what} {fmt.times(ratio, 1)} ({fmt.num(lo[field])} → {fmt.num(hi[field])} ms)"
+    wall = grew("a request's wall time", b.wall, "wall_ms")
+    cpu = grew("its thread's CPU time", b.cpu, "cpu_ms") if b.cpu is not None else None
+    device = f", its device time {grew('', b.device, 'device_ms').strip()}" if b.device is not None else ""
+    if b.kind == OVERLAP:
+        says = f"{wall}: requests overlap, the curve scales"
+    elif b.kind == WAITING:
+        says = f"{wall} while {cpu} stayed flat{device}: the extra time is waiting"
+    elif b.kind == COSTLIER:
+        says = f"{wall} and {cpu}{device}: each request costs more CPU (contention inside the framework or memory)"
+    else:
+        says = f"{wall}" + (f", {cpu}" if cpu else "") + f"{device}: partly waiting, partly more CPU per request"
+    return (f"{name}: {b.mode} from ×{lo['threads']} to ×{hi['threads']}, {says}; at ×{hi['threads']} "
+            f"{fmt.why_reason(hi)}.")
 
 
 def _ceiling_sentence(named: list[tuple[str, list[dict]]]) -> list[str]:

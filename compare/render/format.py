@@ -11,6 +11,7 @@ import textwrap
 from dataclasses import dataclass, field
 
 from ..cells import CRASH, OK, STATUSES, WRONG, axis_label, status_label
+from . import analysis
 from .analysis import DTYPE_PRECISION, PrecisionSwitch, precision
 
 
@@ -41,6 +42,62 @@ def verdict_meanings() -> dict[str, str]:
     """The legend's line for each verdict word a table shows: every status's label and meaning (from
     compare.cells.STATUSES; ok has nothing to explain), then the verdicts that are not statuses."""
     return {s.label: s.meaning for s in STATUSES.values() if s.meaning} | VERDICT_MEANINGS
+
+
+def why_meanings() -> dict[str, str]:
+    """The legend's line for each verdict of why a cell scales as it does (analysis.WHYS), thresholds included."""
+    a = analysis
+    return {
+        a.DEVICE_BOUND: f"the device was busy ≥ {a.DEVICE_BUSY:.0%} of the window (the backend's device timer, "
+                        "else NVML's utilisation, which counts a period busy when any kernel runs): it sets the pace",
+        a.HOST_BOUND: f"a request's thread runs ≥ {a.RUNNING:.0%} of its wall time: its own work (compute on a "
+                      "CPU, or dispatch to a device) sets the pace",
+        a.CORE_BOUND: f"≥ {a.CORE_WAIT:.0%} of a request is spent runnable without a core (Linux's run delay), no "
+                      "less than it is blocked: the cores are the limit (more threads only share them)",
+        a.GIL_BOUND: f"the threads of one process are each blocked most of a request yet together run about one "
+                     f"core ({a.GIL_CORES[0]:g}–{a.GIL_CORES[1]:g}): one runs at a time, the GIL's rule (or another "
+                     "lock's: the split cannot tell them apart)",
+        a.OFF_THREAD: f"a request's thread waits while the process keeps ≥ {a.HELPER_CORES:g} cores busy beyond its "
+                      "measuring threads (and more than they do): the work runs on the framework's own threads "
+                      "(MLX's evaluation, an intra-op pool) or the batcher's",
+        a.WAIT_BOUND: "a request's thread is mostly blocked (a sleep, I/O, a device) and nothing measured is "
+                      "saturated: more threads overlap more waits",
+    }
+
+
+def share(v: float | None) -> str:
+    """A share of a request or of a window: 71%; — when missing."""
+    return MISSING if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.0f}%"
+
+
+def why_reason(r: dict) -> str | None:
+    """A cell's verdict with the figures behind it, e.g. "GIL-bound: 74% of a request blocked while its 4
+    threads together ran 0.98 cores of 2"; None without a verdict (analysis.why)."""
+    a, word = analysis, analysis.why(r)
+    if word is None:
+        return None
+    cores = f" of {r['cores']}" if r.get("cores") else ""
+    device = (f", device busy {share(r['device_busy'])}" + (" (NVML)" if r.get("busy_source") == "NVML" else "")
+              if r.get("device_busy") is not None else "")
+    if word == a.DEVICE_BOUND:
+        return (f"{word}: device busy {share(r['device_busy'])}"
+                + (" (NVML)" if r.get("busy_source") == "NVML" else "")
+                + f", the framework call {share(1 - r['sync_share'])} of a request")
+    if word == a.HOST_BOUND:
+        return f"{word}: its thread runs {share(r['run_share'])} of a request" + device
+    if word == a.CORE_BOUND:
+        wait = (f"{share(r['core_wait_share'])} of a request waiting for a core"
+                if r.get("core_wait_share") is not None else f"{share(1 - r['run_share'])} of a request not running")
+        return f"{word}: {wait}, {r['host_cores']:.1f}{cores} cores busy (this cell {r['proc_cores']:.1f})" + device
+    if word == a.GIL_BOUND:
+        return (f"{word}: {share(r['blocked_share'])} of a request blocked while its {r['threads']} threads "
+                f"together ran {r['own_cores']:.2f} cores{cores}" + device)
+    if word == a.OFF_THREAD:
+        return (f"{word}: {share(r['sync_share'])} of a request in synchronise, its thread running "
+                f"{share(r['run_share'])}, while the process ran {r['proc_cores'] - r['own_cores']:.1f} cores "
+                f"beyond its measuring threads" + device)
+    return (f"{word}: {share(r['blocked_share'])} of a request blocked, {r['proc_cores']:.1f}{cores} cores busy"
+            + device)
 
 
 # What a matmul really computes in (the `precision` column; Backend.effective_precision's vocabulary).
