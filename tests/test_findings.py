@@ -117,7 +117,7 @@ def test_the_scaling_sentence_says_why_the_curve_bends():
     t = text(FD.findings(recs))
     assert ("torch cpu: threads from ×1 to ×4, a request's wall time 4.0× (0.2 → 0.8 ms) while its thread's CPU "
             "time 1.0× (0.19 → 0.19 ms) stayed flat: the extra time is waiting; at ×4 GIL-bound: 76% of a request "
-            "blocked while its 4 threads together ran 0.98 cores of 4.") in t
+            "blocked, 0.96 of its 4 threads runnable at a time.") in t
     recs[1].update(split(wall=0.25, run=0.8, own=3.2, proc=3.2))
     assert "requests overlap, the curve scales; at ×4 host-bound" in text(FD.findings(recs))
 
@@ -130,11 +130,14 @@ def test_every_verdict_from_its_split():
     assert why(device_busy=a.DEVICE_BUSY - 0.01, run=a.RUNNING) == a.HOST_BOUND
     assert why(run=a.RUNNING - 0.01, wait=a.CORE_WAIT, own=2.0, proc=2.0) == a.CORE_BOUND
     assert why(run=0.5, wait=0.25, own=0.8) == a.CORE_BOUND                 # waiting >= blocked: the cores
-    assert why(run=0.3, wait=a.CORE_WAIT, own=0.6 * 2) == a.GIL_BOUND       # blocked more than waiting
-    assert why(run=0.5, wait=a.CORE_WAIT - 0.01, own=a.GIL_CORES[0]) == a.GIL_BOUND
-    assert why(run=0.5, wait=0.0, own=a.GIL_CORES[1]) == a.GIL_BOUND
-    assert why(run=0.5, wait=0.0, own=a.GIL_CORES[1] + 0.01, proc=1.4) == a.WAIT_BOUND
-    assert why(threads=1, run=0.5, wait=0.0, own=1.0, proc=1.0) == a.WAIT_BOUND   # one thread takes no turns
+    assert why(run=0.3, wait=a.CORE_WAIT, own=0.6) == a.GIL_BOUND           # blocked more than waiting
+    assert a.GIL_RUNNABLE == (0.7, 1.3)   # the boundaries below: 2 threads x (running + waiting for a core)
+    assert why(run=0.35, wait=0.0, own=0.7, proc=0.7) == a.GIL_BOUND
+    assert why(run=0.34, wait=0.0, own=0.68, proc=0.68) == a.WAIT_BOUND
+    assert why(run=0.5, wait=0.15, own=1.0, proc=1.0) == a.GIL_BOUND       # runnable 1.3
+    assert why(run=0.5, wait=0.16, own=1.0, proc=1.0) == a.WAIT_BOUND      # 1.32: some run at once
+    assert why(threads=4, run=0.1, wait=0.15, own=0.4, proc=0.4) == a.GIL_BOUND   # the GIL's holder waits for a core
+    assert why(threads=1, run=0.5, wait=0.0, own=0.5, proc=0.5) == a.WAIT_BOUND   # one thread takes no turns
     assert why(mode="processes", run=0.5, wait=0.0, own=1.0, proc=1.0) == a.WAIT_BOUND  # no GIL between them
     assert why(run=0.05, own=0.1, proc=0.1 + a.HELPER_CORES) == a.OFF_THREAD
     assert why(run=0.05, own=0.1, proc=0.1 + a.HELPER_CORES - 0.01) == a.WAIT_BOUND

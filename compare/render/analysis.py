@@ -331,9 +331,11 @@ RUNNING = 0.70      # host-bound: the thread runs >= 70% of its request, so its 
 CORE_WAIT = 0.20    # core-bound: >= 20% of a request runnable without a core, and no less than it is blocked:
 #                     the cores hold it up, not a lock (without Linux's run delay: CORES_BUSY instead)
 CORES_BUSY = 0.90   # ... where the run delay is not known: the machine's cores >= 90% busy over the window
-GIL_CORES = (0.7, 1.3)  # GIL-bound: threads of one process, each blocked most of a request, that together run
-#                     about one core (0.7-1.3) take turns: one runs at a time, which is the GIL's rule (or a
-#                     lock's: the split cannot tell them apart). Beyond 1.3 cores some run at once
+GIL_RUNNABLE = (0.7, 1.3)  # GIL-bound: threads of one process of which, on average, about one (0.7-1.3) is
+#                     runnable (running or waiting for a core) while the rest are blocked take turns: one runs
+#                     at a time, the GIL's rule (or a lock's: the split cannot tell them apart). Runnable, not
+#                     running: on a loaded machine the one thread holding the GIL also waits for a core.
+#                     Beyond 1.3 some run at once
 HELPER_CORES = 0.3  # off-thread: the process keeps >= 0.3 cores busy beyond its measuring threads, and more than
 #                     they do: the request's work runs on the framework's own threads (MLX's evaluation, an
 #                     intra-op pool) or the batcher's, while the request's thread waits
@@ -361,12 +363,19 @@ def why(r: dict) -> str | None:
         return CORE_BOUND
     own, proc = r.get("own_cores"), r.get("proc_cores")
     spec = MODES.get(r["mode"])
-    if (spec is not None and spec.one_process and r["threads"] >= 2 and own is not None
-            and GIL_CORES[0] <= own <= GIL_CORES[1]):
+    if (spec is not None and spec.one_process and r["threads"] >= 2
+            and GIL_RUNNABLE[0] <= runnable(r) <= GIL_RUNNABLE[1]):
         return GIL_BOUND
     if own is not None and proc is not None and proc - own >= max(HELPER_CORES, own):
         return OFF_THREAD
     return WAIT_BOUND
+
+
+def runnable(r: dict) -> float:
+    """How many of a cell's measuring threads were runnable (running, or waiting for a core) on average over
+    its windows: threads x (running + waiting-for-a-core share of a request), each thread's requests filling
+    its window."""
+    return r["threads"] * (r["run_share"] + (r.get("core_wait_share") or 0.0))
 
 
 # Where a mode's curve bends, from its fewest to its most threads (Bend): a request's wall time grew

@@ -54,9 +54,9 @@ def why_meanings() -> dict[str, str]:
                       "CPU, or dispatch to a device) sets the pace",
         a.CORE_BOUND: f"≥ {a.CORE_WAIT:.0%} of a request is spent runnable without a core (Linux's run delay), no "
                       "less than it is blocked: the cores are the limit (more threads only share them)",
-        a.GIL_BOUND: f"the threads of one process are each blocked most of a request yet together run about one "
-                     f"core ({a.GIL_CORES[0]:g}–{a.GIL_CORES[1]:g}): one runs at a time, the GIL's rule (or another "
-                     "lock's: the split cannot tell them apart)",
+        a.GIL_BOUND: f"of the threads of one process about one ({a.GIL_RUNNABLE[0]:g}–{a.GIL_RUNNABLE[1]:g} on "
+                     "average) is runnable (running or waiting for a core) while the others are blocked: they take "
+                     "turns, the GIL's rule (or another lock's: the split cannot tell them apart)",
         a.OFF_THREAD: f"a request's thread waits while the process keeps ≥ {a.HELPER_CORES:g} cores busy beyond its "
                       "measuring threads (and more than they do): the work runs on the framework's own threads "
                       "(MLX's evaluation, an intra-op pool) or the batcher's",
@@ -88,16 +88,19 @@ def why_reason(r: dict) -> str | None:
     if word == a.CORE_BOUND:
         wait = (f"{share(r['core_wait_share'])} of a request waiting for a core"
                 if r.get("core_wait_share") is not None else f"{share(1 - r['run_share'])} of a request not running")
-        return f"{word}: {wait}, {r['host_cores']:.1f}{cores} cores busy (this cell {r['proc_cores']:.1f})" + device
+        other = (f", {r['host_cores'] - r['proc_cores']:.1f} of them by other processes"
+                 if r.get("host_cores") is not None and r.get("proc_cores") is not None else "")
+        busy = f", {r['host_cores']:.1f}{cores} cores busy" if r.get("host_cores") is not None else ""
+        return f"{word}: {wait}{busy}{other}" + device
     if word == a.GIL_BOUND:
-        return (f"{word}: {share(r['blocked_share'])} of a request blocked while its {r['threads']} threads "
-                f"together ran {r['own_cores']:.2f} cores{cores}" + device)
+        return (f"{word}: {share(r['blocked_share'])} of a request blocked, {a.runnable(r):.2f} of its "
+                f"{r['threads']} threads runnable at a time" + device)
     if word == a.OFF_THREAD:
         return (f"{word}: {share(r['sync_share'])} of a request in synchronise, its thread running "
                 f"{share(r['run_share'])}, while the process ran {r['proc_cores'] - r['own_cores']:.1f} cores "
-                f"beyond its measuring threads" + device)
-    return (f"{word}: {share(r['blocked_share'])} of a request blocked, {r['proc_cores']:.1f}{cores} cores busy"
-            + device)
+                f"beyond its measuring threads" + device)   # off-thread needs both figures (analysis.why)
+    busy = f", {r['proc_cores']:.1f}{cores} cores busy" if r.get("proc_cores") is not None else ""
+    return f"{word}: {share(r['blocked_share'])} of a request blocked{busy}" + device
 
 
 # What a matmul really computes in (the `precision` column; Backend.effective_precision's vocabulary).
