@@ -423,8 +423,8 @@ def goal_e(rounds: int, duration: float, cache: Path, counts: list[int], workloa
         report(f"e{n}", f"threads x{n} with the split", r["split"], f"threads x{n}, loop before the split",
                r["unsplit"], ratio, ">= 0.97", low >= 0.97 or (low <= 1.0 <= high and ratio >= 0.97))
         op_us = statistics.median(t.call_ms + t.sync_ms for t in trials) * 1e3
-        every = split.stride(h.measured.op_s or 0.0, split.cpu_read_s())
-        sampled = split.SAMPLE_READS * split.cpu_read_s() * 1e6 / every
+        every = split.stride(h.measured.op_s or 0.0, split.sample_cost())
+        sampled = split.sample_cost() * 1e6 / every
         print(f"  paired ratios {', '.join(f'{v:.3f}' for v in ratios)}; median {ratio:.3f}, {level:.1%} CI "
               f"[{low:.3f}, {high:.3f}]: {verdict}; an op {op_us:.0f} us, one in {every} sampled: bookkeeping"
               f" {per_op:.2f} + sampled reads {sampled:.2f} us = {(per_op + sampled) / op_us:.2%} of an op")

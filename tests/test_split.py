@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -97,12 +97,23 @@ def test_the_loop_marks_the_call_on_sampled_ops_with_the_device_timer():
     assert [d for _, _, d in lap.resolve(Timer()).samples] == [0.1, 0.4], "marks become seconds after the window"
 
 
-@pytest.mark.parametrize("op_s, read_s, every", [(20e-6, 1e-6, 30), (1e-3, 2e-6, 2), (0.1, 2e-6, 1), (0.0, 1e-6, 256),
-                                                 (1e-9, 1e-6, split.MAX_STRIDE)])
-def test_the_stride_keeps_the_sampled_reads_within_the_budget(op_s, read_s, every):
-    assert split.stride(op_s, read_s) == every
+@pytest.mark.parametrize("op_s, sample_s, every", [(20e-6, 3e-6, 30), (1e-3, 6e-6, 2), (0.1, 6e-6, 1),
+                                                   (0.0, 3e-6, 256), (1e-9, 3e-6, split.MAX_STRIDE)])
+def test_the_stride_keeps_the_samples_within_the_budget(op_s, sample_s, every):
+    assert split.stride(op_s, sample_s) == every
     if every not in (1, split.MAX_STRIDE):
-        assert split.SAMPLE_READS * read_s / every <= split.SPLIT_BUDGET * op_s
+        assert sample_s / every <= split.SPLIT_BUDGET * op_s < sample_s / (every - 1)
+
+
+def test_a_sample_costs_its_cpu_reads_and_the_timers_marks():
+    class Slow:   # marks that cost 1 ms each pair
+        def start(self):
+            time.sleep(0.001)
+
+        def stop(self, mark):
+            pass
+    reads = split.SAMPLE_READS * split.cpu_read_s()
+    assert split.sample_cost() == reads and split.sample_cost(Slow()) >= reads + 0.001
 
 
 def gauges(t, cpu, delay=None, proc=None, machine=None, device=None):
@@ -227,3 +238,37 @@ def test_a_device_that_the_threads_saturate_is_device_bound_near_full(known_swee
         assert analysis.why(r) == analysis.DEVICE_BOUND and r["device_busy"] >= 0.95, r
         assert r["device_ms"] == pytest.approx(8.0)   # the stand-in's service time, on its own schedule
     assert four["ops_per_s"] < 1.2 * two["ops_per_s"], "one device: more threads only queue"
+
+
+# -- torch's CUDA events, on a fake torch (no GPU here: the real path is unverified on hardware) ------------
+class FakeEvent:
+    """torch.cuda.Event's surface the timer uses: record() on the current stream, elapsed_time() in ms."""
+    streams: list = []
+
+    def __init__(self, enable_timing=False):
+        assert enable_timing, "timing events only"
+        self.at = None
+
+    def record(self, stream=None):
+        assert stream is None, "no stream given: the calling thread's current stream"
+        self.at = FakeEvent.now
+
+    def elapsed_time(self, end):
+        if self.at is None or end.at is None:
+            raise RuntimeError("event not recorded")
+        return (end.at - self.at) * 1e3
+
+
+def test_torch_times_a_sampled_forward_with_two_events_on_the_threads_stream():
+    from types import SimpleNamespace
+
+    from backends.torch_backend import CudaEvents, TorchBackend
+    fake = SimpleNamespace(cuda=SimpleNamespace(Event=FakeEvent))
+    timer = CudaEvents(fake)
+    FakeEvent.now = 1.0
+    mark = timer.start()
+    FakeEvent.now = 1.25   # the forward's device span
+    timer.stop(mark)
+    assert timer.elapsed(mark) == pytest.approx(0.25) and timer.busy() is None   # busy: NVML's
+    assert timer.elapsed((FakeEvent(True), FakeEvent(True))) is None, "an event never recorded gives no figure"
+    assert TorchBackend().device_timer("cpu") is None and TorchBackend().device_timer("mps") is None

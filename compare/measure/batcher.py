@@ -11,6 +11,7 @@ from typing import Any, Callable
 from ..cells import WINDOW_CAP_DURATIONS, Trial
 from .harness import Harness, ModeFailed
 from .schedule import DONE, TOO_SLOW, Boundaries, Schedule, check_speed, reader_of, take_part
+from .split import sample_cost
 from .threads import raise_first
 
 EMPTY, FILLING = "empty", "filling"  # what a sleeping batcher waits for: a first request, or a full batch
@@ -154,7 +155,7 @@ def run_batched(h: Harness, n: int, duration: float, trials: int, warmup: int, v
         return r.out
 
     sched = Schedule(n, duration, trials, cap, now)
-    sched.start(op_s)
+    sched.start(op_s, sample_cost(None, h.cpu_clock))  # a client's sampled ops carry no device marks
     boundaries = Boundaries(h, sched, hist=batcher.hist)
     barrier = threading.Barrier(n, action=boundaries)
     clients = _Clients(n, batcher)

@@ -25,7 +25,7 @@ from .clocks import process_clock, shared_clock
 from .harness import CellFailed, TooSlow
 from .procs import SPAWN, Processes, exit_cause, intra_op_plan, watch_parent
 from .schedule import TIMED, TOO_SLOW, Schedule, SharedState, Window, check_speed, reader_of, take_part
-from .split import Lap, usable_cores
+from .split import Lap, sample_cost, usable_cores
 
 # While no process has said anything for this long, the worker logs where each one is, so that a cell the
 # runner times out names the process that hung (its last log line joins the cause). Only a note: it
@@ -45,7 +45,7 @@ def _child(i: int, cell_dict: dict, cache: str, parent: int, intra_op: int, barr
         conn.send(("ready", backend.describe(cell.device).get("intra_op_threads")))
         barrier.wait()  # every process has built its model
         if i == 0:
-            sched.start(check_speed(h, 0, cell.window_cap))  # raises TooSlow: the cell is too slow
+            sched.start(check_speed(h, 0, cell.window_cap), sample_cost(h.timer, h.cpu_clock))  # TooSlow: too slow
         conn.send(("at", "warm-up"))
         x = h.inputs[i]  # process i sends request i, as thread i does
         for _ in range(cell.warmup):

@@ -29,7 +29,7 @@ import psutil
 
 from ..cells import Trial
 from .harness import Harness, Measured, TooSlow
-from .split import Lap, Reader, cpu_read_s, pool, stride, usable_cores
+from .split import SAMPLE_READS, Lap, Reader, cpu_read_s, pool, stride, usable_cores
 
 MIN_OPS_PER_WINDOW = 10   # completed ops per participant per timed window: with fewer, where one op starts and
 #                           ends in the window moves its rate by more than 10%, and the window measures placement
@@ -225,12 +225,13 @@ class Schedule:
     def phase(self) -> float:
         return self.state.phase
 
-    def start(self, op_s: float) -> None:
+    def start(self, op_s: float, sample_s: float | None = None) -> None:
         """Before the first window: the rate of one participant assumed until warm-up measures one (its ops
-        serialised with the others', at the speed check's op time)."""
+        serialised with the others', at the speed check's op time), and the stride of sampled ops for what a
+        sample costs (split.sample_cost; by default the CPU-clock reads alone)."""
         s = self.state
         s.rate_each = 1.0 / (op_s * self.n) if op_s > 0 else math.inf
-        s.split_every = stride(op_s, cpu_read_s())
+        s.split_every = stride(op_s, SAMPLE_READS * cpu_read_s() if sample_s is None else sample_s)
         s.phase, s.trial, s.length = WARM, -1.0, 0.0
 
     def open(self) -> float:

@@ -8,7 +8,7 @@ What is read, and how often:
   (clocks.thread_cpu) and its time runnable but waiting for a core (clocks.run_delay, Linux). The first
   participant of each process (its lead) also reads the process's CPU time, the machine's busy CPU time
   and, where the backend has a timer that knows it, the device's busy time;
-- a sampled subset of ops, every `stride`-th (SPLIT_BUDGET keeps their cost under 0.5% of an op): the
+- a sampled subset of ops, every `stride`-th (SPLIT_BUDGET keeps their cost, sample_cost, under 0.5% of an op): the
   thread's CPU time in the call and in synchronise, and the device time the backend's timer marks around
   the call (compare.measure.harness.Harness.timer). A CPU-clock read is a syscall (0.3-2 us, a few times a
   20 us op's share), so it is not read around every op.
@@ -49,10 +49,14 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-@functools.cache
 def cpu_read_s(cpu: Callable[[], float] = thread_cpu) -> float:
     """What one read of the thread's CPU clock costs here, in seconds of wall time on the op clock, as an op's
     cost is counted (the median of COST_PROBE_READS reads, once per process and clock)."""
+    return _read_cost(cpu)
+
+
+@functools.cache
+def _read_cost(cpu: Callable[[], float]) -> float:
     gaps = []
     for _ in range(COST_PROBE_READS):
         t0 = process_clock()
@@ -61,12 +65,26 @@ def cpu_read_s(cpu: Callable[[], float] = thread_cpu) -> float:
     return statistics.median(gaps)
 
 
-def stride(op_s: float, read_s: float) -> int:
-    """Every how many ops one is sampled: the sample's reads (SAMPLE_READS of read_s each) over the op time
-    stay within SPLIT_BUDGET, between 1 (every op) and MAX_STRIDE."""
+def sample_cost(timer: Any = None, cpu: Callable[[], float] = thread_cpu, marks: int = 5) -> float:
+    """What sampling one op costs here, in seconds: SAMPLE_READS reads of the CPU clock, and the device timer's
+    start and stop where there is one (the median of `marks` pairs, timed now: CUDA events cost microseconds)."""
+    cost = SAMPLE_READS * cpu_read_s(cpu)
+    if timer is not None:
+        took = []
+        for _ in range(marks):
+            t0 = process_clock()
+            timer.stop(timer.start())
+            took.append(process_clock() - t0)
+        cost += statistics.median(took)
+    return cost
+
+
+def stride(op_s: float, sample_s: float) -> int:
+    """Every how many ops one is sampled: a sample's cost over the op time stays within SPLIT_BUDGET, between
+    1 (every op) and MAX_STRIDE."""
     if op_s <= 0 or not math.isfinite(op_s):
         return MAX_STRIDE
-    return max(1, min(MAX_STRIDE, math.ceil(SAMPLE_READS * read_s / (SPLIT_BUDGET * op_s))))
+    return max(1, min(MAX_STRIDE, math.ceil(sample_s / (SPLIT_BUDGET * op_s))))
 
 
 @dataclass
