@@ -141,8 +141,10 @@ def test_every_verdict_from_its_split():
     assert why(mode="processes", run=0.5, wait=0.0, own=1.0, proc=1.0) == a.WAIT_BOUND  # no GIL between them
     assert why(run=0.05, own=0.1, proc=0.1 + a.HELPER_CORES) == a.OFF_THREAD
     assert why(run=0.05, own=0.1, proc=0.1 + a.HELPER_CORES - 0.01) == a.WAIT_BOUND
-    assert why(run=0.2, wait=None, own=0.4, host=3.6, cores=4) == a.CORE_BOUND   # no run delay: the machine
-    assert why(run=0.2, wait=None, own=0.4, proc=0.4, host=3.5, cores=4) == a.WAIT_BOUND
+    assert why(threads=8, run=0.2, wait=None, own=1.6, proc=2.0, host=3.6, cores=4) == a.CORE_BOUND  # no delay read
+    assert why(threads=8, run=0.2, wait=None, own=1.6, proc=2.0, host=3.5, cores=4) == a.WAIT_BOUND
+    assert why(threads=8, run=0.2, wait=None, own=1.6, proc=1.9, host=3.6, cores=4) == a.WAIT_BOUND  # others' load
+    assert why(threads=8, run=0.2, wait=0.1, own=1.6, proc=2.0, host=3.6, cores=4) == a.CORE_BOUND   # GIL and cores
     assert analysis.why(rec("t", "threads", None, status="crash", **split())) is None   # no figure, no verdict
 
 

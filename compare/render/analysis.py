@@ -329,8 +329,11 @@ DEVICE_BUSY = DEVICE_BOUND_UTIL_PCT / 100   # device-bound: busy >= 90% of the w
 RUNNING = 0.70      # host-bound: the thread runs >= 70% of its request, so its own work (compute on a CPU, or
 #                     dispatch to a device) is the pace; below, at least 30% of the request is waiting
 CORE_WAIT = 0.20    # core-bound: >= 20% of a request runnable without a core, and no less than it is blocked:
-#                     the cores hold it up, not a lock (without Linux's run delay: CORES_BUSY instead)
-CORES_BUSY = 0.90   # ... where the run delay is not known: the machine's cores >= 90% busy over the window
+#                     the cores hold it up, not a lock;
+CORES_BUSY = 0.90   # ... or the machine's cores >= 90% busy over the window
+CELL_SHARE = 0.5    # ... with this cell's process(es) holding at least half of them: whatever else the threads
+#                     wait for (the GIL between their ops, say), more of them cannot add throughput. (Without
+#                     Linux's run delay, this is the only test.)
 GIL_RUNNABLE = (0.7, 1.3)  # GIL-bound: threads of one process of which, on average, about one (0.7-1.3) is
 #                     runnable (running or waiting for a core) while the rest are blocked take turns: one runs
 #                     at a time, the GIL's rule (or a lock's: the split cannot tell them apart). Runnable, not
@@ -356,12 +359,9 @@ def why(r: dict) -> str | None:
     if r["run_share"] >= RUNNING:
         return HOST_BOUND
     wait, blocked = r.get("core_wait_share"), r.get("blocked_share") or 0.0
-    if wait is not None:
-        if wait >= CORE_WAIT and wait >= blocked:
-            return CORE_BOUND
-    elif r.get("host_cores") is not None and r.get("cores") and r["host_cores"] >= CORES_BUSY * r["cores"]:
-        return CORE_BOUND
     own, proc = r.get("own_cores"), r.get("proc_cores")
+    if (wait is not None and wait >= CORE_WAIT and wait >= blocked) or saturated(r):
+        return CORE_BOUND
     spec = MODES.get(r["mode"])
     if (spec is not None and spec.one_process and r["threads"] >= 2
             and GIL_RUNNABLE[0] <= runnable(r) <= GIL_RUNNABLE[1]):
@@ -369,6 +369,13 @@ def why(r: dict) -> str | None:
     if own is not None and proc is not None and proc - own >= max(HELPER_CORES, own):
         return OFF_THREAD
     return WAIT_BOUND
+
+
+def saturated(r: dict) -> bool:
+    """The machine's cores were all but all busy (CORES_BUSY) and this cell held at least CELL_SHARE of them."""
+    host, proc, cores = r.get("host_cores"), r.get("proc_cores"), r.get("cores")
+    return (None not in (host, proc) and bool(cores) and host >= CORES_BUSY * cores
+            and proc >= CELL_SHARE * cores)
 
 
 def runnable(r: dict) -> float:

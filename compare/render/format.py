@@ -53,7 +53,8 @@ def why_meanings() -> dict[str, str]:
         a.HOST_BOUND: f"a request's thread runs ≥ {a.RUNNING:.0%} of its wall time: its own work (compute on a "
                       "CPU, or dispatch to a device) sets the pace",
         a.CORE_BOUND: f"≥ {a.CORE_WAIT:.0%} of a request is spent runnable without a core (Linux's run delay), no "
-                      "less than it is blocked: the cores are the limit (more threads only share them)",
+                      f"less than it is blocked; or the machine's cores were ≥ {a.CORES_BUSY:.0%} busy, this cell "
+                      f"holding ≥ {a.CELL_SHARE:.0%} of them: the cores are the limit (more threads only share them)",
         a.GIL_BOUND: f"of the threads of one process about one ({a.GIL_RUNNABLE[0]:g}–{a.GIL_RUNNABLE[1]:g} on "
                      "average) is runnable (running or waiting for a core) while the others are blocked: they take "
                      "turns, the GIL's rule (or another lock's: the split cannot tell them apart)",
@@ -88,6 +89,8 @@ def why_reason(r: dict) -> str | None:
     if word == a.CORE_BOUND:
         wait = (f"{share(r['core_wait_share'])} of a request waiting for a core"
                 if r.get("core_wait_share") is not None else f"{share(1 - r['run_share'])} of a request not running")
+        if a.saturated(r) and (r.get("core_wait_share") or 0) < (r.get("blocked_share") or 0):
+            wait += f" and {share(r['blocked_share'])} blocked"
         other = (f", {r['host_cores'] - r['proc_cores']:.1f} of them by other processes"
                  if r.get("host_cores") is not None and r.get("proc_cores") is not None else "")
         busy = f", {r['host_cores']:.1f}{cores} cores busy" if r.get("host_cores") is not None else ""
