@@ -272,3 +272,32 @@ def test_torch_times_a_sampled_forward_with_two_events_on_the_threads_stream():
     assert timer.elapsed(mark) == pytest.approx(0.25) and timer.busy() is None   # busy: NVML's
     assert timer.elapsed((FakeEvent(True), FakeEvent(True))) is None, "an event never recorded gives no figure"
     assert TorchBackend().device_timer("cpu") is None and TorchBackend().device_timer("mps") is None
+
+
+# -- the profiler cross-check (benchmarks/profiler_crosscheck.py), on the CPU ----------------------------------
+def crosscheck_module():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("profiler_crosscheck", ROOT / "benchmarks" / "profiler_crosscheck.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_crosscheck_takes_the_union_of_kernel_intervals():
+    union = crosscheck_module().union_us
+    assert union([(0, 10), (5, 15), (20, 30), (21, 22)]) == 25 and union([]) == 0
+
+
+@pytest.mark.slow
+def test_the_profiler_sees_the_call_the_split_times_on_the_cpu(capsys, monkeypatch):
+    """A tiny transformer on the CPU, threads x1: the profiler's span of the framework call agrees with the
+    split's reading of the same requests (the GPU lines need CUDA: not run here)."""
+    module = crosscheck_module()
+    monkeypatch.setattr(sys, "argv", ["profiler_crosscheck.py", "--device", "cpu", "--dtype", "float32", "--size",
+                                      "seq=8,width=32,heads=2,hidden=64,layers=1", "--threads", "1",
+                                      "--duration", "0.1", "--requests", "20"])
+    assert module.main() == 0
+    out = capsys.readouterr().out
+    (call,) = [line for line in out.splitlines() if "framework call (tb.call)" in line]
+    assert call.endswith("agree"), out
+    assert "CPU op time (aten ops inside tb.call)" in out and "threads x1: the cell" in out
