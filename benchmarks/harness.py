@@ -389,9 +389,10 @@ class Unsplit:
         schedule.timed_loop, split.Reader.gauges = self.saved
 
 
-def goal_e(rounds: int, duration: float, cache: Path, counts: list[int], workload: str) -> None:
+def goal_e(rounds: int, duration: float, cache: Path, counts: list[int], workload: str, device: str = "cpu",
+           dtype: str = "float32") -> None:
     from compare.stats import median_ci
-    print(f"(e) the split's cost: threads xN with the split vs the loop before it, torch cpu float32 {workload},"
+    print(f"(e) the split's cost: threads xN with the split vs the loop before it, torch {device} {dtype} {workload},"
           f" N = {', '.join(map(str, counts))}, one intra-op thread; {split.cpu_read_s() * 1e6:.2f} us a thread-CPU"
           f" read here")
     per_op = bookkeeping_us(rounds, duration, cache)
@@ -399,7 +400,7 @@ def goal_e(rounds: int, duration: float, cache: Path, counts: list[int], workloa
           f"+{per_op:.2f} us an op")
     tb = backends.load("torch")
     for n in counts:
-        cell = Cell(backend="torch", device="cpu", dtype="float32", workload=workload, mode="threads", threads=n,
+        cell = Cell(backend="torch", device=device, dtype=dtype, workload=workload, mode="threads", threads=n,
                     duration=duration, trials=1, warmup=3, verify_ops=1, intra_op_threads=1)
         h, _ = prepare(tb, cell, cache)
         whole = Harness(op=h.op, check=h.check, inputs=h.inputs, tolerance=h.tolerance, thread_setup=h.thread_setup,
@@ -423,8 +424,9 @@ def goal_e(rounds: int, duration: float, cache: Path, counts: list[int], workloa
         report(f"e{n}", f"threads x{n} with the split", r["split"], f"threads x{n}, loop before the split",
                r["unsplit"], ratio, ">= 0.97", low >= 0.97 or (low <= 1.0 <= high and ratio >= 0.97))
         op_us = statistics.median(t.call_ms + t.sync_ms for t in trials) * 1e3
-        every = split.stride(h.measured.op_s or 0.0, split.sample_cost())
-        sampled = split.sample_cost() * 1e6 / every
+        cost = split.sample_cost(h.timer)   # the CPU reads, and on CUDA the events' marks
+        every = split.stride(h.measured.op_s or 0.0, cost)
+        sampled = cost * 1e6 / every
         print(f"  paired ratios {', '.join(f'{v:.3f}' for v in ratios)}; median {ratio:.3f}, {level:.1%} CI "
               f"[{low:.3f}, {high:.3f}]: {verdict}; an op {op_us:.0f} us, one in {every} sampled: bookkeeping"
               f" {per_op:.2f} + sampled reads {sampled:.2f} us = {(per_op + sampled) / op_us:.2%} of an op")
@@ -455,8 +457,8 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=0.3, help="seconds per timed window")
     ap.add_argument("--goals", default="abcde", help="which goals to run (default: abcde)")
     ap.add_argument("--threads", default="1,2,4,8", help="goals d and e: thread counts (default 1,2,4,8)")
-    ap.add_argument("--device", default="cpu", help="goal d: torch device (cpu, cuda, mps); goals a-c run on the CPU")
-    ap.add_argument("--dtype", default="float32", help="goal d: dtype (e.g. bfloat16 on a GPU)")
+    ap.add_argument("--device", default="cpu", help="goals d, e: torch device (cpu, cuda, mps); goals a-c run on the CPU")
+    ap.add_argument("--dtype", default="float32", help="goals d, e: dtype (e.g. bfloat16 on a GPU)")
     ap.add_argument("--workload", default="mlp", help="goal e: the workload (mlp; launch: the smallest op)")
     args = ap.parse_args()
     if args.rounds < 5:
@@ -475,7 +477,7 @@ def main() -> int:
         goals += [("d", lambda: goal_d(args.rounds, args.duration, cache, [int(v) for v in args.threads.split(",")],
                                        args.device, args.dtype)),
                   ("e", lambda: goal_e(args.rounds, args.duration, cache, [int(v) for v in args.threads.split(",")],
-                                       args.workload))]
+                                       args.workload, args.device, args.dtype))]
         for name, run in goals:
             if name not in args.goals:
                 continue
