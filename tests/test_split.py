@@ -120,18 +120,30 @@ def gauges(t, cpu, delay=None, proc=None, machine=None, device=None):
     return split.Gauges(t=t, cpu=cpu, run_delay=delay, proc=proc, machine=machine, device=device)
 
 
-def test_a_window_pools_its_laps_into_exact_figures():
-    """Two threads of one process over 10 s; thread 0 is the lead (process, machine and device gauges)."""
-    a = split.Lap(starts=[0.0, 5.0], mids=[3.0, 8.0], ends=[4.0, 10.0], samples=[(2.5, 0.5, 0.003)],
-                  before=gauges(0.0, 100.0, 1.0, 50.0, 1000.0, 7.0), after=gauges(10.0, 104.0, 3.0, 59.0, 1016.0, 16.0))
-    b = split.Lap(starts=[1.0], mids=[2.0], ends=[9.0], samples=[(0.5, 0.5, None)],
-                  before=gauges(1.0, 0.0, 0.0), after=gauges(9.0, 2.0, 0.5))
-    got = split.pool([a, b], read_s=0.25)
+def test_a_window_of_threads_pools_its_laps_and_the_boundary_snapshots_exactly():
+    """Two threads of one process; the process's gauges come from the Snapshots at the window's boundaries."""
+    a = split.Lap(starts=[0.0, 5.0], mids=[3.0, 8.0], ends=[4.0, 10.0], samples=[(2.5, 0.5, 0.003)], tid=11,
+                  before=gauges(0.0, None), after=gauges(10.0, None))
+    b = split.Lap(starts=[1.0], mids=[2.0], ends=[9.0], samples=[(0.5, 0.5, None)], tid=12,
+                  before=gauges(1.0, None), after=gauges(9.0, None))
+    opened = split.Snapshot(t=-0.5, proc=50.0, threads={11: (100.0, 1.0), 12: (0.0, 0.0), 99: (0.0, 5.0)},
+                            machine=1000.0, device=7.0)
+    closed = split.Snapshot(t=9.5, proc=59.0, threads={11: (104.0, 3.0), 12: (2.0, 0.5), 99: (8.0, 9.0)},
+                            machine=1016.0, device=16.0)
+    got = split.pool([a, b], read_s=0.25, around=(opened, closed))
     assert got["call_ms"] == pytest.approx((3 + 3 + 1) / 3 * 1e3)
     assert got["sync_ms"] == pytest.approx((1 + 2 + 7) / 3 * 1e3)
-    assert got["cpu_ms"] == pytest.approx((4 + 2) / 3 * 1e3) and got["core_wait_ms"] == pytest.approx(2.5 / 3 * 1e3)
-    assert got["own_cores"] == pytest.approx(6 / 10) and got["proc_cores"] == pytest.approx(0.9)
-    assert got["host_cores"] == pytest.approx(1.6) and got["device_busy"] == pytest.approx(0.9)
+    assert got["cpu_ms"] == pytest.approx((4 + 2) / 3 * 1e3) and got["own_cores"] == pytest.approx(6 / 10)
+    assert got["core_wait_ms"] == pytest.approx(2.5 / 3 * 1e3), "the laps' own threads only (not thread 99)"
+    # without schedstat the threads read their own CPU clocks, over their loops
+    a.before.cpu, a.after.cpu, b.before.cpu, b.after.cpu = 100.0, 104.0, 0.0, 2.0
+    for snap in (opened, closed):
+        snap.threads = {}
+    got = split.pool([a, b], read_s=0.25, around=(opened, closed))
+    assert got["cpu_ms"] == pytest.approx((4 + 2) / 3 * 1e3) and got["own_cores"] == pytest.approx(6 / 10)
+    assert got["core_wait_ms"] is None and got["proc_cores"] == pytest.approx(0.9)
+    assert got["proc_cores"] == pytest.approx(0.9) and got["host_cores"] == pytest.approx(1.6)
+    assert got["device_busy"] == pytest.approx(0.9)
     assert got["call_cpu_ms"] == pytest.approx((2.25 + 0.25) / 2 * 1e3), "each sampled figure less one read"
     assert got["sync_cpu_ms"] == pytest.approx(0.25 * 1e3) and got["device_ms"] == pytest.approx(3.0)
     assert got["split_samples"] == 2
@@ -140,19 +152,50 @@ def test_a_window_pools_its_laps_into_exact_figures():
     assert split.pool([unsplit])["call_ms"] is None and split.pool([unsplit])["cpu_ms"] == pytest.approx(500.0)
 
 
-def test_processes_add_their_cores_and_average_the_machine():
-    laps = [split.Lap(starts=[0.0], mids=[0.5], ends=[1.0], before=gauges(0.0, 0.0, 0.0, 0.0, 0.0),
-                      after=gauges(2.0, 1.0, 0.0, 1.5, m)) for m in (3.0, 3.2)]
+def test_processes_read_their_own_gauges_add_their_cores_and_average_the_machine():
+    laps = [split.Lap(starts=[0.0], mids=[0.5], ends=[1.0], before=gauges(0.0, 0.0, 0.0, 0.0, 0.0, 1.0),
+                      after=gauges(2.0, 1.0, d, 1.5, m, 2.8)) for d, m in ((0.2, 3.0), (0.4, 3.2))]
     got = split.pool(laps)
     assert got["proc_cores"] == pytest.approx(1.5) and got["host_cores"] == pytest.approx(1.55)
+    assert got["core_wait_ms"] == pytest.approx(0.6 / 2 * 1e3) and got["device_busy"] == pytest.approx(0.9)
 
 
-def test_only_the_lead_reads_the_process_wide_gauges():
+def test_threads_read_only_their_cpu_clock_in_the_window():
+    """What a participant thread reads at its loop's ends must not release the GIL (file reads did, and held
+    8 threads' first ops up to 0.2 s apart): its op clock and CPU clock; a process of its own reads the rest."""
     clock = SimClock(t=3.0)
-    lead = split.Reader(clock=clock.now, cpu=lambda: 7.0, lead=True, busy=lambda: 2.5).gauges()
-    other = split.Reader(clock=clock.now, cpu=lambda: 7.0, lead=False, busy=lambda: 2.5).gauges()
-    assert (lead.t, lead.cpu, lead.device) == (3.0, 7.0, 2.5) and lead.proc is not None and lead.machine > 0
-    assert (other.proc, other.machine, other.device) == (None, None, None)
+    thread = split.Reader(clock=clock.now, cpu=lambda: 7.0, busy=lambda: 2.5, own_cpu=False).gauges()
+    assert thread.t == 3.0 and (thread.cpu, thread.run_delay, thread.proc, thread.machine, thread.device) == (None,) * 5
+    assert split.Reader(clock=clock.now, cpu=lambda: 7.0).gauges().cpu == 7.0, "no schedstat: its own CPU clock"
+    own = split.Reader(clock=clock.now, cpu=lambda: 7.0, whole_process=True, busy=lambda: 2.5).gauges()
+    assert own.device == 2.5 and own.proc is not None and own.machine > 0
+    h, _ = fake_threads_harness()
+    assert not schedule.reader_of(h).whole_process and schedule.reader_of(h, whole_process=True).whole_process
+
+
+def fake_threads_harness():
+    import numpy as np
+    from compare.measure.harness import Harness
+    inputs = [np.ones(3) for _ in range(2)]
+    return Harness(op=lambda x: 2 * x, check=lambda y, i: 0.0, inputs=inputs, tolerance=1e-9), inputs
+
+
+def test_a_threads_window_takes_its_process_gauges_at_its_boundaries(monkeypatch):
+    """Two real threads: each window's Trial has the process's cores from the Snapshots the boundary read
+    (while the threads waited), and the participants' laps read no process gauge themselves."""
+    from compare.measure.threads import run_threads
+    snaps, laps = [], []
+    real_snapshot, real_trial = schedule.snapshot, schedule.Window.trial
+    monkeypatch.setattr(schedule, "snapshot", lambda *a: (snaps.append(s := real_snapshot(*a)), s)[1])
+    monkeypatch.setattr(schedule.Window, "trial", lambda w, *a, **k: (laps.extend(w.laps), real_trial(w, *a, **k))[1])
+    h, _ = fake_threads_harness()
+    trials = run_threads(h, 2, duration=0.05, trials=2, warmup=1, verify_ops=0)
+    assert len(snaps) == 2 * len(trials), "one Snapshot as each timed window opens, one as it closes"
+    assert all(t.proc_cores is not None and t.host_cores is not None and t.own_cores is not None for t in trials)
+    assert all(lap.before.proc is None and lap.after.machine is None for lap in laps)
+    if snaps[0].threads:   # Linux: each thread's CPU time and run delay, by its native id, from the boundary
+        assert all(t.core_wait_ms is not None for t in trials) and {lap.tid for lap in laps} <= set(snaps[0].threads)
+        assert all(lap.before.cpu is None for lap in laps), "a thread reads no CPU clock of its own at its loop"
 
 
 # -- known answers in this process: the stand-in device ---------------------------------------------------

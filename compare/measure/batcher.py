@@ -169,8 +169,9 @@ def run_batched(h: Harness, n: int, duration: float, trials: int, warmup: int, v
         try:
             for _ in range(warmup):
                 ask(i)
-            # the clients' reader: their process's gauges (the batcher's thread included), no device marks
-            take_part(sched, barrier.wait, submit, wait, h.inputs[i], keep_rows, reader_of(h, i == 0, forwards=False))
+            # no device marks: a client's op is no forward (its process's gauges, the batcher's CPU in them,
+            # are read at the window's boundaries)
+            take_part(sched, barrier.wait, submit, wait, h.inputs[i], keep_rows, reader_of(h, forwards=False))
             if sched.phase == DONE:
                 for _ in range(verify_ops):
                     h.record(h.check(ask(i), i))

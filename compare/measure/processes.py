@@ -63,7 +63,7 @@ def _child(i: int, cell_dict: dict, cache: str, parent: int, intra_op: int, barr
                 if y is not None:
                     h.record(h.check(y, i))
 
-        take_part(sched, wait, h.call, h.sync, x, keep, reader_of(h, lead=True))  # each the lead of its process
+        take_part(sched, wait, h.call, h.sync, x, keep, reader_of(h, whole_process=True))  # nothing shares its GIL
         if sched.phase == TOO_SLOW:
             raise sched.too_slow()
         conn.send(("at", "the barrier before verification"))

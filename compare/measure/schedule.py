@@ -28,8 +28,9 @@ import numpy as np
 import psutil
 
 from ..cells import Trial
+from .clocks import has_thread_times
 from .harness import Harness, Measured, TooSlow
-from .split import SAMPLE_READS, Lap, Reader, cpu_read_s, pool, stride, usable_cores
+from .split import SAMPLE_READS, Lap, Reader, Snapshot, cpu_read_s, pool, snapshot, stride, usable_cores
 
 MIN_OPS_PER_WINDOW = 10   # completed ops per participant per timed window: with fewer, where one op starts and
 #                           ends in the window moves its rate by more than 10%, and the window measures placement
@@ -147,9 +148,12 @@ class Window:
     def min_ops(self) -> int:
         return min(map(len, self.ends))
 
-    def trial(self, weight: int = 1, hist: Counter | None = None, window_s: float | None = None) -> Trial:
+    def trial(self, weight: int = 1, hist: Counter | None = None, window_s: float | None = None,
+              around: tuple[Snapshot, Snapshot] | None = None) -> Trial:
+        """The window as a Trial; `around`: the process-wide Snapshots at its boundaries (threads)."""
         return trial_of([s for p in self.starts for s in p], [e for p in self.ends for e in p], weight, hist,
-                        window_s=window_s, min_thread_ops=self.min_ops(), split=pool(self.laps, cpu_read_s()))
+                        window_s=window_s, min_thread_ops=self.min_ops(),
+                        split=pool(self.laps, cpu_read_s(), around))
 
     def span(self) -> tuple[float, float] | None:
         """(first start, last end): the stretch of time the window measured; None without an op."""
@@ -331,7 +335,7 @@ def take_part(sched: Schedule, wait: Callable[[], Any], call: Callable, sync: Ca
         phase = sched.phase
         if phase != WARM and phase != TIMED:
             return
-        lap = Lap()
+        lap = Lap(tid=threading.get_native_id())
         if phase == TIMED:
             lap.before = reader.gauges()
         first, last = timed_loop(call, sync, x, sched.open(), lap, reader.clock, reader.cpu,
@@ -343,24 +347,29 @@ def take_part(sched: Schedule, wait: Callable[[], Any], call: Callable, sync: Ca
             keep(lap, first, last)
 
 
-def reader_of(h: Harness, lead: bool, forwards: bool = True) -> Reader:
-    """The Reader of a participant of h's cell: h's clocks, the device's busy clock where h's timer has one,
-    and the timer's marks on its sampled ops where they are forwards (a batched client's are not)."""
-    return Reader(clock=h.clock, cpu=h.cpu_clock, lead=lead, timer=h.timer if forwards else None,
-                  busy=getattr(h.timer, "busy", None))
+def reader_of(h: Harness, whole_process: bool = False, forwards: bool = True) -> Reader:
+    """The Reader of a participant of h's cell: h's clocks; the timer's marks on its sampled ops where they are
+    forwards (a batched client's are not); and, for a participant that is a process of its own, its process's
+    gauges (threads of one process have them read at the window's boundary, Boundaries)."""
+    return Reader(clock=h.clock, cpu=h.cpu_clock, whole_process=whole_process, timer=h.timer if forwards else None,
+                  busy=getattr(h.timer, "busy", None), own_cpu=not has_thread_times())
 
 
 class Boundaries:
     """The window boundaries of a schedule whose participants are threads of this process: called once per
     boundary with every thread waiting (a barrier's action, so nothing here is timed). A timed window is
-    closed first: every thread's outputs checked, the process's OS threads counted, the window's span
-    recorded and its op times pooled into a Trial (with the batcher's histogram, where given, which every
-    boundary then clears); then the schedule advances and records how the cell is being measured."""
+    closed first: the process's gauges read (split.Snapshot: before anything else runs here), every thread's
+    outputs checked, the process's OS threads counted, the window's span recorded and its op times pooled
+    into a Trial (with the batcher's histogram, where given, which every boundary then clears); then the
+    schedule advances and records how the cell is being measured, and, when a timed window comes next, the
+    process's gauges are read again, last, as it opens."""
 
     def __init__(self, h: Harness, sched: Schedule, weight: int = 1, hist: Counter | None = None):
         self.h, self.sched, self.weight, self.hist = h, sched, weight, hist
         self.window = Window(sched.n)
         self.trials: list[Trial] = []
+        self.busy = getattr(h.timer, "busy", None)
+        self.opened: Snapshot | None = None   # the gauges as the current timed window opened
 
     def keeper(self, i: int) -> Callable[[Lap, Any, Any], None]:
         """Participant i's `keep` for take_part: its part of the current timed window."""
@@ -371,14 +380,16 @@ class Boundaries:
 
     def __call__(self) -> None:
         if self.sched.phase == TIMED:  # a timed window just ran
-            self._close(self.window)
+            closed = snapshot(self.h.clock, self.busy)
+            self._close(self.window, (self.opened, closed) if self.opened is not None else None)
             self.window = Window(self.sched.n)
         if self.hist is not None:
             self.hist.clear()
         self.sched.advance()
         self.sched.record(self.h.measured)
+        self.opened = snapshot(self.h.clock, self.busy) if self.sched.phase == TIMED else None
 
-    def _close(self, w: Window) -> None:
+    def _close(self, w: Window, around: tuple[Snapshot, Snapshot] | None = None) -> None:
         h, m = self.h, self.h.measured
         try:
             m.os_threads = max(m.os_threads or 0, psutil.Process().num_threads())
@@ -394,4 +405,4 @@ class Boundaries:
         if (span := w.span()) is not None:
             m.timed_spans.append(span)
         hist = Counter(self.hist) if self.hist is not None else None
-        self.trials.append(w.trial(self.weight, hist, window_s=self.sched.state.length))
+        self.trials.append(w.trial(self.weight, hist, window_s=self.sched.state.length, around=around))

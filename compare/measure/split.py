@@ -4,10 +4,15 @@
 What is read, and how often:
 - every op: the end of the framework call (forward until it returns), one more reading of the op clock
   between its start and its end, so a request's wall time splits into call and synchronise;
-- every participant, at both ends of its timed loop in a window (`Gauges`): its thread's CPU time
-  (clocks.thread_cpu) and its time runnable but waiting for a core (clocks.run_delay, Linux). The first
-  participant of each process (its lead) also reads the process's CPU time, the machine's busy CPU time
-  and, where the backend has a timer that knows it, the device's busy time;
+- every process, around each window: its CPU time, each measuring thread's CPU time and time runnable
+  but waiting for a core (Linux's schedstat), the machine's busy CPU time and, where the backend has a
+  timer that knows it, the device's busy time. Threads of one process have these read at the window's
+  boundary while they all wait (`Snapshot`, compare.measure.schedule.Boundaries), so that a thread reads
+  nothing but the op clock as its loop begins and ends: read by each thread there (file reads that release
+  the GIL, syscalls at which a woken herd of threads is preempted holding it) they held 8 threads' first
+  ops up to 0.2 s apart. Without schedstat (macOS) each thread reads its own CPU clock there
+  (clocks.thread_cpu). A process of its own (the processes mode) reads its gauges at the ends of its loop
+  (`Gauges`), as nothing there competes for its GIL;
 - a sampled subset of ops, every `stride`-th (SPLIT_BUDGET keeps their cost, sample_cost, under 0.5% of an op): the
   thread's CPU time in the call and in synchronise, and the device time the backend's timer marks around
   the call (compare.measure.harness.Harness.timer). A CPU-clock read is a syscall (0.3-2 us, a few times a
@@ -31,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..cells import SPLIT_FIELDS
-from .clocks import machine_busy, process_clock, process_cpu, run_delay, thread_cpu
+from .clocks import machine_busy, process_clock, process_cpu, run_delay, thread_cpu, thread_times
 
 SPLIT_BUDGET = 0.005   # the sampled reads may cost at most 0.5% of an op on average: a sample (3 CPU-clock
 #                        reads, and the device timer's marks) costs 1-6 us, so ops of 20 us are sampled
@@ -89,31 +94,51 @@ def stride(op_s: float, sample_s: float) -> int:
 
 @dataclass
 class Gauges:
-    """One reading at one end of a participant's timed loop. Fields other than the thread's own are read by
-    the lead (the first participant of its process) only, and None elsewhere or where not known."""
+    """One reading at one end of a participant's timed loop: the op clock; its thread's CPU time where no
+    Snapshot has it (Reader.own_cpu); and, for a participant that is a process of its own
+    (Reader.whole_process), what a Snapshot holds for it."""
     t: float                      # the op clock
-    cpu: float                    # this thread's CPU time
-    run_delay: float | None       # this thread's time runnable, waiting for a core (Linux schedstat)
+    cpu: float | None = None      # this thread's CPU time
+    run_delay: float | None = None  # this thread's time runnable, waiting for a core (Linux schedstat)
     proc: float | None = None     # the process's CPU time, every thread
     machine: float | None = None  # the machine's busy CPU time, every core, every process
     device: float | None = None   # the device's busy time (a backend timer that knows it)
 
 
+@dataclass
+class Snapshot:
+    """The process-wide gauges at a window's boundary, read while its threads wait there (Boundaries): the op
+    clock, the process's CPU time, every thread's (CPU time, run delay) by native id ({} without schedstat),
+    the machine's busy CPU time, the device's busy time (None: not known)."""
+    t: float
+    proc: float
+    threads: dict[int, tuple[float, float]]
+    machine: float
+    device: float | None = None
+
+
+def snapshot(clock: Callable[[], float], busy: Callable[[], float | None] | None = None) -> Snapshot:
+    return Snapshot(t=clock(), proc=process_cpu(), threads=thread_times(), machine=machine_busy(),
+                    device=busy() if busy is not None else None)
+
+
 @dataclass(frozen=True)
 class Reader:
     """How one participant reads its gauges and marks its sampled ops: its clocks (passed in, never rebound),
-    whether it is its process's lead, the backend's device timer for the marks (None: its ops are not
-    forwards, or there is no timer) and the device's busy clock (the timer's busy, read by the lead)."""
+    whether it is a process of its own that reads its process's gauges itself (else a Snapshot at the window's
+    boundary does), the backend's device timer for the marks (None: its ops are not forwards, or there is no
+    timer) and the device's busy clock (the timer's busy)."""
     clock: Callable[[], float]
     cpu: Callable[[], float] = thread_cpu
-    lead: bool = True
+    whole_process: bool = False
     timer: Any = None
     busy: Callable[[], float | None] | None = None
+    own_cpu: bool = True   # it reads its thread's CPU clock itself (no Snapshot has it)
 
     def gauges(self) -> Gauges:
-        g = Gauges(t=self.clock(), cpu=self.cpu(), run_delay=run_delay())
-        if self.lead:
-            g.proc, g.machine = process_cpu(), machine_busy()
+        g = Gauges(t=self.clock(), cpu=self.cpu() if self.own_cpu or self.whole_process else None)
+        if self.whole_process:
+            g.run_delay, g.proc, g.machine = run_delay(), process_cpu(), machine_busy()
             g.device = self.busy() if self.busy is not None else None
         return g
 
@@ -129,6 +154,7 @@ class Lap:
     samples: list[tuple] = field(default_factory=list)
     before: Gauges | None = None
     after: Gauges | None = None
+    tid: int | None = None       # its thread's native id (a Snapshot's run delays are by it)
 
     def resolve(self, timer: Any) -> "Lap":
         """The device marks of the sampled ops turned into seconds (outside the clock, after synchronise)."""
@@ -155,13 +181,16 @@ def _delta(laps: list[Lap], name: str) -> list[tuple[float, float]]:
     return out
 
 
-def pool(laps: list[Lap], read_s: float = 0.0) -> dict[str, float | None]:
+def pool(laps: list[Lap], read_s: float = 0.0,
+         around: tuple[Snapshot, Snapshot] | None = None) -> dict[str, float | None]:
     """One window's split, every participant pooled, as Trial fields (compare.cells.Trial): per op the mean
     call, synchronise and thread-CPU time and time waiting for a core (ms); over the window the cores the
     measuring threads, their processes and the whole machine kept busy, the device's busy share; from the
     sampled ops the mean CPU time in call and in synchronise and the mean device time (ms). `read_s`: what
     one CPU-clock read costs, taken off each sampled CPU figure (each spans about one read of its own).
-    Fields nothing measured are None (an empty window, a loop that records no split, no timer)."""
+    `around`: the Snapshots at the window's two boundaries (threads of one process), where the laps' own
+    gauges hold no process-wide figures. Fields nothing measured are None (an empty window, a loop that
+    records no split, no timer)."""
     laps = [lap for lap in laps if lap is not None]
     ops = sum(len(lap.ends) for lap in laps)
     split = [lap for lap in laps if lap.mids and len(lap.mids) == len(lap.ends)]
@@ -177,18 +206,44 @@ def pool(laps: list[Lap], read_s: float = 0.0) -> dict[str, float | None]:
         out["cpu_ms"] = sum(d for d, _ in cpu) / ops * 1e3
         first, last = min(lap.before.t for lap in laps), max(lap.after.t for lap in laps)
         out["own_cores"] = sum(d for d, _ in cpu) / (last - first) if last > first else None
+    if around is not None:
+        _around(out, laps, ops, *around)
+        return _sampled(out, laps, read_s)
     delay = _delta(laps, "run_delay")
     if delay and len(delay) == len(laps):
         out["core_wait_ms"] = sum(d for d, _ in delay) / ops * 1e3
     proc = _delta(laps, "proc")
-    if proc:   # each lead is one process: their cores add up
+    if proc:   # each is one process: their cores add up
         out["proc_cores"] = sum(d / s for d, s in proc)
     machine = _delta(laps, "machine")
-    if machine:   # every lead sees the same machine: their readings are averaged
+    if machine:   # every process sees the same machine: their readings are averaged
         out["host_cores"] = _mean([d / s for d, s in machine])
     device = _delta(laps, "device")
-    if device:   # each lead's own device (one per process); with one process, the one device
+    if device:   # each process's own device (the stand-in's); with one process, the one device
         out["device_busy"] = min(1.0, _mean([d / s for d, s in device]))
+    return _sampled(out, laps, read_s)
+
+
+def _around(out: dict, laps: list[Lap], ops: int, before: Snapshot, after: Snapshot) -> None:
+    """The process-wide fields of a window of threads from the Snapshots at its boundaries, and its threads'
+    CPU time and run delay where the Snapshots hold them (Linux)."""
+    span = after.t - before.t
+    if span <= 0:
+        return
+    mine = [(after.threads[lap.tid], before.threads[lap.tid]) for lap in laps
+            if lap.tid in after.threads and lap.tid in before.threads]
+    if mine and len(mine) == len(laps):
+        cpu = sum(a[0] - b[0] for a, b in mine)
+        out["cpu_ms"], out["own_cores"] = cpu / ops * 1e3, cpu / span
+        out["core_wait_ms"] = sum(a[1] - b[1] for a, b in mine) / ops * 1e3
+    out["proc_cores"] = (after.proc - before.proc) / span
+    out["host_cores"] = (after.machine - before.machine) / span
+    if after.device is not None and before.device is not None:
+        out["device_busy"] = min(1.0, (after.device - before.device) / span)
+
+
+def _sampled(out: dict, laps: list[Lap], read_s: float) -> dict:
+    """The fields the sampled ops give, into `out`."""
     samples = [x for lap in laps for x in lap.samples]
     if samples:
         out["call_cpu_ms"] = _ms(_mean([max(0.0, c - read_s) for c, _, _ in samples]))

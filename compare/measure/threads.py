@@ -22,8 +22,7 @@ def run_sequential(h: Harness, duration: float, trials: int, warmup: int, verify
     sched = Schedule(1, duration, trials, cap, h.clock)
     sched.start(op_s, sample_cost(h.timer, h.cpu_clock))
     boundaries = Boundaries(h, sched, weight)
-    take_part(sched, boundaries, h.call, h.sync, h.inputs[0], boundaries.keeper(0),  # one participant: no barrier
-              reader_of(h, lead=True))
+    take_part(sched, boundaries, h.call, h.sync, h.inputs[0], boundaries.keeper(0), reader_of(h))  # no barrier
     if sched.phase == TOO_SLOW:
         raise sched.too_slow()
     for _ in range(verify_ops):
@@ -54,7 +53,7 @@ def run_threads(h: Harness, n: int, duration: float, trials: int, warmup: int, v
                 for _ in range(warmup):
                     h.op(x)
                 take_part(sched, barrier.wait, h.call, h.sync, x, boundaries.keeper(i),
-                          reader_of(h, lead=i == 0))
+                          reader_of(h))
                 if sched.phase == DONE:
                     for _ in range(verify_ops):
                         h.record(h.check(h.op(x), i))
