@@ -330,12 +330,13 @@ def take_part(sched: Schedule, wait: Callable[[], Any], call: Callable, sync: Ca
     `reader` reads the gauges at both ends of the loop, and the Lap and the first and last output go to
     keep(lap, first, last). Warm-up windows run the same loop, sampled alike, so that their rate is the timed
     windows' rate. Returns once the schedule is done or too slow."""
+    tid = threading.get_native_id()  # once: a syscall, which a woken herd of threads should not meet in a window
     while True:
         wait()
         phase = sched.phase
         if phase != WARM and phase != TIMED:
             return
-        lap = Lap(tid=threading.get_native_id())
+        lap = Lap(tid=tid)
         if phase == TIMED:
             lap.before = reader.gauges()
         first, last = timed_loop(call, sync, x, sched.open(), lap, reader.clock, reader.cpu,
