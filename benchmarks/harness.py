@@ -406,14 +406,16 @@ def goal_e(rounds: int, duration: float, cache: Path, counts: list[int], workloa
         whole = Harness(op=h.op, check=h.check, inputs=h.inputs, tolerance=h.tolerance, thread_setup=h.thread_setup,
                         checks=h.checks, measured=h.measured, clock=h.clock)   # call = the whole op, as before
 
+        trials: dict[str, list[Trial]] = {"split": [], "unsplit": []}
+
         def unsplit():
             with Unsplit():
-                return harness_rate(whole, cell)[0]
-        trials = []
-        variants = {"split": lambda: (trials.append(t := harness_rate(h, cell)[1]), t.ops_per_s)[1],
+                trials["unsplit"].append(t := harness_rate(whole, cell)[1])
+                return t.ops_per_s
+        variants = {"split": lambda: (trials["split"].append(t := harness_rate(h, cell)[1]), t.ops_per_s)[1],
                     "unsplit": unsplit}
         interleave(1, variants)  # one discarded round
-        trials.clear()
+        trials = {k: [] for k in trials}
         r = interleave(rounds, variants)
         ratios = [a / b for a, b in zip(r["split"], r["unsplit"])]
         ratio = statistics.median(ratios)
@@ -423,13 +425,21 @@ def goal_e(rounds: int, duration: float, cache: Path, counts: list[int], workloa
                    "the split is faster: the interval lies above 1.0")
         report(f"e{n}", f"threads x{n} with the split", r["split"], f"threads x{n}, loop before the split",
                r["unsplit"], ratio, ">= 0.97", low >= 0.97 or (low <= 1.0 <= high and ratio >= 0.97))
-        op_us = statistics.median(t.call_ms + t.sync_ms for t in trials) * 1e3
+        op_us = statistics.median(t.call_ms + t.sync_ms for t in trials["split"]) * 1e3
         cost = split.sample_cost(h.timer)   # the CPU reads, and on CUDA the events' marks
         every = split.stride(h.measured.op_s or 0.0, cost)
         sampled = cost * 1e6 / every
         print(f"  paired ratios {', '.join(f'{v:.3f}' for v in ratios)}; median {ratio:.3f}, {level:.1%} CI "
               f"[{low:.3f}, {high:.3f}]: {verdict}; an op {op_us:.0f} us, one in {every} sampled: bookkeeping"
               f" {per_op:.2f} + sampled reads {sampled:.2f} us = {(per_op + sampled) / op_us:.2%} of an op")
+        # the process's CPU time per request over each window (both variants read it at the boundaries): what
+        # other load on the machine moves far less than the wall-clock rate
+        cpu = {k: [t.proc_cores * t.seconds / t.ops * 1e6 for t in ts] for k, ts in trials.items()}
+        cpu_ratios = [a / b for a, b in zip(cpu["unsplit"], cpu["split"])]
+        c_low, c_high, _ = median_ci(cpu_ratios)
+        print(f"  process CPU per request: with the split {statistics.median(cpu['split']):.1f} us, before it "
+              f"{statistics.median(cpu['unsplit']):.1f} us; paired (before / with) {statistics.median(cpu_ratios):.3f}"
+              f" [{c_low:.3f}, {c_high:.3f}]")
 
 
 def bookkeeping_us(rounds: int, duration: float, cache: Path) -> float:
