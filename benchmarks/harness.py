@@ -427,7 +427,7 @@ def goal_e(rounds: int, duration: float, cache: Path, counts: list[int], workloa
                r["unsplit"], ratio, ">= 0.97", low >= 0.97 or (low <= 1.0 <= high and ratio >= 0.97))
         op_us = statistics.median(t.call_ms + t.sync_ms for t in trials["split"]) * 1e3
         cost = split.sample_cost(h.timer)   # the CPU reads, and on CUDA the events' marks
-        every = split.stride(h.measured.op_s or 0.0, cost)
+        every = split.stride(h.measured.op_s or 0.0, cost, n)   # as Schedule.start: n threads share the GIL
         sampled = cost * 1e6 / every
         print(f"  paired ratios {', '.join(f'{v:.3f}' for v in ratios)}; median {ratio:.3f}, {level:.1%} CI "
               f"[{low:.3f}, {high:.3f}]: {verdict}; an op {op_us:.0f} us, one in {every} sampled: bookkeeping"

@@ -165,8 +165,9 @@ def split_summary(rows: list[dict]) -> dict:
     out["cores"] = next((r["cores"] for r in rows if r.get("cores") is not None), None)
     if out["device_busy"] is not None:
         out["busy_source"] = BUSY_TIMER
-    elif rows[0].get("gpu_util_mean") is not None:
-        util = [r["gpu_util_mean"] for r in {r["repeat"] or 0: r for r in rows}.values() if r["gpu_util_mean"] is not None]
+    elif rows[0].get("gpu_util_mean") is not None:   # a process-level field: once per process
+        util = [r["gpu_util_mean"] for r in {r["repeat"] or 0: r for r in rows}.values()
+                if r["gpu_util_mean"] is not None]
         out["device_busy"], out["busy_source"] = float(np.median(util)) / 100, BUSY_NVML
     if out["call_ms"] is not None and out["sync_ms"] is not None:
         wall = out["wall_ms"] = out["call_ms"] + out["sync_ms"]

@@ -97,12 +97,21 @@ def test_the_loop_marks_the_call_on_sampled_ops_with_the_device_timer():
     assert [d for _, _, d in lap.resolve(Timer()).samples] == [0.1, 0.4], "marks become seconds after the window"
 
 
-@pytest.mark.parametrize("op_s, sample_s, every", [(20e-6, 3e-6, 30), (1e-3, 6e-6, 2), (0.1, 6e-6, 1),
-                                                   (0.0, 3e-6, 256), (1e-9, 3e-6, split.MAX_STRIDE)])
-def test_the_stride_keeps_the_samples_within_the_budget(op_s, sample_s, every):
-    assert split.stride(op_s, sample_s) == every
+@pytest.mark.parametrize("op_s, sample_s, sharing, every", [
+    (20e-6, 3e-6, 1, 75), (20e-6, 3e-6, 8, 600), (1e-3, 6e-6, 1, 3), (0.1, 6e-6, 4, 1), (0.0, 3e-6, 1, 1024),
+    (1e-9, 3e-6, 1, split.MAX_STRIDE)])
+def test_the_stride_keeps_the_samples_within_the_budget(op_s, sample_s, sharing, every):
+    assert split.SPLIT_BUDGET == 0.002 and split.stride(op_s, sample_s, sharing) == every
     if every not in (1, split.MAX_STRIDE):
-        assert sample_s / every <= split.SPLIT_BUDGET * op_s < sample_s / (every - 1)
+        cost = sharing * sample_s
+        assert cost / every <= split.SPLIT_BUDGET * op_s < cost / (every - 1)
+
+
+def test_threads_of_one_process_sample_as_many_times_more_sparsely():
+    for participant, n, sharing in (("thread", 4, 4), ("process", 4, 1)):
+        sched = schedule.Schedule(n, 1.0, 1, 4.0, clock=lambda: 0.0, participant=participant)
+        sched.start(op_s=1e-3, sample_s=6e-6)
+        assert sched.state.split_every == split.stride(1e-3, 6e-6, sharing)
 
 
 def test_a_sample_costs_its_cpu_reads_and_the_timers_marks():

@@ -235,7 +235,8 @@ class Schedule:
         sample costs (split.sample_cost; by default the CPU-clock reads alone)."""
         s = self.state
         s.rate_each = 1.0 / (op_s * self.n) if op_s > 0 else math.inf
-        s.split_every = stride(op_s, SAMPLE_READS * cpu_read_s() if sample_s is None else sample_s)
+        sharing = self.n if self.participant == "thread" else 1   # threads share a GIL; processes do not
+        s.split_every = stride(op_s, SAMPLE_READS * cpu_read_s() if sample_s is None else sample_s, sharing)
         s.phase, s.trial, s.length = WARM, -1.0, 0.0
 
     def open(self) -> float:

@@ -13,19 +13,19 @@ What is read, and how often:
   ops up to 0.2 s apart. Without schedstat (macOS) each thread reads its own CPU clock there
   (clocks.thread_cpu). A process of its own (the processes mode) reads its gauges at the ends of its loop
   (`Gauges`), as nothing there competes for its GIL;
-- a sampled subset of ops, every `stride`-th (SPLIT_BUDGET keeps their cost, sample_cost, under 0.5% of an op): the
-  thread's CPU time in the call and in synchronise, and the device time the backend's timer marks around
-  the call (compare.measure.harness.Harness.timer). A CPU-clock read is a syscall (0.3-2 us, a few times a
-  20 us op's share), so it is not read around every op.
+- a sampled subset of ops, every `stride`-th (SPLIT_BUDGET keeps their cost, sample_cost, under 0.2% of an
+  op): the thread's CPU time in the call and in synchronise, and the device time the backend's timer marks
+  around the call (compare.measure.harness.Harness.timer). A CPU-clock read is a syscall (0.3-2 us, a few
+  times a 20 us op's share), so it is not read around every op.
 
 What it can tell: how much of a request its thread was on a CPU (running), runnable but without a core
 (waiting for a core; Linux only), or neither (blocked: on the GIL, a lock, a sleep, I/O, a device, or
 another thread doing its work); whether the cell's process kept more cores busy than its measuring
 threads did (work done for them on the framework's own threads); whether the machine's cores were all
 busy; the device's busy share and time per request where a timer gives them. What it cannot: tell the
-GIL from any other lock or wait a blocked thread sits in (compare.render.analysis infers the GIL from the
-measuring threads together running about one core while each is blocked most of the time), or attribute
-a process's other threads' CPU to a request."""
+GIL from any other lock or wait a blocked thread sits in (compare.render.analysis infers the GIL from about
+one of the measuring threads being runnable at a time while the others are blocked), or attribute a
+process's other threads' CPU to a request."""
 from __future__ import annotations
 
 import functools
@@ -38,10 +38,14 @@ from typing import Any, Callable
 from ..cells import SPLIT_FIELDS
 from .clocks import machine_busy, process_clock, process_cpu, run_delay, thread_cpu, thread_times
 
-SPLIT_BUDGET = 0.005   # the sampled reads may cost at most 0.5% of an op on average: a sample (3 CPU-clock
-#                        reads, and the device timer's marks) costs 1-6 us, so ops of 20 us are sampled
-#                        about one in 60, and ops of 1 ms and more every time
-MAX_STRIDE = 256       # at least one op in 256 is sampled, however short the op (a do-nothing backend)
+SPLIT_BUDGET = 0.002   # the sampled reads may cost at most 0.2% of an op on average: a sample (3 CPU-clock
+#                        reads, and the device timer's marks) costs 1-6 us alone, so ops of 20 us are sampled
+#                        about one in 90, and ops of 3 ms and more every time. Among N threads of one process
+#                        a sample costs up to N times that: its reads are syscalls, where a thread holding
+#                        the GIL gets preempted and the others stall (measured on 2 busy cores, torch mlp
+#                        x8: one op in 8 sampled cost 7% of the throughput, one in 64 nothing measurable),
+#                        so threads sample N times more sparsely (stride)
+MAX_STRIDE = 1024      # at least one op in 1024 is sampled, however short the op (a do-nothing backend)
 SAMPLE_READS = 3       # CPU-clock reads per sampled op: before the call, after it, after synchronise
 COST_PROBE_READS = 31  # reads timed to learn what one costs here (once per process; about 10-60 us)
 
@@ -84,12 +88,12 @@ def sample_cost(timer: Any = None, cpu: Callable[[], float] = thread_cpu, marks:
     return cost
 
 
-def stride(op_s: float, sample_s: float) -> int:
+def stride(op_s: float, sample_s: float, sharing: int = 1) -> int:
     """Every how many ops one is sampled: a sample's cost over the op time stays within SPLIT_BUDGET, between
-    1 (every op) and MAX_STRIDE."""
+    1 (every op) and MAX_STRIDE; `sharing` threads share one GIL, which multiplies a sample's cost."""
     if op_s <= 0 or not math.isfinite(op_s):
         return MAX_STRIDE
-    return max(1, min(MAX_STRIDE, math.ceil(sample_s / (SPLIT_BUDGET * op_s))))
+    return max(1, min(MAX_STRIDE, math.ceil(sharing * sample_s / (SPLIT_BUDGET * op_s))))
 
 
 @dataclass
