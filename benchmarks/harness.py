@@ -29,6 +29,7 @@ machine hit both alike; each figure is the median over rounds. Always exits 0.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import sys
@@ -425,7 +426,7 @@ def goal_e(rounds: int, duration: float, cache: Path, counts: list[int], workloa
                    "the split is faster: the interval lies above 1.0")
         report(f"e{n}", f"threads x{n} with the split", r["split"], f"threads x{n}, loop before the split",
                r["unsplit"], ratio, ">= 0.97", low >= 0.97 or (low <= 1.0 <= high and ratio >= 0.97))
-        op_us = statistics.median(t.call_ms + t.sync_ms for t in trials["split"]) * 1e3
+        op_us = statistics.median(t.call_ms + t.sync_ms for t in trials["split"] if t.call_ms is not None) * 1e3
         cost = split.sample_cost(h.timer)   # the CPU reads, and on CUDA the events' marks
         every = split.stride(h.measured.op_s or 0.0, cost, n)   # as Schedule.start: n threads share the GIL
         sampled = cost * 1e6 / every
@@ -434,7 +435,8 @@ def goal_e(rounds: int, duration: float, cache: Path, counts: list[int], workloa
               f" {per_op:.2f} + sampled reads {sampled:.2f} us = {(per_op + sampled) / op_us:.2%} of an op")
         # the process's CPU time per request over each window (both variants read it at the boundaries): what
         # other load on the machine moves far less than the wall-clock rate
-        cpu = {k: [t.proc_cores * t.seconds / t.ops * 1e6 for t in ts] for k, ts in trials.items()}
+        cpu = {k: [t.proc_cores * t.seconds / t.ops * 1e6 if t.proc_cores is not None and t.ops else math.nan
+                   for t in ts] for k, ts in trials.items()}
         cpu_ratios = [a / b for a, b in zip(cpu["unsplit"], cpu["split"])]
         c_low, c_high, _ = median_ci(cpu_ratios)
         print(f"  process CPU per request: with the split {statistics.median(cpu['split']):.1f} us, before it "

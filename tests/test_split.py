@@ -157,6 +157,9 @@ def test_a_window_of_threads_pools_its_laps_and_the_boundary_snapshots_exactly()
     assert got["sync_cpu_ms"] == pytest.approx(0.25 * 1e3) and got["device_ms"] == pytest.approx(3.0)
     assert got["split_samples"] == 2
     assert set(split.pool([], 0.0).values()) == {None} and set(split.pool([split.Lap()], 0.0).values()) == {None}
+    starved = split.Lap(tid=12, before=gauges(1.0, None), after=gauges(9.0, None))   # no op in the window
+    got = split.pool([a, starved], around=(opened, closed))
+    assert got["call_ms"] == pytest.approx(3e3) and got["sync_ms"] == pytest.approx(1.5e3), "a starved thread adds none"
     unsplit = split.Lap(starts=[0.0], ends=[1.0], before=gauges(0.0, 0.0), after=gauges(1.0, 0.5))
     assert split.pool([unsplit])["call_ms"] is None and split.pool([unsplit])["cpu_ms"] == pytest.approx(500.0)
 

@@ -197,13 +197,12 @@ def pool(laps: list[Lap], read_s: float = 0.0,
     records no split, no timer)."""
     laps = [lap for lap in laps if lap is not None]
     ops = sum(len(lap.ends) for lap in laps)
-    split = [lap for lap in laps if lap.mids and len(lap.mids) == len(lap.ends)]
     out: dict[str, float | None] = dict.fromkeys(SPLIT_FIELDS)
     if not ops:
         return out
-    if split and len(split) == len(laps):
-        call = sum(m - s for lap in split for s, m in zip(lap.starts, lap.mids))
-        sync = sum(e - m for lap in split for m, e in zip(lap.mids, lap.ends))
+    if all(len(lap.mids) == len(lap.ends) for lap in laps):   # a thread starved of ops adds none
+        call = sum(m - s for lap in laps for s, m in zip(lap.starts, lap.mids))
+        sync = sum(e - m for lap in laps for m, e in zip(lap.mids, lap.ends))
         out.update(call_ms=call / ops * 1e3, sync_ms=sync / ops * 1e3)
     cpu = _delta(laps, "cpu")
     if len(cpu) == len(laps):
