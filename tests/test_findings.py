@@ -120,6 +120,15 @@ def test_the_scaling_sentence_says_why_the_curve_bends():
             "blocked, 0.96 of its 4 threads runnable at a time.") in t
     recs[1].update(split(wall=0.25, run=0.8, own=3.2, proc=3.2))
     assert "requests overlap, the curve scales; at ×4 host-bound" in text(FD.findings(recs))
+    # the extra time mostly the thread's own CPU: each request costs more CPU
+    recs[1].update(split(wall=0.8, run=0.9, cpu=0.72, own=3.6, proc=3.6))
+    assert ("a request's wall time 4.0× (0.2 → 0.8 ms) and its thread's CPU time 3.8× (0.19 → 0.72 ms), 88% of the "
+            "extra time: each request costs more CPU") in text(FD.findings(recs))
+    # CPU time doubled but is a sliver of the request (MLX's thread waits on its evaluation): still waiting
+    recs[0].update(split(wall=0.8, run=0.05, cpu=0.04, own=0.05, proc=0.9))
+    recs[1].update(split(wall=6.0, run=0.013, cpu=0.08, own=0.05, proc=0.9))
+    assert ("its thread's CPU time 2.0× (0.04 → 0.08 ms), 1% of the extra time: the rest is waiting"
+            in text(FD.findings(recs)))
 
 
 def test_every_verdict_from_its_split():

@@ -385,12 +385,13 @@ def runnable(r: dict) -> float:
     return r["threads"] * (r["run_share"] + (r.get("core_wait_share") or 0.0))
 
 
-# Where a mode's curve bends, from its fewest to its most threads (Bend): a request's wall time grew
-# GREW times or more (else it stayed within FLAT: requests overlap), and its CPU time stayed within FLAT
-# (the extra time is waiting) or grew GREW times or more (each request costs more CPU: contention inside)
-GREW = 1.5   # a request's time grew at least 1.5x: something it shares ran out
-FLAT = 1.25  # within 1.25x either way a time stayed flat: the noise of a shared machine reaches ~10-20%
-OVERLAP, WAITING, COSTLIER, MIXED = "overlap", "waiting", "costlier", "mixed"
+# Where a mode's curve bends, from its fewest threads to its most (Bend): a request's wall time grew GREW
+# times or more (else requests overlap), and the extra wall time is mostly the thread's own extra CPU time
+# (COSTLIER_SHARE or more: each request costs more CPU) or not (the extra time is waiting)
+GREW = 1.5            # a request's time grew at least 1.5x: something it shares ran out
+COSTLIER_SHARE = 0.5  # at least half the extra wall time is extra CPU time on the request's own thread
+FLAT = 1.25           # within 1.25x either way a time stayed flat (worded so): a shared machine's noise is 10-20%
+OVERLAP, WAITING, COSTLIER = "overlap", "waiting", "costlier"
 
 
 class Bend(NamedTuple):
@@ -400,8 +401,9 @@ class Bend(NamedTuple):
     high: dict              # the cell with the most
     wall: float             # high's wall time per request / low's
     cpu: float | None       # high's thread CPU time per request / low's
+    cpu_share: float | None  # (high's CPU time - low's) / (high's wall time - low's): the extra time that is CPU
     device: float | None    # high's device time per request / low's, where a timer measured both
-    kind: str               # OVERLAP, WAITING, COSTLIER or MIXED
+    kind: str               # OVERLAP, WAITING or COSTLIER
 
 
 def bends(recs: list[dict]) -> list[Bend]:
@@ -418,14 +420,10 @@ def bends(recs: list[dict]) -> list[Bend]:
         low, high = cells[0], cells[-1]
         wall = high["wall_ms"] / low["wall_ms"]
         cpu = high["cpu_ms"] / low["cpu_ms"] if high.get("cpu_ms") and low.get("cpu_ms") else None
+        extra = high["wall_ms"] - low["wall_ms"]
+        share = ((high["cpu_ms"] - low["cpu_ms"]) / extra if cpu is not None and extra > 0 else None)
         device = high["device_ms"] / low["device_ms"] if high.get("device_ms") and low.get("device_ms") else None
-        if wall < GREW:
-            kind = OVERLAP
-        elif cpu is not None and cpu <= FLAT:
-            kind = WAITING
-        elif cpu is not None and cpu >= GREW:
-            kind = COSTLIER
-        else:
-            kind = MIXED
-        out.append(Bend(mode, low, high, wall, cpu, device, kind))
+        kind = (OVERLAP if wall < GREW else
+                COSTLIER if share is not None and share >= COSTLIER_SHARE else WAITING)
+        out.append(Bend(mode, low, high, wall, cpu, share, device, kind))
     return out

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from ..cells import FAILED, MODES, OK, SKIPPED, TOO_SLOW, status_label
 from ..stats import PROBE_WORKLOADS, THROUGHPUT_MODES
 from . import format as fmt
-from .analysis import (COSTLIER, DTYPE_PRECISION, MIN_GAIN, OVERLAP, WAITING, Bend, bends, best_strategy, ceiling,
+from .analysis import (COSTLIER, DTYPE_PRECISION, FLAT, MIN_GAIN, OVERLAP, Bend, bends, best_strategy, ceiling,
                        clearly_faster, fastest_first, fill_precision, more_threads_hurt, peaks, precision_switch,
                        sequential, shows_rate, sustains_more, threads_vs_processes)
 from .format import BACKEND_ORDER
@@ -119,16 +119,20 @@ def _bend_sentence(name: str, b: Bend) -> str:
     def grew(what: str, ratio: float, field: str) -> str:
         return f"{what} {fmt.times(ratio, 1)} ({fmt.num(lo[field])} → {fmt.num(hi[field])} ms)"
     wall = grew("a request's wall time", b.wall, "wall_ms")
-    cpu = grew("its thread's CPU time", b.cpu, "cpu_ms") if b.cpu is not None else None
     device = f", its device time {grew('', b.device, 'device_ms').strip()}" if b.device is not None else ""
     if b.kind == OVERLAP:
-        says = f"{wall}: requests overlap, the curve scales"
-    elif b.kind == WAITING:
-        says = f"{wall} while {cpu} stayed flat{device}: the extra time is waiting"
-    elif b.kind == COSTLIER:
-        says = f"{wall} and {cpu}{device}: each request costs more CPU (contention inside the framework or memory)"
+        says = f"{wall}{device}: requests overlap, the curve scales"
+    elif b.cpu is None:
+        says = f"{wall}{device}: the extra time is waiting"
     else:
-        says = f"{wall}" + (f", {cpu}" if cpu else "") + f"{device}: partly waiting, partly more CPU per request"
+        cpu = grew("its thread's CPU time", b.cpu, "cpu_ms")
+        if b.kind == COSTLIER:
+            says = (f"{wall} and {cpu}{device}, {b.cpu_share:.0%} of the extra time: each request costs more CPU "
+                    "(contention inside the framework or memory)")
+        elif 1 / FLAT <= b.cpu <= FLAT:
+            says = f"{wall} while {cpu} stayed flat{device}: the extra time is waiting"
+        else:
+            says = f"{wall} and {cpu}{device}, {max(b.cpu_share, 0):.0%} of the extra time: the rest is waiting"
     return (f"{name}: {b.mode} from ×{lo['threads']} to ×{hi['threads']}, {says}; at ×{hi['threads']} "
             f"{fmt.why_reason(hi)}.")
 
