@@ -107,7 +107,14 @@ def test_recorded_precision_and_the_verdict_at_the_best_strategy():
 
 def test_no_verdict_without_a_split():
     t = text(FD.findings(known()))
-    assert "at its best" not in t and "a request's wall time" not in t
+    assert "at its best" not in t and "a request's wall time" not in t and " there" not in " ".join(FD.brief(known()))
+
+
+def test_the_brief_says_what_limits_each_best_strategy():
+    recs = [rec("torch", "sequential", 1000, **split(run=0.95)),
+            rec("torch", "threads", 2000, threads=2, **split(run=0.5, own=1.0, proc=1.0))]
+    (line,) = FD.brief(recs)
+    assert "torch best threads ×2 2k (2.0× sequential), GIL-bound there" in line, line
 
 
 def test_the_scaling_sentence_says_why_the_curve_bends():

@@ -14,7 +14,7 @@ from ..stats import PROBE_WORKLOADS, THROUGHPUT_MODES
 from . import format as fmt
 from .analysis import (COSTLIER, DTYPE_PRECISION, FLAT, MIN_GAIN, OVERLAP, Bend, bends, best_strategy, ceiling,
                        clearly_faster, fastest_first, fill_precision, more_threads_hurt, peaks, precision_switch,
-                       sequential, shows_rate, sustains_more, threads_vs_processes)
+                       sequential, shows_rate, sustains_more, threads_vs_processes, why)
 from .format import BACKEND_ORDER
 
 UNITS = "figures are requests/s, median [interval of the median]"
@@ -295,7 +295,8 @@ def findings(summary, rows: list[dict] | None = None) -> list[Finding]:
 def brief(summary, machine_names: dict[str, str] | None = None) -> list[str]:
     """The answer in one line per machine × workload × precision, for the top of a page: each framework's best
     strategy and its gain over sequential (its interval decides, as in the findings), threads against
-    processes, and which framework is faster like-for-like — claims only where clearly_faster holds."""
+    processes, what limits the best (its verdict, where the run has the time split), and which framework is
+    faster like-for-like — claims only where clearly_faster holds."""
     recs = fill_precision([r for r in _records(summary)
                            if r["workload"] not in PROBE_WORKLOADS and r["mode"] in THROUGHPUT_MODES])
     scopes: dict[tuple, dict[tuple, list[dict]]] = {}
@@ -316,7 +317,9 @@ def brief(summary, machine_names: dict[str, str] | None = None) -> list[str]:
                     " (not clearly above sequential)" if seq is not None and best is not seq else "")
             winner = (threads_vs_processes(recs_g) or (None, None, None))[2]
             tp = {"processes": ", processes beat threads", "threads": ", threads beat processes"}.get(winner, "")
-            parts.append(f"{g[0]} best {_cell(best)} {fmt.short(best['ops_per_s'])}{gain}{tp}")
+            limit = why(best)   # why the best is as fast as it is, where the run has the split
+            parts.append(f"{g[0]} best {_cell(best)} {fmt.short(best['ops_per_s'])}{gain}{tp}"
+                         + (f", {limit} there" if limit else ""))
         bests = fastest_first(groups)
         if len({g[0] for g, _ in bests}) > 1:
             (top, tb), (nxt, nb) = bests[0], bests[1]
