@@ -188,8 +188,38 @@ class Backend(ABC):
         """Peak device memory in bytes since the process started, where the framework exposes it."""
         return None
 
+    def device_timer(self, device: str) -> "DeviceTimer | None":
+        """Device time per request, where the framework can measure it on the request's own stream (torch on
+        CUDA: events); None (the default) where it cannot, and describe() then says so under "device_time".
+        Called once per measuring process, on its main thread; the timer is then used from every thread."""
+        return None
+
     def close(self) -> None:
         """Release what build() took (optional)."""
+
+
+@runtime_checkable
+class DeviceTimer(Protocol):
+    """What Backend.device_timer() returns. The timed loop calls, on a sampled subset of ops and in the
+    thread that runs the op: mark = start() just before forward(), stop(mark) just after it returns (before
+    synchronize()), and, after the window (outside the clock, on any thread), elapsed(mark). A timer that
+    knows how busy the whole device was also gives busy(); the per-cell figure is then its own, not NVML's.
+
+    Meaning of elapsed(): the device time between the two marks on the request's stream (CUDA events: from
+    when the stream reached the first mark to when it passed the second). On a stream other threads share,
+    that span holds whatever they queued between the marks, and device idle time while the host was slow."""
+
+    def start(self) -> Any:
+        """A mark on the calling thread's current stream, just before forward()."""
+
+    def stop(self, mark: Any) -> None:
+        """The end mark, on the same thread and stream, just after forward() returned."""
+
+    def elapsed(self, mark: Any) -> float | None:
+        """Seconds of device time between the marks (after synchronize() returned); None when not known."""
+
+    def busy(self) -> float | None:
+        """Seconds the whole device has been busy so far (any monotone origin), or None (not known)."""
 
 
 def apply_configure(backend: Backend, fp32_precision: str, intra_op_threads: int | None,

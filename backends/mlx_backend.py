@@ -11,6 +11,13 @@ LINUX_CPU_WARNING = ("MLX's Linux CPU build uses a slow reference BLAS (a few GF
                      "figures measure that build, not MLX on Apple silicon or a GPU")
 
 
+# how a request's device time is measured here (describe() records it): MLX's Python API has no timer on a
+# stream, so the split sees a request as its graph building (the call) and mx.eval (synchronise), which holds
+# the evaluation on MLX's own threads or the GPU and MLX's scheduling of it; on CUDA, NVML gives the busy share
+DEVICE_TIME = ("not measured: MLX exposes no per-stream timer (the nearest is a Metal capture or an nsys trace "
+               "outside the cell); synchronise (mx.eval) holds the device's time and MLX's scheduling")
+
+
 class MlxBackend(Backend):
     name = "mlx"
     devices = ("gpu", "cpu")
@@ -192,7 +199,7 @@ class MlxBackend(Backend):
                 "intra_op_note": "MLX has no intra-op threads setting (--intra-op-threads is not applied)",
                 "thread_streams": "each thread has its own default stream (MLX streams are thread-local)"
                 if device == "gpu" else "no streams on cpu: each thread's ops run on MLX's cpu stream of that thread",
-                "warnings": warnings}
+                "device_time": DEVICE_TIME, "warnings": warnings}
 
     def peak_device_memory(self, device):
         if device != "gpu":

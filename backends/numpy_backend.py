@@ -56,6 +56,7 @@ class NumpyBackend(Backend):
             "framework": "numpy", "version": np.__version__, "device_name": cpu_model(),
             "math_library": ", ".join(libs) or "numpy's BLAS", "intra_op_threads": threads,
             "thread_streams": "no streams: each thread calls the BLAS, whose thread pool all threads share",
+            "device_time": "none: on the CPU the device's time is the framework call's",
             "warnings": [],
         }
 

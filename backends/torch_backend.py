@@ -26,6 +26,43 @@ THREAD_STREAMS = {
 }
 
 
+# how a request's device time is measured here, per device (describe() records it)
+DEVICE_TIME = {
+    "cuda": "CUDA events (torch.cuda.Event, timing) recorded on the request's current stream before and after "
+            "its forward, on sampled ops, read after synchronise; a shared stream's span holds the other threads' "
+            "work queued between them. Written from documentation, unverified on hardware",
+    "mps": "not measured: torch.mps.Event is not used (MPS runs one command queue); NVML-like busy shares do not "
+           "exist on macOS either",
+    "cpu": "none: on the CPU the device's time is the framework call's (the split's call and CPU time)",
+}
+
+
+class CudaEvents:
+    """torch's device timer on CUDA (backends.base.DeviceTimer): a pair of timing events per sampled op,
+    recorded on the calling thread's current stream (its own in streams mode), read after synchronise.
+    The device's busy share is not known from them (they time a span, not the kernels): NVML's stands in."""
+
+    def __init__(self, torch):
+        self.torch = torch
+
+    def start(self):
+        begin, end = self.torch.cuda.Event(enable_timing=True), self.torch.cuda.Event(enable_timing=True)
+        begin.record()   # no stream given: torch.cuda.current_stream(), which is this thread's
+        return begin, end
+
+    def stop(self, mark) -> None:
+        mark[1].record()
+
+    def elapsed(self, mark) -> float | None:
+        try:
+            return mark[0].elapsed_time(mark[1]) / 1e3   # ms
+        except RuntimeError:  # not recorded or not completed: no figure rather than a wrong one
+            return None
+
+    def busy(self) -> None:
+        return None
+
+
 class TorchBackend(Backend):
     name = "torch"
     devices = ("mps", "cuda", "cpu")
@@ -187,8 +224,12 @@ class TorchBackend(Backend):
         return {
             "framework": "torch", "version": torch.__version__, "device_name": name, "math_library": math,
             "intra_op_threads": torch.get_num_threads(), "fp32_precision": torch.get_float32_matmul_precision(),
-            "thread_streams": THREAD_STREAMS.get(device, THREAD_STREAMS["cpu"]), "warnings": warnings,
+            "thread_streams": THREAD_STREAMS.get(device, THREAD_STREAMS["cpu"]),
+            "device_time": DEVICE_TIME.get(device, DEVICE_TIME["cpu"]), "warnings": warnings,
         }
+
+    def device_timer(self, device):
+        return CudaEvents(self._torch()) if device == "cuda" else None
 
     def peak_device_memory(self, device):
         torch = self._torch()

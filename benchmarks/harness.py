@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """How much the measurement harness itself costs, measured side by side in one run (a report, not a test).
 
-    python benchmarks/harness.py [--rounds N] [--duration S] [--goals abcd] [--threads 1,2,4,8]
+    python benchmarks/harness.py [--rounds N] [--duration S] [--goals abcde] [--threads 1,2,4,8]
     python benchmarks/harness.py --goals d --device cuda --dtype bfloat16     # (d) on a GPU
 
 (a) overhead: the 1-thread `sequential` mode, driven exactly as a cell's worker drives it (the worker's own
@@ -18,6 +18,10 @@
     Each round's ratio is paired (harness / bare of that round); the median ratio comes with its
     distribution-free CI (order statistics), which says whether the gap is noise (the CI holds 1.0) or cost
     (the CI lies below 1.0).
+(e) the per-request time split's cost: `threads` xN as a cell runs it (the timed loop splitting every op into
+    its call and synchronise, sampling some ops' CPU time, reading gauges per window) against the same mode
+    with the loop as it was before the split (one op call, its start and end; no gauges), torch CPU `mlp` (or
+    --workload), one intra-op thread. Paired ratios per round with their CI, as (d). Target: >= 0.97.
 
 The compared variants alternate in interleaved rounds (A, B, A, B, ...) so drift and other load on the
 machine hit both alike; each figure is the median over rounds. Always exits 0.
@@ -25,6 +29,7 @@ machine hit both alike; each figure is the median over rounds. Always exits 0.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import sys
@@ -42,6 +47,7 @@ import workloads  # noqa: E402
 from backends.base import Backend  # noqa: E402
 from compare.cells import Cell, Trial  # noqa: E402
 from compare.measure.build import build_model, make_harness  # noqa: E402
+from compare.measure import schedule, split  # noqa: E402
 from compare.measure.harness import Harness, TooSlow  # noqa: E402
 from compare.measure.registry import run_mode  # noqa: E402
 
@@ -356,14 +362,116 @@ def goal_d(rounds: int, duration: float, cache: Path, counts: list[int], device:
             print(f"  NOTE: {h.errors} of {h.checked} checked outputs off the reference")
 
 
+def unsplit_loop(call, sync, x, deadline, lap, clock, cpu, every, timer=None):
+    """The timed loop as it was before the split (goal e's baseline): one op, its start and its end. The
+    harness it runs under gives the whole op as `call` (forward + synchronise in one function, as before)."""
+    started, ended = lap.starts.append, lap.ends.append
+    first = last = None
+    while True:
+        t0 = clock()
+        if t0 >= deadline:
+            return first, last
+        last = call(x)
+        ended(clock())
+        started(t0)
+        if first is None:
+            first = last
+
+
+class Unsplit:
+    """While entered: the schedule runs unsplit_loop and reads no gauges (goal e's baseline)."""
+
+    def __enter__(self):
+        self.saved = schedule.timed_loop, split.Reader.gauges
+        schedule.timed_loop, split.Reader.gauges = unsplit_loop, lambda reader: None
+        return self
+
+    def __exit__(self, *exc):
+        schedule.timed_loop, split.Reader.gauges = self.saved
+
+
+def goal_e(rounds: int, duration: float, cache: Path, counts: list[int], workload: str, device: str = "cpu",
+           dtype: str = "float32") -> None:
+    from compare.stats import median_ci
+    print(f"(e) the split's cost: threads xN with the split vs the loop before it, torch {device} {dtype} {workload},"
+          f" N = {', '.join(map(str, counts))}, one intra-op thread; {split.cpu_read_s() * 1e6:.2f} us a thread-CPU"
+          f" read here")
+    per_op = bookkeeping_us(rounds, duration, cache)
+    print(f"  the split's bookkeeping alone (threads x1, a do-nothing backend, sampled 1 in {split.MAX_STRIDE}): "
+          f"+{per_op:.2f} us an op")
+    tb = backends.load("torch")
+    for n in counts:
+        cell = Cell(backend="torch", device=device, dtype=dtype, workload=workload, mode="threads", threads=n,
+                    duration=duration, trials=1, warmup=3, verify_ops=1, intra_op_threads=1)
+        h, _ = prepare(tb, cell, cache)
+        whole = Harness(op=h.op, check=h.check, inputs=h.inputs, tolerance=h.tolerance, thread_setup=h.thread_setup,
+                        checks=h.checks, measured=h.measured, clock=h.clock)   # call = the whole op, as before
+
+        trials: dict[str, list[Trial]] = {"split": [], "unsplit": []}
+
+        def unsplit():
+            with Unsplit():
+                trials["unsplit"].append(t := harness_rate(whole, cell)[1])
+                return t.ops_per_s
+        variants = {"split": lambda: (trials["split"].append(t := harness_rate(h, cell)[1]), t.ops_per_s)[1],
+                    "unsplit": unsplit}
+        interleave(1, variants)  # one discarded round
+        trials = {k: [] for k in trials}
+        r = interleave(rounds, variants)
+        ratios = [a / b for a, b in zip(r["split"], r["unsplit"])]
+        ratio = statistics.median(ratios)
+        low, high, level = median_ci(ratios)
+        verdict = ("noise: the interval holds 1.0" if low <= 1.0 <= high else
+                   "cost: the split is slower, the interval lies below 1.0" if high < 1.0 else
+                   "the split is faster: the interval lies above 1.0")
+        report(f"e{n}", f"threads x{n} with the split", r["split"], f"threads x{n}, loop before the split",
+               r["unsplit"], ratio, ">= 0.97", low >= 0.97 or (low <= 1.0 <= high and ratio >= 0.97))
+        op_us = statistics.median(t.call_ms + t.sync_ms for t in trials["split"] if t.call_ms is not None) * 1e3
+        cost = split.sample_cost(h.timer)   # the CPU reads, and on CUDA the events' marks
+        every = split.stride(h.measured.op_s or 0.0, cost, n)   # as Schedule.start: n threads share the GIL
+        sampled = cost * 1e6 / every
+        print(f"  paired ratios {', '.join(f'{v:.3f}' for v in ratios)}; median {ratio:.3f}, {level:.1%} CI "
+              f"[{low:.3f}, {high:.3f}]: {verdict}; an op {op_us:.0f} us, one in {every} sampled: bookkeeping"
+              f" {per_op:.2f} + sampled reads {sampled:.2f} us = {(per_op + sampled) / op_us:.2%} of an op")
+        # the process's CPU time per request over each window (both variants read it at the boundaries): what
+        # other load on the machine moves far less than the wall-clock rate
+        cpu = {k: [t.proc_cores * t.seconds / t.ops * 1e6 if t.proc_cores is not None and t.ops else math.nan
+                   for t in ts] for k, ts in trials.items()}
+        cpu_ratios = [a / b for a, b in zip(cpu["unsplit"], cpu["split"])]
+        c_low, c_high, _ = median_ci(cpu_ratios)
+        print(f"  process CPU per request: with the split {statistics.median(cpu['split']):.1f} us, before it "
+              f"{statistics.median(cpu['unsplit']):.1f} us; paired (before / with) {statistics.median(cpu_ratios):.3f}"
+              f" [{c_low:.3f}, {c_high:.3f}]")
+
+
+def bookkeeping_us(rounds: int, duration: float, cache: Path) -> float:
+    """What the split adds to every op, in us: threads x1 with a do-nothing backend (goal b's), split against
+    unsplit, interleaved; the difference of the median op times."""
+    nb = NullBackend()
+    cell = Cell(backend="null", device="cpu", dtype="float32", workload="block", mode="threads", threads=1,
+                duration=duration, trials=1, warmup=3, verify_ops=0)
+    h, _ = prepare(nb, cell, cache)
+    whole = Harness(op=h.op, check=h.check, inputs=h.inputs, tolerance=h.tolerance, checks=h.checks,
+                    measured=h.measured, clock=h.clock)
+
+    def unsplit():
+        with Unsplit():
+            return harness_rate(whole, cell)[0]
+    variants = {"split": lambda: harness_rate(h, cell)[0], "unsplit": unsplit}
+    interleave(1, variants)
+    r = interleave(rounds, variants)
+    return 1e6 / statistics.median(r["split"]) - 1e6 / statistics.median(r["unsplit"])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=7, help="interleaved rounds per comparison (>= 5)")
     ap.add_argument("--duration", type=float, default=0.3, help="seconds per timed window")
-    ap.add_argument("--goals", default="abcd", help="which goals to run (default: abcd)")
-    ap.add_argument("--threads", default="1,2,4,8", help="goal d: thread counts (default 1,2,4,8)")
-    ap.add_argument("--device", default="cpu", help="goal d: torch device (cpu, cuda, mps); goals a-c run on the CPU")
-    ap.add_argument("--dtype", default="float32", help="goal d: dtype (e.g. bfloat16 on a GPU)")
+    ap.add_argument("--goals", default="abcde", help="which goals to run (default: abcde)")
+    ap.add_argument("--threads", default="1,2,4,8", help="goals d and e: thread counts (default 1,2,4,8)")
+    ap.add_argument("--device", default="cpu", help="goals d, e: torch device (cpu, cuda, mps); goals a-c run on the CPU")
+    ap.add_argument("--dtype", default="float32", help="goals d, e: dtype (e.g. bfloat16 on a GPU)")
+    ap.add_argument("--workload", default="mlp", help="goal e: the workload (mlp; launch: the smallest op)")
     args = ap.parse_args()
     if args.rounds < 5:
         ap.error("--rounds must be at least 5")
@@ -379,7 +487,9 @@ def main() -> int:
         goals += [("c", lambda intra=intra: goal_c(args.rounds, args.duration, cache, intra))
                   for intra in sorted({1, default_threads})]
         goals += [("d", lambda: goal_d(args.rounds, args.duration, cache, [int(v) for v in args.threads.split(",")],
-                                       args.device, args.dtype))]
+                                       args.device, args.dtype)),
+                  ("e", lambda: goal_e(args.rounds, args.duration, cache, [int(v) for v in args.threads.split(",")],
+                                       args.workload, args.device, args.dtype))]
         for name, run in goals:
             if name not in args.goals:
                 continue

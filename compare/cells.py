@@ -19,6 +19,7 @@ class ModeSpec:
     extra_s: float = 0.0       # seconds a cell may take beyond its timed trials (the server search's budget)
     throughput: bool = True    # its trials are throughput windows; False: server rate steps (their own table)
     strategy: bool = True      # a way a server could handle single requests (offline: the caller batches them)
+    one_process: bool = True   # its participants are threads of one process, sharing one interpreter (and GIL)
 
     def axis_value(self, threads: int, k: int) -> int:
         return {"threads": threads, "k": k}.get(self.axis, 1)
@@ -36,14 +37,16 @@ MODES: dict[str, ModeSpec] = {m.name: m for m in (
     # ceiling: N processes serve the same single requests with no GIL between them; where they beat every
     # offline batch, that is what this machine can do, and threads are read against it
     ModeSpec("processes", "N processes, each with its own copy of the model and its own input",
-             axis="threads", ceiling=True, line=("--", "D"), start_s=15.0),  # a torch import + build on a busy 2-core box
+             axis="threads", ceiling=True, line=("--", "D"), one_process=False,
+             start_s=15.0),  # a torch import + build on a busy 2-core box
     # open-loop server scenario (compare.measure.server): a trial is one offered rate of the search
     ModeSpec("server-threads", "Poisson arrivals to N worker threads; peak rate with p99 under the bound",
              axis="threads", extra_s=240.0, throughput=False),
     ModeSpec("server-batched", "Poisson arrivals to the dynamic batcher; peak rate with p99 under the bound",
              axis="threads", extra_s=240.0, throughput=False),
     ModeSpec("server-processes", "Poisson arrivals to a pool of N worker processes; peak rate with p99 under the "
-             "bound", axis="threads", extra_s=240.0, throughput=False, start_s=15.0),  # start_s: as processes
+             "bound", axis="threads", extra_s=240.0, throughput=False, one_process=False,
+             start_s=15.0),  # start_s: as processes
 )}
 
 
@@ -172,10 +175,33 @@ class Trial:
     verdict: str | None = None       # server modes: "valid" or "invalid: <reason>"
     window_s: float | None = None      # the window's planned length (>= duration when lengthened for the minimum)
     min_thread_ops: int | None = None  # fewest ops any thread (client) completed in the window
+    # where each request's time went (compare.measure.split; None where not measured): per op, means over
+    # every participant's ops, ms: the framework call (forward until it returns) and synchronise; the
+    # thread's CPU time; its time runnable but waiting for a core (Linux)
+    call_ms: float | None = None
+    sync_ms: float | None = None
+    cpu_ms: float | None = None
+    core_wait_ms: float | None = None
+    # over the sampled ops (split_samples of them): the thread's CPU time in the call and in synchronise, ms
+    call_cpu_ms: float | None = None
+    sync_cpu_ms: float | None = None
+    split_samples: int | None = None
+    # over the window: cores kept busy by the measuring threads, by their process(es), by the whole machine
+    own_cores: float | None = None
+    proc_cores: float | None = None
+    host_cores: float | None = None
+    # where the backend has a device timer: device time per sampled op (ms), the device's busy share
+    device_ms: float | None = None
+    device_busy: float | None = None
 
     @property
     def ops_per_s(self) -> float:
         return self.ops / self.seconds if self.seconds > 0 else 0.0
+
+
+# A Trial's time-split fields (compare.measure.split.pool fills them; results rows hold them by these names)
+SPLIT_FIELDS = ("call_ms", "sync_ms", "cpu_ms", "core_wait_ms", "call_cpu_ms", "sync_cpu_ms", "split_samples",
+                "own_cores", "proc_cores", "host_cores", "device_ms", "device_busy")
 
 
 @dataclass
@@ -210,3 +236,4 @@ class CellResult:
     window_s: float | None = None      # timed window length used
     op_s: float | None = None          # the speed check's median single-op time
     os_threads: int | None = None      # most OS threads the cell's process ran at the end of a timed window
+    cores: int | None = None           # the cores the cell's process(es) could run on (CPU affinity)

@@ -9,11 +9,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from .cells import Cell, CellResult
+from .cells import SPLIT_FIELDS, Cell, CellResult
 from .files import atomic_write
 
-SCHEMA = "threadbench.run/2"
-OLDER_SCHEMAS = ("threadbench.run/1",)  # still read: fields they lack load as None (repeat: process 0)
+SCHEMA = "threadbench.run/3"
+OLDER_SCHEMAS = ("threadbench.run/2", "threadbench.run/1")  # still read: fields they lack load as None
+#                                                             (repeat: process 0; the split: not measured)
 
 # Every row has exactly these fields (None where not applicable), so frames built from any run line up.
 # Adding a row field is one line here: its name and its JSON type (int, float or str).
@@ -37,6 +38,11 @@ ROW_TYPES: dict[str, type] = {
     "min_thread_ops": int, "op_s": float, "os_threads": int, "intra_op_threads": int,
     # server modes: one row per offered rate (compare.measure.server)
     "offered_rate": float, "lag_p99_ms": float, "bound_ms": float, "verdict": str,
+    # /3: where each request's time went, per window (compare.measure.split; compare.cells.Trial says what
+    # each is), and the cores the cell's process could run on
+    "call_ms": float, "sync_ms": float, "cpu_ms": float, "core_wait_ms": float, "call_cpu_ms": float,
+    "sync_cpu_ms": float, "split_samples": int, "own_cores": float, "proc_cores": float, "host_cores": float,
+    "device_ms": float, "device_busy": float, "cores": int,
 }
 ROW_FIELDS = tuple(ROW_TYPES)
 INT_FIELDS = {f for f, t in ROW_TYPES.items() if t is int}
@@ -93,6 +99,7 @@ def add_result(run: dict, result: CellResult) -> None:
         "precision": result.precision, "warmup_s": result.warmup_s, "warmup_windows": result.warmup_windows,
         "warmup_steady": None if result.steady is None else int(result.steady), "window_s": result.window_s,
         "op_s": result.op_s, "os_threads": result.os_threads, "intra_op_threads": cell.intra_op_threads,
+        "cores": result.cores,
         "gpu_util_mean": result.gpu_util_mean, "gpu_util_max": result.gpu_util_max,
     }
     trials = result.trials or [None]
@@ -105,7 +112,7 @@ def add_result(run: dict, result: CellResult) -> None:
                        batch_hist=json.dumps(t.batch_hist) if t.batch_hist else None, offered_rate=t.rate,
                        lag_p99_ms=t.lag_p99_ms, bound_ms=t.bound_ms, verdict=t.verdict,
                        window_s=t.window_s if t.window_s is not None else result.window_s,
-                       min_thread_ops=t.min_thread_ops)
+                       min_thread_ops=t.min_thread_ops, **{f: getattr(t, f) for f in SPLIT_FIELDS})
         run["rows"].append(row)
 
 

@@ -18,7 +18,13 @@ How a cell's interval is made (two levels: fresh processes, then windows inside 
 - A cell measured in one process (the default): the same interval over its windows, marked
   `ci_scope = "windows"`: it covers within-process variation only, not what a re-run would show.
 - A cell whose status is not ok, in any of its processes, has no throughput at all (ops_per_s, CI, speedup,
-  tflops, %-of-ceiling are null); its per-trial rows in the results file keep what was measured."""
+  tflops, %-of-ceiling are null); its per-trial rows in the results file keep what was measured.
+
+Where each request's time went (compare.measure.split; SPLIT_COLUMNS): each field is the median over a
+process's windows, then the median over its processes (as the throughput), for ok cells; from it the shares
+of a request's wall time (call + synchronise) spent in synchronise, running on a CPU, waiting for a core and
+blocked (neither). The device's busy share is the backend timer's where it has one, else NVML's utilisation
+(`busy_source` says which). Cells measured before the split carry None throughout."""
 from __future__ import annotations
 
 import json
@@ -31,7 +37,7 @@ from scipy.stats import binom
 
 from workloads import PROBES
 
-from .cells import MODES, OK, PRECEDENCE, UNAVAILABLE, UNSUPPORTED, axis_label
+from .cells import MODES, OK, PRECEDENCE, SPLIT_FIELDS, UNAVAILABLE, UNSUPPORTED, axis_label
 from .results import INT_FIELDS, ROW_FIELDS, STR_FIELDS
 from .stopping import Rule
 
@@ -146,6 +152,43 @@ def _window_spread(rows: list[dict]) -> float | None:
     return float(np.median(rel)) if rel else None
 
 
+BUSY_TIMER, BUSY_NVML = "timer", "NVML"   # where a cell's device busy share came from (busy_source)
+
+
+def _process_median(rows: list[dict], name: str) -> float | None:
+    """The median over processes of each process's median over its windows of one field; None if unmeasured."""
+    per: dict[int, list[float]] = {}
+    for r in rows:
+        if r.get(name) is not None and math.isfinite(r[name]):
+            per.setdefault(r["repeat"] or 0, []).append(r[name])
+    return float(np.median([np.median(v) for v in per.values()])) if per else None
+
+
+def split_summary(rows: list[dict]) -> dict:
+    """One cell's time split (SPLIT_COLUMNS), from its rows; every field None where nothing measured it."""
+    out: dict = dict.fromkeys(SPLIT_COLUMNS)
+    out.update({f: _process_median(rows, f) for f in SPLIT_FIELDS if f != "split_samples"})
+    samples = [r["split_samples"] for r in rows if r.get("split_samples") is not None]
+    out["split_samples"] = sum(samples) if samples else None
+    out["cores"] = next((r["cores"] for r in rows if r.get("cores") is not None), None)
+    if out["device_busy"] is not None:
+        out["busy_source"] = BUSY_TIMER
+    elif rows[0].get("gpu_util_mean") is not None:   # a process-level field: once per process
+        util = [r["gpu_util_mean"] for r in {r["repeat"] or 0: r for r in rows}.values()
+                if r["gpu_util_mean"] is not None]
+        out["device_busy"], out["busy_source"] = float(np.median(util)) / 100, BUSY_NVML
+    if out["call_ms"] is not None and out["sync_ms"] is not None:
+        wall = out["wall_ms"] = out["call_ms"] + out["sync_ms"]
+        if wall > 0:
+            out["sync_share"] = out["sync_ms"] / wall
+            if out["cpu_ms"] is not None:
+                run = out["run_share"] = min(1.0, out["cpu_ms"] / wall)
+                wait = out["core_wait_share"] = (None if out["core_wait_ms"] is None
+                                                 else min(1.0 - run, out["core_wait_ms"] / wall))
+                out["blocked_share"] = 1.0 - run - (wait or 0.0)
+    return out
+
+
 def _cell_record(rows: list[dict], rule: Rule | None) -> dict:
     first = rows[0]
     rec = {k: first[k] for k in CELL_KEYS}
@@ -178,6 +221,7 @@ def _cell_record(rows: list[dict], rule: Rule | None) -> dict:
                iqr_rel=spread if has else None)
     rec["tflops"] = rec["ops_per_s"] * rec["flops_per_op"] / 1e12 if has and rec["flops_per_op"] else None
     rec["unstable"] = rec["iqr_rel"] is not None and rec["iqr_rel"] > UNSTABLE_IQR
+    rec.update(split_summary(rows) if has else dict.fromkeys(SPLIT_COLUMNS))
     return rec
 
 
@@ -265,7 +309,13 @@ SUMMARY_SCHEMA: dict[str, pl.DataType] = {
     "tflops": pl.Float64, "unstable": pl.Boolean, "base_ops": pl.Float64, "speedup_base": pl.Utf8,
     "ceiling_ops": pl.Float64, "ceiling_config": pl.Utf8, "ceiling_missing": pl.Utf8, "above_ceiling": pl.Boolean,
     "peak_tflops": pl.Float64, "speedup": pl.Float64, "pct_ceiling": pl.Float64, "pct_peak": pl.Float64,
+    # threadbench.run/3: where each request's time went (split_summary), ms per op, cores, shares of its wall
+    **{f: pl.Int64 if f == "split_samples" else pl.Float64 for f in SPLIT_FIELDS},
+    "cores": pl.Int64, "busy_source": pl.Utf8, "wall_ms": pl.Float64, "sync_share": pl.Float64,
+    "run_share": pl.Float64, "core_wait_share": pl.Float64, "blocked_share": pl.Float64,
 }
+SPLIT_COLUMNS = (*SPLIT_FIELDS, "cores", "busy_source", "wall_ms", "sync_share", "run_share", "core_wait_share",
+                 "blocked_share")
 
 
 def workload_cells(summary: pl.DataFrame) -> pl.DataFrame:

@@ -84,14 +84,84 @@ def test_unmatched_precision_is_not_compared_and_the_setting_that_matches_is_nam
     assert "Like-for-like at TF32, best against best (mlx gpu: sequential 3k [2.94k–3.06k]): mlx gpu is faster than torch cuda (2.0×" in t
 
 
-def test_recorded_precision_and_bound_columns_are_used_when_present():
-    recs = [rec("torch", "sequential", 1000, precision="tf32", bound="host"),
-            rec("torch", "threads", 1500, threads=2, precision="tf32", bound="host"),
-            rec("jax", "sequential", 800, precision="tf32", bound="device")]
+def split(wall=1.0, run=0.9, wait=0.0, sync=0.1, own=1.0, proc=1.0, host=1.0, cores=4, device_busy=None,
+          source=None, cpu=None):
+    """The split columns of a summary record (compare.stats.split_summary): shares of a `wall` ms request."""
+    return {"wall_ms": wall, "cpu_ms": wall * run if cpu is None else cpu, "run_share": run,
+            "core_wait_share": wait, "blocked_share": 1 - run - (wait or 0), "sync_share": sync, "own_cores": own,
+            "proc_cores": proc, "host_cores": host, "cores": cores, "device_busy": device_busy,
+            "busy_source": source}
+
+
+def test_recorded_precision_and_the_verdict_at_the_best_strategy():
+    recs = [rec("torch", "sequential", 1000, precision="tf32", **split(run=0.95)),
+            rec("torch", "threads", 1500, threads=2, precision="tf32", **split(run=0.9, own=1.8, proc=1.8)),
+            rec("jax", "sequential", 800, precision="tf32", **split(run=0.1, sync=0.96, device_busy=0.96,
+                                                                   source="NVML"))]
     t = text(FD.findings(recs))
-    assert "torch cpu at TF32: at its best (threads ×2) it is host-bound" in t
-    assert "jax cpu at TF32: at its best (sequential) it is device-bound." in t
+    assert "torch cpu at TF32: at its best (threads ×2) it is host-bound: its thread runs 90% of a request." in t
+    assert ("jax cpu at TF32: at its best (sequential) it is device-bound: device busy 96% (NVML), the framework "
+            "call 4% of a request.") in t
     assert "torch cpu is faster than jax cpu (1.9×: sequential 800 [784–816])" in t
+
+
+def test_no_verdict_without_a_split():
+    t = text(FD.findings(known()))
+    assert "at its best" not in t and "a request's wall time" not in t and " there" not in " ".join(FD.brief(known()))
+
+
+def test_the_brief_says_what_limits_each_best_strategy():
+    recs = [rec("torch", "sequential", 1000, **split(run=0.95)),
+            rec("torch", "threads", 2000, threads=2, **split(run=0.5, own=1.0, proc=1.0))]
+    (line,) = FD.brief(recs)
+    assert "torch best threads ×2 2k (2.0× sequential), GIL-bound there" in line, line
+
+
+def test_the_scaling_sentence_says_why_the_curve_bends():
+    """×1 to ×4: wall per request 4× while its CPU time stayed flat, the threads together one core: the GIL."""
+    recs = [rec("torch", "threads", 1000, **split(wall=0.2, run=0.95, own=0.95, proc=0.95)),
+            rec("torch", "threads", 1000, threads=4, **split(wall=0.8, run=0.24, own=0.98, proc=1.0, cpu=0.19))]
+    t = text(FD.findings(recs))
+    assert ("torch cpu: threads from ×1 to ×4, a request's wall time 4.0× (0.2 → 0.8 ms) while its thread's CPU "
+            "time 1.0× (0.19 → 0.19 ms) stayed flat: the extra time is waiting; at ×4 GIL-bound: 76% of a request "
+            "blocked, 0.96 of its 4 threads runnable at a time.") in t
+    recs[1].update(split(wall=0.25, run=0.8, own=3.2, proc=3.2))
+    assert "requests overlap, the curve scales; at ×4 host-bound" in text(FD.findings(recs))
+    # the extra time mostly the thread's own CPU: each request costs more CPU
+    recs[1].update(split(wall=0.8, run=0.9, cpu=0.72, own=3.6, proc=3.6))
+    assert ("a request's wall time 4.0× (0.2 → 0.8 ms) and its thread's CPU time 3.8× (0.19 → 0.72 ms), 88% of the "
+            "extra time: each request costs more CPU") in text(FD.findings(recs))
+    # CPU time doubled but is a sliver of the request (MLX's thread waits on its evaluation): still waiting
+    recs[0].update(split(wall=0.8, run=0.05, cpu=0.04, own=0.05, proc=0.9))
+    recs[1].update(split(wall=6.0, run=0.013, cpu=0.08, own=0.05, proc=0.9))
+    assert ("its thread's CPU time 2.0× (0.04 → 0.08 ms), 1% of the extra time: the rest is waiting"
+            in text(FD.findings(recs)))
+
+
+def test_every_verdict_from_its_split():
+    """One record per verdict, each just past its threshold, and one just short of it (the next rule's)."""
+    a = analysis
+    why = lambda threads=2, mode="threads", **kw: analysis.why(rec("t", mode, 100, threads=threads, **split(**kw)))
+    assert why(device_busy=a.DEVICE_BUSY, run=0.1) == a.DEVICE_BOUND
+    assert why(device_busy=a.DEVICE_BUSY - 0.01, run=a.RUNNING) == a.HOST_BOUND
+    assert why(run=a.RUNNING - 0.01, wait=a.CORE_WAIT, own=2.0, proc=2.0) == a.CORE_BOUND
+    assert why(run=0.5, wait=0.25, own=0.8) == a.CORE_BOUND                 # waiting >= blocked: the cores
+    assert why(run=0.3, wait=a.CORE_WAIT, own=0.6) == a.GIL_BOUND           # blocked more than waiting
+    assert a.GIL_RUNNABLE == (0.7, 1.3)   # the boundaries below: 2 threads x (running + waiting for a core)
+    assert why(run=0.35, wait=0.0, own=0.7, proc=0.7) == a.GIL_BOUND
+    assert why(run=0.34, wait=0.0, own=0.68, proc=0.68) == a.WAIT_BOUND
+    assert why(run=0.5, wait=0.15, own=1.0, proc=1.0) == a.GIL_BOUND       # runnable 1.3
+    assert why(run=0.5, wait=0.16, own=1.0, proc=1.0) == a.WAIT_BOUND      # 1.32: some run at once
+    assert why(threads=4, run=0.1, wait=0.15, own=0.4, proc=0.4) == a.GIL_BOUND   # the GIL's holder waits for a core
+    assert why(threads=1, run=0.5, wait=0.0, own=0.5, proc=0.5) == a.WAIT_BOUND   # one thread takes no turns
+    assert why(mode="processes", run=0.5, wait=0.0, own=1.0, proc=1.0) == a.WAIT_BOUND  # no GIL between them
+    assert why(run=0.05, own=0.1, proc=0.1 + a.HELPER_CORES) == a.OFF_THREAD
+    assert why(run=0.05, own=0.1, proc=0.1 + a.HELPER_CORES - 0.01) == a.WAIT_BOUND
+    assert why(threads=8, run=0.2, wait=None, own=1.6, proc=2.0, host=3.6, cores=4) == a.CORE_BOUND  # no delay read
+    assert why(threads=8, run=0.2, wait=None, own=1.6, proc=2.0, host=3.5, cores=4) == a.WAIT_BOUND
+    assert why(threads=8, run=0.2, wait=None, own=1.6, proc=1.9, host=3.6, cores=4) == a.WAIT_BOUND  # others' load
+    assert why(threads=8, run=0.2, wait=0.1, own=1.6, proc=2.0, host=3.6, cores=4) == a.CORE_BOUND   # GIL and cores
+    assert analysis.why(rec("t", "threads", None, status="crash", **split())) is None   # no figure, no verdict
 
 
 def test_every_mode_present_is_considered_and_too_slow_is_said():

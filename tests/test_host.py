@@ -396,6 +396,13 @@ def test_cells_are_labelled_from_utilisation_or_their_forwards_against_the_launc
     assert hostinfo.launch_rates(run["rows"]) == {("torch", "cuda", "bfloat16", "highest"): 10_000}
 
 
+def test_a_cell_with_a_time_split_gets_its_verdict_not_an_nvml_label():
+    split = gpu_result("transformer", "sequential", 400, util=97.0)
+    split.trials = [Trial(ops=400, seconds=1.0, call_ms=0.1, sync_ms=2.4, cpu_ms=0.1) for _ in range(3)]
+    run = S.run([split, gpu_result("mlp", "sequential", 6_000, util=20.0)])
+    assert [k[3] for k in hostinfo.bound_labels(run["rows"])] == ["mlp"]
+
+
 def test_a_failed_launch_probe_gives_no_rate():
     run = S.run([gpu_result("launch", "sequential", 10_000, status="wrong")])
     assert hostinfo.launch_rates(run["rows"]) == {}

@@ -362,9 +362,8 @@ def test_a_closed_window_sets_the_per_thread_rate_its_ops_showed():
 
 def test_a_closed_timed_window_checks_each_output_once_and_counts_os_threads():
     h, _ = fake_harness()
-    timed = schedule.Window(2)
+    timed = schedule.Window.of([([0.0], [0.1]), ([], [])])
     y = 2 * h.inputs[0]
-    timed.starts, timed.ends = [[0.0], []], [[0.1], []]
     timed.samples = [(y, y), (None, None)]   # one op in thread 0: its first output is its last, checked once
     schedule.Boundaries(h, sched_of())._close(timed)
     assert (h.checked, h.errors) == (1, 0), "a window's single output must be checked exactly once"

@@ -111,7 +111,8 @@ def test_processes_run_in_step_and_every_one_checks_its_outputs(monkeypatch, tmp
                         checks=Checks(1e-9), cache=tmp_path)
     trials = processes.run_processes(cell, build)
     ((reports, _),) = seen
-    windows = [r["windows"] for r in reports]   # per process, per timed window: (starts, ends, planned length)
+    # per process, per timed window: (its Lap: op times, sampled ops, gauges; the planned length)
+    windows = [[(lap.starts, lap.ends, length, lap) for lap, length in r["windows"]] for r in reports]
     assert len(windows) == 2 and all(len(w) == 3 for w in windows)
     for t, trial in enumerate(trials):
         starts = [s for w in windows for s in w[t][0]]
@@ -121,6 +122,11 @@ def test_processes_run_in_step_and_every_one_checks_its_outputs(monkeypatch, tmp
         assert max(starts) - min(starts) < length  # one window, opened once for all
         assert trial.min_thread_ops >= 10           # every process held the minimum (schedule.MIN_OPS_PER_WINDOW)
         assert trial.seconds == pytest.approx(max(e for w in windows for e in w[t][1]) - min(starts))
+        # each process is the lead of its own: the cell's cores are theirs added up, its split both pooled
+        laps = [w[t][3] for w in windows]
+        assert trial.proc_cores == pytest.approx(sum((lap.after.proc - lap.before.proc)
+                                                     / (lap.after.t - lap.before.t) for lap in laps))
+        assert trial.call_ms > 0 and trial.cpu_ms > 0 and trial.split_samples == sum(len(lap.samples) for lap in laps)
     # each timed window's span (moved to the GPU sampler's clock): from its first start to its last end
     spans = build.measured.timed_spans
     shift = time.perf_counter() - shared_clock()

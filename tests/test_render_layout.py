@@ -77,6 +77,33 @@ def test_legend_explains_every_symbol_with_one_spelling_per_status():
     assert "Legend" in text and "ops/s [93.8% CI]" in text
 
 
+def test_the_detail_shows_the_split_and_the_verdict_and_the_legend_defines_them():
+    """A cell with a split gets its figures and verdict in the detail table, each column and word in the
+    legend; cells measured before the split show none of it (gpu_run has none)."""
+    run = gpu_run()
+    c = S.Cell(backend="torch", device="cpu", dtype="float32", workload="mlp", mode="threads", threads=4)
+    r = S.result(c, [4000.0] * 5)
+    for t in r.trials:   # 4 threads blocked 75% of a request, one core between them: the GIL
+        t.call_ms, t.sync_ms, t.cpu_ms, t.core_wait_ms, t.own_cores, t.proc_cores = 0.8, 0.0, 0.2, 0.0, 1.0, 1.0
+    r.cores = 8
+    R.add_result(run, r)
+    summary = P.summarize([run])
+    detail = next(t for t in tables.build(summary) if "detail" in t.title)
+    columns = [name for _, name in detail.columns]
+    for name in ("wall ms", "sync %", "run %", "core wait %", "thr/proc cores", "why"):
+        assert name in columns, name
+    assert "dev busy" not in columns                        # no cell has a device busy share
+    row = next(row for row in detail.rows if row[0].startswith("torch cpu") and row[2] == "×4")
+    assert [row[columns.index(n)] for n in ("wall ms", "sync %", "run %", "core wait %", "thr/proc cores", "why")] \
+        == ["0.8", "0%", "25%", "0%", "1.00/1.00", "GIL-bound"]
+    assert all(row[columns.index("why")] == F.MISSING for row in detail.rows if not row[0].startswith("torch cpu"))
+    legend = "\n".join(tables.legend(summary, run["backend_env"]))
+    assert "GIL-bound: of the threads of one process about one (0.7–1.3 on average) is runnable" in legend
+    assert "run %: " in legend and "core wait %: " in legend and "host-bound:" not in legend
+    old = "\n".join(tables.legend(P.summarize([gpu_run()]), run["backend_env"]))
+    assert "run %" not in old and "GIL-bound" not in old and "why:" not in old
+
+
 def test_80_columns_stack_the_tables_and_cut_nothing():
     run = gpu_run()
     wide = tables.build(P.summarize([run]))

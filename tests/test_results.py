@@ -14,7 +14,7 @@ import pytest
 
 import synthetic_runs as S
 from compare import results as R
-from compare.cells import Cell, CellResult, Trial
+from compare.cells import SPLIT_FIELDS, Cell, CellResult, Trial
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,7 +35,7 @@ def test_schema_round_trip(tmp_path):
     path = R.save(run, tmp_path / "runs" / "a.json")
     back = R.load(path)
     assert back == json.loads(json.dumps(run))
-    assert back["schema"] == R.SCHEMA == "threadbench.run/2"
+    assert back["schema"] == R.SCHEMA == "threadbench.run/3"
     assert [set(r) for r in back["rows"]] == [set(R.ROW_FIELDS)] * 3
     ok_rows = [r for r in back["rows"] if r["status"] == "ok"]
     assert [r["trial"] for r in ok_rows] == [0, 1] and {r["repeat"] for r in back["rows"]} == {0}
@@ -64,6 +64,26 @@ def test_a_schema_1_file_still_loads_with_the_newer_fields_as_none(tmp_path):
     old["rows"][0]["bogus"] = 1
     with pytest.raises(R.ResultsError, match="row 0 does not have the fields"):
         R.load(_write(tmp_path, "bad.json", old))
+
+
+def test_a_schema_2_file_loads_with_the_time_split_as_not_measured(tmp_path):
+    """Runs published before the per-request split (schema /2) keep loading: its fields are None."""
+    old = json.loads(R.dumps(sample_run()))
+    old["schema"] = "threadbench.run/2"
+    for row in old["rows"]:
+        for name in (*SPLIT_FIELDS, "cores"):
+            del row[name]
+    back = R.load(_write(tmp_path, "old.json", old))
+    assert back["upgraded_from"] == "threadbench.run/2"
+    assert all(set(r) == set(R.ROW_FIELDS) and r["call_ms"] is None and r["cores"] is None for r in back["rows"])
+
+
+def test_a_trials_time_split_is_saved_on_its_row(tmp_path):
+    split = {name: float(i + 1) for i, name in enumerate(SPLIT_FIELDS)} | {"split_samples": 7}
+    ok = CellResult(cell=S.cell("torch", "mlp", "threads", 2), status="ok", cores=2, env=S.env("torch"),
+                    trials=[Trial(ops=10, seconds=0.5, **split)])
+    (row,) = R.load(R.save(S.run([ok]), tmp_path / "a.json"))["rows"]
+    assert {name: row[name] for name in SPLIT_FIELDS} == split and row["cores"] == 2
 
 
 def test_saved_file_is_strict_json_with_nan_as_null(tmp_path):

@@ -380,3 +380,48 @@ def test_no_rows_give_an_empty_summary_with_every_column():
     empty = stats.summarize([])
     assert empty.height == 0 and empty.schema == stats.SUMMARY_SCHEMA, "an empty run must keep the summary's columns"
     assert stats.frame([]).schema == stats._SCHEMA, "an empty frame must keep the row schema"
+
+
+# -- where each request's time went ---------------------------------------------------------------
+def split_proc(c: Cell, repeat: int, windows: list[dict], status: str = OK, **result) -> CellResult:
+    """A process of cell c whose windows carry these split fields (ops/s 100 each)."""
+    r = proc(c, repeat, [100.0] * len(windows), status)
+    r.trials = [replace(t, **w) for t, w in zip(r.trials, windows)]
+    r.cores = 2
+    for name, value in result.items():
+        setattr(r, name, value)
+    return r
+
+
+def test_the_split_is_the_median_over_processes_of_each_ones_median_window():
+    c = S.cell(mode="threads", threads=2)
+    a = split_proc(c, 0, [dict(call_ms=c_, sync_ms=0.1, cpu_ms=0.5, core_wait_ms=0.1, own_cores=1.0, proc_cores=1.2)
+                          for c_ in (0.9, 1.0, 5.0)])       # median window: call 1.0
+    b = split_proc(c, 1, [dict(call_ms=c_, sync_ms=0.1, cpu_ms=0.3, core_wait_ms=0.0, own_cores=0.8, proc_cores=1.0)
+                          for c_ in (1.4, 1.4)])            # median 1.4
+    rec = summary([a, b])[("threads", 2, 1)]
+    assert rec["call_ms"] == pytest.approx(1.2) and rec["cpu_ms"] == pytest.approx(0.4)   # medians of 1.0, 1.4
+    wall = 1.2 + 0.1
+    assert rec["wall_ms"] == pytest.approx(wall) and rec["sync_share"] == pytest.approx(0.1 / wall)
+    assert rec["run_share"] == pytest.approx(0.4 / wall) and rec["core_wait_share"] == pytest.approx(0.05 / wall)
+    assert rec["blocked_share"] == pytest.approx(1 - 0.45 / wall)
+    assert (rec["own_cores"], rec["proc_cores"], rec["cores"]) == (pytest.approx(0.9), pytest.approx(1.1), 2)
+    assert rec["device_busy"] is None and rec["busy_source"] is None
+
+
+def test_device_busy_is_the_timers_else_nvmls_and_says_which():
+    c = S.cell(mode="threads", threads=2)
+    timed = summary([split_proc(c, 0, [dict(call_ms=1.0, sync_ms=1.0, cpu_ms=0.1, device_busy=0.97)] * 3,
+                                gpu_util_mean=50.0)])[("threads", 2, 1)]
+    assert (timed["device_busy"], timed["busy_source"]) == (pytest.approx(0.97), stats.BUSY_TIMER)
+    nvml = summary([split_proc(c, 0, [dict(call_ms=1.0, sync_ms=1.0, cpu_ms=0.1)] * 3,
+                               gpu_util_mean=92.0)])[("threads", 2, 1)]
+    assert (nvml["device_busy"], nvml["busy_source"]) == (pytest.approx(0.92), stats.BUSY_NVML)
+
+
+def test_a_cell_without_a_split_or_without_a_figure_has_none():
+    c = S.cell(mode="threads", threads=2)
+    old = summary([proc(c, 0, [100.0] * 3)])[("threads", 2, 1)]   # measured before the split
+    assert all(old[f] is None for f in stats.SPLIT_COLUMNS)
+    failed = summary([split_proc(c, 0, [dict(call_ms=1.0, sync_ms=1.0, cpu_ms=0.1)] * 3, status=CRASH)])
+    assert all(failed[("threads", 2, 1)][f] is None for f in stats.SPLIT_COLUMNS)

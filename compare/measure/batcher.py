@@ -10,7 +10,8 @@ from typing import Any, Callable
 
 from ..cells import WINDOW_CAP_DURATIONS, Trial
 from .harness import Harness, ModeFailed
-from .schedule import DONE, TOO_SLOW, Boundaries, Schedule, check_speed, take_part
+from .schedule import DONE, TOO_SLOW, Boundaries, Schedule, check_speed, reader_of, take_part
+from .split import sample_cost
 from .threads import raise_first
 
 EMPTY, FILLING = "empty", "filling"  # what a sleeping batcher waits for: a first request, or a full batch
@@ -134,33 +135,46 @@ def run_batched(h: Harness, n: int, duration: float, trials: int, warmup: int, v
     op_s = check_speed(h, 0, cap)
     now = h.clock
     batcher = Batcher(h, max_batch, max_wait_ms / 1e3, _hand_back, now)
-    slots = [Request(h.inputs[i], waits=True) for i in range(n)]
 
-    def ask(i: int, t0: float) -> Any:
-        r = slots[i]
-        r.arrived, r.error = t0, None
+    def submit(x: Any) -> Request:
+        """A client's call: its request into the batcher's queue (a fresh one each time, so that the first
+        and last of a window can both be checked)."""
+        r = Request(x, now(), waits=True)
         batcher.put(r)
+        return r
+
+    def wait(r: Request) -> None:
+        """A client's synchronise: until its rows (or its batch's error) are back."""
         r.ready.acquire()
         if r.error is not None:
             raise r.error
+
+    def ask(i: int) -> Any:
+        r = submit(h.inputs[i])
+        wait(r)
         return r.out
 
     sched = Schedule(n, duration, trials, cap, now)
-    sched.start(op_s)
+    sched.start(op_s, sample_cost(None, h.cpu_clock))  # a client's sampled ops carry no device marks
     boundaries = Boundaries(h, sched, hist=batcher.hist)
     barrier = threading.Barrier(n, action=boundaries)
     clients = _Clients(n, batcher)
     failures: list[BaseException] = []
 
     def client(i: int) -> None:
-        request = lambda x: ask(i, now())  # noqa: E731 - the client's op: its own rows back from a batch
+        keep = boundaries.keeper(i)
+
+        def keep_rows(lap, first: Request | None, last: Request | None) -> None:  # the requests' own rows
+            keep(lap, first and first.out, last and last.out)
         try:
             for _ in range(warmup):
-                ask(i, now())
-            take_part(sched, barrier.wait, request, None, boundaries.keeper(i))
+                ask(i)
+            # no device marks: a client's op is no forward (its process's gauges, the batcher's CPU in them,
+            # are read at the window's boundaries)
+            take_part(sched, barrier.wait, submit, wait, h.inputs[i], keep_rows, reader_of(h, forwards=False))
             if sched.phase == DONE:
                 for _ in range(verify_ops):
-                    h.record(h.check(ask(i, now()), i))
+                    h.record(h.check(ask(i), i))
         except threading.BrokenBarrierError:
             pass
         except BaseException as e:  # noqa: BLE001

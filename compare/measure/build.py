@@ -75,7 +75,8 @@ def build_model(backend, cell: Cell, spec, params):
 
 def make_harness(backend, model, cell: Cell, spec, params, cache: Path, checks: Checks | None = None,
                  measured: Measured | None = None, clock: Callable[[], float] = process_clock) -> Harness:
-    """The Harness a cell's mode runs: the op (forward + synchronize, as the backend defines them), the
+    """The Harness a cell's mode runs: the op (forward + synchronize, as the backend defines them; also as
+    its two parts, which the timed loop times apart), the backend's device timer where it has one, the
     device inputs, and the check against the float64 reference. Every request the cell can send has its
     own input: thread (client) i sends request i, or offline its k requests i*k .. i*k+k-1, so a swap
     between any two threads or requests shows. An offline batch is checked request by request.
@@ -93,9 +94,17 @@ def make_harness(backend, model, cell: Cell, spec, params, cache: Path, checks: 
             return [float("inf")] * k
         return [rel_error(part, refs(i * k + j)) for j, part in enumerate(np.split(out, k))]
 
+    forward, synchronize, device = backend.forward, backend.synchronize, cell.device
+
+    def call(x):  # the framework call the split times on its own (compare.measure.split)
+        return forward(model, x)
+
+    def sync(y):
+        synchronize(y, device)
+
     def op(x):
-        y = backend.forward(model, x)
-        backend.synchronize(y, cell.device)
+        y = forward(model, x)
+        synchronize(y, device)
         return y
 
     device_inputs = [backend.to_device(x, cell.device, cell.dtype) for x in host_inputs]
@@ -107,7 +116,8 @@ def make_harness(backend, model, cell: Cell, spec, params, cache: Path, checks: 
         stream=lambda: backend.stream(cell.device),
         thread_setup=getattr(backend, "configure_thread", None),  # per-thread settings, where a backend has them
         concat=backend.concat, split=backend.split, rows=rows, checks=checks,
-        measured=measured if measured is not None else Measured(), clock=clock,
+        measured=measured if measured is not None else Measured(), clock=clock, call=call, sync=sync,
+        timer=backend.device_timer(cell.device) if hasattr(backend, "device_timer") else None,
     )
 
 

@@ -7,15 +7,70 @@ never rebound at run time. Not here: what is timed, or when.
   POSIX defines CLOCK_MONOTONIC as one system-wide clock (Linux: time since boot); elsewhere
   time.monotonic, whose sources (QueryPerformanceCounter, GetTickCount64) are system-wide.
 - `RealClock` and `SimClock`: a clock with `sleep_until`, as the server's dispatcher needs: real time, or
-  simulated time that jumps (deterministic, for tests and the queueing checks)."""
+  simulated time that jumps (deterministic, for tests and the queueing checks).
+- The CPU clocks the per-request split reads (compare.measure.split): `thread_cpu` (this thread's CPU time:
+  a syscall, CLOCK_THREAD_CPUTIME_ID, 0.3-2 us, that keeps the GIL), `process_cpu` (every thread of this
+  process), `run_delay` (this thread's time runnable but waiting for a core, where Linux's schedstat says
+  it) and `thread_times` (every thread's CPU time and run delay, read from outside them): file reads, which
+  release the GIL; and `machine_busy` (the busy CPU time of every core of the machine, all processes:
+  psutil, ~60 us)."""
 from __future__ import annotations
 
 import functools
+import os
 import time
 from dataclasses import dataclass
 from typing import Callable
 
+import psutil
+
 process_clock = time.perf_counter
+thread_cpu = time.thread_time
+process_cpu = time.process_time
+SCHEDSTAT = "/proc/thread-self/schedstat"   # "on-CPU ns, runqueue-wait ns, timeslices" of the calling thread
+TASKS = "/proc/self/task"                    # every thread of this process: TASKS/<tid>/schedstat
+
+
+def run_delay() -> float | None:
+    """Seconds this thread has spent runnable but not running (waiting for a core) since it started, from
+    Linux's schedstat; None where there is none (macOS, Windows, a kernel without CONFIG_SCHED_INFO). Time
+    blocked on a lock, the GIL, a sleep or I/O is not in it: a blocked thread is not runnable."""
+    try:
+        with open(SCHEDSTAT, "rb") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def thread_times() -> dict[int, tuple[float, float]]:
+    """(CPU time, run delay) in seconds of every thread of this process, by native thread id
+    (threading.get_native_id), read from outside them (a window's boundary, while they wait); {} where
+    schedstat is missing. Its CPU time is the thread's CPU clock (the scheduler's sum_exec_runtime)."""
+    out = {}
+    try:
+        tids = os.listdir(TASKS)
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"{TASKS}/{tid}/schedstat", "rb") as f:
+                on_cpu, delay = f.read().split()[:2]
+            out[int(tid)] = (int(on_cpu) / 1e9, int(delay) / 1e9)
+        except (OSError, ValueError):  # a thread that ended meanwhile
+            pass
+    return out
+
+
+def has_thread_times() -> bool:
+    """thread_times() can read this process's threads here (Linux with schedstat)."""
+    return os.path.exists(SCHEDSTAT)
+
+
+def machine_busy() -> float:
+    """Busy CPU seconds of every core of the machine since boot, all processes: user, nice, system, irq,
+    softirq and steal (a vCPU the hypervisor did not run was not free either); guest time is inside user."""
+    t = psutil.cpu_times()
+    return sum(getattr(t, name, 0.0) for name in ("user", "nice", "system", "irq", "softirq", "steal"))
 
 if hasattr(time, "clock_gettime") and hasattr(time, "CLOCK_MONOTONIC"):
     shared_clock = functools.partial(time.clock_gettime, time.CLOCK_MONOTONIC)

@@ -10,7 +10,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .clocks import process_clock
+from .clocks import process_clock, thread_cpu
 
 
 class TooSlow(Exception):
@@ -69,13 +69,20 @@ class Measured:
     window_s: float | None = None    # the timed window's planned length (the last one, if lengthened)
     op_s: float | None = None        # the speed check's median single op
     os_threads: int | None = None    # most OS threads the process ran at the end of any timed window
+    cores: int | None = None         # the cores this process may run on (its CPU affinity)
     timed_spans: list = field(default_factory=list)  # (first start, last end) of each timed window, on
     #                                                  clocks.process_clock: what GpuSampler averages over
 
 
+def _nothing(y: Any) -> None:
+    """The synchronise of an op given whole (forward + synchronise already): nothing left to wait for."""
+
+
 @dataclass
 class Harness:
-    """What a mode needs: the op, how to check an output, the per-thread inputs, and the clock it is timed on."""
+    """What a mode needs: the op, how to check an output, the per-thread inputs, and the clock it is timed on.
+    The timed loop runs the op as its two parts, `call` then `sync`, to split each request's time
+    (compare.measure.split); a Harness given only `op` is timed as one call with nothing to synchronise."""
     op: Callable[[Any], Any]                     # forward + synchronise; returns the output
     check: Callable[[Any, int], Any]             # (output, input index) -> relative error(s), one per request
     inputs: list[Any]                            # device inputs, one per thread (client); offline: k requests each
@@ -88,10 +95,16 @@ class Harness:
     checks: Checks | None = None                 # where record() tallies; its own when not given
     measured: Measured = field(default_factory=Measured)
     clock: Callable[[], float] = process_clock   # what every op time is read on (tests pass a simulated one)
+    call: Callable[[Any], Any] | None = None     # the framework call alone (forward until it returns)
+    sync: Callable[[Any], Any] | None = None     # synchronise on call's output; op(x) = sync(call(x)) + output
+    timer: Any = None                            # the backend's DeviceTimer (backends.base), None: no device time
+    cpu_clock: Callable[[], float] = thread_cpu  # the thread's CPU clock the split reads
 
     def __post_init__(self) -> None:
         if self.checks is None:
             self.checks = Checks(self.tolerance)
+        if self.call is None:
+            self.call, self.sync = self.op, _nothing
 
     def record(self, err) -> None:
         self.checks.record(err)

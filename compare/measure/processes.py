@@ -24,7 +24,8 @@ from .build import CellContext, memory, memory_facts, process_harness
 from .clocks import process_clock, shared_clock
 from .harness import CellFailed, TooSlow
 from .procs import SPAWN, Processes, exit_cause, intra_op_plan, watch_parent
-from .schedule import TIMED, TOO_SLOW, Schedule, SharedState, Window, check_speed, take_part
+from .schedule import TIMED, TOO_SLOW, Schedule, SharedState, Window, check_speed, reader_of, take_part
+from .split import Lap, sample_cost, usable_cores
 
 # While no process has said anything for this long, the worker logs where each one is, so that a cell the
 # runner times out names the process that hung (its last log line joins the cause). Only a note: it
@@ -44,7 +45,7 @@ def _child(i: int, cell_dict: dict, cache: str, parent: int, intra_op: int, barr
         conn.send(("ready", backend.describe(cell.device).get("intra_op_threads")))
         barrier.wait()  # every process has built its model
         if i == 0:
-            sched.start(check_speed(h, 0, cell.window_cap))  # raises TooSlow: the cell is too slow
+            sched.start(check_speed(h, 0, cell.window_cap), sample_cost(h.timer, h.cpu_clock))  # TooSlow: too slow
         conn.send(("at", "warm-up"))
         x = h.inputs[i]  # process i sends request i, as thread i does
         for _ in range(cell.warmup):
@@ -56,13 +57,13 @@ def _child(i: int, cell_dict: dict, cache: str, parent: int, intra_op: int, barr
                              if sched.phase == TIMED else "the barrier before a warm-up window"))
             barrier.wait()  # the last to arrive plans the next window (Schedule.advance)
 
-        def keep(starts: list, ends: list, first, last) -> None:
-            windows.append((starts, ends, sched.state.length))
+        def keep(lap: Lap, first, last) -> None:
+            windows.append((lap.resolve(h.timer), sched.state.length))  # device marks to seconds: picklable
             for y in (first,) if first is last else (first, last):  # checked outside the clock
                 if y is not None:
                     h.record(h.check(y, i))
 
-        take_part(sched, wait, h.op, x, keep)
+        take_part(sched, wait, h.call, h.sync, x, keep, reader_of(h, whole_process=True))  # nothing shares its GIL
         if sched.phase == TOO_SLOW:
             raise sched.too_slow()
         conn.send(("at", "the barrier before verification"))
@@ -113,9 +114,10 @@ def _run(cell: Cell, ctx: CellContext, cache: str) -> list[Trial]:
     sched.record(ctx.measured)
     trials = []
     shift = process_clock() - shared_clock()  # the spans move to the GPU sampler's clock
+    ctx.measured.cores = usable_cores()
     for t in range(len(reports[0]["windows"])):
-        window = Window.of([r["windows"][t][:2] for r in reports])
-        trials.append(window.trial(window_s=reports[0]["windows"][t][2]))
+        window = Window.of([r["windows"][t][0] for r in reports])
+        trials.append(window.trial(window_s=reports[0]["windows"][t][1]))
         if (span := window.span()) is not None:
             ctx.measured.timed_spans.append((span[0] + shift, span[1] + shift))
     ctx.facts.update(intra_op_ran=reported_intra, intra_op_rule=rule, **memory_facts(reports))

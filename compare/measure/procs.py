@@ -15,17 +15,10 @@ from typing import Any, Callable
 
 from ..cells import CRASH, ERROR, Cell
 from .harness import CellFailed
+from .split import usable_cores
 
 SPAWN = multiprocessing.get_context("spawn")
 LAST_WORDS = ("result", "aborted")  # a process that ends without saying one of these died (CRASH)
-
-
-def usable_cores() -> int:
-    """The CPUs this process may run on (its affinity, which a container or taskset narrows), else all."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 def intra_op_plan(cell: Cell) -> tuple[int, str]:

@@ -13,6 +13,8 @@ counts once its synchronise has returned, and only ops that started before the d
 throughput is completed ops / (last completion - first start), all participants pooled. Participants are
 the threads of one process (Boundaries) or the processes of a cell (compare.measure.processes): the rules
 run on a state of named fields that lives in a plain object or in shared memory, so both obey one rule.
+The loop runs each op as its framework call, then synchronise, and records where the time went
+(compare.measure.split: what is read per op, per window and on sampled ops).
 Not here: what the participants run, or how they wait for each other."""
 from __future__ import annotations
 
@@ -26,7 +28,9 @@ import numpy as np
 import psutil
 
 from ..cells import Trial
+from .clocks import has_thread_times
 from .harness import Harness, Measured, TooSlow
+from .split import SAMPLE_READS, Lap, Reader, Snapshot, cpu_read_s, pool, snapshot, stride, usable_cores
 
 MIN_OPS_PER_WINDOW = 10   # completed ops per participant per timed window: with fewer, where one op starts and
 #                           ends in the window moves its rate by more than 10%, and the window measures placement
@@ -68,56 +72,88 @@ def check_speed(h: Harness, index: int, cap: float) -> float:
     return op_s
 
 
-def timed_loop(op: Callable, x: Any, deadline: float, starts: list, ends: list, clock: Callable[[], float]) -> tuple:
-    """Ops until the deadline: an op counts if it started before it. Returns (first, last) output."""
-    started, ended = starts.append, ends.append  # locals: the loop's own cost stays far below any op's
+def timed_loop(call: Callable, sync: Callable, x: Any, deadline: float, lap: Lap, clock: Callable[[], float],
+               cpu: Callable[[], float], every: int, timer: Any = None) -> tuple:
+    """Ops until the deadline: an op counts if it started before it. Each op is call(x), then sync on its
+    output; its start, the end of its call and its end go to `lap`. Every `every`-th op (the first of them
+    halfway into the first stride) is sampled as well: the thread's CPU time in the call and in sync, and the
+    device timer's mark around the call (compare.measure.split). Returns (first, last) output."""
+    started, called, ended, sampled = lap.starts.append, lap.mids.append, lap.ends.append, lap.samples.append
     first = last = None
+    countdown = every // 2  # locals, one branch: the loop's own cost stays far below any op's
     while True:
         t0 = clock()
         if t0 >= deadline:
             return first, last
-        last = op(x)
+        if countdown:
+            countdown -= 1
+            last = call(x)
+            t1 = clock()
+            sync(last)
+        else:
+            countdown = every - 1
+            c0 = cpu()
+            mark = timer.start() if timer is not None else None
+            last = call(x)
+            t1 = clock()
+            c1 = cpu()
+            if mark is not None:
+                timer.stop(mark)
+            sync(last)
+            sampled((c1 - c0, cpu() - c1, mark))
         ended(clock())
+        called(t1)
         started(t0)
         if first is None:
             first = last
 
 
 def trial_of(starts: list[float], ends: list[float], weight: int = 1, hist: Counter | None = None,
-             window_s: float | None = None, min_thread_ops: int | None = None) -> Trial:
+             window_s: float | None = None, min_thread_ops: int | None = None, split: dict | None = None) -> Trial:
     """One window's op times, every participant's pooled, as a Trial: completed ops (x `weight`, requests
-    per op) over first start to last completion, and the latency percentiles."""
+    per op) over first start to last completion, and the latency percentiles; `split`: its time split
+    (compare.measure.split.pool), per op of the loop (a batched forward, an offline batch: per forward)."""
     lat = (np.asarray(ends) - np.asarray(starts)) * 1e3
     p50, p90, p99 = (float(v) for v in np.percentile(lat, [50, 90, 99])) if len(lat) else (None,) * 3
     return Trial(ops=len(ends) * weight, seconds=max(ends) - min(starts) if ends else 0.0, lat_p50_ms=p50,
                  lat_p90_ms=p90, lat_p99_ms=p99,
                  batch_hist={str(k): v for k, v in sorted(hist.items())} if hist else None,
-                 window_s=window_s, min_thread_ops=min_thread_ops)
+                 window_s=window_s, min_thread_ops=min_thread_ops, **(split or {}))
 
 
 class Window:
-    """What each participant did in one timed window: its op start and end times, and its first and last
-    output (checked after the window closes, outside the clock)."""
+    """What each participant did in one timed window: its Lap (op times, sampled ops, gauges) and its first
+    and last output (checked after the window closes, outside the clock)."""
 
     def __init__(self, n: int):
-        self.starts: list[list[float]] = [[] for _ in range(n)]
-        self.ends: list[list[float]] = [[] for _ in range(n)]
+        self.laps: list[Lap] = [Lap() for _ in range(n)]
         self.samples: list[tuple] = [(None, None)] * n
 
     @classmethod
-    def of(cls, per_participant: list[tuple[list, list]]) -> "Window":
-        """A window from each participant's (starts, ends), as processes report them."""
+    def of(cls, per_participant: list) -> "Window":
+        """A window from each participant's Lap (as processes report them), or its (starts, ends)."""
         w = cls(len(per_participant))
-        for i, (starts, ends) in enumerate(per_participant):
-            w.starts[i], w.ends[i] = starts, ends
+        for i, part in enumerate(per_participant):
+            w.laps[i] = part if isinstance(part, Lap) else Lap(starts=part[0], ends=part[1])
         return w
+
+    @property
+    def starts(self) -> list[list[float]]:
+        return [lap.starts for lap in self.laps]
+
+    @property
+    def ends(self) -> list[list[float]]:
+        return [lap.ends for lap in self.laps]
 
     def min_ops(self) -> int:
         return min(map(len, self.ends))
 
-    def trial(self, weight: int = 1, hist: Counter | None = None, window_s: float | None = None) -> Trial:
+    def trial(self, weight: int = 1, hist: Counter | None = None, window_s: float | None = None,
+              around: tuple[Snapshot, Snapshot] | None = None) -> Trial:
+        """The window as a Trial; `around`: the process-wide Snapshots at its boundaries (threads)."""
         return trial_of([s for p in self.starts for s in p], [e for p in self.ends for e in p], weight, hist,
-                        window_s=window_s, min_thread_ops=self.min_ops())
+                        window_s=window_s, min_thread_ops=self.min_ops(),
+                        split=pool(self.laps, cpu_read_s(), around))
 
     def span(self) -> tuple[float, float] | None:
         """(first start, last end): the stretch of time the window measured; None without an op."""
@@ -144,6 +180,7 @@ FIELDS = (
     "steady",          # 1.0: it ended by two windows agreeing (0.0: by its time cap)
     "window_s",        # the timed windows' length, once warm-up has ended (0 until then)
     "need",            # too slow: the window the minimum of ops would need, s
+    "split_every",     # every how many ops the timed loop samples one (compare.measure.split.stride)
 )
 
 
@@ -192,11 +229,14 @@ class Schedule:
     def phase(self) -> float:
         return self.state.phase
 
-    def start(self, op_s: float) -> None:
+    def start(self, op_s: float, sample_s: float | None = None) -> None:
         """Before the first window: the rate of one participant assumed until warm-up measures one (its ops
-        serialised with the others', at the speed check's op time)."""
+        serialised with the others', at the speed check's op time), and the stride of sampled ops for what a
+        sample costs (split.sample_cost; by default the CPU-clock reads alone)."""
         s = self.state
         s.rate_each = 1.0 / (op_s * self.n) if op_s > 0 else math.inf
+        sharing = self.n if self.participant == "thread" else 1   # threads share a GIL; processes do not
+        s.split_every = stride(op_s, SAMPLE_READS * cpu_read_s() if sample_s is None else sample_s, sharing)
         s.phase, s.trial, s.length = WARM, -1.0, 0.0
 
     def open(self) -> float:
@@ -284,58 +324,82 @@ class Schedule:
             m.window_s = s.window_s
 
 
-def take_part(sched: Schedule, wait: Callable[[], Any], op: Callable, x: Any,
-              keep: Callable[[list, list, Any, Any], None]) -> None:
+def take_part(sched: Schedule, wait: Callable[[], Any], call: Callable, sync: Callable, x: Any,
+              keep: Callable[[Lap, Any, Any], None], reader: Reader) -> None:
     """One participant's part in the schedule: at every window boundary wait() (a barrier whose action
-    advances the schedule), then the window's timed loop on input x; each timed window's op times and first
-    and last output go to keep(starts, ends, first, last). Returns once the schedule is done or too slow."""
+    advances the schedule), then the window's timed loop on input x (call, then sync); in a timed window
+    `reader` reads the gauges at both ends of the loop, and the Lap and the first and last output go to
+    keep(lap, first, last). Warm-up windows run the same loop, sampled alike, so that their rate is the timed
+    windows' rate. Returns once the schedule is done or too slow."""
+    tid = threading.get_native_id()  # once: a syscall, which a woken herd of threads should not meet in a window
     while True:
         wait()
         phase = sched.phase
         if phase != WARM and phase != TIMED:
             return
-        starts: list[float] = []
-        ends: list[float] = []
-        first, last = timed_loop(op, x, sched.open(), starts, ends, sched.clock)
-        sched.add(len(ends), starts[0] if starts else math.inf, ends[-1] if ends else -math.inf)
+        lap = Lap(tid=tid)
         if phase == TIMED:
-            keep(starts, ends, first, last)
+            lap.before = reader.gauges()
+        first, last = timed_loop(call, sync, x, sched.open(), lap, reader.clock, reader.cpu,
+                                 int(sched.state.split_every) or 1, reader.timer)
+        if phase == TIMED:
+            lap.after = reader.gauges()
+        sched.add(len(lap.ends), lap.starts[0] if lap.starts else math.inf, lap.ends[-1] if lap.ends else -math.inf)
+        if phase == TIMED:
+            keep(lap, first, last)
+
+
+def reader_of(h: Harness, whole_process: bool = False, forwards: bool = True) -> Reader:
+    """The Reader of a participant of h's cell: h's clocks; the timer's marks on its sampled ops where they are
+    forwards (a batched client's are not); and, for a participant that is a process of its own, its process's
+    gauges (threads of one process have them read at the window's boundary, Boundaries)."""
+    return Reader(clock=h.clock, cpu=h.cpu_clock, whole_process=whole_process, timer=h.timer if forwards else None,
+                  busy=getattr(h.timer, "busy", None), own_cpu=not has_thread_times())
 
 
 class Boundaries:
     """The window boundaries of a schedule whose participants are threads of this process: called once per
     boundary with every thread waiting (a barrier's action, so nothing here is timed). A timed window is
-    closed first: every thread's outputs checked, the process's OS threads counted, the window's span
-    recorded and its op times pooled into a Trial (with the batcher's histogram, where given, which every
-    boundary then clears); then the schedule advances and records how the cell is being measured."""
+    closed first: the process's gauges read (split.Snapshot: before anything else runs here), every thread's
+    outputs checked, the process's OS threads counted, the window's span recorded and its op times pooled
+    into a Trial (with the batcher's histogram, where given, which every boundary then clears); then the
+    schedule advances and records how the cell is being measured, and, when a timed window comes next, the
+    process's gauges are read again, last, as it opens."""
 
     def __init__(self, h: Harness, sched: Schedule, weight: int = 1, hist: Counter | None = None):
         self.h, self.sched, self.weight, self.hist = h, sched, weight, hist
         self.window = Window(sched.n)
         self.trials: list[Trial] = []
+        self.busy = getattr(h.timer, "busy", None)
+        self.opened: Snapshot | None = None   # the gauges as the current timed window opened
 
-    def keeper(self, i: int) -> Callable[[list, list, Any, Any], None]:
+    def keeper(self, i: int) -> Callable[[Lap, Any, Any], None]:
         """Participant i's `keep` for take_part: its part of the current timed window."""
-        def keep(starts: list, ends: list, first: Any, last: Any) -> None:
+        def keep(lap: Lap, first: Any, last: Any) -> None:
             w = self.window
-            w.starts[i], w.ends[i], w.samples[i] = starts, ends, (first, last)
+            w.laps[i], w.samples[i] = lap, (first, last)
         return keep
 
     def __call__(self) -> None:
         if self.sched.phase == TIMED:  # a timed window just ran
-            self._close(self.window)
+            closed = snapshot(self.h.clock, self.busy)
+            self._close(self.window, (self.opened, closed) if self.opened is not None else None)
             self.window = Window(self.sched.n)
         if self.hist is not None:
             self.hist.clear()
         self.sched.advance()
         self.sched.record(self.h.measured)
+        self.opened = snapshot(self.h.clock, self.busy) if self.sched.phase == TIMED else None
 
-    def _close(self, w: Window) -> None:
+    def _close(self, w: Window, around: tuple[Snapshot, Snapshot] | None = None) -> None:
         h, m = self.h, self.h.measured
         try:
             m.os_threads = max(m.os_threads or 0, psutil.Process().num_threads())
         except psutil.Error:
             pass
+        m.cores = usable_cores()
+        for lap in w.laps:  # device marks to seconds: after synchronise, outside the clock
+            lap.resolve(h.timer)
         for i, (first, last) in enumerate(w.samples):  # outputs produced inside the window, checked outside the clock
             for y in (first,) if first is last else (first, last):
                 if y is not None:
@@ -343,4 +407,4 @@ class Boundaries:
         if (span := w.span()) is not None:
             m.timed_spans.append(span)
         hist = Counter(self.hist) if self.hist is not None else None
-        self.trials.append(w.trial(self.weight, hist, window_s=self.sched.state.length))
+        self.trials.append(w.trial(self.weight, hist, window_s=self.sched.state.length, around=around))

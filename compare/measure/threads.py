@@ -8,7 +8,8 @@ import threading
 
 from ..cells import WINDOW_CAP_DURATIONS, Trial
 from .harness import Harness, ModeFailed
-from .schedule import DONE, TOO_SLOW, Boundaries, Schedule, check_speed, take_part
+from .schedule import DONE, TOO_SLOW, Boundaries, Schedule, check_speed, reader_of, take_part
+from .split import sample_cost
 
 
 def run_sequential(h: Harness, duration: float, trials: int, warmup: int, verify_ops: int, weight: int = 1,
@@ -19,9 +20,9 @@ def run_sequential(h: Harness, duration: float, trials: int, warmup: int, verify
     for _ in range(warmup):
         h.op(h.inputs[0])
     sched = Schedule(1, duration, trials, cap, h.clock)
-    sched.start(op_s)
+    sched.start(op_s, sample_cost(h.timer, h.cpu_clock))
     boundaries = Boundaries(h, sched, weight)
-    take_part(sched, boundaries, h.op, h.inputs[0], boundaries.keeper(0))  # one participant: no barrier
+    take_part(sched, boundaries, h.call, h.sync, h.inputs[0], boundaries.keeper(0), reader_of(h))  # no barrier
     if sched.phase == TOO_SLOW:
         raise sched.too_slow()
     for _ in range(verify_ops):
@@ -35,7 +36,7 @@ def run_threads(h: Harness, n: int, duration: float, trials: int, warmup: int, v
     cap = cap or WINDOW_CAP_DURATIONS * duration
     op_s = check_speed(h, 0, cap)
     sched = Schedule(n, duration, trials, cap, h.clock)
-    sched.start(op_s)
+    sched.start(op_s, sample_cost(h.timer, h.cpu_clock))
     boundaries = Boundaries(h, sched, weight)
     barrier = threading.Barrier(n, action=boundaries)
     failures: list[BaseException] = []
@@ -51,7 +52,8 @@ def run_threads(h: Harness, n: int, duration: float, trials: int, warmup: int, v
                 x = h.inputs[i]
                 for _ in range(warmup):
                     h.op(x)
-                take_part(sched, barrier.wait, h.op, x, boundaries.keeper(i))
+                take_part(sched, barrier.wait, h.call, h.sync, x, boundaries.keeper(i),
+                          reader_of(h))
                 if sched.phase == DONE:
                     for _ in range(verify_ops):
                         h.record(h.check(h.op(x), i))

@@ -1,7 +1,8 @@
 """What the figures support, decided once for every renderer: which strategy is best, which difference is
 claimed (intervals disjoint and MIN_GAIN apart), the ceiling, server peaks and which strategy sustains more,
-which cells are compared like-for-like (equal effective precision), and whether a change between two runs
-is significant (Mann-Whitney U, threshold).
+which cells are compared like-for-like (equal effective precision), whether a change between two runs
+is significant (Mann-Whitney U, threshold), and why a cell scales as it does (its verdict from the time
+split, and where a mode's curve bends).
 
 Pure functions of summary records and result rows (plain dicts, as compare.stats gives them): no text, no
 I/O, no framework. It sits at the bottom of compare.render and imports no renderer; tables, findings, the
@@ -16,6 +17,7 @@ import numpy as np
 from scipy.stats import mannwhitneyu
 
 from ..cells import FAILED, MODES, OK
+from ..hostrules import DEVICE_BOUND_UTIL_PCT
 from ..stats import cell_status, median_ci
 
 MIN_GAIN = 0.10   # smaller differences are not claimed even with disjoint intervals: run-to-run drift on a
@@ -315,3 +317,113 @@ def judge_change(a_status: str, b_status: str, a_ops: float | None, b_ops: float
 def too_few_to_tell(c: Change, alpha: float) -> bool:
     """An UNCLEAR change whose sample counts could never reach p < alpha: more trials would decide it."""
     return c.verdict == UNCLEAR and (c.min_p is None or c.min_p >= alpha)
+
+
+# -- why a cell scales as it does: its verdict, from where each request's time went ------------------------
+# A request's wall time in its own thread (framework call + synchronise) splits into running (the thread's
+# CPU clock), waiting for a core (Linux's run delay) and blocked: neither, i.e. on the GIL, a lock, a sleep,
+# I/O, the device, or another thread doing its work (compare.measure.split says what is read and how).
+# Every threshold the verdict reads is here, with its reason; the verdicts, first that holds:
+DEVICE_BUSY = DEVICE_BOUND_UTIL_PCT / 100   # device-bound: busy >= 90% of the window, so the device sets the pace
+#                    (compare.hostrules' threshold; from NVML it means "kept busy", not "every SM full")
+RUNNING = 0.70      # host-bound: the thread runs >= 70% of its request, so its own work (compute on a CPU, or
+#                     dispatch to a device) is the pace; below, at least 30% of the request is waiting
+CORE_WAIT = 0.20    # core-bound: >= 20% of a request runnable without a core, and no less than it is blocked:
+#                     the cores hold it up, not a lock;
+CORES_BUSY = 0.90   # ... or the machine's cores >= 90% busy over the window
+CELL_SHARE = 0.5    # ... with this cell's process(es) holding at least half of them: whatever else the threads
+#                     wait for (the GIL between their ops, say), more of them cannot add throughput. (Without
+#                     Linux's run delay, this is the only test.)
+GIL_RUNNABLE = (0.7, 1.3)  # GIL-bound: threads of one process of which, on average, about one (0.7-1.3) is
+#                     runnable (running or waiting for a core) while the rest are blocked take turns: one runs
+#                     at a time, the GIL's rule (or a lock's: the split cannot tell them apart). Runnable, not
+#                     running: on a loaded machine the one thread holding the GIL also waits for a core.
+#                     Beyond 1.3 some run at once
+HELPER_CORES = 0.3  # off-thread: the process keeps >= 0.3 cores busy beyond its measuring threads, and more than
+#                     they do: the request's work runs on the framework's own threads (MLX's evaluation, an
+#                     intra-op pool) or the batcher's, while the request's thread waits
+# wait-bound: none of these: the thread is blocked and nothing measured is saturated (a sleep, I/O, a device
+# that is not busy): more threads overlap more waits
+DEVICE_BOUND, HOST_BOUND, CORE_BOUND, GIL_BOUND, OFF_THREAD, WAIT_BOUND = (
+    "device-bound", "host-bound", "core-bound", "GIL-bound", "off-thread", "wait-bound")
+WHYS = (DEVICE_BOUND, HOST_BOUND, CORE_BOUND, GIL_BOUND, OFF_THREAD, WAIT_BOUND)   # in the order they are tried
+
+
+def why(r: dict) -> str | None:
+    """A measured cell's verdict (one of WHYS) from its split (compare.stats.split_summary); None for a cell
+    without a figure or without a split (measured before it, or a mode that records none)."""
+    if not measured(r) or r.get("run_share") is None:
+        return None
+    if r.get("device_busy") is not None and r["device_busy"] >= DEVICE_BUSY:
+        return DEVICE_BOUND
+    if r["run_share"] >= RUNNING:
+        return HOST_BOUND
+    wait, blocked = r.get("core_wait_share"), r.get("blocked_share") or 0.0
+    own, proc = r.get("own_cores"), r.get("proc_cores")
+    if (wait is not None and wait >= CORE_WAIT and wait >= blocked) or saturated(r):
+        return CORE_BOUND
+    spec = MODES.get(r["mode"])
+    if (spec is not None and spec.one_process and r["threads"] >= 2
+            and GIL_RUNNABLE[0] <= runnable(r) <= GIL_RUNNABLE[1]):
+        return GIL_BOUND
+    if own is not None and proc is not None and proc - own >= max(HELPER_CORES, own):
+        return OFF_THREAD
+    return WAIT_BOUND
+
+
+def saturated(r: dict) -> bool:
+    """The machine's cores were all but all busy (CORES_BUSY) and this cell held at least CELL_SHARE of them."""
+    host, proc, cores = r.get("host_cores"), r.get("proc_cores"), r.get("cores")
+    return (None not in (host, proc) and bool(cores) and host >= CORES_BUSY * cores
+            and proc >= CELL_SHARE * cores)
+
+
+def runnable(r: dict) -> float:
+    """How many of a cell's measuring threads were runnable (running, or waiting for a core) on average over
+    its windows: threads x (running + waiting-for-a-core share of a request), each thread's requests filling
+    its window."""
+    return r["threads"] * (r["run_share"] + (r.get("core_wait_share") or 0.0))
+
+
+# Where a mode's curve bends, from its fewest threads to its most (Bend): a request's wall time grew GREW
+# times or more (else requests overlap), and the extra wall time is mostly the thread's own extra CPU time
+# (COSTLIER_SHARE or more: each request costs more CPU) or not (the extra time is waiting)
+GREW = 1.5            # a request's time grew at least 1.5x: something it shares ran out
+COSTLIER_SHARE = 0.5  # at least half the extra wall time is extra CPU time on the request's own thread
+FLAT = 1.25           # within 1.25x either way a time stayed flat (worded so): a shared machine's noise is 10-20%
+OVERLAP, WAITING, COSTLIER = "overlap", "waiting", "costlier"
+
+
+class Bend(NamedTuple):
+    """How a request's time changed from the fewest threads to the most, in one mode of one group."""
+    mode: str
+    low: dict               # the cell with the fewest threads (summary record)
+    high: dict              # the cell with the most
+    wall: float             # high's wall time per request / low's
+    cpu: float | None       # high's thread CPU time per request / low's
+    cpu_share: float | None  # (high's CPU time - low's) / (high's wall time - low's): the extra time that is CPU
+    device: float | None    # high's device time per request / low's, where a timer measured both
+    kind: str               # OVERLAP, WAITING or COSTLIER
+
+
+def bends(recs: list[dict]) -> list[Bend]:
+    """For every mode over threads with two or more measured cells carrying a split, how a request's time
+    changed from its fewest threads to its most (its verdict there is why(high))."""
+    out = []
+    for mode, spec in MODES.items():
+        if spec.axis != "threads" or not spec.throughput:
+            continue
+        cells = sorted((r for r in recs if r["mode"] == mode and why(r) is not None and r.get("wall_ms")),
+                       key=lambda r: r["threads"])
+        if len(cells) < 2 or cells[0]["threads"] == cells[-1]["threads"]:
+            continue
+        low, high = cells[0], cells[-1]
+        wall = high["wall_ms"] / low["wall_ms"]
+        cpu = high["cpu_ms"] / low["cpu_ms"] if high.get("cpu_ms") and low.get("cpu_ms") else None
+        extra = high["wall_ms"] - low["wall_ms"]
+        share = ((high["cpu_ms"] - low["cpu_ms"]) / extra if cpu is not None and extra > 0 else None)
+        device = high["device_ms"] / low["device_ms"] if high.get("device_ms") and low.get("device_ms") else None
+        kind = (OVERLAP if wall < GREW else
+                COSTLIER if share is not None and share >= COSTLIER_SHARE else WAITING)
+        out.append(Bend(mode, low, high, wall, cpu, share, device, kind))
+    return out

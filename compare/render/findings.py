@@ -1,6 +1,7 @@
 """Findings: per machine × workload × dtype, plain sentences that carry their numbers (best strategy and its
-gain over sequential, where more threads hurt, threads against processes, like-for-like, the ceiling,
-failures with their cause, the server scenario's peaks); `brief` is one line each for the top of a page.
+gain over sequential, where more threads hurt, threads against processes, why the best cell is as fast as
+it is and why each mode's curve bends where it does, like-for-like, the ceiling, failures with their cause,
+the server scenario's peaks); `brief` is one line each for the top of a page.
 
 Every claim is what compare.render.analysis decides (clearly_faster, sustains_more, ...): this module only
 words it. Pure functions of summary records and rows; no I/O."""
@@ -11,9 +12,9 @@ from dataclasses import dataclass, field
 from ..cells import FAILED, MODES, OK, SKIPPED, TOO_SLOW, status_label
 from ..stats import PROBE_WORKLOADS, THROUGHPUT_MODES
 from . import format as fmt
-from .analysis import (DTYPE_PRECISION, MIN_GAIN, best_strategy, ceiling, clearly_faster, fastest_first,
-                       fill_precision, more_threads_hurt, peaks, precision_switch, sequential,
-                       shows_rate, sustains_more, threads_vs_processes)
+from .analysis import (COSTLIER, DTYPE_PRECISION, FLAT, MIN_GAIN, OVERLAP, Bend, bends, best_strategy, ceiling,
+                       clearly_faster, fastest_first, fill_precision, more_threads_hurt, peaks, precision_switch,
+                       sequential, shows_rate, sustains_more, threads_vs_processes, why)
 from .format import BACKEND_ORDER
 
 UNITS = "figures are requests/s, median [interval of the median]"
@@ -103,11 +104,37 @@ def _group_sentences(name: str, recs: list[dict]) -> list[str]:
     slow = [_cell(r) for r in recs if r["status"] == TOO_SLOW]
     if slow:
         out.append(f"{name}: too slow for the timed window in {', '.join(slow)} (no figure; raise --duration).")
-    bound = best.get("bound") if best else None
-    if bound:
-        out.append(f"{name}: at its best ({_cell(best)}) it is {bound}-bound"
-                   + (" (the host feeding the device, not the device, limits it)." if bound == "host" else "."))
+    reason = fmt.why_reason(best) if best else None
+    if reason:
+        out.append(f"{name}: at its best ({_cell(best)}) it is {reason}.")
+    out += [_bend_sentence(name, b) for b in bends(recs)]
     return out
+
+
+def _bend_sentence(name: str, b: Bend) -> str:
+    """Why a mode's curve bends where it does: how a request's wall and CPU time changed from its fewest
+    threads to its most (analysis.bends), and the verdict at the most."""
+    lo, hi = b.low, b.high
+
+    def grew(what: str, ratio: float, field: str) -> str:
+        return f"{what} {fmt.times(ratio, 1)} ({fmt.num(lo[field])} → {fmt.num(hi[field])} ms)"
+    wall = grew("a request's wall time", b.wall, "wall_ms")
+    device = f", its device time {grew('', b.device, 'device_ms').strip()}" if b.device is not None else ""
+    if b.kind == OVERLAP:
+        says = f"{wall}{device}: requests overlap, the curve scales"
+    elif b.cpu is None:
+        says = f"{wall}{device}: the extra time is waiting"
+    else:
+        cpu = grew("its thread's CPU time", b.cpu, "cpu_ms")
+        if b.kind == COSTLIER:
+            says = (f"{wall} and {cpu}{device}, {b.cpu_share:.0%} of the extra time: each request costs more CPU "
+                    "(contention inside the framework or memory)")
+        elif 1 / FLAT <= b.cpu <= FLAT:
+            says = f"{wall} while {cpu} stayed flat{device}: the extra time is waiting"
+        else:
+            says = f"{wall} and {cpu}{device}, {max(b.cpu_share, 0):.0%} of the extra time: the rest is waiting"
+    return (f"{name}: {b.mode} from ×{lo['threads']} to ×{hi['threads']}, {says}; at ×{hi['threads']} "
+            f"{fmt.why_reason(hi)}.")
 
 
 def _ceiling_sentence(named: list[tuple[str, list[dict]]]) -> list[str]:
@@ -268,7 +295,8 @@ def findings(summary, rows: list[dict] | None = None) -> list[Finding]:
 def brief(summary, machine_names: dict[str, str] | None = None) -> list[str]:
     """The answer in one line per machine × workload × precision, for the top of a page: each framework's best
     strategy and its gain over sequential (its interval decides, as in the findings), threads against
-    processes, and which framework is faster like-for-like — claims only where clearly_faster holds."""
+    processes, what limits the best (its verdict, where the run has the time split), and which framework is
+    faster like-for-like — claims only where clearly_faster holds."""
     recs = fill_precision([r for r in _records(summary)
                            if r["workload"] not in PROBE_WORKLOADS and r["mode"] in THROUGHPUT_MODES])
     scopes: dict[tuple, dict[tuple, list[dict]]] = {}
@@ -289,7 +317,9 @@ def brief(summary, machine_names: dict[str, str] | None = None) -> list[str]:
                     " (not clearly above sequential)" if seq is not None and best is not seq else "")
             winner = (threads_vs_processes(recs_g) or (None, None, None))[2]
             tp = {"processes": ", processes beat threads", "threads": ", threads beat processes"}.get(winner, "")
-            parts.append(f"{g[0]} best {_cell(best)} {fmt.short(best['ops_per_s'])}{gain}{tp}")
+            limit = why(best)   # why the best is as fast as it is, where the run has the split
+            parts.append(f"{g[0]} best {_cell(best)} {fmt.short(best['ops_per_s'])}{gain}{tp}"
+                         + (f", {limit} there" if limit else ""))
         bests = fastest_first(groups)
         if len({g[0] for g, _ in bests}) > 1:
             (top, tb), (nxt, nb) = bests[0], bests[1]

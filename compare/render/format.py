@@ -11,6 +11,7 @@ import textwrap
 from dataclasses import dataclass, field
 
 from ..cells import CRASH, OK, STATUSES, WRONG, axis_label, status_label
+from . import analysis
 from .analysis import DTYPE_PRECISION, PrecisionSwitch, precision
 
 
@@ -41,6 +42,68 @@ def verdict_meanings() -> dict[str, str]:
     """The legend's line for each verdict word a table shows: every status's label and meaning (from
     compare.cells.STATUSES; ok has nothing to explain), then the verdicts that are not statuses."""
     return {s.label: s.meaning for s in STATUSES.values() if s.meaning} | VERDICT_MEANINGS
+
+
+def why_meanings() -> dict[str, str]:
+    """The legend's line for each verdict of why a cell scales as it does (analysis.WHYS), thresholds included."""
+    a = analysis
+    return {
+        a.DEVICE_BOUND: f"the device was busy ≥ {a.DEVICE_BUSY:.0%} of the window (the backend's device timer, "
+                        "else NVML's utilisation, which counts a period busy when any kernel runs): it sets the pace",
+        a.HOST_BOUND: f"a request's thread runs ≥ {a.RUNNING:.0%} of its wall time: its own work (compute on a "
+                      "CPU, or dispatch to a device) sets the pace",
+        a.CORE_BOUND: f"≥ {a.CORE_WAIT:.0%} of a request is spent runnable without a core (Linux's run delay), no "
+                      f"less than it is blocked; or the machine's cores were ≥ {a.CORES_BUSY:.0%} busy, this cell "
+                      f"holding ≥ {a.CELL_SHARE:.0%} of them: the cores are the limit (more threads only share them)",
+        a.GIL_BOUND: f"of the threads of one process about one ({a.GIL_RUNNABLE[0]:g}–{a.GIL_RUNNABLE[1]:g} on "
+                     "average) is runnable (running or waiting for a core) while the others are blocked: they take "
+                     "turns, the GIL's rule (or another lock's: the split cannot tell them apart)",
+        a.OFF_THREAD: f"a request's thread waits while the process keeps ≥ {a.HELPER_CORES:g} cores busy beyond its "
+                      "measuring threads (and more than they do): the work runs on the framework's own threads "
+                      "(MLX's evaluation, an intra-op pool) or the batcher's",
+        a.WAIT_BOUND: "a request's thread is mostly blocked (a sleep, I/O, a device) and nothing measured is "
+                      "saturated: more threads overlap more waits",
+    }
+
+
+def share(v: float | None) -> str:
+    """A share of a request or of a window: 71%; — when missing."""
+    return MISSING if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.0f}%"
+
+
+def why_reason(r: dict) -> str | None:
+    """A cell's verdict with the figures behind it, e.g. "GIL-bound: 74% of a request blocked while its 4
+    threads together ran 0.98 cores of 2"; None without a verdict (analysis.why)."""
+    a, word = analysis, analysis.why(r)
+    if word is None:
+        return None
+    cores = f" of {r['cores']}" if r.get("cores") else ""
+    device = (f", device busy {share(r['device_busy'])}" + (" (NVML)" if r.get("busy_source") == "NVML" else "")
+              if r.get("device_busy") is not None else "")
+    if word == a.DEVICE_BOUND:
+        return (f"{word}: device busy {share(r['device_busy'])}"
+                + (" (NVML)" if r.get("busy_source") == "NVML" else "")
+                + f", the framework call {share(1 - r['sync_share'])} of a request")
+    if word == a.HOST_BOUND:
+        return f"{word}: its thread runs {share(r['run_share'])} of a request" + device
+    if word == a.CORE_BOUND:
+        wait = (f"{share(r['core_wait_share'])} of a request waiting for a core"
+                if r.get("core_wait_share") is not None else f"{share(1 - r['run_share'])} of a request not running")
+        if a.saturated(r) and (r.get("core_wait_share") or 0) < (r.get("blocked_share") or 0):
+            wait += f" and {share(r['blocked_share'])} blocked"
+        other = (f", {r['host_cores'] - r['proc_cores']:.1f} of them by other processes"
+                 if r.get("host_cores") is not None and r.get("proc_cores") is not None else "")
+        busy = f", {r['host_cores']:.1f}{cores} cores busy" if r.get("host_cores") is not None else ""
+        return f"{word}: {wait}{busy}{other}" + device
+    if word == a.GIL_BOUND:
+        return (f"{word}: {share(r['blocked_share'])} of a request blocked, {a.runnable(r):.2f} of its "
+                f"{r['threads']} threads runnable at a time" + device)
+    if word == a.OFF_THREAD:
+        return (f"{word}: {share(r['sync_share'])} of a request in synchronise, its thread running "
+                f"{share(r['run_share'])}, while the process ran {r['proc_cores'] - r['own_cores']:.1f} cores "
+                f"beyond its measuring threads" + device)   # off-thread needs both figures (analysis.why)
+    busy = f", {r['proc_cores']:.1f}{cores} cores busy" if r.get("proc_cores") is not None else ""
+    return f"{word}: {share(r['blocked_share'])} of a request blocked{busy}" + device
 
 
 # What a matmul really computes in (the `precision` column; Backend.effective_precision's vocabulary).

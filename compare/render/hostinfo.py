@@ -171,14 +171,15 @@ def _requests_per_forward(rs: list[dict]) -> float:
 
 
 def bound_labels(rows: list[dict]) -> dict[tuple, tuple[str | None, str]]:
-    """row_key -> (label, reason) for every measured (ok) cell that is not a probe: "cpu", "host-bound",
-    "device-bound", "mixed", or None with why it is not known (compare.hostrules.bound)."""
+    """row_key -> (label, reason) for every measured (ok) cell that is not a probe and has no time split:
+    "cpu", "host-bound", "device-bound", "mixed", or None with why it is not known (compare.hostrules.bound).
+    A cell with a split has its verdict instead (compare.render.analysis.why: the tables' `why` column)."""
     launch = launch_rates(rows)
     out = {}
     for key, rs in _cells(rows).items():
         r = rs[0]
         ops = _median_ops(rs)
-        if r["workload"] in workloads.PROBES or ops is None:
+        if r["workload"] in workloads.PROBES or ops is None or any(x.get("call_ms") is not None for x in rs):
             continue
         out[key] = hostrules.bound(r["device"], r.get("gpu_util_mean"), ops / _requests_per_forward(rs),
                            launch.get((r["backend"], r["device"], r["dtype"], r["fp32_precision"])))

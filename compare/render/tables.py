@@ -111,7 +111,17 @@ def _notes(ranked: list[dict]) -> list[str]:
 
 
 DETAIL = ("ops/s", "CI", "CI level", "×1T", "%ceil", "%peak", "TFLOP/s", "p50 ms", "p99 ms", "batch",
-          "errors", "rel. error", "RSS MB", "dev MB", "verdict")
+          "errors", "rel. error", "RSS MB", "dev MB", "verdict", "wall ms", "sync %", "run %", "core wait %",
+          "thr/proc cores", "dev busy", "why")
+
+
+def _split_cells(r: dict) -> list[str]:
+    """Where a request's time went (compare.stats.split_summary) and the verdict (analysis.why)."""
+    cores = (f"{r['own_cores']:.2f}/{r['proc_cores']:.2f}" if r.get("own_cores") is not None
+             and r.get("proc_cores") is not None else fmt.MISSING)
+    return [fmt.num(r.get("wall_ms")), fmt.share(r.get("sync_share")), fmt.share(r.get("run_share")),
+            fmt.share(r.get("core_wait_share")), cores, fmt.share(r.get("device_busy")),
+            analysis.why(r) or fmt.MISSING]
 
 
 def _detail(title, groups, row_keys, by) -> TableData:
@@ -131,7 +141,8 @@ def _detail(title, groups, row_keys, by) -> TableData:
                          fmt.MISSING if r.get("mean_batch") is None else f"{r['mean_batch']:.1f}",
                          f"{r['errors']}/{r['checked']}" if r["checked"] else fmt.MISSING,
                          fmt.MISSING if r["rel_err"] is None else f"{r['rel_err']:.1e}",
-                         fmt.num(r["peak_rss_mb"], 4), fmt.num(r["peak_device_mb"], 4), fmt.verdict(r)])
+                         fmt.num(r["peak_rss_mb"], 4), fmt.num(r["peak_device_mb"], 4), fmt.verdict(r),
+                         *_split_cells(r)])
     columns = [("", "backend"), ("", "mode"), ("", "threads")] + [("", m) for m in DETAIL]
     keep = [i for i, c in enumerate(columns) if i < 3 or any(row[i] != fmt.MISSING for row in rows)]
     return TableData(title=title, columns=[columns[i] for i in keep], rows=[[row[i] for i in keep] for row in rows],
@@ -195,7 +206,8 @@ def _symbol(line: str) -> str | None:
     key = line.split(": ", 1)[0]
     probes = {"×N / k=N": "×", "A ÷ B": "÷", f"{UNSTABLE_MARK} after a figure": f" {UNSTABLE_MARK}",
               "p50 ms / p99 ms": "p50 ms", "RSS MB / dev MB": "RSS MB", "—": fmt.MISSING}
-    if key.startswith("ops/s") or key.startswith("threads on ") or key in MODES or key in fmt.verdict_meanings():
+    if (key.startswith("ops/s") or key.startswith("threads on ") or key in MODES or key in fmt.verdict_meanings()
+            or key in fmt.why_meanings()):
         return None
     return probes.get(key, key)
 
@@ -218,7 +230,19 @@ def _legend(summary: pl.DataFrame, backend_env: dict | None = None) -> list[str]
                      "this workload's shapes)",
             "p50 ms / p99 ms": "per-request latency percentiles", "batch": "mean requests per batched forward",
             "errors": "outputs outside tolerance / outputs checked", "rel. error": "largest error against float64",
-            "RSS MB / dev MB": "peak host / device memory"}
+            "RSS MB / dev MB": "peak host / device memory",
+            "wall ms": "a request's wall time in its own thread, the framework call plus synchronise (offline: "
+                       "per forward of k requests; batched: a client's submit plus its wait for its rows)",
+            "sync %": "share of that wall time in synchronise (the rest: the framework call until it returns)",
+            "run %": "share of it the request's thread was running on a CPU (its CPU clock)",
+            "core wait %": "share of it the thread was runnable but had no core (Linux's run delay); the rest, "
+                           "neither running nor waiting for a core, it was blocked (the GIL, a lock, a sleep, "
+                           "I/O, the device, another thread)",
+            "thr/proc cores": "cores kept busy over the window by the measuring threads / by their process(es), the "
+                     "framework's own threads (and the batcher) included",
+            "dev busy": "share of the window the device was busy: the backend's device timer where it has one, "
+                        "else NVML's utilisation (GPU cells)",
+            "why": "why the cell scales as it does, from the figures before it (the words below)"}
     lines += [f"{k}: {v}" for k, v in cols.items()]
     for mode, spec in MODES.items():
         if any(r["mode"] == mode for r in recs):
@@ -228,6 +252,8 @@ def _legend(summary: pl.DataFrame, backend_env: dict | None = None) -> list[str]
     seen = list(dict.fromkeys(fmt.verdict_kind(r) for r in recs))
     meanings = fmt.verdict_meanings()
     lines += [f"{s}: {meanings[s]}" for s in seen if s in meanings]
+    whys = {analysis.why(r) for r in recs} - {None}
+    lines += [f"{w}: {m}" for w, m in fmt.why_meanings().items() if w in whys]
     for key, env in (backend_env or {}).items():
         if env.get("thread_streams"):
             lines.append(f"threads on {key}: {env['thread_streams']}")

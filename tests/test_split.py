@@ -1,0 +1,358 @@
+"""Where each request's time goes (issue 22): the timed loop's split and its sampling, a window's pooling,
+and the verdicts of backends whose split is known (tests/split_plugin: a GIL-holding loop, a sleep that
+releases it, a stand-in device of fixed service time), through real cells.
+
+The unit tests run on fake clocks, so every figure is exact. The known answers run real threads on the real
+clock: in-process for the device stand-in (its figures come from its own schedule, so they are exact on any
+machine), and end to end through `compare` for all three, where the verdicts are what the split says. On a
+machine whose cores other work keeps busy, a thread waiting for the GIL is runnable much of the time too
+(its timed waits expire and it queues for a core), so there the split honestly says core-bound; the test
+accepts that only where the cell itself recorded other processes holding at least OTHER_LOAD cores."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import backends
+import workloads
+from compare import results as R
+from compare import stats
+from compare.cells import Cell, CellResult
+from compare.measure import schedule, split
+from compare.measure.build import build_model, make_harness
+from compare.measure.clocks import SimClock
+from compare.measure.registry import run_mode
+from compare.render import analysis
+from compare.render import findings as FD
+
+ROOT = Path(__file__).resolve().parent.parent
+PLUGIN = Path(__file__).resolve().parent / "split_plugin"
+TINY = (("hidden", 32), ("out", 16), ("width", 32))   # the model's own compute is noise beside the known costs
+OTHER_LOAD = 0.5   # cores other processes kept busy during a cell, beyond which GIL waits show as core waits
+
+
+# -- the loop, on fake clocks ---------------------------------------------------------------------------
+class FakeCpu:
+    """A thread CPU clock that advances by `per_read` seconds at every read (and by what the op burns)."""
+
+    def __init__(self, per_read: float = 0.0):
+        self.t, self.per_read = 0.0, per_read
+
+    def __call__(self) -> float:
+        self.t += self.per_read
+        return self.t
+
+
+def test_the_loop_splits_every_op_and_samples_every_strides_op():
+    """Ops of call 3 s + synchronise 1 s on a simulated clock; the call burns 2 s of CPU, synchronise 0.5."""
+    clock, cpu = SimClock(), FakeCpu()
+
+    def call(x):
+        clock.t += 3.0
+        cpu.t += 2.0
+        return x
+
+    def sync(y):
+        clock.t += 1.0
+        cpu.t += 0.5
+
+    lap = split.Lap()
+    first, last = schedule.timed_loop(call, sync, "x", deadline=40.0, lap=lap, clock=clock.now, cpu=cpu, every=4)
+    assert (first, last) == ("x", "x") and len(lap.ends) == 10   # ops start at 0, 4, ..., 36 s
+    assert [m - s for s, m in zip(lap.starts, lap.mids)] == [3.0] * 10
+    assert [e - m for m, e in zip(lap.mids, lap.ends)] == [1.0] * 10
+    assert lap.samples == [(2.0, 0.5, None)] * 2, "ops 3 and 7 (the first halfway into a stride) are sampled"
+    lap, clock.t = split.Lap(), 0.0
+    schedule.timed_loop(call, sync, "x", deadline=40.0, lap=lap, clock=clock.now, cpu=cpu, every=1)
+    assert len(lap.samples) == len(lap.ends) == 10, "a stride of 1 samples every op"
+
+
+def test_the_loop_marks_the_call_on_sampled_ops_with_the_device_timer():
+    calls = []
+
+    class Timer:
+        def start(self):
+            calls.append("start")
+            return len(calls)
+
+        def stop(self, mark):
+            calls.append(("stop", mark))
+
+        def elapsed(self, mark):
+            return mark / 10
+
+    def call(x):
+        calls.append("call")
+        return x
+
+    lap = split.Lap()
+    clock = SimClock()
+    schedule.timed_loop(call, lambda y: setattr(clock, "t", clock.t + 1), None, 2.0, lap, clock.now, FakeCpu(),
+                        every=1, timer=Timer())
+    assert calls == ["start", "call", ("stop", 1), "start", "call", ("stop", 4)]
+    assert [d for _, _, d in lap.resolve(Timer()).samples] == [0.1, 0.4], "marks become seconds after the window"
+
+
+@pytest.mark.parametrize("op_s, sample_s, sharing, every", [
+    (20e-6, 3e-6, 1, 75), (20e-6, 3e-6, 8, 600), (1e-3, 6e-6, 1, 3), (0.1, 6e-6, 4, 1), (0.0, 3e-6, 1, 1024),
+    (1e-9, 3e-6, 1, split.MAX_STRIDE)])
+def test_the_stride_keeps_the_samples_within_the_budget(op_s, sample_s, sharing, every):
+    assert split.SPLIT_BUDGET == 0.002 and split.stride(op_s, sample_s, sharing) == every
+    if every not in (1, split.MAX_STRIDE):
+        cost = sharing * sample_s
+        assert cost / every <= split.SPLIT_BUDGET * op_s < cost / (every - 1)
+
+
+def test_threads_of_one_process_sample_as_many_times_more_sparsely():
+    for participant, n, sharing in (("thread", 4, 4), ("process", 4, 1)):
+        sched = schedule.Schedule(n, 1.0, 1, 4.0, clock=lambda: 0.0, participant=participant)
+        sched.start(op_s=1e-3, sample_s=6e-6)
+        assert sched.state.split_every == split.stride(1e-3, 6e-6, sharing)
+
+
+def test_a_sample_costs_its_cpu_reads_and_the_timers_marks():
+    class Slow:   # marks that cost 1 ms each pair
+        def start(self):
+            time.sleep(0.001)
+
+        def stop(self, mark):
+            pass
+    reads = split.SAMPLE_READS * split.cpu_read_s()
+    assert split.sample_cost() == reads and split.sample_cost(Slow()) >= reads + 0.001
+
+
+def gauges(t, cpu, delay=None, proc=None, machine=None, device=None):
+    return split.Gauges(t=t, cpu=cpu, run_delay=delay, proc=proc, machine=machine, device=device)
+
+
+def test_a_window_of_threads_pools_its_laps_and_the_boundary_snapshots_exactly():
+    """Two threads of one process; the process's gauges come from the Snapshots at the window's boundaries."""
+    a = split.Lap(starts=[0.0, 5.0], mids=[3.0, 8.0], ends=[4.0, 10.0], samples=[(2.5, 0.5, 0.003)], tid=11,
+                  before=gauges(0.0, None), after=gauges(10.0, None))
+    b = split.Lap(starts=[1.0], mids=[2.0], ends=[9.0], samples=[(0.5, 0.5, None)], tid=12,
+                  before=gauges(1.0, None), after=gauges(9.0, None))
+    opened = split.Snapshot(t=-0.5, proc=50.0, threads={11: (100.0, 1.0), 12: (0.0, 0.0), 99: (0.0, 5.0)},
+                            machine=1000.0, device=7.0)
+    closed = split.Snapshot(t=9.5, proc=59.0, threads={11: (104.0, 3.0), 12: (2.0, 0.5), 99: (8.0, 9.0)},
+                            machine=1016.0, device=16.0)
+    got = split.pool([a, b], read_s=0.25, around=(opened, closed))
+    assert got["call_ms"] == pytest.approx((3 + 3 + 1) / 3 * 1e3)
+    assert got["sync_ms"] == pytest.approx((1 + 2 + 7) / 3 * 1e3)
+    assert got["cpu_ms"] == pytest.approx((4 + 2) / 3 * 1e3) and got["own_cores"] == pytest.approx(6 / 10)
+    assert got["core_wait_ms"] == pytest.approx(2.5 / 3 * 1e3), "the laps' own threads only (not thread 99)"
+    # without schedstat the threads read their own CPU clocks, over their loops
+    a.before.cpu, a.after.cpu, b.before.cpu, b.after.cpu = 100.0, 104.0, 0.0, 2.0
+    for snap in (opened, closed):
+        snap.threads = {}
+    got = split.pool([a, b], read_s=0.25, around=(opened, closed))
+    assert got["cpu_ms"] == pytest.approx((4 + 2) / 3 * 1e3) and got["own_cores"] == pytest.approx(6 / 10)
+    assert got["core_wait_ms"] is None and got["proc_cores"] == pytest.approx(0.9)
+    assert got["proc_cores"] == pytest.approx(0.9) and got["host_cores"] == pytest.approx(1.6)
+    assert got["device_busy"] == pytest.approx(0.9)
+    assert got["call_cpu_ms"] == pytest.approx((2.25 + 0.25) / 2 * 1e3), "each sampled figure less one read"
+    assert got["sync_cpu_ms"] == pytest.approx(0.25 * 1e3) and got["device_ms"] == pytest.approx(3.0)
+    assert got["split_samples"] == 2
+    assert set(split.pool([], 0.0).values()) == {None} and set(split.pool([split.Lap()], 0.0).values()) == {None}
+    starved = split.Lap(tid=12, before=gauges(1.0, None), after=gauges(9.0, None))   # no op in the window
+    got = split.pool([a, starved], around=(opened, closed))
+    assert got["call_ms"] == pytest.approx(3e3) and got["sync_ms"] == pytest.approx(1.5e3), "a starved thread adds none"
+    unsplit = split.Lap(starts=[0.0], ends=[1.0], before=gauges(0.0, 0.0), after=gauges(1.0, 0.5))
+    assert split.pool([unsplit])["call_ms"] is None and split.pool([unsplit])["cpu_ms"] == pytest.approx(500.0)
+
+
+def test_processes_read_their_own_gauges_add_their_cores_and_average_the_machine():
+    laps = [split.Lap(starts=[0.0], mids=[0.5], ends=[1.0], before=gauges(0.0, 0.0, 0.0, 0.0, 0.0, 1.0),
+                      after=gauges(2.0, 1.0, d, 1.5, m, 2.8)) for d, m in ((0.2, 3.0), (0.4, 3.2))]
+    got = split.pool(laps)
+    assert got["proc_cores"] == pytest.approx(1.5) and got["host_cores"] == pytest.approx(1.55)
+    assert got["core_wait_ms"] == pytest.approx(0.6 / 2 * 1e3) and got["device_busy"] == pytest.approx(0.9)
+
+
+def test_threads_read_only_their_cpu_clock_in_the_window():
+    """What a participant thread reads at its loop's ends must not release the GIL (file reads did, and held
+    8 threads' first ops up to 0.2 s apart): its op clock and CPU clock; a process of its own reads the rest."""
+    clock = SimClock(t=3.0)
+    thread = split.Reader(clock=clock.now, cpu=lambda: 7.0, busy=lambda: 2.5, own_cpu=False).gauges()
+    assert thread.t == 3.0 and (thread.cpu, thread.run_delay, thread.proc, thread.machine, thread.device) == (None,) * 5
+    assert split.Reader(clock=clock.now, cpu=lambda: 7.0).gauges().cpu == 7.0, "no schedstat: its own CPU clock"
+    own = split.Reader(clock=clock.now, cpu=lambda: 7.0, whole_process=True, busy=lambda: 2.5).gauges()
+    assert own.device == 2.5 and own.proc is not None and own.machine > 0
+    h, _ = fake_threads_harness()
+    assert not schedule.reader_of(h).whole_process and schedule.reader_of(h, whole_process=True).whole_process
+
+
+def fake_threads_harness():
+    import numpy as np
+    from compare.measure.harness import Harness
+    inputs = [np.ones(3) for _ in range(2)]
+    return Harness(op=lambda x: 2 * x, check=lambda y, i: 0.0, inputs=inputs, tolerance=1e-9), inputs
+
+
+def test_a_threads_window_takes_its_process_gauges_at_its_boundaries(monkeypatch):
+    """Two real threads: each window's Trial has the process's cores from the Snapshots the boundary read
+    (while the threads waited), and the participants' laps read no process gauge themselves."""
+    from compare.measure.threads import run_threads
+    snaps, laps = [], []
+    real_snapshot, real_trial = schedule.snapshot, schedule.Window.trial
+    monkeypatch.setattr(schedule, "snapshot", lambda *a: (snaps.append(s := real_snapshot(*a)), s)[1])
+    monkeypatch.setattr(schedule.Window, "trial", lambda w, *a, **k: (laps.extend(w.laps), real_trial(w, *a, **k))[1])
+    h, _ = fake_threads_harness()
+    trials = run_threads(h, 2, duration=0.05, trials=2, warmup=1, verify_ops=0)
+    assert len(snaps) == 2 * len(trials), "one Snapshot as each timed window opens, one as it closes"
+    assert all(t.proc_cores is not None and t.host_cores is not None and t.own_cores is not None for t in trials)
+    assert all(lap.before.proc is None and lap.after.machine is None for lap in laps)
+    if snaps[0].threads:   # Linux: each thread's CPU time and run delay, by its native id, from the boundary
+        assert all(t.core_wait_ms is not None for t in trials) and {lap.tid for lap in laps} <= set(snaps[0].threads)
+        assert all(lap.before.cpu is None for lap in laps), "a thread reads no CPU clock of its own at its loop"
+
+
+# -- known answers in this process: the stand-in device ---------------------------------------------------
+def plugin_module():
+    sys.path.insert(0, str(PLUGIN))
+    try:
+        import threadbench_split
+    finally:
+        sys.path.remove(str(PLUGIN))
+    return threadbench_split
+
+
+def measure(backend, threads: int, tmp: Path, duration: float = 0.3) -> dict:
+    """A threads cell of `backend` run in this process as a cell's worker runs it; its summary record."""
+    cell = Cell(backend=backend.name, device="cpu", dtype="float64", workload="mlp", mode="threads", threads=threads,
+                knobs=TINY, duration=duration, trials=3, warmup=2, verify_ops=1, intra_op_threads=1)
+    backend.configure(intra_op_threads=1)
+    spec = workloads.make("mlp", **dict(TINY))
+    params = spec.init_weights(0)
+    h = make_harness(backend, build_model(backend, cell, spec, params), cell, spec, params, tmp)
+    trials = run_mode(h, cell)
+    assert h.checked and not h.errors
+    run = R.new_run([], {"host": "here"}, {})
+    R.add_result(run, CellResult(cell=cell, status="ok", trials=trials, cores=h.measured.cores, checked=h.checked))
+    (rec,) = stats.summarize(run["rows"]).to_dicts()
+    return rec
+
+
+def test_the_stand_in_device_is_busy_once_two_threads_keep_it_queued(tmp_path):
+    module = plugin_module()
+    backend = module.DeviceBackend()
+    one, two = (measure(backend, n, tmp_path) for n in (1, 2))
+    assert one["device_ms"] == two["device_ms"] == pytest.approx(module.SERVICE_S * 1e3), "its own schedule"
+    assert one["device_busy"] < analysis.DEVICE_BUSY and analysis.why(one) == analysis.WAIT_BOUND, one
+    assert two["device_busy"] >= 0.95 and analysis.why(two) == analysis.DEVICE_BOUND, two
+    assert two["busy_source"] == stats.BUSY_TIMER and two["sync_share"] > 0.5   # clients wait in synchronise
+
+
+# -- known answers through real cells ----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def known_sweep(tmp_path_factory, threadbench, starts_processes):
+    out = tmp_path_factory.mktemp("split") / "run.json"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(PLUGIN), str(ROOT)]), OPENBLAS_NUM_THREADS="1",
+               OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    size = ",".join(f"{k}={v}" for k, v in TINY)
+    proc = threadbench("compare", "-q", "--backends", "split-gil,split-sleep,split-device", "--dtype", "float64",
+                       "--workloads", "mlp", "--size", size, "--modes", "threads", "--threads", "1,2,4",
+                       "--duration", "0.3", "--trials", "3", "--warmup", "2", "--intra-op-threads", "1",
+                       "--no-peak-probe", "--out", str(out), env=env)
+    assert proc.returncode == 0, proc.stderr
+    recs = stats.summarize(R.load(out)["rows"]).to_dicts()
+    return {(r["backend"], r["threads"]): r for r in recs if r["mode"] == "threads"}
+
+
+def other_load(r: dict) -> float:
+    return r["host_cores"] - r["proc_cores"]
+
+
+def test_a_gil_holding_forward_is_gil_bound_from_two_threads(known_sweep):
+    one, two, four = (known_sweep[("split-gil", n)] for n in (1, 2, 4))
+    assert analysis.why(one) != analysis.GIL_BOUND   # one thread takes no turns
+    for r in (two, four):
+        why = analysis.why(r)
+        assert why == analysis.GIL_BOUND or (why == analysis.CORE_BOUND and other_load(r) >= OTHER_LOAD), r
+    assert four["ops_per_s"] < 1.3 * one["ops_per_s"], "threads that take turns add no throughput"
+    (bend,) = analysis.bends([one, two, four])
+    assert bend.kind == analysis.WAITING and bend.wall >= 2.5 and 0.7 <= bend.cpu <= analysis.FLAT, bend
+    text = "\n".join(s for f in FD.findings([one, two, four]) for s in f.sentences)
+    assert "threads from ×1 to ×4, a request's wall time" in text and "stayed flat: the extra time is waiting" in text
+
+
+def test_a_forward_that_sleeps_releasing_the_gil_is_wait_bound_and_scales(known_sweep):
+    cells = [known_sweep[("split-sleep", n)] for n in (1, 2, 4)]
+    assert [analysis.why(r) for r in cells] == [analysis.WAIT_BOUND] * 3, cells
+    assert all(r["blocked_share"] > 0.8 for r in cells)
+    assert cells[2]["ops_per_s"] >= 2.5 * cells[0]["ops_per_s"], "four sleeps overlap"
+
+
+def test_a_device_that_the_threads_saturate_is_device_bound_near_full(known_sweep):
+    one, two, four = (known_sweep[("split-device", n)] for n in (1, 2, 4))
+    assert analysis.why(one) == analysis.WAIT_BOUND and one["device_busy"] < analysis.DEVICE_BUSY, one
+    for r in (two, four):
+        assert analysis.why(r) == analysis.DEVICE_BOUND and r["device_busy"] >= 0.95, r
+        assert r["device_ms"] == pytest.approx(8.0)   # the stand-in's service time, on its own schedule
+    assert four["ops_per_s"] < 1.2 * two["ops_per_s"], "one device: more threads only queue"
+
+
+# -- torch's CUDA events, on a fake torch (no GPU here: the real path is unverified on hardware) ------------
+class FakeEvent:
+    """torch.cuda.Event's surface the timer uses: record() on the current stream, elapsed_time() in ms."""
+    streams: list = []
+
+    def __init__(self, enable_timing=False):
+        assert enable_timing, "timing events only"
+        self.at = None
+
+    def record(self, stream=None):
+        assert stream is None, "no stream given: the calling thread's current stream"
+        self.at = FakeEvent.now
+
+    def elapsed_time(self, end):
+        if self.at is None or end.at is None:
+            raise RuntimeError("event not recorded")
+        return (end.at - self.at) * 1e3
+
+
+def test_torch_times_a_sampled_forward_with_two_events_on_the_threads_stream():
+    from types import SimpleNamespace
+
+    from backends.torch_backend import CudaEvents, TorchBackend
+    fake = SimpleNamespace(cuda=SimpleNamespace(Event=FakeEvent))
+    timer = CudaEvents(fake)
+    FakeEvent.now = 1.0
+    mark = timer.start()
+    FakeEvent.now = 1.25   # the forward's device span
+    timer.stop(mark)
+    assert timer.elapsed(mark) == pytest.approx(0.25) and timer.busy() is None   # busy: NVML's
+    assert timer.elapsed((FakeEvent(True), FakeEvent(True))) is None, "an event never recorded gives no figure"
+    assert TorchBackend().device_timer("cpu") is None and TorchBackend().device_timer("mps") is None
+
+
+# -- the profiler cross-check (benchmarks/profiler_crosscheck.py), on the CPU ----------------------------------
+def crosscheck_module():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("profiler_crosscheck", ROOT / "benchmarks" / "profiler_crosscheck.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_crosscheck_takes_the_union_of_kernel_intervals():
+    union = crosscheck_module().union_us
+    assert union([(0, 10), (5, 15), (20, 30), (21, 22)]) == 25 and union([]) == 0
+
+
+@pytest.mark.slow
+def test_the_profiler_sees_the_call_the_split_times_on_the_cpu(capsys, monkeypatch):
+    """A tiny transformer on the CPU, threads x1: the profiler's span of the framework call agrees with the
+    split's reading of the same requests (the GPU lines need CUDA: not run here)."""
+    module = crosscheck_module()
+    monkeypatch.setattr(sys, "argv", ["profiler_crosscheck.py", "--device", "cpu", "--dtype", "float32", "--size",
+                                      "seq=8,width=32,heads=2,hidden=64,layers=1", "--threads", "1",
+                                      "--duration", "0.1", "--requests", "20"])
+    assert module.main() == 0
+    out = capsys.readouterr().out
+    (call,) = [line for line in out.splitlines() if "framework call (tb.call)" in line]
+    assert call.endswith("agree"), out
+    assert "CPU op time (aten ops inside tb.call)" in out and "threads x1: the cell" in out
