@@ -127,6 +127,10 @@ def cmd_compare(
     trials: int = typer.Option(5, "--trials", help="Timed trials (windows) per cell process."),
     repeats: int = typer.Option(1, "--repeats", help="Fresh processes per cell, interleaved over the sweep; the CI "
                                 "then spans what varies between processes (5 or more for publication)."),
+    process_per_cell: bool = typer.Option(False, "--process-per-cell",
+                                          help="Measure every cell process in a fresh worker process of its own "
+                                               "(start-up paid per cell), instead of one worker per framework and "
+                                               "round measuring its share of the sweep in a shuffled order."),
     warmup: int = typer.Option(3, "--warmup", help="Warm-up ops per thread before timing."),
     size: Optional[str] = typer.Option(None, "--size", help="Workload size knobs, e.g. layers=2,seq=32,batch=8."),
     fp32_precision: str = typer.Option("highest", "--fp32-precision",
@@ -188,6 +192,7 @@ def cmd_compare(
         offline_k=tuple(options.int_list("--offline-k", offline_k, hi=4096)),
         knobs=options.sizes(size, knob_names()),
         repeats=repeats,
+        process_per_cell=process_per_cell,
         peak_probe=peak_probe,
     )
     if not 1 <= repeats <= MAX_REPEATS:
