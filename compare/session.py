@@ -96,7 +96,7 @@ def execute(run: dict, path: Path, cells: list, limits: Limits, quiet: bool, jso
     else:
         print_run(run, report.wide_console())
     n_cells = len({Cell.from_dict(c).key() for c in run["cells"]})
-    processes = f" ({len(run['cells'])} processes)" if len(run["cells"]) != n_cells else ""
+    processes = f" ({len(run['cells'])} cell processes)" if len(run["cells"]) != n_cells else ""
     console.print(interval_line(run), highlight=False, soft_wrap=True)
     console.print(time_line(split), highlight=False, soft_wrap=True)
     console.print(f"{n_cells} cells{processes} in {wall:.0f} s; results: {path}", highlight=False)

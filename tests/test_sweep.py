@@ -254,6 +254,7 @@ def test_the_time_split_sums_what_the_workers_report_and_the_rest_is_other():
     assert split["start_up_detail_s"] == {"process_start": 0.5, "builds": 1.5, "references": 0.75}
     assert split["start_up_s"] == 2.75 and split["other_s"] == pytest.approx(20 - 9 - 1.5 - 2.75)
     assert split["measuring_share"] == pytest.approx(0.45)
+    assert [(t["at"], t["timed_s"], t["build_s"]) for t in sweep.records[0].times] == [(0, 3.0, 0.5), (1, 3.0, 0.5)]
 
 
 def test_a_run_says_what_its_intervals_span():

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -121,7 +121,9 @@ class ProcessRecord:
     and process group; the cells it was given, in its order; the seed that shuffled that order; which
     process it continues (after a cell that crashed, hung or ran out of memory in it), if any; its pid,
     start and end (Unix time), seconds from its start to its first line (interpreter and imports), the cells
-    it measured, and how it ended."""
+    it measured, how it ended, and each measured cell's time split as its worker reported it (`times`: its
+    place in `order`, its wall time in the parent, and the worker's seconds: the whole cell, backend loads,
+    weights and builds, references, the mode, warm-up, timed windows)."""
     number: int
     round: int
     group: dict
@@ -134,6 +136,7 @@ class ProcessRecord:
     startup_s: float | None = None
     measured: int = 0
     end: str = ""
+    times: list[dict] = field(default_factory=list)
 
     def to_dict(self, index: Callable[[Cell], int | None]) -> dict:
         """As JSON: `order` as each cell's index in the run's plan (index(cell))."""
@@ -436,6 +439,8 @@ class Sweep:
         result.wall_s = time.monotonic() - start
         if times := worker.of(index, "times"):
             self.split.add_cell(times[-1])
+            record.times.append({"at": record.order.index(cell), "wall_s": result.wall_s,
+                                 **{k: v for k, v in times[-1].items() if k.endswith("_s")}})
         if rc is not None:
             if forced:
                 how = f"killed in cell {index + 1} of {len(record.order)}: {forced[0]}"
