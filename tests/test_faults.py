@@ -27,7 +27,8 @@ PLUGIN = Path(__file__).resolve().parent / "fault_plugin"
 ENV = dict(os.environ, PYTHONPATH=os.pathsep.join([str(PLUGIN), str(ROOT)]), OPENBLAS_NUM_THREADS="1",
            OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
 PROBES = 2 if (os.cpu_count() or 1) > 1 else 1  # matmul peak probe cells per backend (compare.measure.plan)
-FAST = ["--dtype", "float64", "--workloads", "mlp", "--duration", "0.05", "--trials", "2", "--warmup", "1", "-q"]
+FAST = ["--dtype", "float64", "--workloads", "mlp", "--duration", "0.05", "--trials", "2", "--warmup", "1", "--repeats",
+        "1", "-q"]
 
 
 def start(*args, cwd=ROOT):

@@ -323,3 +323,28 @@ def test_a_cell_that_leaves_a_thread_running_ends_its_worker(tmp_path, monkeypat
     assert [e.get("cell") for e in events if e["event"] == "status"] == [0], "the worker went on to the next cell"
     assert [e["cause"] for e in events if e["event"] == "leaving"] == [
         "numpy/cpu/float64 mlp sequential left 1 thread(s) running (left-behind)"]
+
+
+# -- a real sweep of two rounds --------------------------------------------------------------------------
+@pytest.mark.slow
+def test_a_sweep_of_two_rounds_runs_a_worker_per_round_and_says_what_its_intervals_span(tmp_path, threadbench):
+    out_file = tmp_path / "run.json"
+    out = threadbench("compare", "--backends", "numpy", "--dtype", "float64", "--workloads", "mlp", "--modes",
+                      "sequential,threads", "--threads", "1,2", "--trials", "2", "--duration", "0.1", "--warmup", "1",
+                      "--repeats", "2", "--no-peak-probe", "-q", "--out", str(out_file))
+    assert out.returncode == 0, out.stderr[-2000:]
+    run = json.loads(out_file.read_text())
+    workers = run["processes"]
+    assert [(w["number"], w["round"], w["continues"], w["end"]) for w in workers] == [
+        (1, 0, None, "ended after its last cell"), (2, 1, None, "ended after its last cell")]
+    assert sorted(i for w in workers for i in w["order"]) == list(range(len(run["plan"])))
+    for w in workers:   # each measured its round's cells, every one once
+        assert {run["plan"][i]["repeat"] for i in w["order"]} == {w["round"]} and w["measured"] == 3
+        assert sorted(t["at"] for t in w["times"]) == [0, 1, 2] and all(t["timed_s"] > 0 for t in w["times"])
+        assert w["startup_s"] > 0 and w["ended"] > w["started"]
+    assert {(r["repeat"], r["status"]) for r in run["rows"]} == {(0, OK), (1, OK)}
+    (split,) = run["time_split"]
+    assert split["processes"] == 2 and 0 < split["measuring_share"] < 1 and split["start_up_s"] > 0
+    assert "intervals: the median over 2 fresh processes per cell and its distribution-free interval at 50.0% " \
+           "(ci_scope processes)" in out.stderr
+    assert "time: " in out.stderr and "in 2 worker processes: measuring" in out.stderr

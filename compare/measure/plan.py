@@ -24,9 +24,13 @@ import workloads
 
 from ..cells import MODES, Cell
 from ..options import BadInput
+from .procs import usable_cores
 
 PROBE_N = {"cpu": 512}  # matmul probe size per device; accelerators use PROBE_N_ACCEL
 PROBE_N_ACCEL = 4096
+DEFAULT_THREADS = (1, 2, 4, 8)  # --threads when not given, up to THREADS_PER_CORE x the usable cores:
+THREADS_PER_CORE = 2            # past twice the cores more threads only queue for them (x4 already does on 2
+#                                 cores), and every thread count costs --repeats processes of the sweep's time
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,13 @@ def resolve_device(backend: backends.Backend, wanted: str) -> tuple[str | None, 
     if wanted not in backend.devices:
         return None, f"{backend.name} has no device {wanted!r} (its devices: {', '.join(backend.devices)})"
     return (wanted, "") if status[wanted] is None else (None, status[wanted])
+
+
+def default_threads(cores: int | None = None) -> tuple[int, ...]:
+    """The thread counts of a sweep that names none: DEFAULT_THREADS up to THREADS_PER_CORE x `cores` (default:
+    the cores this process may run on)."""
+    most = THREADS_PER_CORE * (cores or usable_cores())
+    return tuple(n for n in DEFAULT_THREADS if n <= most)
 
 
 def all_devices() -> set[str]:
