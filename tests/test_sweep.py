@@ -74,6 +74,9 @@ class FakeWorker(runner.Worker):
     def send(self, index, cell):
         self.measured += 1
         self.sent.append(cell)
+        if getattr(self, "leaves", False):  # it ended itself after the last cell: this one never begins
+            self.popen.returncode = 0
+            return
         status, ops, *extra = self.outcome(cell)
         if status == "dies-between":
             self.popen.returncode = -9
@@ -87,11 +90,19 @@ class FakeWorker(runner.Worker):
             return
         if status == "exit-abort":
             status, self.exit_rc = OK, -6
+        after = status
+        if status in ("dies-after", "leaves"):
+            status = OK
         self.events += [{"event": "trial", "cell": index, "ops": v, "seconds": 1.0} for v in ops]
         self.events += [{"event": "result", "cell": index, **(extra[0] if extra else {})},
                         {"event": "times", "cell": index, "cell_s": 3.0, "build_s": 0.5, "refs_s": 0.25,
                          "warmup_s": 0.5, "timed_s": 1.0 * len(ops)},
                         {"event": "status", "cell": index, "status": status, "cause": "why" if status != OK else ""}]
+        if after == "dies-after":   # it reported, then died before the next cell
+            self.popen.returncode = -11
+        if after == "leaves":
+            self.events.append({"event": "leaving", "cause": "a cell left 1 thread(s) running (tb-0)"})
+            self.leaves = True
 
     def watch(self, index, deadline, mem_mb, until_exit=False):
         if getattr(self, "hung", False):
@@ -244,6 +255,21 @@ def test_a_worker_that_dies_between_cells_is_replaced_and_the_cell_measured_in_t
     # a fresh worker that dies before it begins its first cell: that cell's crash, as a worker of its own was
     got, _, workers = fake_sweep([one_process([b, a])], lambda x: ("dies-between", []) if x.threads == 2 else ok(x))
     assert [(r.cell.threads, r.status) for r in got] == [(2, CRASH), (1, OK)] and len(workers) == 2
+
+
+def test_a_death_after_a_cell_reported_is_its_workers_and_the_next_cell_goes_to_a_fresh_one():
+    a, b, c = S.cell(mode="sequential"), S.cell(mode="threads", threads=2), S.cell(mode="threads", threads=4)
+    got, sweep, workers = fake_sweep([one_process([a, b, c])],
+                                     lambda x: ("dies-after", [100.0] * 3) if x.threads == 1 else ok(x))
+    assert [r.status for r in got] == [OK, OK, OK] and [len(w.sent) for w in workers] == [1, 2]
+    assert sweep.records[0].end == "died after cell 1 of 3 reported, before the next began: killed by SIGSEGV"
+    # a worker that ended itself after a cell (it left a thread running): the next cell goes to a fresh one
+    got, sweep, workers = fake_sweep([one_process([a, b, c])],
+                                     lambda x: ("leaves", [100.0] * 3) if x.threads == 1 else ok(x))
+    assert [r.status for r in got] == [OK, OK, OK] and [[x.threads for x in w.sent] for w in workers] == [[1, 2],
+                                                                                                          [2, 4]]
+    assert sweep.records[0].end == "ended after cell 1 of 3: a cell left 1 thread(s) running (tb-0)"
+    assert sweep.records[1].continues == 1 and sweep.records[1].order == [b, c]
 
 
 def test_the_time_split_sums_what_the_workers_report_and_the_rest_is_other():

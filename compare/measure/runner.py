@@ -164,10 +164,15 @@ class Worker:
         self.measured = 0   # cells sent
 
     def send(self, index: int, cell: Cell) -> None:
+        """Cell `index` to the worker. One that has ended meanwhile (it ends itself after a cell that left
+        threads running) never begins it, which watch() and the caller see."""
         self.log_from = self.log_path.stat().st_size  # a cell's log tail is its own lines
-        self.popen.stdin.write((json.dumps({"index": index, "cell": cell.to_dict()}) + "\n").encode())
-        self.popen.stdin.flush()
         self.measured += 1
+        try:
+            self.popen.stdin.write((json.dumps({"index": index, "cell": cell.to_dict()}) + "\n").encode())
+            self.popen.stdin.flush()
+        except OSError:  # BrokenPipeError: it has ended
+            pass
 
     def close_input(self) -> None:
         try:
@@ -413,29 +418,32 @@ class Sweep:
             self.on_process()
 
     def _measure(self, worker: Worker, record: ProcessRecord, cell: Cell, pending: list[Cell]) -> CellResult | None:
-        """The cell's result; None when the worker (which had measured others) died before it began the cell.
-        The worker's last cell (no later cell of the plan would be sent) ends with the worker's exit: a death
-        at exit is that cell's crash."""
-        start, index, timeout = time.monotonic(), worker.measured, self.limits.timeout_for(cell)
+        """The cell's result; None when the worker, having measured others, ended before it began this one
+        (the caller sends it to a fresh worker). The worker's last cell (no later cell of the plan would be
+        sent) ends with the worker's exit: a death at exit is that cell's crash. A death after a cell reported
+        and before the next began is the worker's, recorded on it, and no cell's."""
+        start, index, timeout, n = time.monotonic(), worker.measured, self.limits.timeout_for(cell), len(record.order)
         worker.send(index, cell)
         deadline, mem_mb = start + timeout, self.limits.mem_mb()
         forced = worker.watch(index, deadline, mem_mb)
         result = _result(cell, worker.of(index))
         self.skips.saw(result)
-        last = False
-        if worker.popen.returncode is None and forced is None and all(self.skips.skip(c) for c in pending):
+        reported, last = bool(worker.of(index, "status")), False
+        if forced is None and reported and all(self.skips.skip(c) for c in pending):
             last = True
             worker.close_input()
             forced = worker.watch(index, deadline, mem_mb, until_exit=True)
         rc = worker.popen.returncode
         if rc is not None and not forced and index > 0 and not worker.of(index, "begin"):
-            self._end(worker, record, f"died between cells, after cell {index} of {len(record.order)}: "
-                                      f"{exit_cause(rc)}{worker.log_tail()}")
+            leaving = worker.first("leaving")
+            self._end(worker, record, f"ended after cell {index} of {n}: {leaving['cause']}" if leaving else
+                      f"died between cells, after cell {index} of {n}: {exit_cause(rc)}{worker.log_tail()}")
             return None
         if forced and forced[0] == TIMEOUT:
-            forced = (TIMEOUT, f"no exit within {timeout:.0f} s after its last cell reported; killed"
-                      if worker.of(index, "status") else forced[1].format(timeout))
-        _ended(result, rc, forced, worker.log_tail(1 if forced else 3), index)
+            forced = (TIMEOUT, f"no exit within {timeout:.0f} s after its last cell reported; killed" if reported
+                      else forced[1].format(timeout))
+        in_cell = rc is not None and (not reported or last)   # it ended in this cell, or at the exit asked for
+        _ended(result, rc if in_cell else None, forced, worker.log_tail(1 if forced else 3), index)
         result.wall_s = time.monotonic() - start
         if times := worker.of(index, "times"):
             self.split.add_cell(times[-1])
@@ -443,13 +451,15 @@ class Sweep:
                                  **{k: v for k, v in times[-1].items() if k.endswith("_s")}})
         if rc is not None:
             if forced:
-                how = f"killed in cell {index + 1} of {len(record.order)}: {forced[0]}"
-            elif result.status == CRASH:
-                how = f"died in cell {index + 1} of {len(record.order)}: {exit_cause(rc)}"
+                how = f"killed in cell {index + 1} of {n}: {forced[0]}"
+            elif in_cell and result.status == CRASH:
+                how = f"died in cell {index + 1} of {n}: {exit_cause(rc)}"
+            elif not in_cell and rc != 0:
+                how = f"died after cell {index + 1} of {n} reported, before the next began: {exit_cause(rc)}"
             elif (leaving := worker.first("leaving")) is not None:
-                how = f"ended after cell {index + 1} of {len(record.order)}: {leaving['cause']}"
+                how = f"ended after cell {index + 1} of {n}: {leaving['cause']}"
             else:
-                how = "ended after its last cell" if last else f"ended after cell {index + 1} of {len(record.order)}"
+                how = "ended after its last cell" if last else f"ended after cell {index + 1} of {n}"
             self._end(worker, record, how)
         return result
 
