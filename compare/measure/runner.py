@@ -87,23 +87,22 @@ class TimeSplit:
     measuring (the timed windows, or a server cell's rate steps). The rest of the wall time is other
     overhead: speed checks, output checks and verification, the threads' and a processes mode's own
     processes' start, the parent's saving and host probes."""
-    startup_s: float = 0.0
     warmup_s: float = 0.0
     timed_s: float = 0.0
-    process_start_s: float = 0.0   # of startup_s: worker processes' start (interpreter and imports)
-    build_s: float = 0.0           # of startup_s: backends, weights and models
-    refs_s: float = 0.0            # of startup_s: references
+    process_start_s: float = 0.0   # start-up: worker processes' start (interpreter and imports)
+    build_s: float = 0.0           # start-up: backends, weights and models
+    refs_s: float = 0.0            # start-up: references
+
+    @property
+    def startup_s(self) -> float:
+        return self.process_start_s + self.build_s + self.refs_s
 
     def add_cell(self, times: dict) -> None:
+        """One cell's split, as its worker reported it (compare.measure.worker.run_cell's times event)."""
         self.build_s += times.get("build_s") or 0.0
         self.refs_s += times.get("refs_s") or 0.0
         self.warmup_s += times.get("warmup_s") or 0.0
         self.timed_s += times.get("timed_s") or 0.0
-        self.startup_s = self.process_start_s + self.build_s + self.refs_s
-
-    def add_process(self, seconds: float) -> None:
-        self.process_start_s += seconds
-        self.startup_s = self.process_start_s + self.build_s + self.refs_s
 
     def shares(self, wall_s: float) -> dict:
         """The record a results file keeps: seconds and shares of `wall_s`."""
@@ -162,6 +161,7 @@ class Worker:
                 start_new_session=True)  # its own process group: killed whole on timeout or interrupt
         self.proc = psutil.Process(self.popen.pid)
         self.measured = 0   # cells sent
+        self.log_from = 0   # where the log of the cell last sent begins
 
     def send(self, index: int, cell: Cell) -> None:
         """Cell `index` to the worker. One that has ended meanwhile (it ends itself after a cell that left
@@ -228,7 +228,7 @@ class Worker:
     def log_tail(self, lines: int = 3) -> str:
         try:
             with open(self.log_path, "rb") as f:
-                f.seek(getattr(self, "log_from", 0))
+                f.seek(self.log_from)
                 text = f.read().decode(errors="replace").strip().splitlines()
         except OSError:
             return ""
@@ -413,7 +413,7 @@ class Sweep:
         record.ended, record.measured, record.end = time.time(), worker.measured, how
         if (start := worker.first("start")) is not None:
             record.startup_s = start["t"] - worker.started
-            self.split.add_process(record.startup_s)
+            self.split.process_start_s += record.startup_s
         if self.on_process:
             self.on_process()
 
