@@ -117,16 +117,23 @@ def cmd_compare(
     ctx: typer.Context,
     backends_: str = typer.Option("torch,mlx", "--backends", "-b", help="Comma-separated backends (see `backends`)."),
     workloads_: str = typer.Option("mlp,block,transformer", "--workloads", "-w", help="mlp, block, transformer."),
-    threads: str = typer.Option("1,2,4,8", "--threads", "-t", help="Thread counts, e.g. 1,2,4,8."),
+    threads: Optional[str] = typer.Option(None, "--threads", "-t", show_default=False,
+                                          help="Thread counts, e.g. 1,2,4,8. Default: 1,2,4,8 up to twice this "
+                                               "machine's cores (1,2,4 on 2 cores)."),
     modes: str = typer.Option("sequential,threads", "--modes", "-m",
                               help=f"{', '.join(MODES)} (or 'all')."),
     device: str = typer.Option("auto", "--device", "-d",
                                help="auto (each backend's default), gpu, cpu, or a backend's own name (cuda, mps)."),
     dtype: str = typer.Option("float32", "--dtype", help="float32, bfloat16, float16 (comma-separated)."),
-    duration: float = typer.Option(0.5, "--duration", help="Seconds per timed trial."),
-    trials: int = typer.Option(5, "--trials", help="Timed trials (windows) per cell process."),
-    repeats: int = typer.Option(1, "--repeats", help="Fresh processes per cell, interleaved over the sweep; the CI "
-                                "then spans what varies between processes (5 or more for publication)."),
+    duration: float = typer.Option(0.25, "--duration", help="Seconds per timed trial (the shortest window)."),
+    trials: int = typer.Option(3, "--trials", help="Timed trials (windows) per cell process."),
+    repeats: int = typer.Option(5, "--repeats", help="Fresh processes per cell, one per round of the sweep; the CI "
+                                "spans what varies between them, at the level their number gives (5: 93.8%; "
+                                "1: one process's windows only)."),
+    process_per_cell: bool = typer.Option(False, "--process-per-cell",
+                                          help="Measure every cell process in a fresh worker process of its own "
+                                               "(start-up paid per cell), instead of one worker per framework and "
+                                               "round measuring its share of the sweep in a shuffled order."),
     warmup: int = typer.Option(3, "--warmup", help="Warm-up ops per thread before timing."),
     size: Optional[str] = typer.Option(None, "--size", help="Workload size knobs, e.g. layers=2,seq=32,batch=8."),
     fp32_precision: str = typer.Option("highest", "--fp32-precision",
@@ -167,7 +174,7 @@ def cmd_compare(
     """Run the matrix and print side-by-side throughput and scaling tables."""
     import backends
     import workloads
-    from compare.measure.plan import Settings, all_devices, knob_names
+    from compare.measure.plan import Settings, all_devices, default_threads, knob_names
     from compare.measure.runner import Limits
     from compare.measure.server import STRATEGIES
 
@@ -182,12 +189,13 @@ def cmd_compare(
         backends=tuple(options.names("--backends", backends_, backends.names(), "backend")),
         workloads=tuple(options.names("--workloads", workloads_, list(workloads.WORKLOADS), "workload")),
         modes=tuple(mode_list),
-        threads=tuple(options.int_list("--threads", threads)),
+        threads=tuple(options.int_list("--threads", threads) if threads is not None else default_threads()),
         dtypes=tuple(options.names("--dtype", dtype, ["float32", "bfloat16", "float16", "float64"], "dtype")),
         device=options.one_name("--device", device, sorted(all_devices()), "device"),
         offline_k=tuple(options.int_list("--offline-k", offline_k, hi=4096)),
         knobs=options.sizes(size, knob_names()),
         repeats=repeats,
+        process_per_cell=process_per_cell,
         peak_probe=peak_probe,
     )
     if not 1 <= repeats <= MAX_REPEATS:

@@ -185,7 +185,8 @@ class Backend(ABC):
         intra_op_threads (the value in force, or None), warnings (list of str); optionally fp32_precision."""
 
     def peak_device_memory(self, device: str) -> int | None:
-        """Peak device memory in bytes since the process started, where the framework exposes it."""
+        """Peak device memory in bytes since the process started (or since reset_peak_device_memory), where
+        the framework exposes it."""
         return None
 
     def device_timer(self, device: str) -> "DeviceTimer | None":
@@ -193,6 +194,10 @@ class Backend(ABC):
         CUDA: events); None (the default) where it cannot, and describe() then says so under "device_time".
         Called once per measuring process, on its main thread; the timer is then used from every thread."""
         return None
+
+    def reset_peak_device_memory(self, device: str) -> None:
+        """Start the peak of peak_device_memory again from now (optional): a worker process measures several
+        cells, and each reports its own peak."""
 
     def close(self) -> None:
         """Release what build() took (optional)."""

@@ -205,3 +205,7 @@ class MlxBackend(Backend):
         if device != "gpu":
             return None
         return int(self._mx().get_peak_memory())
+
+    def reset_peak_device_memory(self, device):
+        if device == "gpu":
+            self._mx().reset_peak_memory()

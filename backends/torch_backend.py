@@ -238,3 +238,7 @@ class TorchBackend(Backend):
         if device == "mps":
             return int(torch.mps.driver_allocated_memory())
         return None
+
+    def reset_peak_device_memory(self, device):
+        if device == "cuda":
+            self._torch().cuda.reset_peak_memory_stats()

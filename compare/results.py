@@ -1,5 +1,7 @@
 """Results files: one JSON document per run, long-format rows (one per cell and trial) plus the captured
-environment and the exact command line. Versioned schema; written atomically."""
+environment and the exact command line; the planned cell processes (`plan`), the worker processes that
+measured them (`processes`: compare.measure.runner.ProcessRecord) and where the time went (`time_split`,
+one per compare or --resume: compare.measure.runner.TimeSplit). Versioned schema; written atomically."""
 from __future__ import annotations
 
 import datetime as dt
@@ -66,6 +68,8 @@ def new_run(command: list[str], host: dict, settings: dict) -> dict[str, Any]:
         "backend_env": {},
         "cells": [],   # each cell's settings, so --resume knows what was asked
         "rows": [],
+        "processes": [],   # the worker processes, as they start and end (older files: absent)
+        "time_split": [],  # per compare and --resume: measuring, warming up, start-up, other (older files: absent)
     }
 
 

@@ -7,7 +7,9 @@ again, as does one never run; every other status is kept as it is; cells marked 
 in a later run) are not run.
 
 A cell measured in several processes (--repeats) is complete when every one of its planned processes is:
-only the processes that are missing or failed run again, and the cell's finished processes are kept."""
+only the processes that are missing or failed run again, and the cell's finished processes are kept. They
+run in new worker processes (compare.measure.plan.worker_plans, shuffled by a seed of their own), numbered
+after the worker processes the file already records."""
 from __future__ import annotations
 
 import datetime as dt

@@ -18,11 +18,12 @@ from .cells import FAILED, UNAVAILABLE, Cell, CellResult, status_label
 from .measure import host
 from .measure.env import host_environment
 from .measure.lock import locked
-from .measure.plan import Settings, plan
-from .measure.runner import Limits, sweep
+from .measure.plan import Settings, plan, worker_plans
+from .measure.runner import Limits, Sweep
 from .options import BadInput, writable_out
 from .render.format import cause_line
 from .render import report
+from .stats import median_ci
 
 
 def run_sweep(settings: Settings, out: Path | None, quiet: bool, argv: list[str],
@@ -45,21 +46,35 @@ def run_sweep(settings: Settings, out: Path | None, quiet: bool, argv: list[str]
 
 
 def execute(run: dict, path: Path, cells: list, limits: Limits, quiet: bool, json_out: bool = False) -> int:
-    """Run the cell processes `cells` (a cell's --repeats processes interleaved over the sweep) into `run`,
-    saving `path` after each process; used by a new sweep and by --resume."""
+    """Run the cell processes `cells` (a cell's --repeats processes, round by round) into `run`, in worker
+    processes that each measure a process group's share of a round (compare.measure.plan.worker_plans),
+    saving `path` after each cell and when a worker starts or ends; used by a new sweep and by --resume.
+    The file records every worker process (run["processes"]) and where the time went (run["time_split"])."""
     console = Console(stderr=True)
     started = time.monotonic()
     progress = _progress(console, quiet or not console.is_terminal)
     interrupted = False
+    earlier = list(run.get("processes", []))
+    seed = run["run_id"] + (f"/resumed-{len(run['resumed'])}" if run.get("resumed") else "")
+    plans = worker_plans(cells, seed, alone=bool(run["settings"].get("process_per_cell")))
+    place = {(Cell.from_dict(c).key(), c.get("repeat") or 0): i for i, c in enumerate(run.get("plan", []))}
+    sweep = Sweep(plans, limits, first=len(earlier) + 1)
+
+    def save() -> None:
+        run["processes"] = earlier + [r.to_dict(lambda c: place.get((c.key(), c.repeat))) for r in sweep.records]
+        results.save(run, path)
+
     with locked(path), progress:
         run.setdefault("host_probe", []).append(host.probe("start"))  # calibration + load (compare.measure.host)
         results.save(run, path)
         task = progress.add_task("cell processes", total=len(cells))
+        sweep.on_start = lambda c: progress.update(task, description=process_label(c))
+        sweep.on_process = save
+        measured = iter(sweep)
         try:
-            for result in sweep(cells, limits,
-                                on_start=lambda c: progress.update(task, description=process_label(c))):
+            for result in measured:
                 results.add_result(run, result)
-                results.save(run, path)  # after every cell: an interrupt or crash loses nothing finished
+                save()  # after every cell: an interrupt or crash loses nothing finished
                 progress.advance(task)
                 if quiet is False and not console.is_terminal:   # a log: whole words, one line per cell
                     console.print(f"  {progress_line(result)}", highlight=False, markup=False, soft_wrap=True)
@@ -67,17 +82,23 @@ def execute(run: dict, path: Path, cells: list, limits: Limits, quiet: bool, jso
                     console.print(f"{process_label(result.cell)}: {result.traceback}", highlight=False, markup=False)
         except KeyboardInterrupt:
             interrupted = True
+        finally:
+            measured.close()  # here, under the lock: the running worker is killed and its record saved
         if not interrupted:  # a second Ctrl-C must not land inside the probe
             run["host_probe"].append(host.probe("end"))
-            results.save(run, path)
-    wall = time.monotonic() - started
+        wall = time.monotonic() - started
+        split = sweep.split.shares(wall) | {"processes": len(sweep.records), "interrupted": interrupted}
+        run.setdefault("time_split", []).append(split)
+        save()
     if json_out:  # --json: the run document on stdout for scripts; no tables, progress and log on stderr
         sys.stdout.write(results.dumps(run) + "\n")
         sys.stdout.flush()
     else:
         print_run(run, report.wide_console())
     n_cells = len({Cell.from_dict(c).key() for c in run["cells"]})
-    processes = f" ({len(run['cells'])} processes)" if len(run["cells"]) != n_cells else ""
+    processes = f" ({len(run['cells'])} cell processes)" if len(run["cells"]) != n_cells else ""
+    console.print(interval_line(run), highlight=False, soft_wrap=True)
+    console.print(time_line(split), highlight=False, soft_wrap=True)
     console.print(f"{n_cells} cells{processes} in {wall:.0f} s; results: {path}", highlight=False)
     if interrupted:
         console.print(f"interrupted: the {n_cells} finished cells{processes} are kept in {path}; "
@@ -85,6 +106,28 @@ def execute(run: dict, path: Path, cells: list, limits: Limits, quiet: bool, jso
                       soft_wrap=True)
         return exits.INTERRUPTED
     return exits.CELLS_FAILED if any(r["status"] in FAILED for r in run["rows"]) else exits.OK
+
+
+def interval_line(run: dict) -> str:
+    """What this run's intervals span, in words: over fresh processes (at the level their count gives) or
+    over one process's windows only."""
+    repeats = max([(c.get("repeat") or 0) + 1 for c in run.get("plan", [])], default=1)
+    if repeats < 2:
+        return ("intervals: over one process's windows only (ci_scope windows): not what a re-run varies by; "
+                "--repeats 5 gives intervals over fresh processes")
+    level = median_ci(list(range(repeats)))[2]
+    return (f"intervals: the median over {repeats} fresh processes per cell and its distribution-free interval "
+            f"at {100 * level:.1f}% (ci_scope processes), the processes spread over the sweep in {repeats} rounds")
+
+
+def time_line(split: dict) -> str:
+    """Where the sweep's wall time went (compare.measure.runner.TimeSplit), as one line."""
+    share = lambda key: f"{100 * (split[f'{key}_share'] or 0):.0f}%"  # noqa: E731
+    detail = split["start_up_detail_s"]
+    return (f"time: {split['wall_s']:.0f} s in {split['processes']} worker processes: measuring {share('measuring')}, "
+            f"warming up {share('warming_up')}, start-up {share('start_up')} (process start "
+            f"{detail['process_start']:.0f} s, builds {detail['builds']:.0f} s, references "
+            f"{detail['references']:.0f} s), other {share('other')} (speed checks, output checks, saving, probes)")
 
 
 def process_label(cell) -> str:

@@ -27,7 +27,8 @@ PLUGIN = Path(__file__).resolve().parent / "fault_plugin"
 ENV = dict(os.environ, PYTHONPATH=os.pathsep.join([str(PLUGIN), str(ROOT)]), OPENBLAS_NUM_THREADS="1",
            OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
 PROBES = 2 if (os.cpu_count() or 1) > 1 else 1  # matmul peak probe cells per backend (compare.measure.plan)
-FAST = ["--dtype", "float64", "--workloads", "mlp", "--duration", "0.05", "--trials", "2", "--warmup", "1", "-q"]
+FAST = ["--dtype", "float64", "--workloads", "mlp", "--duration", "0.05", "--trials", "2", "--warmup", "1", "--repeats",
+        "1", "-q"]
 
 
 def start(*args, cwd=ROOT):
@@ -70,11 +71,19 @@ def test_abort_recorded_as_sigabrt(fault_sweep):
         assert row["status"] == "crash" and row["cause"].startswith("killed by SIGABRT"), row
 
 
-def test_abort_after_reporting_is_a_crash_that_keeps_its_trials(fault_sweep):
+def test_abort_at_exit_is_the_crash_of_the_workers_last_cell_which_keeps_its_trials(fault_sweep):
+    """Both cells run in one worker (one backend, one round); it aborts as it exits after the last."""
     proc, run = fault_sweep
+    (worker,) = [p for p in run["processes"] if p["group"]["backend"] == "fault-exit"]
+    last = Cell.from_dict(run["plan"][worker["order"][-1]])
+    assert worker["end"] == "died in cell 2 of 2: killed by SIGABRT" and worker["measured"] == 2
     for row in _failed_cells_of(run, "fault-exit"):
-        assert row["status"] == "crash", row
-        assert row["cause"].startswith("killed by SIGABRT after reporting its result (at exit)"), row
+        if row["threads"] == last.threads:
+            assert row["status"] == "crash", row
+            assert row["cause"].startswith("killed by SIGABRT after reporting its result (at exit); its process "
+                                           "measured 1 other cell(s) before it"), row
+        else:
+            assert row["status"] == "ok", row
         assert row["ops_per_s"] and row["errors"] == 0 and row["checked"] > 0  # the measured trials are kept
 
 
@@ -105,10 +114,28 @@ def test_faults_keep_every_healthy_cell_and_exit_1(fault_sweep):
     assert "Traceback" not in proc.stderr
     got = cells(run)
     assert len({R.row_key(r) for r in run["rows"]}) == len(run["plan"]) == 7 * 2  # all recorded
-    assert [c["backend"] for c in run["plan"][-2:]] == ["numpy", "numpy"]
+    assert [p["group"]["backend"] for p in run["processes"]][-1] == "numpy"
     for n in (1, 2):  # the control backend, run after the faults, is untouched by them
         assert got[("numpy", "mlp", "threads", n)]["status"] == "ok"
     assert got[("fault-wrong", "mlp", "threads", 1)]["status"] == "ok"  # a faulty backend's healthy cell
+
+
+def test_a_fault_that_kills_the_worker_costs_its_cell_and_the_next_goes_on_in_a_fresh_one(fault_sweep):
+    """A segfault, an abort and a memory kill each end the worker in the first cell it is sent; the second
+    cell runs in a fresh worker that continues it. An exception is its cell's error: one worker runs both."""
+    proc, run = fault_sweep
+    workers = {}
+    for p in run["processes"]:
+        workers.setdefault(p["group"]["backend"], []).append(p)
+    for backend in ("fault-segv", "fault-abort", "fault-hog"):
+        first, second = workers[backend]
+        assert second["continues"] == first["number"] and second["order"] == first["order"][1:], (first, second)
+        assert first["measured"] == second["measured"] == 1 and first["end"].startswith("killed in cell 1 of 2" if
+                                                                                      backend == "fault-hog" else
+                                                                                      "died in cell 1 of 2")
+    (raising,) = workers["fault-raise"]
+    assert raising["measured"] == 2 and raising["end"] == "ended after its last cell"
+    assert run["time_split"][0]["processes"] == len(run["processes"]) == 7 + 3
 
 
 # -- a hang ------------------------------------------------------------------------------------------
@@ -133,19 +160,26 @@ def test_hang_recorded_as_timeout_and_kept_cells_stay(tmp_path, threadbench):
 # two apart on any machine without timing how fast this one is.
 STOPS_WITHIN = 60
 def _interrupt_while_hanging(out_file: Path, sig: int, backends: str):
-    """Start a sweep whose last cell hangs; once every other cell is saved and the hung cell's process runs,
-    send `sig` to the threadbench process only (as `kill` would). Returns (proc, seconds to exit, the
-    cell's processes as they were)."""
+    """Start a sweep whose last worker process holds a cell that hangs; once every cell before that one is
+    saved and the hung cell runs, send `sig` to the threadbench process only (as `kill` would). Returns (proc,
+    seconds to exit, the sweep's processes as they were, stderr, the cells after the hung one in its worker,
+    which the interrupt leaves unmeasured)."""
     p = start("--backends", backends, "--modes", "sequential", "--cell-timeout", "120", "--out", str(out_file))
     deadline = time.monotonic() + 60
-    workers = []
+    workers, after = [], 0
     while time.monotonic() < deadline:
         assert p.poll() is None, p.communicate()
         # no file yet: threadbench is still starting (its children then are e.g. git, not cells)
-        doc = json.loads(out_file.read_text()) if out_file.exists() else {"cells": [], "plan": []}
+        doc = json.loads(out_file.read_text()) if out_file.exists() else {"cells": [], "plan": [], "processes": []}
         workers = psutil.Process(p.pid).children(recursive=True)
-        if doc["plan"] and len(doc["cells"]) == len(doc["plan"]) - 1 and workers:  # the hung cell, last, runs
-            break
+        hung = next((i for i, c in enumerate(doc["plan"]) if c["backend"] == "fault-hang" and c["workload"] == "mlp"),
+                    None)
+        running = [w for w in doc.get("processes", []) if w["ended"] is None and hung in w["order"]]
+        if running:   # the hung cell's worker runs; once the cells before the hung one are saved, it is in it
+            order = running[0]["order"]
+            after = len(order) - order.index(hung) - 1
+            if len(doc["cells"]) == len(doc["plan"]) - 1 - after and workers:
+                break
         time.sleep(0.1)
     else:
         p.kill()
@@ -154,7 +188,7 @@ def _interrupt_while_hanging(out_file: Path, sig: int, backends: str):
     t0 = time.monotonic()
     os.kill(p.pid, sig)
     _, err = p.communicate(timeout=STOPS_WITHIN + 30)
-    return p, time.monotonic() - t0, workers, err
+    return p, time.monotonic() - t0, workers, err, after
 
 
 def _alive(workers):
@@ -181,22 +215,24 @@ def _assert_no_orphans(workers, within=0.5):
 @pytest.fixture(scope="module")
 def interrupted(tmp_path_factory, starts_processes):
     out_file = tmp_path_factory.mktemp("sigint") / "run.json"
-    p, took, workers, err = _interrupt_while_hanging(out_file, signal.SIGINT, "numpy,fault-hang")
-    return out_file, p, took, workers, err, out_file.read_text()
+    p, took, workers, err, after = _interrupt_while_hanging(out_file, signal.SIGINT, "numpy,fault-hang")
+    return out_file, p, took, workers, err, out_file.read_text(), after
 
 
 def test_ctrl_c_stops_fast_kills_the_cell_and_keeps_finished_cells(interrupted):
-    out_file, p, took, workers, err, text = interrupted
+    out_file, p, took, workers, err, text, after = interrupted
+    kept = 2 * PROBES + 1 - after   # every cell but the hung one and those after it in its worker
     assert p.returncode == 130, err[-2000:]  # EXIT_INTERRUPTED
     assert took < STOPS_WITHIN, f"took {took:.1f} s to stop: it waited for the hung cell instead of killing it"
-    assert "Traceback" not in err and f"interrupted: the {2 * PROBES + 1} finished cells are kept" in err
+    assert "Traceback" not in err and f"interrupted: the {kept} finished cells are kept" in err
     _assert_no_orphans(workers)
     run = R.load(out_file)
-    assert len(run["plan"]) == 2 * PROBES + 2 and len(run["cells"]) == 2 * PROBES + 1
+    assert len(run["plan"]) == 2 * PROBES + 2 and len(run["cells"]) == kept
     assert ("fault-hang", "mlp", "sequential", 1) not in cells(run)
     assert cells(run)[("numpy", "mlp", "sequential", 1)]["status"] == "ok"
+    assert run["processes"][-1]["end"] == "interrupted" and run["processes"][-1]["ended"] is not None
     probes = [r for k, r in cells(run).items() if k[1] == "matmul"]  # the faulty backend's too, before its hang
-    assert len(probes) == 2 * PROBES and all(r["status"] in KEEP for r in probes)
+    assert len(probes) == 2 * PROBES - after and all(r["status"] in KEEP for r in probes)
     for r in probes:  # measured, or (a busy or slow machine) too slow with its numbers: never a failure
         assert r["status"] == "ok" or (r["status"] in ("too_slow", "skipped") and "longest window" in r["cause"]), r
     assert not list(out_file.parent.glob(".*.tmp")) and not list(out_file.parent.glob(".*.lock"))
@@ -205,13 +241,13 @@ def test_ctrl_c_stops_fast_kills_the_cell_and_keeps_finished_cells(interrupted):
 @pytest.mark.slow
 def test_sigterm_stops_fast_kills_the_cell_and_keeps_finished_cells(tmp_path):
     out_file = tmp_path / "run.json"
-    p, took, workers, err = _interrupt_while_hanging(out_file, signal.SIGTERM, "fault-hang")
+    p, took, workers, err, after = _interrupt_while_hanging(out_file, signal.SIGTERM, "fault-hang")
     assert p.returncode == 130, err[-2000:]
     assert took < STOPS_WITHIN, f"took {took:.1f} s to stop: it waited for the hung cell instead of killing it"
     assert "Traceback" not in err
     _assert_no_orphans(workers)
     run = R.load(out_file)
-    assert len(run["cells"]) == PROBES and all(r["workload"] == "matmul" for r in run["rows"])
+    assert len(run["cells"]) == PROBES - after and all(r["workload"] == "matmul" for r in run["rows"])
 
 
 @pytest.mark.slow
@@ -219,27 +255,30 @@ def test_sigkill_of_threadbench_leaves_a_valid_file_and_no_orphan(tmp_path):
     """SIGKILL cannot be handled: the saved file must still be whole, and the cell's process (in its own
     session, so nothing else would end it) notices it lost its parent and exits."""
     out_file = tmp_path / "run.json"
-    p, took, workers, err = _interrupt_while_hanging(out_file, signal.SIGKILL, "fault-hang")
+    p, took, workers, err, after = _interrupt_while_hanging(out_file, signal.SIGKILL, "fault-hang")
     assert p.returncode == -signal.SIGKILL
     _assert_no_orphans(workers, within=5)
     run = R.load(out_file)
-    assert len(run["cells"]) == PROBES and len(run["plan"]) == PROBES + 1
+    assert len(run["cells"]) == PROBES - after and len(run["plan"]) == PROBES + 1
+    assert run["processes"][-1]["ended"] is None   # the worker it was running when it was killed
 
 
 def test_resume_runs_only_the_missing_cell_and_keeps_the_rest(interrupted, tmp_path, threadbench):
-    src, *_, text = interrupted
+    src, *_, text, missing = interrupted
     out_file = tmp_path / "resumed.json"
     out_file.write_text(text)
     before = R.load(out_file)
     proc = threadbench("compare", "--resume", str(out_file), "--cell-timeout", "3", "-q", env=ENV)
     assert proc.returncode == 1, proc.stderr[-2000:]  # the hung cell hangs again: recorded as a timeout
-    assert f"1 of {2 * PROBES + 2} planned cells to run" in proc.stderr
+    assert f"{1 + missing} of {2 * PROBES + 2} planned cells to run" in proc.stderr
     after = R.load(out_file)
     assert after["run_id"] == before["run_id"] and after["plan"] == before["plan"]
     assert after["rows"][:len(before["rows"])] == before["rows"]  # kept byte for byte, not re-measured
     assert cells(after)[("fault-hang", "mlp", "sequential", 1)]["status"] == "timeout"
     assert len({R.row_key(r) for r in after["rows"]}) == 2 * PROBES + 2
-    assert after["resumed"][0]["cells"] == 1
+    assert after["resumed"][0]["cells"] == 1 + missing
+    assert [p["number"] for p in after["processes"]] == list(range(1, len(after["processes"]) + 1))
+    assert after["processes"][:len(before["processes"])] == before["processes"]   # the new workers follow
     assert after["resumed"][0]["threadbench_revision"] == after["host"]["threadbench_revision"]  # same checkout
 
 

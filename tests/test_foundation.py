@@ -106,7 +106,7 @@ def test_tiny_compare_shows_both_backends_side_by_side(tmp_path, threadbench):
     build, is measured or reported too slow with its numbers. No assertion on a speed."""
     out_file = tmp_path / "run.json"
     out = threadbench("compare", "--backends", "torch,mlx", "--workloads", "mlp", "--threads", "1,2",
-                      "--trials", "2", "--duration", "0.1", "--warmup", "1", "--intra-op-threads", "1",
+                      "--trials", "2", "--duration", "0.1", "--warmup", "1", "--repeats", "1", "--intra-op-threads", "1",
                       "--out", str(out_file), env={**os.environ, "COLUMNS": "220"})  # wide: side by side, not stacked
     assert out.returncode == 0, out.stderr[-2000:]
     header = next(l for l in out.stdout.splitlines() if "ops/s" in l)

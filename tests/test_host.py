@@ -354,7 +354,7 @@ def test_the_worker_emits_one_gpu_util_event_the_runner_and_rows_carry(monkeypat
     worker.run_cell(cell, worker.Events(str(events_path)), tmp_path)
     kinds = [json.loads(line)["event"] for line in events_path.read_text().splitlines()]
     assert kinds.count("gpu_util") == 1 and kinds.index("gpu_util") < kinds.index("status")
-    result = runner._collect(cell, events_path, 0, tmp_path / "log.txt", None)
+    result = runner._result(cell, list(map(json.loads, events_path.read_text().splitlines())))
     assert result.status == "ok" and result.gpu_util_max == 60 and 20 <= result.gpu_util_mean <= 60
     run = S.run([])
     R.add_result(run, result)

@@ -19,7 +19,7 @@ from backends.base import BackendOption, apply_configure
 ROOT = Path(__file__).resolve().parent.parent
 FAULTS = Path(__file__).resolve().parent / "fault_plugin"
 FAST = ["--dtype", "float64", "--workloads", "mlp", "--modes", "sequential", "--duration", "0.05",
-        "--trials", "2", "--warmup", "1", "--no-peak-probe", "-q"]
+        "--trials", "2", "--warmup", "1", "--repeats", "1", "--no-peak-probe", "-q"]
 
 GOOD = """
     from backends.numpy_backend import NumpyBackend

@@ -72,7 +72,8 @@ def test_installed_package_runs_through_compare(installed, tmp_path, threadbench
     _, env = installed
     out_file = tmp_path / "run.json"
     out = threadbench("compare", "--backends", "demo-np", "--workloads", "mlp", "--modes", "sequential,threads",
-                      "--threads", "2", "--duration", "0.05", "--trials", "2", "--warmup", "1", "--no-peak-probe", "-q",
+                      "--threads", "2", "--duration", "0.05", "--trials", "2", "--warmup", "1", "--repeats", "1",
+                      "--no-peak-probe", "-q",
                       "--out", str(out_file), env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     rows = json.loads(out_file.read_text())["rows"]

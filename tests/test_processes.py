@@ -30,7 +30,8 @@ MARK = f"threadbench-test-{uuid.uuid4().hex}"  # in the environment of every pro
 ENV = dict(os.environ, PYTHONPATH=os.pathsep.join([str(PLUGIN), str(ROOT)]), THREADBENCH_TEST_MARK=MARK,
            OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")  # two processes' BLAS pools need not fight for 2 cores
 TRIALS = 2
-FAST = ["--dtype", "float64", "--workloads", "mlp", "--duration", "0.1", "--trials", str(TRIALS), "--warmup", "1", "-q"]
+FAST = ["--dtype", "float64", "--workloads", "mlp", "--duration", "0.1", "--trials", str(TRIALS), "--warmup", "1",
+        "--repeats", "1", "-q"]
 
 
 def marked() -> list[psutil.Process]:

@@ -250,7 +250,7 @@ def tiny_run(tmp_path_factory, threadbench, starts_processes):
     path = tmp_path_factory.mktemp("e2e") / "runs" / "tiny.json"
     out = threadbench("compare", "--backends", "numpy", "--dtype", "float64", "--workloads", "mlp", "--threads", "1,2",
                       "--modes", "sequential,threads,offline", "--offline-k", "1,2", "--trials", "2", "--duration",
-                      "0.05", "--warmup", "1", "--json", "--out", path)
+                      "0.05", "--warmup", "1", "--repeats", "1", "--json", "--out", path)
     return path, out
 
 
@@ -300,7 +300,7 @@ def test_no_peak_probe_leaves_the_probe_out_and_says_so_in_the_settings(tiny_run
     """A run that joins another of this machine (transformer apart from mlp, say) can leave the matmul probe out,
     so the two share no cell and `publish` shows them as one machine."""
     common = ["--backends", "numpy", "--dtype", "float64", "--workloads", "mlp", "--threads", "1", "--modes",
-              "sequential", "--trials", "2", "--duration", "0.05", "--warmup", "1", "-q"]
+              "sequential", "--trials", "2", "--duration", "0.05", "--warmup", "1", "--repeats", "1", "-q"]
     with_probe, without = tiny_run[0], tmp_path / "b.json"  # the tiny run has the probe (the default)
     out = threadbench("compare", *common, "--no-peak-probe", "--out", without)
     assert out.returncode == 0, out.stderr

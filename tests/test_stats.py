@@ -1,7 +1,7 @@
 """Statistics across fresh processes (issue 11): the cell's interval over per-process medians, statuses that
 carry no throughput, the speedup base and the ceiling taken only from right outputs, the anomaly flag, the
-interleaved plan, the sweep and --resume with repeats, and diff's test on the same spread. Synthetic rows
-and fake cell runs only: exact expectations, no timing."""
+interleaved plan and --resume with repeats, and diff's test on the same spread (the sweep's too-slow rule:
+tests/test_sweep.py). Synthetic rows only: exact expectations, no timing."""
 import json
 from dataclasses import replace
 
@@ -11,9 +11,8 @@ from scipy.stats import binom
 import synthetic_runs as S
 from compare import results as R
 from compare import stats
-from compare.cells import CRASH, OK, SKIPPED, TOO_SLOW, WRONG, Cell, CellResult
+from compare.cells import CRASH, OK, TOO_SLOW, WRONG, Cell, CellResult
 from compare.measure import plan as P
-from compare.measure import runner
 from compare.render import diff as D
 from compare.render import report
 from compare.resume import cells_to_rerun
@@ -164,60 +163,6 @@ def test_repeats_are_interleaved_round_robin_and_ceilings_planned_at_one_and_mos
     assert [replace(c, repeat=0) for c in order[len(cells):2 * len(cells)]] == cells   # same order every round
 
 
-def fake_sweep(monkeypatch, outcome):
-    """runner.sweep with run_cell replaced: outcome(cell) -> (status, ops list); records what started."""
-    started = []
-
-    def run_cell(cell, cache, limits):
-        started.append(cell)
-        status, ops = outcome(cell)
-        return S.result(cell, ops, status)
-    monkeypatch.setattr(runner, "run_cell", run_cell)
-    return started
-
-
-def test_sweep_skips_larger_cells_in_every_round_once_too_slow_and_goes_on_after_a_crash(monkeypatch):
-    cells = P.interleave([S.cell(mode="sequential"), S.cell(mode="threads", threads=2),
-                          S.cell(workload="block", mode="sequential")], 2)
-
-    def outcome(c):
-        if c.workload == "mlp" and c.mode == "sequential" and c.repeat == 1:
-            return TOO_SLOW, []
-        if c.workload == "block" and c.repeat == 0:
-            return CRASH, []
-        return OK, [100.0] * 5
-    started = fake_sweep(monkeypatch, outcome)
-    got = [(r.cell.workload, r.cell.mode, r.cell.repeat, r.status) for r in runner.sweep(cells, runner.Limits())]
-    assert got == [("mlp", "sequential", 0, OK), ("mlp", "threads", 0, OK), ("block", "sequential", 0, CRASH),
-                   ("mlp", "sequential", 1, TOO_SLOW), ("mlp", "threads", 1, SKIPPED), ("block", "sequential", 1, OK)]
-    assert len(started) == 5   # the skipped process never started
-
-
-def test_a_too_slow_mode_skips_its_own_larger_cells_not_another_modes(monkeypatch):
-    """Seen on this CPU (transformer): batched ×2 too slow had skipped processes ×2, which holds the window."""
-    plan = [S.cell(mode="sequential"), S.cell(mode="batched", threads=2), S.cell(mode="batched", threads=4),
-            S.cell(mode="processes", threads=1), S.cell(mode="processes", threads=2),
-            S.cell(mode="offline", k=8), S.cell(mode="offline", k=64)]
-    cells = P.interleave(plan, 2)
-    fake_sweep(monkeypatch, lambda c: (TOO_SLOW, []) if (c.mode, c.threads) == ("batched", 2) or c.k == 8
-               else (OK, [100.0] * 5))
-    got = [(r.cell.mode, r.cell.threads, r.cell.k, r.status) for r in runner.sweep(cells, runner.Limits())]
-    assert got[:7] == [("sequential", 1, 1, OK), ("batched", 2, 1, TOO_SLOW), ("batched", 4, 1, SKIPPED),
-                       ("processes", 1, 1, OK), ("processes", 2, 1, OK), ("offline", 1, 8, TOO_SLOW),
-                       ("offline", 1, 64, SKIPPED)]
-    assert [g[3] for g in got[7:]] == [OK, SKIPPED, SKIPPED, OK, OK, SKIPPED, SKIPPED]
-
-
-def test_one_request_too_slow_alone_skips_every_later_mode_of_the_workload(monkeypatch):
-    cells = [S.cell(mode="sequential"), S.cell(mode="threads", threads=2), S.cell(mode="processes", threads=2),
-             S.cell(mode="offline", k=8), S.cell(workload="block", mode="sequential")]
-    started = fake_sweep(monkeypatch, lambda c: (TOO_SLOW, []) if c.workload == "mlp" else (OK, [100.0] * 5))
-    got = [(r.cell.workload, r.cell.mode, r.status) for r in runner.sweep(cells, runner.Limits())]
-    assert got == [("mlp", "sequential", TOO_SLOW), ("mlp", "threads", SKIPPED), ("mlp", "processes", SKIPPED),
-                   ("mlp", "offline", SKIPPED), ("block", "sequential", OK)]
-    assert len(started) == 2
-
-
 def test_resume_runs_only_the_missing_and_failed_processes_of_a_cell():
     a, b = S.cell(mode="sequential"), S.cell(mode="threads", threads=2)
     planned = P.interleave([a, b], 3)
@@ -269,14 +214,6 @@ def test_plan_interleaves_every_cell_of_the_sweep_including_the_peak_probe(monke
     assert not unavailable and len(cells) == 2 * len(one_round)
     assert {c.workload for c in one_round} >= {"mlp", "matmul"}
     assert cells == [replace(c, repeat=r) for r in range(2) for c in one_round]
-
-
-def test_a_too_slow_larger_cell_does_not_skip_the_smaller_cells_of_later_rounds(monkeypatch):
-    cells = P.interleave([S.cell(mode="sequential"), S.cell(mode="threads", threads=2),
-                          S.cell(mode="threads", threads=4)], 2)
-    fake_sweep(monkeypatch, lambda c: (TOO_SLOW, []) if (c.threads, c.repeat) == (2, 0) else (OK, [100.0] * 5))
-    got = [(r.cell.threads, r.cell.repeat, r.status) for r in runner.sweep(cells, runner.Limits())]
-    assert got == [(1, 0, OK), (2, 0, TOO_SLOW), (4, 0, SKIPPED), (1, 1, OK), (2, 1, SKIPPED), (4, 1, SKIPPED)]
 
 
 # -- edges a mutation run found unguarded (benchmarks/mutation.md) ---------------------------------------

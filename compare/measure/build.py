@@ -1,13 +1,15 @@
 """Builds what a cell measures, in the process that measures it: the model at the cell's batch, the Harness
 around it (op, per-request inputs, the check against the cached float64 reference), the CellContext a mode
-gets, and the one memory report every measuring process gives. Framework-free: it reaches a framework only
-through the Backend. Not here: running a mode, or starting processes (compare.measure.procs)."""
+gets, what a worker process keeps for its later cells (Held: the backend, weights, references and built
+models), and the one memory report every measuring process gives. Framework-free: it reaches a framework
+only through the Backend. Not here: running a mode, or starting processes (compare.measure.procs)."""
 from __future__ import annotations
 
 import hashlib
 import resource
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -54,18 +56,89 @@ def reference(spec, params, index: int, seed: int, cache: Path) -> np.ndarray:
 
 class References:
     """float64 references by request index, computed on first use (a check runs outside the clock) and kept
-    on disk for the other cells of the sweep. Thread-safe: checks run in whichever thread closes a window."""
+    on disk for the other cells of the sweep, and in memory for the other cells of this process. Thread-safe:
+    checks run in whichever thread closes a window. `spent_s`: the seconds spent computing or reading them."""
 
     def __init__(self, spec, params, seed: int, cache: Path):
         self.spec, self.params, self.seed, self.cache = spec, params, seed, cache
         self.known: dict[int, np.ndarray] = {}
         self.lock = threading.Lock()
+        self.spent_s = 0.0
 
     def __call__(self, index: int) -> np.ndarray:
         with self.lock:
             if index not in self.known:
+                t0 = time.perf_counter()
                 self.known[index] = reference(self.spec, self.params, index, self.seed, self.cache)
+                self.spent_s += time.perf_counter() - t0
             return self.known[index]
+
+
+@dataclass
+class Built:
+    """A workload as a worker process keeps it: its one-request spec, its seeded weights, their references."""
+    spec: object
+    params: dict
+    refs: References
+
+
+def model_key(cell: Cell) -> tuple:
+    """Everything that changes the model backend.build returns for a cell (its backend and device are the
+    process's): the workload and its size, the weights' seed, the dtype, the batch of one forward, the
+    float32 matmul setting, the backend's own options, and its intra-op threads (which a backend may bake
+    into what it builds: ONNX Runtime's session)."""
+    return (cell.workload, cell.knobs, cell.seed, cell.dtype, cell.device, cell.requests_per_forward,
+            cell.fp32_precision, cell.backend_options, cell.intra_op_threads)
+
+
+class Held:
+    """What one worker process keeps from cell to cell, so that its later cells pay no start-up: each backend
+    loaded once (its framework imported, its context made), each workload's weights and references, each
+    model built (keyed by model_key). The process measures the cells of one process group
+    (compare.measure.plan.process_group), so everything here was built under the same process-wide settings.
+    `build_s`: seconds spent loading backends (importing the framework), making weights and building models,
+    for the cells' time split."""
+
+    def __init__(self, cache: Path):
+        self.cache = cache
+        self.backends: dict[str, backends.Backend] = {}
+        self.status: dict[str, dict[str, str | None]] = {}   # each backend's device_status(), read once
+        self.workloads: dict[tuple, Built] = {}
+        self.models: dict[tuple, object] = {}
+        self.build_s = 0.0
+
+    def backend(self, name: str) -> backends.Backend:
+        """The backend, loaded once; its device_status() (which imports the framework) read then too."""
+        if name not in self.backends:
+            t0 = time.perf_counter()
+            backend = backends.load(name)
+            self.status[name] = backend.device_status()
+            self.backends[name] = backend
+            self.build_s += time.perf_counter() - t0
+        return self.backends[name]
+
+    def workload(self, cell: Cell) -> Built:
+        key = (cell.workload, cell.knobs, cell.seed)
+        if key not in self.workloads:
+            t0 = time.perf_counter()
+            spec = workloads.make(cell.workload, **dict(cell.knobs))
+            params = spec.init_weights(cell.seed)
+            self.workloads[key] = Built(spec, params, References(spec, params, cell.seed, self.cache))
+            self.build_s += time.perf_counter() - t0
+        return self.workloads[key]
+
+    def model(self, backend, cell: Cell):
+        key = model_key(cell)
+        if key not in self.models:
+            built = self.workload(cell)
+            t0 = time.perf_counter()
+            self.models[key] = build_model(backend, cell, built.spec, built.params)
+            self.build_s += time.perf_counter() - t0
+        return self.models[key]
+
+    def refs_s(self) -> float:
+        """Seconds this process has spent on references so far."""
+        return sum(w.refs.spent_s for w in self.workloads.values())
 
 
 def build_model(backend, cell: Cell, spec, params):
@@ -74,15 +147,17 @@ def build_model(backend, cell: Cell, spec, params):
 
 
 def make_harness(backend, model, cell: Cell, spec, params, cache: Path, checks: Checks | None = None,
-                 measured: Measured | None = None, clock: Callable[[], float] = process_clock) -> Harness:
+                 measured: Measured | None = None, clock: Callable[[], float] = process_clock,
+                 refs: References | None = None) -> Harness:
     """The Harness a cell's mode runs: the op (forward + synchronize, as the backend defines them; also as
     its two parts, which the timed loop times apart), the backend's device timer where it has one, the
     device inputs, and the check against the float64 reference. Every request the cell can send has its
     own input: thread (client) i sends request i, or offline its k requests i*k .. i*k+k-1, so a swap
     between any two threads or requests shows. An offline batch is checked request by request.
-    `model` is backend.build(spec with the cell's batch, ...); `spec` is the one-request workload."""
+    `model` is backend.build(spec with the cell's batch, ...); `spec` is the one-request workload. `refs`: the
+    workload's References where the process keeps them (Held), else new ones."""
     n, k, rows = cell.threads, cell.requests_per_forward, spec.batch
-    refs = References(spec, params, cell.seed, cache)
+    refs = refs or References(spec, params, cell.seed, cache)
     host_inputs = [np.concatenate([spec.make_input(i * k + j) for j in range(k)]) if k > 1 else spec.make_input(i)
                    for i in range(n)]
 
@@ -167,6 +242,18 @@ def memory_facts(reports: list[dict]) -> dict:
     device = [r["device_mb"] for r in reports]
     return dict(process_rss_mb=[r["rss_mb"] for r in reports], process_uss_mb=[r["uss_mb"] for r in reports],
                 process_device_mb=device if any(d is not None for d in device) else None)
+
+
+def reset_peak_rss() -> bool:
+    """Start this process's peak RSS (VmHWM) again from its RSS now, so that a cell measured after others in
+    the same process reports its own peak (which includes what the process holds for its other cells).
+    Linux only (/proc/self/clear_refs); False where it cannot, and the peak then is the process's so far."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def peak_rss_mb() -> float:

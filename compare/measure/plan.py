@@ -1,23 +1,36 @@
-"""Turn validated options into the ordered list of cell processes a sweep runs.
+"""Turn validated options into the cell processes a sweep runs, and those into the worker processes that
+measure them.
 
-Each cell runs in `repeats` fresh processes (Cell.repeat numbers them), interleaved round-robin: every cell's
-first process, then every cell's second, ... so drift and other load on the machine hit every cell alike,
-rather than all of one cell's processes sharing one quiet or busy minute. Ceiling modes (ModeSpec.ceiling)
-are planned as dedicated ceiling configurations: each --offline-k with one thread and with the most threads
-of --threads, so a parallel backend is measured against a ceiling that may use the same parallelism."""
+Each cell is measured in `repeats` fresh processes (Cell.repeat numbers them): `plan` lists every cell once
+per repeat, round by round (the list --resume reads). `worker_plans` then cuts each round into worker
+processes, one per process group (`process_group`: what one process can hold, a backend on a device), each
+measuring its group's share of the round in an order shuffled per process (seeded by the sweep and the
+process number), so the spread between a cell's processes still holds what varies from one process to the
+next, while start-up (imports, the framework's context, model builds) is paid once per process. Rounds run
+one after another and each round runs every group once, frameworks taking turns (a torch process, an MLX
+process, a torch process ...), so drift and other load on the machine hit every framework and every cell
+alike. Ceiling modes (ModeSpec.ceiling) are planned as dedicated ceiling configurations: each --offline-k
+with one thread and with the most threads of --threads, so a parallel backend is measured against a
+ceiling that may use the same parallelism."""
 from __future__ import annotations
 
 import os
+import random
 from dataclasses import dataclass, replace
+from typing import Any
 
 import backends
 import workloads
 
 from ..cells import MODES, Cell
 from ..options import BadInput
+from .procs import usable_cores
 
 PROBE_N = {"cpu": 512}  # matmul probe size per device; accelerators use PROBE_N_ACCEL
 PROBE_N_ACCEL = 4096
+DEFAULT_THREADS = (1, 2, 4, 8)  # --threads when not given, up to THREADS_PER_CORE x the usable cores:
+THREADS_PER_CORE = 2            # past twice the cores more threads only queue for them (x4 already does on 2
+#                                 cores), and every thread count costs --repeats processes of the sweep's time
 
 
 @dataclass(frozen=True)
@@ -34,6 +47,7 @@ class Settings:
     peak_probe: bool = True
     template: Cell | None = None   # duration, trials, warmup, precision, batching knobs
     repeats: int = 1               # fresh processes per cell, pooled into its figure and interval
+    process_per_cell: bool = False  # every cell process in a worker process of its own (worker_plans' alone)
 
 
 def resolve_device(backend: backends.Backend, wanted: str) -> tuple[str | None, str]:
@@ -52,6 +66,13 @@ def resolve_device(backend: backends.Backend, wanted: str) -> tuple[str | None, 
     return (wanted, "") if status[wanted] is None else (None, status[wanted])
 
 
+def default_threads(cores: int | None = None) -> tuple[int, ...]:
+    """The thread counts of a sweep that names none: DEFAULT_THREADS up to THREADS_PER_CORE x `cores` (default:
+    the cores this process may run on)."""
+    most = THREADS_PER_CORE * (cores or usable_cores())
+    return tuple(n for n in DEFAULT_THREADS if n <= most)
+
+
 def all_devices() -> set[str]:
     return {"auto", "gpu", "cpu", "cuda", "mps"}
 
@@ -65,6 +86,45 @@ def plan(s: Settings) -> tuple[list[Cell], list[tuple[Cell, str]]]:
 def interleave(cells: list[Cell], repeats: int) -> list[Cell]:
     """Round-robin: repeat 0 of every cell in plan order, then repeat 1 of every cell, and so on."""
     return [replace(c, repeat=r) for r in range(repeats) for c in cells]
+
+
+def process_group(cell: Cell) -> tuple[tuple[str, Any], ...]:
+    """What one worker process can hold, as named pairs: cells with equal groups may share a process. A
+    backend on a device (its framework imported and its context made once), and the process-wide settings a
+    framework cannot take back within a process (its intra-op threads, a backend's own options), which are
+    the same for every cell of a sweep. A new axis that needs a process of its own (e.g. the interpreter a
+    cell runs under) is one more pair here."""
+    return (("backend", cell.backend), ("device", cell.device), ("intra_op_threads", cell.intra_op_threads),
+            ("backend_options", cell.backend_options))
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """One worker process of a sweep: the round (= the repeat of every cell in it), its process group, its
+    cells in the order it measures them, and the seed that shuffled that order."""
+    round: int
+    group: tuple[tuple[str, Any], ...]
+    cells: tuple[Cell, ...]
+    seed: str
+
+
+def worker_plans(cells: list[Cell], seed: str, alone: bool = False) -> list[WorkerPlan]:
+    """The worker processes that measure `cells` (cell processes, as `plan` lists them), in the order they
+    run: round by round (Cell.repeat); within a round one process per process group, groups taking turns in
+    the order they first appear in `cells` (the order of --backends); the i-th process's cells shuffled by
+    random.Random(f"{seed}/{i}"). `alone`: one cell per process, in plan order (--process-per-cell)."""
+    if alone:
+        return [WorkerPlan(c.repeat, process_group(c), (c,), "") for c in cells]
+    rounds: dict[int, dict[tuple, list[Cell]]] = {}
+    for c in cells:
+        rounds.setdefault(c.repeat, {}).setdefault(process_group(c), []).append(c)
+    plans: list[WorkerPlan] = []
+    for r in sorted(rounds):
+        for group, members in rounds[r].items():
+            order, own = list(members), f"{seed}/{len(plans) + 1}"
+            random.Random(own).shuffle(order)
+            plans.append(WorkerPlan(r, group, tuple(order), own))
+    return plans
 
 
 def ceiling_threads(threads: tuple[int, ...]) -> list[int]:

@@ -1,60 +1,103 @@
-"""One cell, in its own process: `python -m compare.measure.worker CELL_JSON EVENTS_FILE CACHE_DIR`.
+"""A worker process that measures cells one after another: `python -m compare.measure.worker EVENTS_FILE CACHE_DIR`.
 
-It appends one JSON line per event to EVENTS_FILE as it goes (env, each trial, verification, done), so a
-crash or hang loses only what had not happened yet. The parent (compare.measure.runner) turns the lines and
-the exit status into a CellResult. Framework-free: it reaches the framework only through the Backend; and
-free of polars, typer and rich, so that it can run under an interpreter that has only the measuring stack."""
+It reads cells from stdin, one JSON line each ({"index": i, "cell": {...}}), measures each in turn, and ends
+when stdin closes. It appends one JSON line per event to EVENTS_FILE as it goes (begin, env, each trial,
+verification, its time split, status), every event naming its cell's index, so a crash or hang loses only
+what had not happened yet. The parent (compare.measure.runner) sends the next cell once it has the last
+one's status, and turns the lines and the exit status into one CellResult per cell. The process keeps its
+backend, weights, references and built models for its later cells (compare.measure.build.Held); settings
+that are per call (the float32 matmul setting where it is a global switch) are applied per cell. An
+exception in a cell is that cell's error and the process goes on; a cell that leaves threads running ends
+the process after its status, so that the next cell starts in a fresh one.
+
+Framework-free: it reaches the framework only through the Backend; and free of polars, typer and rich, so
+that it can run under an interpreter that has only the measuring stack."""
 from __future__ import annotations
 
 import json
 import os
 import sys
+import threading
 import time
 import traceback
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import IO
 
-import backends
-import workloads
 from backends.base import Unsupported, apply_configure
 
 from ..cells import ERROR, OK, TOO_SLOW, UNAVAILABLE, UNSUPPORTED, WRONG, Cell
-from .build import CellContext, build_model, make_harness, memory
+from .build import CellContext, Held, make_harness, memory, reset_peak_rss
 from .harness import CellFailed, Checks, Measured, ModeFailed, TooSlow
 from .host import GpuSampler
 from .procs import watch_parent
 from .registry import MEASURES
 from .verify import tolerance
 
+LEFTOVER_JOIN_S = 1.0  # how long the threads a cell started get to end after it, before they count as left running
+
 
 class Events:
-    def __init__(self, path: str):
-        self.f = open(path, "a", buffering=1)
+    """The events file, one fsync'd JSON line per event; `cell`: the index every event of this emitter names."""
+
+    def __init__(self, path: str | None = None, cell: int | None = None, file: IO | None = None):
+        self.f = file if file is not None else open(path, "a", buffering=1)
+        self.cell = cell
+
+    def for_cell(self, index: int) -> "Events":
+        return Events(cell=index, file=self.f)
 
     def emit(self, event: str, **data) -> None:
-        self.f.write(json.dumps({"event": event, **data}, default=str) + "\n")
+        line = {"event": event, **({} if self.cell is None else {"cell": self.cell}), **data}
+        self.f.write(json.dumps(line, default=str) + "\n")
         self.f.flush()
         os.fsync(self.f.fileno())
 
 
-def run_cell(cell: Cell, events: Events, cache: Path) -> None:
-    backend = backends.load(cell.backend)
-    why = backend.device_status().get(cell.device, f"{cell.backend} has no device {cell.device!r}")
+@dataclass
+class Outcome:
+    status: str
+    cause: str = ""
+    traceback: str = ""
+
+
+def run_cell(cell: Cell, events: Events, cache: Path, held: Held | None = None) -> None:
+    """Measure one cell and emit its events, its time split and, last, its status (the parent's sign that
+    the cell is over). `held`: what this process keeps between its cells (a new Held: a cell on its own)."""
+    held = held or Held(cache)
+    began, build_s, refs_s = time.perf_counter(), held.build_s, held.refs_s()
+    times = {}
+    try:
+        outcome = _measure(cell, events, held, times)
+    except CellFailed as e:
+        outcome = Outcome(e.status, e.cause, e.traceback)
+    except ModeFailed as e:
+        cause = e.__cause__ or e
+        outcome = Outcome(ERROR, f"{type(cause).__name__}: {cause}", "".join(traceback.format_exception(cause)))
+    except Exception as e:  # noqa: BLE001 - the cell's result, not the process's end
+        outcome = Outcome(ERROR, f"{type(e).__name__}: {e}", traceback.format_exc())
+    events.emit("times", cell_s=time.perf_counter() - began, build_s=held.build_s - build_s,
+                refs_s=held.refs_s() - refs_s, **times)
+    events.emit("status", status=outcome.status, cause=outcome.cause,
+                **({"traceback": outcome.traceback} if outcome.traceback else {}))
+
+
+def _measure(cell: Cell, events: Events, held: Held, times: dict) -> Outcome:
+    """The cell's measurement; `times` gets its warm-up, timed windows and mode seconds as they are known."""
+    backend = held.backend(cell.backend)
+    why = held.status[cell.backend].get(cell.device, f"{cell.backend} has no device {cell.device!r}")
     if why is not None:
-        events.emit("status", status=UNAVAILABLE, cause=why)
-        return
+        return Outcome(UNAVAILABLE, why)
     if cell.dtype not in backend.dtypes:
-        events.emit("status", status=UNSUPPORTED,
-                    cause=f"{cell.backend} supports {', '.join(backend.dtypes)}, not {cell.dtype}")
-        return
+        return Outcome(UNSUPPORTED, f"{cell.backend} supports {', '.join(backend.dtypes)}, not {cell.dtype}")
     apply_configure(backend, cell.fp32_precision, cell.intra_op_threads, dict(cell.backend_options))
     env = backend.describe(cell.device)
     events.emit("env", env=env)
     precision = backend.effective_precision(cell.device, cell.dtype, cell.fp32_precision)
     events.emit("result", precision=precision)
 
-    spec = workloads.make(cell.workload, **dict(cell.knobs))
-    params = spec.init_weights(cell.seed)
+    built = held.workload(cell)
+    spec, params = built.spec, built.params
     events.emit("spec", flops_per_op=spec.flops(), size=spec.label())
 
     if cell.mode == "streams":
@@ -62,17 +105,18 @@ def run_cell(cell: Cell, events: Events, cache: Path) -> None:
             with backend.stream(cell.device):  # fail early, in the main thread, if there are none
                 pass
         except Unsupported as e:
-            events.emit("status", status=UNSUPPORTED, cause=str(e))
-            return
+            return Outcome(UNSUPPORTED, str(e))
 
+    backend.reset_peak_device_memory(cell.device)  # this cell's peak, not the process's
     checks, measured = Checks(tolerance(precision)), Measured()
     ctx = CellContext(
-        build_harness=lambda: make_harness(backend, build_model(backend, cell, spec, params), cell, spec, params,
-                                           cache, checks, measured),
-        checks=checks, measured=measured, cache=cache,
+        build_harness=lambda: make_harness(backend, held.model(backend, cell), cell, spec, params, held.cache,
+                                           checks, measured, refs=built.refs),
+        checks=checks, measured=measured, cache=held.cache,
         facts={"intra_op_ran": env.get("intra_op_threads"),
                "intra_op_rule": "--intra-op-threads" if cell.intra_op_threads else "framework default"})
 
+    started = time.perf_counter()
     try:
         sampler = GpuSampler(cell.device, events.emit).start()  # GPU utilisation: one event
         try:
@@ -82,21 +126,20 @@ def run_cell(cell: Cell, events: Events, cache: Path) -> None:
                 events.emit("trial", **asdict(t))
         finally:
             sampler.stop(measured.timed_spans)  # over the timed windows only
+            times.update(mode_s=time.perf_counter() - started, warmup_s=measured.warmup_s,
+                         timed_s=sum(end - start for start, end in measured.timed_spans))
     except Unsupported as e:
-        events.emit("status", status=UNSUPPORTED, cause=str(e))
-        return
+        return Outcome(UNSUPPORTED, str(e))
     except TooSlow as e:  # not measured; but an output already checked wrong makes it a wrong cell
         events.emit("result", **asdict(measured))
         events.emit("verify", errors=checks.errors, checked=checks.checked, rel_err=checks.max_err)
-        events.emit("status", status=WRONG if checks.errors else TOO_SLOW,
-                    cause=f"{_wrong(checks)}; and {e}" if checks.errors else str(e))
-        return
+        return (Outcome(WRONG, f"{_wrong(checks)}; and {e}") if checks.errors else Outcome(TOO_SLOW, str(e)))
     events.emit("result", **asdict(measured))
     events.emit("facts", **ctx.facts)
     events.emit("verify", errors=checks.errors, checked=checks.checked, rel_err=checks.max_err)
     used = memory(backend, cell.device)
     events.emit("memory", peak_rss_mb=used.rss_mb, peak_device_mb=used.device_mb)
-    events.emit("status", status=WRONG if checks.errors else OK, cause=_wrong(checks) if checks.errors else "")
+    return Outcome(WRONG, _wrong(checks)) if checks.errors else Outcome(OK)
 
 
 def _wrong(checks: Checks) -> str:
@@ -104,22 +147,32 @@ def _wrong(checks: Checks) -> str:
             f"(max rel. error {checks.max_err:.3g}, tolerance {checks.tolerance:g})")
 
 
+def _left_running(before: set[threading.Thread]) -> list[str]:
+    """The threads a cell started that are still running after it (given LEFTOVER_JOIN_S to end)."""
+    deadline = time.monotonic() + LEFTOVER_JOIN_S
+    left = [t for t in threading.enumerate() if t not in before]
+    for t in left:
+        t.join(max(0.0, deadline - time.monotonic()))
+    return [t.name for t in left if t.is_alive()]
+
+
 def main(argv: list[str]) -> int:
     watch_parent()
-    cell = Cell.from_dict(json.loads(Path(argv[0]).read_text()))
-    events = Events(argv[1])
+    events = Events(argv[0])
+    held = Held(Path(argv[1]))
     events.emit("start", pid=os.getpid(), t=time.time())
-    try:
-        run_cell(cell, events, Path(argv[2]))
-    except CellFailed as e:
-        events.emit("status", status=e.status, cause=e.cause, traceback=e.traceback)
-    except ModeFailed as e:
-        cause = e.__cause__ or e
-        events.emit("status", status=ERROR, cause=f"{type(cause).__name__}: {cause}",
-                    traceback="".join(traceback.format_exception(cause)))
-    except Exception as e:  # noqa: BLE001 - the cell's result, not the sweep's end
-        events.emit("status", status=ERROR, cause=f"{type(e).__name__}: {e}",
-                    traceback=traceback.format_exc())
+    for line in sys.stdin:
+        message = json.loads(line)
+        cell, own = Cell.from_dict(message["cell"]), events.for_cell(message["index"])
+        own.emit("begin", t=time.time())
+        before = set(threading.enumerate())
+        reset_peak_rss()  # this cell's peak RSS (which includes what the process holds for its other cells)
+        run_cell(cell, own, held.cache, held)
+        left = _left_running(before)
+        if left:  # a cell that left threads running would share the machine with the next: end here
+            events.emit("leaving", cause=f"{cell.label()} left {len(left)} thread(s) running "
+                                         f"({', '.join(sorted(left)[:4])})")
+            return 0
     return 0
 
 
