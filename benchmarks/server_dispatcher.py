@@ -53,8 +53,8 @@ class Alone:
         return np.asarray(self.ends[:count])
 
 
-def measure_alone(rate: float, bound: float, seed: int) -> loadgen.Step:
-    return loadgen.measure_rate(RealClock(), Alone, rate, bound, seed)
+def measure_alone(rate: float, bound: float, seed: int, queries: int) -> loadgen.Step:
+    return loadgen.measure_rate(RealClock(), Alone, rate, bound, seed, queries=queries)
 
 
 def main() -> int:
@@ -72,17 +72,16 @@ def main() -> int:
         max_batch, max_wait_ms = 0, 2.0
 
     settings = {
-        "alone": lambda r, k: measure_alone(r, bound, k),
-        f"threads x{a.threads}": lambda r, k: run_real("threads", NullHarness(), a.threads, Cell(), r, bound, k,
-                                                          loadgen.MIN_SECONDS)[0],
+        "alone": lambda r, k, n: measure_alone(r, bound, k, n),
+        f"threads x{a.threads}": lambda r, k, n: run_real("threads", NullHarness(), a.threads, Cell(), r, bound, k,
+                                                             loadgen.MIN_SECONDS, queries=n)[0],
     }
     for name, measure in settings.items():
         if a.only and not name.startswith(a.only):
             continue
         k = iter(range(1, 100))
         began = time.perf_counter()
-        res = loadgen.search(lambda r: measure(r, next(k)), 1000.0, time.perf_counter, budget_s=BUDGET_S,
-                       affordable=lambda r, left: loadgen.step_queries(r, loadgen.MIN_SECONDS) / r <= left)
+        res = loadgen.search(lambda r, n: measure(r, next(k), n), 1000.0, time.perf_counter, budget_s=BUDGET_S)
         print(f"\n{name}: highest rate with lag p99 within the limit: {res.peak and round(res.peak)} /s "
               f"(bracket [{res.peak and round(res.peak)}, {res.above and round(res.above)}), "
               f"{len(res.steps)} steps, {time.perf_counter() - began:.0f} s) {res.note}")

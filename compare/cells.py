@@ -170,6 +170,7 @@ class Trial:
     lag_p99_ms: float | None = None  # server modes: the dispatcher's lag p99 (actual - scheduled issue)
     bound_ms: float | None = None    # server modes: the latency bound the step was judged against
     verdict: str | None = None       # server modes: "valid" or "invalid: <reason>"
+    step_kind: str | None = None     # server modes: search, again or long (compare.serverrules.STEP_KINDS)
     window_s: float | None = None      # the window's planned length (>= duration when lengthened for the minimum)
     min_thread_ops: int | None = None  # fewest ops any thread (client) completed in the window
 

@@ -12,8 +12,9 @@ from typing import Any
 from .cells import Cell, CellResult
 from .files import atomic_write
 
-SCHEMA = "threadbench.run/2"
-OLDER_SCHEMAS = ("threadbench.run/1",)  # still read: fields they lack load as None (repeat: process 0)
+SCHEMA = "threadbench.run/3"   # /3: server rows say what kind of step each was (step_kind)
+OLDER_SCHEMAS = ("threadbench.run/2", "threadbench.run/1")  # still read: fields they lack load as None (repeat:
+#                                                              process 0; step_kind: a search before confirmation)
 
 # Every row has exactly these fields (None where not applicable), so frames built from any run line up.
 # Adding a row field is one line here: its name and its JSON type (int, float or str).
@@ -37,6 +38,7 @@ ROW_TYPES: dict[str, type] = {
     "min_thread_ops": int, "op_s": float, "os_threads": int, "intra_op_threads": int,
     # server modes: one row per offered rate (compare.measure.server)
     "offered_rate": float, "lag_p99_ms": float, "bound_ms": float, "verdict": str,
+    "step_kind": str,          # search, again or long (compare.serverrules); None: a search before confirmation
 }
 ROW_FIELDS = tuple(ROW_TYPES)
 INT_FIELDS = {f for f, t in ROW_TYPES.items() if t is int}
@@ -103,7 +105,7 @@ def add_result(run: dict, result: CellResult) -> None:
             row.update(trial=i, ops=t.ops, seconds=t.seconds, ops_per_s=t.ops_per_s, lat_p50_ms=t.lat_p50_ms,
                        lat_p90_ms=t.lat_p90_ms, lat_p99_ms=t.lat_p99_ms,
                        batch_hist=json.dumps(t.batch_hist) if t.batch_hist else None, offered_rate=t.rate,
-                       lag_p99_ms=t.lag_p99_ms, bound_ms=t.bound_ms, verdict=t.verdict,
+                       lag_p99_ms=t.lag_p99_ms, bound_ms=t.bound_ms, verdict=t.verdict, step_kind=t.step_kind,
                        window_s=t.window_s if t.window_s is not None else result.window_s,
                        min_thread_ops=t.min_thread_ops)
         run["rows"].append(row)

@@ -35,7 +35,7 @@ def test_schema_round_trip(tmp_path):
     path = R.save(run, tmp_path / "runs" / "a.json")
     back = R.load(path)
     assert back == json.loads(json.dumps(run))
-    assert back["schema"] == R.SCHEMA == "threadbench.run/2"
+    assert back["schema"] == R.SCHEMA == "threadbench.run/3"
     assert [set(r) for r in back["rows"]] == [set(R.ROW_FIELDS)] * 3
     ok_rows = [r for r in back["rows"] if r["status"] == "ok"]
     assert [r["trial"] for r in ok_rows] == [0, 1] and {r["repeat"] for r in back["rows"]} == {0}
@@ -50,15 +50,18 @@ def test_schema_round_trip(tmp_path):
                                                             S.cell("mlx", "mlp", "threads", 2)]
 
 
-def test_a_schema_1_file_still_loads_with_the_newer_fields_as_none(tmp_path):
-    """Published runs of schema /1 keep loading until they are measured again: missing fields are None."""
+@pytest.mark.parametrize("schema,predates", [("threadbench.run/1", ("repeat", "step_kind")),
+                                             ("threadbench.run/2", ("step_kind",))])
+def test_an_older_file_still_loads_with_the_newer_fields_as_none(tmp_path, schema, predates):
+    """Published runs of schema /1 and /2 keep loading until they are measured again: missing fields are None."""
     old = json.loads(R.dumps(sample_run()))
-    old["schema"] = "threadbench.run/1"
+    old["schema"] = schema
     for row in old["rows"]:
-        del row["repeat"]
+        for f in predates:
+            del row[f]
     back = R.load(_write(tmp_path, "old.json", old))
-    assert back["schema"] == R.SCHEMA and back["upgraded_from"] == "threadbench.run/1"
-    assert all(set(r) == set(R.ROW_FIELDS) and r["repeat"] is None for r in back["rows"])
+    assert back["schema"] == R.SCHEMA and back["upgraded_from"] == schema
+    assert all(set(r) == set(R.ROW_FIELDS) and all(r[f] is None for f in predates) for r in back["rows"])
     assert {R.process_key(r)[-1] for r in back["rows"]} == {0}
     old["rows"][0]["repeat"] = 0   # a /1 file may lack fields, never carry unknown ones of the wrong type
     old["rows"][0]["bogus"] = 1

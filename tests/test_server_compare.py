@@ -14,6 +14,7 @@ from compare import results as R
 from compare.cells import MODES, Cell, CellResult, Trial
 from compare.render import analysis
 from compare.render import server as server_tables
+from compare.serverrules import STEP_KINDS
 
 
 @pytest.mark.parametrize("args,expected", [
@@ -78,5 +79,6 @@ def test_a_real_server_cell_keeps_every_rate_and_verifies():
         res = run_cell(cell, Path(cache), Limits())
     assert res.status == "ok", res.cause
     assert res.trials and all(t.verdict and t.rate and t.bound_ms == 500.0 for t in res.trials)
+    assert all(t.step_kind in STEP_KINDS for t in res.trials)
     assert all(t.ops >= 459 or "overloaded" in t.verdict for t in res.trials)
     assert res.checked == 1 + 2 * 2 and res.errors == 0  # the speed check's op, then verify_ops per server

@@ -322,15 +322,17 @@ STRATEGIES: dict[str, Strategy] = {
 
 # -- one rate step, and the cell ------------------------------------------------------------------------
 def run_real(strategy: str, h, n: int, cell, rate: float, bound: float, seed: int, min_seconds: float,
-             keep: bool = False, sched_rel: np.ndarray | None = None, pool=None) -> tuple[Step, Any]:
+             keep: bool = False, sched_rel: np.ndarray | None = None, pool=None,
+             queries: int | None = None) -> tuple[Step, Any]:
     """One rate step on the real clock: the dispatcher in its own thread, the strategy's work in its threads
-    (and, for the batcher, this thread). Returns the Step and the strategy (its outputs when `keep`)."""
+    (and, for the batcher, this thread); `queries` Poisson arrivals (default step_queries), or `sched_rel`.
+    Returns the Step and the strategy (its outputs when `keep`)."""
     spec = STRATEGIES[strategy]
     srv = spec.make(h, n, cell, pool)
     srv.keep = keep
     clock = RealClock(getattr(srv, "now", process_clock))
     if sched_rel is None:
-        sched_rel = poisson_schedule(rate, step_queries(rate, min_seconds), seed)
+        sched_rel = poisson_schedule(rate, queries or step_queries(rate, min_seconds), seed)
     out = _Issued()
 
     def dispatcher() -> None:
@@ -405,18 +407,19 @@ def measure_server_cell(cell: Cell, ctx: CellContext):
         try:
             step_seeds = iter(range(cell.seed + 1, cell.seed + MAX_STEPS + 1))
 
-            def measure(r: float) -> Step:  # one rate step; its span is where the GPU sampler reads count
+            def measure(r: float, queries: int) -> Step:  # one rate step; its span is where the GPU sampler reads
                 t0 = process_clock()
-                step = run_real(strategy, h, n, cell, r, bound, next(step_seeds), min_seconds, pool=pool)[0]
+                step = run_real(strategy, h, n, cell, r, bound, next(step_seeds), min_seconds, pool=pool,
+                                queries=queries)[0]
                 h.measured.timed_spans.append((t0, process_clock()))
                 return step
 
-            affordable = lambda r, left: step_queries(r, min_seconds) / r <= left  # noqa: E731
             for step in search_steps(measure, START_FRACTION * n * capacity, process_clock, Search(),
-                                     floor=FLOOR_FRACTION * capacity, affordable=affordable):
+                                     min_seconds=min_seconds, floor=FLOOR_FRACTION * capacity):
                 yield Trial(ops=step.queries, seconds=step.seconds, lat_p50_ms=step.lat_p50_ms,
                             lat_p90_ms=step.lat_p90_ms, lat_p99_ms=step.lat_p99_ms, batch_hist=step.batch_hist,
-                            rate=step.rate, lag_p99_ms=step.lag_p99_ms, bound_ms=step.bound_ms, verdict=step.verdict)
+                            rate=step.rate, lag_p99_ms=step.lag_p99_ms, bound_ms=step.bound_ms, verdict=step.verdict,
+                            step_kind=step.kind)
             # verification: verify_ops queries per server, all issued at once, each output against the reference
             # (a process pool checks each in the process that ran it and sends the error back)
             _, srv = run_real(strategy, h, n, cell, 1.0, 1e9, cell.seed, min_seconds, keep=True,
