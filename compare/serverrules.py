@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 VALID = "valid"   # a step's verdict when it passed; any other verdict starts "invalid: " and says why
+STALL_S = 0.050   # the stall a long step must absorb (compare.measure.loadgen.long_queries): the 3.53k search
+#                   of issue 20 failed at 3,683/s with the dispatcher's lag p99 at 48 ms (idle 2-core VM); a
+#                   loaded one stalls for tens of ms (lag p99 3.1-57 ms, one stall of 41 ms: benchmarks/README.md)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from compare.measure import loadgen
 from compare.measure import queueing
 from compare.measure.clocks import SimClock
 from compare.measure.server import STRATEGIES, run_real
-from compare.serverrules import AGAIN, LONG, SEARCH
+from compare.serverrules import AGAIN, LONG, SEARCH, settle
 
 D = 0.010  # simulated service time, s
 
@@ -55,6 +55,26 @@ def test_judge_order_of_reasons():
     one_over[0] = 0.05
     assert loadgen.judge(100.0, sched[:459], sched[:459], (sched + one_over)[:459], bound=0.010).verdict.startswith(
         "invalid: early stopping")
+
+
+S, A, L = SEARCH, AGAIN, LONG
+
+
+@pytest.mark.parametrize("steps, peak, above, confirmed, due", [
+    ([(100, True, S), (200, False, S)], 100, None, False, (200, A)),        # one failure bounds nothing yet
+    ([(100, True, S), (200, False, S), (200, False, A)], 100, 200, False, None),   # repeated: it bounds
+    ([(100, True, S), (200, False, S), (200, True, A)], 100, None, False, (200, L)),  # disagreement: long due
+    ([(100, True, S), (200, False, S), (200, True, A), (200, False, L)], 100, 200, False, None),  # long decides
+    ([(100, True, S), (200, True, S), (200, False, L)], 100, 200, False, None),   # a long failure caps the peak
+    ([(100, True, L), (150, False, L), (200, True, S)], 100, 150, True, None),    # ...and passes above it do not count
+    ([(100, True, L), (110, False, S), (110, False, A), (110, False, L)], 100, 110, True, None),
+    ([(100, True, None), (110, False, None)], 100, None, False, (110, A)),  # an older file's search: unconfirmed
+    ([(100, False, S), (100, False, A), (50, False, S), (50, False, A)], None, 50, False, None),
+])
+def test_settle_counts_a_failure_once_repeated_and_a_bracket_once_long_steps_hold_both_ends(
+        steps, peak, above, confirmed, due):
+    s = settle(steps)
+    assert (s.peak, s.above, s.confirmed, s.due) == (peak, above, confirmed, due)
 
 
 def test_schedule_is_seeded_poisson():

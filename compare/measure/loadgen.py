@@ -38,7 +38,7 @@ from typing import Any, Callable
 import numpy as np
 from scipy.stats import binom
 
-from ..serverrules import LONG, SEARCH, VALID, Settled, settle
+from ..serverrules import LONG, SEARCH, STALL_S, VALID, Settled, settle
 from .clocks import RealClock, SimClock
 
 # -- the rules, each with where it comes from --------------------------------------------------------
@@ -51,9 +51,6 @@ MIN_SECONDS = 1.0        # per rate step; LoadGen defaults to 10 s (600 s offici
 LAG_FRACTION = 0.10      # a rate whose dispatcher lag p99 exceeds this share of the bound is INVALID: the
                          # load generator, not the server, would be setting a tenth of the latency budget
 PRECISION = 0.05         # the search stops once the highest valid and lowest invalid rate are within 5%
-STALL_S = 0.050          # the stall a long step must absorb: the 3.53k search of issue 20 failed at 3,683/s
-                         # with the dispatcher's lag p99 at 48 ms (idle 2-core VM); a loaded one stalls for
-                         # tens of ms (3.1-57 ms lag p99, one stall of 41 ms: benchmarks/README.md)
 MAX_STEPS = 24           # rate steps per search at most: bracketing + bisection take ~8 from a fair start,
                          # each failed rate once more (~4), two long ends, and room for a disagreement or two
 BUDGET_S = 180.0         # clock seconds per search at most (within ModeSpec.extra_s); what it settled is
