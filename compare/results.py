@@ -9,10 +9,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from .cells import Cell, CellResult
+from .cells import MODES, Cell, CellResult
 from .files import atomic_write
 
-SCHEMA = "threadbench.run/3"   # /3: server rows say what kind of step each was (step_kind)
+SCHEMA = "threadbench.run/3"   # /3: server rows say what kind of step each was and who judged it
 OLDER_SCHEMAS = ("threadbench.run/2", "threadbench.run/1")  # still read: fields they lack load as None (repeat:
 #                                                              process 0; step_kind: a search before confirmation)
 
@@ -39,6 +39,7 @@ ROW_TYPES: dict[str, type] = {
     # server modes: one row per offered rate (compare.measure.server)
     "offered_rate": float, "lag_p99_ms": float, "bound_ms": float, "verdict": str,
     "step_kind": str,          # search, again or long (compare.serverrules); None: a search before confirmation
+    "load_generator": str,     # who issued the queries and judged each rate (cells.LOAD_GENERATORS); None: threadbench
 }
 ROW_FIELDS = tuple(ROW_TYPES)
 INT_FIELDS = {f for f, t in ROW_TYPES.items() if t is int}
@@ -96,6 +97,7 @@ def add_result(run: dict, result: CellResult) -> None:
         "warmup_steady": None if result.steady is None else int(result.steady), "window_s": result.window_s,
         "op_s": result.op_s, "os_threads": result.os_threads, "intra_op_threads": cell.intra_op_threads,
         "gpu_util_mean": result.gpu_util_mean, "gpu_util_max": result.gpu_util_max,
+        "load_generator": cell.load_generator if cell.mode in MODES and not MODES[cell.mode].throughput else None,
     }
     trials = result.trials or [None]
     for i, t in enumerate(trials):

@@ -16,7 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 FRAMEWORKS = {"torch", "mlx", "jax", "jaxlib", "onnxruntime"}
 NOT_IN_THE_WORKER = FRAMEWORKS | {"polars", "typer", "rich"}
-DEFERRED_ON_PURPOSE = {"pynvml", "matplotlib"}   # optional extras (gpu, plot): imported where they are used
+DEFERRED_ON_PURPOSE = {"pynvml", "matplotlib", "mlperf_loadgen"}  # optional extras (gpu, plot, loadgen): imported where used
 
 
 def module_name(path: Path) -> str:

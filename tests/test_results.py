@@ -50,8 +50,8 @@ def test_schema_round_trip(tmp_path):
                                                             S.cell("mlx", "mlp", "threads", 2)]
 
 
-@pytest.mark.parametrize("schema,predates", [("threadbench.run/1", ("repeat", "step_kind")),
-                                             ("threadbench.run/2", ("step_kind",))])
+@pytest.mark.parametrize("schema,predates", [("threadbench.run/1", ("repeat", "step_kind", "load_generator")),
+                                             ("threadbench.run/2", ("step_kind", "load_generator"))])
 def test_an_older_file_still_loads_with_the_newer_fields_as_none(tmp_path, schema, predates):
     """Published runs of schema /1 and /2 keep loading until they are measured again: missing fields are None."""
     old = json.loads(R.dumps(sample_run()))

@@ -99,7 +99,7 @@ class Step:
     lat_p50_ms: float
     lat_p90_ms: float
     lat_p99_ms: float
-    lag_p99_ms: float           # dispatcher: actual - scheduled issue time
+    lag_p99_ms: float | None    # dispatcher: actual - scheduled issue time (None: LoadGen's, which reports none)
     over: int                   # queries whose latency exceeded the bound
     verdict: str                # VALID, or "invalid: <reason>"
     batch_hist: dict[str, int] | None = None

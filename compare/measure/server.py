@@ -23,7 +23,8 @@ import numpy as np
 
 from backends.base import Unsupported
 
-from ..cells import Cell, Trial
+from ..cells import LOADGEN, Cell, Trial
+from . import mlperf
 from .batcher import Batcher, Request
 from .build import CellContext, memory, memory_facts, process_harness
 from .clocks import RealClock, process_clock, shared_clock
@@ -52,6 +53,7 @@ class ThreadsServer:
 
     def __init__(self, h, servers: int, keep: bool = False):
         self.h, self.keep = h, keep
+        self.on_done: Callable[[int], None] | None = None  # told each query's end (LoadGen's SUT: mlperf.py)
         self.q: queue.SimpleQueue = queue.SimpleQueue()
         self.ends: dict[int, float] = {}
         self.outputs: dict[int, Any] = {}
@@ -82,6 +84,8 @@ class ThreadsServer:
             self.ends[i] = clock()
             if self.keep:
                 self.outputs[i] = y
+            if self.on_done is not None:
+                self.on_done(i)
 
     @property
     def done(self) -> int:
@@ -112,6 +116,7 @@ class BatchedServer:
         self.ends: dict[int, float] = {}
         self.outputs: dict[int, Any] = {}
         self.done = 0
+        self.on_done: Callable[[int], None] | None = None  # told each query's end (LoadGen's SUT: mlperf.py)
 
     def submit(self, i: int, t: float) -> None:
         self.batcher.put(Request(self.h.inputs[i % len(self.h.inputs)], t, i))
@@ -131,6 +136,9 @@ class BatchedServer:
             if self.keep:
                 self.outputs[r.index] = part
         self.done += len(batch)
+        if self.on_done is not None:
+            for r in batch:
+                self.on_done(r.index)
 
     def finish(self, count: int) -> np.ndarray:
         return np.array([self.ends[i] for i in range(count)])
@@ -182,6 +190,7 @@ class ProcessPool:
         self.closing = False
         self.reports: dict[int, dict] = {}
         self.step, self.ends, self.errs = 0, {}, {}
+        self.on_done: Callable[[int], None] | None = None  # told each query's end in this step (PoolStep.on_done)
         self.collector = None
         try:
             self.processes.start()
@@ -216,11 +225,14 @@ class ProcessPool:
         if msg[0] == "done":
             _, step, q, t, err = msg
             with self.cond:
-                if step == self.step:
+                current, on_done = step == self.step, self.on_done
+                if current:
                     self.ends[q] = t
                     if err is not None:
                         self.errs[q] = err
                     self.cond.notify_all()
+            if current and on_done is not None:
+                on_done(q)
         elif msg[0] == "ready":
             with self.cond:
                 self.ready[i] = msg[1]
@@ -236,7 +248,7 @@ class ProcessPool:
             if self.failure is not None:
                 raise self.failure
             self.step += 1
-            self.ends, self.errs = {}, {}
+            self.ends, self.errs, self.on_done = {}, {}, None
         return PoolStep(self, self.step, keep)
 
     def stop(self) -> list[dict]:
@@ -283,6 +295,14 @@ class PoolStep:
     @property
     def checked(self) -> dict:
         return self.pool.errs
+
+    @property
+    def on_done(self) -> Callable[[int], None] | None:
+        return self.pool.on_done
+
+    @on_done.setter
+    def on_done(self, tell: Callable[[int], None] | None) -> None:  # the pool's collector tells it each end
+        self.pool.on_done = tell
 
     def submit(self, i: int, t: float) -> None:
         if self.pool.failure is not None:
@@ -409,8 +429,13 @@ def measure_server_cell(cell: Cell, ctx: CellContext):
 
             def measure(r: float, queries: int) -> Step:  # one rate step; its span is where the GPU sampler reads
                 t0 = process_clock()
-                step = run_real(strategy, h, n, cell, r, bound, next(step_seeds), min_seconds, pool=pool,
-                                queries=queries)[0]
+                if cell.load_generator == LOADGEN:  # LoadGen issues and judges; the strategy is the same
+                    srv = spec.make(h, n, cell, pool)
+                    step = mlperf.run_step(srv, spec.batcher, len(h.inputs), getattr(srv, "now", process_clock), r,
+                                           bound, next(step_seeds), queries)
+                else:
+                    step = run_real(strategy, h, n, cell, r, bound, next(step_seeds), min_seconds, pool=pool,
+                                    queries=queries)[0]
                 h.measured.timed_spans.append((t0, process_clock()))
                 return step
 

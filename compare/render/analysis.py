@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy.stats import mannwhitneyu
 
-from ..cells import FAILED, MODES, OK
+from ..cells import FAILED, MODES, OK, THREADBENCH
 from ..serverrules import LONG, VALID, Settled, settle
 from ..stats import cell_status, median_ci
 
@@ -219,9 +219,9 @@ def peaks(rows: list[dict]) -> list[dict]:
     of the processes is never the figure; `median_repeat` names the median process. `steps`: every process's
     rows sorted by rate (each row's "repeat" says whose)."""
     cells: dict[tuple, list[dict]] = {}
-    for r in rows:
+    for r in rows:  # a cell per load generator too: LoadGen's verdicts are not pooled with threadbench's
         if r["mode"] in SERVER_MODES:
-            cells.setdefault(tuple(r[k] for k in CELL), []).append(r)
+            cells.setdefault((*(r[k] for k in CELL), generator(r)), []).append(r)
     out = []
     for key, rs in cells.items():
         steps = sorted((r for r in rs if r.get("offered_rate") is not None), key=lambda r: r["offered_rate"])
@@ -250,8 +250,14 @@ def peaks(rows: list[dict]) -> list[dict]:
             if peak is not None:
                 rec.update(low=mid[0], high=mid[1], level=mid[2])
         rec.update(peak=peak, above=above, p99_at_peak=at and at["lat_p99_ms"], lag_at_peak=at and at["lag_p99_ms"])
-        out.append(dict(zip(CELL, key)) | rec)
+        out.append(dict(zip((*CELL, "load_generator"), key)) | rec)
     return out
+
+
+def generator(r: dict) -> str:
+    """Who issued a server row's queries and judged its rate (compare.cells.LOAD_GENERATORS); a row from
+    before the field: threadbench."""
+    return r.get("load_generator") or THREADBENCH
 
 
 def shows_rate(r: dict) -> bool:

@@ -155,7 +155,7 @@ def _like_for_like(groups: dict[tuple, list[dict]]) -> list[str]:
 
 # -- the server scenario ---------------------------------------------------------------------------------
 def _server_label(r: dict) -> str:
-    return f"{r['mode'].removeprefix('server-')} ×{r['threads']}"
+    return f"{fmt.strategy(r)} ×{r['threads']}"
 
 
 def _peak(r: dict, unit: str = "") -> str:

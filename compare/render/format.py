@@ -10,7 +10,7 @@ import math
 import textwrap
 from dataclasses import dataclass, field
 
-from ..cells import CRASH, OK, STATUSES, WRONG, axis_label, status_label
+from ..cells import CRASH, LOADGEN, OK, STATUSES, WRONG, axis_label, status_label
 from .analysis import (DISAGREED, DTYPE_PRECISION, FAILED_ONCE, NO_LONG_ABOVE, NO_LONG_PEAK, NONE_FAILED,
                        PrecisionSwitch, precision)
 
@@ -161,6 +161,17 @@ def mode_label(mode: str, threads: int, k: int) -> str:
     """"threads ×4", "offline k=64", "sequential" — one spelling, from compare.cells.axis_label."""
     where = axis_label(mode, threads, k)
     return f"{mode} {where}" if where else mode
+
+
+GENERATOR_LABELS = {LOADGEN: "LoadGen"}   # a server cell another load generator drove says so after its strategy
+
+
+def strategy(r: dict) -> str:
+    """A server cell's strategy as people read it: "threads", or "threads (LoadGen)" where MLPerf LoadGen
+    issued its queries and judged its rates (analysis.peaks records carry load_generator)."""
+    name = r["mode"].removeprefix("server-")
+    label = GENERATOR_LABELS.get(r.get("load_generator"))
+    return f"{name} ({label})" if label else name
 
 
 def peak_span(r: dict) -> str:

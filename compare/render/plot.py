@@ -277,7 +277,7 @@ def server_figure(rows: list[dict], title: str = ""):
                 g = _series(r, machines)
                 if not shows_rate(r):
                     why = WRONG if r["errors"] else status_label(r["status"])
-                    notes.append((g, f"{g} {r['mode'].removeprefix('server-')}: {why}"))
+                    notes.append((g, f"{g} {fmt.strategy(r)}: {why}"))
                     continue
                 style, marker = SERVER_LINES[r["mode"]]
                 used.add(r["mode"])
@@ -303,9 +303,11 @@ def server_figure(rows: list[dict], title: str = ""):
                     ax.plot([r["peak"]], [r["p99_at_peak"]], marker=PEAK_MARK, color=color[g], markersize=13,
                             markeredgecolor="black", markeredgewidth=0.6, linestyle="none", zorder=5)
                 elif not several:
-                    notes.append((g, f"{g} {r['mode'].removeprefix('server-')}: no valid rate"))
-                if several and mine:   # which curve is which thread count: ×N at its last step
-                    ax.annotate(f"×{r['threads']}", (mine[-1]["offered_rate"], mine[-1]["lat_p99_ms"]), fontsize="x-small",
+                    notes.append((g, f"{g} {fmt.strategy(r)}: no valid rate"))
+                judge = fmt.GENERATOR_LABELS.get(r["load_generator"], "")  # a LoadGen curve says so at its end
+                if (several or judge) and mine:   # which curve is which thread count: ×N at its last step
+                    ax.annotate(" ".join(x for x in (f"×{r['threads']}" if several else "", judge) if x),
+                                (mine[-1]["offered_rate"], mine[-1]["lat_p99_ms"]), fontsize="x-small",
                                 color=color[g], xytext=(3, 0), textcoords="offset points")
                 if r["bound_ms"] is not None:
                     bounds.setdefault(r["bound_ms"], set()).add(g)
