@@ -81,6 +81,21 @@ def test_the_sut_sends_the_sample_loadgen_chose_and_answers_its_id():
     assert lg.completed == [103, 102, 101]
 
 
+def test_a_strategy_that_fails_leaves_loadgen_no_query_to_wait_for():
+    """A pool process dies: the next submit raises. Every query out is answered at once, every later one
+    on arrival, none twice (a late completion of an answered query is dropped); the failure is kept."""
+    class Failing(_Recorder):
+        def submit(self, i, t):
+            if len(self.submitted) == 2:
+                raise RuntimeError("process 2 of 2 killed by SIGSEGV")
+            super().submit(i, t)
+    lg, srv = _FakeLoadGen(), Failing()
+    sut = mlperf.LoadGenSUT(lg, srv, inputs=1, clock=process_clock)
+    sut.issue([_Sample(100 + k, 0) for k in range(5)])
+    srv.on_done(srv.submitted[0])
+    assert sorted(lg.completed) == [100, 101, 102, 103, 104] and "SIGSEGV" in str(sut.error)
+
+
 def _detail(valid: bool, p99_ms: float) -> dict:
     ns = lambda ms: int(ms * 1e6)  # noqa: E731
     return {"result_validity": "VALID" if valid else "INVALID", "result_perf_constraints_met": p99_ms <= 50,
@@ -163,3 +178,19 @@ def test_a_loadgen_server_cell_end_to_end(threadbench, tmp_path, starts_processe
                for r in rows)
     assert rows[0]["checked"] > 0 and rows[0]["errors"] == 0
     assert "threads (LoadGen)" in proc.stdout
+
+
+@needs_loadgen
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["threads", "batched"])
+def test_a_forward_that_raises_under_loadgen_fails_the_step_and_hangs_nothing(strategy):
+    h, spec = _SleepHarness(0.001), STRATEGIES[strategy]
+    calls = iter(range(10**6))
+
+    def op(x):
+        if next(calls) == 20:
+            raise RuntimeError("injected fault: forward failed")
+        return x
+    h.op = op
+    with pytest.raises(RuntimeError, match="injected fault"):
+        mlperf.run_step(spec.make(h, 2, _Cell(), None), spec.batcher, len(h.inputs), process_clock, 200.0, 1.0, 1, 400)

@@ -17,7 +17,6 @@ import json
 import math
 import tempfile
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +33,15 @@ class LoadGenSUT:
     """LoadGen's system under test over a strategy (submit(i, t) and a completion callback, on_done): each
     sample LoadGen issues is submitted as query i with i % len(inputs) == the sample's index, so the request
     is the input LoadGen chose; a completion is reported to LoadGen as it happens (QuerySamplesComplete is
-    thread-safe), from whichever thread saw it."""
+    thread-safe), from whichever thread saw it. A strategy that fails (its submit raises, or its loop
+    dies: abort) cannot leave LoadGen waiting: every query still out is answered at once, and so is every
+    later one; `error` keeps the first failure for the caller to raise once LoadGen has finished."""
 
     def __init__(self, lg, srv, inputs: int, clock):
         self.lg, self.srv, self.inputs, self.clock = lg, srv, inputs, clock
         self.ids: list[int] = []            # query i -> LoadGen's response id, by i // inputs
+        self.out: set[int] = set()          # queries submitted and not answered
+        self.error: BaseException | None = None
         self.lock = threading.Lock()
         srv.on_done = self.done
 
@@ -47,10 +50,29 @@ class LoadGenSUT:
             with self.lock:
                 i = len(self.ids) * self.inputs + s.index
                 self.ids.append(s.id)
-            self.srv.submit(i, self.clock())
+                self.out.add(i)
+                failed = self.error is not None
+            if failed:
+                self.done(i)
+                continue
+            try:
+                self.srv.submit(i, self.clock())
+            except BaseException as e:  # noqa: BLE001 - the step's failure, raised after LoadGen ends
+                self.abort(e)
 
     def done(self, i: int) -> None:
+        with self.lock:
+            if i not in self.out:   # answered already (by abort)
+                return
+            self.out.discard(i)
         self.lg.QuerySamplesComplete([self.lg.QuerySampleResponse(self.ids[i // self.inputs], 0, 0)])
+
+    def abort(self, error: BaseException) -> None:
+        with self.lock:
+            self.error = self.error or error
+            left = sorted(self.out)
+        for i in left:
+            self.done(i)
 
     def flush(self) -> None:
         pass
@@ -60,7 +82,8 @@ def run_step(srv, on_main_thread: bool, inputs: int, clock, rate: float, bound: 
              queries: int) -> Step:
     """One rate step under LoadGen: `queries` queries at `rate` (LoadGen's minimum query count, and its
     minimum duration queries / rate) against `srv`, a fresh strategy; `on_main_thread`: srv.run() must own
-    this thread (the batcher), so LoadGen runs beside it and srv.close() ends it. The Step is LoadGen's."""
+    this thread (the batcher), so LoadGen runs beside it and srv.close() ends it. The Step is LoadGen's; a
+    failure of the strategy is raised once LoadGen has finished (its queries answered at once: abort)."""
     import mlperf_loadgen as lg  # the optional `loadgen` extra: only a LoadGen cell loads it
     settings = lg.TestSettings()
     settings.scenario, settings.mode = lg.TestScenario.Server, lg.TestMode.PerformanceOnly
@@ -78,13 +101,12 @@ def run_step(srv, on_main_thread: bool, inputs: int, clock, rate: float, bound: 
         log.enable_trace = False
         sut = lg.ConstructSUT(sut_.issue, sut_.flush)
         qsl = lg.ConstructQSL(inputs, inputs, lambda _: None, lambda _: None)
-        ran = _Ran()
 
         def test() -> None:
             try:
                 lg.StartTestWithLogSettings(sut, qsl, settings, log)
             except BaseException as e:  # noqa: BLE001 - raised again in the caller's thread
-                ran.error = e
+                sut_.abort(e)
             finally:
                 if on_main_thread:
                     srv.close()
@@ -92,23 +114,22 @@ def run_step(srv, on_main_thread: bool, inputs: int, clock, rate: float, bound: 
             if on_main_thread:
                 th = threading.Thread(target=test, name="tb-loadgen", daemon=True)
                 th.start()
-                srv.run()
+                try:
+                    srv.run()
+                except BaseException as e:  # noqa: BLE001 - a forward raised: LoadGen's queries answered, then raised
+                    sut_.abort(e)
                 th.join()
             else:
                 test()
         finally:
-            srv.finish(0)   # its threads end (LoadGen has waited for every query)
-            lg.DestroyQSL(qsl)
-            lg.DestroySUT(sut)
-        if ran.error is not None:
-            raise ran.error
+            try:
+                srv.finish(0)   # its threads end (LoadGen has seen every query answered)
+            finally:
+                lg.DestroyQSL(qsl)
+                lg.DestroySUT(sut)
+        if sut_.error is not None:
+            raise sut_.error
         return summary_step(read_detail(Path(logs) / DETAIL_LOG), rate, bound, getattr(srv, "hist", None))
-
-
-@dataclass
-class _Ran:
-    """What LoadGen's thread hands back: the exception it met, if any."""
-    error: BaseException | None = None
 
 
 def read_detail(path: Path) -> dict[str, Any]:
