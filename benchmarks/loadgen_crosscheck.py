@@ -13,6 +13,11 @@ Server scenario (PerformanceOnly, --seconds per rate: LoadGen's default minimum 
 at F. They agree when LoadGen finds P VALID and F INVALID, or, where it finds F VALID, it finds 1.1 x F
 INVALID (F within 10% of LoadGen's own boundary). Where LoadGen finds P INVALID the script also asks
 P / 1.1 and prints it, as a hint of where LoadGen's boundary lies, but the pair disagrees.
+
+--loadgen-peak adds LoadGen's own boundary for the cell: from P, up (or down) by 10% until LoadGen's verdict
+changes, then bisected to 2.5%, each rate --seconds long (10 s: at 10k/s that is 100k queries, more than
+one 50 ms stall can fail: compare.measure.loadgen.long_queries). `--repeat-search K` runs threadbench's
+search K times (fresh processes, as `compare --repeats K` does) and reports each peak against it.
 """
 from __future__ import annotations
 
@@ -38,14 +43,16 @@ from compare.measure.server import STRATEGIES  # noqa: E402
 from compare.serverrules import VALID, settle  # noqa: E402
 
 NEAR = 1.10     # "within 10% of LoadGen's own boundary": LoadGen is asked 10% beyond the rate it disagrees on
+PEAK_PRECISION = 0.025   # --loadgen-peak bisects LoadGen's boundary to this
 WARM_OPS = 50   # ops on the model before LoadGen's first query (the cell warms up the same way, and more)
 
 
 def threadbench_search(backend: str, workload: str, strategy: str, a, out: Path) -> dict:
-    """The cell, run by `compare` in its own process: its rows' (P, F, confirmed, steps, seconds)."""
+    """The cell, run by `compare` in its own process (--repeat-search of them): the first one's (P, F,
+    confirmed, steps, seconds), and every one's peak."""
     cmd = [sys.executable, str(ROOT / "cli.py"), "compare", "-b", backend, "-w", workload, "-m", f"server-{strategy}",
            "-t", str(a.threads), "--latency-bound-ms", str(a.latency_bound_ms), "--no-peak-probe", "-q",
-           "-o", str(out), "--overwrite"]
+           "--repeats", str(a.repeat_search), "-o", str(out), "--overwrite"]
     if a.intra_op_threads:
         cmd += ["--intra-op-threads", str(a.intra_op_threads)]
     began = time.perf_counter()
@@ -53,14 +60,19 @@ def threadbench_search(backend: str, workload: str, strategy: str, a, out: Path)
     took = time.perf_counter() - began
     if not out.exists():
         return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no results file"]}
-    rows = [r for r in results.load(out)["rows"] if r["offered_rate"] is not None]
-    if not rows or rows[0]["status"] != "ok":
-        first = results.load(out)["rows"][0]
+    every = [r for r in results.load(out)["rows"] if r["offered_rate"] is not None]
+    if not every or any(r["status"] != "ok" for r in every):
+        first = next((r for r in results.load(out)["rows"] if r["status"] != "ok"), None) or {"status": "?", "cause": ""}
         return {"error": f"{first['status']}: {first['cause']}"}
-    s = settle((r["offered_rate"], r["verdict"] == VALID, r["step_kind"]) for r in sorted(rows, key=lambda r: r["trial"]))
-    return {"P": s.peak, "F": s.above if s.above is not None else s.unsettled_above, "confirmed": s.confirmed,
-            "steps": [(round(r["offered_rate"]), r["step_kind"], r["verdict"][:60]) for r in rows],
-            "seconds": round(took, 1)}
+    searches = []
+    for k in range(a.repeat_search):
+        rows = sorted((r for r in every if (r["repeat"] or 0) == k), key=lambda r: r["trial"])
+        s = settle((r["offered_rate"], r["verdict"] == VALID, r["step_kind"]) for r in rows)
+        searches.append({"P": s.peak, "F": s.above if s.above is not None else s.unsettled_above,
+                         "confirmed": s.confirmed, "steps": [(round(r["offered_rate"]), r["step_kind"],
+                                                              r["verdict"][:60]) for r in rows]})
+    return searches[0] | {"peaks": [x["P"] for x in searches], "confirmed_all": [x["confirmed"] for x in searches],
+                           "searches": searches, "seconds": round(took, 1)}
 
 
 class Model:
@@ -113,12 +125,34 @@ def crosscheck(backend: str, workload: str, strategy: str, a, tmp: Path) -> dict
                 row["LoadGen at 1.1F"] = _said(ask(NEAR * row["F"], 3))
         if not at_p.valid:
             row["LoadGen at P/1.1"] = _said(ask(row["P"] / NEAR, 4))
+        if a.loadgen_peak:
+            row["LoadGen boundary"], row["LoadGen steps"] = loadgen_boundary(ask, row["P"])
     finally:
         model.close()
     f_ok = row["F"] is not None and (not row["LoadGen at F"]["valid"] or not row.get("LoadGen at 1.1F", {"valid": 1})["valid"])
     row["agree"] = bool(row["LoadGen at P"]["valid"] and f_ok)
     row["load_after"] = os.getloadavg()[0]
     return row
+
+
+def loadgen_boundary(ask, start: float) -> tuple[tuple[float, float], list]:
+    """LoadGen's own [highest VALID, lowest INVALID) near `start`: 10% steps until the verdict changes,
+    then bisection to PEAK_PRECISION. `ask(rate, seed)` runs LoadGen at a rate."""
+    lo = hi = None
+    rate, seeds, said = start, iter(range(10, 10**6)), []
+    while lo is None or hi is None:
+        step = ask(rate, next(seeds))
+        said.append((round(rate), step.valid, round(step.lat_p99_ms, 2)))
+        if step.valid:
+            lo, rate = rate, rate * NEAR
+        else:
+            hi, rate = rate, rate / NEAR
+    while hi / lo > 1 + PEAK_PRECISION:
+        mid = math.sqrt(lo * hi)
+        step = ask(mid, next(seeds))
+        said.append((round(mid), step.valid, round(step.lat_p99_ms, 2)))
+        lo, hi = (mid, hi) if step.valid else (lo, mid)
+    return (lo, hi), said
 
 
 def _said(step) -> dict:
@@ -136,6 +170,8 @@ def main() -> int:
     ap.add_argument("--intra-op-threads", type=int, default=1)
     ap.add_argument("--seconds", type=float, default=10.0, help="LoadGen's minimum duration per rate")
     ap.add_argument("--json", type=Path, help="write every row here too")
+    ap.add_argument("--loadgen-peak", action="store_true", help="also bisect LoadGen's own boundary near P")
+    ap.add_argument("--repeat-search", type=int, default=1, help="threadbench searches per cell (fresh processes)")
     a = ap.parse_args()
     rows = []
     print(f"| backend | workload | strategy | threadbench P | F (first failing above) | bracket | LoadGen at P "
@@ -151,6 +187,14 @@ def main() -> int:
                     print(_line(r), flush=True)
     if a.json:
         a.json.write_text(json.dumps(rows, indent=1))
+    for r in rows:
+        if "LoadGen boundary" in r:
+            lo, hi = r["LoadGen boundary"]
+            within = [p is not None and abs(p / lo - 1) <= NEAR - 1 for p in r["peaks"]]
+            print(f"\n{r['backend']} {r['workload']} {r['strategy']}: LoadGen's boundary [{lo:,.0f}, {hi:,.0f}) "
+                  f"(its steps: {r['LoadGen steps']}); threadbench's peaks: "
+                  + ", ".join(f"{p:,.0f}" if p else "none" for p in r["peaks"])
+                  + f"; within 10% of {lo:,.0f}: {sum(within)} of {len(within)}")
     agreed = sum(bool(r.get("agree")) for r in rows)
     print(f"\n{agreed} of {len(rows)} agree (LoadGen {mlperf_version()}; "
           f"{a.seconds:g} s per LoadGen rate; bound {a.latency_bound_ms:g} ms)")
