@@ -82,15 +82,17 @@ def main() -> int:
     bound = 4 * d
     h.took.clear()
     k = iter(range(1, 100))
-    res = loadgen.search(lambda r: run_real("threads", h, c, Cell(), r, bound, a.seed + next(k), a.step_seconds)[0],
-                   0.5 * c / d, time.perf_counter, budget_s=400.0)
+    res = loadgen.search(lambda r, n: run_real("threads", h, c, Cell(), r, bound, a.seed + next(k), a.step_seconds,
+                                               queries=n)[0],
+                         0.5 * c / d, time.perf_counter, min_seconds=a.step_seconds, budget_s=400.0)
     d_real = float(np.mean(h.took))
     theory = queueing.peak_rate(bound, d_real, c)
     sim = loadgen.simulate_search("threads", c, d_real, bound, 0.5 * c / d, seed=a.seed, min_seconds=a.step_seconds)
     print(f"\nrate search, bound {bound * 1e3:g} ms (4 service times), {len(res.steps)} steps of >= "
-          f"{loadgen.queries_needed(0)} queries: peak {res.peak} /s, bracket [{res.peak}, {res.above}) {res.note}")
+          f"{loadgen.queries_needed(0)} queries: peak {res.peak} /s, bracket [{res.peak}, {res.above}) "
+          f"{'confirmed' if res.confirmed else 'NOT confirmed'} {res.note}")
     for s in res.steps:
-        print(f"  {s.rate:8.1f}/s  p99 {s.lat_p99_ms:7.2f} ms  lag p99 {s.lag_p99_ms:5.2f} ms  {s.verdict[:70]}")
+        print(f"  {s.rate:8.1f}/s {s.kind:6}  p99 {s.lat_p99_ms:7.2f} ms  lag p99 {s.lag_p99_ms:5.2f} ms  {s.verdict[:70]}")
     if res.peak:
         mid = np.sqrt(res.peak * res.above) if res.above else res.peak
         print(f"theory peak {theory:.1f} /s (service {d_real * 1e3:.3f} ms): bracket midpoint / theory = "

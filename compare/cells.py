@@ -57,6 +57,14 @@ def axis_label(mode: str, threads: int, k: int) -> str:
     return {"k": f"×{threads} k={k}" if threads > 1 else f"k={k}", "threads": f"×{threads}"}.get(axis, "")
 
 
+# Who issues a server cell's queries and judges each rate. Adding one = an entry here and its branch in
+# compare.measure.server (its steps) and compare.options.load_generator (what it needs installed).
+LOAD_GENERATORS: dict[str, str] = {
+    "threadbench": "threadbench's own dispatcher and rules (compare.measure.loadgen)",
+    "loadgen": "MLPerf LoadGen's Server scenario, its own verdict per rate (compare.measure.mlperf; the loadgen extra)",
+}
+THREADBENCH, LOADGEN = LOAD_GENERATORS
+
 WINDOW_CAP_DURATIONS = 4  # default cap on a timed window: 4 x --duration (Cell.window_cap), so a cell costs at
 #                           most 4x its asked time before it is called too slow (raise --duration to measure it)
 
@@ -124,6 +132,7 @@ class Cell:
     repeat: int = 0            # which fresh process of the cell this is (repeats pool into one cell)
     latency_bound_ms: float | None = None  # server modes: p99 bound; None = a multiple of the single-request p50
     max_window: float = 0.0    # longest timed window, s; 0: WINDOW_CAP_DURATIONS x duration
+    load_generator: str = THREADBENCH  # server modes: who issues the queries and judges a rate (LOAD_GENERATORS)
 
     def key(self) -> tuple:
         """Identity of the cell across runs (settings that change what is measured)."""
@@ -173,6 +182,7 @@ class Trial:
     lag_p99_ms: float | None = None  # server modes: the dispatcher's lag p99 (actual - scheduled issue)
     bound_ms: float | None = None    # server modes: the latency bound the step was judged against
     verdict: str | None = None       # server modes: "valid" or "invalid: <reason>"
+    step_kind: str | None = None     # server modes: search, again or long (compare.serverrules.STEP_KINDS)
     window_s: float | None = None      # the window's planned length (>= duration when lengthened for the minimum)
     min_thread_ops: int | None = None  # fewest ops any thread (client) completed in the window
     # where each request's time went (compare.measure.split; None where not measured): per op, means over

@@ -3,6 +3,7 @@ nothing of threadbench: what it checks against (backends, modes, strategies) is 
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import math
 import tempfile
 from pathlib import Path
@@ -148,3 +149,18 @@ def runnable_modes(modes, strategies: dict) -> list[str]:
     """--modes all: every mode that can run (a server strategy of `strategies` that is declared but not built
     yet is left out)."""
     return [m for m in modes if not m.startswith("server-") or strategies[m.removeprefix("server-")].make]
+
+
+LOADGEN_MODULE = "mlperf_loadgen"   # what the mlcommons-loadgen package installs
+
+
+def load_generator(value: str, modes: list[str], generators: dict, default: str) -> str:
+    """--load-generator: one of `generators` (compare.cells.LOAD_GENERATORS); another than `default` only
+    with a server mode; LoadGen only where its package is installed (the loadgen extra)."""
+    name = one_name("--load-generator", value, list(generators), "load generator")
+    if name != default and not any(m.startswith("server-") for m in modes):
+        raise BadInput(f"--load-generator: {name} drives the server modes only (add e.g. --modes server-threads)")
+    if name == "loadgen" and importlib.util.find_spec(LOADGEN_MODULE) is None:
+        raise BadInput("--load-generator: loadgen needs MLPerf LoadGen, which is not installed here: pip install "
+                       "'threadbench[loadgen]' (mlcommons-loadgen: CPython 3.11 and 3.12, no free-threaded build)")
+    return name

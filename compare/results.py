@@ -11,12 +11,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from .cells import SPLIT_FIELDS, Cell, CellResult
+from .cells import MODES, SPLIT_FIELDS, Cell, CellResult
 from .files import atomic_write
 
 SCHEMA = "threadbench.run/3"
 OLDER_SCHEMAS = ("threadbench.run/2", "threadbench.run/1")  # still read: fields they lack load as None
-#                                                             (repeat: process 0; the split: not measured)
+#                                                             (repeat: process 0; the split: not measured;
+#                                                              step_kind: a search before confirmation)
 
 # Every row has exactly these fields (None where not applicable), so frames built from any run line up.
 # Adding a row field is one line here: its name and its JSON type (int, float or str).
@@ -45,6 +46,9 @@ ROW_TYPES: dict[str, type] = {
     "call_ms": float, "sync_ms": float, "cpu_ms": float, "core_wait_ms": float, "call_cpu_ms": float,
     "sync_cpu_ms": float, "split_samples": int, "own_cores": float, "proc_cores": float, "host_cores": float,
     "device_ms": float, "device_busy": float, "cores": int,
+    # /3: server rows say what kind of step each was and who judged it
+    "step_kind": str,          # search, again or long (compare.serverrules); None: a search before confirmation
+    "load_generator": str,     # who issued the queries and judged each rate (cells.LOAD_GENERATORS); None: threadbench
 }
 ROW_FIELDS = tuple(ROW_TYPES)
 INT_FIELDS = {f for f, t in ROW_TYPES.items() if t is int}
@@ -105,6 +109,7 @@ def add_result(run: dict, result: CellResult) -> None:
         "op_s": result.op_s, "os_threads": result.os_threads, "intra_op_threads": cell.intra_op_threads,
         "cores": result.cores,
         "gpu_util_mean": result.gpu_util_mean, "gpu_util_max": result.gpu_util_max,
+        "load_generator": cell.load_generator if cell.mode in MODES and not MODES[cell.mode].throughput else None,
     }
     trials = result.trials or [None]
     for i, t in enumerate(trials):
@@ -114,7 +119,7 @@ def add_result(run: dict, result: CellResult) -> None:
             row.update(trial=i, ops=t.ops, seconds=t.seconds, ops_per_s=t.ops_per_s, lat_p50_ms=t.lat_p50_ms,
                        lat_p90_ms=t.lat_p90_ms, lat_p99_ms=t.lat_p99_ms,
                        batch_hist=json.dumps(t.batch_hist) if t.batch_hist else None, offered_rate=t.rate,
-                       lag_p99_ms=t.lag_p99_ms, bound_ms=t.bound_ms, verdict=t.verdict,
+                       lag_p99_ms=t.lag_p99_ms, bound_ms=t.bound_ms, verdict=t.verdict, step_kind=t.step_kind,
                        window_s=t.window_s if t.window_s is not None else result.window_s,
                        min_thread_ops=t.min_thread_ops, **{f: getattr(t, f) for f in SPLIT_FIELDS})
         run["rows"].append(row)

@@ -16,9 +16,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 FRAMEWORKS = {"torch", "mlx", "jax", "jaxlib", "onnxruntime"}
 NOT_IN_THE_WORKER = FRAMEWORKS | {"polars", "typer", "rich", "scipy.stats"}
-# imported where they are used: optional extras (gpu, plot), and scipy.stats, ~0.8 s of every cell process's
+# imported where they are used: optional extras (gpu, plot, loadgen), and scipy.stats, ~0.8 s of every cell process's
 # start-up that only the server modes' early-stopping rule needs
-DEFERRED_ON_PURPOSE = {"pynvml", "matplotlib", "scipy"}
+DEFERRED_ON_PURPOSE = {"pynvml", "matplotlib", "scipy", "mlperf_loadgen"}
 
 
 def module_name(path: Path) -> str:

@@ -50,15 +50,18 @@ def test_schema_round_trip(tmp_path):
                                                             S.cell("mlx", "mlp", "threads", 2)]
 
 
-def test_a_schema_1_file_still_loads_with_the_newer_fields_as_none(tmp_path):
-    """Published runs of schema /1 keep loading until they are measured again: missing fields are None."""
+@pytest.mark.parametrize("schema,predates", [("threadbench.run/1", ("repeat", "step_kind", "load_generator")),
+                                             ("threadbench.run/2", ("step_kind", "load_generator"))])
+def test_an_older_file_still_loads_with_the_newer_fields_as_none(tmp_path, schema, predates):
+    """Published runs of schema /1 and /2 keep loading until they are measured again: missing fields are None."""
     old = json.loads(R.dumps(sample_run()))
-    old["schema"] = "threadbench.run/1"
+    old["schema"] = schema
     for row in old["rows"]:
-        del row["repeat"]
+        for f in predates:
+            del row[f]
     back = R.load(_write(tmp_path, "old.json", old))
-    assert back["schema"] == R.SCHEMA and back["upgraded_from"] == "threadbench.run/1"
-    assert all(set(r) == set(R.ROW_FIELDS) and r["repeat"] is None for r in back["rows"])
+    assert back["schema"] == R.SCHEMA and back["upgraded_from"] == schema
+    assert all(set(r) == set(R.ROW_FIELDS) and all(r[f] is None for f in predates) for r in back["rows"])
     assert {R.process_key(r)[-1] for r in back["rows"]} == {0}
     old["rows"][0]["repeat"] = 0   # a /1 file may lack fields, never carry unknown ones of the wrong type
     old["rows"][0]["bogus"] = 1

@@ -41,7 +41,11 @@ def test_a_server_processes_cell_and_its_faults(tmp_path, threadbench):
     assert steps and all(r["status"] == "ok" for r in steps), steps
     assert all(r["verdict"] and r["offered_rate"] > 0 and r["bound_ms"] == 500.0 for r in steps)
     assert all(r["ops"] >= 459 or "overloaded" in r["verdict"] for r in steps)
-    assert len({r["offered_rate"] for r in steps}) == len(steps)  # every rate step a row of its own
+    assert [r["trial"] for r in steps] == list(range(len(steps)))  # every rate step a row of its own
+    seen = set()
+    for r in steps:  # a rate runs twice only to confirm it (compare.serverrules): again, or long
+        assert (r["offered_rate"] in seen) == (r["step_kind"] != "search"), r
+        seen.add(r["offered_rate"])
     # the worker's speed check, then verify_ops per process, each checked in the process that ran it
     assert steps[0]["checked"] == 1 + 2 * VERIFY and steps[0]["errors"] == 0, steps[0]
     assert steps[0]["intra_op_rule"].startswith("equal total threads:"), steps[0]

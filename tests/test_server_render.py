@@ -11,6 +11,7 @@ from compare import results as R
 from compare.cells import Cell, CellResult, Trial
 from compare.render import analysis
 from compare.render import findings as FI
+from compare.render import format as fmt
 from compare.render import plot as PL
 from compare.render import publish as PUB
 from compare.render import report as P
@@ -20,9 +21,21 @@ P99_FAIL = "invalid: p99 3 ms > bound 2 ms"
 
 
 def steps(*pairs) -> list[Trial]:
-    """(rate, verdict) per step, in the order the search ran them."""
-    return [Trial(ops=500, seconds=1.0, lat_p50_ms=0.5, lat_p90_ms=0.8, lat_p99_ms=1.0 if v == "valid" else 3.0,
-                  rate=rate, lag_p99_ms=0.01, bound_ms=2.0, verdict=v) for rate, v in pairs]
+    """(rate, verdict) or (rate, verdict, step kind) per step, in the order the search ran them; without a
+    kind, a step of a search before confirmation (an older file's)."""
+    return [Trial(ops=500, seconds=1.0, lat_p50_ms=0.5, lat_p90_ms=0.8, lat_p99_ms=1.0 if p[1] == "valid" else 3.0,
+                  rate=p[0], lag_p99_ms=0.01, bound_ms=2.0, verdict=p[1], step_kind=p[2] if len(p) > 2 else None)
+            for p in pairs]
+
+
+def confirmed(*pairs) -> list[Trial]:
+    """A confirmed search: each failure run again at once, then the bracket's ends (the first and last
+    argument of `ends`) by long steps. `pairs`: (rate, verdict) of its search steps."""
+    *pairs, (peak, above) = pairs
+    out = []
+    for rate, v in pairs:
+        out += [(rate, v, "search")] + ([] if v == "valid" else [(rate, v, "again")])
+    return steps(*out, (peak, "valid", "long"), (above, P99_FAIL, "long"))
 
 
 def server(backend: str, strategy: str, trials: list[Trial], status: str = "ok", cause: str = "",
@@ -36,11 +49,13 @@ def server_run() -> dict:
     """torch: processes [1000, 1040) clearly above threads [400, 420); batched [950, 1100) overlaps it.
     mlx: threads never valid; processes crashed."""
     return S.run([
-        server("torch", "threads", steps((800, P99_FAIL), (400, "valid"), (566, P99_FAIL), (476, P99_FAIL),
-                                         (420, P99_FAIL))),
-        server("torch", "batched", steps((1100, P99_FAIL), (950, "valid"))),
-        server("torch", "processes", steps((500, "valid"), (1000, "valid"), (2000, P99_FAIL), (1040, P99_FAIL))),
-        server("mlx", "threads", steps((100, P99_FAIL), (50, P99_FAIL))),
+        server("torch", "threads", confirmed((800, P99_FAIL), (400, "valid"), (566, P99_FAIL), (476, P99_FAIL),
+                                             (420, P99_FAIL), (400, 420))),
+        server("torch", "batched", confirmed((1100, P99_FAIL), (950, "valid"), (950, 1100))),
+        server("torch", "processes", confirmed((500, "valid"), (1000, "valid"), (2000, P99_FAIL), (1040, P99_FAIL),
+                                               (1000, 1040))),
+        server("mlx", "threads", steps((100, P99_FAIL, "search"), (100, P99_FAIL, "again"), (50, P99_FAIL, "search"),
+                                       (50, P99_FAIL, "again"))),
         server("mlx", "processes", [], "crash", "process 2 of 2 killed by SIGSEGV"),
         server("numpy", "threads", [], "unsupported", "numpy supports float64, not float32"),
         S.result(S.cell("torch", "mlp", "sequential"), [1000.0] * 5),
@@ -61,6 +76,38 @@ def test_findings_name_each_backends_best_strategy_with_its_bracket_and_bound():
     assert "mlx cpu: no valid rate (threads ×2 at 50/s, the lowest rate tried, p99 3 ms > bound 2 ms; " \
            "processes ×2 CRASH: process 2 of 2 killed by SIGSEGV)" in s
     assert "numpy" not in s  # unsupported cells: the throughput findings and tables say why
+
+
+def test_a_bracket_without_long_steps_at_both_ends_is_not_printed_and_the_cell_says_what_is_known():
+    """Issue 20: a failure that ran once (a search before confirmation, or one cut short) may be a stall's,
+    so the peak is only a lower end: no bracket, no comparison against it, and the reason in its place."""
+    once = server("torch", "threads", steps((800, P99_FAIL), (400, "valid"), (566, P99_FAIL), (476, P99_FAIL),
+                                            (420, P99_FAIL)))
+    run = S.run([once, server("torch", "processes", confirmed((500, "valid"), (1000, "valid"), (2000, P99_FAIL),
+                                                              (1040, P99_FAIL), (1000, 1040)))])
+    recs = {r["mode"]: r for r in analysis.peaks(run["rows"])}
+    assert recs["server-threads"]["peak"] == 400 and recs["server-threads"]["above"] is None
+    assert recs["server-threads"]["open"] == (analysis.FAILED_ONCE, 420)
+    assert recs["server-processes"]["above"] == 1040 and recs["server-processes"]["open"] is None
+    assert ("best processes ×2, 1k req/s [1k, 1.04k) under its 2 ms bound, not compared with threads ×2 "
+            "(≥ 400, not bracketed: 420/s failed once, never run again)") in sentence(run)
+    (table, curve) = SR.build(run["rows"])
+    assert next(r for r in table.rows if r[2] == "threads")[6] == "≥ 400, not bracketed: 420/s failed once, never run again"
+    marks = [(r[4], r[-1].rpartition(" ")[2]) for r in curve.rows if r[2] == "processes"]  # a confirmation says so
+    assert sorted(m for m in marks if m[1] in ("(again)", "(long)")) == [
+        ("1,000", "(long)"), ("1,040", "(again)"), ("1,040", "(long)"), ("2,000", "(again)")]
+
+
+@pytest.mark.parametrize("pairs, why", [
+    ([(100, "valid", "search"), (200, P99_FAIL, "search")], "200/s failed once, never run again"),
+    ([(100, "valid", "search"), (200, P99_FAIL, "search"), (200, "valid", "again")], "200/s passed and failed, unsettled"),
+    ([(100, "valid", "search"), (105, P99_FAIL, "search"), (105, P99_FAIL, "again")], "105/s failed twice, no long step"),
+    ([(100, "valid", "search"), (105, P99_FAIL, "long")], "no long step at the peak"),
+    ([(100, "valid", "search"), (200, "valid", "search")], "no rate above it failed"),
+])
+def test_an_open_end_says_which_end_was_not_confirmed(pairs, why):
+    (rec,) = analysis.peaks(S.run([server("torch", "threads", steps(*pairs))])["rows"])
+    assert rec["above"] is None and fmt.open_end(rec) == why
 
 
 def test_a_comparison_needs_disjoint_brackets_and_the_min_gain():
@@ -89,10 +136,13 @@ def test_the_server_plot_draws_steps_peaks_and_the_bound():
     bound = [l for l in lines if list(l.get_ydata()) == [2.0, 2.0]]
     curves = [l for l in lines if len(l.get_xdata()) > 1 and l not in bound]
     assert len(curves) == 4  # torch threads, batched, processes; mlx threads (its processes crashed: not drawn)
-    styles = {tuple(l.get_xdata()): l.get_linestyle() for l in curves}
+    styles = {tuple(sorted(set(l.get_xdata()))): l.get_linestyle() for l in curves}
     assert styles[(400, 420, 476, 566, 800)] != styles[(500, 1000, 1040, 2000)]  # a line style per strategy
     hollow = [l for l in lines if len(l.get_xdata()) == 1 and l.get_markerfacecolor() == "white"]
-    assert len(hollow) == 4 + 1 + 2 + 2  # every invalid step
+    assert len(hollow) == 9 + 3 + 5 + 4  # every invalid step: search, again and long
+    rings = [l for l in lines if l.get_marker() == PL.LONG_MARK and l.get_markerfacecolor() == "none"]
+    assert sorted(l.get_xdata()[0] for l in rings) == [400, 420, 950, 1000, 1040, 1100]  # each long step
+    assert "long step (settles its rate)" in [t.get_text() for t in fig.legends[0].get_texts()]
     stars = [l for l in lines if l.get_marker() == PL.PEAK_MARK]
     assert sorted(l.get_xdata()[0] for l in stars) == [400, 950, 1000]
     assert len(bound) == 1 and bound[0].get_linestyle() == "--"

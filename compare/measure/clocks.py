@@ -92,12 +92,19 @@ class RealClock:
 @dataclass
 class SimClock:
     """Simulated time: it moves only when told (`t`, or `sleep_until`, which jumps to the time asked plus
-    `issue_cost` seconds per wake-up: a model of a late dispatcher). Deterministic on any machine."""
+    `issue_cost` seconds per wake-up: a model of a late dispatcher). `stalls`: (at, seconds) spans in which
+    a sleeper does not wake: one asked to wake inside one wakes at its end (a stalled dispatcher, as a busy
+    VM or a GIL holder makes one). Deterministic on any machine."""
     t: float = 0.0
     issue_cost: float = 0.0
+    stalls: tuple[tuple[float, float], ...] = ()
 
     def now(self) -> float:
         return self.t
 
     def sleep_until(self, t: float) -> None:
-        self.t = max(self.t, t) + self.issue_cost
+        wake = max(self.t, t)
+        for at, seconds in self.stalls:
+            if at <= wake < at + seconds:
+                wake = at + seconds
+        self.t = wake + self.issue_cost

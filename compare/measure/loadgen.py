@@ -4,12 +4,27 @@ issues each at its scheduled time to a strategy (anything with submit(i, t), don
 latency runs from the *scheduled* time, so queueing and the dispatcher's own lateness count. Each rate step
 is judged (judge): valid when (1) the dispatcher's lag (actual - scheduled issue time) has a p99 within
 LAG_FRACTION of the bound, (2) the latency p99 is within the bound, and (3) enough queries were seen to know
-it (LoadGen's early stopping, `queries_needed`). The search brackets then bisects the rate to PRECISION.
+it (LoadGen's early stopping, `queries_needed`).
 
-On the simulated clock (clocks.SimClock) with the simulated strategies (c FIFO servers; the batcher's
-policy) everything here is deterministic: what tests compare with queueing theory (queueing.py). Not here:
-the live strategies and a cell's search (compare.measure.server). Not LoadGen itself: no accuracy mode, no
-multi-sample queries, MIN_SECONDS per rate rather than LoadGen's 600 s (or its 10 s default)."""
+The search (next_step) brackets then bisects the rate to PRECISION, and a stall cannot end it. A stall (the
+process or the dispatcher not running for tens of ms: a shared VM's scheduler, a framework call holding the
+GIL) fails a short step at any rate, since the queries scheduled in it are late; it never makes one pass.
+So (compare.serverrules.settle): a failed step bounds the search only once the same rate fails again; when
+the two disagree, a long step settles the rate; and the bracket's two ends are measured last with long
+steps, so [peak, above) is printed as a bracket only when a long step passed at the peak and one failed
+above it. A long step has long_queries(rate): one stall of STALL_S delays the ceil(rate x STALL_S) queries
+scheduled in it, which may all fail (the lag limit, 10% of the bound, is under STALL_S for every bound
+below 500 ms); with that many over, a step needs queries_needed(that many) to pass early stopping, which
+also keeps them under 1% for both p99s. That is 662 queries at 10/s (66 s), 1,307 at 100/s (13 s), 6,898
+at 1k/s (6.9 s), 55,427 at 10k/s (5.5 s), 133,433 at 25k/s (5.3 s), whatever the bound. What no length
+absorbs: at a rate with less slack under the bound than the stall, the queue the stall leaves delays the
+queries after it too; such a rate is the peak of a machine that stalls, and its long step fails.
+
+On the simulated clock (clocks.SimClock, which can stall) with the simulated strategies (c FIFO servers;
+the batcher's policy) everything here is deterministic: what tests compare with queueing theory
+(queueing.py). Not here: the live strategies and a cell's search (compare.measure.server). Not LoadGen
+itself (compare.measure.mlperf drives that): no accuracy mode, no multi-sample queries, MIN_SECONDS per
+search step rather than LoadGen's 600 s (or its 10 s default)."""
 from __future__ import annotations
 
 import bisect
@@ -22,6 +37,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..serverrules import LONG, SEARCH, STALL_S, VALID, Settled, settle
 from .clocks import RealClock, SimClock
 
 # -- the rules, each with where it comes from --------------------------------------------------------
@@ -34,8 +50,10 @@ MIN_SECONDS = 1.0        # per rate step; LoadGen defaults to 10 s (600 s offici
 LAG_FRACTION = 0.10      # a rate whose dispatcher lag p99 exceeds this share of the bound is INVALID: the
                          # load generator, not the server, would be setting a tenth of the latency budget
 PRECISION = 0.05         # the search stops once the highest valid and lowest invalid rate are within 5%
-MAX_STEPS = 14           # rate steps per search at most (bracketing + bisection take ~8 from a fair start)
-BUDGET_S = 120.0         # clock seconds per search at most; the bracket found so far is reported
+MAX_STEPS = 24           # rate steps per search at most: bracketing + bisection take ~8 from a fair start,
+                         # each failed rate once more (~4), two long ends, and room for a disagreement or two
+BUDGET_S = 180.0         # clock seconds per search at most (within ModeSpec.extra_s); what it settled is
+                         # reported, a bracket only if both ends were confirmed
 BOUND_FACTOR = 10.0      # default bound = this x the workload's single-request p50 measured in the same cell
                          # (LoadGen sets one bound per model: ResNet-50 15 ms for a ~1.5 ms inference)
 BOUND_FLOOR_MS = 2.0     # ...but never below this: a Python thread dispatcher on a shared VM wakes ~0.1 ms
@@ -47,8 +65,6 @@ LAG_FLOOR_FACTOR = 1.5   # the default bound is at least this x the tightest bou
 #                          machine now (lag p99 / LAG_FRACTION). Measured on the 2-core CI VM, idle: lag p99
 #                          0.21-0.44 ms at 16-1,000 queries/s, so the 2 ms floor alone left every rate of a
 #                          default CPU sweep INVALID by the lag rule, a verdict on the dispatcher, not the model
-
-VALID = "valid"
 
 
 def queries_needed(over: int, p: float = PERCENTILE, confidence: float = CONFIDENCE) -> int:
@@ -83,10 +99,11 @@ class Step:
     lat_p50_ms: float
     lat_p90_ms: float
     lat_p99_ms: float
-    lag_p99_ms: float           # dispatcher: actual - scheduled issue time
+    lag_p99_ms: float | None    # dispatcher: actual - scheduled issue time (None: LoadGen's, which reports none)
     over: int                   # queries whose latency exceeded the bound
     verdict: str                # VALID, or "invalid: <reason>"
     batch_hist: dict[str, int] | None = None
+    kind: str = SEARCH          # serverrules.STEP_KINDS: a search step, a failure run again, or a long step
 
     @property
     def valid(self) -> bool:
@@ -154,8 +171,9 @@ def dispatch(clock, strategy, sched_rel: np.ndarray, rate: float, bound: float) 
 
 
 def measure_rate(clock, make_strategy: Callable[[], Any], rate: float, bound: float, seed: int,
-                 min_seconds: float = MIN_SECONDS) -> Step:
-    n = step_queries(rate, min_seconds)
+                 min_seconds: float = MIN_SECONDS, queries: int | None = None) -> Step:
+    """One step at `rate`: `queries` queries (default step_queries) to a fresh strategy, judged."""
+    n = queries or step_queries(rate, min_seconds)
     strategy = make_strategy()
     sched, issued, ends, overloaded = dispatch(clock, strategy, poisson_schedule(rate, n, seed), rate, bound)
     return judge(rate, sched, issued, ends, bound, overloaded, getattr(strategy, "hist", None))
@@ -164,55 +182,77 @@ def measure_rate(clock, make_strategy: Callable[[], Any], rate: float, bound: fl
 # -- the search -----------------------------------------------------------------------------------
 @dataclass
 class Search:
-    """The steps in the order run; `peak` the highest valid rate, `above` the lowest invalid rate above it
-    (the true peak lies in [peak, above), to `precision`, if both are known); `note` why it stopped early."""
+    """The steps in the order run; `peak` the highest valid rate, `above` the lowest failed rate above it
+    (serverrules.settle: a failure counts once repeated or long); `confirmed`: long steps settled both, so
+    the true peak lies in [peak, above) to `precision`; `note` why it stopped early."""
     steps: list[Step] = field(default_factory=list)
     peak: float | None = None
     above: float | None = None
+    confirmed: bool = False
     note: str = ""
 
 
-def search_steps(measure: Callable[[float], Step], start: float, now: Callable[[], float], out: Search,
-                 precision: float = PRECISION, max_steps: int = MAX_STEPS, budget_s: float = BUDGET_S,
-                 floor: float | None = None, affordable: Callable[[float, float], bool] | None = None):
-    """Bracket (double from `start` until a rate fails, or halve until one passes), then bisect in log
-    space until above / peak <= 1 + precision; yields each Step as it finishes, filling `out`. `floor`: the
-    lowest rate worth trying (default start / 256); `affordable(rate, seconds left)`: whether a step at
-    that rate fits in what is left of the budget."""
+def long_queries(rate: float, min_seconds: float = MIN_SECONDS) -> int:
+    """Queries in a long step: enough that one stall of STALL_S cannot fail it. The stall delays the
+    queries scheduled in it, ceil(rate x STALL_S), past the lag limit (and the bound, where the rate has no
+    more slack than the stall); with all of them over, the step still passes early stopping (and so keeps
+    them under 1% for both p99s) when it has queries_needed(that many) queries."""
+    return max(step_queries(rate, min_seconds), queries_needed(math.ceil(rate * STALL_S)))
+
+
+def next_step(s: Settled, tried: list[float], start: float, precision: float) -> tuple[float, str] | None:
+    """The search's next (rate, kind) from what its steps settled, or None when the bracket is confirmed
+    to `precision`: a step owed first (a failure run again; a disagreement settled by a long step); then
+    halve below the lowest rate tried until one passes, double the peak until a rate fails, bisect in log
+    space to `precision`, and last confirm the peak and the rate above it with long steps."""
+    if s.due:
+        return s.due
+    if s.peak is None:
+        return (min(tried) / 2 if tried else start), SEARCH
+    if s.above is None:
+        return 2 * s.peak, SEARCH
+    if s.above / s.peak > 1 + precision:
+        return math.sqrt(s.peak * s.above), SEARCH
+    if not s.rates[s.peak].long:
+        return s.peak, LONG
+    if not s.rates[s.above].long:
+        return s.above, LONG
+    return None
+
+
+def search_steps(measure: Callable[[float, int], Step], start: float, now: Callable[[], float], out: Search,
+                 min_seconds: float = MIN_SECONDS, precision: float = PRECISION, max_steps: int = MAX_STEPS,
+                 budget_s: float = BUDGET_S, floor: float | None = None):
+    """The confirmed search (next_step), yielding each Step as it finishes and filling `out`.
+    `measure(rate, queries)` runs one step; a search step has step_queries, a long one long_queries.
+    `floor`: the lowest rate worth trying (default start / 256). A step that would outlast what is left of
+    `budget_s` (its queries at its rate) is not started."""
     floor = floor or start / 256
     began = now()
-    rate = start
     while True:
-        left = budget_s - (now() - began)
+        settled = settle((st.rate, st.valid, st.kind) for st in out.steps)
+        out.peak, out.above, out.confirmed = settled.peak, settled.above, settled.confirmed
+        step = next_step(settled, [st.rate for st in out.steps], start, precision)
+        if step is None:
+            return
+        rate, kind = step
+        if rate < floor:
+            out.note = f"no valid rate down to {floor:.3g}/s"
+            return
         if len(out.steps) >= max_steps:
             out.note = f"stopped after {max_steps} steps"
             return
-        if left <= 0 or (affordable is not None and not affordable(rate, left)):
+        n = long_queries(rate, min_seconds) if kind == LONG else step_queries(rate, min_seconds)
+        if n / rate > budget_s - (now() - began):
             out.note = f"stopped at the {budget_s:g} s budget"
             return
-        step = measure(rate)
-        out.steps.append(step)
-        yield step
-        if step.valid:
-            out.peak = rate if out.peak is None else max(out.peak, rate)
-        elif out.above is None or rate < out.above:
-            out.above = rate
-        if out.peak is not None and out.above is not None and out.above <= out.peak:
-            out.above = None  # noise: a lower rate failed than one that passed; search above the peak again
-        if out.peak is None:
-            rate = rate / 2
-            if rate < floor:
-                out.note = f"no valid rate down to {floor:.3g}/s"
-                return
-        elif out.above is None:
-            rate = rate * 2
-        elif out.above / out.peak <= 1 + precision:
-            return
-        else:
-            rate = math.sqrt(out.peak * out.above)
+        result = measure(rate, n)
+        result.kind = kind
+        out.steps.append(result)
+        yield result
 
 
-def search(measure: Callable[[float], Step], start: float, now: Callable[[], float], **options) -> Search:
+def search(measure: Callable[[float, int], Step], start: float, now: Callable[[], float], **options) -> Search:
     """search_steps run to the end: the Search."""
     out = Search()
     for _ in search_steps(measure, start, now, out, **options):
@@ -307,16 +347,17 @@ SIM_STRATEGIES: dict[str, Callable[..., Any]] = {
 
 def simulate_search(strategy: str, servers: int, service: Callable[[int], float] | float, bound: float,
                     start: float, seed: int = 0, min_seconds: float = MIN_SECONDS, issue_cost: float = 0.0,
-                    **options) -> Search:
-    """The search on the simulated clock: deterministic for a seed. `start` the first rate tried."""
-    clock = SimClock(issue_cost=issue_cost)
+                    stalls: tuple = (), **options) -> Search:
+    """The search on the simulated clock: deterministic for a seed. `start` the first rate tried; `stalls`:
+    (at, seconds) of simulated time in which the dispatcher sleeps through (clocks.SimClock)."""
+    clock = SimClock(issue_cost=issue_cost, stalls=tuple(stalls))
     step_seeds = itertools.count(seed + 1)
 
-    def measure(rate: float) -> Step:
+    def measure(rate: float, queries: int) -> Step:
         make = lambda: SIM_STRATEGIES[strategy](clock, servers, service, **options)  # noqa: E731
-        return measure_rate(clock, make, rate, bound, next(step_seeds), min_seconds)
+        return measure_rate(clock, make, rate, bound, next(step_seeds), queries=queries)
 
-    return search(measure, start, clock.now, budget_s=math.inf)
+    return search(measure, start, clock.now, min_seconds=min_seconds, budget_s=math.inf)
 
 
 # -- the default latency bound ------------------------------------------------------------------

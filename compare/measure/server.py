@@ -23,7 +23,8 @@ import numpy as np
 
 from backends.base import Unsupported
 
-from ..cells import Cell, Trial
+from ..cells import LOADGEN, Cell, Trial
+from . import mlperf
 from .batcher import Batcher, Request
 from .build import CellContext, memory, memory_facts, process_harness
 from .clocks import RealClock, process_clock, shared_clock
@@ -52,6 +53,7 @@ class ThreadsServer:
 
     def __init__(self, h, servers: int, keep: bool = False):
         self.h, self.keep = h, keep
+        self.on_done: Callable[[int], None] | None = None  # told each query's end (LoadGen's SUT: mlperf.py)
         self.q: queue.SimpleQueue = queue.SimpleQueue()
         self.ends: dict[int, float] = {}
         self.outputs: dict[int, Any] = {}
@@ -82,6 +84,8 @@ class ThreadsServer:
             self.ends[i] = clock()
             if self.keep:
                 self.outputs[i] = y
+            if self.on_done is not None:
+                self.on_done(i)
 
     @property
     def done(self) -> int:
@@ -112,6 +116,7 @@ class BatchedServer:
         self.ends: dict[int, float] = {}
         self.outputs: dict[int, Any] = {}
         self.done = 0
+        self.on_done: Callable[[int], None] | None = None  # told each query's end (LoadGen's SUT: mlperf.py)
 
     def submit(self, i: int, t: float) -> None:
         self.batcher.put(Request(self.h.inputs[i % len(self.h.inputs)], t, i))
@@ -131,6 +136,9 @@ class BatchedServer:
             if self.keep:
                 self.outputs[r.index] = part
         self.done += len(batch)
+        if self.on_done is not None:
+            for r in batch:
+                self.on_done(r.index)
 
     def finish(self, count: int) -> np.ndarray:
         return np.array([self.ends[i] for i in range(count)])
@@ -182,6 +190,7 @@ class ProcessPool:
         self.closing = False
         self.reports: dict[int, dict] = {}
         self.step, self.ends, self.errs = 0, {}, {}
+        self.on_done: Callable[[int], None] | None = None  # told each query's end in this step (PoolStep.on_done)
         self.collector = None
         try:
             self.processes.start()
@@ -216,11 +225,14 @@ class ProcessPool:
         if msg[0] == "done":
             _, step, q, t, err = msg
             with self.cond:
-                if step == self.step:
+                current, on_done = step == self.step, self.on_done
+                if current:
                     self.ends[q] = t
                     if err is not None:
                         self.errs[q] = err
                     self.cond.notify_all()
+            if current and on_done is not None:
+                on_done(q)
         elif msg[0] == "ready":
             with self.cond:
                 self.ready[i] = msg[1]
@@ -236,7 +248,7 @@ class ProcessPool:
             if self.failure is not None:
                 raise self.failure
             self.step += 1
-            self.ends, self.errs = {}, {}
+            self.ends, self.errs, self.on_done = {}, {}, None
         return PoolStep(self, self.step, keep)
 
     def stop(self) -> list[dict]:
@@ -284,6 +296,14 @@ class PoolStep:
     def checked(self) -> dict:
         return self.pool.errs
 
+    @property
+    def on_done(self) -> Callable[[int], None] | None:
+        return self.pool.on_done
+
+    @on_done.setter
+    def on_done(self, tell: Callable[[int], None] | None) -> None:  # the pool's collector tells it each end
+        self.pool.on_done = tell
+
     def submit(self, i: int, t: float) -> None:
         if self.pool.failure is not None:
             raise self.pool.failure
@@ -322,15 +342,17 @@ STRATEGIES: dict[str, Strategy] = {
 
 # -- one rate step, and the cell ------------------------------------------------------------------------
 def run_real(strategy: str, h, n: int, cell, rate: float, bound: float, seed: int, min_seconds: float,
-             keep: bool = False, sched_rel: np.ndarray | None = None, pool=None) -> tuple[Step, Any]:
+             keep: bool = False, sched_rel: np.ndarray | None = None, pool=None,
+             queries: int | None = None) -> tuple[Step, Any]:
     """One rate step on the real clock: the dispatcher in its own thread, the strategy's work in its threads
-    (and, for the batcher, this thread). Returns the Step and the strategy (its outputs when `keep`)."""
+    (and, for the batcher, this thread); `queries` Poisson arrivals (default step_queries), or `sched_rel`.
+    Returns the Step and the strategy (its outputs when `keep`)."""
     spec = STRATEGIES[strategy]
     srv = spec.make(h, n, cell, pool)
     srv.keep = keep
     clock = RealClock(getattr(srv, "now", process_clock))
     if sched_rel is None:
-        sched_rel = poisson_schedule(rate, step_queries(rate, min_seconds), seed)
+        sched_rel = poisson_schedule(rate, queries or step_queries(rate, min_seconds), seed)
     out = _Issued()
 
     def dispatcher() -> None:
@@ -405,18 +427,24 @@ def measure_server_cell(cell: Cell, ctx: CellContext):
         try:
             step_seeds = iter(range(cell.seed + 1, cell.seed + MAX_STEPS + 1))
 
-            def measure(r: float) -> Step:  # one rate step; its span is where the GPU sampler reads count
+            def measure(r: float, queries: int) -> Step:  # one rate step; its span is where the GPU sampler reads
                 t0 = process_clock()
-                step = run_real(strategy, h, n, cell, r, bound, next(step_seeds), min_seconds, pool=pool)[0]
+                if cell.load_generator == LOADGEN:  # LoadGen issues and judges; the strategy is the same
+                    srv = spec.make(h, n, cell, pool)
+                    step = mlperf.run_step(srv, spec.batcher, len(h.inputs), getattr(srv, "now", process_clock), r,
+                                           bound, next(step_seeds), queries)
+                else:
+                    step = run_real(strategy, h, n, cell, r, bound, next(step_seeds), min_seconds, pool=pool,
+                                    queries=queries)[0]
                 h.measured.timed_spans.append((t0, process_clock()))
                 return step
 
-            affordable = lambda r, left: step_queries(r, min_seconds) / r <= left  # noqa: E731
             for step in search_steps(measure, START_FRACTION * n * capacity, process_clock, Search(),
-                                     floor=FLOOR_FRACTION * capacity, affordable=affordable):
+                                     min_seconds=min_seconds, floor=FLOOR_FRACTION * capacity):
                 yield Trial(ops=step.queries, seconds=step.seconds, lat_p50_ms=step.lat_p50_ms,
                             lat_p90_ms=step.lat_p90_ms, lat_p99_ms=step.lat_p99_ms, batch_hist=step.batch_hist,
-                            rate=step.rate, lag_p99_ms=step.lag_p99_ms, bound_ms=step.bound_ms, verdict=step.verdict)
+                            rate=step.rate, lag_p99_ms=step.lag_p99_ms, bound_ms=step.bound_ms, verdict=step.verdict,
+                            step_kind=step.kind)
             # verification: verify_ops queries per server, all issued at once, each output against the reference
             # (a process pool checks each in the process that ran it and sends the error back)
             _, srv = run_real(strategy, h, n, cell, 1.0, 1e9, cell.seed, min_seconds, keep=True,

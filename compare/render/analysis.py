@@ -16,8 +16,9 @@ from typing import NamedTuple
 import numpy as np
 from scipy.stats import mannwhitneyu
 
-from ..cells import FAILED, MODES, OK
+from ..cells import FAILED, MODES, OK, THREADBENCH
 from ..hostrules import DEVICE_BOUND_UTIL_PCT
+from ..serverrules import LONG, VALID, Settled, settle
 from ..stats import cell_status, median_ci
 
 MIN_GAIN = 0.10   # smaller differences are not claimed even with disjoint intervals: run-to-run drift on a
@@ -180,28 +181,49 @@ SERVER_MODES = [m.name for m in MODES.values() if not m.throughput]
 CELL = ("machine", "backend", "device", "dtype", "fp32_precision", "workload", "size", "mode", "threads")
 
 
-def _search(steps: list[dict]) -> tuple[float | None, float | None, dict | None]:
-    """One process's rate search: (peak, above, the step at the peak). peak: the highest offered rate judged
-    valid; above: the lowest rate above it judged invalid (None: not bracketed)."""
-    valid = [r for r in steps if r["verdict"] == "valid"]
-    peak = max((r["offered_rate"] for r in valid), default=None)
-    above = min((r["offered_rate"] for r in steps if r["verdict"] != "valid" and peak is not None
-                 and r["offered_rate"] > peak), default=None)
-    return peak, above, next((r for r in valid if r["offered_rate"] == peak), None)
+# why a peak is not bracketed (open_end); format.open_end says it in words
+NONE_FAILED, FAILED_ONCE, DISAGREED, NO_LONG_ABOVE, NO_LONG_PEAK = (
+    "none failed", "failed once", "disagreed", "no long step above", "no long step at the peak")
+
+
+def _search(steps: list[dict]) -> tuple[Settled, dict | None]:
+    """One process's rate search, its rows in the order run: what they settle (serverrules.settle: the peak
+    below every rate a long step failed, the lowest repeated or long failure above it, whether long steps
+    confirmed both) and the row at the peak (its long step where it ran one)."""
+    ordered = sorted(steps, key=lambda r: r["trial"] or 0)
+    settled = settle((r["offered_rate"], r["verdict"] == VALID, r.get("step_kind")) for r in ordered)
+    at = [r for r in ordered if r["offered_rate"] == settled.peak and r["verdict"] == VALID]
+    return settled, next((r for r in reversed(at) if r.get("step_kind") == LONG), at[-1] if at else None)
+
+
+def open_end(s: Settled) -> tuple[str, float | None] | None:
+    """Why a search's peak is not bracketed, as (OPEN_ENDS key, the rate it is about); None when it is
+    (or when there is no peak)."""
+    if s.peak is None or s.confirmed:
+        return None
+    if s.above is None:
+        if s.unsettled_above is None:
+            return NONE_FAILED, None
+        return (FAILED_ONCE if s.rates[s.unsettled_above].runs == 1 else DISAGREED), s.unsettled_above
+    if not s.rates[s.above].long:
+        return NO_LONG_ABOVE, s.above
+    return NO_LONG_PEAK, s.peak
 
 
 def peaks(rows: list[dict]) -> list[dict]:
-    """One record per server cell. From one process: `peak` the highest offered rate judged valid and `above`
-    the lowest rate above it judged invalid (None: not bracketed); the peak lies in [peak, above) to the
-    search's precision (a re-run's noise can move either end by a step). From several (--repeats), each
+    """One record per server cell. From one process (_search): `peak` the highest rate its steps settled
+    valid and `above` the lowest settled failure above it, only where long steps confirmed both (the peak
+    lies in [peak, above) to the search's precision; a re-run's noise can move either end by a step); else
+    `above` None and `open` says why (open_end: a failure that ran once, which a stall can make; no long
+    step at an end; no failure above). From several (--repeats), each
     process searched on its own: `peak` is the median of their peaks (a process with no valid rate counts as
     0), `low`-`high` its distribution-free interval at `level` (stats.median_ci), `above` None; the best
     of the processes is never the figure; `median_repeat` names the median process. `steps`: every process's
     rows sorted by rate (each row's "repeat" says whose)."""
     cells: dict[tuple, list[dict]] = {}
-    for r in rows:
+    for r in rows:  # a cell per load generator too: LoadGen's verdicts are not pooled with threadbench's
         if r["mode"] in SERVER_MODES:
-            cells.setdefault(tuple(r[k] for k in CELL), []).append(r)
+            cells.setdefault((*(r[k] for k in CELL), generator(r)), []).append(r)
     out = []
     for key, rs in cells.items():
         steps = sorted((r for r in rs if r.get("offered_rate") is not None), key=lambda r: r["offered_rate"])
@@ -215,20 +237,29 @@ def peaks(rows: list[dict]) -> list[dict]:
                "steps": steps, "n_processes": len(procs),
                "errors": sum(r["errors"] or 0 for r in firsts), "checked": sum(r["checked"] or 0 for r in firsts),
                "low": None, "high": None, "level": None, "median_repeat": None}
+        rec["open"] = None
         if len(procs) <= 1:
-            peak, above, at = _search(steps)
+            settled, at = _search(steps)
+            peak, above = settled.peak, settled.above if settled.confirmed else None
+            rec["open"] = open_end(settled)
         else:
-            searches = sorted(((_search(ps), rep) for rep, ps in procs.items()), key=lambda x: x[0][0] or 0.0)
-            values = [x[0][0] or 0.0 for x in searches]
+            searches = sorted(((_search(ps), rep) for rep, ps in procs.items()), key=lambda x: x[0][0].peak or 0.0)
+            values = [x[0][0].peak or 0.0 for x in searches]
             mid = median_ci(values)
             middle, rec["median_repeat"] = searches[(len(searches) - 1) // 2]  # the median process (lower if even)
             peak = float(np.median(values)) or None
-            above, at = None, middle[2] if peak is not None else None
+            above, at = None, middle[1] if peak is not None else None
             if peak is not None:
                 rec.update(low=mid[0], high=mid[1], level=mid[2])
         rec.update(peak=peak, above=above, p99_at_peak=at and at["lat_p99_ms"], lag_at_peak=at and at["lag_p99_ms"])
-        out.append(dict(zip(CELL, key)) | rec)
+        out.append(dict(zip((*CELL, "load_generator"), key)) | rec)
     return out
+
+
+def generator(r: dict) -> str:
+    """Who issued a server row's queries and judged its rate (compare.cells.LOAD_GENERATORS); a row from
+    before the field: threadbench."""
+    return r.get("load_generator") or THREADBENCH
 
 
 def shows_rate(r: dict) -> bool:

@@ -182,11 +182,16 @@ def _like_for_like(groups: dict[tuple, list[dict]]) -> list[str]:
 
 # -- the server scenario ---------------------------------------------------------------------------------
 def _server_label(r: dict) -> str:
-    return f"{r['mode'].removeprefix('server-')} ×{r['threads']}"
+    return f"{fmt.strategy(r)} ×{r['threads']}"
 
 
-def _bracket(r: dict) -> str:
-    return f"[{fmt.peak_span(r)}]" if r.get("low") is not None else fmt.peak_span(r)
+def _peak(r: dict, unit: str = "") -> str:
+    """A server cell's peak with where it lies: "1k req/s [1k, 1.04k)", "5.74k [5.32k–6.51k]", or, not
+    bracketed, "≥ 22.3k, not bracketed: 23.2k/s failed once, ..."."""
+    if r.get("low") is None and r["above"] is None:
+        return f"≥ {fmt.short(r['peak'])}{unit}, not bracketed: {fmt.open_end(r)}"
+    span = f"[{fmt.peak_span(r)}]" if r.get("low") is not None else fmt.peak_span(r)
+    return f"{fmt.short(r['peak'])}{unit} {span}"
 
 
 def _no_rate(r: dict) -> str:
@@ -222,17 +227,23 @@ def server_sentences(rows: list[dict]) -> dict[tuple, str]:
                              + "; ".join(f"{_server_label(c)} {_no_rate(c)}" for c in cells) + ")")
                 continue
             best = valid[0]
-            clause = (f"{name}: best {_server_label(best)}, {fmt.short(best['peak'])} req/s {_bracket(best)} "
-                      f"under its {fmt.short(best['bound_ms'])} ms bound")
+            open_end = fmt.open_end(best)
+            clause = (f"{name}: best {_server_label(best)}, "
+                      + (f"≥ {fmt.short(best['peak'])} req/s" if open_end else _peak(best, " req/s"))
+                      + f" under its {fmt.short(best['bound_ms'])} ms bound"
+                      + (f" (not bracketed: {open_end})" if open_end else ""))
             more = [c for c in valid[1:] if sustains_more(best, c)]
-            even = [c for c in valid[1:] if not sustains_more(best, c)]
+            unbracketed = [c for c in valid[1:] if c not in more and fmt.open_end(c)]  # its peak is a lower end
+            even = [c for c in valid[1:] if c not in more and c not in unbracketed]
             if more:
                 clause += ", more than " + ", ".join(
-                    f"{_server_label(c)} ({fmt.short(c['peak'])} {_bracket(c)}, {fmt.times(best['peak'] / c['peak'], 1)})"
+                    f"{_server_label(c)} ({_peak(c)}, {fmt.times(best['peak'] / c['peak'], 1)})"
                     for c in more)
             if even:
                 clause += (", not clearly more than " if more else ", no clear difference from ") + ", ".join(
-                    f"{_server_label(c)} ({fmt.short(c['peak'])} {_bracket(c)})" for c in even)
+                    f"{_server_label(c)} ({_peak(c)})" for c in even)
+            if unbracketed:
+                clause += ", not compared with " + ", ".join(f"{_server_label(c)} ({_peak(c)})" for c in unbracketed)
             failed = [c for c in cells if c not in valid]
             if failed:
                 clause += "; no valid rate in " + "; ".join(f"{_server_label(c)} ({_no_rate(c)})" for c in failed)
@@ -241,7 +252,7 @@ def server_sentences(rows: list[dict]) -> dict[tuple, str]:
             continue
         several = {c["n_processes"] for g in groups.values() for c in g if c.get("low") is not None}
         how = (f"the median of {'/'.join(map(str, sorted(several)))} processes' peaks [its interval]"
-               if several else "[peak, lowest failing rate above it)")
+               if several else "[peak, lowest failing rate above it) where long steps confirmed both, else ≥ peak")
         out[key] = (f"Server scenario (peak Poisson rate with p99 latency under the bound; {how}): "
                     + "; ".join(parts) + ".")
     return out

@@ -10,9 +10,10 @@ import math
 import textwrap
 from dataclasses import dataclass, field
 
-from ..cells import CRASH, OK, STATUSES, WRONG, axis_label, status_label
+from ..cells import CRASH, LOADGEN, OK, STATUSES, WRONG, axis_label, status_label
 from . import analysis
-from .analysis import DTYPE_PRECISION, PrecisionSwitch, precision
+from .analysis import (DISAGREED, DTYPE_PRECISION, FAILED_ONCE, NO_LONG_ABOVE, NO_LONG_PEAK, NONE_FAILED,
+                       PrecisionSwitch, precision)
 
 
 @dataclass
@@ -225,12 +226,41 @@ def mode_label(mode: str, threads: int, k: int) -> str:
     return f"{mode} {where}" if where else mode
 
 
+GENERATOR_LABELS = {LOADGEN: "LoadGen"}   # a server cell another load generator drove says so after its strategy
+
+
+def strategy(r: dict) -> str:
+    """A server cell's strategy as people read it: "threads", or "threads (LoadGen)" where MLPerf LoadGen
+    issued its queries and judged its rates (analysis.peaks records carry load_generator)."""
+    name = r["mode"].removeprefix("server-")
+    label = GENERATOR_LABELS.get(r.get("load_generator"))
+    return f"{name} ({label})" if label else name
+
+
 def peak_span(r: dict) -> str:
     """Where a server cell's peak (analysis.peaks) lies: [peak, above) from one search, the interval of the
     median over processes, or ≥ peak when not bracketed."""
     if r.get("low") is not None:
         return f"{short(r['low'])}–{short(r['high'])}"
     return f"[{short(r['peak'])}, {short(r['above'])})" if r["above"] is not None else f"≥ {short(r['peak'])}"
+
+
+OPEN_ENDS = {  # analysis.open_end -> why a search's peak is not bracketed, in words ({} the rate it is about)
+    NONE_FAILED: "no rate above it failed",
+    FAILED_ONCE: "{}/s failed once, never run again",
+    DISAGREED: "{}/s passed and failed, unsettled",
+    NO_LONG_ABOVE: "{}/s failed twice, no long step",
+    NO_LONG_PEAK: "no long step at the peak",
+}
+
+
+def open_end(r: dict) -> str:
+    """Why a server cell's peak (analysis.peaks) is not bracketed, in words; "" when it is, or when the
+    cell pools several processes (their interval stands instead)."""
+    if not r.get("open") or r.get("low") is not None:
+        return ""
+    key, rate = r["open"]
+    return OPEN_ENDS[key].format(short(rate) if rate is not None else "")
 
 
 def intra_op(value) -> str:

@@ -16,6 +16,7 @@ from types import SimpleNamespace
 from ..cells import FAILED, MODES, OK, TOO_SLOW, WRONG, status_label
 from ..files import Unwritable, atomic_write
 from ..options import BadInput
+from ..serverrules import LONG
 from ..stats import workload_cells
 from . import format as fmt
 from . import outputs
@@ -235,6 +236,7 @@ def figure(summary, title: str = ""):
 SERVER_LINES = {m.name: MODES[m.name.removeprefix("server-")].line or ("-", "o")  # a strategy's line is its mode's
                 for m in MODES.values() if not m.throughput}
 PEAK_MARK = "*"    # the peak valid rate of a cell's search
+LONG_MARK = "o"    # ...and a ring round each long step (compare.serverrules: one a stall cannot fail)
 BOUND_STYLE = (0, (5, 3))  # the latency bound: a horizontal dashed line
 SHORT_SPAN_DECADES = 1.5   # a scaling panel spanning less (a slow workload's few ops/s) also labels 2x and 5x
 ERROR_BARS = {  # what the error bars span, by the cells' ci_scope (compare.stats): the subtitle says which
@@ -264,7 +266,7 @@ def server_figure(rows: list[dict], title: str = ""):
     fig = mpl.Figure(figsize=(5.2 * len(cols), 3.9 * len(dtypes) + 1.2), layout="constrained")
     mpl.FigureCanvasAgg(fig)
     axes = fig.subplots(len(dtypes), len(cols), squeeze=False)
-    used, faint_used = set(), False
+    used, faint_used, long_used = set(), False, False
     for i, dtype in enumerate(dtypes):
         for j, (workload, size) in enumerate(cols):
             ax = axes[i][j]
@@ -275,7 +277,7 @@ def server_figure(rows: list[dict], title: str = ""):
                 g = _series(r, machines)
                 if not shows_rate(r):
                     why = WRONG if r["errors"] else status_label(r["status"])
-                    notes.append((g, f"{g} {r['mode'].removeprefix('server-')}: {why}"))
+                    notes.append((g, f"{g} {fmt.strategy(r)}: {why}"))
                     continue
                 style, marker = SERVER_LINES[r["mode"]]
                 used.add(r["mode"])
@@ -291,14 +293,21 @@ def server_figure(rows: list[dict], title: str = ""):
                     ax.plot([s["offered_rate"]], [s["lat_p99_ms"]], marker=marker, color=color[g],
                             markersize=3 if f else 5, alpha=OTHER_PROCESS_ALPHA if f else 1.0,
                             markerfacecolor=color[g] if s["verdict"] == "valid" else "white", linestyle="none")
+                    if s.get("step_kind") == LONG:  # a long step settles its rate: ringed
+                        ax.plot([s["offered_rate"]], [s["lat_p99_ms"]], marker=LONG_MARK, markersize=9 if not f else 6,
+                                markerfacecolor="none", markeredgecolor=color[g], alpha=OTHER_PROCESS_ALPHA if f else 1.0,
+                                linestyle="none")
+                        long_used = True
                 faint_used |= any(faint)
                 if r["peak"] is not None:
                     ax.plot([r["peak"]], [r["p99_at_peak"]], marker=PEAK_MARK, color=color[g], markersize=13,
                             markeredgecolor="black", markeredgewidth=0.6, linestyle="none", zorder=5)
                 elif not several:
-                    notes.append((g, f"{g} {r['mode'].removeprefix('server-')}: no valid rate"))
-                if several and mine:   # which curve is which thread count: ×N at its last step
-                    ax.annotate(f"×{r['threads']}", (mine[-1]["offered_rate"], mine[-1]["lat_p99_ms"]), fontsize="x-small",
+                    notes.append((g, f"{g} {fmt.strategy(r)}: no valid rate"))
+                judge = fmt.GENERATOR_LABELS.get(r["load_generator"], "")  # a LoadGen curve says so at its end
+                if (several or judge) and mine:   # which curve is which thread count: ×N at its last step
+                    ax.annotate(" ".join(x for x in (f"×{r['threads']}" if several else "", judge) if x),
+                                (mine[-1]["offered_rate"], mine[-1]["lat_p99_ms"]), fontsize="x-small",
                                 color=color[g], xytext=(3, 0), textcoords="offset points")
                 if r["bound_ms"] is not None:
                     bounds.setdefault(r["bound_ms"], set()).add(g)
@@ -334,6 +343,10 @@ def server_figure(rows: list[dict], title: str = ""):
                        markeredgewidth=0.6, linestyle="none"),
                 mpl.Line2D([], [], color="0.35", linestyle=BOUND_STYLE)]
     labels += ["invalid step (hollow)", "peak valid rate", "p99 bound"]
+    if long_used:
+        handles.append(mpl.Line2D([], [], color="0.3", marker=LONG_MARK, markersize=9, markerfacecolor="none",
+                                  linestyle="none"))
+        labels.append("long step (settles its rate)")
     if faint_used:
         handles.append(mpl.Line2D([], [], color="0.3", marker="o", markersize=3, alpha=OTHER_PROCESS_ALPHA, linestyle="none"))
         labels.append("other processes' steps")

@@ -4,7 +4,8 @@ with its bracket or interval, and the latency-vs-offered-rate curve. Not the thr
 throughput the cell reached on its own); what the peak is, is decided in analysis.py."""
 from __future__ import annotations
 
-from ..cells import OK, WRONG, axis_label, status_label
+from ..cells import LOADGEN, OK, WRONG, axis_label, status_label
+from ..serverrules import AGAIN, LONG, STALL_S
 from . import format as fmt
 from .analysis import peaks, shows_rate
 from .format import TableData
@@ -24,24 +25,34 @@ def build(rows: list[dict]) -> list[TableData]:
             verdict = f"{status_label(WRONG)} {r['errors']}/{r['checked']}"
         bracket = (f"{fmt.num(r['low'])}–{fmt.num(r['high'])} ({r['n_processes']} processes, {r['level']:.1%})"
                    if r["low"] is not None else f"[{fmt.num(r['peak'])}, {fmt.num(r['above'])})" if r["above"] is not None
-                   else "not bracketed" if r["peak"] is not None else fmt.MISSING)
+                   else f"≥ {fmt.num(r['peak'])}, not bracketed: {fmt.open_end(r)}" if r["peak"] is not None
+                   else fmt.MISSING)
         show = shows_rate(r)  # a failed cell shows no rate
-        table.append([r["workload"], f"{r['backend']} {r['device']} {r['dtype']}", r["mode"].removeprefix("server-"),
+        table.append([r["workload"], f"{r['backend']} {r['device']} {r['dtype']}", fmt.strategy(r),
                       axis_label(r["mode"], r["threads"], 1), fmt.num(r["bound_ms"]),
                       fmt.num(r["peak"]) if show else fmt.MISSING, bracket if show else fmt.MISSING, fmt.num(r["p99_at_peak"]),
                       fmt.num(r["lag_at_peak"]), str(len(r["steps"])), verdict])
     notes = ["peak: the highest offered rate whose p99 latency (from the scheduled arrival) met the bound, with "
              "enough queries to know it (LoadGen's early stopping) and the dispatcher's lag p99 within 10% of "
-             "the bound; bracket: [peak, lowest failing rate above it), the search's 5% precision (one process); "
+             "the bound; a failed step counts only once the rate fails again, and a long step (one that a "
+             f"{STALL_S * 1e3:g} ms stall cannot fail) settles a rate whose steps disagree; bracket: [peak, lowest "
+             "failing rate above it), the search's 5% precision (one process), shown only where long steps "
+             "passed at the peak and failed above it (else ≥ peak, and why); "
              "with several processes (--repeats) each searched on its own: peak is the median of their peaks (a "
              "process with no valid rate counts as 0) and the interval that median's distribution-free interval "
              "at the level shown; p99 and lag at peak are the median process's"]
+    if any(r["load_generator"] == LOADGEN for r in recs):
+        notes.append(f"({fmt.GENERATOR_LABELS[LOADGEN]}): MLPerf LoadGen's Server scenario issued the queries and "
+                     "judged each rate (its summary's verdict, percentiles and early stopping; it reports no "
+                     "dispatcher lag); the search around its steps is threadbench's")
     curve = []
     for r in recs:
         for s in r["steps"]:
-            curve.append([r["workload"], f"{r['backend']} {r['device']} {r['dtype']}", r["mode"].removeprefix("server-"),
+            kind = f" ({s['step_kind']})" if s.get("step_kind") in (AGAIN, LONG) else ""  # a confirmation
+            curve.append([r["workload"], f"{r['backend']} {r['device']} {r['dtype']}", fmt.strategy(r),
                           axis_label(r["mode"], r["threads"], 1), fmt.num(s["offered_rate"]), fmt.num(s["ops_per_s"]),
-                          fmt.num(s["lat_p50_ms"]), fmt.num(s["lat_p99_ms"]), fmt.num(s["lag_p99_ms"]), fmt.clip(s["verdict"], 80)])
+                          fmt.num(s["lat_p50_ms"]), fmt.num(s["lat_p99_ms"]), fmt.num(s["lag_p99_ms"]),
+                          fmt.clip(s["verdict"], 80) + kind])
     return [TableData("server — peak rate under the p99 bound", head, table, notes),
             TableData("server — latency vs offered rate",
                       [("", "workload"), ("", "backend"), ("", "strategy"), ("", "threads"), ("", "offered/s"),
