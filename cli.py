@@ -171,6 +171,10 @@ def cmd_compare(
                                          "this machine that has it (their cells must not overlap)."),
     machine: Optional[str] = typer.Option(None, "--machine", help="Name of this machine in tables, plots and "
                                           "publish (default from the hardware, e.g. 'H100 80GB')."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="Run part I of N of the sweep (e.g. 2/4): whole "
+                                        "worker processes (a round of one framework), consecutive in run order, "
+                                        "about equal in cells; its results file stands alone and report, diff, plot "
+                                        "and publish merge the shards of one sweep (a missing one is named)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
     json_: bool = typer.Option(False, "--json", help="Print the results document (JSON) on stdout instead of "
                                "the tables; progress and messages go to stderr."),
@@ -189,6 +193,7 @@ def cmd_compare(
         for reg in backends.refused():  # e.g. a plug-in named like a built-in: say which one runs
             if reg.name == item.strip():
                 typer.echo(f"threadbench: warning: {reg.refused}; {reg.name} is the built-in", err=True)
+    shard_of = options.shard(shard)
     settings = Settings(
         backends=tuple(options.names("--backends", backends_, backends.names(), "backend")),
         workloads=tuple(options.names("--workloads", workloads_, list(workloads.WORKLOADS), "workload")),
@@ -234,7 +239,8 @@ def cmd_compare(
         raise BadInput("--machine: give a name, e.g. --machine 'H100 80GB'")
     from compare.session import run_sweep
     raise typer.Exit(run_sweep(settings, out=out, quiet=quiet, argv=argv, limits=limits, json_out=json_,
-                               machine=machine.strip() if machine else None, overwrite=overwrite))
+                               machine=machine.strip() if machine else None, overwrite=overwrite,
+                               shard=shard_of))
 
 
 MAX_REPEATS = 100  # fresh processes per cell; beyond this a sweep would take days, surely a typo

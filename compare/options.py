@@ -70,6 +70,19 @@ def int_list(option: str, text: str, lo: int = 1, hi: int = MAX_THREADS) -> list
     return sorted(out)
 
 
+def shard(text: str | None) -> tuple[int, int] | None:
+    """--shard I/N -> (I, N), 1 <= I <= N; None when not given."""
+    if text is None:
+        return None
+    i, slash, n = text.strip().partition("/")
+    if not (slash and i.strip().isdigit() and n.strip().isdigit()):
+        raise BadInput(f"--shard: expected I/N, e.g. 2/4 (the second of four shards); got {text!r}")
+    i, n = int(i), int(n)
+    if not 1 <= i <= n:
+        raise BadInput(f"--shard: {text!r}: the shard number must be 1 to {max(n, 1)}")
+    return i, n
+
+
 def one_name(option: str, text: str, valid, what: str) -> str:
     """Exactly one name (--device)."""
     items = names(option, text, valid, what)

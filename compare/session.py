@@ -14,11 +14,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from . import exits
 from . import results
+from . import shards as sharding
 from .cells import FAILED, UNAVAILABLE, Cell, CellResult, status_label
 from .measure import host
 from .measure.env import host_environment
 from .measure.lock import locked
-from .measure.plan import Settings, plan, worker_plans
+from .measure.plan import Settings, WorkerPlan, plan, shard_of, worker_plans
 from .measure.runner import Limits, Sweep
 from .options import BadInput, writable_out
 from .render.format import cause_line
@@ -28,7 +29,7 @@ from .stats import median_ci
 
 def run_sweep(settings: Settings, out: Path | None, quiet: bool, argv: list[str],
               limits: Limits | None = None, json_out: bool = False, machine: str | None = None,
-              overwrite: bool = False) -> int:
+              overwrite: bool = False, shard: tuple[int, int] | None = None) -> int:
     run = results.new_run(argv, host_environment(), {k: v for k, v in asdict(settings).items() if k != "template"}
                     | {"cell": settings.template.to_dict() if settings.template else None})
     if machine:
@@ -39,24 +40,47 @@ def run_sweep(settings: Settings, out: Path | None, quiet: bool, argv: list[str]
         raise BadInput(f"--out: {path} exists; give another name, add --overwrite to replace it, "
                        f"or --resume {path} to complete it")
     cells, unavailable = plan(settings)
+    plans = None
+    if shard is not None:
+        cells, plans = cut(run, cells, shard, bool(settings.process_per_cell))
     run["plan"] = [c.to_dict() for c in cells]  # what was asked, so --resume knows what is missing
     for cell, why in unavailable:
         results.add_result(run, CellResult(cell=cell, status=UNAVAILABLE, cause=why))
-    return execute(run, path, cells, limits or Limits(), quiet, json_out)
+    return execute(run, path, cells, limits or Limits(), quiet, json_out, plans=plans)
 
 
-def execute(run: dict, path: Path, cells: list, limits: Limits, quiet: bool, json_out: bool = False) -> int:
+def cut(run: dict, cells: list[Cell], shard: tuple[int, int], alone: bool) -> tuple[list[Cell], list[WorkerPlan]]:
+    """Shard `shard` = (i, n) of the sweep planned as `cells`: its cell processes (in plan order) and worker
+    processes, cut from the whole sweep's worker plans (compare.measure.plan.shard_of), whose shuffles are
+    seeded by the sweep's id so that every shard, and a re-run of one, has the order the whole sweep gives
+    it. Records the sweep in run["sweep"] (compare.shards.record)."""
+    i, n = shard
+    revision = run["host"].get("threadbench_revision")
+    sid = sharding.sweep_id([c.to_dict() for c in cells], revision)
+    plans = worker_plans(cells, sid, alone=alone)
+    owner = shard_of(plans, n)
+    run["sweep"] = sharding.record(sid, i, n, revision,
+                                   [(p.round, o + 1, [c.to_dict() for c in p.cells]) for p, o in zip(plans, owner)])
+    mine = [p for p, o in zip(plans, owner) if o == i - 1]
+    chosen = {(c.key(), c.repeat) for p in mine for c in p.cells}
+    return [c for c in cells if (c.key(), c.repeat) in chosen], mine
+
+
+def execute(run: dict, path: Path, cells: list, limits: Limits, quiet: bool, json_out: bool = False,
+            plans: list[WorkerPlan] | None = None) -> int:
     """Run the cell processes `cells` (a cell's --repeats processes, round by round) into `run`, in worker
     processes that each measure a process group's share of a round (compare.measure.plan.worker_plans),
     saving `path` after each cell and when a worker starts or ends; used by a new sweep and by --resume.
-    The file records every worker process (run["processes"]) and where the time went (run["time_split"])."""
+    The file records every worker process (run["processes"]) and where the time went (run["time_split"]).
+    `plans`: the worker processes already cut (a shard's), instead of cutting `cells` here."""
     console = Console(stderr=True)
     started = time.monotonic()
     progress = _progress(console, quiet or not console.is_terminal)
     interrupted = False
     earlier = list(run.get("processes", []))
     seed = run["run_id"] + (f"/resumed-{len(run['resumed'])}" if run.get("resumed") else "")
-    plans = worker_plans(cells, seed, alone=bool(run["settings"].get("process_per_cell")))
+    if plans is None:
+        plans = worker_plans(cells, seed, alone=bool(run["settings"].get("process_per_cell")))
     place = {(Cell.from_dict(c).key(), c.get("repeat") or 0): i for i, c in enumerate(run.get("plan", []))}
     sweep = Sweep(plans, limits, first=len(earlier) + 1)
 
@@ -100,6 +124,10 @@ def execute(run: dict, path: Path, cells: list, limits: Limits, quiet: bool, jso
     console.print(interval_line(run), highlight=False, soft_wrap=True)
     console.print(time_line(split), highlight=False, soft_wrap=True)
     console.print(f"{n_cells} cells{processes} in {wall:.0f} s; results: {path}", highlight=False)
+    if run.get("sweep"):
+        s = run["sweep"]
+        console.print(f"shard {s['shard']}/{s['shards']} of sweep {s['id']}: report, diff, plot and publish merge "
+                      "it with the other shards' files", highlight=False, soft_wrap=True)
     if interrupted:
         console.print(f"interrupted: the {n_cells} finished cells{processes} are kept in {path}; "
                       f"`--resume {path}` runs the rest", style="yellow", highlight=False,

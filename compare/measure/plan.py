@@ -127,6 +127,26 @@ def worker_plans(cells: list[Cell], seed: str, alone: bool = False) -> list[Work
     return plans
 
 
+def shard_of(plans: list[WorkerPlan], shards: int, cost=lambda p: len(p.cells)) -> list[int]:
+    """Which shard (0-based) runs each worker process of a sweep cut into `shards` parts (--shard i/n). A
+    worker process (one round of one process group) is never cut: shard j takes the processes whose middle
+    falls in the j-th n-th of the sweep's total cost (`cost`: cells measured, unless the caller knows better),
+    counted in run order. So each shard is a run of consecutive rounds, cut inside a round only where there
+    are more shards than rounds, frameworks still taking turns inside it, and shards cost about alike. If
+    that leaves a shard empty (processes of very unequal cost), equal numbers of processes instead."""
+    if not 1 <= shards <= len(plans):
+        raise BadInput(f"--shard: this sweep runs {len(plans)} worker processes (rounds x process groups); "
+                       f"cut it into 1 to {len(plans)} shards, not {shards}")
+    costs = [max(cost(p), 0) for p in plans]
+    total, before, owner = sum(costs) or 1, 0.0, []
+    for c in costs:
+        owner.append(min(shards - 1, int((before + c / 2) * shards / total)))
+        before += c
+    if len(set(owner)) < shards:
+        owner = [k * shards // len(plans) for k in range(len(plans))]
+    return owner
+
+
 def ceiling_threads(threads: tuple[int, ...]) -> list[int]:
     """Thread counts of the ceiling configurations: one thread, and the most the sweep asks for."""
     return sorted({1, max(threads, default=1)})

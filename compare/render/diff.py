@@ -13,12 +13,13 @@ import json
 import math
 import sys
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .. import results, stats
+from .. import results, shards, stats
 from ..cells import OK, axis_label, status_label
 from ..options import BadInput
 from . import outputs
@@ -26,7 +27,7 @@ from .analysis import (ALPHA, BROKE, FASTER, FIXED, IMPROVEMENT, NOT_COMPARED, P
                        THRESHOLD, UNCLEAR, WINDOWS, judge_change, samples, too_few_to_tell)
 from .format import group_label, num
 from .hostinfo import host_differences
-from .report import summary_runs, wide_console
+from .report import expand, summary_runs, wide_console
 
 KEY_FIELDS = ("backend", "device", "dtype", "fp32_precision", "workload", "size", "mode", "threads", "k",
               "intra_op_threads")
@@ -287,7 +288,16 @@ def print_rich(d: Diff, console: Console) -> None:
 
 
 def _load(path):
-    """A results file; a `report --format json` summary is refused with the reason (it has no trials)."""
+    """A results file, or a folder holding the shard files of one sweep (merged: compare.shards, a missing
+    shard said on stderr); a `report --format json` summary is refused with the reason (it has no trials)."""
+    if Path(path).is_dir():
+        runs = shards.merge([results.load(p) | {"_path": str(p)} for p in expand([path])])
+        if len(runs) != 1:
+            raise results.ResultsError(f"{path}: holds {len(runs)} runs; diff compares one run (or the shards of one "
+                                       "sweep) with another")
+        for line in runs[0].get("missing_shards", []):
+            sys.stderr.write(f"threadbench: warning: {line}\n")
+        return runs[0]
     if summary_runs(path) is not None:
         raise results.ResultsError(f"{path}: a `report --format json` summary holds medians, not the per-trial "
                              "figures diff tests; give the results files it was made from")

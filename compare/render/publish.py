@@ -16,7 +16,7 @@ from pathlib import Path
 
 import polars as pl
 
-from .. import results, stats
+from .. import results, shards, stats
 from ..cells import FAILED, OK, UNAVAILABLE, Cell
 from ..options import BadInput
 from . import findings, outputs, plot, report, tables
@@ -56,7 +56,7 @@ def find_runs(runs_dir: Path, files: list[Path] | None = None) -> list[dict]:
         inside = path.resolve().is_relative_to(runs_dir.resolve())
         run["_folder"] = str(path.resolve().parent.relative_to(runs_dir.resolve())) if inside else "."
         runs.append(run)
-    return sorted(runs, key=lambda r: (r["created"], r["run_id"]))
+    return sorted(shards.merge(runs), key=lambda r: (r["created"], r["run_id"]))
 
 
 def sections(runs: list[dict]) -> list[list[dict]]:
@@ -177,6 +177,19 @@ def caveats(group: list[dict], defects: list[dict] = ()) -> list[str]:
     return out
 
 
+def shard_lines(run: dict, out_dir: Path) -> list[str]:
+    """The data lines of a sweep run in shards: the sweep, each shard's file and where it ran, each missing
+    shard and what it leaves out."""
+    s = run["sweep"]
+    lines = [f"- sweep `{s['id']}` at threadbench `{revision(s.get('revision')) or 'revision not recorded'}`, "
+             f"cut into {s['shards']} shards, each run alone and merged here:"]
+    for sh in run["shards"]:
+        rel = os.path.relpath(sh["file"], out_dir) if sh.get("file") else sh["run_id"]
+        lines.append(f"  - shard {sh['shard']}/{s['shards']}: [{rel}]({rel}) — run `{sh['run_id']}`, {sh['created']}")
+    lines += [f"  - {line}" for line in run.get("missing_shards", [])]
+    return lines
+
+
 def section(group: list[dict], plot_name: str | None, out_dir: Path, server_plot: str | None = None,
             defects: list[dict] = ()):
     """(markdown of one machine section, its per-cell summary)."""
@@ -188,6 +201,9 @@ def section(group: list[dict], plot_name: str | None, out_dir: Path, server_plot
     lines = [f'<a id="{stem(group)}"></a>', "", f"## {title(group)}", "",
              f"{n_ok} of {n_cells} cells measured. Data:"]
     for run in group:
+        if run.get("shards"):   # a sweep run in shards, merged (compare.shards)
+            lines += shard_lines(run, out_dir)
+            continue
         rel = os.path.relpath(run["_path"], out_dir)
         made_at = revision(run["host"].get("threadbench_revision"))
         resumed = [f"`{revision(r['threadbench_revision'])}` ({r['cells']} cells, {r['at']})"

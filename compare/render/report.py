@@ -18,7 +18,7 @@ import polars as pl
 from rich.console import Console
 from rich.markup import escape
 
-from .. import results, stats
+from .. import results, shards, stats
 from ..files import Unwritable, atomic_write
 from ..options import BadInput
 from . import findings, hostinfo, outputs, tables
@@ -51,7 +51,8 @@ def expand(paths: Iterable[Path]) -> list[Path]:
 
 
 def load_runs(paths: Iterable[Path]) -> list[dict]:
-    """Each file checked against the schema; the same run given twice counts once. A `report --format json`
+    """Each file checked against the schema; the same run given twice counts once; the shards of one sweep
+    merged into one run (compare.shards.merge), each missing shard said on stderr. A `report --format json`
     document is read too: its runs come back carrying their per-cell summary (`_cells`) instead of trials."""
     runs, seen = [], set()
     for path in expand(paths):
@@ -61,6 +62,10 @@ def load_runs(paths: Iterable[Path]) -> list[dict]:
             seen.add(run["run_id"])
             run["_path"] = str(path)
             runs.append(run)
+    runs = shards.merge(runs)
+    for run in runs:
+        for line in run.get("missing_shards", []):
+            sys.stderr.write(f"threadbench: warning: {line}\n")
     return runs
 
 

@@ -1,0 +1,202 @@
+"""A sweep cut into shards (`compare --shard I/N`, issue 19 item 3): how the worker processes are cut, what a
+shard's file records, the merge of one sweep's shards (the same cells and figures as the whole sweep), a
+missing shard named, shards of other sweeps refused, and (slow) real shards of a numpy sweep merged by
+report, one of them lost and re-run alone."""
+import json
+from dataclasses import replace
+
+import pytest
+
+import synthetic_runs as S
+from compare import results as R
+from compare import shards, stats
+from compare.measure import plan as P
+from compare.options import BadInput, shard
+
+
+def test_the_shard_option_reads_i_of_n_and_refuses_the_rest():
+    assert shard("2/4") == (2, 4) and shard(None) is None
+    for bad in ("0/4", "5/4", "2", "a/b", "2/4/1", "-1/4"):
+        with pytest.raises(BadInput, match="--shard"):
+            shard(bad)
+
+
+def sweep_cells(repeats: int) -> list:
+    one = [S.cell(b, w, m, n) for b in ("torch", "mlx") for w in ("mlp", "block")
+           for m, n in (("sequential", 1), ("threads", 2), ("threads", 4))]
+    return P.interleave(one, repeats)
+
+
+def test_shards_are_whole_worker_processes_consecutive_in_run_order_and_about_equal():
+    plans = P.worker_plans(sweep_cells(5), "sweep")   # 5 rounds x 2 frameworks = 10 worker processes
+    for n in (1, 2, 3, 5, 10):
+        owner = P.shard_of(plans, n)
+        assert sorted(set(owner)) == list(range(n)) and owner == sorted(owner), (n, owner)
+        sizes = [sum(len(p.cells) for p, o in zip(plans, owner) if o == j) for j in range(n)]
+        assert max(sizes) - min(sizes) <= 6, (n, sizes)   # one worker process (6 cells) at most apart
+    assert P.shard_of(plans, 5) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4], "a shard is not a round of every framework"
+    # unequal costs: the cut follows the cost, never leaves a shard empty
+    owner = P.shard_of(plans, 2, cost=lambda p: 10 if p.round == 0 else 1)
+    assert owner[0] == 0 and set(owner) == {0, 1}
+    with pytest.raises(BadInput, match="10 worker processes"):
+        P.shard_of(plans, 11)
+
+
+def shard_runs(repeats: int, n: int, ops=lambda c: 100.0 + 10 * c.repeat + c.threads) -> tuple[dict, list[dict]]:
+    """The whole sweep as one run, and the same rows cut into its n shards' files (synthetic trials)."""
+    cells = sweep_cells(repeats)
+    plans = P.worker_plans(cells, "sid")
+    owner = P.shard_of(plans, n)
+    units = [(p.round, o + 1, [c.to_dict() for c in p.cells]) for p, o in zip(plans, owner)]
+    sid = shards.sweep_id([c.to_dict() for c in cells], "rev1")
+    whole = S.run([S.result(c, [ops(c)] * 3) for p in plans for c in p.cells])
+    parts = []
+    for j in range(1, n + 1):
+        mine = [c for p, o in zip(plans, owner) if o == j - 1 for c in p.cells]
+        run = S.run([S.result(c, [ops(c)] * 3) for c in mine], host_name=f"device-{j}")
+        run["sweep"] = shards.record(sid, j, n, "rev1", units)
+        run["_path"] = f"shard-{j}.json"
+        parts.append(run)
+    return whole, parts
+
+
+def figures(run: dict) -> list[dict]:
+    drop = {"run_id", "machine"}
+    recs = sorted(stats.summarize(run["rows"]).to_dicts(), key=R.row_key)
+    return [{k: v for k, v in rec.items() if k not in drop} for rec in recs]
+
+
+@pytest.mark.parametrize("repeats,n", [(5, 2), (5, 5), (3, 6)])
+def test_the_shards_of_a_sweep_merged_give_the_cells_and_figures_of_the_whole_sweep(repeats, n):
+    whole, parts = shard_runs(repeats, n)
+    (merged,) = shards.merge(list(reversed(parts)))   # in any order
+    processes = lambda run: sorted(R.process_key(r) for r in run["rows"])  # noqa: E731
+    assert processes(merged) == processes(whole)
+    assert figures(merged) == figures(whole)
+    assert merged["missing_shards"] == [] and [s["shard"] for s in merged["shards"]] == list(range(1, n + 1))
+    assert {r["run_id"] for r in merged["rows"]} == {merged["run_id"]} == {f"sweep-{parts[0]['sweep']['id']}"}
+    assert sorted((d["workload"], d["repeat"]) for d in merged["plan"]) == sorted(
+        (c.workload, c.repeat) for c in sweep_cells(repeats))
+    assert [s["host"] for s in merged["shards"]] == [f"device-{j}" for j in range(1, n + 1)]
+
+
+def test_a_run_that_is_not_a_shard_passes_through_the_merge_untouched():
+    whole, parts = shard_runs(5, 2)
+    out = shards.merge([whole, *parts])
+    assert out[0] is whole and len(out) == 2 and out[1]["run_id"].startswith("sweep-")
+
+
+def test_a_missing_shard_is_named_with_what_it_leaves_out():
+    _, parts = shard_runs(5, 5)   # a shard is a round of both frameworks: every cell keeps 4 processes
+    (merged,) = shards.merge([p for p in parts if p["sweep"]["shard"] != 3])
+    (line,) = merged["missing_shards"]
+    sid = parts[0]["sweep"]["id"]
+    assert line.startswith(f"shard 3/5 of sweep {sid} is missing: 12 cell processes (round 3)")
+    assert "every cell has processes from the other shards" in line and "--shard 3/5" in line
+    assert len({R.process_key(r) for r in merged["rows"]}) == 48
+    _, parts = shard_runs(3, 6)   # more shards than rounds: a shard is one framework's round
+    (merged,) = shards.merge([p for p in parts if p["sweep"]["shard"] not in (1, 3, 5)])
+    lines = merged["missing_shards"]
+    assert [line.split(" is missing")[0] for line in lines] == [f"shard {j}/6 of sweep {parts[0]['sweep']['id']}"
+                                                                 for j in (1, 3, 5)]
+    # every torch process was in shards 1, 3, 5: the torch cells have no figures, and the line says which
+    named = lines[-1].split("; cells ")[1].split(" have no figures")[0].split(", ")
+    assert sorted(named) == sorted(c.label() for c in sweep_cells(1) if c.backend == "torch")
+
+
+def test_shards_of_different_sweeps_are_refused_and_the_same_shard_twice_too():
+    _, parts = shard_runs(5, 2)
+    _, other = shard_runs(4, 2)
+    with pytest.raises(R.ResultsError, match="shards of different sweeps given together: .*different plans"):
+        shards.merge([parts[0], other[1]])
+    later = json.loads(json.dumps(parts[1]))
+    later["sweep"] = {**later["sweep"], "id": "0" * 12, "revision": "rev2"}
+    with pytest.raises(R.ResultsError, match="revisions rev1 and rev2"):
+        shards.merge([parts[0], later])
+    again = {**parts[1], "run_id": "again", "_path": "again.json"}
+    with pytest.raises(R.ResultsError, match="are the same shard; keep one"):
+        shards.merge([*parts, again])
+    # two complete sweeps are two runs (two machines, say), not a refusal
+    assert len(shards.merge([*parts, *other])) == 2
+
+
+def test_the_sweep_id_changes_with_the_plan_and_the_revision():
+    plan = [c.to_dict() for c in sweep_cells(2)]
+    assert shards.sweep_id(plan, "a") == shards.sweep_id([dict(d) for d in plan], "a")
+    assert shards.sweep_id(plan, "b") != shards.sweep_id(plan, "a")
+    assert shards.sweep_id(plan[:-1], "a") != shards.sweep_id(plan, "a")
+    assert shards.sweep_id([{**plan[0], "duration": 1.0}, *plan[1:]], "a") != shards.sweep_id(plan, "a")
+
+
+SWEEP = ("compare", "--backends", "numpy", "--dtype", "float64", "--workloads", "mlp", "--modes", "sequential,threads",
+         "--threads", "1,2", "--trials", "2", "--duration", "0.1", "--warmup", "1", "--repeats", "3",
+         "--no-peak-probe", "-q")
+
+
+@pytest.mark.slow
+def test_a_numpy_sweep_in_shards_merges_to_the_whole_sweeps_cells_and_a_lost_shard_is_rerun_alone(tmp_path, threadbench):
+    whole = tmp_path / "whole.json"
+    assert threadbench(*SWEEP, "--out", whole).returncode == 0
+    folder = tmp_path / "shards"
+    files = [folder / f"shard-{j}.json" for j in (1, 2, 3)]
+    for j, f in zip((1, 2, 3), files):
+        out = threadbench(*SWEEP, "--shard", f"{j}/3", "--out", f)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert f"shard {j}/3 of sweep" in out.stderr
+    docs = [json.loads(f.read_text()) for f in files]
+    assert len({d["sweep"]["id"] for d in docs}) == 1 and [d["sweep"]["shard"] for d in docs] == [1, 2, 3]
+    for d in docs:   # each stands alone: its own probes, plan (one round of every cell) and worker processes
+        assert [p["at"] for p in d["host_probe"]] == ["start", "end"] and len(d["processes"]) == 1
+        assert {c["repeat"] for c in d["plan"]} == {d["sweep"]["shard"] - 1} and len(d["plan"]) == 3
+    keys = lambda rows: sorted({R.process_key(r) for r in rows})  # noqa: E731 (statuses: what each run measured)
+    whole_doc = json.loads(whole.read_text())
+    (merged,) = shards.merge([{**d, "_path": str(f)} for d, f in zip(docs, files)])
+    assert keys(merged["rows"]) == keys(whole_doc["rows"])
+    per_cell = lambda rows: sorted(stats.summarize(rows).select("mode", "threads").rows())  # noqa: E731
+    assert per_cell(merged["rows"]) == per_cell(whole_doc["rows"]) and len(per_cell(merged["rows"])) == 3
+    assert sorted(p["shard"] for p in merged["processes"]) == [1, 2, 3]
+    # the machine of shard 2 died: nothing came back. The report names it; re-run alone, the merge takes it
+    files[1].unlink()
+    out = threadbench("report", folder, "--format", "csv")
+    assert out.returncode == 0 and f"shard 2/3 of sweep {docs[0]['sweep']['id']} is missing" in out.stderr
+    assert threadbench(*SWEEP, "--shard", "2/3", "--out", files[1]).returncode == 0
+    out = threadbench("report", folder, "--format", "csv")
+    assert out.returncode == 0 and "missing" not in out.stderr and out.stdout.count("\n") == 4   # header + 3 cells
+    # a shard of another sweep (other options) beside an incomplete sweep: one line, exit 2
+    files[2].unlink()
+    assert threadbench(*SWEEP, "--trials", "3", "--shard", "3/3", "--out", files[2]).returncode == 0
+    out = threadbench("report", folder)
+    assert out.returncode == 2 and "shards of different sweeps given together" in out.stderr
+
+
+def test_publish_shows_a_sharded_sweep_as_one_section_naming_its_shard_files_and_a_missing_one(tmp_path):
+    from compare.render.publish import publish
+    _, parts = shard_runs(5, 5)
+    runs = tmp_path / "runs" / "gpu"
+    runs.mkdir(parents=True)
+    for p in parts:
+        if p["sweep"]["shard"] != 4:
+            R.save({k: v for k, v in p.items() if k != "_path"}, runs / f"shard-{p['sweep']['shard']}.json")
+    publish(tmp_path / "runs", tmp_path / "out", plots=False)
+    page = (tmp_path / "out" / "README.md").read_text()
+    sid = parts[0]["sweep"]["id"]
+    assert f"sweep `{sid}` at threadbench `rev1`, cut into 5 shards" in page
+    assert page.count("  - shard ") == 5 and "(../runs/gpu/shard-5.json)" in page
+    assert f"shard 4/5 of sweep {sid} is missing: 12 cell processes (round 4)" in page
+    assert page.count("## ") >= 1 and "device-2" not in page.split("## ")[1].split("\n")[0]
+
+
+def test_diff_and_report_take_a_folder_of_one_sweeps_shards_as_one_run(tmp_path, threadbench):
+    whole, parts = shard_runs(5, 2)
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    for p in parts:
+        R.save({k: v for k, v in p.items() if k != "_path"}, folder / f"shard-{p['sweep']['shard']}.json")
+    R.save(whole, tmp_path / "whole.json")
+    out = threadbench("diff", tmp_path / "whole.json", folder, "--format", "json")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert len(doc["cells"]) == 12 and not doc["only_in_a"] and not doc["only_in_b"]
+    (folder / "shard-2.json").unlink()
+    out = threadbench("report", folder, "--format", "csv")
+    assert out.returncode == 0 and "shard 2/2 of sweep" in out.stderr and out.stdout.count("\n") == 13
