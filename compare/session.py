@@ -56,7 +56,7 @@ def cut(run: dict, cells: list[Cell], shard: tuple[int, int], alone: bool) -> tu
     it. Records the sweep in run["sweep"] (compare.shards.record)."""
     i, n = shard
     revision = run["host"].get("threadbench_revision")
-    sid = sharding.sweep_id([c.to_dict() for c in cells], revision)
+    sid = sharding.sweep_id([c.to_dict() for c in cells], (revision or "").split(" (stated")[0] or None)
     plans = worker_plans(cells, sid, alone=alone)
     owner = shard_of(plans, n)
     run["sweep"] = sharding.record(sid, i, n, revision,
