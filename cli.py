@@ -130,6 +130,12 @@ def cmd_compare(
     repeats: int = typer.Option(5, "--repeats", help="Fresh processes per cell, one per round of the sweep; the CI "
                                 "spans what varies between them, at the level their number gives (5: 93.8%; "
                                 "1: one process's windows only)."),
+    target_ci: Optional[str] = typer.Option(None, "--target-ci", show_default=False,
+                                            help="Stop when the answer is known: after --repeats processes per cell "
+                                                 "(at least 5), add rounds only for the cells whose interval is still "
+                                                 "wider than this % of its median (e.g. 5%), up to --max-repeats; "
+                                                 "every interval is then at the stopping rule's 90.6%."),
+    max_repeats: int = typer.Option(15, "--max-repeats", help="--target-ci: the most processes a cell gets."),
     process_per_cell: bool = typer.Option(False, "--process-per-cell",
                                           help="Measure every cell process in a fresh worker process of its own "
                                                "(start-up paid per cell), instead of one worker per framework and "
@@ -185,6 +191,7 @@ def cmd_compare(
     from compare.measure.plan import Settings, all_devices, default_threads, knob_names
     from compare.measure.runner import Limits
     from compare.measure.server import STRATEGIES
+    from compare import stopping
 
     mode_list = options.runnable_modes(MODES, STRATEGIES) if modes.strip() == "all" else options.names("--modes", modes, MODES, "mode")
     for item in backends_.split(","):  # a refused plug-in: its reason, not "unknown backend"
@@ -194,6 +201,11 @@ def cmd_compare(
             if reg.name == item.strip():
                 typer.echo(f"threadbench: warning: {reg.refused}; {reg.name} is the built-in", err=True)
     shard_of = options.shard(shard)
+    target = options.target_ci(target_ci, repeats, max_repeats, stopping.min_processes(stopping.LEVEL),
+                               stopping.LEVEL)
+    if target is not None and shard_of is not None:
+        raise BadInput("--target-ci decides a cell's further processes from all of its processes, which no one "
+                       "shard holds; give a sharded sweep a fixed --repeats")
     settings = Settings(
         backends=tuple(options.names("--backends", backends_, backends.names(), "backend")),
         workloads=tuple(options.names("--workloads", workloads_, list(workloads.WORKLOADS), "workload")),
@@ -205,6 +217,8 @@ def cmd_compare(
         knobs=options.sizes(size, knob_names()),
         repeats=repeats,
         process_per_cell=process_per_cell,
+        target_ci=target,
+        max_repeats=max_repeats,
         peak_probe=peak_probe,
     )
     if not 1 <= repeats <= MAX_REPEATS:

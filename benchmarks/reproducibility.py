@@ -83,7 +83,8 @@ def label(key: tuple) -> str:
 
 def analyse(paths: list[Path]) -> dict:
     runs = [R.load(p) for p in paths]
-    per_run = [{R.row_key(rec): rec for rec in stats.summarize(run["rows"]).to_dicts()} for run in runs]
+    per_run = [{R.row_key(rec): rec for rec in stats.summarize(run["rows"], stats.adaptive_rules([run])).to_dicts()}
+               for run in runs]
     keys = [k for k in per_run[0] if all(k in cells and cells[k]["ops_per_s"] is not None for cells in per_run)]
     cases, covered, ratios, lines = 0, 0, [], []
     for key in keys:

@@ -83,6 +83,25 @@ def shard(text: str | None) -> tuple[int, int] | None:
     return i, n
 
 
+def target_ci(text: str | None, first: int, cap: int, least: int, level: float) -> float | None:
+    """--target-ci PCT (5 or 5%) -> 0.05, checked with the --repeats it starts from (at least `least`, the
+    fewest processes that give a `level` interval: compare.stopping) and --max-repeats."""
+    if text is None:
+        return None
+    try:
+        pct = float(text.strip().rstrip("%"))
+    except ValueError:
+        raise BadInput(f"--target-ci: expected a percentage of the median, e.g. 5 or 5%; got {text!r}") from None
+    if not 0 < pct < 100:
+        raise BadInput(f"--target-ci: {pct:g}% is out of range; use a width above 0 and below 100% of the median")
+    if first < least:
+        raise BadInput(f"--target-ci: --repeats {first} cannot give a {100 * level:g}% interval; start from "
+                       f"--repeats {least} or more")
+    if cap < first:
+        raise BadInput(f"--max-repeats: {cap} is below --repeats {first}")
+    return pct / 100
+
+
 def one_name(option: str, text: str, valid, what: str) -> str:
     """Exactly one name (--device)."""
     items = names(option, text, valid, what)

@@ -4,9 +4,10 @@ nothing itself."""
 from __future__ import annotations
 
 import os
+from collections import Counter
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from rich.console import Console
@@ -15,7 +16,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from . import exits
 from . import results
 from . import shards as sharding
-from .cells import FAILED, UNAVAILABLE, Cell, CellResult, status_label
+from . import stopping
+from .cells import FAILED, OK, UNAVAILABLE, Cell, CellResult, status_label
 from .measure import host
 from .measure.env import host_environment
 from .measure.lock import locked
@@ -24,7 +26,7 @@ from .measure.runner import Limits, Sweep
 from .options import BadInput, writable_out
 from .render.format import cause_line
 from .render import report
-from .stats import median_ci
+from .stats import median_ci, process_medians, stopping_rule
 
 
 def run_sweep(settings: Settings, out: Path | None, quiet: bool, argv: list[str],
@@ -83,6 +85,7 @@ def execute(run: dict, path: Path, cells: list, limits: Limits, quiet: bool, jso
         plans = worker_plans(cells, seed, alone=bool(run["settings"].get("process_per_cell")))
     place = {(Cell.from_dict(c).key(), c.get("repeat") or 0): i for i, c in enumerate(run.get("plan", []))}
     sweep = Sweep(plans, limits, first=len(earlier) + 1)
+    rule = stopping_rule(run)
 
     def save() -> None:
         run["processes"] = earlier + [r.to_dict(lambda c: place.get((c.key(), c.repeat))) for r in sweep.records]
@@ -94,6 +97,15 @@ def execute(run: dict, path: Path, cells: list, limits: Limits, quiet: bool, jso
         task = progress.add_task("cell processes", total=len(cells))
         sweep.on_start = lambda c: progress.update(task, description=process_label(c))
         sweep.on_process = save
+
+        def more() -> list[WorkerPlan]:   # --target-ci: the next rounds, for the cells still too wide
+            extra = adaptive_cells(run, rule, run["settings"]["target_ci"])
+            run["plan"] += [c.to_dict() for c in extra]
+            place.update({(c.key(), c.repeat): len(run["plan"]) - len(extra) + i for i, c in enumerate(extra)})
+            progress.update(task, total=progress.tasks[0].total + len(extra))
+            return worker_plans(extra, f"{seed}/more-{len(run['plan'])}",
+                                alone=bool(run["settings"].get("process_per_cell")))
+        sweep.more = more if rule is not None else None
         measured = iter(sweep)
         try:
             for result in measured:
@@ -136,10 +148,41 @@ def execute(run: dict, path: Path, cells: list, limits: Limits, quiet: bool, jso
     return exits.CELLS_FAILED if any(r["status"] in FAILED for r in run["rows"]) else exits.OK
 
 
+def adaptive_cells(run: dict, rule: stopping.Rule, target: float) -> list[Cell]:
+    """The cell processes --target-ci adds now (compare.stopping.plan_next): for each planned cell whose
+    planned processes all measured ok, as many more as take it to the rule's next look while its interval is
+    wider than `target` times its median (and within reach), never past the cap; numbered after its planned
+    ones, so worker_plans runs them as further rounds, frameworks taking turns. A failed or skipped cell gets
+    none: it has no interval to narrow."""
+    planned: dict[tuple, list[dict]] = {}
+    for d in run["plan"]:
+        planned.setdefault(Cell.from_dict(d).key(), []).append(d)
+    rows: dict[tuple, list[dict]] = {}
+    for r in run["rows"]:
+        rows.setdefault(results.row_key(r), []).append(r)
+    out = []
+    for key, ds in planned.items():
+        mine = rows.get(key, [])
+        medians = process_medians(mine)
+        if not mine or any(r["status"] != OK for r in mine) or len(medians) < len(ds):
+            continue
+        need = stopping.plan_next(list(medians.values()), target, rule.first, rule.cap, rule.asked)
+        cell = Cell.from_dict(ds[0])
+        out += [replace(cell, repeat=len(ds) + i) for i in range(need)]
+    return sorted(out, key=lambda c: c.repeat)
+
+
 def interval_line(run: dict) -> str:
     """What this run's intervals span, in words: over fresh processes (at the level their count gives) or
     over one process's windows only."""
     repeats = max([(c.get("repeat") or 0) + 1 for c in run.get("plan", [])], default=1)
+    if (rule := stopping_rule(run)) is not None:
+        counts = Counter(Cell.from_dict(c).key() for c in run.get("plan", []))
+        added = sum(1 for n in counts.values() if n > rule.first)
+        return (f"intervals: over fresh processes, {rule.first} per cell and more (up to {rule.cap}) only while its "
+                f"interval was wider than {100 * run['settings']['target_ci']:g}% of its median ({added} of "
+                f"{len(counts)} cells got more); each at {100 * rule.level:.1f}%, the stopping rule's level, which "
+                "holds whatever made a cell stop (compare/stopping.py)")
     if repeats < 2:
         return ("intervals: over one process's windows only (ci_scope windows): not what a re-run varies by; "
                 "--repeats 5 gives intervals over fresh processes")

@@ -39,7 +39,7 @@ from workloads import PROBES
 
 from .cells import MODES, OK, PRECEDENCE, SPLIT_FIELDS, UNAVAILABLE, UNSUPPORTED, axis_label
 from .results import INT_FIELDS, ROW_FIELDS, STR_FIELDS
-from .stopping import Rule
+from .stopping import LEVEL, Rule, rule
 
 CELL_KEYS = ["machine", "backend", "device", "dtype", "fp32_precision", "intra_op_threads", "workload", "size", "mode",
              "threads", "k"]
@@ -249,6 +249,20 @@ def _ceiling(recs: list[dict]) -> tuple[dict | None, str | None]:
     if missing:
         return None, "; ".join(missing)
     return max(configs, key=lambda r: r["ops_per_s"]), None
+
+
+def stopping_rule(run: dict) -> Rule | None:
+    """The stopping rule a run's sweep ran under (`compare --target-ci`: its settings keep the target, the
+    first processes and the cap), or None for a fixed number of processes."""
+    settings = run.get("settings") or {}
+    if not settings.get("target_ci"):
+        return None
+    return rule(int(settings["repeats"]), int(settings["max_repeats"]), LEVEL)
+
+
+def adaptive_rules(runs: list[dict]) -> dict[str, Rule]:
+    """summarize's `adaptive` for these runs: run_id -> its stopping rule, for the runs that had one."""
+    return {run["run_id"]: r for run in runs if (r := stopping_rule(run)) is not None}
 
 
 def summarize(rows: list[dict], adaptive: dict[str, Rule] | None = None) -> pl.DataFrame:

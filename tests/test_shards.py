@@ -200,3 +200,67 @@ def test_diff_and_report_take_a_folder_of_one_sweeps_shards_as_one_run(tmp_path,
     (folder / "shard-2.json").unlink()
     out = threadbench("report", folder, "--format", "csv")
     assert out.returncode == 0 and "shard 2/2 of sweep" in out.stderr and out.stdout.count("\n") == 13
+
+
+# -- --target-ci: more processes only for the cells still too wide ---------------------------------------------
+def adaptive_run(spread: dict, processes: int = 5) -> dict:
+    """A run of --target-ci 5% with `processes` processes of each cell; spread[workload]: the relative spread
+    between its process medians (evenly spaced)."""
+    cells = [S.cell("torch", w, "sequential") for w in spread]
+    planned = P.interleave(cells, processes)
+    doc = S.run([S.result(c, [1000 * (1 + spread[c.workload] * (c.repeat / (processes - 1) - 0.5))] * 3)
+                 for c in planned])
+    doc["plan"] = [c.to_dict() for c in planned]
+    doc["settings"] |= {"target_ci": 0.05, "repeats": 5, "max_repeats": 15}
+    return doc
+
+
+def test_target_ci_adds_processes_only_to_the_cells_wider_than_the_target_up_to_the_rules_next_look():
+    from compare.session import adaptive_cells, interval_line
+    run = adaptive_run({"mlp": 0.02, "block": 0.08, "transformer": 0.5})
+    rule = stats.stopping_rule(run)
+    assert (rule.first, rule.cap) == (5, 15) and rule.level >= 0.90
+    extra = adaptive_cells(run, rule, 0.05)
+    # mlp is within 5%: done; block (8%) goes to the next look; transformer (50%) is out of reach: given up
+    assert {c.workload for c in extra} == {"block"}
+    assert sorted(c.repeat for c in extra) == list(range(5, rule.looks()[1]))
+    failed = adaptive_run({"block": 0.08})
+    failed["rows"][0]["status"] = "crash"
+    assert adaptive_cells(failed, rule, 0.05) == [], "a failed cell got more processes"
+    run["plan"] += [c.to_dict() for c in extra]
+    assert "only while its interval was wider than 5% of its median (1 of 3 cells got more)" in interval_line(run)
+    assert f"each at {100 * rule.level:.1f}%" in interval_line(run)
+    # the summary's intervals are the rule's, at its level, for report, diff and publish alike
+    (rec,) = [r for r in stats.summarize(run["rows"], stats.adaptive_rules([run])).to_dicts() if r["workload"] == "mlp"]
+    assert rec["ci_level"] == pytest.approx(rule.level) and rec["n_processes"] == 5
+
+
+@pytest.mark.slow
+def test_a_target_ci_sweep_adds_rounds_only_for_its_wide_cells_frameworks_taking_turns(tmp_path, threadbench):
+    import os
+    from pathlib import Path
+    plugin = Path(__file__).resolve().parent / "spread_plugin"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(plugin), str(Path(__file__).resolve().parent.parent)]),
+               SPREAD_MS="5", SPREAD_WIDE="1", SPREAD_STATE=str(tmp_path / "processes"),
+               OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    out_file = tmp_path / "run.json"
+    out = threadbench("compare", "--backends", "spread,numpy", "--dtype", "float64", "--workloads", "mlp,block",
+                      "--modes", "sequential", "--trials", "2", "--duration", "0.1", "--warmup", "1", "--no-peak-probe",
+                      "--target-ci", "45", "--max-repeats", "10", "-q", "--out", out_file, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    run = json.loads(out_file.read_text())
+    per_cell = {}
+    for d in run["plan"]:
+        per_cell.setdefault((d["backend"], d["workload"]), []).append(d["repeat"])
+    # block alternates between two speeds, a 50% wide interval: more, up to the rule's last look; mlp (as
+    # tight as this machine's load lets it be, well within 45%) stops at the first five. (The numpy cells
+    # follow this machine's load: not asserted.)
+    from compare import stopping
+    last = stopping.rule(5, 10).looks()[-1]
+    assert sorted(per_cell[("spread", "block")]) == list(range(last)), per_cell
+    assert sorted(per_cell[("spread", "mlp")]) == list(range(5)), per_cell
+    # the added rounds are worker processes like the first ones: one per round and process group, in turns
+    rounds = [(p["round"], p["group"]["backend"]) for p in run["processes"]]
+    assert rounds[:10] == [(r, b) for r in range(5) for b in ("spread", "numpy")]
+    assert {b for r, b in rounds[10:] if r >= 5} >= {"spread"} and all(r >= 5 for r, _ in rounds[10:])
+    assert "got more); each at" in out.stderr

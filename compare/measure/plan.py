@@ -48,6 +48,9 @@ class Settings:
     template: Cell | None = None   # duration, trials, warmup, precision, batching knobs
     repeats: int = 1               # fresh processes per cell, pooled into its figure and interval
     process_per_cell: bool = False  # every cell process in a worker process of its own (worker_plans' alone)
+    target_ci: float | None = None  # --target-ci: after `repeats` processes, more only while a cell's interval is
+    #                                 wider than this fraction of its median (compare.stopping), up to max_repeats
+    max_repeats: int = 15
 
 
 def resolve_device(backend: backends.Backend, wanted: str) -> tuple[str | None, str]:

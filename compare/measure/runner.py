@@ -353,7 +353,8 @@ class Sweep:
     so far, the running one included (on_process is called when one starts or ends, e.g. to save them);
     `split`: where the time went. `first`: the number of the first process (a --resume continues a file's).
     `cache`: the folder of float64 references the workers share (default: a temporary one for the sweep).
-    `start`: how a worker is started, start(cache, folder) (tests pass a fake)."""
+    `start`: how a worker is started, start(cache, folder) (tests pass a fake). `more`: called when the plans
+    are done, returns the next ones (none: the sweep ends)."""
 
     def __init__(self, plans: list[WorkerPlan], limits: Limits, on_start: Callable[[Cell], None] | None = None,
                  on_process: Callable[[], None] | None = None, first: int = 1, cache: Path | None = None,
@@ -363,11 +364,21 @@ class Sweep:
         self.records: list[ProcessRecord] = []
         self.split = TimeSplit()
         self.skips = TooSlowSkips()
+        self.more: Callable[[], list[WorkerPlan]] | None = None
 
     def __iter__(self) -> Iterator[CellResult]:
+        """Every plan's cells; when they are done, the plans `more()` returns (compare --target-ci: the rounds
+        added for the cells still too wide, decided from what has been measured), until it returns none."""
         with tempfile.TemporaryDirectory(prefix="threadbench-refs-") as cache:
-            for plan in self.plans:
-                yield from self._run(plan, self.cache or Path(cache))
+            done = 0
+            while True:
+                while done < len(self.plans):
+                    yield from self._run(self.plans[done], self.cache or Path(cache))
+                    done += 1
+                added = self.more() if self.more is not None else []
+                if not added:
+                    return
+                self.plans = self.plans + list(added)
 
     def _run(self, plan: WorkerPlan, cache: Path) -> Iterator[CellResult]:
         """The plan's cells in its order: each skipped, or measured in the current worker (started when the

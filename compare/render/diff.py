@@ -126,7 +126,7 @@ def _process_medians(run: dict) -> dict[tuple, list[float]]:
 
 def _cells(run: dict) -> dict[tuple, dict]:
     """Per-cell summary records keyed like results.row_key (the machine is not part of the key)."""
-    return {results.row_key(rec): rec for rec in stats.summarize(run["rows"]).to_dicts()}
+    return {results.row_key(rec): rec for rec in stats.summarize(run["rows"], stats.adaptive_rules([run])).to_dicts()}
 
 
 def _meta(run: dict) -> dict:

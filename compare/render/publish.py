@@ -195,7 +195,7 @@ def section(group: list[dict], plot_name: str | None, out_dir: Path, server_plot
     """(markdown of one machine section, its per-cell summary)."""
     label = machine(group)
     rows = report.merge(group, {r["run_id"]: label for r in group})   # one machine: no machine prefix
-    summary = stats.summarize(rows)
+    summary = stats.summarize(rows, stats.adaptive_rules(group))
     n_cells = len({results.row_key(r) for r in rows})
     n_ok = len({results.row_key(r) for r in rows if r["status"] == OK})
     lines = [f'<a id="{stem(group)}"></a>', "", f"## {title(group)}", "",

@@ -161,7 +161,7 @@ def summarize(runs: list[dict]):
     summary document taken as they are (their machine relabelled like every other run's)."""
     labels = machine_labels(runs)
     trials = [r for r in runs if "_cells" not in r]
-    frames = [stats.summarize(merge(trials, labels))] if trials or not runs else []
+    frames = [stats.summarize(merge(trials, labels), stats.adaptive_rules(trials))] if trials or not runs else []
     cells = [{**c, "machine": labels[r["run_id"]]} for r in runs if "_cells" in r for c in r["_cells"]]
     if cells:
         frames.append(pl.DataFrame(cells, infer_schema_length=None))
