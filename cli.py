@@ -136,6 +136,13 @@ def cmd_compare(
                                                  "wider than this % of its median (e.g. 5%), up to --max-repeats; "
                                                  "every interval is then at the stopping rule's 90.6%."),
     max_repeats: int = typer.Option(15, "--max-repeats", help="--target-ci: the most processes a cell gets."),
+    budget: Optional[float] = typer.Option(None, "--budget", show_default=False,
+                                           help="Minutes the sweep (with --shard: this shard) may take: with --costs, "
+                                                "the costliest cells are left out until it fits, said before it "
+                                                "starts; without, the first round runs and the later rounds that fit "
+                                                "follow. With --target-ci, added rounds stop at the budget."),
+    costs: Optional[Path] = typer.Option(None, "--costs", show_default=False,
+                                         help="--budget: an earlier results file whose per-cell times plan the sweep."),
     process_per_cell: bool = typer.Option(False, "--process-per-cell",
                                           help="Measure every cell process in a fresh worker process of its own "
                                                "(start-up paid per cell), instead of one worker per framework and "
@@ -201,6 +208,12 @@ def cmd_compare(
             if reg.name == item.strip():
                 typer.echo(f"threadbench: warning: {reg.refused}; {reg.name} is the built-in", err=True)
     shard_of = options.shard(shard)
+    if budget is not None and not budget > 0:
+        raise BadInput(f"--budget: {budget:g} minutes; give a positive number of minutes, e.g. --budget 8")
+    if costs is not None and budget is None:
+        raise BadInput("--costs plans a sweep to fit --budget; give --budget MINUTES with it")
+    if costs is not None and not costs.is_file():
+        raise BadInput(f"--costs: {costs}: no such results file")
     target = options.target_ci(target_ci, repeats, max_repeats, stopping.min_processes(stopping.LEVEL),
                                stopping.LEVEL)
     if target is not None and shard_of is not None:
@@ -254,7 +267,7 @@ def cmd_compare(
     from compare.session import run_sweep
     raise typer.Exit(run_sweep(settings, out=out, quiet=quiet, argv=argv, limits=limits, json_out=json_,
                                machine=machine.strip() if machine else None, overwrite=overwrite,
-                               shard=shard_of))
+                               shard=shard_of, budget_min=budget, costs=costs))
 
 
 MAX_REPEATS = 100  # fresh processes per cell; beyond this a sweep would take days, surely a typo

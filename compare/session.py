@@ -18,6 +18,7 @@ from . import results
 from . import shards as sharding
 from . import stopping
 from .cells import FAILED, OK, UNAVAILABLE, Cell, CellResult, status_label
+from .measure import budget as budgeting
 from .measure import host
 from .measure.env import host_environment
 from .measure.lock import locked
@@ -31,7 +32,8 @@ from .stats import median_ci, process_medians, stopping_rule
 
 def run_sweep(settings: Settings, out: Path | None, quiet: bool, argv: list[str],
               limits: Limits | None = None, json_out: bool = False, machine: str | None = None,
-              overwrite: bool = False, shard: tuple[int, int] | None = None) -> int:
+              overwrite: bool = False, shard: tuple[int, int] | None = None, budget_min: float | None = None,
+              costs: Path | None = None) -> int:
     run = results.new_run(argv, host_environment(), {k: v for k, v in asdict(settings).items() if k != "template"}
                     | {"cell": settings.template.to_dict() if settings.template else None})
     if machine:
@@ -45,10 +47,47 @@ def run_sweep(settings: Settings, out: Path | None, quiet: bool, argv: list[str]
     plans = None
     if shard is not None:
         cells, plans = cut(run, cells, shard, bool(settings.process_per_cell))
+    later: list[WorkerPlan] = []
+    if budget_min is not None:
+        plans = plans or worker_plans(cells, run["run_id"], alone=bool(settings.process_per_cell))
+        cells, plans, later = fit_budget(run, cells, plans, budget_min, costs)
     run["plan"] = [c.to_dict() for c in cells]  # what was asked, so --resume knows what is missing
     for cell, why in unavailable:
         results.add_result(run, CellResult(cell=cell, status=UNAVAILABLE, cause=why))
-    return execute(run, path, cells, limits or Limits(), quiet, json_out, plans=plans)
+    return execute(run, path, cells, limits or Limits(), quiet, json_out, plans=plans, later=later)
+
+
+def fit_budget(run: dict, cells: list[Cell], plans: list[WorkerPlan], minutes: float, costs: Path | None):
+    """--budget: (the cell processes and worker plans to start with, the later rounds to decide on after the
+    first), said on stderr before anything runs and kept in run["budget"] (compare.measure.budget)."""
+    console = Console(stderr=True)
+    seconds = 60 * minutes
+    run["budget"] = {"minutes": minutes, "costs": str(costs) if costs else None}
+    if costs is not None:
+        try:
+            known = budgeting.costs_from(results.load(costs))
+        except results.ResultsError as e:
+            raise BadInput(f"--costs: {e}") from None
+        kept, out, estimate = budgeting.fit(plans, known, seconds)
+        gone = {c.key() for c in out}
+        cells = [c for c in cells if c.key() not in gone]
+        run["budget"] |= {"estimate_s": round(estimate, 1), "left_out": [c.label() for c in out]}
+        console.print(f"budget: {minutes:g} min; from the costs in {costs}, {len({c.key() for c in cells})} cells in "
+                      f"{len(kept)} worker processes take about {estimate / 60:.1f} min"
+                      + (f"; left out, costliest first: {', '.join(c.label() for c in out)}" if out else
+                         "; everything fits"), highlight=False, soft_wrap=True)
+        return cells, kept, []
+    first = min((p.round for p in plans), default=0)
+    now = [p for p in plans if p.round == first]
+    if len(now) == len(plans):
+        console.print(f"budget: {minutes:g} min; one round: it runs whole (no costs to cut by: --costs FILE gives "
+                      "them)", highlight=False, soft_wrap=True)
+        return cells, plans, []
+    console.print(f"budget: {minutes:g} min; the first round ({len(now)} worker processes) measures what a round "
+                  f"costs, then the later rounds that fit in what is left run (--costs FILE plans it before "
+                  "anything runs)", highlight=False, soft_wrap=True)
+    chosen = {(c.key(), c.repeat) for p in now for c in p.cells}
+    return [c for c in cells if (c.key(), c.repeat) in chosen], now, [p for p in plans if p.round != first]
 
 
 def cut(run: dict, cells: list[Cell], shard: tuple[int, int], alone: bool) -> tuple[list[Cell], list[WorkerPlan]]:
@@ -69,12 +108,13 @@ def cut(run: dict, cells: list[Cell], shard: tuple[int, int], alone: bool) -> tu
 
 
 def execute(run: dict, path: Path, cells: list, limits: Limits, quiet: bool, json_out: bool = False,
-            plans: list[WorkerPlan] | None = None) -> int:
+            plans: list[WorkerPlan] | None = None, later: list[WorkerPlan] = ()) -> int:
     """Run the cell processes `cells` (a cell's --repeats processes, round by round) into `run`, in worker
     processes that each measure a process group's share of a round (compare.measure.plan.worker_plans),
     saving `path` after each cell and when a worker starts or ends; used by a new sweep and by --resume.
     The file records every worker process (run["processes"]) and where the time went (run["time_split"]).
-    `plans`: the worker processes already cut (a shard's), instead of cutting `cells` here."""
+    `plans`: the worker processes already cut (a shard's), instead of cutting `cells` here; `later`: --budget's
+    later rounds, of which those that fit in what the first round leaves run (compare.measure.budget)."""
     console = Console(stderr=True)
     started = time.monotonic()
     progress = _progress(console, quiet or not console.is_terminal)
@@ -98,14 +138,32 @@ def execute(run: dict, path: Path, cells: list, limits: Limits, quiet: bool, jso
         sweep.on_start = lambda c: progress.update(task, description=process_label(c))
         sweep.on_process = save
 
-        def more() -> list[WorkerPlan]:   # --target-ci: the next rounds, for the cells still too wide
+        pending = list(later)
+        seconds = 60 * run["budget"]["minutes"] if run.get("budget") else None
+
+        def more() -> list[WorkerPlan]:   # --budget's later rounds, then --target-ci's, for the cells too wide
+            if pending:
+                chosen = rounds_within(run, pending, time.monotonic() - started, seconds, console)
+                pending.clear()
+                extra_cells = [c for p in chosen for c in p.cells]
+                run["plan"] += [c.to_dict() for c in extra_cells]
+                place.update({(c.key(), c.repeat): len(run["plan"]) - len(extra_cells) + i
+                              for i, c in enumerate(extra_cells)})
+                progress.update(task, total=progress.tasks[0].total + len(extra_cells))
+                if chosen:
+                    return chosen
+            if rule is None:
+                return []
             extra = adaptive_cells(run, rule, run["settings"]["target_ci"])
+            if seconds is not None:   # the rounds that would pass the budget are not run
+                extra = budgeting.trim(extra, budgeting.costs_from(run), seconds - (time.monotonic() - started),
+                                       len({(c.repeat, c.backend, c.device) for c in extra}))
             run["plan"] += [c.to_dict() for c in extra]
             place.update({(c.key(), c.repeat): len(run["plan"]) - len(extra) + i for i, c in enumerate(extra)})
             progress.update(task, total=progress.tasks[0].total + len(extra))
             return worker_plans(extra, f"{seed}/more-{len(run['plan'])}",
                                 alone=bool(run["settings"].get("process_per_cell")))
-        sweep.more = more if rule is not None else None
+        sweep.more = more if rule is not None or pending else None
         measured = iter(sweep)
         try:
             for result in measured:
@@ -136,6 +194,10 @@ def execute(run: dict, path: Path, cells: list, limits: Limits, quiet: bool, jso
     console.print(interval_line(run), highlight=False, soft_wrap=True)
     console.print(time_line(split), highlight=False, soft_wrap=True)
     console.print(f"{n_cells} cells{processes} in {wall:.0f} s; results: {path}", highlight=False)
+    if run.get("budget"):
+        run["budget"]["used_s"] = round(wall, 1)
+        results.save(run, path)
+        console.print(f"budget: used {wall / 60:.1f} of {run['budget']['minutes']:g} min", highlight=False)
     if run.get("sweep"):
         s = run["sweep"]
         console.print(f"shard {s['shard']}/{s['shards']} of sweep {s['id']}: report, diff, plot and publish merge "
@@ -146,6 +208,20 @@ def execute(run: dict, path: Path, cells: list, limits: Limits, quiet: bool, jso
                       soft_wrap=True)
         return exits.INTERRUPTED
     return exits.CELLS_FAILED if any(r["status"] in FAILED for r in run["rows"]) else exits.OK
+
+
+def rounds_within(run: dict, later: list[WorkerPlan], spent: float, seconds: float, console: Console) -> list[WorkerPlan]:
+    """--budget without costs: the later rounds that fit in what the first round (which took `spent`) left,
+    said on stderr and kept in run["budget"]."""
+    rounds = sorted({p.round for p in later})
+    k = budgeting.rounds_that_fit(spent, seconds - spent, len(rounds))
+    out = rounds[k:]
+    run["budget"] |= {"first_round_s": round(spent, 1), "rounds_left_out": len(out)}
+    console.print(f"budget: the first round took {spent:.0f} s; {k} of the {len(rounds)} later rounds fit in the "
+                  f"{(seconds - spent) / 60:.1f} min left" + (f", so each cell gets {1 + k} process{'es' if k else ''}, "
+                                                             f"not {1 + len(rounds)}" if out else ""),
+                  highlight=False, soft_wrap=True)
+    return [p for p in later if p.round in rounds[:k]]
 
 
 def adaptive_cells(run: dict, rule: stopping.Rule, target: float) -> list[Cell]:

@@ -264,3 +264,57 @@ def test_a_target_ci_sweep_adds_rounds_only_for_its_wide_cells_frameworks_taking
     assert rounds[:10] == [(r, b) for r in range(5) for b in ("spread", "numpy")]
     assert {b for r, b in rounds[10:] if r >= 5} >= {"spread"} and all(r >= 5 for r, _ in rounds[10:])
     assert "got more); each at" in out.stderr
+
+
+# -- --budget: what fits, and what is left out ----------------------------------------------------------------
+def test_budget_leaves_out_the_costliest_cells_whole_and_keeps_every_round():
+    from compare.measure import budget
+    planned = sweep_cells(3)
+    earlier = S.run([S.result(c, [100.0]) for c in planned])
+    for r in earlier["rows"]:   # transformer-like cost on block x4, the rest cheap
+        r["wall_s"] = 20.0 if (r["workload"], r["threads"]) == ("block", 4) else 1.0
+    earlier["processes"] = [{"startup_s": 2.0}, {"startup_s": 4.0}]
+    costs = budget.costs_from(earlier)
+    assert costs.startup_s == 3.0 and costs.of(S.cell("torch", "block", "threads", 4)) == 20.0
+    assert costs.of(S.cell("torch", "transformer", "sequential")) == 1.0, "an unknown cell costs the median"
+    plans = P.worker_plans(planned, "run")
+    whole = costs.estimate(plans)
+    assert whole == 6 * 3.0 + 3 * (10 * 1.0 + 2 * 20.0)
+    kept, out, estimate = budget.fit(plans, costs, whole + budget.END_PROBE_S)
+    assert kept == plans and out == []
+    kept, out, estimate = budget.fit(plans, costs, 100)
+    assert sorted(c.backend for c in out) == ["mlx", "torch"] and {(c.workload, c.threads) for c in out} == {("block", 4)}
+    assert estimate <= 100 and all(c.key() not in {o.key() for o in out} for p in kept for c in p.cells)
+    assert len(kept) == 6, "a round was left out instead of a cell"
+    assert budget.rounds_that_fit(60, 200, 4) == 3 and budget.rounds_that_fit(60, 30, 4) == 0
+    # --target-ci's added processes stop where the budget would be passed, in their order
+    extra = [replace(S.cell("torch", "block", "threads", 4), repeat=r) for r in (5, 6, 7)]
+    assert budget.trim(extra, costs, 3 + budget.END_PROBE_S + 40, workers=1) == extra[:2]
+    assert budget.trim(extra, costs, 10, workers=1) == []
+
+
+@pytest.mark.slow
+def test_a_budget_says_before_it_starts_what_it_leaves_out_and_at_the_end_what_it_used(tmp_path, threadbench):
+    base = ("compare", "--backends", "numpy", "--dtype", "float64", "--workloads", "mlp,block", "--modes",
+            "sequential", "--trials", "2", "--duration", "0.1", "--warmup", "1", "--no-peak-probe", "-q")
+    costs = tmp_path / "costs.json"
+    assert threadbench(*base, "--repeats", "1", "--out", costs).returncode == 0
+    doc = json.loads(costs.read_text())
+    for r in doc["rows"]:   # as if block were the costly cell
+        r["wall_s"] = 100.0 if r["workload"] == "block" else 0.5
+    costs.write_text(json.dumps(doc))
+    out_file = tmp_path / "fit.json"
+    out = threadbench(*base, "--repeats", "2", "--budget", "1", "--costs", costs, "--out", out_file)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "budget: 1 min; from the costs in" in out.stderr
+    assert "left out, costliest first: numpy/cpu/float64 block sequential" in out.stderr
+    run = json.loads(out_file.read_text())
+    assert {(d["workload"], d["repeat"]) for d in run["plan"]} == {("mlp", 0), ("mlp", 1)}
+    assert run["budget"]["left_out"] == ["numpy/cpu/float64 block sequential"] and run["budget"]["used_s"] > 0
+    assert "budget: used " in out.stderr and " of 1 min" in out.stderr
+    # no costs: the first round measures what a round costs; here no later round fits in 0.1 min
+    out = threadbench(*base, "--repeats", "3", "--budget", "0.1", "--out", tmp_path / "rounds.json")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "0 of the 2 later rounds fit" in out.stderr and "each cell gets 1 process, not 3" in out.stderr
+    run = json.loads((tmp_path / "rounds.json").read_text())
+    assert {d["repeat"] for d in run["plan"]} == {0} and run["budget"]["rounds_left_out"] == 2
