@@ -4,8 +4,8 @@ nothing itself."""
 from __future__ import annotations
 
 import os
-from collections import Counter
 import sys
+from collections import Counter
 import time
 from dataclasses import asdict, replace
 from pathlib import Path

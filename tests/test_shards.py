@@ -197,6 +197,8 @@ def test_diff_and_report_take_a_folder_of_one_sweeps_shards_as_one_run(tmp_path,
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
     assert len(doc["cells"]) == 12 and not doc["only_in_a"] and not doc["only_in_b"]
+    out = threadbench("diff", tmp_path / "whole.json", folder / "shard-1.json", "--format", "json")
+    assert out.returncode == 0 and "shard-1.json is shard 1/2 of sweep" in out.stderr and "alone" in out.stderr
     (folder / "shard-2.json").unlink()
     out = threadbench("report", folder, "--format", "csv")
     assert out.returncode == 0 and "shard 2/2 of sweep" in out.stderr and out.stdout.count("\n") == 13

@@ -301,7 +301,12 @@ def _load(path):
     if summary_runs(path) is not None:
         raise results.ResultsError(f"{path}: a `report --format json` summary holds medians, not the per-trial "
                              "figures diff tests; give the results files it was made from")
-    return results.load(path)
+    run = results.load(path)
+    if isinstance(run.get("sweep"), dict) and run["sweep"]["shards"] > 1:
+        s = run["sweep"]
+        sys.stderr.write(f"threadbench: warning: {path} is shard {s['shard']}/{s['shards']} of sweep {s['id']} "
+                         "alone; give the folder of its shards to compare the whole sweep\n")
+    return run
 
 
 def diff(a_path, b_path, fmt: str = "table", threshold: float = THRESHOLD, alpha: float = ALPHA) -> Diff:
