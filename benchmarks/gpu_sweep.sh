@@ -35,14 +35,18 @@
 # benchmarks/README.md "Where a sweep's time goes" gives start-up's share before and after), leave about
 # 1.3 s (torch) and 0.9 s (MLX) of checks per cell; with 3 windows of 0.2 s and ~0.2 s of warm-up that is
 # ~2.0 s per torch or JAX cell and ~1.6 s per MLX cell (JAX assumed like torch; its streams cells are
-# refused at once, JAX having no stream API). One round: torch 30 cells, MLX 30, JAX 22 (8 refused)
-# = ~150 s, plus three worker start-ups (~25 s) and the shard's host probes and interpreter (~15 s):
-# ~190 s per shard, 5 shards ~16 min. Processes x8: ~17 s per cell on the H100 scale (x1-x8 averaged
-# 13-14 s torch, 6-8 s MLX; x8 starts eight children), 3 cells x 5 rounds + start-ups: ~4.5 min.
-# Total ~20 min, +-30%: the H200 and the workers' per-cell checks were not measured here (no device in
-# this session). Shard 1's closing `time:` line is the first measurement: if it took more than 240 s,
-# the whole will not fit; leave part 6 out (the closed-loop sweep alone answers the page's threads vs
-# batcher vs streams questions) or cut --threads in every part alike (a changed plan is another sweep).
+# refused at once, JAX having no stream API). One round (the planner's count: 32 cells per framework, 2 of
+# them the matmul and launch probes, ~3 s each once the worker has started): torch 30 cells ~60 s, MLX 30
+# ~48 s, JAX 22 ~44 s, probes ~18 s, three worker start-ups (import, CUDA context, model builds) ~25 s, the
+# shard's interpreter and host probes ~15 s: ~210 s per shard, 5 shards ~17.5 min. Part 6, processes x8
+# for mlp: ~17 s per cell on the H100's scale (x1-x8 averaged 13-14 s torch, 6-8 s MLX per cell; x8
+# starts eight children, each importing its framework and making a context), 3 cells x 5 rounds plus
+# start-ups: ~4.5 min. Total ~22 min +-30%: the H200 and the workers' per-cell checks were not measured
+# here (no device in this session), so the 20-minute goal is met only if the estimate is high.
+# Shard 1's closing `time:` line is the first measurement: if it took more than 200 s, leave part 6 out
+# (the closed-loop sweep alone answers the page's threads vs streams vs batcher and framework questions);
+# if more than 240 s, the five shards alone pass 20 min: cut --threads or --workloads in every part alike
+# and start again (a changed plan is another sweep, refused beside the first one's shards).
 set -u
 part=${1:?PART: 1..6 or estimate}
 if [ "$part" = estimate ]; then
