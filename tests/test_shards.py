@@ -11,6 +11,7 @@ import synthetic_runs as S
 from compare import results as R
 from compare import shards, stats
 from compare.measure import plan as P
+from compare.cells import Cell
 from compare.options import BadInput, shard
 
 
@@ -320,3 +321,38 @@ def test_a_budget_says_before_it_starts_what_it_leaves_out_and_at_the_end_what_i
     assert "0 of the 2 later rounds fit" in out.stderr and "each cell gets 1 process, not 3" in out.stderr
     run = json.loads((tmp_path / "rounds.json").read_text())
     assert {d["repeat"] for d in run["plan"]} == {0} and run["budget"]["rounds_left_out"] == 2
+
+
+@pytest.mark.slow
+def test_a_shard_cut_short_mid_way_is_resumed_alone_and_the_merge_takes_it(tmp_path, threadbench):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    files = [tmp_path / f"shard-{j}.json" for j in (1, 2, 3)]
+    for j in (1, 3):
+        assert threadbench(*SWEEP, "--shard", f"{j}/3", "--out", files[j - 1]).returncode == 0
+    # shard 2 is cut short (its call's time limit: SIGTERM) once its first cell is saved
+    proc = subprocess.Popen([sys.executable, str(root / "cli.py"), *SWEEP, "--shard", "2/3", "--out", str(files[1])],
+                            cwd=root, env=dict(os.environ, PYTHONPATH=str(root)), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if files[1].is_file() and json.loads(files[1].read_text() or "{}").get("rows"):
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 130, proc.stderr.read()[-2000:]
+    cut_short = json.loads(files[1].read_text())
+    assert len({R.process_key(r) for r in cut_short["rows"]}) < len(cut_short["plan"]) == 3
+    out = threadbench("report", tmp_path, "--format", "csv")
+    assert out.returncode == 0 and "missing" not in out.stderr   # a shard is there, with fewer processes
+    out = threadbench("compare", "--resume", files[1], "-q")
+    assert out.returncode == 0, out.stderr[-2000:]
+    docs = [json.loads(f.read_text()) | {"_path": str(f)} for f in files]
+    (merged,) = shards.merge(docs)
+    assert sorted(R.process_key(r) for r in merged["rows"] if r["trial"] in (0, None)) == sorted(
+        (*Cell.from_dict(d).key(), d["repeat"]) for d in merged["plan"])
