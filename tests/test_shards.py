@@ -176,12 +176,14 @@ def test_publish_shows_a_sharded_sweep_as_one_section_naming_its_shard_files_and
     runs = tmp_path / "runs" / "gpu"
     runs.mkdir(parents=True)
     for p in parts:
+        p["time_split"] = [{"wall_s": 60.0 * p["sweep"]["shard"]}]
         if p["sweep"]["shard"] != 4:
             R.save({k: v for k, v in p.items() if k != "_path"}, runs / f"shard-{p['sweep']['shard']}.json")
     publish(tmp_path / "runs", tmp_path / "out", plots=False)
     page = (tmp_path / "out" / "README.md").read_text()
     sid = parts[0]["sweep"]["id"]
-    assert f"sweep `{sid}` at threadbench `rev1`, cut into 5 shards" in page
+    assert f"sweep `{sid}` at threadbench `rev1`, cut into 5 shards, each run alone and merged here; 11.0 min of " \
+           "wall time in all" in page
     assert page.count("  - shard ") == 5 and "(../runs/gpu/shard-5.json)" in page
     assert f"shard 4/5 of sweep {sid} is missing: 12 cell processes (round 4)" in page
     assert page.count("## ") >= 1 and "device-2" not in page.split("## ")[1].split("\n")[0]

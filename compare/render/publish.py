@@ -181,8 +181,11 @@ def shard_lines(run: dict, out_dir: Path) -> list[str]:
     """The data lines of a sweep run in shards: the sweep, each shard's file and where it ran, each missing
     shard and what it leaves out."""
     s = run["sweep"]
+    walls = [t["wall_s"] for t in run.get("time_split", []) if t.get("wall_s") is not None]
+    wall = (f"; {sum(walls) / 60:.1f} min of wall time in all, each shard's `compare` from start to end "
+            "(its time_split), start-ups included" if walls else "")
     lines = [f"- sweep `{s['id']}` at threadbench `{revision(s.get('revision')) or 'revision not recorded'}`, "
-             f"cut into {s['shards']} shards, each run alone and merged here:"]
+             f"cut into {s['shards']} shards, each run alone and merged here{wall}:"]
     for sh in run["shards"]:
         rel = os.path.relpath(sh["file"], out_dir) if sh.get("file") else sh["run_id"]
         lines.append(f"  - shard {sh['shard']}/{s['shards']}: [{rel}]({rel}) — run `{sh['run_id']}`, {sh['created']}")
