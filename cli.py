@@ -124,6 +124,10 @@ def cmd_compare(
                               help=f"{', '.join(MODES)} (or 'all')."),
     device: str = typer.Option("auto", "--device", "-d",
                                help="auto (each backend's default), gpu, cpu, or a backend's own name (cuda, mps)."),
+    devices: Optional[str] = typer.Option(None, "--devices", show_default=False,
+                                          help="replicas mode: device indices, one model replica per device, e.g. "
+                                               "0,1,2,3 (GPUs of the backend's kind; on cpu, replicas with the "
+                                               "cores split between them). Its cells run 1, 2, 4 ... and all of them."),
     dtype: str = typer.Option("float32", "--dtype", help="float32, bfloat16, float16 (comma-separated)."),
     duration: float = typer.Option(0.25, "--duration", help="Seconds per timed trial (the shortest window)."),
     trials: int = typer.Option(3, "--trials", help="Timed trials (windows) per cell process."),
@@ -178,7 +182,7 @@ def cmd_compare(
     """Run the matrix and print side-by-side throughput and scaling tables."""
     import backends
     import workloads
-    from compare.measure.plan import Settings, all_devices, default_threads, knob_names
+    from compare.measure.plan import Settings, all_devices, default_threads, knob_names, usable_cores
     from compare.measure.runner import Limits
     from compare.measure.server import STRATEGIES
 
@@ -201,6 +205,7 @@ def cmd_compare(
         repeats=repeats,
         process_per_cell=process_per_cell,
         peak_probe=peak_probe,
+        devices=options.devices(devices, mode_list, usable_cores()),
     )
     if not 1 <= repeats <= MAX_REPEATS:
         raise BadInput(f"--repeats: {repeats} is out of range; use 1 to {MAX_REPEATS}")
