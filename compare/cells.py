@@ -53,6 +53,9 @@ MODES: dict[str, ModeSpec] = {m.name: m for m in (
     # device's best, never mixed into a one-device threads curve
     ModeSpec("replicas", "N processes, one per device of --devices, each with its own model replica and input",
              axis="devices", one_process=False, start_s=15.0),  # start_s: as processes
+    ModeSpec("server-replicas", "Poisson arrivals to a pool of one worker process per device of --devices; peak "
+             "rate with p99 under the bound", axis="devices", extra_s=240.0, throughput=False, one_process=False,
+             start_s=15.0),  # start_s: as processes
 )}
 
 

@@ -13,6 +13,7 @@ import cli
 from compare import results as R
 from compare.cells import MODES, Cell, axis_label
 from compare.measure import host, procs
+from compare.measure.harness import CellFailed
 from compare.measure.plan import Settings, plan, replica_counts
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,12 +66,14 @@ def test_gpu_replicas_read_their_index_through_cuda_visible_devices(monkeypatch)
     assert [(p.visible, p.cores) for p in pins] == [("0", (0, 1, 2, 3)), ("3", (4, 5, 6, 7))]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6,7")  # the sweep itself was given GPUs 4, 6 and 7
     assert [p.visible for p in procs.replica_pins(replica_cell("cuda", (2, 0)), cores=[0, 1])] == ["7", "4"]
-    with pytest.raises(ValueError, match=r"device 3 is not among CUDA_VISIBLE_DEVICES=4,6,7 \(indices 0 to 2\)"):
+    with pytest.raises(CellFailed) as refused:
         procs.replica_pins(replica_cell("cuda", (3,)), cores=[0, 1])
+    assert refused.value.status == "error"
+    assert refused.value.cause == "replicas: device 3 is not among CUDA_VISIBLE_DEVICES=4,6,7 (indices 0 to 2)"
 
 
 def test_more_replicas_than_cores_is_refused():
-    with pytest.raises(ValueError, match="3 replicas need a core each; this process may run on 2"):
+    with pytest.raises(CellFailed, match="replicas: 3 replicas need a core each; this process may run on 2"):
         procs.replica_pins(replica_cell(devices=(0, 1, 2)), cores=[0, 1])
 
 
@@ -108,7 +111,7 @@ class FakeNvml:
                                           (["0", "1", "2"], "NVLink; one PCIe host bridge"), (["2"], "one device")])
 def test_gpus_are_named_and_linked_as_nvml_says(monkeypatch, indices, link):
     monkeypatch.setattr(host, "_nvml", FakeNvml)
-    facts = host.device_topology("cuda", indices, [(0,)] * len(indices))
+    facts = host.device_topology([procs.Pin(n, i, (0,)) for n, i in enumerate(indices)], "cuda")
     assert facts == {"device_names": [f"{i}: NVIDIA H200" for i in indices], "device_link": link}
 
 
@@ -116,10 +119,11 @@ def test_without_nvml_the_link_is_unknown(monkeypatch):
     def missing():
         raise host.NvmlMissing("NVML not available")
     monkeypatch.setattr(host, "_nvml", missing)
-    assert host.device_topology("cuda", ["0", "1"], [(0,), (1,)]) == {"device_names": ["cuda:0", "cuda:1"],
-                                                                      "device_link": "unknown"}
-    assert host.device_topology("cpu", [0, 1], [(0, 1), (2,)]) == {"device_names": ["cpu cores 0,1", "cpu cores 2"],
-                                                                   "device_link": "unknown"}
+    gpus = [procs.Pin(0, "0", (0,)), procs.Pin(1, "1", (1,))]
+    assert host.device_topology(gpus, "cuda") == {"device_names": ["cuda:0", "cuda:1"], "device_link": "unknown"}
+    cpus = [procs.Pin(0, None, (0, 1)), procs.Pin(1, None, (2,))]
+    assert host.device_topology(cpus, "cpu") == {"device_names": ["cpu cores 0,1", "cpu cores 2"],
+                                                 "device_link": "unknown"}
 
 
 # -- bad --devices: one line, exit 2 -----------------------------------------------------------------------
@@ -128,7 +132,7 @@ def test_without_nvml_the_link_is_unknown(monkeypatch):
     (["--modes", "replicas", "--devices", "-1"], "--devices: -1 is out of range; use 0 to"),
     (["--modes", "replicas", "--devices", "0,0"], "--devices: '0,0' lists a value twice"),
     (["--modes", "replicas", "--devices", ""], "--devices: expected comma-separated whole numbers"),
-    (["--modes", "threads", "--devices", "0,1"], "--devices: only the replicas mode uses it; add replicas to --modes"),
+    (["--modes", "threads", "--devices", "0,1"], "--devices: only the replicas modes use it; add replicas or server-replicas to --modes"),
     (["--modes", "replicas", "--devices", "256"], "--devices: 256 is out of range; use 0 to 255"),
 ])
 def test_bad_devices_is_one_line_and_exit_2(capsys, args, expected):
@@ -195,3 +199,27 @@ def test_a_replica_runs_on_its_share_of_the_cores_with_multicast_off(sweep):
     second = sorted(os.sched_getaffinity(0))[len(os.sched_getaffinity(0)) // 2:]
     assert cause == (f"process 2 of 2: RuntimeError: pinned to cores {','.join(map(str, second))}; "
                      "NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1"), cause
+
+
+# -- the server scenario over replicas ----------------------------------------------------------------------
+@pytest.mark.slow
+def test_server_replicas_pin_a_pool_process_per_device(tmp_path, threadbench):
+    """server-replicas on devices 0,1 (a generous bound: the dispatcher's lag never decides): the one-replica
+    pool serves and verifies, recording its device; in the two-replica pool the second says where it ran."""
+    out_file = tmp_path / "run.json"
+    proc = threadbench("compare", *FAST[:FAST.index("--modes")], "--modes", "server-replicas", "--devices", "0,1",
+                       "--backends", "fault-one-pin-echo", "--latency-bound-ms", "500", "--cell-timeout", "400",
+                       "--out", str(out_file), env=ENV)
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    rows = R.load(out_file)["rows"]
+    one = [r for r in rows if r["threads"] == 1]
+    assert one and all(r["status"] == "ok" and r["offered_rate"] > 0 for r in one), one
+    verify = Cell(backend="numpy", device="cpu", dtype="float64", workload="mlp", mode="server-replicas").verify_ops
+    assert one[0]["checked"] == 1 + verify and one[0]["errors"] == 0, one[0]  # the worker's speed check, then its own
+    cores = ",".join(map(str, sorted(os.sched_getaffinity(0))))
+    assert json.loads(one[0]["device_names"]) == [f"cpu cores {cores}"] and one[0]["device_link"] == "unknown"
+    (two,) = [r for r in rows if r["threads"] == 2]
+    second = sorted(os.sched_getaffinity(0))[len(os.sched_getaffinity(0)) // 2:]
+    assert two["status"] == "error" and two["cause"] == (
+        f"process 2 of 2: RuntimeError: pinned to cores {','.join(map(str, second))}; NCCL_NVLS_ENABLE=0 "
+        "TORCH_SYMM_MEM_DISABLE_MULTICAST=1"), two

@@ -360,14 +360,16 @@ NVLINK = "NVLink"
 LINK_UNKNOWN = "unknown"
 
 
-def device_topology(device: str, indices: list, cores: list[tuple[int, ...]]) -> dict[str, Any]:
-    """{device_names, device_link} of a replicas cell: each replica's device, and how they are linked. GPUs
-    (indices: NVML's, i.e. CUDA_VISIBLE_DEVICES entries in PCI order, or UUIDs) named and linked by NVML
-    where it is present: the link of every pair, each distinct one once ("NVLink", "one PCIe host bridge");
-    one device: "one device". A cpu replica is named by its cores; their link, and any NVML failure, is
-    LINK_UNKNOWN."""
+def device_topology(pins: list, device: str) -> dict[str, Any]:
+    """{device_names, device_link} of a replicas cell: each replica's device (its procs.Pin), and how they are
+    linked. GPUs (Pin.visible: NVML's index, the CUDA_VISIBLE_DEVICES entry in PCI order, or a UUID) named and
+    linked by NVML where it is present: the link of every pair, each distinct one once ("NVLink", "one PCIe
+    host bridge"); one device: "one device". A cpu replica is named by its cores; their link, and any NVML
+    failure, is LINK_UNKNOWN."""
     if device in GPU_DEVICES_OFF:
-        return {"device_names": [f"{device} cores {','.join(map(str, c))}" for c in cores], "device_link": LINK_UNKNOWN}
+        return {"device_names": [f"{device} cores {','.join(map(str, p.cores))}" for p in pins],
+                "device_link": LINK_UNKNOWN}
+    indices = [p.index if p.visible is None else p.visible for p in pins]
     names = [f"{device}:{i}" for i in indices]
     try:
         nvml = _nvml()

@@ -116,12 +116,8 @@ def run_replicas(cell: Cell, ctx: CellContext) -> list[Trial]:
     """The replicas mode's entry (compare.measure.registry): processes, one per device of cell.devices, each
     pinned to its device and its equal share of the host's cores, with as many intra-op threads as that
     share holds (unless --intra-op-threads says otherwise)."""
-    try:
-        pins = replica_pins(cell)
-    except ValueError as e:
-        raise CellFailed(ERROR, f"replicas: {e}") from None
-    ctx.facts.update(device_topology(cell.device, [p.index if p.visible is None else p.visible for p in pins],
-                                     [p.cores for p in pins]))
+    pins = replica_pins(cell)
+    ctx.facts.update(device_topology(pins, cell.device))
     with tempfile.TemporaryDirectory(prefix="threadbench-procrefs-") as own_cache:
         return _run(cell, ctx, str(ctx.cache or own_cache), pins)
 
@@ -131,9 +127,7 @@ def _run(cell: Cell, ctx: CellContext, cache: str, pins: list[Pin] | None = None
     sched = Schedule(n, cell.duration, cell.trials, cell.window_cap, shared_clock, SharedState(SPAWN), SPAWN.Lock(),
                      participant="process" if pins is None else "replica")
     barrier = SPAWN.Barrier(n, action=sched.advance)
-    intra_op, rule = intra_op_plan(cell)
-    if pins is not None and not cell.intra_op_threads:
-        intra_op, rule = min(len(p.cores) for p in pins), "each replica's share of the cores"
+    intra_op, rule = intra_op_plan(cell, pins)
     procs = Processes(n, _child, lambda i: (i, cell.to_dict(), cache, os.getpid(), intra_op, barrier, sched,
                                             None if pins is None else pins[i]))
     try:

@@ -51,13 +51,14 @@ class Pin:
 def replica_pins(cell: Cell, cores: list[int] | None = None) -> list[Pin]:
     """One Pin per device of cell.devices, in order: the host's usable cores (`cores`, default this
     process's) split into equal contiguous shares, one per replica (the remainder to the first ones); a
-    device index read through this process's own CUDA_VISIBLE_DEVICES where it sets one. Raises ValueError
-    when there are fewer cores than replicas, or an index past the devices CUDA_VISIBLE_DEVICES leaves."""
+    device index read through this process's own CUDA_VISIBLE_DEVICES where it sets one. Raises the cell's
+    failure (CellFailed, ERROR) when there are fewer cores than replicas, or an index past the devices
+    CUDA_VISIBLE_DEVICES leaves."""
     if cores is None:
         cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
     n = len(cell.devices)
     if n > len(cores):
-        raise ValueError(f"{n} replicas need a core each; this process may run on {len(cores)}")
+        raise CellFailed(ERROR, f"replicas: {n} replicas need a core each; this process may run on {len(cores)}")
     share, extra = divmod(len(cores), n)
     var = VISIBLE_DEVICES.get(cell.device)
     visible = [v.strip() for v in os.environ.get(var or "", "").split(",") if v.strip()]
@@ -65,19 +66,23 @@ def replica_pins(cell: Cell, cores: list[int] | None = None) -> list[Pin]:
     for i, index in enumerate(cell.devices):
         take = share + (i < extra)
         if visible and index >= len(visible):
-            raise ValueError(f"device {index} is not among {var}={','.join(visible)} (indices 0 to {len(visible) - 1})")
+            raise CellFailed(ERROR, f"replicas: device {index} is not among {var}={','.join(visible)} "
+                                    f"(indices 0 to {len(visible) - 1})")
         device = None if var is None else visible[index] if visible else str(index)
         pins.append(Pin(index, device, tuple(cores[at:at + take])))
         at += take
     return pins
 
 
-def intra_op_plan(cell: Cell) -> tuple[int, str]:
+def intra_op_plan(cell: Cell, pins: list[Pin] | None = None) -> tuple[int, str]:
     """(intra-op threads each of a cell's N processes asks its framework for, why that many). Unless
     --intra-op-threads says otherwise, max(1, cores // N), so processes x intra-op threads stay within the
-    cores, as in a threads cell, whose one process runs the framework's own default (about one per core)."""
+    cores, as in a threads cell, whose one process runs the framework's own default (about one per core);
+    replicas (`pins`): the cores of the smallest share."""
     if cell.intra_op_threads:
         return cell.intra_op_threads, "--intra-op-threads"
+    if pins:
+        return min(len(p.cores) for p in pins), "each replica's share of the cores"
     cores = usable_cores()
     return max(1, cores // cell.threads), (f"equal total threads: {cores} cores // {cell.threads} "
                                            + ("process" if cell.threads == 1 else "processes"))

@@ -52,6 +52,7 @@ MEASURES: dict[str, Measure] = {
     "server-threads": measure_server_cell,
     "server-batched": measure_server_cell,
     "server-processes": measure_server_cell,
+    "server-replicas": measure_server_cell,
 }
 
 
