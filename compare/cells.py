@@ -51,8 +51,9 @@ MODES: dict[str, ModeSpec] = {m.name: m for m in (
     # several devices of one host: a processes-mode process per device, pinned to it and to its share of the
     # host's cores (compare.measure.processes.run_replicas); its own axis, so that it is read against one
     # device's best, never mixed into a one-device threads curve
+    # strategy=False: N devices are not one device's way of serving (it is read against one device's best)
     ModeSpec("replicas", "N processes, one per device of --devices, each with its own model replica and input",
-             axis="devices", one_process=False, start_s=15.0),  # start_s: as processes
+             axis="devices", strategy=False, one_process=False, start_s=15.0),  # start_s: as processes
     ModeSpec("server-replicas", "Poisson arrivals to a pool of one worker process per device of --devices; peak "
              "rate with p99 under the bound", axis="devices", extra_s=240.0, throughput=False, one_process=False,
              start_s=15.0),  # start_s: as processes

@@ -10,11 +10,15 @@ from pathlib import Path
 import pytest
 
 import cli
+import synthetic_runs as S
 from compare import results as R
+from compare import stats
 from compare.cells import MODES, Cell, axis_label
 from compare.measure import host, procs
 from compare.measure.harness import CellFailed
 from compare.measure.plan import Settings, plan, replica_counts
+from compare.render import analysis
+from compare.render import findings as FD
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN = Path(__file__).resolve().parent / "process_fault_plugin"
@@ -223,3 +227,28 @@ def test_server_replicas_pin_a_pool_process_per_device(tmp_path, threadbench):
     assert two["status"] == "error" and two["cause"] == (
         f"process 2 of 2: RuntimeError: pinned to cores {','.join(map(str, second))}; NCCL_NVLS_ENABLE=0 "
         "TORCH_SYMM_MEM_DISABLE_MULTICAST=1"), two
+
+
+# -- how several devices are read: against one device's best, never its ceiling ------------------------------
+def test_a_replicas_cell_is_not_held_against_one_devices_ceiling():
+    cells = [S.result(S.cell(mode="offline", k=8), [1000.0] * 5),
+             S.result(S.cell(mode="processes", threads=1), [900.0] * 5),
+             S.result(S.cell(mode="replicas", threads=4), [3400.0] * 5)]
+    s = {r["mode"]: r for r in stats.summarize(S.run(cells)["rows"]).to_dicts()}
+    assert s["processes"]["pct_ceiling"] == pytest.approx(90.0)   # one device against its ceiling
+    assert s["replicas"]["pct_ceiling"] is None and s["replicas"]["above_ceiling"] is False  # 4 devices: never
+
+
+def test_over_devices_reads_each_count_against_one_devices_best_as_far_as_the_intervals_go():
+    def rec(mode, n, v):
+        return {"mode": mode, "threads": n, "k": 1, "status": "ok", "ops_per_s": v, "ci_low": 0.98 * v,
+                "ci_high": 1.02 * v}
+    recs = [rec("sequential", 1, 500.0), rec("threads", 2, 1000.0), rec("replicas", 2, 1040.0),
+            rec("replicas", 4, 3600.0), rec("replicas", 1, 400.0)]
+    assert FD._over_devices(recs) == (
+        "over devices, against one device's best (threads ×2 1k [980–1.02k]): "
+        "replicas ×1 dev 400 [392–408], 0.4× one device's best (ideal ×1); "
+        "replicas ×2 dev 1.04k [1.02k–1.06k], no clear difference from one device's best (ideal ×2); "
+        "replicas ×4 dev 3.6k [3.53k–3.67k], 3.6× one device's best (ideal ×4)")
+    assert analysis.best_strategy(recs)["mode"] == "threads"   # replicas are never one device's strategy
+    assert FD._over_devices(recs[:2]) is None                  # no replicas cell: no sentence

@@ -152,6 +152,14 @@ def threads_vs_processes(recs: list[dict]) -> tuple[dict, dict, str | None] | No
     return t, p, winner
 
 
+def over_devices(recs: list[dict]) -> tuple[dict, list[dict]] | None:
+    """(one device's best strategy, the measured cells of each multi-device mode (replicas), fewest devices
+    first) where both exist: does N devices give N times one device's best? clearly_faster decides a gain."""
+    one, many = best_strategy(recs), [r for r in recs if r["mode"] in MODES and MODES[r["mode"]].axis == "devices"
+                                      and measured(r)]
+    return (one, sorted(many, key=lambda r: (r["mode"], r["threads"]))) if one is not None and many else None
+
+
 def more_threads_hurt(recs: list[dict]) -> list[tuple[str, dict, dict]]:
     """(mode, its fastest cell, the largest thread count clearly slower than it) for every client mode over
     threads where adding threads cost throughput."""

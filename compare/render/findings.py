@@ -13,8 +13,8 @@ from ..cells import FAILED, MODES, OK, SKIPPED, TOO_SLOW, status_label
 from ..stats import PROBE_WORKLOADS, THROUGHPUT_MODES
 from . import format as fmt
 from .analysis import (COSTLIER, DTYPE_PRECISION, FLAT, MIN_GAIN, OVERLAP, Bend, bends, best_strategy, ceiling,
-                       clearly_faster, fastest_first, fill_precision, more_threads_hurt, peaks, precision_switch,
-                       sequential, shows_rate, sustains_more, threads_vs_processes, why)
+                       clearly_faster, fastest_first, fill_precision, more_threads_hurt, over_devices, peaks,
+                       precision_switch, sequential, shows_rate, sustains_more, threads_vs_processes, why)
 from .format import BACKEND_ORDER
 
 UNITS = "figures are requests/s, median [interval of the median]"
@@ -61,6 +61,19 @@ def _threads_vs_processes(recs: list[dict]) -> str | None:
             f"{_cell(p)} {fmt.figure(p)})")
 
 
+def _over_devices(recs: list[dict]) -> str | None:
+    """Several devices against one device's best: the scaling a reader of a multi-GPU host asks for."""
+    found = over_devices(recs)
+    if found is None:
+        return None
+    one, many = found
+    parts = [f"{_cell(r)} {fmt.figure(r)}, "
+             + (f"{fmt.times(r['ops_per_s'] / one['ops_per_s'], 1)} one device's best"
+                if clearly_faster(r, one) or clearly_faster(one, r) else "no clear difference from one device's best")
+             + f" (ideal ×{r['threads']})" for r in many]
+    return f"over devices, against one device's best ({_cell(one)} {fmt.figure(one)}): " + "; ".join(parts)
+
+
 def _group_sentences(name: str, recs: list[dict]) -> list[str]:
     """One sentence for the best strategy and where more threads hurt; one per failure cause."""
     out, clauses = [], []
@@ -86,6 +99,8 @@ def _group_sentences(name: str, recs: list[dict]) -> list[str]:
         clauses.append("more threads hurt: " + "; ".join(hurt))
     if (vs := _threads_vs_processes(recs)) is not None:
         clauses.append(vs)
+    if (devices := _over_devices(recs)) is not None:
+        clauses.append(devices)
     if clauses:
         out.append(f"{name}: " + "; ".join(clauses) + ".")
     failed: dict[tuple[str, str], list[str]] = {}
