@@ -280,7 +280,8 @@ def summarize(rows: list[dict], adaptive: dict[str, Rule] | None = None) -> pl.D
             rec["ceiling_ops"] = ceiling["ops_per_s"] if ceiling else None
             rec["ceiling_config"] = config_label(ceiling) if ceiling else None
             rec["ceiling_missing"] = missing
-            rec["pct_ceiling"] = 100 * rec["ops_per_s"] / ceiling["ops_per_s"] if has and ceiling and one_device else None
+            rec["pct_ceiling"] = (100 * rec["ops_per_s"] / ceiling["ops_per_s"] if has and ceiling and one_device
+                                  else None)
             # above its ceiling beyond both intervals: an anomaly to explain (shown as measured, never clamped)
             rec["above_ceiling"] = bool(has and ceiling and one_device and rec is not ceiling
                                         and _lower(rec) > _upper(ceiling))

@@ -5,6 +5,7 @@ topology are faked; faults come from tests/process_fault_plugin (the second proc
 Nothing here asserts a speed: counts, pins, records, statuses and the one-line errors."""
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -82,8 +83,8 @@ def test_more_replicas_than_cores_is_refused():
 
 
 def test_a_pin_sets_the_device_and_keeps_multicast_off(monkeypatch):
-    for var in ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", *procs.NO_MULTICAST):
-        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items()  # a copy: nothing leaks to other tests
+                                        if k not in ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", *procs.NO_MULTICAST)})
     here = tuple(sorted(os.sched_getaffinity(0)))  # pinned where it already runs: the test process is unchanged
     procs.Pin(1, "6", here).apply()
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "6" and os.environ["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
@@ -136,7 +137,8 @@ def test_without_nvml_the_link_is_unknown(monkeypatch):
     (["--modes", "replicas", "--devices", "-1"], "--devices: -1 is out of range; use 0 to"),
     (["--modes", "replicas", "--devices", "0,0"], "--devices: '0,0' lists a value twice"),
     (["--modes", "replicas", "--devices", ""], "--devices: expected comma-separated whole numbers"),
-    (["--modes", "threads", "--devices", "0,1"], "--devices: only the replicas modes use it; add replicas or server-replicas to --modes"),
+    (["--modes", "threads", "--devices", "0,1"],
+     "--devices: only the replicas modes use it; add replicas or server-replicas to --modes"),
     (["--modes", "replicas", "--devices", "256"], "--devices: 256 is out of range; use 0 to 255"),
 ])
 def test_bad_devices_is_one_line_and_exit_2(capsys, args, expected):
@@ -252,3 +254,11 @@ def test_over_devices_reads_each_count_against_one_devices_best_as_far_as_the_in
         "replicas ×4 dev 3.6k [3.53k–3.67k], 3.6× one device's best (ideal ×4)")
     assert analysis.best_strategy(recs)["mode"] == "threads"   # replicas are never one device's strategy
     assert FD._over_devices(recs[:2]) is None                  # no replicas cell: no sentence
+
+
+def test_a_replicas_cell_without_devices_runs_on_the_first_ones_and_a_mismatch_is_its_error(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    bare = Cell(backend="numpy", device="cuda", dtype="float64", workload="mlp", mode="replicas", threads=2)
+    assert [p.index for p in procs.replica_pins(bare, cores=[0, 1])] == [0, 1]
+    with pytest.raises(CellFailed, match=r"replicas: 3 replicas on 2 devices \(0,1\)"):
+        procs.replica_pins(replace(bare, threads=3, devices=(0, 1)), cores=[0, 1, 2])

@@ -155,7 +155,8 @@ def _run(cell: Cell, ctx: CellContext, cache: str, pins: list[Pin] | None = None
     if pins is not None:  # each replica's own GPU; the cell's figure: their mean, and the busiest read
         util = [r["util_mean"] for r in reports]
         every = all(u is not None for u in util)  # else none: the worker's own sampler read only GPU 0
-        ctx.facts.update(process_util_mean=util if any(u is not None for u in util) else None, gpu_util_mean=sum(util) / n if every else None,
+        ctx.facts.update(process_util_mean=util if any(u is not None for u in util) else None,
+                         gpu_util_mean=sum(util) / n if every else None,
                          gpu_util_max=max(r["util_max"] for r in reports) if every else None)
     return trials
 

@@ -49,21 +49,25 @@ class Pin:
 
 
 def replica_pins(cell: Cell, cores: list[int] | None = None) -> list[Pin]:
-    """One Pin per device of cell.devices, in order: the host's usable cores (`cores`, default this
+    """One Pin per device of cell.devices (none named: devices 0 to N-1), in order: the host's usable cores (`cores`, default this
     process's) split into equal contiguous shares, one per replica (the remainder to the first ones); a
     device index read through this process's own CUDA_VISIBLE_DEVICES where it sets one. Raises the cell's
     failure (CellFailed, ERROR) when there are fewer cores than replicas, or an index past the devices
     CUDA_VISIBLE_DEVICES leaves."""
     if cores is None:
-        cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
-    n = len(cell.devices)
+        cores = (sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                 else list(range(os.cpu_count() or 1)))
+    devices = cell.devices or tuple(range(cell.threads))
+    n = len(devices)
+    if n != cell.threads:
+        raise CellFailed(ERROR, f"replicas: {cell.threads} replicas on {n} devices ({','.join(map(str, devices))})")
     if n > len(cores):
         raise CellFailed(ERROR, f"replicas: {n} replicas need a core each; this process may run on {len(cores)}")
     share, extra = divmod(len(cores), n)
     var = VISIBLE_DEVICES.get(cell.device)
     visible = [v.strip() for v in os.environ.get(var or "", "").split(",") if v.strip()]
     pins, at = [], 0
-    for i, index in enumerate(cell.devices):
+    for i, index in enumerate(devices):
         take = share + (i < extra)
         if visible and index >= len(visible):
             raise CellFailed(ERROR, f"replicas: device {index} is not among {var}={','.join(visible)} "

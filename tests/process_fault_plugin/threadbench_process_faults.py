@@ -1,7 +1,8 @@
 """Fault-injection backends for the processes mode: the numpy reference backend with one fault that fires
-only in the second process of a processes-mode cell (multiprocessing names it "tb-process-2"), so the cell
-has healthy processes beside the faulty one, and the same backend's threads cells and matmul probes (run in
-the worker's main process) stay healthy. Reached like tests/fault_plugin: this folder on PYTHONPATH."""
+only in the second process of a processes-mode cell (multiprocessing names it "tb-process-2"; a replica is
+such a process too), so the cell has healthy processes beside the faulty one, and the same backend's
+threads cells and matmul probes (run in the worker's main process) stay healthy. Reached like
+tests/fault_plugin: this folder on PYTHONPATH."""
 from __future__ import annotations
 
 import ctypes
