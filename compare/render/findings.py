@@ -13,8 +13,9 @@ from ..cells import FAILED, MODES, OK, SKIPPED, TOO_SLOW, status_label
 from ..stats import PROBE_WORKLOADS, THROUGHPUT_MODES
 from . import format as fmt
 from .analysis import (COSTLIER, DTYPE_PRECISION, FLAT, MIN_GAIN, OVERLAP, Bend, bends, best_strategy, ceiling,
-                       clearly_faster, fastest_first, fill_precision, more_threads_hurt, peaks, precision_switch,
-                       sequential, shows_rate, sustains_more, threads_vs_processes, why)
+                       ceiling_missing, clearly_faster, fastest_first, fill_precision, more_threads_hurt, peaks,
+                       precision, precision_switch, sequential, shows_rate, strategy_wins, sustains_more, threads_vs_processes,
+                       why)
 from .format import BACKEND_ORDER
 
 UNITS = "figures are requests/s, median [interval of the median]"
@@ -61,6 +62,12 @@ def _threads_vs_processes(recs: list[dict]) -> str | None:
             f"{_cell(p)} {fmt.figure(p)})")
 
 
+def _beats(a: dict, b: dict) -> str:
+    """A claimed difference between two client strategies, each at its best N."""
+    return (f"{fmt.strategy(a)} beat {fmt.strategy(b)}: {_cell(a)} {fmt.figure(a)}, "
+            f"{fmt.times(a['ops_per_s'] / b['ops_per_s'], 2)} {_cell(b)} ({fmt.figure(b)})")
+
+
 def _group_sentences(name: str, recs: list[dict]) -> list[str]:
     """One sentence for the best strategy and where more threads hurt; one per failure cause."""
     out, clauses = [], []
@@ -86,6 +93,7 @@ def _group_sentences(name: str, recs: list[dict]) -> list[str]:
         clauses.append("more threads hurt: " + "; ".join(hurt))
     if (vs := _threads_vs_processes(recs)) is not None:
         clauses.append(vs)
+    clauses += [_beats(a, b) for a, b in strategy_wins(recs) if {a["mode"], b["mode"]} != {"threads", "processes"}]
     if clauses:
         out.append(f"{name}: " + "; ".join(clauses) + ".")
     failed: dict[tuple[str, str], list[str]] = {}
@@ -138,18 +146,21 @@ def _bend_sentence(name: str, b: Bend) -> str:
 
 
 def _ceiling_sentence(named: list[tuple[str, list[dict]]]) -> list[str]:
-    """One sentence for every backend's ceiling, its meaning said once."""
+    """One sentence for every backend's ceiling (analysis.ceiling: only from a complete set), its meaning said
+    once; a backend whose set is incomplete is named with what is missing."""
     parts = []
     for name, recs in named:
-        c, seq = ceiling(recs), sequential(recs)
+        c, seq, missing = ceiling(recs), sequential(recs), ceiling_missing(recs)
         if c is not None:
             gain = f" ({fmt.times(c['ops_per_s'] / seq['ops_per_s'], 0)} sequential)" if seq else ""
             parts.append(f"{name} {fmt.short(c['ops_per_s'])} at {fmt.mode_label(c['mode'], c['threads'], c['k'])}{gain}")
+        elif missing:
+            parts.append(f"{name} none, not every configuration was measured ({missing.replace('_', ' ')})")
     if not parts:
         return []
     modes = ", ".join(m for m, spec in MODES.items() if spec.ceiling)
-    return [f"Ceiling (the best of {modes}; offline batches requests in the caller, so it is no client strategy): "
-            f"{'; '.join(parts)}."]
+    return [f"Ceiling (the best of {modes} at every configuration run, only when all were measured; offline "
+            f"batches requests in the caller, so it is no client strategy): {'; '.join(parts)}."]
 
 
 def _like_for_like(groups: dict[tuple, list[dict]]) -> list[str]:
@@ -303,17 +314,31 @@ def findings(summary, rows: list[dict] | None = None) -> list[Finding]:
     return out
 
 
-def brief(summary, machine_names: dict[str, str] | None = None) -> list[str]:
+def _brief_peak(r: dict) -> str:
+    """A server peak for the brief: its interval or bracket, or "≥ peak" where it is not bracketed."""
+    if r.get("low") is None and r["above"] is None:
+        return f"≥ {fmt.short(r['peak'])} (not bracketed)"
+    return _peak(r)
+
+
+def brief(summary, machine_names: dict[str, str] | None = None, rows: list[dict] | None = None) -> list[str]:
     """The answer in one line per machine × workload × precision, for the top of a page: each framework's best
-    strategy and its gain over sequential (its interval decides, as in the findings), threads against
-    processes, what limits the best (its verdict, where the run has the time split), and which framework is
-    faster like-for-like — claims only where clearly_faster holds."""
+    strategy with its interval and its gain over sequential (its interval decides, as in the findings), the
+    claimed differences between threads, processes and the batcher, what limits the best (its verdict, where
+    the run has the time split), which framework is faster like-for-like, and, from `rows`, each framework's
+    server peak — claims only where analysis says they hold."""
     recs = fill_precision([r for r in _records(summary)
                            if r["workload"] not in PROBE_WORKLOADS and r["mode"] in THROUGHPUT_MODES])
     scopes: dict[tuple, dict[tuple, list[dict]]] = {}
     for r in recs:
         key = (r.get("machine") or "", r["workload"], r["precision"])
         scopes.setdefault(key, {}).setdefault((r["backend"], r["device"], r["precision"]), []).append(r)
+    served: dict[tuple, dict[str, list[dict]]] = {}
+    for r in peaks(rows or []):
+        if shows_rate(r) and r["peak"] is not None:
+            key = (r.get("machine") or "", r["workload"], precision(r))
+            served.setdefault(key, {}).setdefault(r["backend"], []).append(r)
+            scopes.setdefault(key, {})
     out = []
     for (machine, workload, p), groups in scopes.items():
         parts = []
@@ -323,19 +348,24 @@ def brief(summary, machine_names: dict[str, str] | None = None) -> list[str]:
                 slow = any(r["status"] == TOO_SLOW for r in recs_g)
                 parts.append(f"{g[0]}: " + ("too slow for this run's window (no figure)" if slow else "no figure"))
                 continue
-            gain = (f" ({fmt.times(best['ops_per_s'] / seq['ops_per_s'], 1)} sequential)"
+            gain = (f", {fmt.times(best['ops_per_s'] / seq['ops_per_s'], 1)} sequential"
                     if seq is not None and best is not seq and clearly_faster(best, seq) else
-                    " (not clearly above sequential)" if seq is not None and best is not seq else "")
-            winner = (threads_vs_processes(recs_g) or (None, None, None))[2]
-            tp = {"processes": ", processes beat threads", "threads": ", threads beat processes"}.get(winner, "")
+                    ", not clearly above sequential" if seq is not None and best is not seq else "")
+            wins = "".join(f", {fmt.strategy(a)} beat {fmt.strategy(b)} {fmt.times(a['ops_per_s'] / b['ops_per_s'], 1)}"
+                           for a, b in strategy_wins(recs_g))
             limit = why(best)   # why the best is as fast as it is, where the run has the split
-            parts.append(f"{g[0]} best {_cell(best)} {fmt.short(best['ops_per_s'])}{gain}{tp}"
+            parts.append(f"{g[0]} best {_cell(best)} {fmt.figure(best)}{gain}{wins}"
                          + (f", {limit} there" if limit else ""))
         bests = fastest_first(groups)
         if len({g[0] for g, _ in bests}) > 1:
             (top, tb), (nxt, nb) = bests[0], bests[1]
             parts.append(f"like-for-like: {top[0]} {fmt.times(tb['ops_per_s'] / nb['ops_per_s'], 1)} {nxt[0]}"
                          if clearly_faster(tb, nb) else f"like-for-like: no clear difference ({top[0]}, {nxt[0]})")
+        server = served.get((machine, workload, p), {})
+        if server:
+            tops = [max(cells, key=lambda c: c["peak"])
+                    for _, cells in sorted(server.items(), key=lambda x: (BACKEND_ORDER.get(x[0], 5), x[0]))]
+            parts.append("server peak: " + ", ".join(f"{c['backend']} {_server_label(c)} {_brief_peak(c)}" for c in tops))
         name = (machine_names or {}).get(machine, machine)
         out.append(f"**{name}** · {workload} · {fmt.precision_label(p)}: " + "; ".join(parts) + ".")
     return out
