@@ -244,7 +244,7 @@ def test_every_difference_between_client_strategies_that_passes_the_rule_is_said
             rec("torch", "processes", 940, threads=2), rec("torch", "processes", 950, threads=8),
             rec("torch", "threads", 2420, threads=8), rec("torch", "batched", 2000, threads=8)]
     t = text(FD.findings(recs))
-    assert "more threads hurt: processes ×8 950 [931–969] is 52% below ×1 (2k [1.96k–2.04k])" in t
+    assert "more processes hurt: processes ×8 950 [931–969] is 52% below ×1 (2k [1.96k–2.04k])" in t
     assert "threads beat batched: threads ×8 2.42k [2.37k–2.47k], 1.21× batched ×8 (2k [1.96k–2.04k])" in t
     assert "threads beat batched 1.2×" in FD.brief(recs)[0]
     even = [rec("torch", "sequential", 1000), rec("torch", "threads", 2100, 1800, 2400, threads=2),

@@ -390,3 +390,50 @@ def test_publish_of_the_committed_runs_twice_is_byte_identical_to_the_committed_
     assert first == again
     for name, data in first.items():
         assert (root.parent / name).read_bytes() == data, f"{name}: publish again and commit it"
+
+
+def gpu_machine(created="2026-06-01T10:00:00+00:00") -> dict:
+    """A synthetic second machine as the H200 sweep will give it: torch, MLX and JAX on one GPU at float32
+    (torch exact and TF32, MLX TF32 without a switch), TF32 and bfloat16, each with how it executed."""
+    from compare.cells import Cell
+    how = {"torch": {"execution": "eager"}, "mlx": {"cuda_graphs": True}, "jax": {"execution": "XLA jit"}}
+    results = []
+    for backend, dtype, fp32, precision, base in (
+            ("torch", "float32", "highest", "fp32", 900.0), ("torch", "float32", "high", "tf32", 1500.0),
+            ("mlx", "float32", "native", "tf32", 1000.0), ("jax", "float32", "high", "tf32", 1450.0),
+            ("torch", "bfloat16", "highest", "bf16", 2000.0), ("mlx", "bfloat16", "highest", "bf16", 3000.0),
+            ("jax", "bfloat16", "highest", "bf16", 2900.0)):
+        for mode, threads, gain in (("sequential", 1, 1.0), ("threads", 2, 1.5), ("batched", 2, 1.2)):
+            c = Cell(backend=backend, device="gpu", dtype=dtype, fp32_precision=fp32, workload="mlp", mode=mode,
+                     threads=threads, trials=5, duration=0.5)
+            r = S.result(c, [base * gain * f for f in (0.99, 1.0, 1.01, 0.995, 1.005)])
+            r.precision, r.rel_err = precision, 1e-4 if precision == "tf32" else 1e-7   # TF32-sized error
+            r.env = S.env(backend) | {"device_name": "Fake H200"} | how[backend]
+            results.append(r)
+    run = named(S.run(results, host_name="h200-a", created=created))
+    run["machine"] = "H200"
+    return run
+
+
+def test_a_second_machine_with_three_frameworks_and_precisions_is_its_own_section(tmp_path):
+    """The page is ready for the H200 section: one heading per machine, like-for-like only at equal
+    precision (torch exact FP32 is compared with nothing), and how each framework executed where recorded."""
+    runs = tmp_path / "runs"
+    R.save(named(S.scaling_run("box", created="2026-03-01T10:00:00+00:00")), runs / "cpu" / "a.json")
+    R.save(gpu_machine(), runs / "h200" / "shard-0.json")
+    PUB.publish(runs, tmp_path / "out", plots=False)
+    text = (tmp_path / "out" / "README.md").read_text()
+    assert text.count("\n## H200 — ") == 1 and text.count("\n## box — ") == 1
+    assert text.index("## H200") < text.index("## box")          # newest first
+    brief = text[text.index("## In brief"):text.index("| machine |")]
+    assert "**H200** · mlp · BF16: " in brief and "**H200** · mlp · TF32: " in brief
+    bf16 = next(line for line in brief.splitlines() if "· BF16" in line)
+    assert "like-for-like: no clear difference (mlx, jax); executed: mlx CUDA graphs, jax XLA jit, torch eager" in bf16
+    exact = next(line for line in brief.splitlines() if "**H200** · mlp · exact FP32" in line)
+    assert "like-for-like" not in exact                             # one framework at that precision
+    h200 = text[text.index("## H200"):text.index("## box")]
+    assert ("Like-for-like at BF16, best against best (mlx gpu: threads ×2 4.5k [4.46k–4.54k]): mlx gpu is faster "
+            "than torch gpu (1.5×: threads ×2 3k [2.97k–3.03k]); not clearly faster than jax gpu (threads ×2 4.35k "
+            "[4.31k–4.39k]); executed: mlx gpu CUDA graphs, jax gpu XLA jit, torch gpu eager.") in h200
+    assert "Like-for-like at TF32" in h200 and "Like-for-like at exact FP32" not in h200
+    assert "threads beat batched" in h200                            # the batcher is compared too

@@ -84,13 +84,12 @@ def _group_sentences(name: str, recs: list[dict]) -> list[str]:
                            f"{100 * MIN_GAIN:.0f}% above it")
     elif best is not None:
         clauses.append(f"best strategy {_cell(best)}, {fmt.figure(best)} (no sequential cell to compare)")
-    hurt = []
+    hurt: dict[str, list[str]] = {}   # "threads" or "processes": what more of hurt
     for mode, peak, w in more_threads_hurt(recs):
-        hurt.append(f"{mode} ×{w['threads']} {fmt.figure(w)} is "
-                    f"{100 * (1 - w['ops_per_s'] / peak['ops_per_s']):.0f}% below ×{peak['threads']} "
-                    f"({fmt.figure(peak)})")
-    if hurt:
-        clauses.append("more threads hurt: " + "; ".join(hurt))
+        hurt.setdefault("threads" if MODES[mode].one_process else "processes", []).append(
+            f"{mode} ×{w['threads']} {fmt.figure(w)} is {100 * (1 - w['ops_per_s'] / peak['ops_per_s']):.0f}% "
+            f"below ×{peak['threads']} ({fmt.figure(peak)})")
+    clauses += [f"more {what} hurt: " + "; ".join(parts) for what, parts in hurt.items()]
     if (vs := _threads_vs_processes(recs)) is not None:
         clauses.append(vs)
     clauses += [_beats(a, b) for a, b in strategy_wins(recs) if {a["mode"], b["mode"]} != {"threads", "processes"}]
@@ -163,9 +162,25 @@ def _ceiling_sentence(named: list[tuple[str, list[dict]]]) -> list[str]:
             f"batches requests in the caller, so it is no client strategy): {'; '.join(parts)}."]
 
 
-def _like_for_like(groups: dict[tuple, list[dict]]) -> list[str]:
+def executed(backend_env: dict) -> dict[tuple[str, str], str]:
+    """(backend, device) -> how the framework executed, where its describe() recorded it: `execution` (e.g.
+    "eager", "CUDA graphs (MLX_USE_CUDA_GRAPHS)") or a `cuda_graphs` flag. A run without either says nothing."""
+    out = {}
+    for key, env in backend_env.items():
+        backend, _, device = key.partition("/")
+        how = env.get("execution")
+        if how is None and env.get("cuda_graphs") is not None:
+            how = "CUDA graphs" if env["cuda_graphs"] else "no CUDA graphs"
+        if how:
+            out[(backend, device.split("/")[0])] = str(how)
+    return out
+
+
+def _like_for_like(groups: dict[tuple, list[dict]], how: dict[tuple[str, str], str] | None = None) -> list[str]:
     """Per effective precision measured by two or more frameworks, one sentence: the fastest best strategy
-    against each other's best, a lead claimed only where clearly_faster holds."""
+    against each other's best, a lead claimed only where clearly_faster holds; with how each executed
+    (`how`, from executed()) where the runs recorded it, since on small batches a launch strategy (CUDA
+    graphs against eager) differs as much as the framework."""
     out = []
     by_p: dict[str, list[tuple]] = {}
     for g in groups:
@@ -186,8 +201,9 @@ def _like_for_like(groups: dict[tuple, list[dict]]) -> list[str]:
             parts.append(("no clear difference between " if not ahead else "not clearly faster than ")
                          + (f"{_name(top)} and " if not ahead else "")
                          + ", ".join(f"{_name(g)} ({_cell(b)} {fmt.figure(b)})" for g, b in even))
+        ran = [f"{_name(g)} {how[(g[0], g[1])]}" for g, _ in bests if (g[0], g[1]) in (how or {})]
         out.append(f"Like-for-like at {fmt.precision_label(p)}, best against best ({_name(top)}: {_cell(tb)} "
-                   f"{fmt.figure(tb)}): " + "; ".join(parts) + ".")
+                   f"{fmt.figure(tb)}): " + "; ".join(parts) + (f"; executed: {', '.join(ran)}" if ran else "") + ".")
     return out
 
 
@@ -269,9 +285,10 @@ def server_sentences(rows: list[dict]) -> dict[tuple, str]:
     return out
 
 
-def findings(summary, rows: list[dict] | None = None) -> list[Finding]:
+def findings(summary, rows: list[dict] | None = None, backend_env: dict | None = None) -> list[Finding]:
     """One Finding per machine × workload (× size) × dtype, in the order the summary lists them; `rows`
-    (each with its machine label, as report.merge gives them) add the server scenario's sentence."""
+    (each with its machine label, as report.merge gives them) add the server scenario's sentence;
+    `backend_env` (report.backend_env) how each framework executed, where recorded."""
     recs = fill_precision([r for r in _records(summary)
                            if r["workload"] not in PROBE_WORKLOADS and r["mode"] in THROUGHPUT_MODES])
     scopes: dict[tuple, list[dict]] = {}
@@ -297,7 +314,7 @@ def findings(summary, rows: list[dict] | None = None) -> list[Finding]:
             f.sentences += _group_sentences(name, groups[g])
             named.append((name, groups[g]))
         f.sentences += _ceiling_sentence(named)
-        lfl = _like_for_like({g: groups[g] for g in order})
+        lfl = _like_for_like({g: groups[g] for g in order}, executed(backend_env or {}))
         with_figure = [g for g in order if best_strategy(groups[g]) is not None]
         if not lfl and len({g[0] for g in with_figure}) > 1:   # two frameworks with figures, at different precisions
             settings = [(g[0], g[1], g[2], groups[g][0].get("fp32_precision")) for g in with_figure]
@@ -321,7 +338,8 @@ def _brief_peak(r: dict) -> str:
     return _peak(r)
 
 
-def brief(summary, machine_names: dict[str, str] | None = None, rows: list[dict] | None = None) -> list[str]:
+def brief(summary, machine_names: dict[str, str] | None = None, rows: list[dict] | None = None,
+          backend_env: dict | None = None) -> list[str]:
     """The answer in one line per machine × workload × precision, for the top of a page: each framework's best
     strategy with its interval and its gain over sequential (its interval decides, as in the findings), the
     claimed differences between threads, processes and the batcher, what limits the best (its verdict, where
@@ -359,8 +377,11 @@ def brief(summary, machine_names: dict[str, str] | None = None, rows: list[dict]
         bests = fastest_first(groups)
         if len({g[0] for g, _ in bests}) > 1:
             (top, tb), (nxt, nb) = bests[0], bests[1]
-            parts.append(f"like-for-like: {top[0]} {fmt.times(tb['ops_per_s'] / nb['ops_per_s'], 1)} {nxt[0]}"
-                         if clearly_faster(tb, nb) else f"like-for-like: no clear difference ({top[0]}, {nxt[0]})")
+            how = executed(backend_env or {})
+            ran = [f"{g[0]} {how[(g[0], g[1])]}" for g, _ in bests if (g[0], g[1]) in how]
+            parts.append((f"like-for-like: {top[0]} {fmt.times(tb['ops_per_s'] / nb['ops_per_s'], 1)} {nxt[0]}"
+                          if clearly_faster(tb, nb) else f"like-for-like: no clear difference ({top[0]}, {nxt[0]})")
+                         + (f"; executed: {', '.join(ran)}" if ran else ""))
         server = served.get((machine, workload, p), {})
         if server:
             tops = [max(cells, key=lambda c: c["peak"])

@@ -241,7 +241,7 @@ def section(group: list[dict], plot_name: str | None, out_dir: Path, server_plot
                   "line style per mode; each point the median with its interval as the error bar, sequential a lone "
                   "marker, each backend's ceiling dashed, failed or too-slow cells marked at the bottom.", ""]
     lines += [tables.to_markdown(t, heading="###") for t in tables.build_compact(summary)]
-    found = findings.findings(claims.summary, claims.rows)
+    found = findings.findings(claims.summary, claims.rows, report.backend_env(group))
     if found or claims.withheld:
         lines += ["### Findings", ""] + claims.withheld_lines()
         for f in found:
@@ -311,7 +311,7 @@ def brief_markdown(groups: list[list[dict]], claimed: list[Claims]) -> list[str]
     for g, claims in zip(groups, claimed):
         summary = claims.summary
         names = {m: machine(g) for m in (summary["machine"].unique().to_list() if summary.height else [])}
-        lines += [f"- {x}" for x in findings.brief(summary, names, claims.rows)]
+        lines += [f"- {x}" for x in findings.brief(summary, names, claims.rows, report.backend_env(g))]
         if claims.withheld:
             lines.append(f"- **{machine(g)}**: nothing from {', '.join(claims.withheld)} (a known defect; its section says which).")
     if not lines:
