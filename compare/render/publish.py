@@ -1,5 +1,6 @@
-"""`publish`: results/README.md and one scaling plot per machine section, generated from every results file
-in results/runs/.
+"""`publish`: results/README.md (how to read it, the brief, a short section per machine), a details file per
+section (results/details/<stem>.md: every cell, the environment, the commands) and its plots, generated from
+every results file in results/runs/; and the same for each supplementary page (SUPPLEMENTARY).
 
 A section is one run, or several runs of one machine whose cells do not overlap (one file per backend, as
 benchmarks/gpu_sweep.sh writes): runs that share a host name, or sit together in one sub-folder of
