@@ -147,6 +147,7 @@ def test_publish_writes_readme_and_a_plot_per_run(tmp_path):
     assert text.index("How to read it:") < text.index("## In brief") < text.index("## h100 —")
     assert "**mlp · float32**" in laptop and "**mlp · float32**" in h100 and "\n## Findings" not in text
     assert "## Legend" in laptop_details and "Legend" not in text
+    assert laptop_details.index("## Legend") < laptop_details.index("## mlp — throughput")   # before first use
     assert "too_slow" not in text
     for png in [p for p in written if p.suffix == ".png"]:
         assert png.read_bytes()[:8] == PNG

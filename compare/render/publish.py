@@ -265,12 +265,12 @@ def section(group: list[dict], plot_name: str | None, out_dir: Path, server_plot
     env = _per_run(group, lambda run: report.environment_lines(run))
     warnings = _per_run(group, lambda run: [f"**warning** ({k}): {w}" for k, w in report.warning_lines(run)])
     detail += ["## Environment", ""] + [f"- {x}" for x in env + warnings] + [""]
+    if summary.height:   # before the tables whose symbols it explains
+        detail += ["## Legend", ""] + [f"- {x}" for x in tables.legend(summary, report.backend_env(group))] + [""]
     built = tables.build(summary) + server_tables.build(rows)  # server cells: rate steps, their own tables
     detail += [tables.to_markdown(t, heading="##") for t in built] or ["_No measured cells._", ""]
     commands = list(dict.fromkeys(report.command_line(run) for run in group))   # each as given, once
     detail += ["## Command" + ("s" if len(commands) > 1 else ""), "", "```sh"] + commands + ["```", ""]
-    if summary.height:
-        detail += ["## Legend", ""] + [f"- {x}" for x in tables.legend(summary, report.backend_env(group))] + [""]
     return "\n".join(lines), "\n".join(detail), summary, claims
 
 
