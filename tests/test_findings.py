@@ -45,8 +45,8 @@ def test_known_answers_with_their_numbers():
     assert "mlx cpu: no strategy is clearly faster than sequential (500 [490–510])" in t
     assert "mlx cpu: CRASH in threads ×4 (killed by SIGSEGV)." in t
     # the ceiling is named as such, never as a strategy
-    assert ("Ceiling (the best of offline, processes at every configuration run, only when all were measured; offline "
-            "batches requests in the caller, so it is no client "
+    assert ("Ceiling (the best of offline, processes over every configuration run, given only when all were "
+            "measured; offline batches requests in the caller, so it is no client "
             "strategy): torch cpu 5k at offline k=8 (5× sequential).") in t
     assert "best strategy offline" not in t
     # like-for-like at equal precision: best against best

@@ -158,8 +158,8 @@ def _ceiling_sentence(named: list[tuple[str, list[dict]]]) -> list[str]:
     if not parts:
         return []
     modes = ", ".join(m for m, spec in MODES.items() if spec.ceiling)
-    return [f"Ceiling (the best of {modes} at every configuration run, only when all were measured; offline "
-            f"batches requests in the caller, so it is no client strategy): {'; '.join(parts)}."]
+    return [f"Ceiling (the best of {modes} over every configuration run, given only when all were measured; "
+            f"offline batches requests in the caller, so it is no client strategy): {'; '.join(parts)}."]
 
 
 def executed(backend_env: dict) -> dict[tuple[str, str], str]:

@@ -236,6 +236,7 @@ def section(group: list[dict], plot_name: str | None, out_dir: Path, server_plot
     lines = [f'<a id="{stem(group)}"></a>', "", f"## {title(group)}", "",
              f"{n_ok} of {n_cells} cells measured, from {files}. Every cell, the environment and the commands: "
              f"[{details}]({details}).", ""]
+    lines += ["### Caveats", ""] + [f"- {c}" for c in caveats(group, defects)] + [""]   # before any figure
     if plot_name:
         lines += [f"![scaling curves: {title(group)}]({plot_name})", "",
                   "The plot: requests/s against N on log axes, a panel per workload, a colour per backend and a "
@@ -252,7 +253,6 @@ def section(group: list[dict], plot_name: str | None, out_dir: Path, server_plot
                   "The server plot: p99 latency against the offered Poisson rate, a line style per strategy; valid "
                   "steps filled, invalid ones hollow, the peak starred, the bound dashed. Every rate step is in the "
                   f"[details]({details}).", ""]
-    lines += ["### Caveats", ""] + [f"- {c}" for c in caveats(group, defects)] + [""]
 
     rel = Path(os.path.relpath(out_dir, out_dir / DETAILS_DIR))
     detail = [f"# {title(group)} — every cell", "",
