@@ -200,6 +200,14 @@ def more_threads_hurt(recs: list[dict]) -> list[tuple[str, dict, dict]]:
     return out
 
 
+def framework_pairs(bests: list[tuple[tuple, dict]]) -> list[tuple[tuple, dict, tuple, dict, bool]]:
+    """(group a, its best, group b, its best, a clearly faster) for every pair of frameworks of one precision,
+    a the faster median (bests as fastest_first gives them): each difference the claim rule passes, and the
+    pairs it does not."""
+    return [(ga, a, gb, b, clearly_faster(a, b)) for i, (ga, a) in enumerate(bests) for gb, b in bests[i + 1:]
+            if ga[0] != gb[0]]
+
+
 def fastest_first(groups: dict[tuple, list[dict]]) -> list[tuple[tuple, dict]]:
     """(group, its best strategy), fastest first; groups without a figure left out."""
     bests = sorted(((g, best_strategy(recs)) for g, recs in groups.items()),

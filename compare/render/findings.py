@@ -14,7 +14,8 @@ from ..stats import PROBE_WORKLOADS, THROUGHPUT_MODES
 from . import format as fmt
 from .analysis import (COSTLIER, DTYPE_PRECISION, FLAT, MIN_GAIN, OVERLAP, Bend, bends, best_strategy, ceiling,
                        ceiling_missing, clearly_faster, fastest_first, fill_precision, more_threads_hurt, peaks,
-                       precision, precision_switch, sequential, shows_rate, strategy_wins, sustains_more, threads_vs_processes,
+                       framework_pairs, precision, precision_switch, sequential,
+                       shows_rate, strategy_wins, sustains_more, threads_vs_processes,
                        why)
 from .format import BACKEND_ORDER
 
@@ -201,6 +202,9 @@ def _like_for_like(groups: dict[tuple, list[dict]], how: dict[tuple[str, str], s
             parts.append(("no clear difference between " if not ahead else "not clearly faster than ")
                          + (f"{_name(top)} and " if not ahead else "")
                          + ", ".join(f"{_name(g)} ({_cell(b)} {fmt.figure(b)})" for g, b in even))
+        rest = [f"{_name(ga)} is faster than {_name(gb)} ({fmt.times(a['ops_per_s'] / b['ops_per_s'], 1)})"
+                for ga, a, gb, b, claimed in framework_pairs(bests[1:]) if claimed]   # the pairs below the top
+        parts += rest
         ran = [f"{_name(g)} {how[(g[0], g[1])]}" for g, _ in bests if (g[0], g[1]) in (how or {})]
         out.append(f"Like-for-like at {fmt.precision_label(p)}, best against best ({_name(top)}: {_cell(tb)} "
                    f"{fmt.figure(tb)}): " + "; ".join(parts) + (f"; executed: {', '.join(ran)}" if ran else "") + ".")
@@ -376,12 +380,11 @@ def brief(summary, machine_names: dict[str, str] | None = None, rows: list[dict]
                          + (f", {limit} there" if limit else ""))
         bests = fastest_first(groups)
         if len({g[0] for g, _ in bests}) > 1:
-            (top, tb), (nxt, nb) = bests[0], bests[1]
             how = executed(backend_env or {})
             ran = [f"{g[0]} {how[(g[0], g[1])]}" for g, _ in bests if (g[0], g[1]) in how]
-            parts.append((f"like-for-like: {top[0]} {fmt.times(tb['ops_per_s'] / nb['ops_per_s'], 1)} {nxt[0]}"
-                          if clearly_faster(tb, nb) else f"like-for-like: no clear difference ({top[0]}, {nxt[0]})")
-                         + (f"; executed: {', '.join(ran)}" if ran else ""))
+            pairs = [f"{ga[0]} {fmt.times(a['ops_per_s'] / b['ops_per_s'], 1)} {gb[0]}" if claimed else
+                     f"{ga[0]} ≈ {gb[0]}" for ga, a, gb, b, claimed in framework_pairs(bests)]
+            parts.append("like-for-like: " + ", ".join(pairs) + (f"; executed: {', '.join(ran)}" if ran else ""))
         server = served.get((machine, workload, p), {})
         if server:
             tops = [max(cells, key=lambda c: c["peak"])

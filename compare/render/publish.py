@@ -337,8 +337,8 @@ def how_to_read(summaries: list) -> list[str]:
             f"- **ceiling**: the best of every ceiling configuration ({modes}, at every k and N the run asked "
             "for); it exists only when every one of them was measured, else it is shown as missing (—) with why;",
             f"- a difference is **claimed** only when the two intervals are disjoint and the medians at least "
-            f"{100 * findings.MIN_GAIN:.0f}% apart; **like-for-like** compares frameworks at equal effective "
-            "precision only (FP32 exact, TF32, BF16);",
+            f"{100 * findings.MIN_GAIN:.0f}% apart (**a ≈ b**: no clear difference); **like-for-like** compares "
+            "frameworks at equal effective precision only (FP32 exact, TF32, BF16);",
             "- every other symbol is in the legend of each section's details file.", ""]
 
 
