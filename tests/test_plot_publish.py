@@ -364,7 +364,10 @@ def test_the_committed_page_is_short_reads_first_and_links_its_details(tmp_path,
     main page links in one line, and each details file it links exists."""
     import re
     committed_results(tmp_path, monkeypatch)
-    PUB.publish_all(plots=False)
+    first = {str(p): p.read_bytes() for p in PUB.publish_all(plots=False)}
+    assert {str(p): p.read_bytes() for p in PUB.publish_all(plots=False)} == first   # twice: the same bytes
+    assert {"results/README.md", "results/details/cpu.md", "results/supplementary/README.md",
+            "results/supplementary/details/h100.md"} <= set(first)
     text = (tmp_path / "results" / "README.md").read_text()
     assert len(text.splitlines()) <= PAGE_LINES
     first_figure = re.search(r"\d[km]? \[\d", text).start()   # "16.3k [12.6k–19.7k]"
