@@ -78,14 +78,7 @@ def sections(runs: list[dict]) -> list[list[dict]]:
 
     def cells(r: dict) -> set[tuple]:
         return {results.row_key(row) for row in r["rows"] if row["workload"] not in stats.PROBE_WORKLOADS}
-    groups: list[list[dict]] = []
-    for run in runs:
-        mine = cells(run)
-        home = next((g for g in groups if key(g[0]) == key(run) and not any(mine & cells(o) for o in g)), None)
-        if home is None:
-            groups.append([run])
-        else:
-            home.append(run)
+    groups = report.group_runs(runs, key=key, cells=cells)
     return sorted(groups, key=lambda g: max((r["created"], r["run_id"]) for r in g), reverse=True)
 
 
