@@ -34,9 +34,10 @@ GPU_DEVICES = {"cuda", "gpu", "mps"}
 SKIP_DIRS = {"scratch"}   # results/runs/scratch/ is git-ignored: throwaway runs are not published
 PAGE = "README.md"
 DETAILS_DIR = "details"   # beside a page: a file per section with every cell, the environment and the commands
-# Pages of runs kept off the results page: (their runs, where the page goes, what they are)
+# Pages of runs kept off the results page: (their runs, where the page goes, what they are, the hardware whose
+# section on the results page supersedes them: said so once that section is there, "to be" until then)
 SUPPLEMENTARY = [(Path("results/supplementary/h100"), Path("results/supplementary"),
-                  "an earlier H100 80GB host, one sweep per framework and precision, superseded by the H200 section")]
+                  "an earlier H100 80GB host, one sweep per framework and precision", "H200")]
 SUPPLEMENTARY_NOTES = "NOTES.md"   # hand-written notes on the other runs kept there, shown under the page
 
 
@@ -429,8 +430,10 @@ def publish_all(plots: bool = True, defects_file: Path = DEFECTS_FILE) -> list[P
     """`publish` with no runs named: the results page from RUNS_DIR and each supplementary page
     (SUPPLEMENTARY), the main page linking to it in one line."""
     defects = known_defects(defects_file)
+    shown = " ".join(hardware(g) for g in sections(find_runs(RUNS_DIR)))
     written, links = [], []
-    for runs_dir, out_dir, what in SUPPLEMENTARY:
+    for runs_dir, out_dir, about, by in SUPPLEMENTARY:
+        what = f"{about}, {'superseded' if by in shown else 'to be superseded'} by the {by} section"
         notes = out_dir / SUPPLEMENTARY_NOTES
         kept = [notes.read_text()] if notes.is_file() else []
         files = sorted(runs_dir.rglob("*.json"))   # named, so that runs_dir's own name makes the section
