@@ -355,10 +355,15 @@ def cmd_publish(
     out_dir: Path = typer.Option(Path("results"), "--out-dir", help="Where README.md and the plots go."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Draw results/<run>.png (needs matplotlib)."),
 ):
-    """Rewrite results/README.md (findings first, then tables, environment, caveats, command of every run)
-    and results/<run>.png, from the curated results/runs/ (a plain `compare` writes elsewhere) or the files given."""
-    from compare.render.publish import publish
-    written = publish(runs_dir, out_dir, plots, files=files or None)
+    """Rewrite results/README.md (in brief, then a section per machine: plots, like-for-like tables, findings,
+    caveats), results/details/<machine>.md (every cell, environment, commands) and results/<machine>.png from the
+    curated results/runs/ (a plain `compare` writes elsewhere) or the files given; with neither named, the
+    supplementary pages too (results/supplementary/README.md)."""
+    from compare.render.publish import OUT_DIR, RUNS_DIR, publish, publish_all
+    if not files and runs_dir == RUNS_DIR and out_dir == OUT_DIR:
+        written = publish_all(plots)
+    else:
+        written = publish(runs_dir, out_dir, plots, files=files or None)
     typer.echo("wrote " + ", ".join(str(p) for p in written), err=True)
 
 

@@ -236,7 +236,7 @@ def _speedup_base(recs: list[dict]) -> tuple[float | None, str | None]:
     return (one[0]["ops_per_s"], "threads ×1") if one else (None, None)
 
 
-def _ceiling(recs: list[dict]) -> tuple[dict | None, str | None]:
+def ceiling_of(recs: list[dict]) -> tuple[dict | None, str | None]:
     """(the best ceiling configuration's record, why there is none). Every planned ceiling configuration must
     have a figure from right outputs: one that is missing (too slow, failed, skipped) leaves the ceiling
     missing with the reason, never a lower one silently standing in. A configuration the backend cannot run
@@ -269,7 +269,7 @@ def summarize(rows: list[dict], adaptive: dict[str, Rule] | None = None) -> pl.D
             peaks[key] = max(peaks.get(key, 0.0), rec["tflops"])
     for group in groups.values():
         base, base_name = _speedup_base(group)
-        ceiling, missing = _ceiling(group)
+        ceiling, missing = ceiling_of(group)
         for rec in group:
             has = rec["ops_per_s"] is not None
             # a cell on several devices (replicas) is not held against one device's ceiling: read it against
