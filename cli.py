@@ -124,6 +124,10 @@ def cmd_compare(
                               help=f"{', '.join(MODES)} (or 'all')."),
     device: str = typer.Option("auto", "--device", "-d",
                                help="auto (each backend's default), gpu, cpu, or a backend's own name (cuda, mps)."),
+    devices: Optional[str] = typer.Option(None, "--devices", show_default=False,
+                                          help="replicas mode: device indices, one model replica per device, e.g. "
+                                               "0,1,2,3 (GPUs of the backend's kind; on cpu, replicas with the "
+                                               "cores split between them). Its cells run 1, 2, 4 ... and all of them."),
     dtype: str = typer.Option("float32", "--dtype", help="float32, bfloat16, float16 (comma-separated)."),
     duration: float = typer.Option(0.25, "--duration", help="Seconds per timed trial (the shortest window)."),
     trials: int = typer.Option(3, "--trials", help="Timed trials (windows) per cell process."),
@@ -195,7 +199,7 @@ def cmd_compare(
     """Run the matrix and print side-by-side throughput and scaling tables."""
     import backends
     import workloads
-    from compare.measure.plan import Settings, all_devices, default_threads, knob_names
+    from compare.measure.plan import Settings, all_devices, default_threads, knob_names, usable_cores
     from compare.measure.runner import Limits
     from compare.measure.server import STRATEGIES
     from compare import stopping
@@ -233,6 +237,7 @@ def cmd_compare(
         target_ci=target,
         max_repeats=max_repeats,
         peak_probe=peak_probe,
+        devices=options.devices(devices, mode_list, usable_cores()),
     )
     if not 1 <= repeats <= MAX_REPEATS:
         raise BadInput(f"--repeats: {repeats} is out of range; use 1 to {MAX_REPEATS}")
@@ -383,10 +388,15 @@ def cmd_publish(
     out_dir: Path = typer.Option(Path("results"), "--out-dir", help="Where README.md and the plots go."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Draw results/<run>.png (needs matplotlib)."),
 ):
-    """Rewrite results/README.md (findings first, then tables, environment, caveats, command of every run)
-    and results/<run>.png, from the curated results/runs/ (a plain `compare` writes elsewhere) or the files given."""
-    from compare.render.publish import publish
-    written = publish(runs_dir, out_dir, plots, files=files or None)
+    """Rewrite results/README.md (in brief, then a section per machine: plots, like-for-like tables, findings,
+    caveats), results/details/<machine>.md (every cell, environment, commands) and results/<machine>.png from the
+    curated results/runs/ (a plain `compare` writes elsewhere) or the files given; with neither named, the
+    supplementary pages too (results/supplementary/README.md)."""
+    from compare.render.publish import OUT_DIR, RUNS_DIR, publish, publish_all
+    if not files and runs_dir == RUNS_DIR and out_dir == OUT_DIR:
+        written = publish_all(plots)
+    else:
+        written = publish(runs_dir, out_dir, plots, files=files or None)
     typer.echo("wrote " + ", ".join(str(p) for p in written), err=True)
 
 

@@ -1,6 +1,7 @@
 """MLX backend: devices gpu (Metal on macOS, CUDA on Linux with mlx[cuda13]) and cpu. mlx is imported lazily."""
 from __future__ import annotations
 
+import os
 import platform
 
 import numpy as np
@@ -199,7 +200,7 @@ class MlxBackend(Backend):
                 "intra_op_note": "MLX has no intra-op threads setting (--intra-op-threads is not applied)",
                 "thread_streams": "each thread has its own default stream (MLX streams are thread-local)"
                 if device == "gpu" else "no streams on cpu: each thread's ops run on MLX's cpu stream of that thread",
-                "device_time": DEVICE_TIME, "warnings": warnings}
+                "device_time": DEVICE_TIME, "warnings": warnings, "execution": _execution(device, system)}
 
     def peak_device_memory(self, device):
         if device != "gpu":
@@ -209,3 +210,13 @@ class MlxBackend(Backend):
     def reset_peak_device_memory(self, device):
         if device == "gpu":
             self._mx().reset_peak_memory()
+
+
+def _execution(device: str, system: str) -> str:
+    """How MLX runs a forward: lazily built graphs evaluated at mx.eval; on CUDA it also captures them as CUDA
+    graphs unless MLX_USE_CUDA_GRAPHS turns that off (MLX reads it once, default on)."""
+    if device != "gpu" or system == "Darwin":
+        return "lazy graph, evaluated at mx.eval"
+    on = os.environ.get("MLX_USE_CUDA_GRAPHS", "1").strip().lower() not in ("0", "false", "off", "no")
+    return ("lazy graph, evaluated at mx.eval, captured as CUDA graphs (MLX_USE_CUDA_GRAPHS, MLX's default)" if on
+            else "lazy graph, evaluated at mx.eval, no CUDA graphs (MLX_USE_CUDA_GRAPHS=0)")

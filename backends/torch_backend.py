@@ -226,6 +226,8 @@ class TorchBackend(Backend):
             "intra_op_threads": torch.get_num_threads(), "fp32_precision": torch.get_float32_matmul_precision(),
             "thread_streams": THREAD_STREAMS.get(device, THREAD_STREAMS["cpu"]),
             "device_time": DEVICE_TIME.get(device, DEVICE_TIME["cpu"]), "warnings": warnings,
+            "execution": "eager: each op launched from Python as it runs (no torch.compile"
+                         + (", no CUDA graphs)" if device == "cuda" else ")"),
         }
 
     def device_timer(self, device):

@@ -12,7 +12,8 @@ class ModeSpec:
     Adding a mode = one entry here + one entry in MEASURES. Plan, labels, tables, diff and plots read this."""
     name: str
     summary: str               # one line: what runs (README, legend)
-    axis: str                  # what varies between its cells: "threads" (N of --threads), "k" (--offline-k), "none"
+    axis: str                  # what varies between its cells: "threads" (N of --threads), "k" (--offline-k),
+    #                            "devices" (N of --devices, one replica each; Cell.threads holds N), "none"
     ceiling: bool = False      # its cells are ceiling configurations (%-of-ceiling is measured against them)
     line: tuple[str, str] | None = None   # plot: (line style, marker) of its curve; None = drawn otherwise
     start_s: float = 0.0       # extra start-up each of its N workers needs (own interpreter + framework): the cell timeout allows it
@@ -22,7 +23,7 @@ class ModeSpec:
     one_process: bool = True   # its participants are threads of one process, sharing one interpreter (and GIL)
 
     def axis_value(self, threads: int, k: int) -> int:
-        return {"threads": threads, "k": k}.get(self.axis, 1)
+        return {"threads": threads, "devices": threads, "k": k}.get(self.axis, 1)
 
 
 MODES: dict[str, ModeSpec] = {m.name: m for m in (
@@ -47,14 +48,24 @@ MODES: dict[str, ModeSpec] = {m.name: m for m in (
     ModeSpec("server-processes", "Poisson arrivals to a pool of N worker processes; peak rate with p99 under the "
              "bound", axis="threads", extra_s=240.0, throughput=False, one_process=False,
              start_s=15.0),  # start_s: as processes
+    # several devices of one host: a processes-mode process per device, pinned to it and to its share of the
+    # host's cores (compare.measure.processes.run_replicas); its own axis, so that it is read against one
+    # device's best, never mixed into a one-device threads curve
+    # strategy=False: N devices are not one device's way of serving (it is read against one device's best)
+    ModeSpec("replicas", "N processes, one per device of --devices, each with its own model replica and input",
+             axis="devices", strategy=False, one_process=False, start_s=15.0),  # start_s: as processes
+    ModeSpec("server-replicas", "Poisson arrivals to a pool of one worker process per device of --devices; peak "
+             "rate with p99 under the bound", axis="devices", extra_s=240.0, throughput=False, one_process=False,
+             start_s=15.0),  # start_s: as processes
 )}
 
 
 def axis_label(mode: str, threads: int, k: int) -> str:
     """The one spelling of what varies within a mode: "k=8" (offline; "×2 k=8" when it runs 2 threads, a ceiling
-    configuration), "×4" (threads, streams, batched), "" otherwise."""
+    configuration), "×4" (threads, streams, batched), "×4 dev" (replicas on 4 devices), "" otherwise."""
     axis = MODES[mode].axis if mode in MODES else "threads"
-    return {"k": f"×{threads} k={k}" if threads > 1 else f"k={k}", "threads": f"×{threads}"}.get(axis, "")
+    return {"k": f"×{threads} k={k}" if threads > 1 else f"k={k}", "threads": f"×{threads}",
+            "devices": f"×{threads} dev"}.get(axis, "")
 
 
 # Who issues a server cell's queries and judges each rate. Adding one = an entry here and its branch in
@@ -133,6 +144,8 @@ class Cell:
     latency_bound_ms: float | None = None  # server modes: p99 bound; None = a multiple of the single-request p50
     max_window: float = 0.0    # longest timed window, s; 0: WINDOW_CAP_DURATIONS x duration
     load_generator: str = THREADBENCH  # server modes: who issues the queries and judges a rate (LOAD_GENERATORS)
+    devices: tuple = ()        # replicas: the device indices (of the backend's device kind) replica i runs on;
+    #                            threads = len(devices). Not in key(): which N devices of a host is recorded per row
 
     def key(self) -> tuple:
         """Identity of the cell across runs (settings that change what is measured)."""
@@ -167,6 +180,7 @@ class Cell:
         d = dict(d)
         d["knobs"] = tuple(tuple(p) for p in d.get("knobs", ()))
         d["backend_options"] = tuple(tuple(p) for p in d.get("backend_options", ()))
+        d["devices"] = tuple(d.get("devices", ()))
         return cls(**d)
 
 
@@ -239,6 +253,11 @@ class CellResult:
     total_device_mb: float | None = None           # process); in one process: peak_rss_mb, peak_device_mb
     intra_op_ran: int | None = None                # intra-op threads each of them ran with, as its framework reported
     intra_op_rule: str = ""                        # why that many: --intra-op-threads, framework default, or cores // N
+    # replicas mode: each replica's device (name), how the devices are linked (NVML topology; "unknown"
+    # where the driver does not say), each replica's GPU utilisation over its timed windows (None: not sampled)
+    device_names: list[str] | None = None
+    device_link: str | None = None
+    process_util_mean: list[float | None] | None = None
     precision: str | None = None       # effective matmul precision (fp32, tf32, bf16, fp16): the tolerance's key
     warmup_s: float | None = None      # warm-up windows' wall time before the trials
     warmup_windows: int | None = None

@@ -70,6 +70,20 @@ def int_list(option: str, text: str, lo: int = 1, hi: int = MAX_THREADS) -> list
     return sorted(out)
 
 
+def devices(text: str | None, modes: list[str], cores: int) -> tuple[int, ...]:
+    """--devices: device indices (of each backend's device kind) for the replicas modes, one replica each;
+    every replica needs a core of its own (the host's cores are split between them). None: device 0."""
+    if text is None:
+        return (0,)
+    if not {"replicas", "server-replicas"} & set(modes):
+        raise BadInput("--devices: only the replicas modes use it; add replicas or server-replicas to --modes")
+    found = tuple(int_list("--devices", text, lo=0, hi=MAX_THREADS - 1))
+    if len(found) > cores:
+        raise BadInput(f"--devices: {len(found)} replicas need a core each and this process may run on {cores}; "
+                       f"list at most {cores} devices")
+    return found
+
+
 def shard(text: str | None) -> tuple[int, int] | None:
     """--shard I/N -> (I, N), 1 <= I <= N; None when not given."""
     if text is None:

@@ -49,6 +49,9 @@ ROW_TYPES: dict[str, type] = {
     # /3: server rows say what kind of step each was and who judged it
     "step_kind": str,          # search, again or long (compare.serverrules); None: a search before confirmation
     "load_generator": str,     # who issued the queries and judged each rate (cells.LOAD_GENERATORS); None: threadbench
+    # replicas mode (compare.measure.processes.run_replicas): the device indices, each one's name, their link,
+    # as JSON lists; each replica's GPU utilisation over its timed windows
+    "devices": str, "device_names": str, "device_link": str, "process_util_mean": str,
 }
 ROW_FIELDS = tuple(ROW_TYPES)
 INT_FIELDS = {f for f, t in ROW_TYPES.items() if t is int}
@@ -101,7 +104,8 @@ def add_result(run: dict, result: CellResult) -> None:
         "device_name": env.get("device_name"), "framework_version": env.get("version"),
         # processes mode: per process, in process order, as JSON lists (compare.measure.processes)
         **{f: json.dumps(getattr(result, f)) if getattr(result, f) is not None else None
-           for f in ("process_rss_mb", "process_uss_mb", "process_device_mb")},
+           for f in ("process_rss_mb", "process_uss_mb", "process_device_mb", "device_names", "process_util_mean")},
+        "devices": json.dumps(list(cell.devices)) if cell.devices else None, "device_link": result.device_link,
         "total_rss_mb": result.total_rss_mb, "total_device_mb": result.total_device_mb,
         "intra_op_ran": result.intra_op_ran, "intra_op_rule": result.intra_op_rule or None,
         "precision": result.precision, "warmup_s": result.warmup_s, "warmup_windows": result.warmup_windows,

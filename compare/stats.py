@@ -236,7 +236,7 @@ def _speedup_base(recs: list[dict]) -> tuple[float | None, str | None]:
     return (one[0]["ops_per_s"], "threads ×1") if one else (None, None)
 
 
-def _ceiling(recs: list[dict]) -> tuple[dict | None, str | None]:
+def ceiling_of(recs: list[dict]) -> tuple[dict | None, str | None]:
     """(the best ceiling configuration's record, why there is none). Every planned ceiling configuration must
     have a figure from right outputs: one that is missing (too slow, failed, skipped) leaves the ceiling
     missing with the reason, never a lower one silently standing in. A configuration the backend cannot run
@@ -283,17 +283,21 @@ def summarize(rows: list[dict], adaptive: dict[str, Rule] | None = None) -> pl.D
             peaks[key] = max(peaks.get(key, 0.0), rec["tflops"])
     for group in groups.values():
         base, base_name = _speedup_base(group)
-        ceiling, missing = _ceiling(group)
+        ceiling, missing = ceiling_of(group)
         for rec in group:
             has = rec["ops_per_s"] is not None
+            # a cell on several devices (replicas) is not held against one device's ceiling: read it against
+            # one device's best instead (compare.render.analysis.over_devices)
+            one_device = rec["mode"] not in MODES or MODES[rec["mode"]].axis != "devices"
             rec["base_ops"], rec["speedup_base"] = base, base_name
             rec["speedup"] = rec["ops_per_s"] / base if has and base else None
             rec["ceiling_ops"] = ceiling["ops_per_s"] if ceiling else None
             rec["ceiling_config"] = config_label(ceiling) if ceiling else None
             rec["ceiling_missing"] = missing
-            rec["pct_ceiling"] = 100 * rec["ops_per_s"] / ceiling["ops_per_s"] if has and ceiling else None
+            rec["pct_ceiling"] = (100 * rec["ops_per_s"] / ceiling["ops_per_s"] if has and ceiling and one_device
+                                  else None)
             # above its ceiling beyond both intervals: an anomaly to explain (shown as measured, never clamped)
-            rec["above_ceiling"] = bool(has and ceiling and rec is not ceiling
+            rec["above_ceiling"] = bool(has and ceiling and one_device and rec is not ceiling
                                         and _lower(rec) > _upper(ceiling))
             rec["peak_tflops"] = peaks.get(tuple(rec[k] for k in PEAK_KEYS))
             rec["pct_peak"] = (100 * rec["tflops"] / rec["peak_tflops"]

@@ -1,7 +1,12 @@
 """Findings from synthetic per-cell summaries with known answers: what is claimed, what is not, and that
 every claim carries its numbers. No run, no framework: findings are pure functions of summary records."""
+import polars as pl
+
+import synthetic_runs as S
 from compare.render import analysis
 from compare.render import findings as FD
+from compare.render import tables
+from compare.stats import summarize
 
 
 def rec(backend, mode, ops, lo=None, hi=None, threads=1, k=1, status="ok", cause="", device="cpu",
@@ -40,7 +45,8 @@ def test_known_answers_with_their_numbers():
     assert "mlx cpu: no strategy is clearly faster than sequential (500 [490–510])" in t
     assert "mlx cpu: CRASH in threads ×4 (killed by SIGSEGV)." in t
     # the ceiling is named as such, never as a strategy
-    assert ("Ceiling (the best of offline, processes; offline batches requests in the caller, so it is no client "
+    assert ("Ceiling (the best of offline, processes over every configuration run, given only when all were "
+            "measured; offline batches requests in the caller, so it is no client "
             "strategy): torch cpu 5k at offline k=8 (5× sequential).") in t
     assert "best strategy offline" not in t
     # like-for-like at equal precision: best against best
@@ -114,7 +120,7 @@ def test_the_brief_says_what_limits_each_best_strategy():
     recs = [rec("torch", "sequential", 1000, **split(run=0.95)),
             rec("torch", "threads", 2000, threads=2, **split(run=0.5, own=1.0, proc=1.0))]
     (line,) = FD.brief(recs)
-    assert "torch best threads ×2 2k (2.0× sequential), GIL-bound there" in line, line
+    assert "torch best threads ×2 2k [1.96k–2.04k], 2.0× sequential, GIL-bound there" in line, line
 
 
 def test_the_scaling_sentence_says_why_the_curve_bends():
@@ -203,8 +209,8 @@ def test_brief_is_one_line_per_machine_workload_and_precision_with_only_supporte
             rec("mlx", "sequential", 1, 500.0, 490.0, 510.0), rec("mlx", "threads", 2, 520.0, 480.0, 560.0)]
     (line,) = FD.brief(recs)
     assert line.startswith("**box** · mlp · FP32: ") or line.startswith("**box** · mlp · ")
-    assert "torch best threads ×2 1.5k (1.5× sequential)" in line
-    assert "mlx best threads ×2 520 (not clearly above sequential)" in line   # overlapping intervals
+    assert "torch best threads ×2 1.5k [1.45k–1.55k], 1.5× sequential" in line
+    assert "mlx best threads ×2 520 [480–560], not clearly above sequential" in line   # overlapping intervals
     assert "like-for-like: torch 2.9× mlx" in line
 
 
@@ -228,3 +234,38 @@ def test_exactly_ten_percent_apart_is_claimed_and_a_missing_figure_never_is():
     assert not analysis.clearly_faster(no_interval, base) and not analysis.clearly_faster(base, no_interval)
     zero = rec("torch", "threads", 0.0, 0.0, 0.0, threads=2)
     assert not analysis.clearly_faster(base, zero)
+
+
+def test_every_difference_between_client_strategies_that_passes_the_rule_is_said():
+    """Processes are a client strategy too (more of them can hurt), and the batcher is compared with threads
+    and processes: the H100 cases issue 19 found unsaid (processes ×2–×8 53% below ×1; threads ×8 1.21× the
+    batcher ×8) are said, and an overlap claims nothing."""
+    recs = [rec("torch", "sequential", 1000), rec("torch", "processes", 2000, threads=1),
+            rec("torch", "processes", 940, threads=2), rec("torch", "processes", 950, threads=8),
+            rec("torch", "threads", 2420, threads=8), rec("torch", "batched", 2000, threads=8)]
+    t = text(FD.findings(recs))
+    assert "more processes hurt: processes ×8 950 [931–969] is 52% below ×1 (2k [1.96k–2.04k])" in t
+    assert "threads beat batched: threads ×8 2.42k [2.37k–2.47k], 1.21× batched ×8 (2k [1.96k–2.04k])" in t
+    assert "threads beat batched 1.2×" in FD.brief(recs)[0]
+    even = [rec("torch", "sequential", 1000), rec("torch", "threads", 2100, 1800, 2400, threads=2),
+            rec("torch", "batched", 2000, 1700, 2300, threads=2)]
+    assert "beat batched" not in text(FD.findings(even)) and "beat" not in FD.brief(even)[0]
+
+
+def test_a_ceiling_exists_only_when_every_configuration_was_measured():
+    """One definition: the findings, the compact table and %-of-ceiling (compare.stats.ceiling_of) agree; a
+    set with a configuration missing names it and gives no number."""
+    whole = [rec("mlx", "sequential", 1000), rec("mlx", "threads", 1900, threads=2),
+             rec("mlx", "offline", 3000, k=8), rec("mlx", "processes", 1800, threads=4)]
+    assert analysis.ceiling(whole)["ops_per_s"] == 3000 and analysis.ceiling_missing(whole) is None
+    short = whole[:2] + [rec("mlx", "offline", None, k=64, status="too_slow"), rec("mlx", "processes", 1800, threads=4)]
+    assert analysis.ceiling(short) is None and analysis.ceiling_missing(short) == "offline k=64: too_slow"
+    t = text(FD.findings(short))
+    assert "mlx cpu none, not every configuration was measured (offline k=64: too slow)" in t and "1.8k at" not in t
+    frame = pl.DataFrame([r | {"intra_op_threads": None, "n_processes": 1} for r in short], infer_schema_length=None)
+    table = tables.build_compact(frame)[0]
+    shown = dict(zip((name for _, name in table.columns), table.rows[0]))
+    assert shown.get("ceiling", "—") == "—" and "mlx cpu offline k=64: too slow" in " ".join(table.notes)
+    assert summarize(S.run([S.result(S.cell("mlx", mode="offline", k=8), [3000.0] * 5),
+                            S.result(S.cell("mlx", mode="offline", k=64), None, "too_slow", "window")])["rows"]
+                     )["pct_ceiling"].is_null().all()   # %-of-ceiling refuses it alike

@@ -120,3 +120,13 @@ def test_tiny_compare_shows_both_backends_side_by_side(tmp_path, threadbench):
         else:  # the peak probe
             assert r["status"] == "ok" or (r["status"] in ("too_slow", "skipped") and "longest window" in r["cause"]), r
     assert header.count("ops/s") == 2
+
+
+def test_mlx_says_whether_it_captures_cuda_graphs(monkeypatch):
+    """Launch strategy differs between frameworks on small GPU cells: the record must say which one ran."""
+    from backends.mlx_backend import _execution
+    monkeypatch.delenv("MLX_USE_CUDA_GRAPHS", raising=False)
+    assert "captured as CUDA graphs" in _execution("gpu", "Linux")
+    monkeypatch.setenv("MLX_USE_CUDA_GRAPHS", "0")
+    assert "no CUDA graphs" in _execution("gpu", "Linux")
+    assert "CUDA" not in _execution("cpu", "Linux") and "CUDA" not in _execution("gpu", "Darwin")

@@ -121,29 +121,35 @@ def runs_folder(tmp_path):
 def test_publish_writes_readme_and_a_plot_per_run(tmp_path):
     runs, out = runs_folder(tmp_path)
     written = PUB.publish(runs, out)
-    assert sorted(p.name for p in written) == ["2026-01-02-laptop-aaaaaa.png", "2026-02-03-h100-bbbbbb.png",
-                                               "README.md"]
+    assert sorted(p.name for p in written) == ["2026-01-02-laptop-aaaaaa.md", "2026-01-02-laptop-aaaaaa.png",
+                                               "2026-02-03-h100-bbbbbb.md", "2026-02-03-h100-bbbbbb.png", "README.md"]
     text = (out / "README.md").read_text()
+    laptop_details = (out / "details" / "2026-01-02-laptop-aaaaaa.md").read_text()
     assert text.startswith("# threadbench results\n") and "python cli.py publish" in text
     # newest run first; index table links each section
     assert text.index("## h100 — 2026-02-03 04:05 UTC") < text.index("## laptop — 2026-01-02 03:04 UTC")
     assert "| [h100](#2026-02-03-h100-bbbbbb) |" in text and '<a id="2026-02-03-h100-bbbbbb">' in text
     assert "![scaling curves: h100" in text and "(2026-02-03-h100-bbbbbb.png)" in text
-    assert "[runs/2026-01-02-laptop-aaaaaa.json](runs/2026-01-02-laptop-aaaaaa.json)" in text
+    assert "[2026-01-02-laptop-aaaaaa.json](runs/2026-01-02-laptop-aaaaaa.json)" in text
+    assert "[details/2026-01-02-laptop-aaaaaa.md](details/2026-01-02-laptop-aaaaaa.md)" in text
+    assert "[runs/2026-01-02-laptop-aaaaaa.json](../runs/2026-01-02-laptop-aaaaaa.json)" in laptop_details
     assert text.count("Apple MPS/Metal not measured here") == 2
     laptop = text[text.index("## laptop"):]
     h100 = text[text.index("## h100"):text.index("## laptop")]
     assert "CPU only: no GPU was measured here" in laptop and "CPU only" not in h100
     assert "cells without a valid figure: 1 timeout" in h100
-    assert f"**warning** (mlx/cpu): {S.MLX_WARNING}" in laptop
-    assert "### Command\n\n```sh\nthreadbench compare --trials 5\n```" in laptop
-    assert "### mlp — throughput (requests/s)" in laptop and "h100: " not in laptop   # one machine per section
-    # findings open the page, the legend closes it, each once
-    assert text.index("## Findings") < text.index("## h100 —") and text.count("## Findings") == 1
-    assert "**h100 · mlp · float32**" in text and "**laptop · mlp · float32**" in text
-    assert text.count("## Legend") == 1 and text.index("## Legend") > text.index("## laptop")
+    # the environment, every cell and the commands in the details file; the page keeps compact tables
+    assert f"**warning** (mlx/cpu): {S.MLX_WARNING}" in laptop_details and "**warning**" not in laptop
+    assert "## Command\n\n```sh\nthreadbench compare --trials 5\n```" in laptop_details
+    assert "## mlp — throughput (requests/s)" in laptop_details and "h100: " not in laptop_details
+    assert "— throughput (requests/s)" not in text and "### mlp · float32 — requests/s, like-for-like" in laptop
+    # how to read it, then the brief; findings and caveats in each machine's section; the legend in the details
+    assert text.index("How to read it:") < text.index("## In brief") < text.index("## h100 —")
+    assert "**mlp · float32**" in laptop and "**mlp · float32**" in h100 and "\n## Findings" not in text
+    assert "## Legend" in laptop_details and "Legend" not in text
+    assert laptop_details.index("## Legend") < laptop_details.index("## mlp — throughput")   # before first use
     assert "too_slow" not in text
-    for png in written[:-1]:
+    for png in [p for p in written if p.suffix == ".png"]:
         assert png.read_bytes()[:8] == PNG
 
 
@@ -168,7 +174,8 @@ def test_publish_without_runs_or_plots(tmp_path):
     assert "_No runs yet._" in (tmp_path / "README.md").read_text()
     runs, out = runs_folder(tmp_path / "x")
     written = PUB.publish(runs, out, plots=False)
-    assert [p.name for p in written] == ["README.md"] and "![" not in (out / "README.md").read_text()
+    assert [p.name for p in written if p.suffix != ".md" or p.parent == out] == ["README.md"]
+    assert "![" not in (out / "README.md").read_text()
 
 
 def test_the_same_run_twice_is_refused(tmp_path):
@@ -196,14 +203,15 @@ def test_one_file_per_backend_is_one_side_by_side_section(tmp_path):
     R.save(named(backend_only(S.scaling_run("gpu-b", created="2026-03-02T10:09:00+00:00"), "mlx")), runs / "h100" / "m.json")
     R.save(S.scaling_run("junk"), runs / "scratch" / "junk.json")              # git-ignored scratch: not published
     written = PUB.publish(runs, tmp_path)
-    assert sorted(p.name for p in written) == ["README.md", "box-torch.png", "h100.png"]
+    assert sorted(p.name for p in written) == ["README.md", "box-torch.md", "box-torch.png", "h100.md", "h100.png"]
     text = (tmp_path / "README.md").read_text()
-    assert text.count("\n## ") == 2 + 3 and "junk" not in text   # two machines, plus In brief, Findings, Legend
-    h100 = text[text.index("## gpu-a, gpu-b — 2026-03-02 10:00 – 2026-03-02 10:09 UTC"):text.index("## box")]
+    assert text.count("\n## ") == 2 + 1 and "junk" not in text   # two machines, plus In brief
+    assert "## gpu-a, gpu-b — 2026-03-02 10:00 – 2026-03-02 10:09 UTC" in text
+    h100 = (tmp_path / "details" / "h100.md").read_text()
     assert "| mode | threads | torch cpu float32 ops/s [93.8% CI] | torch cpu float32 ×1T | mlx cpu float32 ops/s" in h100
     assert "ratio mlx ÷ torch" in h100 and "gpu-a: " not in h100
-    assert h100.count("threadbench compare --trials 5") == 1 and "### Command\n" in h100   # the same command, once
-    box = text[text.index("## box"):]
+    assert h100.count("threadbench compare --trials 5") == 1 and "## Command\n" in h100   # the same command, once
+    box = (tmp_path / "details" / "box-torch.md").read_text()
     assert "mlx ÷ torch" in box and "box-torch.json" in box and "box-mlx.json" in box
 
 
@@ -229,6 +237,7 @@ def test_superseded_cells_are_shown_from_the_newer_run_and_said_so(tmp_path):
     PUB.publish(runs, tmp_path, plots=False)
     text = (tmp_path / "README.md").read_text()
     assert text.count("\n## box") == 1  # no overlap left: one machine section
+    text += (tmp_path / "details" / "old.md").read_text()
     assert f"2 cells of run {old['run_id']} were measured again in run {newer['run_id']}" in text
     assert "re-measured after a warm-up fix" in text and "incomplete" not in text
     mlx_k8 = [line for line in text.splitlines() if line.startswith("| offline | k=8 |")][0]
@@ -243,7 +252,8 @@ def test_publish_takes_an_explicit_list_and_names_machines_by_hardware(tmp_path)
     PUB.publish(runs, out, plots=False, files=[path])
     text = (out / "README.md").read_text()
     assert "## Test 9000, 4 cores — 2026-04-01 00:00 UTC" in text and "laptop" not in text and "## vm" not in text
-    assert "threadbench `130277360190`" in text and "stated after the run" not in text
+    details = (out / "details" / "adhoc.md").read_text()
+    assert "threadbench `130277360190`" in details and "stated after the run" not in text + details
     with pytest.raises(R.ResultsError, match="no such results file"):
         PUB.publish(runs, out, plots=False, files=[tmp_path / "missing.json"])
 
@@ -257,7 +267,7 @@ def test_a_run_that_measured_nothing_is_named_not_published(tmp_path):
     text = (out / "README.md").read_text()
     assert "## cpu-box" not in text and "| [cpu-box]" not in text
     assert "## Not published: nothing measured\n\n- nothing.json: cuda: no NVIDIA driver on this machine" in text
-    assert [p.name for p in written] == ["README.md"]
+    assert [p.name for p in written if p.parent == out] == ["README.md"]
 
 
 def test_a_run_listed_in_the_known_defects_table_says_so_under_its_section(monkeypatch, tmp_path):
@@ -318,7 +328,8 @@ def test_a_section_of_several_runs_names_the_run_of_each_line_only_one_run_has(t
                                               "runs": {b["run_id"]: "runs/m1/b.json"}}]}))
     PUB.publish(tmp_path / "runs", tmp_path / "out", defects_file=table)
     text = (tmp_path / "out" / "README.md").read_text()
-    env = text[text.index("### Environment"):text.index("### Caveats")]
+    env = (tmp_path / "out" / "details" / "m1.md").read_text()
+    env = env[env.index("## Environment"):env.index("\n## ", env.index("## Environment") + 3)]
     assert "- a.json: load (start → end): load average 0.5" in env and "- b.json: load (start → end): load average 1.5" in env
     caveats = text[text.index("### Caveats"):].split("###")[1]
     assert "- b.json was made at 7e6fbed, before 322768b: a too-slow cell skipped" in caveats
@@ -335,3 +346,99 @@ def test_a_panel_spanning_about_a_decade_labels_its_2s_and_5s():
     shown = [t.get_text() for t in ax.yaxis.get_ticklabels(minor=True) + ax.yaxis.get_ticklabels()
              if t.get_text() and lo <= t.get_position()[1] <= hi]
     assert "5" in shown and len(shown) >= 2, shown
+
+
+def committed_results(tmp_path, monkeypatch):
+    """A copy of the committed results/ (runs, supplementary, known defects, pages) to publish in, as cwd."""
+    import shutil
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent / "results"
+    shutil.copytree(root, tmp_path / "results")
+    monkeypatch.chdir(tmp_path)
+    return root
+
+
+def test_the_committed_page_is_short_reads_first_and_links_its_details(tmp_path, monkeypatch):
+    """results/README.md as publish writes it from the committed runs: at most PAGE_LINES lines, how to read it
+    before the first figure, one heading per machine, the H100 runs on their own supplementary page that the
+    main page links in one line, and each details file it links exists."""
+    import re
+    committed_results(tmp_path, monkeypatch)
+    first = {str(p): p.read_bytes() for p in PUB.publish_all(plots=False)}
+    assert {str(p): p.read_bytes() for p in PUB.publish_all(plots=False)} == first   # twice: the same bytes
+    assert {"results/README.md", "results/details/cpu.md", "results/supplementary/README.md",
+            "results/supplementary/details/h100.md"} <= set(first)
+    text = (tmp_path / "results" / "README.md").read_text()
+    assert len(text.splitlines()) <= PAGE_LINES
+    first_figure = re.search(r"\d[km]? \[\d", text).start()   # "16.3k [12.6k–19.7k]"
+    assert text.index("How to read it:") < text.index("## In brief") < first_figure
+    machines = re.findall(r"^## (.+?) — ", text, re.M)
+    assert machines and len(machines) == len(set(machines)) and "H100" not in " ".join(machines)
+    assert len([line for line in text.splitlines() if "supplementary/README.md" in line]) == 1
+    for link in re.findall(r"\]\((details/[^)#]+)\)", text):
+        assert (tmp_path / "results" / link).is_file(), link
+    supp = (tmp_path / "results" / "supplementary" / "README.md").read_text()
+    assert "an earlier H100 80GB host" in supp and "712eba3" in supp and "one process per cell" in supp
+    assert len(re.findall(r"^## H100", supp, re.M)) == 1   # the server run is no second H100 section
+    assert "No claim is drawn from" in supp and "Other runs kept here" in supp
+
+
+PAGE_LINES = 300   # issue 19: a page read in one sitting
+
+
+@pytest.mark.slow
+def test_publish_of_the_committed_runs_twice_is_byte_identical_to_the_committed_pages(tmp_path, monkeypatch):
+    root = committed_results(tmp_path, monkeypatch)
+    first = {str(p): p.read_bytes() for p in PUB.publish_all()}
+    again = {str(p): p.read_bytes() for p in PUB.publish_all()}
+    assert first == again
+    for name, data in first.items():
+        assert (root.parent / name).read_bytes() == data, f"{name}: publish again and commit it"
+
+
+def gpu_machine(created="2026-06-01T10:00:00+00:00") -> dict:
+    """A synthetic second machine as the H200 sweep will give it: torch, MLX and JAX on one GPU at float32
+    (torch exact and TF32, MLX TF32 without a switch), TF32 and bfloat16, each with how it executed."""
+    from compare.cells import Cell
+    how = {"torch": {"execution": "eager"}, "mlx": {"cuda_graphs": True}, "jax": {"execution": "XLA jit"}}
+    results = []
+    for backend, dtype, fp32, precision, base in (
+            ("torch", "float32", "highest", "fp32", 900.0), ("torch", "float32", "high", "tf32", 1500.0),
+            ("mlx", "float32", "native", "tf32", 1000.0), ("jax", "float32", "high", "tf32", 1450.0),
+            ("torch", "bfloat16", "highest", "bf16", 2000.0), ("mlx", "bfloat16", "highest", "bf16", 3000.0),
+            ("jax", "bfloat16", "highest", "bf16", 2900.0)):
+        for mode, threads, gain in (("sequential", 1, 1.0), ("threads", 2, 1.5), ("batched", 2, 1.2)):
+            c = Cell(backend=backend, device="gpu", dtype=dtype, fp32_precision=fp32, workload="mlp", mode=mode,
+                     threads=threads, trials=5, duration=0.5)
+            r = S.result(c, [base * gain * f for f in (0.99, 1.0, 1.01, 0.995, 1.005)])
+            r.precision, r.rel_err = precision, 1e-4 if precision == "tf32" else 1e-7   # TF32-sized error
+            r.env = S.env(backend) | {"device_name": "Fake H200"} | how[backend]
+            results.append(r)
+    run = named(S.run(results, host_name="h200-a", created=created))
+    run["machine"] = "H200"
+    return run
+
+
+def test_a_second_machine_with_three_frameworks_and_precisions_is_its_own_section(tmp_path):
+    """The page is ready for the H200 section: one heading per machine, like-for-like only at equal
+    precision (torch exact FP32 is compared with nothing), and how each framework executed where recorded."""
+    runs = tmp_path / "runs"
+    R.save(named(S.scaling_run("box", created="2026-03-01T10:00:00+00:00")), runs / "cpu" / "a.json")
+    R.save(gpu_machine(), runs / "h200" / "shard-0.json")
+    PUB.publish(runs, tmp_path / "out", plots=False)
+    text = (tmp_path / "out" / "README.md").read_text()
+    assert text.count("\n## H200 — ") == 1 and text.count("\n## box — ") == 1
+    assert text.index("## H200") < text.index("## box")          # newest first
+    brief = text[text.index("## In brief"):text.index("| machine |")]
+    assert "**H200** · mlp · BF16: " in brief and "**H200** · mlp · TF32: " in brief
+    bf16 = next(line for line in brief.splitlines() if "· BF16" in line)
+    assert "like-for-like: mlx ≈ jax, mlx 1.5× torch, jax 1.4× torch; executed: mlx CUDA graphs, jax XLA jit, torch eager" in bf16
+    exact = next(line for line in brief.splitlines() if "**H200** · mlp · exact FP32" in line)
+    assert "like-for-like" not in exact                             # one framework at that precision
+    h200 = text[text.index("## H200"):text.index("## box")]
+    assert ("Like-for-like at BF16, best against best (mlx gpu: threads ×2 4.5k [4.46k–4.54k]): mlx gpu is faster "
+            "than torch gpu (1.5×: threads ×2 3k [2.97k–3.03k]); not clearly faster than jax gpu (threads ×2 4.35k "
+            "[4.31k–4.39k]); jax gpu is faster than torch gpu (1.4×); executed: mlx gpu CUDA graphs, jax gpu XLA jit, "
+            "torch gpu eager.") in h200
+    assert "Like-for-like at TF32" in h200 and "Like-for-like at exact FP32" not in h200
+    assert "threads beat batched" in h200                            # the batcher is compared too

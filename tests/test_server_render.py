@@ -248,7 +248,9 @@ def test_no_server_cells_no_server_plot_and_publish_adds_it_only_with_them(tmp_p
     assert len(server_pngs) == 1 and len([n for n in names if n.endswith(".png")]) == 3, names
     assert f"]({server_pngs[0]})" in (out / "README.md").read_text()
     text = (out / "README.md").read_text()
-    assert "Server scenario" in text and "server — peak rate under the p99 bound" in text
+    details = "".join(p.read_text() for p in sorted((out / "details").glob("*.md")))
+    assert "Server scenario" in text and "server — peak rate under the p99 bound" in details
+    assert "server peak: " in text   # the brief says it too
 
 
 def test_plot_writes_the_server_figure_beside_the_scaling_one(tmp_path):

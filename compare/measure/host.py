@@ -348,3 +348,50 @@ class GpuSampler:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+# -- the devices of a replicas cell --------------------------------------------------------------------
+# How two GPUs reach each other, as NVML's common ancestor says (nvmlDeviceGetTopologyCommonAncestor's
+# levels, by their value, so that no constant of pynvml is needed to read them); NVLink where the driver
+# reports peer-to-peer over it (nvmlDeviceGetP2PStatus), which the ancestor alone does not show.
+TOPOLOGY_LEVELS = {0: "same board", 10: "one PCIe switch", 20: "several PCIe switches", 30: "one PCIe host bridge",
+                   40: "one NUMA node (across host bridges)", 50: "across NUMA nodes (SMP interconnect)"}
+NVLINK = "NVLink"
+LINK_UNKNOWN = "unknown"
+
+
+def device_topology(pins: list, device: str) -> dict[str, Any]:
+    """{device_names, device_link} of a replicas cell: each replica's device (its procs.Pin), and how they are
+    linked. GPUs (Pin.visible: NVML's index, the CUDA_VISIBLE_DEVICES entry in PCI order, or a UUID) named and
+    linked by NVML where it is present: the link of every pair, each distinct one once ("NVLink", "one PCIe
+    host bridge"); one device: "one device". A cpu replica is named by its cores; their link, and any NVML
+    failure, is LINK_UNKNOWN."""
+    if device in GPU_DEVICES_OFF:
+        return {"device_names": [f"{device} cores {','.join(map(str, p.cores))}" for p in pins],
+                "device_link": LINK_UNKNOWN}
+    indices = [p.index if p.visible is None else p.visible for p in pins]
+    names = [f"{device}:{i}" for i in indices]
+    try:
+        nvml = _nvml()
+    except NvmlMissing:
+        return {"device_names": names, "device_link": LINK_UNKNOWN}
+    try:
+        handles = [nvml.nvmlDeviceGetHandleByUUID(i) if str(i).startswith(("GPU-", "MIG-"))
+                   else nvml.nvmlDeviceGetHandleByIndex(int(i)) for i in indices]
+        names = [f"{i}: {_text(nvml.nvmlDeviceGetName(h))}" for i, h in zip(indices, handles)]
+        links = [_link(nvml, a, b) for n, a in enumerate(handles) for b in handles[n + 1:]]
+        return {"device_names": names, "device_link": "; ".join(dict.fromkeys(links)) or "one device"}
+    except Exception as e:  # noqa: BLE001 - pynvml.NVMLError: a device NVML does not know, a call not supported
+        return {"device_names": names, "device_link": f"{LINK_UNKNOWN} (NVML: {e})"}
+    finally:
+        _shutdown(nvml)
+
+
+def _link(nvml, a, b) -> str:
+    try:
+        if nvml.nvmlDeviceGetP2PStatus(a, b, nvml.NVML_P2P_CAPS_INDEX_NVLINK) == nvml.NVML_P2P_STATUS_OK:
+            return NVLINK
+    except Exception:  # noqa: BLE001 - not supported by this driver or pynvml
+        pass
+    level = int(nvml.nvmlDeviceGetTopologyCommonAncestor(a, b))
+    return TOPOLOGY_LEVELS.get(level, f"NVML topology level {level}")

@@ -48,6 +48,7 @@ class Settings:
     template: Cell | None = None   # duration, trials, warmup, precision, batching knobs
     repeats: int = 1               # fresh processes per cell, pooled into its figure and interval
     process_per_cell: bool = False  # every cell process in a worker process of its own (worker_plans' alone)
+    devices: tuple[int, ...] = (0,)  # replicas: device indices (--devices); its cells use the first N of them
     target_ci: float | None = None  # --target-ci: after `repeats` processes, more only while a cell's interval is
     #                                 wider than this fraction of its median (compare.stopping), up to max_repeats
     max_repeats: int = 15
@@ -203,9 +204,17 @@ def _cells_for(t: Cell, s: Settings) -> list[Cell]:
             out += [replace(t, mode=mode, threads=n, k=k) for k in s.offline_k for n in threads]
         elif axis == "threads":
             out += [replace(t, mode=mode, threads=n) for n in s.threads]
+        elif axis == "devices":
+            out += [replace(t, mode=mode, threads=n, devices=s.devices[:n]) for n in replica_counts(len(s.devices))]
         else:
             out.append(replace(t, mode=mode, threads=1))
     return out
+
+
+def replica_counts(devices: int) -> list[int]:
+    """How many replicas the replicas cells of a sweep over `devices` devices run: 1, the powers of two
+    between, and all of them (1, 2, 4, 8 of 8; 1, 2, 3 of 3), so each is read against one device's figure."""
+    return sorted({n for n in (2 ** i for i in range(devices.bit_length())) if n <= devices} | {devices})
 
 
 def knob_names() -> set[str]:

@@ -5,6 +5,11 @@ window boundary whose action plans the next window; all read one clock (clocks.s
 pools every process's op times of a window into one Trial, as threads pool theirs, merges their checks,
 and records each one's memory and intra-op threads (procs.intra_op_plan: equal total threads).
 
+The `replicas` mode is the same mode with each process pinned (procs.Pin) to one device of Cell.devices
+and to its share of the host's cores before its framework starts: one model replica per device, the
+closed loop spread over them; each replica also samples its own GPU's utilisation over its timed windows,
+and the cell records the devices' names and their link (host.device_topology).
+
 Not here: a pool serving requests (the server's, compare.measure.server); each process loops on its own
 input, as a thread does. The worker never builds a model itself. A process that dies or raises fails the
 cell with its cause ("process 3 of 4 killed by SIGSEGV"); one that hangs holds the others at the next
@@ -23,7 +28,8 @@ from ..cells import CRASH, ERROR, Cell, Trial
 from .build import CellContext, memory, memory_facts, process_harness
 from .clocks import process_clock, shared_clock
 from .harness import CellFailed, TooSlow
-from .procs import SPAWN, Processes, exit_cause, intra_op_plan, watch_parent
+from .host import GpuSampler, device_topology
+from .procs import SPAWN, Pin, Processes, exit_cause, intra_op_plan, replica_pins, watch_parent
 from .schedule import TIMED, TOO_SLOW, Schedule, SharedState, Window, check_speed, reader_of, take_part
 from .split import Lap, sample_cost, usable_cores
 
@@ -33,14 +39,21 @@ from .split import Lap, sample_cost, usable_cores
 QUIET_NOTE_S = 5.0
 
 
-def _child(i: int, cell_dict: dict, cache: str, parent: int, intra_op: int, barrier, sched: Schedule, conn) -> None:
+def _child(i: int, cell_dict: dict, cache: str, parent: int, intra_op: int, barrier, sched: Schedule,
+           pin: Pin | None, conn) -> None:
     """Process i of the cell: build, then the speed check (process 1), warm-up, windows and verification
     in step with the others; sends the worker ("ready", ...), ("at", where it is) at each step, then one of
-    ("result", ...), ("slow", ...), ("raised", ...) or ("aborted",) (another process broke the barrier)."""
+    ("result", ...), ("slow", ...), ("raised", ...) or ("aborted",) (another process broke the barrier).
+    `pin`: a replica's device and cores, applied before anything starts its framework."""
     watch_parent(parent=parent)  # the cell's worker died (e.g. SIGKILL): so do we
     h = None
+    util: dict = {}
+    sampler = None
     try:
         cell = Cell.from_dict(cell_dict)
+        if pin is not None:
+            pin.apply()
+            sampler = GpuSampler(cell.device, lambda _, **event: util.update(event)).start()  # its own GPU
         backend, h = process_harness(cell, Path(cache), intra_op, shared_clock)
         conn.send(("ready", backend.describe(cell.device).get("intra_op_threads")))
         barrier.wait()  # every process has built its model
@@ -57,8 +70,13 @@ def _child(i: int, cell_dict: dict, cache: str, parent: int, intra_op: int, barr
                              if sched.phase == TIMED else "the barrier before a warm-up window"))
             barrier.wait()  # the last to arrive plans the next window (Schedule.advance)
 
+        spans = []  # the timed windows, in this process's perf_counter (its GPU sampler's clock)
+
         def keep(lap: Lap, first, last) -> None:
             windows.append((lap.resolve(h.timer), sched.state.length))  # device marks to seconds: picklable
+            if (span := Window.of([windows[-1][0]]).span()) is not None:
+                shift = process_clock() - shared_clock()
+                spans.append((span[0] + shift, span[1] + shift))
             for y in (first,) if first is last else (first, last):  # checked outside the clock
                 if y is not None:
                     h.record(h.check(y, i))
@@ -71,8 +89,10 @@ def _child(i: int, cell_dict: dict, cache: str, parent: int, intra_op: int, barr
         conn.send(("at", "verification"))
         for _ in range(cell.verify_ops):
             h.record(h.check(h.op(x), i))
-        conn.send(("result", {"windows": windows, "tally": h.checks.tally(),
-                              **asdict(memory(backend, cell.device, unique=True))}))
+        if sampler is not None:
+            sampler.stop(spans)
+        conn.send(("result", {"windows": windows, "tally": h.checks.tally(), "util_mean": util.get("mean"),
+                              "util_max": util.get("max"), **asdict(memory(backend, cell.device, unique=True))}))
     except threading.BrokenBarrierError:
         conn.send(("aborted",))
     except TooSlow as e:
@@ -92,13 +112,24 @@ def run_processes(cell: Cell, ctx: CellContext) -> list[Trial]:
         return _run(cell, ctx, str(ctx.cache or own_cache))
 
 
-def _run(cell: Cell, ctx: CellContext, cache: str) -> list[Trial]:
+def run_replicas(cell: Cell, ctx: CellContext) -> list[Trial]:
+    """The replicas mode's entry (compare.measure.registry): processes, one per device of cell.devices, each
+    pinned to its device and its equal share of the host's cores, with as many intra-op threads as that
+    share holds (unless --intra-op-threads says otherwise)."""
+    pins = replica_pins(cell)
+    ctx.facts.update(device_topology(pins, cell.device))
+    with tempfile.TemporaryDirectory(prefix="threadbench-procrefs-") as own_cache:
+        return _run(cell, ctx, str(ctx.cache or own_cache), pins)
+
+
+def _run(cell: Cell, ctx: CellContext, cache: str, pins: list[Pin] | None = None) -> list[Trial]:
     n = cell.threads
     sched = Schedule(n, cell.duration, cell.trials, cell.window_cap, shared_clock, SharedState(SPAWN), SPAWN.Lock(),
-                     participant="process")
+                     participant="process" if pins is None else "replica")
     barrier = SPAWN.Barrier(n, action=sched.advance)
-    intra_op, rule = intra_op_plan(cell)
-    procs = Processes(n, _child, lambda i: (i, cell.to_dict(), cache, os.getpid(), intra_op, barrier, sched))
+    intra_op, rule = intra_op_plan(cell, pins)
+    procs = Processes(n, _child, lambda i: (i, cell.to_dict(), cache, os.getpid(), intra_op, barrier, sched,
+                                            None if pins is None else pins[i]))
     try:
         procs.start()
         reports, reported_intra = _gather(procs, ctx)
@@ -121,6 +152,12 @@ def _run(cell: Cell, ctx: CellContext, cache: str) -> list[Trial]:
         if (span := window.span()) is not None:
             ctx.measured.timed_spans.append((span[0] + shift, span[1] + shift))
     ctx.facts.update(intra_op_ran=reported_intra, intra_op_rule=rule, **memory_facts(reports))
+    if pins is not None:  # each replica's own GPU; the cell's figure: their mean, and the busiest read
+        util = [r["util_mean"] for r in reports]
+        every = all(u is not None for u in util)  # else none: the worker's own sampler read only GPU 0
+        ctx.facts.update(process_util_mean=util if any(u is not None for u in util) else None,
+                         gpu_util_mean=sum(util) / n if every else None,
+                         gpu_util_max=max(r["util_max"] for r in reports) if every else None)
     return trials
 
 

@@ -2,7 +2,8 @@
 pool), and the words for how a process ended. Processes start through multiprocessing's spawn context: a
 fresh interpreter each, never a fork of a process whose framework already runs threads or holds a GPU
 context. Each writes to its own pipe; one reader reads them all with their exit sentinels, and turns a
-process that raised or died into the cell's failure. Not here: what the processes do."""
+process that raised or died into the cell's failure. A replica (the replicas mode) is such a process pinned
+to one device and its share of the host's cores (Pin). Not here: what the processes do."""
 from __future__ import annotations
 
 import multiprocessing
@@ -10,6 +11,7 @@ import os
 import signal
 import threading
 import time
+from dataclasses import dataclass
 from multiprocessing.connection import wait
 from typing import Any, Callable
 
@@ -20,13 +22,71 @@ from .split import usable_cores
 SPAWN = multiprocessing.get_context("spawn")
 LAST_WORDS = ("result", "aborted")  # a process that ends without saying one of these died (CRASH)
 
+# Set in every process threadbench starts (the runner's workers, and through them every spawned process):
+# NVLink multicast off. The device image sets the same; replicas need no collective communication at all.
+NO_MULTICAST = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1"}
+# Devices a replica is pinned to by the environment its framework reads at start-up (CUDA_VISIBLE_DEVICES,
+# in NVML's PCI order so that index i is NVML's device i); a cpu replica is pinned by its cores alone.
+VISIBLE_DEVICES = {"cuda": "CUDA_VISIBLE_DEVICES", "gpu": "CUDA_VISIBLE_DEVICES"}
 
-def intra_op_plan(cell: Cell) -> tuple[int, str]:
+
+@dataclass(frozen=True)
+class Pin:
+    """Where replica i runs: its device index (of the cell's device kind), what CUDA_VISIBLE_DEVICES says for
+    it (None: a cpu replica), and the host cores it may run on (its equal share)."""
+    index: int
+    visible: str | None
+    cores: tuple[int, ...]
+
+    def apply(self) -> None:
+        """In the replica's own process, before its framework starts."""
+        os.environ.update(NO_MULTICAST)
+        if self.visible is not None:
+            os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+            os.environ["CUDA_VISIBLE_DEVICES"] = self.visible
+        if self.cores and hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, self.cores)
+
+
+def replica_pins(cell: Cell, cores: list[int] | None = None) -> list[Pin]:
+    """One Pin per device of cell.devices (none named: devices 0 to N-1), in order: the host's usable cores (`cores`, default this
+    process's) split into equal contiguous shares, one per replica (the remainder to the first ones); a
+    device index read through this process's own CUDA_VISIBLE_DEVICES where it sets one. Raises the cell's
+    failure (CellFailed, ERROR) when there are fewer cores than replicas, or an index past the devices
+    CUDA_VISIBLE_DEVICES leaves."""
+    if cores is None:
+        cores = (sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                 else list(range(os.cpu_count() or 1)))
+    devices = cell.devices or tuple(range(cell.threads))
+    n = len(devices)
+    if n != cell.threads:
+        raise CellFailed(ERROR, f"replicas: {cell.threads} replicas on {n} devices ({','.join(map(str, devices))})")
+    if n > len(cores):
+        raise CellFailed(ERROR, f"replicas: {n} replicas need a core each; this process may run on {len(cores)}")
+    share, extra = divmod(len(cores), n)
+    var = VISIBLE_DEVICES.get(cell.device)
+    visible = [v.strip() for v in os.environ.get(var or "", "").split(",") if v.strip()]
+    pins, at = [], 0
+    for i, index in enumerate(devices):
+        take = share + (i < extra)
+        if visible and index >= len(visible):
+            raise CellFailed(ERROR, f"replicas: device {index} is not among {var}={','.join(visible)} "
+                                    f"(indices 0 to {len(visible) - 1})")
+        device = None if var is None else visible[index] if visible else str(index)
+        pins.append(Pin(index, device, tuple(cores[at:at + take])))
+        at += take
+    return pins
+
+
+def intra_op_plan(cell: Cell, pins: list[Pin] | None = None) -> tuple[int, str]:
     """(intra-op threads each of a cell's N processes asks its framework for, why that many). Unless
     --intra-op-threads says otherwise, max(1, cores // N), so processes x intra-op threads stay within the
-    cores, as in a threads cell, whose one process runs the framework's own default (about one per core)."""
+    cores, as in a threads cell, whose one process runs the framework's own default (about one per core);
+    replicas (`pins`): the cores of the smallest share."""
     if cell.intra_op_threads:
         return cell.intra_op_threads, "--intra-op-threads"
+    if pins:
+        return min(len(p.cores) for p in pins), "each replica's share of the cores"
     cores = usable_cores()
     return max(1, cores // cell.threads), (f"equal total threads: {cores} cores // {cell.threads} "
                                            + ("process" if cell.threads == 1 else "processes"))

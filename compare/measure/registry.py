@@ -10,7 +10,7 @@ from ..cells import Cell, Trial
 from .batcher import run_batched
 from .build import CellContext
 from .harness import Harness
-from .processes import run_processes
+from .processes import run_processes, run_replicas
 from .server import measure_server_cell
 from .threads import run_sequential, run_threads
 
@@ -48,9 +48,11 @@ MEASURES: dict[str, Measure] = {
     "batched": _batched,
     "offline": _sequential,
     "processes": run_processes,
+    "replicas": run_replicas,
     "server-threads": measure_server_cell,
     "server-batched": measure_server_cell,
     "server-processes": measure_server_cell,
+    "server-replicas": measure_server_cell,
 }
 
 

@@ -26,7 +26,7 @@ import psutil
 
 from ..cells import CRASH, MEMORY, MODES, OK, SKIPPED, TIMEOUT, TOO_SLOW, WRONG, Cell, CellResult, Trial
 from .plan import WorkerPlan, process_group
-from .procs import exit_cause
+from .procs import NO_MULTICAST, exit_cause
 from .schedule import MIN_OPS_PER_WINDOW
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -152,7 +152,8 @@ class Worker:
         self.events: list[dict] = []
         self._offset = 0
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-                   THREADBENCH_PARENT=str(os.getpid()))  # the worker ends itself if we die (compare.measure.worker)
+                   THREADBENCH_PARENT=str(os.getpid()),  # the worker ends itself if we die (compare.measure.worker)
+                   **NO_MULTICAST)  # and every process it spawns inherits these
         self.started = time.time()
         with open(self.log_path, "wb") as log:
             self.popen = subprocess.Popen(

@@ -30,7 +30,8 @@ from .build import CellContext, memory, memory_facts, process_harness
 from .clocks import RealClock, process_clock, shared_clock
 from .loadgen import (MAX_STEPS, MIN_SECONDS, Search, Step, default_bound, dispatcher_lag_p99, issue, judge,
                       poisson_schedule, search_steps, step_queries)
-from .procs import SPAWN, Processes, intra_op_plan, watch_parent
+from .host import device_topology
+from .procs import SPAWN, Pin, Processes, intra_op_plan, replica_pins, watch_parent
 from .schedule import check_speed
 
 CALIBRATE_S = 1.0        # seconds of one-at-a-time requests on the main thread that set the default bound
@@ -144,13 +145,17 @@ class BatchedServer:
         return np.array([self.ends[i] for i in range(count)])
 
 
-def _pool_process(i: int, cell_dict: dict, cache: str, parent: int, intra_op: int, jobs, conn) -> None:
+def _pool_process(i: int, cell_dict: dict, cache: str, parent: int, intra_op: int, jobs, pin: Pin | None,
+                  conn) -> None:
     """Process i of a server pool: build as a processes-mode process does, warm up, say ("ready", intra-op
     threads), then take (step, query, request index, check) jobs from the one shared queue until None,
     answering each with ("done", step, query, completion time on the shared clock, relative error or None);
-    at None, ("result", its Memory) and exit; a raise is sent as ("raised", cause, traceback)."""
+    at None, ("result", its Memory) and exit; a raise is sent as ("raised", cause, traceback). `pin`: a
+    replica's device and cores (server-replicas), applied before its framework starts."""
     watch_parent(parent=parent)
     try:
+        if pin is not None:
+            pin.apply()
         cell = Cell.from_dict(cell_dict)
         backend, h = process_harness(cell, Path(cache), intra_op, shared_clock)
         for _ in range(cell.warmup):
@@ -176,14 +181,19 @@ class ProcessPool:
     or raises sets `failure` (CellFailed, "process 2 of 4 killed by SIGSEGV"), which the next submit or
     finish raises. stop() ends them in order and returns each one's Memory; close() kills and reaps them.
     (The worker keeps a model of its own as well, for the speed check and the single-request calibration
-    that sets the default bound and the search's first rate.)"""
+    that sets the default bound and the search's first rate.) `pins`: one per process, a pool of replicas
+    (server-replicas), one per device; `facts`: what the cell records about its devices then."""
 
-    def __init__(self, cell: Cell, cache: str):
+    def __init__(self, cell: Cell, cache: str, pins: list[Pin] | None = None):
         self.n = n = cell.threads
-        intra_op, self.rule = intra_op_plan(cell)
+        intra_op, self.rule = intra_op_plan(cell, pins)
+        # a replica pool's devices; its GPU utilisation is not sampled per replica (the worker's own sampler
+        # reads only its first GPU, so the cell shows none rather than that one)
+        self.facts = {} if pins is None else {**device_topology(pins, cell.device), "gpu_util_mean": None,
+                                              "gpu_util_max": None}
         self.jobs = SPAWN.Queue()
         self.processes = Processes(n, _pool_process, lambda i: (i, cell.to_dict(), cache, os.getpid(), intra_op,
-                                                                self.jobs))
+                                                                self.jobs, None if pins is None else pins[i]))
         self.cond = threading.Condition()
         self.ready: dict[int, int | None] = {}
         self.failure: BaseException | None = None
@@ -337,6 +347,8 @@ STRATEGIES: dict[str, Strategy] = {
                         batcher=True),
     "processes": Strategy(lambda h, n, cell, pool: pool.begin(),
                           pool=lambda cell, ctx: ProcessPool(cell, str(ctx.cache))),
+    "replicas": Strategy(lambda h, n, cell, pool: pool.begin(),
+                         pool=lambda cell, ctx: ProcessPool(cell, str(ctx.cache), replica_pins(cell))),
 }
 
 
@@ -414,7 +426,7 @@ def measure_server_cell(cell: Cell, ctx: CellContext):
     pool = spec.pool(cell, ctx) if spec.pool else None  # started and warmed once, for every step
     try:
         if pool is not None:
-            ctx.facts.update(intra_op_ran=pool.intra_op_ran, intra_op_rule=pool.rule)
+            ctx.facts.update(intra_op_ran=pool.intra_op_ran, intra_op_rule=pool.rule, **pool.facts)
         run_real(strategy, h, n, cell, 1.0, 1e9, cell.seed, min_seconds, sched_rel=np.zeros(n * max(cell.warmup, 1)),
                  pool=pool)
     except BaseException:

@@ -19,7 +19,7 @@ from scipy.stats import mannwhitneyu
 from ..cells import FAILED, MODES, OK, THREADBENCH
 from ..hostrules import DEVICE_BOUND_UTIL_PCT
 from ..serverrules import LONG, VALID, Settled, settle
-from ..stats import cell_status, median_ci
+from ..stats import ceiling_of, cell_status, median_ci
 
 MIN_GAIN = 0.10   # smaller differences are not claimed even with disjoint intervals: run-to-run drift on a
                   # shared machine reaches a few percent, and a reader acts on differences, not on noise
@@ -132,9 +132,16 @@ def is_ceiling(mode: str) -> bool:
 
 
 def ceiling(recs: list[dict]) -> dict | None:
-    """The best ceiling cell (a mode marked ceiling in compare.cells.MODES, e.g. offline)."""
-    cells = [r for r in recs if measured(r) and is_ceiling(r["mode"])]
-    return max(cells, key=lambda r: r["ops_per_s"]) if cells else None
+    """The best ceiling cell (a mode marked ceiling in compare.cells.MODES: offline at every k, processes at
+    every N), only when every ceiling configuration of the group was measured: one of them missing (too slow,
+    failed, skipped) leaves no ceiling (ceiling_missing says why), never a lower one standing in. The one
+    definition: compare.stats.ceiling_of, which %-of-ceiling reads too."""
+    return ceiling_of(recs)[0]
+
+
+def ceiling_missing(recs: list[dict]) -> str | None:
+    """Why the group has no ceiling although it ran ceiling configurations ("offline ×4 k=64: too_slow")."""
+    return ceiling_of(recs)[1]
 
 
 def threads_vs_processes(recs: list[dict]) -> tuple[dict, dict, str | None] | None:
@@ -152,12 +159,44 @@ def threads_vs_processes(recs: list[dict]) -> tuple[dict, dict, str | None] | No
     return t, p, winner
 
 
+def over_devices(recs: list[dict]) -> tuple[dict, list[dict]] | None:
+    """(one device's best strategy, the measured cells of each multi-device mode (replicas), fewest devices
+    first) where both exist: does N devices give N times one device's best? clearly_faster decides a gain."""
+    one, many = best_strategy(recs), [r for r in recs if r["mode"] in MODES and MODES[r["mode"]].axis == "devices"
+                                      and measured(r)]
+    return (one, sorted(many, key=lambda r: (r["mode"], r["threads"]))) if one is not None and many else None
+
+
+CLIENT_STRATEGIES = [m.name for m in MODES.values()   # the ways a server could spread single requests over N
+                     if m.strategy and m.throughput and m.axis == "threads"]
+
+
+def strategy_wins(recs: list[dict]) -> list[tuple[dict, dict]]:
+    """(winner, loser) for every pair of client strategies (threads, streams, batched, processes), each at its
+    best N, where clearly_faster holds: the claimed differences between them, in the order of
+    CLIENT_STRATEGIES."""
+    best = {}
+    for mode in CLIENT_STRATEGIES:
+        cells = [r for r in recs if r["mode"] == mode and measured(r)]
+        if cells:
+            best[mode] = max(cells, key=lambda r: r["ops_per_s"])
+    modes = list(best)
+    out = []
+    for i, a in enumerate(modes):
+        for b in modes[i + 1:]:
+            if clearly_faster(best[a], best[b]):
+                out.append((best[a], best[b]))
+            elif clearly_faster(best[b], best[a]):
+                out.append((best[b], best[a]))
+    return out
+
+
 def more_threads_hurt(recs: list[dict]) -> list[tuple[str, dict, dict]]:
-    """(mode, its fastest cell, the largest thread count clearly slower than it) for every client mode over
-    threads where adding threads cost throughput."""
+    """(mode, its fastest cell, the largest N clearly slower than it) for every client strategy over N
+    (threads, streams, batched, processes) where adding threads or processes cost throughput."""
     out = []
     for mode, spec in MODES.items():
-        if spec.axis != "threads" or spec.ceiling:
+        if spec.axis != "threads" or not spec.strategy or not spec.throughput:
             continue
         cells = sorted((r for r in recs if r["mode"] == mode and measured(r)), key=lambda r: r["threads"])
         if len(cells) < 2:
@@ -167,6 +206,14 @@ def more_threads_hurt(recs: list[dict]) -> list[tuple[str, dict, dict]]:
         if worse:
             out.append((mode, peak, worse[-1]))
     return out
+
+
+def framework_pairs(bests: list[tuple[tuple, dict]]) -> list[tuple[tuple, dict, tuple, dict, bool]]:
+    """(group a, its best, group b, its best, a clearly faster) for every pair of frameworks of one precision,
+    a the faster median (bests as fastest_first gives them): each difference the claim rule passes, and the
+    pairs it does not."""
+    return [(ga, a, gb, b, clearly_faster(a, b)) for i, (ga, a) in enumerate(bests) for gb, b in bests[i + 1:]
+            if ga[0] != gb[0]]
 
 
 def fastest_first(groups: dict[tuple, list[dict]]) -> list[tuple[tuple, dict]]:

@@ -13,8 +13,9 @@ from ..cells import FAILED, MODES, OK, SKIPPED, TOO_SLOW, status_label
 from ..stats import PROBE_WORKLOADS, THROUGHPUT_MODES
 from . import format as fmt
 from .analysis import (COSTLIER, DTYPE_PRECISION, FLAT, MIN_GAIN, OVERLAP, Bend, bends, best_strategy, ceiling,
-                       clearly_faster, fastest_first, fill_precision, more_threads_hurt, peaks, precision_switch,
-                       sequential, shows_rate, sustains_more, threads_vs_processes, why)
+                       ceiling_missing, clearly_faster, fastest_first, fill_precision, framework_pairs,
+                       more_threads_hurt, over_devices, peaks, precision, precision_switch, sequential, shows_rate,
+                       strategy_wins, sustains_more, threads_vs_processes, why)
 from .format import BACKEND_ORDER
 
 UNITS = "figures are requests/s, median [interval of the median]"
@@ -61,6 +62,25 @@ def _threads_vs_processes(recs: list[dict]) -> str | None:
             f"{_cell(p)} {fmt.figure(p)})")
 
 
+def _over_devices(recs: list[dict]) -> str | None:
+    """Several devices against one device's best: the scaling a reader of a multi-GPU host asks for."""
+    found = over_devices(recs)
+    if found is None:
+        return None
+    one, many = found
+    parts = [f"{_cell(r)} {fmt.figure(r)}, "
+             + (f"{fmt.times(r['ops_per_s'] / one['ops_per_s'], 1)} one device's best"
+                if clearly_faster(r, one) or clearly_faster(one, r) else "no clear difference from one device's best")
+             + f" (ideal ×{r['threads']})" for r in many]
+    return f"over devices, against one device's best ({_cell(one)} {fmt.figure(one)}): " + "; ".join(parts)
+
+
+def _beats(a: dict, b: dict) -> str:
+    """A claimed difference between two client strategies, each at its best N."""
+    return (f"{fmt.strategy(a)} beat {fmt.strategy(b)}: {_cell(a)} {fmt.figure(a)}, "
+            f"{fmt.times(a['ops_per_s'] / b['ops_per_s'], 2)} {_cell(b)} ({fmt.figure(b)})")
+
+
 def _group_sentences(name: str, recs: list[dict]) -> list[str]:
     """One sentence for the best strategy and where more threads hurt; one per failure cause."""
     out, clauses = [], []
@@ -77,15 +97,17 @@ def _group_sentences(name: str, recs: list[dict]) -> list[str]:
                            f"{100 * MIN_GAIN:.0f}% above it")
     elif best is not None:
         clauses.append(f"best strategy {_cell(best)}, {fmt.figure(best)} (no sequential cell to compare)")
-    hurt = []
+    hurt: dict[str, list[str]] = {}   # "threads" or "processes": what more of hurt
     for mode, peak, w in more_threads_hurt(recs):
-        hurt.append(f"{mode} ×{w['threads']} {fmt.figure(w)} is "
-                    f"{100 * (1 - w['ops_per_s'] / peak['ops_per_s']):.0f}% below ×{peak['threads']} "
-                    f"({fmt.figure(peak)})")
-    if hurt:
-        clauses.append("more threads hurt: " + "; ".join(hurt))
+        hurt.setdefault("threads" if MODES[mode].one_process else "processes", []).append(
+            f"{mode} ×{w['threads']} {fmt.figure(w)} is {100 * (1 - w['ops_per_s'] / peak['ops_per_s']):.0f}% "
+            f"below ×{peak['threads']} ({fmt.figure(peak)})")
+    clauses += [f"more {what} hurt: " + "; ".join(parts) for what, parts in hurt.items()]
     if (vs := _threads_vs_processes(recs)) is not None:
         clauses.append(vs)
+    clauses += [_beats(a, b) for a, b in strategy_wins(recs) if {a["mode"], b["mode"]} != {"threads", "processes"}]
+    if (devices := _over_devices(recs)) is not None:
+        clauses.append(devices)
     if clauses:
         out.append(f"{name}: " + "; ".join(clauses) + ".")
     failed: dict[tuple[str, str], list[str]] = {}
@@ -138,23 +160,42 @@ def _bend_sentence(name: str, b: Bend) -> str:
 
 
 def _ceiling_sentence(named: list[tuple[str, list[dict]]]) -> list[str]:
-    """One sentence for every backend's ceiling, its meaning said once."""
+    """One sentence for every backend's ceiling (analysis.ceiling: only from a complete set), its meaning said
+    once; a backend whose set is incomplete is named with what is missing."""
     parts = []
     for name, recs in named:
-        c, seq = ceiling(recs), sequential(recs)
+        c, seq, missing = ceiling(recs), sequential(recs), ceiling_missing(recs)
         if c is not None:
             gain = f" ({fmt.times(c['ops_per_s'] / seq['ops_per_s'], 0)} sequential)" if seq else ""
             parts.append(f"{name} {fmt.short(c['ops_per_s'])} at {fmt.mode_label(c['mode'], c['threads'], c['k'])}{gain}")
+        elif missing:
+            parts.append(f"{name} none, not every configuration was measured ({missing.replace('_', ' ')})")
     if not parts:
         return []
     modes = ", ".join(m for m, spec in MODES.items() if spec.ceiling)
-    return [f"Ceiling (the best of {modes}; offline batches requests in the caller, so it is no client strategy): "
-            f"{'; '.join(parts)}."]
+    return [f"Ceiling (the best of {modes} over every configuration run, given only when all were measured; "
+            f"offline batches requests in the caller, so it is no client strategy): {'; '.join(parts)}."]
 
 
-def _like_for_like(groups: dict[tuple, list[dict]]) -> list[str]:
+def executed(backend_env: dict) -> dict[tuple[str, str], str]:
+    """(backend, device) -> how the framework executed, where its describe() recorded it: `execution` (e.g.
+    "eager", "CUDA graphs (MLX_USE_CUDA_GRAPHS)") or a `cuda_graphs` flag. A run without either says nothing."""
+    out = {}
+    for key, env in backend_env.items():
+        backend, _, device = key.partition("/")
+        how = env.get("execution")
+        if how is None and env.get("cuda_graphs") is not None:
+            how = "CUDA graphs" if env["cuda_graphs"] else "no CUDA graphs"
+        if how:
+            out[(backend, device.split("/")[0])] = str(how)
+    return out
+
+
+def _like_for_like(groups: dict[tuple, list[dict]], how: dict[tuple[str, str], str] | None = None) -> list[str]:
     """Per effective precision measured by two or more frameworks, one sentence: the fastest best strategy
-    against each other's best, a lead claimed only where clearly_faster holds."""
+    against each other's best, a lead claimed only where clearly_faster holds; with how each executed
+    (`how`, from executed()) where the runs recorded it, since on small batches a launch strategy (CUDA
+    graphs against eager) differs as much as the framework."""
     out = []
     by_p: dict[str, list[tuple]] = {}
     for g in groups:
@@ -175,8 +216,12 @@ def _like_for_like(groups: dict[tuple, list[dict]]) -> list[str]:
             parts.append(("no clear difference between " if not ahead else "not clearly faster than ")
                          + (f"{_name(top)} and " if not ahead else "")
                          + ", ".join(f"{_name(g)} ({_cell(b)} {fmt.figure(b)})" for g, b in even))
+        rest = [f"{_name(ga)} is faster than {_name(gb)} ({fmt.times(a['ops_per_s'] / b['ops_per_s'], 1)})"
+                for ga, a, gb, b, claimed in framework_pairs(bests[1:]) if claimed]   # the pairs below the top
+        parts += rest
+        ran = [f"{_name(g)} {how[(g[0], g[1])]}" for g, _ in bests if (g[0], g[1]) in (how or {})]
         out.append(f"Like-for-like at {fmt.precision_label(p)}, best against best ({_name(top)}: {_cell(tb)} "
-                   f"{fmt.figure(tb)}): " + "; ".join(parts) + ".")
+                   f"{fmt.figure(tb)}): " + "; ".join(parts) + (f"; executed: {', '.join(ran)}" if ran else "") + ".")
     return out
 
 
@@ -258,9 +303,10 @@ def server_sentences(rows: list[dict]) -> dict[tuple, str]:
     return out
 
 
-def findings(summary, rows: list[dict] | None = None) -> list[Finding]:
+def findings(summary, rows: list[dict] | None = None, backend_env: dict | None = None) -> list[Finding]:
     """One Finding per machine × workload (× size) × dtype, in the order the summary lists them; `rows`
-    (each with its machine label, as report.merge gives them) add the server scenario's sentence."""
+    (each with its machine label, as report.merge gives them) add the server scenario's sentence;
+    `backend_env` (report.backend_env) how each framework executed, where recorded."""
     recs = fill_precision([r for r in _records(summary)
                            if r["workload"] not in PROBE_WORKLOADS and r["mode"] in THROUGHPUT_MODES])
     scopes: dict[tuple, list[dict]] = {}
@@ -286,7 +332,7 @@ def findings(summary, rows: list[dict] | None = None) -> list[Finding]:
             f.sentences += _group_sentences(name, groups[g])
             named.append((name, groups[g]))
         f.sentences += _ceiling_sentence(named)
-        lfl = _like_for_like({g: groups[g] for g in order})
+        lfl = _like_for_like({g: groups[g] for g in order}, executed(backend_env or {}))
         with_figure = [g for g in order if best_strategy(groups[g]) is not None]
         if not lfl and len({g[0] for g in with_figure}) > 1:   # two frameworks with figures, at different precisions
             settings = [(g[0], g[1], g[2], groups[g][0].get("fp32_precision")) for g in with_figure]
@@ -303,17 +349,32 @@ def findings(summary, rows: list[dict] | None = None) -> list[Finding]:
     return out
 
 
-def brief(summary, machine_names: dict[str, str] | None = None) -> list[str]:
+def _brief_peak(r: dict) -> str:
+    """A server peak for the brief: its interval or bracket, or "≥ peak" where it is not bracketed."""
+    if r.get("low") is None and r["above"] is None:
+        return f"≥ {fmt.short(r['peak'])} (not bracketed)"
+    return _peak(r)
+
+
+def brief(summary, machine_names: dict[str, str] | None = None, rows: list[dict] | None = None,
+          backend_env: dict | None = None) -> list[str]:
     """The answer in one line per machine × workload × precision, for the top of a page: each framework's best
-    strategy and its gain over sequential (its interval decides, as in the findings), threads against
-    processes, what limits the best (its verdict, where the run has the time split), and which framework is
-    faster like-for-like — claims only where clearly_faster holds."""
+    strategy with its interval and its gain over sequential (its interval decides, as in the findings), the
+    claimed differences between threads, processes and the batcher, what limits the best (its verdict, where
+    the run has the time split), which framework is faster like-for-like, and, from `rows`, each framework's
+    server peak — claims only where analysis says they hold."""
     recs = fill_precision([r for r in _records(summary)
                            if r["workload"] not in PROBE_WORKLOADS and r["mode"] in THROUGHPUT_MODES])
     scopes: dict[tuple, dict[tuple, list[dict]]] = {}
     for r in recs:
         key = (r.get("machine") or "", r["workload"], r["precision"])
         scopes.setdefault(key, {}).setdefault((r["backend"], r["device"], r["precision"]), []).append(r)
+    served: dict[tuple, dict[str, list[dict]]] = {}
+    for r in peaks(rows or []):
+        if shows_rate(r) and r["peak"] is not None:
+            key = (r.get("machine") or "", r["workload"], precision(r))
+            served.setdefault(key, {}).setdefault(r["backend"], []).append(r)
+            scopes.setdefault(key, {})
     out = []
     for (machine, workload, p), groups in scopes.items():
         parts = []
@@ -323,19 +384,26 @@ def brief(summary, machine_names: dict[str, str] | None = None) -> list[str]:
                 slow = any(r["status"] == TOO_SLOW for r in recs_g)
                 parts.append(f"{g[0]}: " + ("too slow for this run's window (no figure)" if slow else "no figure"))
                 continue
-            gain = (f" ({fmt.times(best['ops_per_s'] / seq['ops_per_s'], 1)} sequential)"
+            gain = (f", {fmt.times(best['ops_per_s'] / seq['ops_per_s'], 1)} sequential"
                     if seq is not None and best is not seq and clearly_faster(best, seq) else
-                    " (not clearly above sequential)" if seq is not None and best is not seq else "")
-            winner = (threads_vs_processes(recs_g) or (None, None, None))[2]
-            tp = {"processes": ", processes beat threads", "threads": ", threads beat processes"}.get(winner, "")
+                    ", not clearly above sequential" if seq is not None and best is not seq else "")
+            wins = "".join(f", {fmt.strategy(a)} beat {fmt.strategy(b)} {fmt.times(a['ops_per_s'] / b['ops_per_s'], 1)}"
+                           for a, b in strategy_wins(recs_g))
             limit = why(best)   # why the best is as fast as it is, where the run has the split
-            parts.append(f"{g[0]} best {_cell(best)} {fmt.short(best['ops_per_s'])}{gain}{tp}"
+            parts.append(f"{g[0]} best {_cell(best)} {fmt.figure(best)}{gain}{wins}"
                          + (f", {limit} there" if limit else ""))
         bests = fastest_first(groups)
         if len({g[0] for g, _ in bests}) > 1:
-            (top, tb), (nxt, nb) = bests[0], bests[1]
-            parts.append(f"like-for-like: {top[0]} {fmt.times(tb['ops_per_s'] / nb['ops_per_s'], 1)} {nxt[0]}"
-                         if clearly_faster(tb, nb) else f"like-for-like: no clear difference ({top[0]}, {nxt[0]})")
+            how = executed(backend_env or {})
+            ran = [f"{g[0]} {how[(g[0], g[1])]}" for g, _ in bests if (g[0], g[1]) in how]
+            pairs = [f"{ga[0]} {fmt.times(a['ops_per_s'] / b['ops_per_s'], 1)} {gb[0]}" if claimed else
+                     f"{ga[0]} ≈ {gb[0]}" for ga, a, gb, b, claimed in framework_pairs(bests)]
+            parts.append("like-for-like: " + ", ".join(pairs) + (f"; executed: {', '.join(ran)}" if ran else ""))
+        server = served.get((machine, workload, p), {})
+        if server:
+            tops = [max(cells, key=lambda c: c["peak"])
+                    for _, cells in sorted(server.items(), key=lambda x: (BACKEND_ORDER.get(x[0], 5), x[0]))]
+            parts.append("server peak: " + ", ".join(f"{c['backend']} {_server_label(c)} {_brief_peak(c)}" for c in tops))
         name = (machine_names or {}).get(machine, machine)
         out.append(f"**{name}** · {workload} · {fmt.precision_label(p)}: " + "; ".join(parts) + ".")
     return out

@@ -149,7 +149,7 @@ def figure(summary, title: str = ""):
                                 marker="D", markerfacecolor="white", linestyle="none", markersize=6, capsize=2.5)
                     used_modes.add(r["mode"])
                     ys += [r["ops_per_s"] - lo, r["ops_per_s"] + hi]
-                best = ceiling(mine)
+                best = ceiling([r for r in part if _series(r, machines) == g])   # only from a complete set
                 if best is not None:
                     ceilings.append((g, best))
                 bad = [r for r in part if _series(r, machines) == g and (r["status"] in FAILED or r["status"] == TOO_SLOW)]
@@ -163,7 +163,8 @@ def figure(summary, title: str = ""):
                 if bad:
                     kinds = sorted({status_label(r["status"]) for r in bad})
                     where = ", ".join(fmt.mode_label(r["mode"], r["threads"], r["k"]) for r in bad[:3]) + (" …" if len(bad) > 3 else "")
-                    notes.append((g, f"{g}: {'/'.join(kinds)} {where}"))
+                    lost = any(MODES[r["mode"]].ceiling for r in bad)
+                    notes.append((g, f"{g}: {'/'.join(kinds)} {where}" + (" (so no ceiling)" if lost else "")))
                 if not mine and not bad and any(_series(r, machines) == g for r in part):
                     notes.append((g, f"{g}: no figure"))
             positive = [y for y in ys if y and y > 0]
@@ -210,7 +211,8 @@ def figure(summary, title: str = ""):
             style_labels.append(mode)
         elif spec.ceiling:
             style_handles.append(mpl.Line2D([], [], color="0.3", linestyle="--"))
-            style_labels.append(f"{mode} ceiling (best k; ↑ in text when far above)")
+            style_labels.append("ceiling: best of " + "/".join(m for m, s in MODES.items() if s.ceiling)
+                                + ", all measured (↑ in text when far above)")
         else:
             style_handles.append(mpl.Line2D([], [], color="0.3", marker="D", markerfacecolor="white", linestyle="none"))
             style_labels.append(f"{mode} (1 thread)")

@@ -1,5 +1,6 @@
-"""`publish`: results/README.md and one scaling plot per machine section, generated from every results file
-in results/runs/.
+"""`publish`: results/README.md (how to read it, the brief, a short section per machine), a details file per
+section (results/details/<stem>.md: every cell, the environment, the commands) and its plots, generated from
+every results file in results/runs/; and the same for each supplementary page (SUPPLEMENTARY).
 
 A section is one run, or several runs of one machine whose cells do not overlap (one file per backend, as
 benchmarks/gpu_sweep.sh writes): runs that share a host name, or sit together in one sub-folder of
@@ -12,14 +13,16 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
 from .. import results, shards, stats
-from ..cells import FAILED, OK, UNAVAILABLE, Cell
+from ..cells import FAILED, MODES, OK, UNAVAILABLE, Cell
 from ..options import BadInput
 from . import findings, outputs, plot, report, tables
+from . import format as fmt
 from . import server as server_tables
 from .format import clip, revision
 
@@ -29,6 +32,13 @@ DEFECTS_FILE = Path("results/known-defects.json")   # defects of old runs, found
 COMMAND = "python cli.py publish"
 GPU_DEVICES = {"cuda", "gpu", "mps"}
 SKIP_DIRS = {"scratch"}   # results/runs/scratch/ is git-ignored: throwaway runs are not published
+PAGE = "README.md"
+DETAILS_DIR = "details"   # beside a page: a file per section with every cell, the environment and the commands
+# Pages of runs kept off the results page: (their runs, where the page goes, what they are, the hardware whose
+# section on the results page supersedes them: said so once that section is there, "to be" until then)
+SUPPLEMENTARY = [(Path("results/supplementary/h100"), Path("results/supplementary"),
+                  "an earlier H100 80GB host, one sweep per framework and precision", "H200")]
+SUPPLEMENTARY_NOTES = "NOTES.md"   # hand-written notes on the other runs kept there, shown under the page
 
 
 def find_runs(runs_dir: Path, files: list[Path] | None = None) -> list[dict]:
@@ -60,9 +70,27 @@ def find_runs(runs_dir: Path, files: list[Path] | None = None) -> list[dict]:
 
 
 def sections(runs: list[dict]) -> list[list[dict]]:
-    """Groups of runs shown together, newest group first."""
-    groups = report.group_runs(runs, key=lambda r: ("folder", r["_folder"]) if r["_folder"] != "." else ("host", r["host"].get("host")))
+    """Groups of runs shown together, newest group first: runs of one sub-folder (else of one host) whose
+    measured cells do not overlap. Calibration probes (stats.PROBE_WORKLOADS: the matmul peak, the launch
+    rate) each run measures for itself do not keep its runs apart; the section shows each probe from the
+    first run that measured it (probe_rows), and each run's own figures in its environment lines."""
+    def key(r: dict) -> tuple:
+        return ("folder", r["_folder"]) if r["_folder"] != "." else ("host", r["host"].get("host"))
+
+    def cells(r: dict) -> set[tuple]:
+        return {results.row_key(row) for row in r["rows"] if row["workload"] not in stats.PROBE_WORKLOADS}
+    groups = report.group_runs(runs, key=key, cells=cells)
     return sorted(groups, key=lambda g: max((r["created"], r["run_id"]) for r in g), reverse=True)
+
+
+def probe_rows(rows: list[dict]) -> list[dict]:
+    """The merged rows of a section with each probe cell's rows from one run only (the first that has it),
+    so that no two runs' trials are pooled into one figure."""
+    first: dict[tuple, str] = {}
+    for r in rows:
+        if r["workload"] in stats.PROBE_WORKLOADS:
+            first.setdefault(results.row_key(r), r["run_id"])
+    return [r for r in rows if r["workload"] not in stats.PROBE_WORKLOADS or first[results.row_key(r)] == r["run_id"]]
 
 
 def stem(group: list[dict]) -> str:
@@ -195,41 +223,90 @@ def shard_lines(run: dict, out_dir: Path) -> list[str]:
 
 def section(group: list[dict], plot_name: str | None, out_dir: Path, server_plot: str | None = None,
             defects: list[dict] = ()):
-    """(markdown of one machine section, its per-cell summary)."""
+    """(markdown of one machine section on the page, markdown of its details file, its per-cell summary). The
+    page keeps the data links, the plots, the compact like-for-like tables, the findings and the caveats; the
+    details file (DETAILS_DIR/<stem>.md) the environment, the per-cell and per-step tables and the commands."""
     label = machine(group)
-    rows = report.merge(group, {r["run_id"]: label for r in group})   # one machine: no machine prefix
+    rows = probe_rows(report.merge(group, {r["run_id"]: label for r in group}))   # one machine: no machine prefix
     summary = stats.summarize(rows, stats.adaptive_rules(group))
+    claims = Claims.of(group, rows, defects)
     n_cells = len({results.row_key(r) for r in rows})
     n_ok = len({results.row_key(r) for r in rows if r["status"] == OK})
-    lines = [f'<a id="{stem(group)}"></a>', "", f"## {title(group)}", "",
-             f"{n_ok} of {n_cells} cells measured. Data:"]
+    details = f"{DETAILS_DIR}/{stem(group)}.md"
+    data = []
     for run in group:
-        if run.get("shards"):   # a sweep run in shards, merged (compare.shards)
-            lines += shard_lines(run, out_dir)
-            continue
-        rel = os.path.relpath(run["_path"], out_dir)
         made_at = revision(run["host"].get("threadbench_revision"))
         resumed = [f"`{revision(r['threadbench_revision'])}` ({r['cells']} cells, {r['at']})"
                    for r in run.get("resumed", [])
                    if r.get("threadbench_revision") and revision(r["threadbench_revision"]) != made_at]
-        lines.append(f"- [{rel}]({rel}) — run `{run['run_id']}`, {run['created']}, threadbench "
+        data.append((run, f"run `{run['run_id']}`, {run['created']}, threadbench "
                      + (f"`{made_at}`" if made_at else "revision not recorded (run predates the field)")
-                     + (f"; resumed with {', '.join(resumed)}" if resumed else ""))
-    lines.append("")
+                     + (f"; resumed with {', '.join(resumed)}" if resumed else "")))
+    files = ", ".join(f"[{_name(run)}]({os.path.relpath(run['_path'], out_dir)})" for run, _ in data)
+    lines = [f'<a id="{stem(group)}"></a>', "", f"## {title(group)}", "",
+             f"{n_ok} of {n_cells} cells measured, from {files}. Every cell, the environment and the commands: "
+             f"[{details}]({details}).", ""]
+    lines += [x for run in group if run.get("shards") for x in shard_lines(run, out_dir) + [""]]
+    lines += ["### Caveats", ""] + [f"- {c}" for c in caveats(group, defects)] + [""]   # before any figure
     if plot_name:
-        lines += [f"![scaling curves: {title(group)}]({plot_name})", ""]
-    if server_plot:
-        lines += [f"![server scenario, p99 latency vs offered rate: {title(group)}]({server_plot})", ""]
+        lines += [f"![scaling curves: {title(group)}]({plot_name})", "",
+                  "The plot: requests/s against N on log axes, a panel per workload, a colour per backend and a "
+                  "line style per mode; each point the median with its interval as the error bar, sequential a lone "
+                  "marker, each backend's ceiling dashed, failed or too-slow cells marked at the bottom.", ""]
     lines += [tables.to_markdown(t, heading="###") for t in tables.build_compact(summary)]
+    found = findings.findings(claims.summary, claims.rows, report.backend_env(group))
+    if found or claims.withheld:
+        lines += ["### Findings", ""] + claims.withheld_lines()
+        for f in found:
+            lines += [f"**{f.title}**", ""] + [f"- {x}" for x in f.sentences] + [""]
+    if server_plot:
+        lines += [f"![server scenario, p99 latency vs offered rate: {title(group)}]({server_plot})", "",
+                  "The server plot: p99 latency against the offered Poisson rate, a line style per strategy; valid "
+                  "steps filled, invalid ones hollow, the peak starred, the bound dashed. Every rate step is in the "
+                  f"[details]({details}).", ""]
+
+    rel = Path(os.path.relpath(out_dir, out_dir / DETAILS_DIR))
+    detail = [f"# {title(group)} — every cell", "",
+              f"<!-- Generated by `{COMMAND}`; the section it details: [{rel / PAGE}]({rel / PAGE}#{stem(group)}). -->", "",
+              f"{n_ok} of {n_cells} cells measured. Data:"]
+    for run, what in data:
+        path = os.path.relpath(run["_path"], out_dir / DETAILS_DIR)
+        detail.append(f"- [{os.path.relpath(run['_path'], out_dir)}]({path}) — {what}")
+        if run.get("shards"):   # a sweep run in shards, merged (compare.shards)
+            detail += ["  " + x for x in shard_lines(run, out_dir / DETAILS_DIR)]
+    detail.append("")
     env = _per_run(group, lambda run: report.environment_lines(run))
     warnings = _per_run(group, lambda run: [f"**warning** ({k}): {w}" for k, w in report.warning_lines(run)])
-    lines += ["### Environment", ""] + [f"- {x}" for x in env + warnings]
-    lines += ["", "### Caveats", ""] + [f"- {c}" for c in caveats(group, defects)] + [""]
+    detail += ["## Environment", ""] + [f"- {x}" for x in env + warnings] + [""]
+    if summary.height:   # before the tables whose symbols it explains
+        detail += ["## Legend", ""] + [f"- {x}" for x in tables.legend(summary, report.backend_env(group))] + [""]
     built = tables.build(summary) + server_tables.build(rows)  # server cells: rate steps, their own tables
-    lines += [tables.to_markdown(t, heading="###") for t in built] or ["_No measured cells._", ""]
+    detail += [tables.to_markdown(t, heading="##") for t in built] or ["_No measured cells._", ""]
     commands = list(dict.fromkeys(report.command_line(run) for run in group))   # each as given, once
-    lines += ["### Command" + ("s" if len(commands) > 1 else ""), "", "```sh"] + commands + ["```", ""]
-    return "\n".join(lines), summary
+    detail += ["## Command" + ("s" if len(commands) > 1 else ""), "", "```sh"] + commands + ["```", ""]
+    return "\n".join(lines), "\n".join(detail), summary, claims
+
+
+@dataclass
+class Claims:
+    """What a section's findings and brief line may be drawn from: its rows less those of runs with a known
+    defect (known_defects), which are shown in the tables with the defect in the caveats, and claim nothing."""
+    summary: pl.DataFrame
+    rows: list[dict]
+    withheld: list[str]        # files of the runs held back
+
+    @classmethod
+    def of(cls, group: list[dict], rows: list[dict], defects: list[dict]) -> "Claims":
+        flawed = {run_id for d in defects for run_id in d["runs"]}
+        held = [run for run in group if run["run_id"] in flawed]
+        kept = [r for r in rows if r["run_id"] not in {run["run_id"] for run in held}]
+        return cls(stats.summarize(kept, stats.adaptive_rules(group)), kept, [_name(run) for run in held])
+
+    def withheld_lines(self) -> list[str]:
+        if not self.withheld:
+            return []
+        return [f"No claim is drawn from {', '.join(self.withheld)}: made before the fix of a known defect (see "
+                "the caveats); its figures are in the tables only.", ""]
 
 
 def _per_run(group: list[dict], lines_of) -> list[str]:
@@ -241,70 +318,75 @@ def _per_run(group: list[dict], lines_of) -> list[str]:
                               for name, lines in per for line in lines))
 
 
-def findings_markdown(groups: list[list[dict]], summaries: list) -> list[str]:
-    """The findings of every machine section, first on the page."""
-    out = ["## Findings", "",
-           f"Generated from the data; {findings.UNITS}; a difference is claimed only when the intervals are "
-           f"disjoint and at least {100 * findings.MIN_GAIN:.0f}% apart.", ""]
-    for g, summary in zip(groups, summaries):
-        for f in findings.findings(summary, report.merge(g, {r["run_id"]: machine(g) for r in g})):
-            out += [f"**{machine(g)} · {f.title}**", ""] + [f"- {x}" for x in f.sentences] + [""]
-    return out
-
-
-def brief_markdown(groups: list[list[dict]], summaries: list) -> list[str]:
-    """The answer first: one line per machine × workload × precision (compare.render.findings.brief)."""
+def brief_markdown(groups: list[list[dict]], claimed: list[Claims]) -> list[str]:
+    """The answer first: one line per machine × workload × precision (compare.render.findings.brief), from
+    what each section may claim."""
     lines = []
-    for g, summary in zip(groups, summaries):
+    for g, claims in zip(groups, claimed):
+        summary = claims.summary
         names = {m: machine(g) for m in (summary["machine"].unique().to_list() if summary.height else [])}
-        lines += [f"- {x}" for x in findings.brief(summary, names)]
+        lines += [f"- {x}" for x in findings.brief(summary, names, claims.rows, report.backend_env(g))]
+        if claims.withheld:
+            lines.append(f"- **{machine(g)}**: nothing from {', '.join(claims.withheld)} (a known defect; its section says which).")
     if not lines:
         return []
-    return (["## In brief", "",
-             "Should you serve a model from several Python threads, processes or a batcher, with torch or MLX? "
-             "Per machine, workload and effective precision: each framework's best strategy (requests/s) and its "
-             "gain over one request at a time, threads against processes, and which framework is faster at equal "
-             f"precision — each claimed only where the intervals are disjoint and {100 * findings.MIN_GAIN:.0f}% "
-             "apart. The findings below carry every figure with its interval, the crashes and the server "
-             "scenario's peak rates.", ""] + lines + [""])
+    return ["## In brief", ""] + lines + [""]
 
 
-def legend_markdown(groups: list[list[dict]], summaries: list) -> list[str]:
+def how_to_read(summaries: list) -> list[str]:
+    """What the figures are, before any is used: units, the interval, ×N and k, the ceiling, the claim rule."""
     frames = [s for s in summaries if s.height]
-    if not frames:
-        return []
-    summary = pl.concat(frames, how="diagonal_relaxed")
-    env = report.backend_env([r for g in groups for r in g])
-    return ["## Legend", ""] + [f"- {x}" for x in tables.legend(summary, env)] + [""]
+    recs = pl.concat(frames, how="diagonal_relaxed").to_dicts() if frames else []
+    level = fmt.ci_level(r["ci_level"] for r in recs if r.get("ops_per_s") is not None)
+    processes = sorted({r["n_processes"] for r in recs if r.get("n_processes")})
+    over = (f"over {'/'.join(map(str, processes))} processes per cell" if processes and processes != [1] else
+            "over the timed windows of the cell's one process")
+    modes = ", ".join(m for m, spec in MODES.items() if spec.ceiling)
+    return ["How to read it:",
+            f"- **figures** are requests/s (a server cell: the peak offered rate it sustains), the median "
+            f"[the distribution-free interval of the median {over}, its level: {level}];",
+            "- **×N**: N Python threads, batcher clients or processes; **k=N**: k requests per forward (offline, "
+            "the caller batches); **× seq**: over sequential, one request at a time in the main thread;",
+            f"- **ceiling**: the best of every ceiling configuration ({modes}, at every k and N the run asked "
+            "for); it exists only when every one of them was measured, else it is shown as missing (—) with why;",
+            f"- a difference is **claimed** only when the two intervals are disjoint and the medians at least "
+            f"{100 * findings.MIN_GAIN:.0f}% apart (**a ≈ b**: no clear difference); **like-for-like** compares "
+            "frameworks at equal effective precision only (FP32 exact, TF32, BF16);",
+            "- every other symbol is in the legend of each section's details file.", ""]
 
 
-def page(groups: list[list[dict]], texts: list[str], runs_dir: Path, out_dir: Path, summaries: list | None = None) -> str:
+def page(groups: list[list[dict]], texts: list[str], runs_dir: Path, out_dir: Path, summaries: list | None = None,
+         head: list[str] | None = None, tail: list[str] | None = None, claimed: list[Claims] | None = None,
+         notes: list[str] | None = None) -> str:
+    """The page: its title and how to add a run (or `head`: another page's title and label), how to read it,
+    the brief, the index of machines, `tail` (a link elsewhere), a section per machine, `notes`."""
     rel_runs = os.path.relpath(runs_dir, out_dir)
     summaries = summaries or []
-    head = ["# threadbench results", "",
-            f"<!-- Generated by `{COMMAND}` from the results files in {runs_dir}/. Do not edit by hand: "
-            "add or remove runs, then run the command again. -->", ""]
-    head += brief_markdown(groups, summaries)
-    head += [f"Generated by `{COMMAND}` from every results file in [{rel_runs}/]({rel_runs}/). To add a run: "
-            f"`python cli.py compare ... --machine NAME --out {runs_dir}/<name>.json` (without `--out` a run lands in "
-            f"the git-ignored {results.DEFAULT_RUNS}/ and is never published), "
-            f"then `{COMMAND}`. Runs of one machine whose cells do not overlap (one file per backend, say) are shown "
-            f"together when they share a host name or a sub-folder of {rel_runs}/. "
-            "Compare two runs with `python cli.py diff A.json B.json`.", ""]
+    top = (head or ["# threadbench results", ""]) + [
+        f"<!-- Generated by `{COMMAND}` from the results files in {runs_dir}/. Do not edit by hand: "
+        "add or remove runs, then run the command again. -->", "",
+        "Should you serve a model from several Python threads, processes or a batcher, with torch or MLX, on "
+        "your machine — and how sure is that? Measured answers, per machine and workload.", ""]
     if not groups:
-        return "\n".join(head + ["_No runs yet._", ""])
-    head += ["| machine | date (UTC) | hardware | measured | runs |", "|---|---|---|---|---|"]
+        return "\n".join(top + ["_No runs yet._", ""] + (tail or []) + (notes or []))
+    top += how_to_read(summaries) + brief_markdown(groups, claimed or [])
+    top += ["| machine | date (UTC) | hardware | measured |", "|---|---|---|---|"]
     for g in groups:
-        files = ", ".join(f"[{Path(r['_path']).name}]({os.path.relpath(r['_path'], out_dir)})" for r in g)
-        head.append(f"| [{machine(g)}](#{stem(g)}) | "
-                    f"{_when(g[-1])[:10]} | {hardware(g)} | {', '.join(devices(g)) or '—'} | {files} |")
-    return "\n".join(head + [""] + findings_markdown(groups, summaries) + texts + legend_markdown(groups, summaries))
+        top.append(f"| [{machine(g)}](#{stem(g)}) | {_when(g[-1])[:10]} | {hardware(g)} | {', '.join(devices(g)) or '—'} |")
+    top.append("")
+    if head is None:
+        top += [f"Generated by `{COMMAND}` from every results file in [{rel_runs}/]({rel_runs}/) (to add one: "
+                f"`python cli.py compare ... --machine NAME --out {runs_dir}/<name>.json`, then `{COMMAND}`; runs of "
+                "one machine are shown as one section). Compare two runs with `python cli.py diff A.json B.json`.", ""]
+    return "\n".join(top + (tail or []) + texts + (notes or []))
 
 
 def publish(runs_dir: Path = RUNS_DIR, out_dir: Path = OUT_DIR, plots: bool = True,
-            files: list[Path] | None = None, defects_file: Path = DEFECTS_FILE) -> list[Path]:
-    """The `publish` command: rewrite out_dir/README.md and a plot per section from the curated folder (or
-    exactly the files given); returns the files written."""
+            files: list[Path] | None = None, defects_file: Path = DEFECTS_FILE,
+            head: list[str] | None = None, tail: list[str] | None = None, notes: list[str] | None = None) -> list[Path]:
+    """The `publish` command for one page: rewrite out_dir/README.md, a details file per section
+    (out_dir/details/<stem>.md) and a plot per section from the curated folder (or exactly the files given);
+    `head` replaces the page's title, `tail` follows its index, `notes` end it; returns the files written."""
     runs_dir, out_dir = Path(runs_dir), Path(out_dir)
     if plots:
         try:
@@ -319,14 +401,14 @@ def publish(runs_dir: Path = RUNS_DIR, out_dir: Path = OUT_DIR, plots: bool = Tr
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
         raise results.ResultsError(f"{runs_dir}: two sections would both be named {dup!r}; rename one of the files")
-    written, texts, summaries = [], [], []
+    written, texts, summaries, claimed = [], [], [], []
     for g in groups:
         plot_name = f"{stem(g)}.{outputs.PUBLISHED_PLOT.name}" if plots else None
         server = plot.server_figure(report.merge(g, {r["run_id"]: machine(g) for r in g}), title(g)) if plots else None
         server_plot = f"{stem(g)}-server.{outputs.PUBLISHED_PLOT.name}" if server is not None else None  # only with server cells
         if server is not None:
             written.append(plot.save(server, out_dir / server_plot))
-        text, summary = section(g, plot_name, out_dir, server_plot, defects)
+        text, detail, summary, claims = section(g, plot_name, out_dir, server_plot, defects)
         if plots:
             try:
                 fig = plot.figure(summary, title(g))
@@ -334,12 +416,48 @@ def publish(runs_dir: Path = RUNS_DIR, out_dir: Path = OUT_DIR, plots: bool = Tr
                 text, fig = section(g, None, out_dir, server_plot, defects)[0], None
             if fig is not None:
                 written.append(plot.save(fig, out_dir / plot_name))
+        written.append(report.write_text(out_dir / DETAILS_DIR / f"{stem(g)}.md", detail))
         texts.append(text)
         summaries.append(summary)
-    text = page(groups, texts, runs_dir, out_dir, summaries)
+        claimed.append(claims)
+    text = page(groups, texts, runs_dir, out_dir, summaries, head, tail, claimed, notes)
     if empty:   # said, not silently dropped
         why = [f"- {Path(r['_path']).name}: " + (next((x['cause'] for x in r['rows'] if x['cause']), "") or "no cell ran")
                for g in empty for r in g]
         text += "\n".join(["", "## Not published: nothing measured", ""] + [clip(w, 300) for w in why] + [""])
-    written.append(report.write_text(out_dir / "README.md", text))
+    written.append(report.write_text(out_dir / PAGE, text))
     return written
+
+
+def supplementary_head(runs_dir: Path, what: str, defects: list[dict]) -> list[str]:
+    """The supplementary page's title and label: what its runs are (`what`), the revisions and processes
+    per cell they were made with and the known defects they show, read from the runs."""
+    runs = find_runs(runs_dir)
+    revisions = sorted({(revision(r["host"].get("threadbench_revision")) or "unrecorded")[:7] for r in runs})
+    procs = sorted({r["settings"].get("repeats") or 1 for r in runs})
+    ids = {r["run_id"] for r in runs}
+    hit = [d for d in defects if ids & set(d["runs"])]
+    return ["# threadbench supplementary results", "",
+            f"**{what}**: made at revision {', '.join(revisions)}, "
+            + ("one process per cell" if procs == [1] else f"{'/'.join(map(str, procs))} processes per cell")
+            + "; known defects: "
+            + ("; ".join(f"{d['affects']} (fixed in {d['fix']})" for d in hit) if hit else "none") + ". "
+            f"The main page is [../{PAGE}](../{PAGE}).", ""]
+
+
+def publish_all(plots: bool = True, defects_file: Path = DEFECTS_FILE) -> list[Path]:
+    """`publish` with no runs named: the results page from RUNS_DIR and each supplementary page
+    (SUPPLEMENTARY), the main page linking to it in one line."""
+    defects = known_defects(defects_file)
+    shown = " ".join(hardware(g) for g in sections(find_runs(RUNS_DIR)))
+    written, links = [], []
+    for runs_dir, out_dir, about, by in SUPPLEMENTARY:
+        what = f"{about}, {'superseded' if by in shown else 'to be superseded'} by the {by} section"
+        notes = out_dir / SUPPLEMENTARY_NOTES
+        kept = [notes.read_text()] if notes.is_file() else []
+        files = sorted(runs_dir.rglob("*.json"))   # named, so that runs_dir's own name makes the section
+        written += publish(runs_dir.parent, out_dir, plots, files=files, defects_file=defects_file,
+                           head=supplementary_head(runs_dir, what, defects), notes=kept)
+        rel = os.path.relpath(out_dir / PAGE, OUT_DIR)
+        links.append(f"Earlier runs, off this page: [{rel}]({rel}) — {what}.")
+    return publish(RUNS_DIR, OUT_DIR, plots, defects_file=defects_file, tail=links + [""]) + written

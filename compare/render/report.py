@@ -116,14 +116,14 @@ def machine_name(run: dict) -> str:
     return str(h.get("host") or "host")
 
 
-def group_runs(runs: list[dict], key=same_machine) -> list[list[dict]]:
-    """Runs of one machine whose cells do not overlap (one file per backend, say) form one group and are
-    shown as one machine; a run that repeats cells of another stays apart, so trials are never pooled."""
+def group_runs(runs: list[dict], key=same_machine, cells=cell_keys) -> list[list[dict]]:
+    """Runs of one machine whose cells (`cells`) do not overlap (one file per backend, say) form one group and
+    are shown as one machine; a run that repeats cells of another stays apart, so trials are never pooled."""
     groups: list[list[dict]] = []
     for run in runs:
-        mine = cell_keys(run)
+        mine = cells(run)
         for g in groups:
-            if key(g[0]) == key(run) and not any(mine & cell_keys(other) for other in g):
+            if key(g[0]) == key(run) and not any(mine & cells(other) for other in g):
                 g.append(run)
                 break
         else:

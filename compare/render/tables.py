@@ -165,11 +165,13 @@ def build_compact(summary: pl.DataFrame) -> list[TableData]:
         for r in part:
             groups.setdefault((r["machine"], r["backend"], r["device"], r["precision"]), []).append(r)
         order = sorted(groups, key=lambda g: (PRECISION_ORDER.get(g[3], 9), BACKEND_ORDER.get(g[1], 5), g[1], g[0]))
-        rows = []
+        rows, missing = [], []
         for g in order:
             cells = groups[g]
             seq = next((r for r in cells if r["mode"] == "sequential" and r["status"] == OK), None)
             best, top = analysis.best_strategy(cells), analysis.ceiling(cells)
+            if top is None and analysis.ceiling_missing(cells):
+                missing.append(f"{g[1]} {g[2]} {analysis.ceiling_missing(cells).replace('_', ' ')}")
             failed = sum(r["status"] in FAILED for r in cells)
             name = (f"{g[0]}: " if machines > 1 else "") + f"{g[1]} {g[2]}"
             rows.append([name, fmt.precision_label(g[3]),
@@ -185,7 +187,9 @@ def build_compact(summary: pl.DataFrame) -> list[TableData]:
         out.append(TableData(title=title, n_labels=2, columns=[columns[i] for i in keep],
                              rows=[[row[i] for i in keep] for row in rows],
                              notes=["best strategy: the fastest median among the modes a client uses (the ceiling "
-                                    "excluded); whether it is clearly faster than sequential is in the findings"]))
+                                    "excluded); whether it is clearly faster than sequential is in the findings"]
+                             + ([f"no ceiling where a ceiling configuration has no figure: {'; '.join(missing)}"]
+                                if missing else [])))
     return out
 
 

@@ -1,11 +1,13 @@
 """Fault-injection backends for the processes mode: the numpy reference backend with one fault that fires
-only in the second process of a processes-mode cell (multiprocessing names it "tb-process-2"), so the cell
-has healthy processes beside the faulty one, and the same backend's threads cells and matmul probes (run in
-the worker's main process) stay healthy. Reached like tests/fault_plugin: this folder on PYTHONPATH."""
+only in the second process of a processes-mode cell (multiprocessing names it "tb-process-2"; a replica is
+such a process too), so the cell has healthy processes beside the faulty one, and the same backend's
+threads cells and matmul probes (run in the worker's main process) stay healthy. Reached like
+tests/fault_plugin: this folder on PYTHONPATH."""
 from __future__ import annotations
 
 import ctypes
 import multiprocessing
+import os
 import threading
 
 from backends.numpy_backend import NumpyBackend
@@ -64,3 +66,14 @@ class SegfaultLaterBackend(SegfaultOneBackend):
     def forward(self, model, x):
         model.calls = getattr(model, "calls", 0) + 1
         return super().forward(model, x) if model.calls >= self.LATER else model(x)
+
+
+class PinEchoBackend(_FaultyInOne):
+    """The faulty process raises with where it runs: its cores and the multicast switches of its environment,
+    so that a test reads, from the cell's cause, what a replica was pinned to."""
+    name = "fault-one-pin-echo"
+
+    def fault(self, model, x):
+        cores = ",".join(map(str, sorted(os.sched_getaffinity(0))))
+        raise RuntimeError(f"pinned to cores {cores}; NCCL_NVLS_ENABLE={os.environ.get('NCCL_NVLS_ENABLE')} "
+                           f"TORCH_SYMM_MEM_DISABLE_MULTICAST={os.environ.get('TORCH_SYMM_MEM_DISABLE_MULTICAST')}")

@@ -169,7 +169,7 @@ class JaxBackend(Backend):
                 "math_library": math_library, "intra_op_threads": None, "fp32_precision": precision,
                 "thread_streams": "no stream API: every thread dispatches to the device's one XLA queue"
                 if device != "cpu" else "no streams: XLA:CPU runs each call on its own thread pool",
-                "warnings": warnings}
+                "warnings": warnings, "execution": "one jit-compiled XLA program per forward"}
 
     def peak_device_memory(self, device):
         stats = self._device(device).memory_stats()  # None on cpu
