@@ -63,5 +63,9 @@ case "$part" in
   6)     args=(--workloads mlp --modes processes --threads 8) ;;
   *)     echo "PART: 1..5 (closed-loop shards) or 6 (processes), not $part" >&2; exit 2 ;;
 esac
+# JAX takes 75% of the GPU's memory when its client starts (the planning parent that asks for its devices,
+# each JAX worker, each child of a processes cell): on demand instead, so that torch, MLX and eight JAX
+# children fit beside each other. Set here for every part alike (the plan, and so the sweep, is unchanged).
+export XLA_PYTHON_CLIENT_PREALLOCATE=${XLA_PYTHON_CLIENT_PREALLOCATE:-false}
 PYTHONUNBUFFERED=1 timeout -s TERM "$seconds" python3 cli.py compare "${common[@]}" "${args[@]}"
 echo "compare exit code: $? (part $part; 124/130: cut at ${seconds} s, finished cells kept in $out)"
