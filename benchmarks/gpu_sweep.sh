@@ -4,7 +4,8 @@
 # merges the shards of each sweep and names any that is missing.
 #
 #   benchmarks/gpu_sweep.sh PART OUT_FILE        PART: 1..5 = shard PART/5 of the closed-loop sweep,
-#                                                       6    = the processes sweep (one call, not sharded)
+#                                                       6    = the processes sweep (one call, not sharded),
+#                                                       7    = the server scenario (one call, not sharded)
 #   benchmarks/gpu_sweep.sh estimate              prints the plan's arithmetic (below) and exits
 #
 # Run from the repository root on the device machine (Python 3.12, torch CUDA, MLX-CUDA, JAX through
@@ -19,15 +20,18 @@
 #
 # The closed-loop sweep: torch, MLX and JAX on the GPU, bfloat16 (the one precision all three have, so
 # every framework is compared at equal precision), mlp and transformer, sequential, threads, streams, batched
-# and the offline ceiling (k = 8 at 1 and 8 threads), threads 1, 2, 4, 8; 5 fresh processes per cell (an
+# and the offline ceiling (k = 8 at 2 and 8 threads), threads 2, 4, 8 (sequential is the one-thread figure); 5 fresh processes per cell (an
 # interval over processes at 93.8%), one per round; --shard i/5 cuts it by rounds, so each shard is one
 # round of every framework (torch, MLX, JAX processes taking turns) and a lost shard costs every cell one of
-# its five processes, not its figures. The processes sweep: processes x8 for mlp, the same settings.
+# its five processes, not its figures. The processes sweep: processes x8 for mlp, the same settings. The
+# server scenario: mlp and transformer, server-threads and server-batched x4 at the default p99 bound, one
+# process per cell (its answer is the search's confirmed bracket, not an interval over processes).
 #
 # Left out, because they do not fit 20 device-minutes at 5 processes per cell (estimate below): float32
 # exact and TF32 (another 2 x the torch and JAX cells, 1.5 x the MLX cells), the block workload (+50%), the
 # offline k = 64 configurations (30-37 s per transformer cell on the H100), processes at 1, 2, 4 threads and
-# for transformer, and the server scenario (9-34 s per cell and rate search on the H100, x 18 cells x 5).
+# for transformer, server-processes and more than one process per server cell (9-34 s per cell and rate
+# search on the H100).
 #
 # Estimate (how): per-cell times of the H100 runs (results/runs/h100/*.json, wall_s per cell, when each
 # cell ran in a process of its own, trials 5 x 0.2 s), less their timed windows and warm-up, less the
@@ -56,12 +60,14 @@ fi
 out=${2:?OUT_FILE: the results file of this part}
 seconds=${PART_SECONDS:-510}
 mkdir -p "$(dirname "$out")"
-common=(--backends torch,mlx,jax --device "${DEVICE:-gpu}" --dtype bfloat16 --threads 1,2,4,8 --offline-k 8
+common=(--backends torch,mlx,jax --device "${DEVICE:-gpu}" --dtype bfloat16 --threads 2,4,8 --offline-k 8
         --repeats 5 --trials 3 --duration 0.2 --machine "${MACHINE:-H200}" --quiet --out "$out")
 case "$part" in
   [1-5]) args=(--workloads mlp,transformer --modes sequential,threads,streams,batched,offline --shard "$part/5") ;;
-  6)     args=(--workloads mlp --modes processes --threads 8) ;;
-  *)     echo "PART: 1..5 (closed-loop shards) or 6 (processes), not $part" >&2; exit 2 ;;
+  6)     args=(--workloads mlp --modes processes --threads 8 --no-peak-probe) ;;
+  7)     args=(--workloads mlp,transformer --modes server-threads,server-batched --threads 4 --repeats 1
+               --no-peak-probe) ;;
+  *)     echo "PART: 1..5 (closed-loop shards), 6 (processes) or 7 (server), not $part" >&2; exit 2 ;;
 esac
 # JAX takes 75% of the GPU's memory when its client starts (the planning parent that asks for its devices,
 # each JAX worker, each child of a processes cell): on demand instead, so that torch, MLX and eight JAX
