@@ -3,7 +3,7 @@
 loadgen extra.)
 
     python benchmarks/loadgen_crosscheck.py -b torch,mlx,ort -w mlp -s threads,batched,processes \\
-        --latency-bound-ms 50 --intra-op-threads 1 [--seconds 10] [--json out.json]
+        --latency-bound-ms 50 --intra-op-threads 1 [--seconds 10] [--device gpu] [--json out.json]
 
 For each backend x workload x strategy: threadbench's own search, as `compare` runs it (a cell process:
 `compare -m server-STRATEGY --no-peak-probe`), gives its peak P and the lowest rate F above it that its
@@ -49,10 +49,10 @@ WARM_OPS = 50   # ops on the model before LoadGen's first query (the cell warms 
 
 def threadbench_search(backend: str, workload: str, strategy: str, a, out: Path) -> dict:
     """The cell, run by `compare` in its own process (--repeat-search of them): the first one's (P, F,
-    confirmed, steps, seconds), and every one's peak."""
+    confirmed, steps, seconds) among those that found a valid rate, and every one's peak."""
     cmd = [sys.executable, str(ROOT / "cli.py"), "compare", "-b", backend, "-w", workload, "-m", f"server-{strategy}",
            "-t", str(a.threads), "--latency-bound-ms", str(a.latency_bound_ms), "--no-peak-probe", "-q",
-           "--repeats", str(a.repeat_search), "-o", str(out), "--overwrite"]
+           "--repeats", str(a.repeat_search), "-d", a.device, "-o", str(out), "--overwrite"]
     if a.intra_op_threads:
         cmd += ["--intra-op-threads", str(a.intra_op_threads)]
     began = time.perf_counter()
@@ -71,16 +71,17 @@ def threadbench_search(backend: str, workload: str, strategy: str, a, out: Path)
         searches.append({"P": s.peak, "F": s.above if s.above is not None else s.unsettled_above,
                          "confirmed": s.confirmed, "steps": [(round(r["offered_rate"]), r["step_kind"],
                                                               r["verdict"][:60]) for r in rows]})
-    return searches[0] | {"peaks": [x["P"] for x in searches], "confirmed_all": [x["confirmed"] for x in searches],
-                           "searches": searches, "seconds": round(took, 1)}
+    first = next((x for x in searches if x["P"] is not None), searches[0])  # a search that found a peak, if any
+    return first | {"peaks": [x["P"] for x in searches], "confirmed_all": [x["confirmed"] for x in searches],
+                           "searches": searches, "seconds": round(took, 1), "device": every[0]["device"]}
 
 
 class Model:
     """The cell's model and strategy in this process, for LoadGen: its Harness as a cell's process builds it
     (process_harness), warmed; for `processes`, the cell's pool of processes."""
 
-    def __init__(self, backend: str, workload: str, strategy: str, a, cache: Path):
-        self.cell = Cell(backend=backend, device="cpu", dtype="float32", workload=workload, mode=f"server-{strategy}",
+    def __init__(self, backend: str, workload: str, strategy: str, device: str, a, cache: Path):
+        self.cell = Cell(backend=backend, device=device, dtype="float32", workload=workload, mode=f"server-{strategy}",
                          threads=a.threads, intra_op_threads=a.intra_op_threads)
         self.spec, self.strategy = STRATEGIES[strategy], strategy
         _, self.h = process_harness(self.cell, cache, a.intra_op_threads, process_clock)
@@ -112,7 +113,7 @@ def crosscheck(backend: str, workload: str, strategy: str, a, tmp: Path) -> dict
     row |= threadbench_search(backend, workload, strategy, a, tmp / f"{backend}-{workload}-{strategy}.json")
     if "error" in row or row["P"] is None:
         return row
-    model = Model(backend, workload, strategy, a, tmp / "refs")
+    model = Model(backend, workload, strategy, row["device"], a, tmp / "refs")  # the device the cell ran on
     bound = a.latency_bound_ms / 1e3
     try:
         ask = lambda rate, seed: model.loadgen(rate, bound, a.seconds, seed)  # noqa: E731
@@ -168,6 +169,7 @@ def main() -> int:
     ap.add_argument("-t", "--threads", type=int, default=2)
     ap.add_argument("--latency-bound-ms", type=float, default=50.0)
     ap.add_argument("--intra-op-threads", type=int, default=1)
+    ap.add_argument("-d", "--device", default="cpu", help="as compare's --device (gpu: each backend's first GPU)")
     ap.add_argument("--seconds", type=float, default=10.0, help="LoadGen's minimum duration per rate")
     ap.add_argument("--json", type=Path, help="write every row here too")
     ap.add_argument("--loadgen-peak", action="store_true", help="also bisect LoadGen's own boundary near P")
