@@ -128,7 +128,7 @@ class FakeWorker(runner.Worker):
 def fake_sweep(plans, outcome, limits=None):
     """(results, the sweep, the fake workers it started)."""
     log: list[FakeWorker] = []
-    sweep = runner.Sweep(plans, limits or runner.Limits(cell_timeout=60), start=lambda cache, folder:
+    sweep = runner.Sweep(plans, limits or runner.Limits(cell_timeout=60), start=lambda cache, folder, *interpreter:
                          FakeWorker(outcome, log))
     return list(sweep), sweep, log
 
