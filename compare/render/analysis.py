@@ -152,6 +152,30 @@ def threads_vs_processes(recs: list[dict]) -> tuple[dict, dict, str | None] | No
     return t, p, winner
 
 
+def gil_pairs(recs: list[dict]) -> list[tuple[dict, dict]]:
+    """(GIL on, GIL off) for every cell measured both ways under one free-threaded interpreter (same Python,
+    same framework: the GIL is all that differs), both with a figure. A cell asked to run GIL-off whose GIL
+    came back on has its own label (compare.cells.interpreter_label) and pairs with nothing: never counted
+    as free-threaded. The default interpreter is no side of a pair."""
+    on: dict[tuple, dict] = {}
+    for r in recs:
+        label = r.get("interpreter") or ""
+        if label.endswith(" GIL on") and measured(r):
+            on[(label.removesuffix(" GIL on"), *_gil_cell(r))] = r
+    out = []
+    for r in recs:
+        label = r.get("interpreter") or ""
+        if label.endswith(" GIL off") and measured(r):
+            if (pair := on.get((label.removesuffix(" GIL off"), *_gil_cell(r)))) is not None:
+                out.append((pair, r))
+    return out
+
+
+def _gil_cell(r: dict) -> tuple:
+    return tuple(r.get(k) for k in ("machine", "backend", "device", "dtype", "fp32_precision", "intra_op_threads",
+                                     "workload", "size", "mode", "threads", "k"))
+
+
 def more_threads_hurt(recs: list[dict]) -> list[tuple[str, dict, dict]]:
     """(mode, its fastest cell, the largest thread count clearly slower than it) for every client mode over
     threads where adding threads cost throughput."""
@@ -178,7 +202,7 @@ def fastest_first(groups: dict[tuple, list[dict]]) -> list[tuple[tuple, dict]]:
 
 # -- server cells: the peak valid rate -------------------------------------------------------------------
 SERVER_MODES = [m.name for m in MODES.values() if not m.throughput]
-CELL = ("machine", "backend", "device", "dtype", "fp32_precision", "workload", "size", "mode", "threads")
+CELL = ("machine", "backend", "device", "dtype", "fp32_precision", "interpreter", "workload", "size", "mode", "threads")
 
 
 # why a peak is not bracketed (open_end); format.open_end says it in words

@@ -10,7 +10,7 @@ import math
 import textwrap
 from dataclasses import dataclass, field
 
-from ..cells import CRASH, LOADGEN, OK, STATUSES, WRONG, axis_label, status_label
+from ..cells import CRASH, DEFAULT_PYTHON, LOADGEN, OK, STATUSES, WRONG, axis_label, status_label
 from . import analysis
 from .analysis import (DISAGREED, DTYPE_PRECISION, FAILED_ONCE, NO_LONG_ABOVE, NO_LONG_PEAK, NONE_FAILED,
                        PrecisionSwitch, precision)
@@ -210,14 +210,27 @@ def switch_hint(switch: PrecisionSwitch | None) -> str | None:
             f"{precision_label(switch.precision)}, matching {switch.matches}")
 
 
-def group_label(r: dict, machines: int = 1) -> str:
+def group_label(r: dict, machines: int = 1, interpreters: bool = False) -> str:
     """A backend's column group: "torch cuda float32", "mlx gpu float32 (TF32)" when the dtype runs its
-    matmuls at a lower precision than its name says; the machine in front when several are shown."""
+    matmuls at a lower precision than its name says; the machine in front when several are shown; the
+    interpreter after it where it is not the default ("· CPython 3.13.5t GIL off"), and "· default" for the
+    default's when `interpreters` (others are shown beside it)."""
     label = f"{r['backend']} {r['device']} {r['dtype']}"
     p = precision(r)
     if p != DTYPE_PRECISION.get(r["dtype"], p):
         label += f" ({precision_label(p)})"
+    if r.get("interpreter") or interpreters:
+        label += f" · {r.get('interpreter') or DEFAULT_PYTHON}"
     return f"{r['machine']}: {label}" if machines > 1 else label
+
+
+def interpreter_order(label: str | None) -> tuple:
+    """Sorts interpreters: the default first, then each other one with GIL on before GIL off (a GIL-off cell
+    whose GIL came back on last)."""
+    if not label:
+        return ("", 0)
+    gil = label.rsplit(" GIL ", 1)
+    return (gil[0], {"on": 1, "off": 2}.get(gil[1], 3) if len(gil) > 1 else 0)
 
 
 def mode_label(mode: str, threads: int, k: int) -> str:
