@@ -79,8 +79,8 @@ def paths(option: str, text: str) -> list[str]:
             raise BadInput(f"{option}: an empty path in {text!r}; give paths separated by commas")
         path = Path(item).expanduser()
         if not path.is_file():
-            raise BadInput(f"{option}: {item!r} does not exist; give the path of a Python interpreter "
-                           "(benchmarks/build-freethreaded.sh builds a free-threaded one)")
+            raise BadInput(f"{option}: {item!r} {'is a folder' if path.is_dir() else 'does not exist'}; give the "
+                           "path of a Python interpreter (benchmarks/build-freethreaded.sh builds a free-threaded one)")
         if not os.access(path, os.X_OK):
             raise BadInput(f"{option}: {item!r} is not executable; give the path of a Python interpreter")
         if str(path) not in out:
