@@ -26,6 +26,7 @@ from compare.render import tables
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN = Path(__file__).resolve().parent / "split_plugin"
 TINY = "hidden=32,out=16,width=32"   # the model's own compute is noise beside the known costs
+SECOND_CORE = 1.2  # cores a 2-thread cell's process held: more, and its threads had a second core to gain from
 FT_HOME = Path(os.environ.get("THREADBENCH_FT_HOME", Path.home() / ".cache/threadbench/freethreaded"))
 
 
@@ -165,8 +166,8 @@ def gil_sweep(tmp_path_factory, threadbench, starts_processes):
                OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     proc = threadbench("compare", "-q", "--backends", "split-gil,split-sleep", "--dtype", "float64",
                        "--workloads", "mlp", "--size", TINY, "--modes", "threads", "--threads", "1,2",
-                       "--duration", "0.3", "--trials", "3", "--warmup", "2", "--intra-op-threads", "1",
-                       "--repeats", "1", "--no-peak-probe", "--python", python, "--out", str(out), env=env)
+                       "--duration", "0.3", "--trials", "5", "--warmup", "2", "--intra-op-threads", "1",
+                       "--repeats", "2", "--no-peak-probe", "--python", python, "--out", str(out), env=env)
     assert proc.returncode == 0, proc.stderr
     run = R.load(out)
     recs = stats.summarize(run["rows"]).to_dicts()
@@ -183,17 +184,25 @@ def test_each_cell_records_its_interpreter_and_that_its_gil_was_as_asked(gil_swe
 
 
 def test_a_gil_holding_forward_gains_from_threads_only_without_the_gil(gil_sweep):
-    # robust bounds: the machine has 2 cores and is shared, so only the shape is asserted, with room
+    # Robust bounds: the machine has 2 cores and is shared with other sessions, and the kernel's autogroups
+    # give this session its fair share whatever its nice, so a second thread gets a second core only when the
+    # others leave one. Always asserted: with the GIL, two threads take turns (no gain, at most one core's
+    # worth of CPU between them). Without it, they gain where the cell had a second core to gain from (its
+    # process held more than SECOND_CORE cores); where it had not, that half is skipped, saying so.
     _, cells = gil_sweep
     label = next(k[1] for k in cells if k[1] and k[1].endswith("GIL on")).removesuffix(" GIL on")
     on = [cells[("split-gil", f"{label} GIL on", n)] for n in (1, 2)]
     off = [cells[("split-gil", f"{label} GIL off", n)] for n in (1, 2)]
     gain_on, gain_off = (c[1]["ops_per_s"] / c[0]["ops_per_s"] for c in (on, off))
-    assert gain_on < 1.25, f"with the GIL, two threads take turns: {gain_on:.2f}x"
-    assert gain_off > 1.3 and gain_off > 1.2 * gain_on, f"without it they run at once: {gain_off:.2f}x vs {gain_on:.2f}x"
-    # issue 22's split checks it from the other side: the time a request spends neither running nor waiting
-    # for a core (the GIL, where nothing else blocks) falls without the GIL
-    assert off[1]["blocked_share"] < on[1]["blocked_share"], (off[1]["blocked_share"], on[1]["blocked_share"])
+    assert gain_on < 1.3, f"with the GIL, two threads take turns: {gain_on:.2f}x"
+    assert on[1]["proc_cores"] <= 1.1, f"with the GIL, one thread runs at a time: {on[1]['proc_cores']:.2f} cores"
+    if off[1]["proc_cores"] < SECOND_CORE:
+        pytest.skip(f"GIL off x2 had {off[1]['proc_cores']:.2f} cores (other sessions held the rest of the 2): "
+                    f"no second core to gain from ({gain_off:.2f}x; with the GIL {gain_on:.2f}x)")
+    assert gain_off > 1.3 and gain_off > 1.15 * gain_on, f"without it they run at once: {gain_off:.2f}x vs {gain_on:.2f}x"
+    # issue 22's split checks it from the other side: a request's share of its time not running (waiting for
+    # the GIL, or for a core) falls without the GIL, and the verdict is no longer GIL-bound
+    assert 1 - off[1]["run_share"] < 1 - on[1]["run_share"], (off[1]["run_share"], on[1]["run_share"])
     assert analysis.why(off[1]) != analysis.GIL_BOUND
 
 
