@@ -211,3 +211,66 @@ def test_a_forward_that_releases_the_gil_scales_either_way(gil_sweep):
     for label in {k[1] for k in cells}:
         one, two = (cells[("split-sleep", label, n)] for n in (1, 2))
         assert two["ops_per_s"] > 1.5 * one["ops_per_s"], (label, one["ops_per_s"], two["ops_per_s"])
+
+
+# -- an extension that has not declared it can run without the GIL -------------------------------------------
+LEGACY_C = """#include <Python.h>
+static struct PyModuleDef legacy = {PyModuleDef_HEAD_INIT, "threadbench_legacy_ext", NULL, -1, NULL};
+PyMODINIT_FUNC PyInit_threadbench_legacy_ext(void) { return PyModule_Create(&legacy); }
+"""
+LEGACY_PLUGIN = '''from backends.numpy_backend import NumpyBackend
+
+
+class LegacyBackend(NumpyBackend):
+    """The numpy reference backend, loading an extension without Py_mod_gil where one was built for this
+    interpreter: a free-threaded build turns its GIL back on then, with only a RuntimeWarning."""
+    name = "legacy-gil"
+
+    def device_status(self):
+        try:
+            import threadbench_legacy_ext  # noqa: F401 - loading it is the point
+        except ImportError:   # not built for this interpreter (the default one): nothing to re-enable
+            pass
+        return super().device_status()
+'''
+
+
+@pytest.fixture(scope="module")
+def legacy_sweep(tmp_path_factory, threadbench, starts_processes):
+    """A sweep of a backend that loads such an extension, under the free-threaded interpreter: (its rows, the
+    findings' text)."""
+    import subprocess
+    python, why = free_threaded_python()
+    if python is None:
+        pytest.skip(why)
+    folder = tmp_path_factory.mktemp("legacy")
+    (folder / "legacy.c").write_text(LEGACY_C)
+    include, suffix = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_path('include')); "
+                                      "print(sysconfig.get_config_var('EXT_SUFFIX'))"],
+                                     capture_output=True, text=True, check=True).stdout.split()
+    built = subprocess.run(["cc", "-shared", "-fPIC", f"-I{include}", str(folder / "legacy.c"), "-o",
+                            str(folder / f"threadbench_legacy_ext{suffix}")], capture_output=True, text=True)
+    if built.returncode != 0:
+        pytest.skip(f"no C compiler to build the test extension: {built.stderr.strip()[:200]}")
+    (folder / "threadbench_legacy.py").write_text(LEGACY_PLUGIN)
+    info = folder / "threadbench_legacy-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: threadbench-legacy\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[threadbench.backends]\nlegacy-gil = threadbench_legacy:LegacyBackend\n")
+    out = folder / "run.json"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(folder), str(ROOT)]))
+    proc = threadbench("compare", "-q", "--backends", "legacy-gil", "--dtype", "float64", "--workloads", "mlp",
+                       "--size", TINY, "--modes", "threads", "--threads", "1", "--duration", "0.2", "--trials", "2",
+                       "--repeats", "1", "--no-peak-probe", "--python", python, "--out", str(out), env=env)
+    assert proc.returncode == 0, proc.stderr
+    return R.load(out)["rows"], proc.stdout
+
+
+def test_a_gil_off_cell_whose_gil_an_extension_turned_back_on_says_so_and_never_passes_as_free_threaded(legacy_sweep):
+    rows, printed = legacy_sweep
+    off = [r for r in rows if r["gil"] == "off"]
+    assert off and all(r["gil_import"] == 1 and r["gil_after"] == 1 for r in off)
+    assert {r["gil_reenabled_by"] for r in off} == {"threadbench_legacy_ext"}
+    assert all(r["interpreter"].endswith(f"GIL off, {GIL_BACK_ON}") for r in off)
+    assert analysis.gil_pairs(stats.summarize(rows).to_dicts()) == []   # no GIL claim rests on it
+    assert f"GIL off, {GIL_BACK_ON}" in printed and "asked to run without the GIL, it ran with it" in printed
