@@ -14,10 +14,10 @@ from typing import Any
 from .cells import MODES, SPLIT_FIELDS, Cell, CellResult, interpreter_label
 from .files import atomic_write
 
-SCHEMA = "threadbench.run/3"
-OLDER_SCHEMAS = ("threadbench.run/2", "threadbench.run/1")  # still read: fields they lack load as None
-#                                                             (repeat: process 0; the split: not measured;
-#                                                              step_kind: a search before confirmation)
+SCHEMA = "threadbench.run/4"
+OLDER_SCHEMAS = ("threadbench.run/3", "threadbench.run/2", "threadbench.run/1")  # still read: fields they lack
+#   load as None (repeat: process 0; the split: not measured; step_kind: a search before confirmation;
+#   the interpreter: the default one)
 
 # Every row has exactly these fields (None where not applicable), so frames built from any run line up.
 # Adding a row field is one line here: its name and its JSON type (int, float or str).
@@ -49,7 +49,7 @@ ROW_TYPES: dict[str, type] = {
     # /3: server rows say what kind of step each was and who judged it
     "step_kind": str,          # search, again or long (compare.serverrules); None: a search before confirmation
     "load_generator": str,     # who issued the queries and judged each rate (cells.LOAD_GENERATORS); None: threadbench
-    # the interpreter (compare --python; None throughout: the default, the one running threadbench):
+    # /4: the interpreter (compare --python; None throughout: the default, the one running threadbench):
     # `interpreter` is its label and part of the cell's identity (cells.interpreter_label: "CPython 3.13.5t GIL
     # off"; a GIL-off cell whose GIL was on when it ran says "GIL back on"); its path, version, free-threaded
     # build (1/0); the GIL as asked (on, off) and as found enabled (1/0) after the framework's import and after
