@@ -188,7 +188,9 @@ class Cell:
 
     def label(self) -> str:
         extra = axis_label(self.mode, self.threads, self.k)
-        return f"{self.backend}/{self.device}/{self.dtype} {self.workload} {self.mode}" + (f" {extra}" if extra else "")
+        python = self.interpreter()
+        return (f"{self.backend}/{self.device}/{self.dtype} {self.workload} {self.mode}" + (f" {extra}" if extra else "")
+                + (f" [{python}]" if python else ""))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

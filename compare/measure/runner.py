@@ -300,8 +300,10 @@ def _ended(result: CellResult, rc: int | None, forced: tuple | None, tail: str, 
 
 # -- the too-slow rule -----------------------------------------------------------------------------------
 def _family(cell: Cell) -> tuple:
-    """A workload of one backend as a sweep measures it: every mode and size of it."""
-    return (cell.backend, cell.device, cell.dtype, cell.workload, cell.knobs, cell.fp32_precision)
+    """A workload of one backend under one interpreter (and GIL setting) as a sweep measures it: every mode
+    and size of it."""
+    return (cell.backend, cell.device, cell.dtype, cell.workload, cell.knobs, cell.fp32_precision,
+            cell.python, cell.gil)
 
 
 def _size(cell: Cell) -> tuple[int, int]:
