@@ -274,3 +274,12 @@ def test_a_gil_off_cell_whose_gil_an_extension_turned_back_on_says_so_and_never_
     assert all(r["interpreter"].endswith(f"GIL off, {GIL_BACK_ON}") for r in off)
     assert analysis.gil_pairs(stats.summarize(rows).to_dicts()) == []   # no GIL claim rests on it
     assert f"GIL off, {GIL_BACK_ON}" in printed and "asked to run without the GIL, it ran with it" in printed
+
+
+def test_threads_taking_turns_without_the_gil_are_lock_bound_never_gil_bound():
+    turns = dict(run_share=0.45, core_wait_share=0.05, blocked_share=0.5, own_cores=0.9, proc_cores=0.9,
+                 host_cores=1.0, cores=2)
+    assert analysis.why(rec("CPython 3.13.5t GIL on", "threads", 2, 900, 850, 950, **turns)) == analysis.GIL_BOUND
+    assert analysis.why(rec("CPython 3.13.5t GIL off", "threads", 2, 900, 850, 950, **turns)) == analysis.LOCK_BOUND
+    back = f"CPython 3.13.5t GIL off, {GIL_BACK_ON}"   # it ran with the GIL: its turns may be the GIL's
+    assert analysis.why(rec(back, "threads", 2, 900, 850, 950, **turns)) == analysis.GIL_BOUND

@@ -399,9 +399,9 @@ HELPER_CORES = 0.3  # off-thread: the process keeps >= 0.3 cores busy beyond its
 #                     intra-op pool) or the batcher's, while the request's thread waits
 # wait-bound: none of these: the thread is blocked and nothing measured is saturated (a sleep, I/O, a device
 # that is not busy): more threads overlap more waits
-DEVICE_BOUND, HOST_BOUND, CORE_BOUND, GIL_BOUND, OFF_THREAD, WAIT_BOUND = (
-    "device-bound", "host-bound", "core-bound", "GIL-bound", "off-thread", "wait-bound")
-WHYS = (DEVICE_BOUND, HOST_BOUND, CORE_BOUND, GIL_BOUND, OFF_THREAD, WAIT_BOUND)   # in the order they are tried
+DEVICE_BOUND, HOST_BOUND, CORE_BOUND, GIL_BOUND, LOCK_BOUND, OFF_THREAD, WAIT_BOUND = (
+    "device-bound", "host-bound", "core-bound", "GIL-bound", "lock-bound", "off-thread", "wait-bound")
+WHYS = (DEVICE_BOUND, HOST_BOUND, CORE_BOUND, GIL_BOUND, LOCK_BOUND, OFF_THREAD, WAIT_BOUND)   # in the order tried
 
 
 def why(r: dict) -> str | None:
@@ -420,7 +420,8 @@ def why(r: dict) -> str | None:
     spec = MODES.get(r["mode"])
     if (spec is not None and spec.one_process and r["threads"] >= 2
             and GIL_RUNNABLE[0] <= runnable(r) <= GIL_RUNNABLE[1]):
-        return GIL_BOUND
+        # taking turns without a GIL (a cell that ran with it off): a lock's rule, never the GIL's
+        return LOCK_BOUND if (r.get("interpreter") or "").endswith(" GIL off") else GIL_BOUND
     if own is not None and proc is not None and proc - own >= max(HELPER_CORES, own):
         return OFF_THREAD
     return WAIT_BOUND

@@ -59,6 +59,8 @@ def why_meanings() -> dict[str, str]:
         a.GIL_BOUND: f"of the threads of one process about one ({a.GIL_RUNNABLE[0]:g}–{a.GIL_RUNNABLE[1]:g} on "
                      "average) is runnable (running or waiting for a core) while the others are blocked: they take "
                      "turns, the GIL's rule (or another lock's: the split cannot tell them apart)",
+        a.LOCK_BOUND: "as GIL-bound, in a cell that ran without the GIL (a free-threaded interpreter, GIL off): "
+                      "they take turns on a lock of the framework's or the harness's",
         a.OFF_THREAD: f"a request's thread waits while the process keeps ≥ {a.HELPER_CORES:g} cores busy beyond its "
                       "measuring threads (and more than they do): the work runs on the framework's own threads "
                       "(MLX's evaluation, an intra-op pool) or the batcher's",
@@ -96,7 +98,7 @@ def why_reason(r: dict) -> str | None:
                  if r.get("host_cores") is not None and r.get("proc_cores") is not None else "")
         busy = f", {r['host_cores']:.1f}{cores} cores busy" if r.get("host_cores") is not None else ""
         return f"{word}: {wait}{busy}{other}" + device
-    if word == a.GIL_BOUND:
+    if word in (a.GIL_BOUND, a.LOCK_BOUND):
         return (f"{word}: {share(r['blocked_share'])} of a request blocked, {a.runnable(r):.2f} of its "
                 f"{r['threads']} threads runnable at a time" + device)
     if word == a.OFF_THREAD:
