@@ -267,11 +267,7 @@ def server_figure(rows: list[dict], title: str = ""):
     series = list(dict.fromkeys(_series(r, machines) for r in ordered))
     color = {g: OKABE_ITO[i % len(OKABE_ITO)] for i, g in enumerate(series)}
     dtypes = sorted({r["dtype"] for r in recs}, key=lambda d: DTYPE_ORDER.get(d, 9))
-    # a panel per workload and interpreter: GIL on and GIL off side by side (the default's first, as in the tables)
-    cols = sorted(dict.fromkeys((r["workload"], r["size"], r.get("interpreter")) for r in recs),
-                  key=lambda c: (list(dict.fromkeys((r["workload"], r["size"]) for r in recs)).index(c[:2]),
-                                 fmt.interpreter_order(c[2])))
-    others = any(c[2] for c in cols)   # then the default interpreter's panels are named too
+    cols = list(dict.fromkeys((r["workload"], r["size"]) for r in recs))
     fig = mpl.Figure(figsize=(5.2 * len(cols), 3.9 * len(dtypes) + 1.2), layout="constrained")
     mpl.FigureCanvasAgg(fig)
     axes = fig.subplots(len(dtypes), len(cols), squeeze=False)
