@@ -65,10 +65,13 @@ def _gil_sentences(recs: list[dict]) -> list[str]:
         off_cells = [off for _, off in pairs]
         if (found := threads_vs_processes(off_cells)) is not None:
             t, p, winner = found
-            sentence += (f" Without the GIL, threads catch up with processes ({_cell(t)} {fmt.figure(t)}, "
-                         f"{_cell(p)} {fmt.figure(p)})." if winner != "processes" else
-                         f" Without the GIL, threads still trail processes: {_cell(p)} {fmt.figure(p)}, "
-                         f"{fmt.times(p['ops_per_s'] / t['ops_per_s'], 1)} {_cell(t)} ({fmt.figure(t)}).")
+            sentence += {
+                "processes": f" Without the GIL, threads still trail processes: {_cell(p)} {fmt.figure(p)}, "
+                             f"{fmt.times(p['ops_per_s'] / t['ops_per_s'], 1)} {_cell(t)} ({fmt.figure(t)}).",
+                "threads": f" Without the GIL, threads beat processes: {_cell(t)} {fmt.figure(t)}, "
+                           f"{fmt.times(t['ops_per_s'] / p['ops_per_s'], 1)} {_cell(p)} ({fmt.figure(p)}).",
+            }.get(winner, f" Without the GIL, threads catch up with processes: no clear difference ({_cell(t)} "
+                          f"{fmt.figure(t)}, {_cell(p)} {fmt.figure(p)}).")
         out.append(sentence)
     back = [r for r in recs if (r.get("interpreter") or "").endswith(GIL_BACK_ON)]
     for r in back:
