@@ -151,6 +151,11 @@ def cmd_compare(
                                           help="Measure every cell process in a fresh worker process of its own "
                                                "(start-up paid per cell), instead of one worker per framework and "
                                                "round measuring its share of the sweep in a shuffled order."),
+    python: Optional[str] = typer.Option(None, "--python",
+                                         help="Other Python interpreters to run every cell under too, "
+                                              "comma-separated paths (the default, this one, always runs); a "
+                                              "free-threaded build runs each cell twice, GIL on and GIL off. "
+                                              "benchmarks/build-freethreaded.sh builds one."),
     warmup: int = typer.Option(3, "--warmup", help="Warm-up ops per thread before timing."),
     size: Optional[str] = typer.Option(None, "--size", help="Workload size knobs, e.g. layers=2,seq=32,batch=8."),
     fp32_precision: str = typer.Option("highest", "--fp32-precision",
@@ -238,6 +243,7 @@ def cmd_compare(
         max_repeats=max_repeats,
         peak_probe=peak_probe,
         devices=options.devices(devices, mode_list, usable_cores()),
+        pythons=tuple(options.paths("--python", python) if python else ()),
     )
     if not 1 <= repeats <= MAX_REPEATS:
         raise BadInput(f"--repeats: {repeats} is out of range; use 1 to {MAX_REPEATS}")

@@ -44,10 +44,11 @@ OPTIONAL_MODULES="sqlite3 readline curses _uuid"
 # torch (2.12.0 is the last torch with cp313t wheels) or move numpy under a framework. Each is the newest
 # release with a cp313t wheel for x86-64 Linux when this was written (numpy 2.5 and scipy 1.18 have none).
 MINIMAL_PINS="numpy==2.4.6 psutil==7.2.2 scipy==1.17.1"
-FRAMEWORK_PINS="torch==2.12.0 mlx[cpu]==0.32.4 onnxruntime==1.32.0"
+FRAMEWORK_PINS="torch==2.12.0 mlx[cpu]==0.32.4 onnxruntime==1.32.0 onnx==1.21.0"   # onnx: the ort plug-in builds its model with it
 OPTIONAL_PINS="jax[cpu]==0.10.2"               # installed where its cp313t wheel installs; a failure is reported
 
 PREFIX=${THREADBENCH_FT_HOME:-$HOME/.cache/threadbench/freethreaded}
+REPO=$(cd "$(dirname "$0")/.." && pwd)
 PYTHON=$PREFIX/bin/python3.13t
 VENV=$PREFIX/venv
 STAMP=$PREFIX/.threadbench-build
@@ -169,6 +170,10 @@ install_tier() {  # pip, binary wheels only, every pin a constraint
   start=$(date +%s)
   for spec in $FRAMEWORK_PINS; do "${pip[@]}" "$spec" || failed="$failed $spec"; done
   for spec in $OPTIONAL_PINS; do "${pip[@]}" "$spec" || say "note: $spec does not install under $PYTHON"; done
+  # the repository's plug-ins (ort, jax), so that their entry points are found under this interpreter too;
+  # their dependencies are the pins above (threadbench itself reaches the worker through PYTHONPATH)
+  "${pip[@]}" --no-deps "$REPO/plugins/threadbench-onnxruntime" "$REPO/plugins/threadbench-jax" ||
+    failed="$failed plug-ins"
   say "frameworks tier in $(elapsed "$start"): venv $(du -sh "$VENV" | cut -f1)"
   [ -z "$failed" ] || die "did not install:$failed"
 }

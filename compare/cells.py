@@ -60,6 +60,29 @@ MODES: dict[str, ModeSpec] = {m.name: m for m in (
 )}
 
 
+# A free-threaded build (sysconfig Py_GIL_DISABLED) runs both ways, as separate cells: "on" = PYTHON_GIL=1;
+# "off" = PYTHON_GIL unset, the build's own setting: off, unless an extension that has not declared itself
+# safe without it re-enables it (with only a RuntimeWarning). Not PYTHON_GIL=0: that forces it off under such
+# an extension (unsafe) and hides exactly what must be recorded; the worker records the module that did it
+# and whether the GIL was off after the framework's import and after the cell.
+GIL_SETTINGS: dict[str, str | None] = {"on": "1", "off": None}   # PYTHON_GIL in the worker's environment
+DEFAULT_PYTHON = "default"   # how the interpreter running threadbench is named wherever interpreters are listed
+GIL_BACK_ON = "GIL back on"  # a cell asked to run GIL-off whose GIL was on when measured: never free-threaded
+
+
+def interpreter_label(python: str, gil: str, gil_was_on: bool | None = None) -> str:
+    """"" (the default interpreter), "CPython 3.13.5t GIL on", "CPython 3.13.5t GIL off", and for a GIL-off
+    cell whose GIL was on when it ran "CPython 3.13.5t GIL off, GIL back on" (never read as free-threaded)."""
+    if not python and not gil:
+        return ""
+    label = python or DEFAULT_PYTHON
+    if gil:
+        label += f" GIL {gil}"
+    if gil == "off" and gil_was_on:
+        label += f", {GIL_BACK_ON}"
+    return label
+
+
 def axis_label(mode: str, threads: int, k: int) -> str:
     """The one spelling of what varies within a mode: "k=8" (offline; "×2 k=8" when it runs 2 threads, a ceiling
     configuration), "×4" (threads, streams, batched), "×4 dev" (replicas on 4 devices), "" otherwise."""
@@ -146,11 +169,22 @@ class Cell:
     load_generator: str = THREADBENCH  # server modes: who issues the queries and judges a rate (LOAD_GENERATORS)
     devices: tuple = ()        # replicas: the device indices (of the backend's device kind) replica i runs on;
     #                            threads = len(devices). Not in key(): which N devices of a host is recorded per row
+    python: str = ""           # the interpreter the cell runs under; "" = the one running threadbench ("default")
+    python_label: str = ""     # how people read it ("CPython 3.13.5t"; t: a free-threaded build); "" = default
+    gil: str = ""              # a free-threaded build's GIL as asked (GIL_SETTINGS); "" = the interpreter's own
 
     def key(self) -> tuple:
-        """Identity of the cell across runs (settings that change what is measured)."""
+        """Identity of the cell across runs (settings that change what is measured). The interpreter joins
+        it only where it is not the default, so the keys of cells measured before it existed are unchanged."""
         return (self.backend, self.device, self.dtype, self.workload, self.size_label(), self.mode,
-                self.threads, self.k, self.fp32_precision, self.intra_op_threads)
+                self.threads, self.k, self.fp32_precision, self.intra_op_threads) + self.interpreter_key()
+
+    def interpreter_key(self) -> tuple:
+        return (self.python, self.gil) if self.python or self.gil else ()
+
+    def interpreter(self) -> str:
+        """The interpreter as asked, as tables print it: "" for the default, "CPython 3.13.5t GIL off"."""
+        return interpreter_label(self.python_label or self.python, self.gil)
 
     @property
     def requests_per_forward(self) -> int:
@@ -167,7 +201,9 @@ class Cell:
 
     def label(self) -> str:
         extra = axis_label(self.mode, self.threads, self.k)
-        return f"{self.backend}/{self.device}/{self.dtype} {self.workload} {self.mode}" + (f" {extra}" if extra else "")
+        python = self.interpreter()
+        return (f"{self.backend}/{self.device}/{self.dtype} {self.workload} {self.mode}" + (f" {extra}" if extra else "")
+                + (f" [{python}]" if python else ""))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -266,3 +302,13 @@ class CellResult:
     op_s: float | None = None          # the speed check's median single-op time
     os_threads: int | None = None      # most OS threads the cell's process ran at the end of a timed window
     cores: int | None = None           # the cores the cell's process(es) could run on (CPU affinity)
+    # the interpreter that ran it (compare.measure.worker: executable, version, implementation, free_threaded)
+    # and its GIL: gil_import / gil_after = enabled after the framework's import / after the cell;
+    # gil_reenabled_by = the modules whose import re-enabled it
+    interpreter: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def gil_was_on(self) -> bool | None:
+        """Whether the GIL was on at any point the worker looked (None: not recorded)."""
+        seen = [self.interpreter.get(k) for k in ("gil_import", "gil_after") if self.interpreter.get(k) is not None]
+        return any(seen) if seen else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import math
+import os
 import tempfile
 from pathlib import Path
 
@@ -114,6 +115,23 @@ def target_ci(text: str | None, first: int, cap: int, least: int, level: float) 
     if cap < first:
         raise BadInput(f"--max-repeats: {cap} is below --repeats {first}")
     return pct / 100
+
+
+def paths(option: str, text: str) -> list[str]:
+    """Comma-separated paths of executable files (interpreters), each given once."""
+    out = []
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            raise BadInput(f"{option}: an empty path in {text!r}; give paths separated by commas")
+        path = Path(item).expanduser()
+        if not path.is_file():
+            raise BadInput(f"{option}: {item!r} {'is a folder' if path.is_dir() else 'does not exist'}; give the "
+                           "path of a Python interpreter (benchmarks/build-freethreaded.sh builds a free-threaded one)")
+        if not os.access(path, os.X_OK):
+            raise BadInput(f"{option}: {item!r} is not executable; give the path of a Python interpreter")
+        if str(path) not in out:
+            out.append(str(path))
+    return out
 
 
 def one_name(option: str, text: str, valid, what: str) -> str:

@@ -11,13 +11,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from .cells import MODES, SPLIT_FIELDS, Cell, CellResult
+from .cells import MODES, SPLIT_FIELDS, Cell, CellResult, interpreter_label
 from .files import atomic_write
 
-SCHEMA = "threadbench.run/3"
-OLDER_SCHEMAS = ("threadbench.run/2", "threadbench.run/1")  # still read: fields they lack load as None
-#                                                             (repeat: process 0; the split: not measured;
-#                                                              step_kind: a search before confirmation)
+SCHEMA = "threadbench.run/4"
+OLDER_SCHEMAS = ("threadbench.run/3", "threadbench.run/2", "threadbench.run/1")  # still read: fields they lack
+#   load as None (repeat: process 0; the split: not measured; step_kind: a search before confirmation;
+#   the interpreter: the default one)
 
 # Every row has exactly these fields (None where not applicable), so frames built from any run line up.
 # Adding a row field is one line here: its name and its JSON type (int, float or str).
@@ -52,6 +52,13 @@ ROW_TYPES: dict[str, type] = {
     # replicas mode (compare.measure.processes.run_replicas): the device indices, each one's name, their link,
     # as JSON lists; each replica's GPU utilisation over its timed windows
     "devices": str, "device_names": str, "device_link": str, "process_util_mean": str,
+    # /4: the interpreter (compare --python; None throughout: the default, the one running threadbench):
+    # `interpreter` is its label and part of the cell's identity (cells.interpreter_label: "CPython 3.13.5t GIL
+    # off"; a GIL-off cell whose GIL was on when it ran says "GIL back on"); its path, version, free-threaded
+    # build (1/0); the GIL as asked (on, off) and as found enabled (1/0) after the framework's import and after
+    # the cell; the modules whose import re-enabled it
+    "interpreter": str, "python": str, "python_version": str, "free_threaded": int, "gil": str,
+    "gil_import": int, "gil_after": int, "gil_reenabled_by": str,
 }
 ROW_FIELDS = tuple(ROW_TYPES)
 INT_FIELDS = {f for f, t in ROW_TYPES.items() if t is int}
@@ -114,6 +121,7 @@ def add_result(run: dict, result: CellResult) -> None:
         "cores": result.cores,
         "gpu_util_mean": result.gpu_util_mean, "gpu_util_max": result.gpu_util_max,
         "load_generator": cell.load_generator if cell.mode in MODES and not MODES[cell.mode].throughput else None,
+        **interpreter_fields(result),
     }
     trials = result.trials or [None]
     for i, t in enumerate(trials):
@@ -127,6 +135,22 @@ def add_result(run: dict, result: CellResult) -> None:
                        window_s=t.window_s if t.window_s is not None else result.window_s,
                        min_thread_ops=t.min_thread_ops, **{f: getattr(t, f) for f in SPLIT_FIELDS})
         run["rows"].append(row)
+
+
+def interpreter_fields(result: CellResult) -> dict:
+    """A row's interpreter fields (ROW_TYPES says what each is); all None for the default interpreter's cells."""
+    cell, seen = result.cell, result.interpreter
+    if not cell.python and not cell.gil:
+        return {}
+    flag = lambda v: None if v is None else int(bool(v))  # noqa: E731
+    return {"interpreter": cell_interpreter(cell, result.gil_was_on) or None, "python": cell.python or None,
+            "python_version": seen.get("version"), "free_threaded": flag(seen.get("free_threaded")),
+            "gil": cell.gil or None, "gil_import": flag(seen.get("gil_import")), "gil_after": flag(seen.get("gil_after")),
+            "gil_reenabled_by": seen.get("gil_reenabled_by") or None}
+
+
+def cell_interpreter(cell: Cell, gil_was_on: bool | None = None) -> str:
+    return interpreter_label(cell.python_label or cell.python, cell.gil, gil_was_on)
 
 
 def drop_cells(run: dict, keys: set[tuple]) -> None:
@@ -158,8 +182,11 @@ def superseded_keys(run: dict) -> set[tuple]:
 
 
 def row_key(row: dict) -> tuple:
+    """Cell.key() from a row (the interpreter only where it is not the default, as there)."""
+    python, gil = row.get("python") or "", row.get("gil") or ""
     return (row["backend"], row["device"], row["dtype"], row["workload"], row["size"], row["mode"],
-            row["threads"], row["k"], row["fp32_precision"], row.get("intra_op_threads"))
+            row["threads"], row["k"], row["fp32_precision"], row.get("intra_op_threads")) + (
+        (python, gil) if python or gil else ())
 
 
 def process_key(row: dict) -> tuple:

@@ -41,9 +41,11 @@ from .cells import MODES, OK, PRECEDENCE, SPLIT_FIELDS, UNAVAILABLE, UNSUPPORTED
 from .results import INT_FIELDS, ROW_FIELDS, STR_FIELDS
 from .stopping import LEVEL, Rule, rule
 
-CELL_KEYS = ["machine", "backend", "device", "dtype", "fp32_precision", "intra_op_threads", "workload", "size", "mode",
-             "threads", "k"]
-GROUP_KEYS = ["machine", "backend", "device", "dtype", "fp32_precision", "intra_op_threads", "workload", "size"]
+CELL_KEYS = ["machine", "backend", "device", "dtype", "fp32_precision", "intra_op_threads", "interpreter", "workload",
+             "size", "mode", "threads", "k"]
+# interpreter: None for the default one (every run before --python), else its label with the GIL's setting
+GROUP_KEYS = ["machine", "backend", "device", "dtype", "fp32_precision", "intra_op_threads", "interpreter", "workload",
+              "size"]
 PEAK_WORKLOAD = "matmul"
 PROBE_WORKLOADS = list(PROBES)  # measured to calibrate (peak, launch rate), not reported as workloads
 THROUGHPUT_MODES = [m.name for m in MODES.values() if m.throughput]  # server modes: rate steps, their own tables

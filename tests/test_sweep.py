@@ -128,7 +128,7 @@ class FakeWorker(runner.Worker):
 def fake_sweep(plans, outcome, limits=None):
     """(results, the sweep, the fake workers it started)."""
     log: list[FakeWorker] = []
-    sweep = runner.Sweep(plans, limits or runner.Limits(cell_timeout=60), start=lambda cache, folder:
+    sweep = runner.Sweep(plans, limits or runner.Limits(cell_timeout=60), start=lambda cache, folder, *interpreter:
                          FakeWorker(outcome, log))
     return list(sweep), sweep, log
 
@@ -169,6 +169,18 @@ def test_a_too_slow_mode_skips_its_own_larger_cells_not_another_modes():
         ("sequential", 1, 1, OK), ("batched", 2, 1, TOO_SLOW), ("batched", 4, 1, SKIPPED),
         ("processes", 1, 1, OK), ("processes", 2, 1, OK), ("offline", 1, 8, TOO_SLOW),
         ("offline", 1, 64, SKIPPED), ("offline", 2, 8, SKIPPED)]
+
+
+def test_too_slow_under_one_interpreter_skips_nothing_under_another():
+    """The GIL changes what is too slow: threads ×2 with it may miss the window where without it they do not."""
+    ft = dict(python="/ft/python", python_label="CPython 3.13.5t")
+    cells = [replace(S.cell(mode="threads", threads=2), gil="on", **ft),
+             replace(S.cell(mode="threads", threads=4), gil="on", **ft),
+             replace(S.cell(mode="threads", threads=4), gil="off", **ft), S.cell(mode="threads", threads=4)]
+    got, *_ = fake_sweep([one_process([c]) for c in cells],
+                         lambda c: (TOO_SLOW, []) if (c.threads, c.gil) == (2, "on") else ok(c))
+    assert [r.status for r in got] == [TOO_SLOW, SKIPPED, OK, OK]
+    assert "[CPython 3.13.5t GIL on] was already too slow" in got[1].cause
 
 
 def test_one_request_too_slow_alone_skips_every_cell_of_the_workload():

@@ -22,8 +22,10 @@ from typing import Any
 import backends
 import workloads
 
-from ..cells import MODES, Cell
+from ..cells import GIL_SETTINGS, MODES, Cell
 from ..options import BadInput
+from . import interpreters
+from .interpreters import Interpreter
 from .procs import usable_cores
 
 PROBE_N = {"cpu": 512}  # matmul probe size per device; accelerators use PROBE_N_ACCEL
@@ -52,13 +54,17 @@ class Settings:
     target_ci: float | None = None  # --target-ci: after `repeats` processes, more only while a cell's interval is
     #                                 wider than this fraction of its median (compare.stopping), up to max_repeats
     max_repeats: int = 15
+    pythons: tuple[str, ...] = ()  # --python: interpreters the cells run under besides the default (always)
 
 
-def resolve_device(backend: backends.Backend, wanted: str) -> tuple[str | None, str]:
-    """(device, reason if None). 'auto' = the backend's default; 'gpu' = its first non-cpu device."""
-    status = backend.device_status()
+def resolve_device(backend: backends.Backend, wanted: str,
+                   status: dict[str, str | None] | None = None) -> tuple[str | None, str]:
+    """(device, reason if None). 'auto' = the backend's default; 'gpu' = its first non-cpu device. `status`:
+    the backend's device status where it was asked elsewhere (under another interpreter); default: here."""
+    here = status is None
+    status = backend.device_status() if here else status
     if wanted == "auto":
-        dev = backend.default_device()
+        dev = backend.default_device() if here else next((d for d, w in status.items() if w is None), None)
         return (dev, "") if dev else (None, "; ".join(w for w in status.values() if w))
     if wanted == "gpu":
         accel = [d for d in backend.devices if d != "cpu"]
@@ -99,7 +105,7 @@ def process_group(cell: Cell) -> tuple[tuple[str, Any], ...]:
     the same for every cell of a sweep. A new axis that needs a process of its own (e.g. the interpreter a
     cell runs under) is one more pair here."""
     return (("backend", cell.backend), ("device", cell.device), ("intra_op_threads", cell.intra_op_threads),
-            ("backend_options", cell.backend_options))
+            ("backend_options", cell.backend_options), ("python", cell.python), ("gil", cell.gil))
 
 
 @dataclass(frozen=True)
@@ -156,33 +162,59 @@ def ceiling_threads(threads: tuple[int, ...]) -> list[int]:
     return sorted({1, max(threads, default=1)})
 
 
+def interpreters_of(s: Settings) -> list[Interpreter]:
+    """The default interpreter, then each of --python (asked what it is; a bad path: BadInput)."""
+    return [interpreters.default(), *(interpreters.probe(p) for p in s.pythons)]
+
+
 def _plan_cells(s: Settings) -> tuple[list[Cell], list[tuple[Cell, str]]]:
     base = s.template or Cell(backend="", device="", dtype="", workload="", mode="")
     cells, unavailable = [], []
+    pythons = interpreters_of(s)
+    statuses: dict[tuple[str, str], dict] = {}   # (interpreter, backend) -> device status, asked once
     for dtype in s.dtypes:
         for name in s.backends:
             try:
                 backend = backends.load(name)
             except (ImportError, backends.RegistryError) as e:  # a plug-in whose module does not import
                 raise BadInput(f"--backends: {name}: {e}") from None
-            device, why = resolve_device(backend, s.device)
-            for precision in precisions_for(backend, dtype, s.fp32_precisions):
-                template = replace(base, backend=name, device=device or s.device, dtype=dtype, knobs=s.knobs,
-                                   fp32_precision=precision,
-                                   backend_options=backends.own_options(name, base.backend_options))
-                if device is None:
-                    unavailable += [(replace(template, workload=w, mode=s.modes[0]), why) for w in s.workloads]
-                    continue
-                if s.peak_probe and dtype in backend.dtypes:
-                    n = PROBE_N.get(device, PROBE_N_ACCEL)
-                    probe = replace(template, workload="matmul", mode="sequential", knobs=(("batch", n), ("n", n)))
-                    cells.append(probe)
-                    if device == "cpu" and (os.cpu_count() or 1) > 1:  # a CPU's peak needs every core busy
-                        cells.append(replace(probe, mode="threads", threads=os.cpu_count()))
-                    if device != "cpu":  # launch rate: tiny synchronised ops/s (compare.measure.host; a
-                        cells.append(replace(probe, workload="launch", knobs=()))  # CPU cell has no launch)
-                for w in s.workloads:
-                    cells += _cells_for(replace(template, workload=w), s)
+            for python in pythons:
+                status = None
+                if python.path:
+                    if (python.path, name) not in statuses:
+                        statuses[python.path, name] = interpreters.backend_status(python, name, backend.devices)
+                    status = statuses[python.path, name]
+                for gil in python.gil_settings():
+                    own = replace(base, python=python.path, python_label=python.label, gil=gil)
+                    got = _backend_cells(s, own, backend, name, dtype, status)
+                    cells += got[0]
+                    unavailable += got[1]
+    return cells, unavailable
+
+
+def _backend_cells(s: Settings, base: Cell, backend: backends.Backend, name: str, dtype: str,
+                   status: dict | None) -> tuple[list[Cell], list[tuple[Cell, str]]]:
+    """One backend's cells of one dtype under one interpreter and GIL setting (base.python, base.gil)."""
+    cells, unavailable = [], []
+    first_interpreter = not base.python and base.gil in ("", next(iter(GIL_SETTINGS)))
+    device, why = resolve_device(backend, s.device, status)
+    for precision in precisions_for(backend, dtype, s.fp32_precisions):
+        template = replace(base, backend=name, device=device or s.device, dtype=dtype, knobs=s.knobs,
+                           fp32_precision=precision,
+                           backend_options=backends.own_options(name, base.backend_options))
+        if device is None:
+            unavailable += [(replace(template, workload=w, mode=s.modes[0]), why) for w in s.workloads]
+            continue
+        if s.peak_probe and dtype in backend.dtypes and first_interpreter:  # the machine's peak: measured once
+            n = PROBE_N.get(device, PROBE_N_ACCEL)
+            probe = replace(template, workload="matmul", mode="sequential", knobs=(("batch", n), ("n", n)))
+            cells.append(probe)
+            if device == "cpu" and (os.cpu_count() or 1) > 1:  # a CPU's peak needs every core busy
+                cells.append(replace(probe, mode="threads", threads=os.cpu_count()))
+            if device != "cpu":  # launch rate: tiny synchronised ops/s (compare.measure.host; a
+                cells.append(replace(probe, workload="launch", knobs=()))  # CPU cell has no launch)
+        for w in s.workloads:
+            cells += _cells_for(replace(template, workload=w), s)
     return cells, unavailable
 
 

@@ -24,7 +24,7 @@ from typing import Callable, Iterator
 
 import psutil
 
-from ..cells import CRASH, MEMORY, MODES, OK, SKIPPED, TIMEOUT, TOO_SLOW, WRONG, Cell, CellResult, Trial
+from ..cells import CRASH, GIL_SETTINGS, MEMORY, MODES, OK, SKIPPED, TIMEOUT, TOO_SLOW, WRONG, Cell, CellResult, Trial
 from .plan import WorkerPlan, process_group
 from .procs import NO_MULTICAST, exit_cause
 from .schedule import MIN_OPS_PER_WINDOW
@@ -146,7 +146,9 @@ class ProcessRecord:
 class Worker:
     """A worker process and its events file, log and input: `send` a cell, `watch` it to its status."""
 
-    def __init__(self, cache: Path, folder: Path):
+    def __init__(self, cache: Path, folder: Path, python: str = "", gil: str = ""):
+        """`python`: the interpreter it runs under ("" = this one); `gil`: a free-threaded build's GIL as asked
+        (compare.cells.GIL_SETTINGS: PYTHON_GIL set or unset; "" = as this process's environment has it)."""
         self.events_path, self.log_path = folder / "events.jsonl", folder / "log.txt"
         self.events_path.touch()
         self.events: list[dict] = []
@@ -154,10 +156,14 @@ class Worker:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
                    THREADBENCH_PARENT=str(os.getpid()),  # the worker ends itself if we die (compare.measure.worker)
                    **NO_MULTICAST)  # and every process it spawns inherits these
+        if gil:
+            env.pop("PYTHON_GIL", None)
+            if GIL_SETTINGS[gil] is not None:
+                env["PYTHON_GIL"] = GIL_SETTINGS[gil]
         self.started = time.time()
         with open(self.log_path, "wb") as log:
             self.popen = subprocess.Popen(
-                [sys.executable, "-m", "compare.measure.worker", str(self.events_path), str(cache)],
+                [python or sys.executable, "-m", "compare.measure.worker", str(self.events_path), str(cache)],
                 stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
                 start_new_session=True)  # its own process group: killed whole on timeout or interrupt
         self.proc = psutil.Process(self.popen.pid)
@@ -263,6 +269,8 @@ def _result(cell: Cell, events: list[dict]) -> CellResult:
             for name, value in ev.items():
                 if hasattr(result, name):  # a newer worker's fact that this runner does not know is left out
                     setattr(result, name, value)
+        elif kind == "interpreter":  # what ran it, and whether its GIL was off (compare.measure.worker)
+            result.interpreter = ev
         elif kind == "status":
             result.status, result.cause = ev["status"], ev["cause"]
             result.traceback = ev.get("traceback", "")
@@ -293,8 +301,10 @@ def _ended(result: CellResult, rc: int | None, forced: tuple | None, tail: str, 
 
 # -- the too-slow rule -----------------------------------------------------------------------------------
 def _family(cell: Cell) -> tuple:
-    """A workload of one backend as a sweep measures it: every mode and size of it."""
-    return (cell.backend, cell.device, cell.dtype, cell.workload, cell.knobs, cell.fp32_precision)
+    """A workload of one backend under one interpreter (and GIL setting) as a sweep measures it: every mode
+    and size of it."""
+    return (cell.backend, cell.device, cell.dtype, cell.workload, cell.knobs, cell.fp32_precision,
+            cell.python, cell.gil)
 
 
 def _size(cell: Cell) -> tuple[int, int]:
@@ -354,8 +364,8 @@ class Sweep:
     so far, the running one included (on_process is called when one starts or ends, e.g. to save them);
     `split`: where the time went. `first`: the number of the first process (a --resume continues a file's).
     `cache`: the folder of float64 references the workers share (default: a temporary one for the sweep).
-    `start`: how a worker is started, start(cache, folder) (tests pass a fake). `more`: called when the plans
-    are done, returns the next ones (none: the sweep ends)."""
+    `start`: how a worker is started, start(cache, folder, python, gil) (tests pass a fake). `more`: called when
+    the plans are done, returns the next ones (none: the sweep ends)."""
 
     def __init__(self, plans: list[WorkerPlan], limits: Limits, on_start: Callable[[Cell], None] | None = None,
                  on_process: Callable[[], None] | None = None, first: int = 1, cache: Path | None = None,
@@ -414,7 +424,8 @@ class Sweep:
                tmp: Path) -> tuple[Worker, ProcessRecord]:
         record = ProcessRecord(number=self.first + len(self.records), round=plan.round, group=dict(plan.group),
                                order=order, seed=plan.seed, continues=previous.number if previous else None)
-        worker = self.start(cache, Path(tempfile.mkdtemp(dir=tmp)))
+        group = dict(plan.group)
+        worker = self.start(cache, Path(tempfile.mkdtemp(dir=tmp)), group.get("python", ""), group.get("gil", ""))
         record.pid, record.started = worker.popen.pid, worker.started
         self.records.append(record)
         if self.on_process:

@@ -30,6 +30,7 @@ from ..cells import ERROR, OK, TOO_SLOW, UNAVAILABLE, UNSUPPORTED, WRONG, Cell
 from .build import CellContext, Held, make_harness, memory, reset_peak_rss
 from .harness import CellFailed, Checks, Measured, ModeFailed, TooSlow
 from .host import GpuSampler
+from .interpreters import GilWatch, gil_enabled, this_interpreter
 from .procs import watch_parent
 from .registry import MEASURES
 from .verify import tolerance
@@ -61,9 +62,11 @@ class Outcome:
     traceback: str = ""
 
 
-def run_cell(cell: Cell, events: Events, cache: Path, held: Held | None = None) -> None:
+def run_cell(cell: Cell, events: Events, cache: Path, held: Held | None = None,
+             gil_watch: GilWatch | None = None) -> None:
     """Measure one cell and emit its events, its time split and, last, its status (the parent's sign that
-    the cell is over). `held`: what this process keeps between its cells (a new Held: a cell on its own)."""
+    the cell is over). `held`: what this process keeps between its cells (a new Held: a cell on its own).
+    `gil_watch`: the modules that re-enabled the GIL in this process, for the cell's interpreter event."""
     held = held or Held(cache)
     began, build_s, refs_s = time.perf_counter(), held.build_s, held.refs_s()
     times = {}
@@ -76,6 +79,11 @@ def run_cell(cell: Cell, events: Events, cache: Path, held: Held | None = None) 
         outcome = Outcome(ERROR, f"{type(cause).__name__}: {cause}", "".join(traceback.format_exception(cause)))
     except Exception as e:  # noqa: BLE001 - the cell's result, not the process's end
         outcome = Outcome(ERROR, f"{type(e).__name__}: {e}", traceback.format_exc())
+    # what ran the cell, and whether its GIL was off after the framework's import and after the cell: a
+    # GIL-off cell whose GIL came back on is labelled so, and never counts as free-threaded
+    events.emit("interpreter", **{k: v for k, v in this_interpreter().items() if k != "gil_enabled"},
+                gil_asked=os.environ.get("PYTHON_GIL"), gil_import=times.pop("gil_import", None),
+                gil_after=gil_enabled(), gil_reenabled_by=", ".join(gil_watch.modules) if gil_watch else None)
     events.emit("times", cell_s=time.perf_counter() - began, build_s=held.build_s - build_s,
                 refs_s=held.refs_s() - refs_s, **times)
     events.emit("status", status=outcome.status, cause=outcome.cause,
@@ -85,6 +93,7 @@ def run_cell(cell: Cell, events: Events, cache: Path, held: Held | None = None) 
 def _measure(cell: Cell, events: Events, held: Held, times: dict) -> Outcome:
     """The cell's measurement; `times` gets its warm-up, timed windows and mode seconds as they are known."""
     backend = held.backend(cell.backend)
+    times["gil_import"] = gil_enabled()  # the framework imported (held.backend imports it)
     why = held.status[cell.backend].get(cell.device, f"{cell.backend} has no device {cell.device!r}")
     if why is not None:
         return Outcome(UNAVAILABLE, why)
@@ -158,6 +167,7 @@ def _left_running(before: set[threading.Thread]) -> list[str]:
 
 def main(argv: list[str]) -> int:
     watch_parent()
+    gil_watch = GilWatch().install()
     events = Events(argv[0])
     held = Held(Path(argv[1]))
     events.emit("start", pid=os.getpid(), t=time.time())
@@ -167,7 +177,7 @@ def main(argv: list[str]) -> int:
         own.emit("begin", t=time.time())
         before = set(threading.enumerate())
         reset_peak_rss()  # this cell's peak RSS (which includes what the process holds for its other cells)
-        run_cell(cell, own, held.cache, held)
+        run_cell(cell, own, held.cache, held, gil_watch)
         left = _left_running(before)
         if left:  # a cell that left threads running would share the machine with the next: end here
             events.emit("leaving", cause=f"{cell.label()} left {len(left)} thread(s) running "

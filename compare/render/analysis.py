@@ -191,6 +191,30 @@ def strategy_wins(recs: list[dict]) -> list[tuple[dict, dict]]:
     return out
 
 
+def gil_pairs(recs: list[dict]) -> list[tuple[dict, dict]]:
+    """(GIL on, GIL off) for every cell measured both ways under one free-threaded interpreter (same Python,
+    same framework: the GIL is all that differs), both with a figure. A cell asked to run GIL-off whose GIL
+    came back on has its own label (compare.cells.interpreter_label) and pairs with nothing: never counted
+    as free-threaded. The default interpreter is no side of a pair."""
+    on: dict[tuple, dict] = {}
+    for r in recs:
+        label = r.get("interpreter") or ""
+        if label.endswith(" GIL on") and measured(r):
+            on[(label.removesuffix(" GIL on"), *_gil_cell(r))] = r
+    out = []
+    for r in recs:
+        label = r.get("interpreter") or ""
+        if label.endswith(" GIL off") and measured(r):
+            if (pair := on.get((label.removesuffix(" GIL off"), *_gil_cell(r)))) is not None:
+                out.append((pair, r))
+    return out
+
+
+def _gil_cell(r: dict) -> tuple:
+    return tuple(r.get(k) for k in ("machine", "backend", "device", "dtype", "fp32_precision", "intra_op_threads",
+                                     "workload", "size", "mode", "threads", "k"))
+
+
 def more_threads_hurt(recs: list[dict]) -> list[tuple[str, dict, dict]]:
     """(mode, its fastest cell, the largest N clearly slower than it) for every client strategy over N
     (threads, streams, batched, processes) where adding threads or processes cost throughput."""
@@ -225,7 +249,7 @@ def fastest_first(groups: dict[tuple, list[dict]]) -> list[tuple[tuple, dict]]:
 
 # -- server cells: the peak valid rate -------------------------------------------------------------------
 SERVER_MODES = [m.name for m in MODES.values() if not m.throughput]
-CELL = ("machine", "backend", "device", "dtype", "fp32_precision", "workload", "size", "mode", "threads")
+CELL = ("machine", "backend", "device", "dtype", "fp32_precision", "interpreter", "workload", "size", "mode", "threads")
 
 
 # why a peak is not bracketed (open_end); format.open_end says it in words
@@ -422,9 +446,9 @@ HELPER_CORES = 0.3  # off-thread: the process keeps >= 0.3 cores busy beyond its
 #                     intra-op pool) or the batcher's, while the request's thread waits
 # wait-bound: none of these: the thread is blocked and nothing measured is saturated (a sleep, I/O, a device
 # that is not busy): more threads overlap more waits
-DEVICE_BOUND, HOST_BOUND, CORE_BOUND, GIL_BOUND, OFF_THREAD, WAIT_BOUND = (
-    "device-bound", "host-bound", "core-bound", "GIL-bound", "off-thread", "wait-bound")
-WHYS = (DEVICE_BOUND, HOST_BOUND, CORE_BOUND, GIL_BOUND, OFF_THREAD, WAIT_BOUND)   # in the order they are tried
+DEVICE_BOUND, HOST_BOUND, CORE_BOUND, GIL_BOUND, LOCK_BOUND, OFF_THREAD, WAIT_BOUND = (
+    "device-bound", "host-bound", "core-bound", "GIL-bound", "lock-bound", "off-thread", "wait-bound")
+WHYS = (DEVICE_BOUND, HOST_BOUND, CORE_BOUND, GIL_BOUND, LOCK_BOUND, OFF_THREAD, WAIT_BOUND)   # in the order tried
 
 
 def why(r: dict) -> str | None:
@@ -443,7 +467,8 @@ def why(r: dict) -> str | None:
     spec = MODES.get(r["mode"])
     if (spec is not None and spec.one_process and r["threads"] >= 2
             and GIL_RUNNABLE[0] <= runnable(r) <= GIL_RUNNABLE[1]):
-        return GIL_BOUND
+        # taking turns without a GIL (a cell that ran with it off): a lock's rule, never the GIL's
+        return LOCK_BOUND if (r.get("interpreter") or "").endswith(" GIL off") else GIL_BOUND
     if own is not None and proc is not None and proc - own >= max(HELPER_CORES, own):
         return OFF_THREAD
     return WAIT_BOUND

@@ -30,7 +30,7 @@ from .hostinfo import host_differences
 from .report import expand, summary_runs, wide_console
 
 KEY_FIELDS = ("backend", "device", "dtype", "fp32_precision", "workload", "size", "mode", "threads", "k",
-              "intra_op_threads")
+              "intra_op_threads", "interpreter")
 
 
 @dataclass
@@ -47,6 +47,7 @@ class CellDiff:
     a_status: str
     b_status: str
     intra_op_threads: int | None = None   # None: the framework's own (part of a cell's identity)
+    interpreter: str | None = None        # None: the default interpreter (part of a cell's identity)
     a_ops: float | None = None
     a_ci: tuple[float | None, float | None] = (None, None)
     a_trials: int = 0

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..cells import FAILED, MODES, OK, SKIPPED, TOO_SLOW, status_label
+from ..cells import DEFAULT_PYTHON, FAILED, GIL_BACK_ON, MODES, OK, SKIPPED, TOO_SLOW, status_label
 from ..stats import PROBE_WORKLOADS, THROUGHPUT_MODES
 from . import format as fmt
 from .analysis import (COSTLIER, DTYPE_PRECISION, FLAT, MIN_GAIN, OVERLAP, Bend, bends, best_strategy, ceiling,
                        ceiling_missing, clearly_faster, fastest_first, fill_precision, framework_pairs,
-                       more_threads_hurt, over_devices, peaks, precision, precision_switch, sequential, shows_rate,
-                       strategy_wins, sustains_more, threads_vs_processes, why)
+                       gil_pairs, more_threads_hurt, over_devices, peaks, precision, precision_switch, sequential,
+                       shows_rate, strategy_wins, sustains_more, threads_vs_processes, why)
 from .format import BACKEND_ORDER
 
 UNITS = "figures are requests/s, median [interval of the median]"
@@ -38,8 +38,46 @@ def _records(summary) -> list[dict]:
 
 
 def _name(g: tuple) -> str:
-    backend, device, p = g
-    return f"{backend} {device}"
+    """(backend, device, precision[, interpreter]) as a sentence names it: "torch cpu", "torch cpu · CPython
+    3.13.5t GIL off" (the interpreter: None where the scope has only the default)."""
+    backend, device = g[0], g[1]
+    return f"{backend} {device}" + (f" · {g[3]}" if len(g) > 3 and g[3] else "")
+
+
+def _gil_sentences(recs: list[dict]) -> list[str]:
+    """What the GIL costs, per backend and free-threaded interpreter: each cell measured with the GIL on and
+    off, faster or slower without it where clearly_faster holds; whether threads without the GIL catch up
+    with processes; and every cell asked to run without the GIL whose GIL came back on (left out)."""
+    out = []
+    per: dict[tuple, list[tuple[dict, dict]]] = {}
+    for on, off in gil_pairs(recs):
+        per.setdefault((on["backend"], on["device"], on["interpreter"].removesuffix(" GIL on")), []).append((on, off))
+    for (backend, device, python), pairs in per.items():
+        parts = []
+        for on, off in sorted(pairs, key=lambda p: (list(MODES).index(p[0]["mode"]) if p[0]["mode"] in MODES else 99,
+                                                    p[0]["threads"], p[0]["k"])):
+            ratio = off["ops_per_s"] / on["ops_per_s"]
+            verdict = (f"{fmt.times(ratio, 1)} faster without the GIL" if clearly_faster(off, on) else
+                       f"{fmt.times(1 / ratio, 1)} slower without the GIL" if clearly_faster(on, off) else
+                       "no clear difference")
+            parts.append(f"{_cell(on)}: {verdict} ({fmt.figure(off)} off, {fmt.figure(on)} on)")
+        sentence = f"The GIL under {python}, {backend} {device}, GIL off against on: " + "; ".join(parts) + "."
+        off_cells = [off for _, off in pairs]
+        if (found := threads_vs_processes(off_cells)) is not None:
+            t, p, winner = found
+            sentence += {
+                "processes": f" Without the GIL, threads still trail processes: {_cell(p)} {fmt.figure(p)}, "
+                             f"{fmt.times(p['ops_per_s'] / t['ops_per_s'], 1)} {_cell(t)} ({fmt.figure(t)}).",
+                "threads": f" Without the GIL, threads beat processes: {_cell(t)} {fmt.figure(t)}, "
+                           f"{fmt.times(t['ops_per_s'] / p['ops_per_s'], 1)} {_cell(p)} ({fmt.figure(p)}).",
+            }.get(winner, f" Without the GIL, threads catch up with processes: no clear difference ({_cell(t)} "
+                          f"{fmt.figure(t)}, {_cell(p)} {fmt.figure(p)}).")
+        out.append(sentence)
+    back = [r for r in recs if (r.get("interpreter") or "").endswith(GIL_BACK_ON)]
+    for r in back:
+        out.append(f"{r['backend']} {r['device']} {_cell(r)} under {r['interpreter']}: asked to run without the GIL, "
+                   "it ran with it (an extension re-enabled it); left out of every claim about the GIL.")
+    return out
 
 
 def _cell(r: dict) -> str:
@@ -199,8 +237,8 @@ def _like_for_like(groups: dict[tuple, list[dict]], how: dict[tuple[str, str], s
     out = []
     by_p: dict[str, list[tuple]] = {}
     for g in groups:
-        by_p.setdefault(g[2], []).append(g)
-    for p, gs in by_p.items():
+        by_p.setdefault(g[2:], []).append(g)   # one precision under one interpreter
+    for (p, *_), gs in by_p.items():
         bests = fastest_first({g: groups[g] for g in gs})
         if len({g[0] for g, _ in bests}) < 2:
             continue
@@ -319,9 +357,12 @@ def findings(summary, rows: list[dict] | None = None, backend_env: dict | None =
     out = []
     for (machine, workload, size, dtype), part in scopes.items():
         groups: dict[tuple, list[dict]] = {}
+        others = any(r.get("interpreter") for r in part)   # then the default interpreter is named too
         for r in part:
-            groups.setdefault((r["backend"], r["device"], r["precision"]), []).append(r)
-        order = sorted(groups, key=lambda g: (BACKEND_ORDER.get(g[0], 5), g[0], g[1], g[2]))
+            python = r.get("interpreter") or (DEFAULT_PYTHON if others else None)
+            groups.setdefault((r["backend"], r["device"], r["precision"], python), []).append(r)
+        order = sorted(groups, key=lambda g: (BACKEND_ORDER.get(g[0], 5), g[0], g[1], g[2],
+                                              fmt.interpreter_order(g[3] if g[3] != DEFAULT_PYTHON else None)))
         f = Finding(machine if machines > 1 else "", workload + ("" if size == "default" else f" ({size})"), dtype)
         several_p = {g[0]: 0 for g in order}
         for g in order:
@@ -332,6 +373,7 @@ def findings(summary, rows: list[dict] | None = None, backend_env: dict | None =
             f.sentences += _group_sentences(name, groups[g])
             named.append((name, groups[g]))
         f.sentences += _ceiling_sentence(named)
+        f.sentences += _gil_sentences(part)
         lfl = _like_for_like({g: groups[g] for g in order}, executed(backend_env or {}))
         with_figure = [g for g in order if best_strategy(groups[g]) is not None]
         if not lfl and len({g[0] for g in with_figure}) > 1:   # two frameworks with figures, at different precisions
@@ -367,7 +409,7 @@ def brief(summary, machine_names: dict[str, str] | None = None, rows: list[dict]
                            if r["workload"] not in PROBE_WORKLOADS and r["mode"] in THROUGHPUT_MODES])
     scopes: dict[tuple, dict[tuple, list[dict]]] = {}
     for r in recs:
-        key = (r.get("machine") or "", r["workload"], r["precision"])
+        key = (r.get("machine") or "", r["workload"], r["precision"], r.get("interpreter"))
         scopes.setdefault(key, {}).setdefault((r["backend"], r["device"], r["precision"]), []).append(r)
     served: dict[tuple, dict[str, list[dict]]] = {}
     for r in peaks(rows or []):
@@ -376,7 +418,7 @@ def brief(summary, machine_names: dict[str, str] | None = None, rows: list[dict]
             served.setdefault(key, {}).setdefault(r["backend"], []).append(r)
             scopes.setdefault(key, {})
     out = []
-    for (machine, workload, p), groups in scopes.items():
+    for (machine, workload, p, python), groups in scopes.items():
         parts = []
         for g in sorted(groups, key=lambda g: (BACKEND_ORDER.get(g[0], 5), g[0], g[1])):
             recs_g, seq, best = groups[g], sequential(groups[g]), best_strategy(groups[g])
@@ -405,7 +447,8 @@ def brief(summary, machine_names: dict[str, str] | None = None, rows: list[dict]
                     for _, cells in sorted(server.items(), key=lambda x: (BACKEND_ORDER.get(x[0], 5), x[0]))]
             parts.append("server peak: " + ", ".join(f"{c['backend']} {_server_label(c)} {_brief_peak(c)}" for c in tops))
         name = (machine_names or {}).get(machine, machine)
-        out.append(f"**{name}** · {workload} · {fmt.precision_label(p)}: " + "; ".join(parts) + ".")
+        out.append(f"**{name}** · {workload} · {fmt.precision_label(p)}" + (f" · {python}" if python else "")
+                   + ": " + "; ".join(parts) + ".")
     return out
 
 

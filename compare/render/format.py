@@ -10,7 +10,7 @@ import math
 import textwrap
 from dataclasses import dataclass, field
 
-from ..cells import CRASH, LOADGEN, OK, STATUSES, WRONG, axis_label, status_label
+from ..cells import CRASH, DEFAULT_PYTHON, LOADGEN, OK, STATUSES, WRONG, axis_label, status_label
 from . import analysis
 from .analysis import (DISAGREED, DTYPE_PRECISION, FAILED_ONCE, NO_LONG_ABOVE, NO_LONG_PEAK, NONE_FAILED,
                        PrecisionSwitch, precision)
@@ -59,6 +59,8 @@ def why_meanings() -> dict[str, str]:
         a.GIL_BOUND: f"of the threads of one process about one ({a.GIL_RUNNABLE[0]:g}–{a.GIL_RUNNABLE[1]:g} on "
                      "average) is runnable (running or waiting for a core) while the others are blocked: they take "
                      "turns, the GIL's rule (or another lock's: the split cannot tell them apart)",
+        a.LOCK_BOUND: "as GIL-bound, in a cell that ran without the GIL (a free-threaded interpreter, GIL off): "
+                      "they take turns on a lock of the framework's or the harness's",
         a.OFF_THREAD: f"a request's thread waits while the process keeps ≥ {a.HELPER_CORES:g} cores busy beyond its "
                       "measuring threads (and more than they do): the work runs on the framework's own threads "
                       "(MLX's evaluation, an intra-op pool) or the batcher's",
@@ -96,7 +98,7 @@ def why_reason(r: dict) -> str | None:
                  if r.get("host_cores") is not None and r.get("proc_cores") is not None else "")
         busy = f", {r['host_cores']:.1f}{cores} cores busy" if r.get("host_cores") is not None else ""
         return f"{word}: {wait}{busy}{other}" + device
-    if word == a.GIL_BOUND:
+    if word in (a.GIL_BOUND, a.LOCK_BOUND):
         return (f"{word}: {share(r['blocked_share'])} of a request blocked, {a.runnable(r):.2f} of its "
                 f"{r['threads']} threads runnable at a time" + device)
     if word == a.OFF_THREAD:
@@ -210,14 +212,27 @@ def switch_hint(switch: PrecisionSwitch | None) -> str | None:
             f"{precision_label(switch.precision)}, matching {switch.matches}")
 
 
-def group_label(r: dict, machines: int = 1) -> str:
+def group_label(r: dict, machines: int = 1, interpreters: bool = False) -> str:
     """A backend's column group: "torch cuda float32", "mlx gpu float32 (TF32)" when the dtype runs its
-    matmuls at a lower precision than its name says; the machine in front when several are shown."""
+    matmuls at a lower precision than its name says; the machine in front when several are shown; the
+    interpreter after it where it is not the default ("· CPython 3.13.5t GIL off"), and "· default" for the
+    default's when `interpreters` (others are shown beside it)."""
     label = f"{r['backend']} {r['device']} {r['dtype']}"
     p = precision(r)
     if p != DTYPE_PRECISION.get(r["dtype"], p):
         label += f" ({precision_label(p)})"
+    if r.get("interpreter") or interpreters:
+        label += f" · {r.get('interpreter') or DEFAULT_PYTHON}"
     return f"{r['machine']}: {label}" if machines > 1 else label
+
+
+def interpreter_order(label: str | None) -> tuple:
+    """Sorts interpreters: the default first, then each other one with GIL on before GIL off (a GIL-off cell
+    whose GIL came back on last)."""
+    if not label:
+        return ("", 0)
+    gil = label.rsplit(" GIL ", 1)
+    return (gil[0], {"on": 1, "off": 2}.get(gil[1], 3) if len(gil) > 1 else 0)
 
 
 def mode_label(mode: str, threads: int, k: int) -> str:

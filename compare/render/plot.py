@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from types import SimpleNamespace
 
-from ..cells import FAILED, MODES, OK, TOO_SLOW, WRONG, status_label
+from ..cells import DEFAULT_PYTHON, FAILED, MODES, OK, TOO_SLOW, WRONG, status_label
 from ..files import Unwritable, atomic_write
 from ..options import BadInput
 from ..serverrules import LONG
@@ -109,7 +109,11 @@ def figure(summary, title: str = ""):
     machines = len({r["machine"] for r in recs})
     rows = sorted({(r["dtype"], r["precision"]) for r in recs},
                   key=lambda x: (DTYPE_ORDER.get(x[0], 9), PRECISION_ORDER.get(x[1], 9)))
-    cols = list(dict.fromkeys((r["workload"], r["size"]) for r in recs))
+    # a panel per workload and interpreter: GIL on and GIL off side by side (the default's first, as in the tables)
+    cols = sorted(dict.fromkeys((r["workload"], r["size"], r.get("interpreter")) for r in recs),
+                  key=lambda c: (list(dict.fromkeys((r["workload"], r["size"]) for r in recs)).index(c[:2]),
+                                 fmt.interpreter_order(c[2])))
+    others = any(c[2] for c in cols)   # then the default interpreter's panels are named too
     ordered = sorted(recs, key=lambda r: (BACKEND_ORDER.get(r["backend"], 5), r["backend"]))
     series = list(dict.fromkeys(_series(r, machines) for r in ordered))
     color = {g: OKABE_ITO[i % len(OKABE_ITO)] for i, g in enumerate(series)}
@@ -120,9 +124,10 @@ def figure(summary, title: str = ""):
     axes = fig.subplots(len(rows), len(cols), squeeze=False)
     used_modes, marks = set(), set()
     for i, (dtype, prec) in enumerate(rows):
-        for j, (workload, size) in enumerate(cols):
+        for j, (workload, size, python) in enumerate(cols):
             ax = axes[i][j]
-            part = [r for r in recs if (r["dtype"], r["precision"], r["workload"], r["size"]) == (dtype, prec, workload, size)]
+            part = [r for r in recs if (r["dtype"], r["precision"], r["workload"], r["size"], r.get("interpreter"))
+                    == (dtype, prec, workload, size, python)]
             if not part:   # this workload was not run at this precision: say so instead of an empty frame
                 ax.set_axis_off()
                 ax.text(0.5, 0.5, f"{workload} · {fmt.precision_label(prec) if prec else dtype}: not measured",
@@ -198,8 +203,8 @@ def figure(summary, title: str = ""):
                 ax.yaxis.set_minor_formatter(mpl.EngFormatter(sep=""))
             ax.grid(True, which="major", alpha=0.3)
             ax.set_title(f"{workload}{'' if size == 'default' else f' ({size})'} · {dtype}"
-                         + (f" ({fmt.precision_label(prec)})" if prec != DTYPE_PRECISION.get(dtype, prec) else ""),
-                         fontsize="medium")
+                         + (f" ({fmt.precision_label(prec)})" if prec != DTYPE_PRECISION.get(dtype, prec) else "")
+                         + (f"\n{python or DEFAULT_PYTHON}" if others else ""), fontsize="medium")
             _label_panel(ax, j == 0, i == len(rows) - 1, "requests/s (log)", "Python threads", notes, color)
     colour_handles = [mpl.Line2D([], [], color=color[g], linewidth=3) for g in series]
     style_handles, style_labels = [], []

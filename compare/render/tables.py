@@ -52,20 +52,24 @@ def build(summary: pl.DataFrame) -> list[TableData]:
 
 def _workload_tables(title, recs, machines, machine_order) -> list[TableData]:
     order = {m: i for i, m in enumerate(MODES)}
+    interpreters = any(r.get("interpreter") for r in recs)
     for r in recs:
-        r["group"] = fmt.group_label(r, machines)
+        r["group"] = fmt.group_label(r, machines, interpreters)
         r["_precision"] = r["precision"]
     ranked = sorted(recs, key=lambda r: (machine_order.get(r["machine"], 0), BACKEND_ORDER.get(r["backend"], 5),
-                                         r["backend"], PRECISION_ORDER.get(r["_precision"], 9)))
+                                         r["backend"], PRECISION_ORDER.get(r["_precision"], 9),
+                                         fmt.interpreter_order(r.get("interpreter"))))
     groups = list(dict.fromkeys(r["group"] for r in ranked))
     precision_of = {r["group"]: r["_precision"] for r in ranked}
+    # like-for-like ratios between backends under one interpreter (the GIL's share is the findings' claim)
+    like = {r["group"]: (r["_precision"], r.get("interpreter")) if interpreters else r["_precision"] for r in ranked}
     backend_of = {r["group"]: r["backend"] for r in ranked}
     row_keys = sorted({(r["mode"], r["threads"], r["k"]) for r in recs},
                       key=lambda t: (order.get(t[0], 99), t[1], t[2]))
     by = {(r["group"], r["mode"], r["threads"], r["k"]): r for r in recs}
     short = machines <= 1 and len({g.split(" ")[0] for g in groups}) == len(groups)
     name = (lambda g: g.split(" ")[0]) if short else (lambda g: g)
-    pairs = analysis.like_for_like_pairs(groups, precision_of)
+    pairs = analysis.like_for_like_pairs(groups, like)
     level = fmt.ci_level(r["ci_level"] for r in recs if r["ops_per_s"] is not None)
     columns = [("", "mode"), ("", "threads")] + [(g, m) for g in groups for m in (f"ops/s [{level}]", "×1T")]
     columns += [("ratio", f"{name(g)}\n÷ {name(b)}" if machines > 1 else f"{name(g)} ÷ {name(b)}") for g, b in pairs]
