@@ -414,7 +414,7 @@ def brief(summary, machine_names: dict[str, str] | None = None, rows: list[dict]
     served: dict[tuple, dict[str, list[dict]]] = {}
     for r in peaks(rows or []):
         if shows_rate(r) and r["peak"] is not None:
-            key = (r.get("machine") or "", r["workload"], precision(r))
+            key = (r.get("machine") or "", r["workload"], precision(r), r.get("interpreter"))
             served.setdefault(key, {}).setdefault(r["backend"], []).append(r)
             scopes.setdefault(key, {})
     out = []
@@ -441,7 +441,7 @@ def brief(summary, machine_names: dict[str, str] | None = None, rows: list[dict]
             pairs = [f"{ga[0]} {fmt.times(a['ops_per_s'] / b['ops_per_s'], 1)} {gb[0]}" if claimed else
                      f"{ga[0]} ≈ {gb[0]}" for ga, a, gb, b, claimed in framework_pairs(bests)]
             parts.append("like-for-like: " + ", ".join(pairs) + (f"; executed: {', '.join(ran)}" if ran else ""))
-        server = served.get((machine, workload, p), {})
+        server = served.get((machine, workload, p, python), {})
         if server:
             tops = [max(cells, key=lambda c: c["peak"])
                     for _, cells in sorted(server.items(), key=lambda x: (BACKEND_ORDER.get(x[0], 5), x[0]))]
