@@ -356,3 +356,12 @@ def test_the_profiler_sees_the_call_the_split_times_on_the_cpu(capsys, monkeypat
     (call,) = [line for line in out.splitlines() if "framework call (tb.call)" in line]
     assert call.endswith("agree"), out
     assert "CPU op time (aten ops inside tb.call)" in out and "threads x1: the cell" in out
+
+
+def test_a_core_bound_reason_never_counts_a_negative_share_of_other_processes():
+    """The machine's and the process's cores are sampled apart: a difference a little below 0 is 'none'."""
+    from compare.render.format import why_reason
+    base = {"status": "ok", "ops_per_s": 100.0, "mode": "threads", "threads": 4, "run_share": 0.4,
+            "core_wait_share": 0.31, "blocked_share": 0.1, "cores": 16, "proc_cores": 11.2}
+    assert why_reason(base | {"host_cores": 11.0}).endswith("11.0 of 16 cores busy, none of them by other processes")
+    assert why_reason(base | {"host_cores": 13.2}).endswith("13.2 of 16 cores busy, 2.0 of them by other processes")

@@ -94,8 +94,11 @@ def why_reason(r: dict) -> str | None:
                 if r.get("core_wait_share") is not None else f"{share(1 - r['run_share'])} of a request not running")
         if a.saturated(r) and (r.get("core_wait_share") or 0) < (r.get("blocked_share") or 0):
             wait += f" and {share(r['blocked_share'])} blocked"
-        other = (f", {r['host_cores'] - r['proc_cores']:.1f} of them by other processes"
-                 if r.get("host_cores") is not None and r.get("proc_cores") is not None else "")
+        # host and process are sampled apart, so their difference can fall a little below 0: none, then
+        extra = (r["host_cores"] - r["proc_cores"]
+                 if r.get("host_cores") is not None and r.get("proc_cores") is not None else None)
+        other = ("" if extra is None else f", {extra:.1f} of them by other processes" if extra >= 0.05
+                 else ", none of them by other processes")
         busy = f", {r['host_cores']:.1f}{cores} cores busy" if r.get("host_cores") is not None else ""
         return f"{word}: {wait}{busy}{other}" + device
     if word in (a.GIL_BOUND, a.LOCK_BOUND):
