@@ -154,10 +154,12 @@ def test_every_verdict_from_its_split():
     assert why(run=0.5, wait=0.25, own=0.8) == a.CORE_BOUND                 # waiting >= blocked: the cores
     assert why(run=0.3, wait=a.CORE_WAIT, own=0.6) == a.GIL_BOUND           # blocked more than waiting
     assert a.GIL_RUNNABLE == (0.7, 1.3)   # the boundaries below: 2 threads x (running + waiting for a core)
-    assert why(run=0.35, wait=0.0, own=0.7, proc=0.7) == a.GIL_BOUND
+    assert why(run=0.35, wait=0.0, own=0.7, proc=0.7) == a.GIL_BOUND       # runnable 0.7
     assert why(run=0.34, wait=0.0, own=0.68, proc=0.68) == a.WAIT_BOUND
-    assert why(run=0.5, wait=0.15, own=1.0, proc=1.0) == a.GIL_BOUND       # runnable 1.3
-    assert why(run=0.5, wait=0.16, own=1.0, proc=1.0) == a.WAIT_BOUND      # 1.32: some run at once
+    assert why(run=0.65, wait=0.0, own=1.3, proc=1.3) == a.GIL_BOUND       # running 1.3
+    assert why(run=0.66, wait=0.0, own=1.32, proc=1.32) == a.WAIT_BOUND    # 1.32: some run at once
+    assert why(run=0.5, wait=0.16, own=1.0, proc=1.0) == a.GIL_BOUND       # runnable 1.32, running 1.0
+    assert why(threads=4, run=0.258, wait=0.125, own=1.03, proc=1.03) == a.GIL_BOUND  # 4 taking turns, idle cores
     assert why(threads=4, run=0.1, wait=0.15, own=0.4, proc=0.4) == a.GIL_BOUND   # the GIL's holder waits for a core
     assert why(threads=1, run=0.5, wait=0.0, own=0.5, proc=0.5) == a.WAIT_BOUND   # one thread takes no turns
     assert why(mode="processes", run=0.5, wait=0.0, own=1.0, proc=1.0) == a.WAIT_BOUND  # no GIL between them

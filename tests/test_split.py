@@ -274,9 +274,12 @@ def test_a_gil_holding_forward_is_gil_bound_from_two_threads(known_sweep):
         assert why == analysis.GIL_BOUND or (why == analysis.CORE_BOUND and other_load(r) >= OTHER_LOAD), r
     assert four["ops_per_s"] < 1.3 * one["ops_per_s"], "threads that take turns add no throughput"
     (bend,) = analysis.bends([one, two, four])
-    assert bend.kind == analysis.WAITING and bend.wall >= 2.5 and 0.7 <= bend.cpu <= analysis.FLAT, bend
+    # the extra wall time is waiting, whatever the GIL's hand-overs add to a request's own CPU time (1.0-1.25x
+    # on an idle or loaded machine, up to a few per cent of the extra time)
+    assert bend.kind == analysis.WAITING and bend.wall >= 2.5 and bend.cpu_share < 0.2, bend
     text = "\n".join(s for f in FD.findings([one, two, four]) for s in f.sentences)
-    assert "threads from ×1 to ×4, a request's wall time" in text and "stayed flat: the extra time is waiting" in text
+    assert "threads from ×1 to ×4, a request's wall time" in text and (
+        "stayed flat: the extra time is waiting" in text or "of the extra time: the rest is waiting" in text), text
 
 
 def test_a_forward_that_sleeps_releasing_the_gil_is_wait_bound_and_scales(known_sweep):

@@ -436,11 +436,12 @@ CORES_BUSY = 0.90   # ... or the machine's cores >= 90% busy over the window
 CELL_SHARE = 0.5    # ... with this cell's process(es) holding at least half of them: whatever else the threads
 #                     wait for (the GIL between their ops, say), more of them cannot add throughput. (Without
 #                     Linux's run delay, this is the only test.)
-GIL_RUNNABLE = (0.7, 1.3)  # GIL-bound: threads of one process of which, on average, about one (0.7-1.3) is
-#                     runnable (running or waiting for a core) while the rest are blocked take turns: one runs
-#                     at a time, the GIL's rule (or a lock's: the split cannot tell them apart). Runnable, not
-#                     running: on a loaded machine the one thread holding the GIL also waits for a core.
-#                     Beyond 1.3 some run at once
+GIL_RUNNABLE = (0.7, 1.3)  # GIL-bound: threads of one process that take turns, one at a time, the rest blocked:
+#                     the GIL's rule (or a lock's: the split cannot tell them apart). At least 0.7 of them
+#                     runnable (running or waiting for a core: on a loaded machine the one holding the GIL
+#                     also waits for a core) and at most 1.3 running at once (beyond, some run together).
+#                     Running, not runnable, bounds it above: each hand-over of the GIL wakes a thread that
+#                     waits for a core a moment, so four threads taking turns on idle cores are 1.5 runnable
 HELPER_CORES = 0.3  # off-thread: the process keeps >= 0.3 cores busy beyond its measuring threads, and more than
 #                     they do: the request's work runs on the framework's own threads (MLX's evaluation, an
 #                     intra-op pool) or the batcher's, while the request's thread waits
@@ -466,7 +467,7 @@ def why(r: dict) -> str | None:
         return CORE_BOUND
     spec = MODES.get(r["mode"])
     if (spec is not None and spec.one_process and r["threads"] >= 2
-            and GIL_RUNNABLE[0] <= runnable(r) <= GIL_RUNNABLE[1]):
+            and runnable(r) >= GIL_RUNNABLE[0] and r["threads"] * r["run_share"] <= GIL_RUNNABLE[1]):
         # taking turns without a GIL (a cell that ran with it off): a lock's rule, never the GIL's
         return LOCK_BOUND if (r.get("interpreter") or "").endswith(" GIL off") else GIL_BOUND
     if own is not None and proc is not None and proc - own >= max(HELPER_CORES, own):

@@ -56,9 +56,10 @@ def why_meanings() -> dict[str, str]:
         a.CORE_BOUND: f"≥ {a.CORE_WAIT:.0%} of a request is spent runnable without a core (Linux's run delay), no "
                       f"less than it is blocked; or the machine's cores were ≥ {a.CORES_BUSY:.0%} busy, this cell "
                       f"holding ≥ {a.CELL_SHARE:.0%} of them: the cores are the limit (more threads only share them)",
-        a.GIL_BOUND: f"of the threads of one process about one ({a.GIL_RUNNABLE[0]:g}–{a.GIL_RUNNABLE[1]:g} on "
-                     "average) is runnable (running or waiting for a core) while the others are blocked: they take "
-                     "turns, the GIL's rule (or another lock's: the split cannot tell them apart)",
+        a.GIL_BOUND: f"of the threads of one process at least {a.GIL_RUNNABLE[0]:g} on average are runnable "
+                     f"(running or waiting for a core) and at most {a.GIL_RUNNABLE[1]:g} running, while the others "
+                     "are blocked: they take turns, the GIL's rule (or another lock's: the split cannot tell them "
+                     "apart)",
         a.LOCK_BOUND: "as GIL-bound, in a cell that ran without the GIL (a free-threaded interpreter, GIL off): "
                       "they take turns on a lock of the framework's or the harness's",
         a.OFF_THREAD: f"a request's thread waits while the process keeps ≥ {a.HELPER_CORES:g} cores busy beyond its "
