@@ -13,9 +13,12 @@
 #    the GIL on and off (compare --python): the GIL's share of the answer, one sweep side by side.
 # 4. the server scenario on mlp at a 50 ms p99 bound (threads and the batcher x2): the default bound (10x one
 #    request, >= 2 ms) is below what a Python dispatcher holds on 2 busy cores.
-# Left out (they do not fit the session's hour on 2 cores): the transformer (about 5 forwards/s here, windows
-# of 1.5 s; MLX's reference-BLAS build needs minutes per cell), 4 threads, server-processes.
-# Run it on an idle machine: about 40 minutes with 5 repeats on a 2-core machine.
+# 5. the transformer at 2 threads, windows of 1.5 s (about 5 forwards/s here), torch and ONNX Runtime
+#    (MLX's reference-BLAS CPU build needs minutes per cell).
+# Left out (they do not fit the session's hour on 2 cores): 4 threads, server-processes, block and the
+# transformer under the other interpreters.
+# Run it on an idle machine: about 40 minutes with 5 repeats on a 2-core machine (at e03b386: 241 s, 98 s,
+# 414 s, 738 s and 664 s, the transformer run by hand after the first four at the same revision).
 set -u
 out=${1:-results/runs/cpu} repeats=${2:-5} ft=${3:-$HOME/.cache/threadbench/freethreaded/venv/bin/python}
 mkdir -p "$out"
@@ -32,3 +35,5 @@ pythons=()
 run "${common[@]}" -w mlp -m threads,processes "${pythons[@]}" --no-peak-probe -o "$out/mlp-interpreters.json"
 run -b torch,mlx,ort -w mlp -m server-threads,server-batched -t 2 --latency-bound-ms 50 --no-peak-probe \
     -o "$out/server.json"
+run -b torch,ort -w transformer -m sequential,threads,batched,processes -t 2 --duration 1.5 --no-peak-probe \
+    -o "$out/transformer.json"

@@ -199,9 +199,11 @@ def caveats(group: list[dict], defects: list[dict] = ()) -> list[str]:
             runs = ("this run was" if len(group) == 1 else f"all {n} runs were" if n == len(group)
                     else ", ".join(names) + (" were" if n > 1 else " was"))
             out.append(f"{runs} made at {rev}, before {defect['fix']}: {defect['says']}")
+    ran_without = any(row.get("free_threaded") for r in group for row in r.get("rows", []))
     if any(r["host"].get("gil_enabled", True) for r in group):
         out.append(f"Python {host.get('python')} with the GIL: the thread scaling is what a standard CPython "
-                   "gives; a free-threaded build may scale differently")
+                   "gives" + ("; the cells named after a free-threaded interpreter ran under it, with the GIL on "
+                          "and off" if ran_without else "; a free-threaded build may scale differently"))
     return out
 
 

@@ -167,8 +167,11 @@ def build_compact(summary: pl.DataFrame) -> list[TableData]:
     for (workload, size, dtype), part in sorted(scopes.items(), key=lambda kv: DTYPE_ORDER.get(kv[0][2], 9)):
         groups: dict[tuple, list[dict]] = {}
         for r in part:
-            groups.setdefault((r["machine"], r["backend"], r["device"], r["precision"]), []).append(r)
-        order = sorted(groups, key=lambda g: (PRECISION_ORDER.get(g[3], 9), BACKEND_ORDER.get(g[1], 5), g[1], g[0]))
+            # one row per interpreter too: a best strategy is never taken across interpreters
+            groups.setdefault((r["machine"], r["backend"], r["device"], r["precision"], r.get("interpreter") or ""),
+                              []).append(r)
+        order = sorted(groups, key=lambda g: (PRECISION_ORDER.get(g[3], 9), BACKEND_ORDER.get(g[1], 5), g[1], g[0],
+                                              g[4]))
         rows, missing = [], []
         for g in order:
             cells = groups[g]
@@ -177,7 +180,7 @@ def build_compact(summary: pl.DataFrame) -> list[TableData]:
             if top is None and analysis.ceiling_missing(cells):
                 missing.append(f"{g[1]} {g[2]} {analysis.ceiling_missing(cells).replace('_', ' ')}")
             failed = sum(r["status"] in FAILED for r in cells)
-            name = (f"{g[0]}: " if machines > 1 else "") + f"{g[1]} {g[2]}"
+            name = (f"{g[0]}: " if machines > 1 else "") + f"{g[1]} {g[2]}" + (f" · {g[4]}" if g[4] else "")
             rows.append([name, fmt.precision_label(g[3]),
                          fmt.short(seq["ops_per_s"]) if seq else fmt.MISSING,
                          f"{fmt.short(best['ops_per_s'])} {fmt.mode_label(best['mode'], best['threads'], best['k'])}"
