@@ -226,8 +226,9 @@ def figure(summary, title: str = ""):
             style_handles.append(mpl.Line2D([], [], color="0.3", marker=mark, linestyle="none"))
             style_labels.append(label)
     if len(cols) > 1:   # room for the two legends side by side below the panels
-        fig.legend(colour_handles, series, loc="outside lower left", ncols=min(4, len(series)), fontsize="small",
-                   frameon=False)
+        # two panels leave room for one column of colours beside the styles; more, for a row of them
+        fig.legend(colour_handles, series, loc="outside lower left", ncols=min(4, len(series)) if len(cols) > 2 else 1,
+                   fontsize="small", frameon=False)
         fig.legend(style_handles, style_labels, loc="outside lower right", ncols=2, fontsize="small", frameon=False)
     else:               # one panel wide: side by side they overlap, so one legend, colours first
         fig.legend(colour_handles + style_handles, series + style_labels, loc="outside lower center", ncols=2,
