@@ -17,7 +17,7 @@ from typing import Optional
 import typer
 
 from compare import exits, options
-from compare.cells import LOAD_GENERATORS, MODES, THREADBENCH, Cell
+from compare.cells import AUTO, LOAD_GENERATORS, MODES, Cell
 from compare.options import BadInput
 from compare.render import outputs
 from compare.results import ResultsError
@@ -171,10 +171,11 @@ def cmd_compare(
     latency_bound_ms: Optional[float] = typer.Option(None, "--latency-bound-ms",
                                                      help="server modes: p99 latency bound (default: 10x the "
                                                           "workload's single-request p50, at least 2 ms)."),
-    load_generator: str = typer.Option(THREADBENCH, "--load-generator",
-                                       help="server modes: who issues the queries and judges each rate: "
-                                            "threadbench (its own dispatcher) or loadgen (MLPerf LoadGen's Server "
-                                            "scenario; pip install 'threadbench[loadgen]')."),
+    load_generator: str = typer.Option(AUTO, "--load-generator",
+                                       help="server modes: who issues the queries and judges each rate: loadgen "
+                                            "(MLPerf LoadGen's Server scenario; pip install 'threadbench[loadgen]'), "
+                                            "threadbench (its own dispatcher) or auto: loadgen under each "
+                                            "interpreter that has it, else threadbench."),
     intra_op_threads: Optional[int] = typer.Option(None, "--intra-op-threads",
                                                    help="Math-library threads per process (torch.set_num_threads; "
                                                         "numpy via threadpoolctl); default: each framework's own."),
@@ -252,7 +253,7 @@ def cmd_compare(
                    ("--mem-limit-mb", mem_limit_mb), ("--intra-op-threads", intra_op_threads)):
         options.positive(opt, v)
     options.server_modes(mode_list, latency_bound_ms, STRATEGIES)
-    generator = options.load_generator(load_generator, mode_list, LOAD_GENERATORS, THREADBENCH)
+    generator = options.load_generator(load_generator, mode_list, LOAD_GENERATORS, AUTO)
     if warmup < 0 or max_batch < 0 or max_wait_ms < 0:
         raise BadInput("--warmup, --max-batch and --max-wait-ms must not be negative")
     template = Cell(backend="", device="", dtype="", workload="", mode="", duration=duration, trials=trials,

@@ -52,7 +52,8 @@ def threadbench_search(backend: str, workload: str, strategy: str, a, out: Path)
     confirmed, steps, seconds) among those that found a valid rate, and every one's peak."""
     cmd = [sys.executable, str(ROOT / "cli.py"), "compare", "-b", backend, "-w", workload, "-m", f"server-{strategy}",
            "-t", str(a.threads), "--latency-bound-ms", str(a.latency_bound_ms), "--no-peak-probe", "-q",
-           "--repeats", str(a.repeat_search), "-d", a.device, "-o", str(out), "--overwrite"]
+           "--repeats", str(a.repeat_search), "-d", a.device, "-o", str(out), "--overwrite",
+           "--load-generator", a.load_generator]
     if a.intra_op_threads:
         cmd += ["--intra-op-threads", str(a.intra_op_threads)]
     began = time.perf_counter()
@@ -73,7 +74,8 @@ def threadbench_search(backend: str, workload: str, strategy: str, a, out: Path)
                                                               r["verdict"][:60]) for r in rows]})
     first = next((x for x in searches if x["P"] is not None), searches[0])  # a search that found a peak, if any
     return first | {"peaks": [x["P"] for x in searches], "confirmed_all": [x["confirmed"] for x in searches],
-                           "searches": searches, "seconds": round(took, 1), "device": every[0]["device"]}
+                           "searches": searches, "seconds": round(took, 1), "device": every[0]["device"],
+                           "generator": every[0]["load_generator"] or "threadbench"}
 
 
 class Model:
@@ -174,6 +176,9 @@ def main() -> int:
     ap.add_argument("--json", type=Path, help="write every row here too")
     ap.add_argument("--loadgen-peak", action="store_true", help="also bisect LoadGen's own boundary near P")
     ap.add_argument("--repeat-search", type=int, default=1, help="threadbench searches per cell (fresh processes)")
+    ap.add_argument("-g", "--load-generator", default="auto",
+                    help="what drives threadbench's search (compare's --load-generator): auto (LoadGen where it "
+                         "imports, compare's default), loadgen, or threadbench (its own dispatcher)")
     a = ap.parse_args()
     rows = []
     print(f"| backend | workload | strategy | threadbench P | F (first failing above) | bracket | LoadGen at P "
@@ -194,7 +199,7 @@ def main() -> int:
             lo, hi = r["LoadGen boundary"]
             within = [p is not None and abs(p / lo - 1) <= NEAR - 1 for p in r["peaks"]]
             print(f"\n{r['backend']} {r['workload']} {r['strategy']}: LoadGen's boundary [{lo:,.0f}, {hi:,.0f}) "
-                  f"(its steps: {r['LoadGen steps']}); threadbench's peaks: "
+                  f"(its steps: {r['LoadGen steps']}); threadbench's peaks ({r['generator']} driving): "
                   + ", ".join(f"{p:,.0f}" if p else "none" for p in r["peaks"])
                   + f"; within 10% of {lo:,.0f}: {sum(within)} of {len(within)}")
     agreed = sum(bool(r.get("agree")) for r in rows)

@@ -98,6 +98,9 @@ LOAD_GENERATORS: dict[str, str] = {
     "loadgen": "MLPerf LoadGen's Server scenario, its own verdict per rate (compare.measure.mlperf; the loadgen extra)",
 }
 THREADBENCH, LOADGEN = LOAD_GENERATORS
+AUTO = "auto"   # --load-generator's default: LoadGen for the cells of an interpreter that has it, else threadbench's
+#                 own (issue 20's cross-check: on a 2-core machine the own dispatcher's cheaper per-query path left the
+#                 model more CPU, and its peaks sat 24-60% above LoadGen's boundary for the same model and strategy)
 
 WINDOW_CAP_DURATIONS = 4  # default cap on a timed window: 4 x --duration (Cell.window_cap), so a cell costs at
 #                           most 4x its asked time before it is called too slow (raise --duration to measure it)

@@ -218,11 +218,12 @@ def runnable_modes(modes, strategies: dict) -> list[str]:
 LOADGEN_MODULE = "mlperf_loadgen"   # what the mlcommons-loadgen package installs
 
 
-def load_generator(value: str, modes: list[str], generators: dict, default: str) -> str:
-    """--load-generator: one of `generators` (compare.cells.LOAD_GENERATORS); another than `default` only
-    with a server mode; LoadGen only where its package is installed (the loadgen extra)."""
-    name = one_name("--load-generator", value, list(generators), "load generator")
-    if name != default and not any(m.startswith("server-") for m in modes):
+def load_generator(value: str, modes: list[str], generators: dict, auto: str) -> str:
+    """--load-generator: `auto` (each server cell's interpreter decides: compare.measure.plan) or one of
+    `generators` (compare.cells.LOAD_GENERATORS), named only with a server mode; LoadGen only where its
+    package is installed (the loadgen extra)."""
+    name = one_name("--load-generator", value, [auto, *generators], "load generator")
+    if name != auto and not any(m.startswith("server-") for m in modes):
         raise BadInput(f"--load-generator: {name} drives the server modes only (add e.g. --modes server-threads)")
     if name == "loadgen" and importlib.util.find_spec(LOADGEN_MODULE) is None:
         raise BadInput("--load-generator: loadgen needs MLPerf LoadGen, which is not installed here: pip install "

@@ -10,12 +10,14 @@ from __future__ import annotations
 import importlib.util
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 
 from compare import options
 from compare import results as R
-from compare.cells import LOADGEN
+from compare.cells import AUTO, LOADGEN, THREADBENCH, Cell
+from compare.measure import interpreters, plan
 from compare.measure import mlperf
 from compare.measure.clocks import process_clock
 from compare.measure.server import STRATEGIES
@@ -44,6 +46,34 @@ def test_loadgen_without_its_package_is_one_line_naming_the_extra(threadbench, t
     err = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(err) == 1, proc.stderr
     assert "MLPerf LoadGen, which is not installed here" in err[0] and "threadbench[loadgen]" in err[0]
+
+
+def _plan(generator: str, has_loadgen: bool, monkeypatch) -> tuple[list[Cell], list]:
+    me = interpreters.default()
+    monkeypatch.setattr(interpreters, "default", lambda: replace(me, loadgen=has_loadgen))
+    s = plan.Settings(backends=("numpy",), workloads=("mlp",), modes=("threads", "server-threads"), threads=(2,),
+                      dtypes=("float32",), device="cpu", peak_probe=False,
+                      template=Cell(backend="", device="", dtype="", workload="", mode="", load_generator=generator))
+    return plan.plan(s)
+
+
+@pytest.mark.parametrize("has_loadgen, server_generator", [(True, LOADGEN), (False, THREADBENCH)])
+def test_auto_is_loadgen_where_it_imports_and_the_own_dispatcher_elsewhere(monkeypatch, has_loadgen,
+                                                                           server_generator):
+    cells, unavailable = _plan(AUTO, has_loadgen, monkeypatch)
+    by_mode = {c.mode: c.load_generator for c in cells}
+    assert by_mode == {"threads": THREADBENCH, "server-threads": server_generator} and not unavailable
+
+
+def test_a_named_loadgen_under_an_interpreter_without_it_is_unavailable_with_why(monkeypatch):
+    cells, unavailable = _plan(LOADGEN, False, monkeypatch)
+    assert [c.mode for c in cells] == ["threads"]
+    assert [(c.mode, c.load_generator) for c, _ in unavailable] == [("server-threads", LOADGEN)]
+    assert "MLPerf LoadGen does not import under" in unavailable[0][1]
+
+
+def test_the_interpreter_probe_says_whether_loadgen_imports():
+    assert interpreters.this_interpreter()["loadgen"] == (importlib.util.find_spec(mlperf.MODULE) is not None)
 
 
 # -- the SUT and the summary, without LoadGen -----------------------------------------------------------

@@ -1,5 +1,5 @@
 """The Python interpreters a sweep's cells run under (`compare --python PATH[,PATH]`): what each one is
-(version, implementation, a free-threaded build or not) and what each has of every backend, asked once per
+(version, implementation, a free-threaded build or not, whether MLPerf LoadGen imports there) and what each has of every backend, asked once per
 interpreter and backend in a subprocess of that interpreter (it imports the backend's framework there, so a
 framework missing under it is an unavailable cell with the reason, as a missing device is).
 
@@ -9,6 +9,7 @@ still off after its framework was imported). Standard library only on that side:
 that have nothing else (backends' registry imports no framework). Not here: measuring, or deciding which cells to plan (compare.measure.plan)."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import platform
@@ -23,7 +24,7 @@ from pathlib import Path
 import backends
 
 from ..cells import DEFAULT_PYTHON, GIL_SETTINGS
-from ..options import BadInput
+from ..options import LOADGEN_MODULE, BadInput
 
 ROOT = Path(__file__).resolve().parents[2]
 PROBE_TIMEOUT_S = 300.0   # an interpreter's import of a framework on a busy 2-core box (torch: tens of seconds)
@@ -65,7 +66,8 @@ def this_interpreter() -> dict:
     """What the interpreter running this is: executable, version, implementation, free-threaded build."""
     return {"executable": sys.executable, "version": platform.python_version(),
             "implementation": platform.python_implementation(),
-            "free_threaded": bool(sysconfig.get_config_var("Py_GIL_DISABLED")), "gil_enabled": gil_enabled()}
+            "free_threaded": bool(sysconfig.get_config_var("Py_GIL_DISABLED")), "gil_enabled": gil_enabled(),
+            "loadgen": importlib.util.find_spec(LOADGEN_MODULE) is not None}
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ class Interpreter:
     version: str
     implementation: str
     free_threaded: bool
+    loadgen: bool = False   # MLPerf LoadGen imports here (the loadgen extra: no free-threaded build has it)
 
     @property
     def label(self) -> str:
@@ -91,7 +94,7 @@ class Interpreter:
 
 def default() -> Interpreter:
     me = this_interpreter()
-    return Interpreter("", me["version"], me["implementation"], me["free_threaded"])
+    return Interpreter("", me["version"], me["implementation"], me["free_threaded"], me["loadgen"])
 
 
 def _run(path: str, args: list[str], gil: str = "") -> dict:
@@ -117,7 +120,8 @@ def probe(path: str) -> Interpreter:
         me = _run(path, [])
     except (OSError, RuntimeError, subprocess.TimeoutExpired, json.JSONDecodeError) as e:
         raise BadInput(f"--python: {path} cannot run threadbench's worker ({e})") from None
-    return Interpreter(os.path.abspath(path), me["version"], me["implementation"], me["free_threaded"])
+    return Interpreter(os.path.abspath(path), me["version"], me["implementation"], me["free_threaded"],
+                       me.get("loadgen", False))
 
 
 def backend_status(interpreter: Interpreter, backend: str, devices: tuple[str, ...]) -> dict[str, str | None]:

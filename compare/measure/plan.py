@@ -22,7 +22,7 @@ from typing import Any
 import backends
 import workloads
 
-from ..cells import GIL_SETTINGS, MODES, Cell
+from ..cells import AUTO, GIL_SETTINGS, LOADGEN, MODES, THREADBENCH, Cell
 from ..options import BadInput
 from . import interpreters
 from .interpreters import Interpreter
@@ -184,12 +184,27 @@ def _plan_cells(s: Settings) -> tuple[list[Cell], list[tuple[Cell, str]]]:
                     if (python.path, name) not in statuses:
                         statuses[python.path, name] = interpreters.backend_status(python, name, backend.devices)
                     status = statuses[python.path, name]
+                generator, no_loadgen = load_generator_for(base.load_generator, python)
                 for gil in python.gil_settings():
-                    own = replace(base, python=python.path, python_label=python.label, gil=gil)
+                    own = replace(base, python=python.path, python_label=python.label, gil=gil,
+                                  load_generator=generator)
                     got = _backend_cells(s, own, backend, name, dtype, status)
+                    if no_loadgen:   # a server cell LoadGen cannot drive here is unavailable, with why
+                        unavailable += [(c, no_loadgen) for c in got[0] if c.mode.startswith("server-")]
+                        got = ([c for c in got[0] if not c.mode.startswith("server-")], got[1])
                     cells += got[0]
                     unavailable += got[1]
     return cells, unavailable
+
+
+def load_generator_for(wanted: str, python: Interpreter) -> tuple[str, str]:
+    """The load generator of the server cells under `python`, and why they cannot run ("" when they can):
+    auto is LoadGen where it imports, else threadbench's own; a named one is taken as named."""
+    if wanted == AUTO:
+        return (LOADGEN if python.loadgen else THREADBENCH), ""
+    if wanted == LOADGEN and not python.loadgen:
+        return wanted, f"MLPerf LoadGen does not import under {python.name()} (no free-threaded build has it)"
+    return wanted, ""
 
 
 def _backend_cells(s: Settings, base: Cell, backend: backends.Backend, name: str, dtype: str,
@@ -207,7 +222,8 @@ def _backend_cells(s: Settings, base: Cell, backend: backends.Backend, name: str
             continue
         if s.peak_probe and dtype in backend.dtypes and first_interpreter:  # the machine's peak: measured once
             n = PROBE_N.get(device, PROBE_N_ACCEL)
-            probe = replace(template, workload="matmul", mode="sequential", knobs=(("batch", n), ("n", n)))
+            probe = replace(template, workload="matmul", mode="sequential", knobs=(("batch", n), ("n", n)),
+                            load_generator=THREADBENCH)
             cells.append(probe)
             if device == "cpu" and (os.cpu_count() or 1) > 1:  # a CPU's peak needs every core busy
                 cells.append(replace(probe, mode="threads", threads=os.cpu_count()))
@@ -229,7 +245,9 @@ def precisions_for(backend: backends.Backend, dtype: str, wanted: tuple[str, ...
 
 def _cells_for(t: Cell, s: Settings) -> list[Cell]:
     out = []
-    for mode in s.modes:
+    server = t
+    for mode in s.modes:   # who issues the queries means nothing to a closed loop: one identity for its cells
+        t = server if mode.startswith("server-") else replace(server, load_generator=THREADBENCH)
         axis = MODES[mode].axis
         if axis == "k":   # k outer: a too-slow k skips the bigger k at every thread count, not the smaller
             threads = ceiling_threads(s.threads) if MODES[mode].ceiling else [1]
