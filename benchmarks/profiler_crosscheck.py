@@ -22,7 +22,9 @@ holds device idle time and, on a shared stream, other threads' kernels, so it is
 and the device's busy share (NVML's for the cell against the union of the kernels' intervals over the
 profiled span), each judged within MARGIN; and, as information, the framework's CPU op time (the profiler's
 aten ops directly inside tb.call) as a share of the call (the rest is Python between ops, and the
-profiler's own recording). Always exits 0 (a report, not a test). Needs torch; CUDA for the device lines."""
+profiler's own recording), and which threads of the process burned its CPU while the cell was measured
+(by thread name, from /proc: the split's "off-thread" verdict says the process keeps cores busy beyond its
+measuring threads, not which). Always exits 0 (a report, not a test). Needs torch; CUDA for the device lines."""
 from __future__ import annotations
 
 import argparse
@@ -139,6 +141,31 @@ def profiler_figures(prof, n_requests: int) -> dict:
                      if intervals else None)}
 
 
+def thread_cpu() -> dict[tuple[int, str], float]:
+    """CPU seconds (user + system) of every thread of this process so far, by (native id, name): a Python
+    thread's own name, else the OS's (/proc/self/task/*/stat, Linux; {} elsewhere)."""
+    tick, out = os.sysconf("SC_CLK_TCK"), {}
+    python = {t.native_id: t.name for t in threading.enumerate()}
+    for task in Path("/proc/self/task").glob("*"):
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:   # the thread ended meanwhile
+            continue
+        utime, stime = (int(v) for v in stat[stat.rindex(")") + 2:].split()[11:13])
+        tid = int(task.name)
+        out[tid, python.get(tid, stat[stat.index("(") + 1:stat.rindex(")")])] = (utime + stime) / tick
+    return out
+
+
+def busiest_threads(before: dict, after: dict, seconds: float, top: int = 5) -> str:
+    """The cores of the threads alive at both reads over `seconds` (the cell's measuring threads have ended by
+    the second): how many kept >= 0.05 cores busy, their sum, the top few."""
+    cores = sorted(((v - before.get(k, 0.0)) / seconds, k[1]) for k, v in after.items())[::-1]
+    busy = [(c, name) for c, name in cores if c >= 0.05]
+    return (f"{len(busy)} of {len(after)} threads >= 0.05 cores, {sum(c for c, _ in busy):.2f} cores together; "
+            + ", ".join(f"{name} {c:.2f}" for c, name in busy[:top]))
+
+
 def agree(a: float | None, b: float | None) -> str:
     if a is None or b is None or not b:
         return "—"
@@ -177,13 +204,19 @@ def main() -> int:
             cell = Cell(backend="torch", device=args.device, dtype=args.dtype, workload=args.workload,
                         mode="threads", threads=n, knobs=knobs, duration=args.duration, trials=3, warmup=3,
                         verify_ops=1, intra_op_threads=1 if args.device == "cpu" else None)
+            before, t0, c0 = thread_cpu(), time.perf_counter(), time.process_time()
             rec, h = measure_cell(backend, cell, Path(tmp))
+            took = time.perf_counter() - t0
+            by_thread = busiest_threads(before, thread_cpu(), took)
+            process_cores = (time.process_time() - c0) / took
             readings, prof, span = profiled_run(torch, h, n, args.requests)
             p = profiler_figures(prof, len(readings))
             mean = lambda key: statistics.fmean(r[key] for r in readings) * 1e6  # noqa: E731
             device = [r["device"] for r in readings if r["device"] is not None]
             print(f"threads x{n}: the cell {rec['ops_per_s']:,.0f} requests/s, verdict {rec.get('wall_ms') and why_of(rec)};"
                   f" profiled: {len(readings)} requests in {span:.2f} s")
+            print(f"  the process over the cell ({took:.1f} s: build, warm-up, windows): {process_cores:.2f} cores; of the"
+                  f" threads alive before and after it (the framework's own, samplers): {by_thread}")
             print(f"  the cell (unprofiled), per request: call {rec['call_ms'] * 1e3:,.1f} us, synchronise "
                   f"{rec['sync_ms'] * 1e3:,.1f} us, thread CPU {rec['cpu_ms'] * 1e3:,.1f} us"
                   + (f", device (events) {rec['device_ms'] * 1e3:,.1f} us" if rec.get("device_ms") else "")
