@@ -120,8 +120,9 @@ run_part() {   # PART OUT_FILE SECONDS: one part, its exit code returned
   return "$rc"
 }
 
-elapsed() {   # seconds since $1 (an EPOCHREALTIME), one decimal
-  awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'
+now() { date +%s.%N; }
+elapsed() {   # seconds since $1 (a `now`), one decimal
+  awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'
 }
 
 case "${1:?run OUTDIR PART [PART ...], PART OUT_FILE, or estimate}" in
@@ -133,7 +134,7 @@ case "${1:?run OUTDIR PART [PART ...], PART OUT_FILE, or estimate}" in
     shift 2
     [ "$#" -gt 0 ] || { echo "run OUTDIR PART [PART ...]: name at least one PART" >&2; exit 2; }
     for part in "$@"; do part_file "$part" >/dev/null || bad_part "$part"; done
-    call_start=$EPOCHREALTIME
+    call_start=$(now)
     summary=""
     for part in "$@"; do
       left=$(awk -v s="$call_seconds" -v e="$(elapsed "$call_start")" 'BEGIN { printf "%d", s - e }')
@@ -143,11 +144,11 @@ case "${1:?run OUTDIR PART [PART ...], PART OUT_FILE, or estimate}" in
         summary+=" $part not started;"
         continue
       fi
-      start=$EPOCHREALTIME
+      start=$(now)
       run_part "$part" "$outdir/$(part_file "$part")" "$seconds"
-      rc=$?
-      echo "part $part: $(elapsed "$start") s wall, exit code $rc, $outdir/$(part_file "$part")"
-      summary+=" $part $(elapsed "$start") s (exit $rc);"
+      rc=$? took=$(elapsed "$start")
+      echo "part $part: $took s wall, exit code $rc, $outdir/$(part_file "$part")"
+      summary+=" $part $took s (exit $rc);"
     done
     echo "parts $*: $(elapsed "$call_start") s in all;$summary cache $cache"
     ;;
