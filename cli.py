@@ -188,6 +188,10 @@ def cmd_compare(
                                        "git-ignored; `publish` reads only results/runs/). An existing file is refused "
                                        "unless --overwrite."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Let --out replace an existing file."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", show_default=False,
+                                             help="Folder of the float64 references that outputs are checked "
+                                                  "against, kept for later runs that name it (shards of one sweep "
+                                                  "compute each once). Default: a temporary folder per run."),
     peak_probe: bool = typer.Option(True, "--peak-probe/--no-peak-probe",
                                     help="Measure each backend's matmul peak (and an accelerator's launch rate) "
                                          "first. Leave it out of a run that `publish` shows beside another run of "
@@ -263,6 +267,7 @@ def cmd_compare(
                     intra_op_threads=intra_op_threads)
     settings = replace(settings, template=template, fp32_precisions=precisions)
     limits = Limits(cell_timeout=cell_timeout, mem_limit_mb=mem_limit_mb)
+    cache = options.cache_dir(cache_dir)
     argv = ["threadbench", *sys.argv[1:]]
     if resume is not None:
         flag = lambda p: f"--{p.replace('_', '-').rstrip('-')}"  # noqa: E731 - backends_ -> --backends
@@ -273,17 +278,17 @@ def cmd_compare(
             raise BadInput(f"--out: {out} exists; give another name or add --overwrite to replace it "
                              f"(without --out, --resume writes back to {resume})")
         from compare.resume import resume_sweep
-        raise typer.Exit(resume_sweep(resume, out, limits, quiet, argv, json_out=json_))
+        raise typer.Exit(resume_sweep(resume, out, limits, quiet, argv, json_out=json_, cache=cache))
     if machine is not None and not machine.strip():
         raise BadInput("--machine: give a name, e.g. --machine 'H100 80GB'")
     from compare.session import run_sweep
     raise typer.Exit(run_sweep(settings, out=out, quiet=quiet, argv=argv, limits=limits, json_out=json_,
                                machine=machine.strip() if machine else None, overwrite=overwrite,
-                               shard=shard_of, budget_min=budget, costs=costs))
+                               shard=shard_of, budget_min=budget, costs=costs, cache=cache))
 
 
 MAX_REPEATS = 100  # fresh processes per cell; beyond this a sweep would take days, surely a typo
-RESUME_OPTIONS = {"resume", "out", "overwrite", "quiet", "cell_timeout", "mem_limit_mb", "json_"}
+RESUME_OPTIONS = {"resume", "out", "overwrite", "quiet", "cell_timeout", "mem_limit_mb", "json_", "cache_dir"}
 
 
 def backend_option_pairs(texts: list[str], selected: tuple[str, ...]) -> tuple:

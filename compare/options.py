@@ -168,6 +168,23 @@ def writable_out(path: Path, option: str = "--out") -> None:
         raise BadInput(f"{option}: cannot write in {folder}: {e.strerror or e}") from None
 
 
+def cache_dir(path: Path | None, option: str = "--cache-dir") -> Path | None:
+    """The folder of float64 references a sweep shares with later ones: it exists (or can be made) and
+    accepts a new file. None: a temporary folder per sweep."""
+    if path is None:
+        return None
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise BadInput(f"{option}: {path} is a file; give a folder, e.g. {option} /tmp/threadbench-cache")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".threadbench-probe-"):
+            pass
+    except OSError as e:
+        raise BadInput(f"{option}: cannot write in {path}: {e.strerror or e}") from None
+    return path
+
+
 def no_matrix_with_resume(given: list[str], allowed: list[str]) -> None:
     """--resume takes its cells from the file; options that would change them are refused, not ignored."""
     if given:

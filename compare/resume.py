@@ -47,7 +47,7 @@ def cells_to_rerun(run: dict, path: Path = Path("results file")) -> list[Cell]:
 
 
 def resume_sweep(file: Path, out: Path | None, limits: Limits, quiet: bool, argv: list[str],
-                 json_out: bool = False) -> int:
+                 json_out: bool = False, cache: Path | None = None) -> int:
     try:
         run = results.load(file)
     except results.ResultsError as e:
@@ -66,4 +66,4 @@ def resume_sweep(file: Path, out: Path | None, limits: Limits, quiet: bool, argv
     what = "cell processes" if any(c.get("repeat") for c in run["plan"]) else "cells"  # with --repeats
     Console(stderr=True).print(f"resuming {file}: {len(todo)} of {len(run['plan'])} planned {what} to run",
                                highlight=False, soft_wrap=True)
-    return execute(run, path, todo, limits, quiet, json_out)
+    return execute(run, path, todo, limits, quiet, json_out, cache=cache)

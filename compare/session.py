@@ -33,7 +33,8 @@ from .stats import median_ci, process_medians, stopping_rule
 def run_sweep(settings: Settings, out: Path | None, quiet: bool, argv: list[str],
               limits: Limits | None = None, json_out: bool = False, machine: str | None = None,
               overwrite: bool = False, shard: tuple[int, int] | None = None, budget_min: float | None = None,
-              costs: Path | None = None) -> int:
+              costs: Path | None = None, cache: Path | None = None) -> int:
+    """`cache`: the folder of float64 references (compare --cache-dir); None: a temporary one."""
     run = results.new_run(argv, host_environment(), {k: v for k, v in asdict(settings).items() if k != "template"}
                     | {"cell": settings.template.to_dict() if settings.template else None})
     if machine:
@@ -54,7 +55,7 @@ def run_sweep(settings: Settings, out: Path | None, quiet: bool, argv: list[str]
     run["plan"] = [c.to_dict() for c in cells]  # what was asked, so --resume knows what is missing
     for cell, why in unavailable:
         results.add_result(run, CellResult(cell=cell, status=UNAVAILABLE, cause=why))
-    return execute(run, path, cells, limits or Limits(), quiet, json_out, plans=plans, later=later)
+    return execute(run, path, cells, limits or Limits(), quiet, json_out, plans=plans, later=later, cache=cache)
 
 
 def fit_budget(run: dict, cells: list[Cell], plans: list[WorkerPlan], minutes: float, costs: Path | None):
@@ -108,13 +109,14 @@ def cut(run: dict, cells: list[Cell], shard: tuple[int, int], alone: bool) -> tu
 
 
 def execute(run: dict, path: Path, cells: list, limits: Limits, quiet: bool, json_out: bool = False,
-            plans: list[WorkerPlan] | None = None, later: list[WorkerPlan] = ()) -> int:
+            plans: list[WorkerPlan] | None = None, later: list[WorkerPlan] = (), cache: Path | None = None) -> int:
     """Run the cell processes `cells` (a cell's --repeats processes, round by round) into `run`, in worker
     processes that each measure a process group's share of a round (compare.measure.plan.worker_plans),
     saving `path` after each cell and when a worker starts or ends; used by a new sweep and by --resume.
     The file records every worker process (run["processes"]) and where the time went (run["time_split"]).
     `plans`: the worker processes already cut (a shard's), instead of cutting `cells` here; `later`: --budget's
-    later rounds, of which those that fit in what the first round leaves run (compare.measure.budget)."""
+    later rounds, of which those that fit in what the first round leaves run (compare.measure.budget);
+    `cache`: the folder of float64 references every worker shares (None: a temporary one for this run)."""
     console = Console(stderr=True)
     started = time.monotonic()
     progress = _progress(console, quiet or not console.is_terminal)
@@ -124,7 +126,7 @@ def execute(run: dict, path: Path, cells: list, limits: Limits, quiet: bool, jso
     if plans is None:
         plans = worker_plans(cells, seed, alone=bool(run["settings"].get("process_per_cell")))
     place = {(Cell.from_dict(c).key(), c.get("repeat") or 0): i for i, c in enumerate(run.get("plan", []))}
-    sweep = Sweep(plans, limits, first=len(earlier) + 1)
+    sweep = Sweep(plans, limits, first=len(earlier) + 1, cache=cache)
     rule = stopping_rule(run)
 
     def save() -> None:

@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 import synthetic_runs as S
@@ -396,3 +397,87 @@ def test_a_sweep_of_two_rounds_runs_a_worker_per_round_and_says_what_its_interva
     assert "intervals: the median over 2 fresh processes per cell and its distribution-free interval at 50.0% " \
            "(ci_scope processes)" in out.stderr
     assert "time: " in out.stderr and "in 2 worker processes: measuring" in out.stderr
+
+
+# -- the reference cache a sweep's workers share, and later sweeps too (compare --cache-dir) ----------------
+def test_a_named_cache_gives_a_later_process_every_reference_untouched_and_recomputes_a_file_it_cannot_trust(
+        tmp_path, monkeypatch):
+    computed = []   # references computed (and written): the numpy backend's own forward is the reference too
+    real = build.atomic_write
+    monkeypatch.setattr(build, "atomic_write", lambda path, **kw: computed.append(path) or real(path, **kw))
+    cell = numpy_cell(mode="threads", threads=2)
+
+    def run_once() -> dict:   # a fresh Held: what a later worker process, or a later invocation, starts with
+        events_path = tmp_path / f"events-{len(list(tmp_path.glob('events-*')))}.jsonl"
+        worker.run_cell(cell, worker.Events(str(events_path), cell=0), tmp_path / "refs")
+        events = [json.loads(line) for line in events_path.read_text().splitlines()]
+        assert [e["status"] for e in events if e["event"] == "status"] == [OK], events[-1]
+        return next(e for e in events if e["event"] == "times")
+
+    run_once()
+    files = sorted((tmp_path / "refs").glob("mlp-*.npy"))
+    assert len(files) == 2 and len(computed) == 2   # one per client's request, each computed once
+    stamps = {f: f.stat().st_mtime_ns for f in files}
+    run_once()
+    assert len(computed) == 2 and {f: f.stat().st_mtime_ns for f in files} == stamps, "recomputed or rewritten"
+    files[0].write_bytes(files[0].read_bytes()[:100])   # cut short, as by a crash of a writer with no rename
+    files[1].write_bytes(b"not a numpy file")
+    assert run_once()["refs_s"] > 0 and len(computed) == 4
+    assert all(np.load(f).dtype == np.float64 for f in files) and not list((tmp_path / "refs").glob(".*.tmp"))
+
+
+def test_a_cached_references_name_covers_what_it_depends_on_its_size_seed_input_and_code(tmp_path):
+    spec = build.workloads.make("mlp")
+    path = build.reference_path(spec, 0, 1, tmp_path)
+    assert path == build.reference_path(build.workloads.make("mlp"), 0, 1, tmp_path)
+    others = [build.reference_path(spec.with_batch(spec.batch + 1), 0, 1, tmp_path),
+              build.reference_path(spec, 1, 1, tmp_path), build.reference_path(spec, 0, 2, tmp_path),
+              build.reference_path(build.workloads.make("block"), 0, 1, tmp_path),
+              build.reference_path(OtherMlp(), 0, 1, tmp_path)]   # the same name and knobs, other code
+    assert len({path, *others}) == 6
+
+
+class OtherMlp(type(build.workloads.make("mlp"))):   # a subclass here: its code is this file's as well
+    pass
+
+
+def test_processes_computing_one_reference_at_once_each_get_it_whole_and_one_file_remains(tmp_path):
+    spec = build.workloads.make("mlp")
+    params = spec.init_weights(0)
+    got: list = []
+    threads = [threading.Thread(target=lambda: got.append(build.reference(spec, params, 3, 0, tmp_path)))
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    expected = spec.reference(params, spec.make_input(3))
+    assert len(got) == 4 and all(np.array_equal(g, expected) for g in got)
+    assert [p.name for p in tmp_path.iterdir()] == [build.reference_path(spec, 0, 3, tmp_path).name]
+
+
+@pytest.mark.parametrize("inside", [False, True], ids=["a file", "a folder in a file"])
+def test_a_cache_dir_that_is_a_file_or_cannot_be_made_is_one_line_and_exit_2(tmp_path, threadbench, inside):
+    (tmp_path / "f").write_text("")
+    folder = tmp_path / "f" / "refs" if inside else tmp_path / "f"
+    out = threadbench("compare", "--backends", "numpy", "--dtype", "float64", "--workloads", "mlp", "--modes",
+                      "sequential", "--threads", "1", "--repeats", "1", "-q", "--cache-dir", str(folder),
+                      "--out", str(tmp_path / "run.json"))
+    assert out.returncode == 2 and not (tmp_path / "run.json").exists()
+    assert out.stderr.count("\n") == 1 and out.stderr.startswith("threadbench: error: --cache-dir: "), out.stderr
+
+
+@pytest.mark.slow
+def test_a_second_compare_with_the_same_cache_dir_reads_the_references_the_first_wrote(tmp_path, threadbench):
+    cache = tmp_path / "refs"
+    args = ("compare", "--backends", "numpy", "--dtype", "float64", "--workloads", "mlp", "--modes", "threads",
+            "--threads", "2", "--trials", "1", "--duration", REAL_SWEEP_DURATION, "--warmup", "1", "--repeats", "1",
+            "--no-peak-probe", "-q", "--cache-dir", str(cache))
+    first = threadbench(*args, "--out", str(tmp_path / "first.json"))
+    assert first.returncode == 0, first.stderr[-2000:]
+    stamps = {f: f.stat().st_mtime_ns for f in cache.glob("mlp-*.npy")}
+    second = threadbench(*args, "--out", str(tmp_path / "second.json"))
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert len(stamps) == 2 and {f: f.stat().st_mtime_ns for f in cache.glob("mlp-*.npy")} == stamps
+    runs = [json.loads((tmp_path / f"{name}.json").read_text()) for name in ("first", "second")]
+    assert [r["status"] for run in runs for r in run["rows"]] == [OK, OK]

@@ -5,6 +5,7 @@ models), and the one memory report every measuring process gives. Framework-free
 only through the Backend. Not here: running a mode, or starting processes (compare.measure.procs)."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import resource
 import sys
@@ -42,15 +43,55 @@ class CellContext:
     facts: dict = field(default_factory=dict)
 
 
+def code_digest(cls: type) -> str:
+    """What a workload's references compute, as code: the source of every module its class and bases come
+    from (workloads.base holds init_weights, make_input and the float64 building blocks), and numpy's
+    version (its Generator draws the weights and inputs; numpy does not promise the same stream across
+    versions). A cache folder that outlives a sweep (compare --cache-dir) holds no reference of other code."""
+    return _code_digest(cls, np.__version__)
+
+
+@functools.cache
+def _code_digest(cls: type, numpy_version: str) -> str:
+    digest = hashlib.sha1(numpy_version.encode())
+    for c in cls.__mro__:
+        module = sys.modules.get(c.__module__)
+        source = getattr(module, "__file__", None)
+        if source:
+            digest.update(Path(source).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def reference_path(spec, seed: int, index: int, cache: Path) -> Path:
+    """Where the reference of request input `index` lives in the cache: its file name hashes everything the
+    reference depends on (the workload and every size knob, the weights' seed, the input's index, the code)."""
+    key = hashlib.sha1(f"{spec.name}|{spec.label()}|{seed}|{index}|{code_digest(type(spec))}".encode())
+    return cache / f"{spec.name}-{key.hexdigest()[:16]}.npy"
+
+
+def _cached(path: Path) -> np.ndarray | None:
+    """The reference stored at `path`; None when there is none, or it cannot be trusted (a file cut short,
+    written by something else, or not float64): it is computed again and replaced."""
+    try:
+        ref = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+    return ref if isinstance(ref, np.ndarray) and ref.dtype == np.float64 else None
+
+
 def reference(spec, params, index: int, seed: int, cache: Path) -> np.ndarray:
-    """float64 reference output for request input `index`, cached on disk across the cells of a sweep."""
-    key = hashlib.sha1(f"{spec.name}|{spec.label()}|{seed}|{index}".encode()).hexdigest()[:16]
-    path = cache / f"{spec.name}-{key}.npy"
-    if path.exists():
-        return np.load(path)
+    """float64 reference output for request input `index`, cached on disk across the cells of a sweep (and
+    across sweeps that name the same --cache-dir). Processes that compute the same one at once each write
+    a whole file under a name of its own and rename it over the target: a reader sees one whole file."""
+    path = reference_path(spec, seed, index, cache)
+    if (ref := _cached(path)) is not None:
+        return ref
     ref = spec.reference(params, spec.make_input(index))
-    with atomic_write(path, binary=True, sync=False) as f:  # a cache of a temporary folder: no fsync
-        np.save(f, ref)
+    try:
+        with atomic_write(path, binary=True, sync=False) as f:  # a cache: a file lost to a crash is recomputed
+            np.save(f, ref)
+    except OSError:  # a full or read-only cache costs the next cell this computation again, not this cell
+        pass
     return ref
 
 

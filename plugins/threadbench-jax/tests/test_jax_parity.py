@@ -35,3 +35,16 @@ def test_importing_the_plugin_does_not_import_jax():
     code = "import sys, threadbench_jax; print('jax' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_describe_says_whether_programs_come_from_a_persistent_compilation_cache(tmp_path):
+    import jax
+    backend = backends.load("jax")
+    before = jax.config.jax_compilation_cache_dir
+    try:
+        jax.config.update("jax_compilation_cache_dir", None)
+        assert backend.describe("cpu")["compilation_cache"] is None
+        jax.config.update("jax_compilation_cache_dir", str(tmp_path))
+        assert backend.describe("cpu")["compilation_cache"] == str(tmp_path)
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)

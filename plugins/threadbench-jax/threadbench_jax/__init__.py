@@ -169,7 +169,16 @@ class JaxBackend(Backend):
                 "math_library": math_library, "intra_op_threads": None, "fp32_precision": precision,
                 "thread_streams": "no stream API: every thread dispatches to the device's one XLA queue"
                 if device != "cpu" else "no streams: XLA:CPU runs each call on its own thread pool",
-                "warnings": warnings, "execution": "one jit-compiled XLA program per forward"}
+                "warnings": warnings, "execution": "one jit-compiled XLA program per forward",
+                "compilation_cache": self.compilation_cache()}
+
+    def compilation_cache(self) -> str | None:
+        """Where JAX's persistent compilation cache is (JAX_COMPILATION_CACHE_DIR), or None when it is off.
+        With it, a program an earlier process compiled (another shard, another round) is loaded from disk,
+        autotuned kernel choices included, instead of compiled again: start-up only, outside every window."""
+        jax = self._jax()
+        folder = jax.config.jax_compilation_cache_dir
+        return folder if folder and jax.config.jax_enable_compilation_cache else None
 
     def peak_device_memory(self, device):
         stats = self._device(device).memory_stats()  # None on cpu
