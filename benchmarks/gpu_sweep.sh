@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
-# The H200 publication (issue 19 item 4) as a shard plan: seven parts, each writing one results file that
+# The H200 publication (issue 19 item 4) as a shard plan: eight parts, each writing one results file that
 # stands alone; `python cli.py publish` (or report/diff/plot on the folder) merges the shards of each sweep
 # and names any that is missing.
 #
 #   benchmarks/gpu_sweep.sh run OUTDIR PART [PART ...]   the parts back to back in one device call, each into
-#                                                        OUTDIR/h200-closed-Iof5.json, h200-processes.json or
-#                                                        h200-server.json, each with its own timeout; a part
+#                                                        OUTDIR/h200-closed-Iof5.json, h200-processes.json,
+#                                                        h200-server-mlp.json or h200-server-transformer.json,
+#                                                        each with its own timeout; a part
 #                                                        that dies or is cut does not stop the next. Prints
 #                                                        each part's wall time, and at the end each part's exit
 #                                                        code (the script, a report, exits 0).
 #   benchmarks/gpu_sweep.sh PART OUT_FILE                one part into OUT_FILE (a lost part, re-run alone)
 #   benchmarks/gpu_sweep.sh estimate                     prints the plan's arithmetic (below) and exits
 #
-#   PART: 1..5 = shard PART/5 of the closed-loop sweep, 6 = the processes sweep, 7 = the server scenario.
+#   PART: 1..5 = shard PART/5 of the closed-loop sweep, 6 = the processes sweep, 7 and 8 = the server
+#   scenario for mlp and for transformer (two calls' worth: ~6 min together).
 #
 # Run from the repository root on the device machine (Python 3.12, torch CUDA, MLX-CUDA, JAX through
 # plugins/threadbench-jax installed there with `pip install --no-deps -e plugins/threadbench-jax`), e.g.
@@ -67,10 +69,10 @@
 # `run OUT 1 2 3`, then `run OUT 4 5`). Part 6, processes x8 for mlp: ~17 s per cell on the H100's scale
 # (x1-x8 averaged 13-14 s torch, 6-8 s MLX per cell; x8 starts eight children, each importing its framework
 # and making a context; JAX's children now load the mlp programs the shards compiled), 3 cells x 5 rounds
-# plus start-ups: ~4.5 min. Part 7, the server: the H200 run of it (results/runs/h200/h200-server.json) was
+# plus start-ups: ~4.5 min. Parts 7 and 8, the server: the H200 run of it (results/runs/h200/h200-server.json) was
 # cut at 264 s with torch's 4 cells done in 130 s and MLX's in 107 s; JAX like torch: ~6 min. Each call
 # adds its own start (interpreter, the planning parent's JAX and CUDA start, host probes), not in wall_s:
-# the `part N: S s` lines below measure it. Total ~20 min; part 7 is the least sure figure.
+# the `part N: S s` lines below measure it. Total ~20 min; parts 7 and 8 are the least sure figures.
 set -u
 cache=${CACHE:-/tmp/threadbench-cache}
 call_seconds=${CALL_SECONDS:-590}
@@ -81,13 +83,14 @@ part_file() {   # the results file a part writes in `run`
   case "$1" in
     [1-5]) echo "h200-closed-$1of5.json" ;;
     6)     echo "h200-processes.json" ;;
-    7)     echo "h200-server.json" ;;
+    7)     echo "h200-server-mlp.json" ;;
+    8)     echo "h200-server-transformer.json" ;;
     *)     return 1 ;;
   esac
 }
 
 bad_part() {
-  echo "PART: 1..5 (closed-loop shards), 6 (processes) or 7 (server), not $1" >&2
+  echo "PART: 1..5 (closed-loop shards), 6 (processes), 7 or 8 (the server: mlp, transformer), not $1" >&2
   exit 2
 }
 
@@ -110,7 +113,8 @@ run_part() {   # PART OUT_FILE SECONDS: one part, its exit code returned
   case "$part" in
     [1-5]) args=(--workloads mlp,transformer --modes sequential,threads,streams,batched,offline --shard "$part/5") ;;
     6)     args=(--workloads mlp --modes processes --threads 8 --no-peak-probe) ;;
-    7)     args=(--workloads mlp,transformer --modes server-threads,server-batched --threads 4 --repeats 1
+    7|8)   args=(--workloads "$([ "$part" = 7 ] && echo mlp || echo transformer)"
+                 --modes server-threads,server-batched --threads 4 --repeats 1
                  --no-peak-probe) ;;
     *)     bad_part "$part" ;;
   esac

@@ -31,11 +31,12 @@ def test_run_measures_each_part_into_its_own_file_with_one_cache_and_a_failed_pa
     out, calls = sweep(tmp_path, "run", str(tmp_path / "out"), "1", "2", "7", CACHE=str(tmp_path / "cache"))
     assert out.returncode == 0, out.stderr   # a report: part 2's failure is said, and part 7 ran after it
     assert [c.split("--out ")[1].split()[0] for c in calls] == [
-        str(tmp_path / "out" / name) for name in ("h200-closed-1of5.json", "h200-closed-2of5.json", "h200-server.json")]
+        str(tmp_path / "out" / name) for name in ("h200-closed-1of5.json", "h200-closed-2of5.json", "h200-server-mlp.json")]
     for call in calls:
         assert f"--cache-dir {tmp_path / 'cache'} " in call
         assert call.endswith(f"JAX_COMPILATION_CACHE_DIR={tmp_path / 'cache' / 'jax'} min_s=0 min_bytes=-1")
     assert "--shard 1/5" in calls[0] and "--shard 2/5" in calls[1] and "server-threads" in calls[2]
+    assert "--workloads mlp " in calls[2]
     lines = out.stdout.splitlines()
     assert [line.split(":")[0] for line in lines if line.startswith("part ")] == ["part 1", "part 2", "part 7"]
     assert "part 2: " in out.stdout and "exit code 1" in next(line for line in lines if line.startswith("part 2:"))
@@ -47,6 +48,12 @@ def test_a_part_with_too_little_of_the_call_left_is_not_started_and_a_bad_part_s
     out, calls = sweep(tmp_path, "run", str(tmp_path / "out"), "3", "4", CALL_SECONDS="61")   # part 3 takes 2 s
     assert len(calls) == 1 and "--shard 3/5" in calls[0]
     assert "part 4: not started" in out.stdout
-    out, calls = sweep(tmp_path, "run", str(tmp_path / "out"), "1", "8")
+    out, calls = sweep(tmp_path, "run", str(tmp_path / "out"), "1", "9")
     assert out.returncode == 2 and calls == [] and out.stderr.strip() == \
-        "PART: 1..5 (closed-loop shards), 6 (processes) or 7 (server), not 8"
+        "PART: 1..5 (closed-loop shards), 6 (processes), 7 or 8 (the server: mlp, transformer), not 9"
+
+
+def test_the_server_is_two_parts_mlp_then_transformer(tmp_path):
+    out, calls = sweep(tmp_path, "run", str(tmp_path / "out"), "8")
+    assert len(calls) == 1 and "--workloads transformer " in calls[0] and "server-batched" in calls[0]
+    assert "h200-server-transformer.json" in calls[0]

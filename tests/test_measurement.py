@@ -195,8 +195,8 @@ def test_batch_never_exceeds_max_batch():
 
 def test_rows_handed_to_the_wrong_client_are_errors():
     rotate = lambda y, sizes: [p.copy() for p in np.roll(np.split(y, np.cumsum(sizes)[:-1]), 1, axis=0)]  # noqa: E731
-    h, _ = fake_harness(4, split=rotate)
-    run_batched(h, 4, duration=0.02, trials=1, warmup=1, verify_ops=5, max_batch=4, max_wait_ms=50)
+    h, _ = fake_harness(4, split=rotate)   # a long wait: batches fill to 4 however slowly the clients come
+    run_batched(h, 4, duration=0.02, trials=1, warmup=1, verify_ops=5, max_batch=4, max_wait_ms=1000)
     assert h.errors > 0 and h.max_err >= 2.0  # another client's rows are off by 2 x (their index - ours)
 
     good, _ = fake_harness(4)
