@@ -141,6 +141,20 @@ def report(goal: str, a_name: str, a: list[float], b_name: str, b: list[float], 
     RESULTS.append((goal, ok, ""))
 
 
+def paired(goal: str, who: str, a_name: str, a: list[float], b_name: str, b: list[float], aside: str = "") -> str:
+    """Report the paired ratios a/b of interleaved rounds against >= 0.97 (PASS: the median's interval lies
+    at or above 0.97, or holds 1.0 with the median at least 0.97); returns the line that describes them."""
+    ratios = [x / y for x, y in zip(a, b)]
+    ratio = statistics.median(ratios)
+    low, high, level = median_ci(ratios)
+    verdict = ("noise: the interval holds 1.0" if low <= 1.0 <= high else
+               f"cost: {who} is slower, the interval lies below 1.0" if high < 1.0 else
+               f"{who} is faster: the interval lies above 1.0{aside}")
+    report(goal, a_name, a, b_name, b, ratio, ">= 0.97", low >= 0.97 or (low <= 1.0 <= high and ratio >= 0.97))
+    return (f"  paired ratios {', '.join(f'{v:.3f}' for v in ratios)}; median {ratio:.3f}, {level:.1%} CI "
+            f"[{low:.3f}, {high:.3f}]: {verdict}")
+
+
 def goal_a(rounds: int, duration: float, cache: Path) -> None:
     print("(a) harness overhead: sequential mode vs a bare loop, torch cpu float32 mlp (default size)")
     tb = backends.load("torch")
@@ -334,7 +348,6 @@ def bare_threads_rate(backend: Backend, model, inputs: list, device: str, n: int
 
 def goal_d(rounds: int, duration: float, cache: Path, counts: list[int], device: str = "cpu",
            dtype: str = "float32") -> None:
-    from compare.stats import median_ci
     print(f"(d) threads xN vs a bare N-thread loop, torch {device} {dtype} mlp, N = {', '.join(map(str, counts))},"
           f" one intra-op thread (torch.set_num_threads(1): no OpenMP pool spinning against other load)")
     tb = backends.load("torch")
@@ -347,16 +360,9 @@ def goal_d(rounds: int, duration: float, cache: Path, counts: list[int], device:
                                                       cell.warmup, h.thread_setup)}
         interleave(1, variants)  # one discarded round
         r = interleave(rounds, variants)
-        ratios = [a / b for a, b in zip(r["harness"], r["bare"])]
-        ratio = statistics.median(ratios)
-        low, high, level = median_ci(ratios)
-        verdict = ("noise: the interval holds 1.0" if low <= 1.0 <= high else
-                   "cost: the harness is slower, the interval lies below 1.0" if high < 1.0 else
-                   "the harness is faster: the interval lies above 1.0 (the bare loop is not its equal)")
-        report(f"d{n}", f"threads x{n} (worker path)", r["harness"], f"bare {n}-thread loop", r["bare"], ratio,
-               ">= 0.97", low >= 0.97 or (low <= 1.0 <= high and ratio >= 0.97))
-        print(f"  paired ratios {', '.join(f'{v:.3f}' for v in ratios)}; median {ratio:.3f}, {level:.1%} CI "
-              f"[{low:.3f}, {high:.3f}]: {verdict}; window {h.measured.window_s:.3g} s (bare loop the same),"
+        text = paired(f"d{n}", "the harness", f"threads x{n} (worker path)", r["harness"], f"bare {n}-thread loop",
+                      r["bare"], " (the bare loop is not its equal)")
+        print(f"{text}; window {h.measured.window_s:.3g} s (bare loop the same),"
               f" warm-up {h.measured.warmup_windows} windows")
         if h.errors:
             print(f"  NOTE: {h.errors} of {h.checked} checked outputs off the reference")
@@ -392,7 +398,6 @@ class Unsplit:
 
 def goal_e(rounds: int, duration: float, cache: Path, counts: list[int], workload: str, device: str = "cpu",
            dtype: str = "float32") -> None:
-    from compare.stats import median_ci
     print(f"(e) the split's cost: threads xN with the split vs the loop before it, torch {device} {dtype} {workload},"
           f" N = {', '.join(map(str, counts))}, one intra-op thread; {split.cpu_read_s() * 1e6:.2f} us a thread-CPU"
           f" read here")
@@ -418,20 +423,13 @@ def goal_e(rounds: int, duration: float, cache: Path, counts: list[int], workloa
         interleave(1, variants)  # one discarded round
         trials = {k: [] for k in trials}
         r = interleave(rounds, variants)
-        ratios = [a / b for a, b in zip(r["split"], r["unsplit"])]
-        ratio = statistics.median(ratios)
-        low, high, level = median_ci(ratios)
-        verdict = ("noise: the interval holds 1.0" if low <= 1.0 <= high else
-                   "cost: the split is slower, the interval lies below 1.0" if high < 1.0 else
-                   "the split is faster: the interval lies above 1.0")
-        report(f"e{n}", f"threads x{n} with the split", r["split"], f"threads x{n}, loop before the split",
-               r["unsplit"], ratio, ">= 0.97", low >= 0.97 or (low <= 1.0 <= high and ratio >= 0.97))
+        text = paired(f"e{n}", "the split", f"threads x{n} with the split", r["split"],
+                      f"threads x{n}, loop before the split", r["unsplit"])
         op_us = statistics.median(t.call_ms + t.sync_ms for t in trials["split"] if t.call_ms is not None) * 1e3
         cost = split.sample_cost(h.timer)   # the CPU reads, and on CUDA the events' marks
         every = split.stride(h.measured.op_s or 0.0, cost, n)   # as Schedule.start: n threads share the GIL
         sampled = cost * 1e6 / every
-        print(f"  paired ratios {', '.join(f'{v:.3f}' for v in ratios)}; median {ratio:.3f}, {level:.1%} CI "
-              f"[{low:.3f}, {high:.3f}]: {verdict}; an op {op_us:.0f} us, one in {every} sampled: bookkeeping"
+        print(f"{text}; an op {op_us:.0f} us, one in {every} sampled: bookkeeping"
               f" {per_op:.2f} + sampled reads {sampled:.2f} us = {(per_op + sampled) / op_us:.2%} of an op")
         # the process's CPU time per request over each window (both variants read it at the boundaries): what
         # other load on the machine moves far less than the wall-clock rate
