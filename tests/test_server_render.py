@@ -257,3 +257,16 @@ def test_plot_writes_the_server_figure_beside_the_scaling_one(tmp_path):
     path = R.save(server_run(), tmp_path / "r.json")
     written = PL.plot_all([path], tmp_path / "s.png")
     assert [p.name for p in written] == ["s.png", "s-server.png"]
+
+
+def test_the_sentence_and_the_table_say_who_issued_the_queries():
+    own = server_run()
+    assert "; queries from threadbench's own dispatcher)" in sentence(own)
+    (peaks, _) = SR.build(P.merge([own]))
+    assert any("threadbench's own dispatcher issued the queries" in n for n in peaks.notes)
+    assert not any("MLPerf LoadGen's Server scenario issued" in n for n in peaks.notes)
+    lg = S.run([replace(r, cell=replace(r.cell, load_generator="loadgen"))
+                for r in [server("torch", "threads", confirmed((400, "valid"), (420, P99_FAIL), (400, 420)))]])
+    assert "; queries from MLPerf LoadGen)" in sentence(lg)
+    (peaks, _) = SR.build(P.merge([lg]))
+    assert not any("threadbench's own dispatcher issued" in n for n in peaks.notes)

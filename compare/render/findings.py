@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..cells import DEFAULT_PYTHON, FAILED, GIL_BACK_ON, MODES, OK, SKIPPED, TOO_SLOW, status_label
+from ..cells import (DEFAULT_PYTHON, FAILED, GIL_BACK_ON, LOADGEN, MODES, OK, SKIPPED, THREADBENCH, TOO_SLOW,
+                     status_label)
 from ..stats import PROBE_WORKLOADS, THROUGHPUT_MODES
 from . import format as fmt
 from .analysis import (COSTLIER, DTYPE_PRECISION, FLAT, MIN_GAIN, OVERLAP, Bend, bends, best_strategy, ceiling,
-                       ceiling_missing, clearly_faster, fastest_first, fill_precision, framework_pairs,
+                       ceiling_missing, clearly_faster, fastest_first, fill_precision, framework_pairs, generator,
                        gil_pairs, more_threads_hurt, over_devices, peaks, precision, precision_switch, sequential,
                        shows_rate, strategy_wins, sustains_more, threads_vs_processes, why)
 from .format import BACKEND_ORDER
@@ -336,6 +337,9 @@ def server_sentences(rows: list[dict]) -> dict[tuple, str]:
         several = {c["n_processes"] for g in groups.values() for c in g if c.get("low") is not None}
         how = (f"the median of {'/'.join(map(str, sorted(several)))} processes' peaks [its interval]"
                if several else "[peak, lowest failing rate above it) where long steps confirmed both, else ≥ peak")
+        drivers = {generator(c) for g in groups.values() for c in g}
+        how += {frozenset({THREADBENCH}): "; queries from threadbench's own dispatcher",
+                frozenset({LOADGEN}): "; queries from MLPerf LoadGen"}.get(frozenset(drivers), "")
         out[key] = (f"Server scenario (peak Poisson rate with p99 latency under the bound; {how}): "
                     + "; ".join(parts) + ".")
     return out
