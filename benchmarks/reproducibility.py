@@ -20,6 +20,7 @@ tool rather than about the load (name the load when you quote it).
     python benchmarks/reproducibility.py                      # the CPU matrix below, 6 invocations
     python benchmarks/reproducibility.py --device gpu --dtype bfloat16 --workloads mlp,transformer
     python benchmarks/reproducibility.py --analyse results/repro/inv-*.json
+    python benchmarks/reproducibility.py --default-compare --out-dir results/repro/cpu-default   # README's compare
     python benchmarks/reproducibility.py --simulate 5,9 --analyse results/repro/h100-5/inv-*.json
     python benchmarks/reproducibility.py --target-ci 2,5,10 --analyse results/repro/*/inv-*.json
 """
@@ -50,6 +51,8 @@ TRIAL0_GOAL = 0.25       # trial 0 the slowest in <= 25% of processes (chance is
 
 
 def compare_command(a: argparse.Namespace, out: Path) -> list[str]:
+    if a.default_compare:   # the README's first command as it stands, every setting its default
+        return [sys.executable, str(ROOT / "cli.py"), "compare", "-q", "-o", str(out)]
     return [sys.executable, str(ROOT / "cli.py"), "compare", "-q", "-b", a.backends, "-w", a.workloads,
             "-m", a.modes, "-t", a.threads, "-d", a.device, "--dtype", a.dtype, "--repeats", str(a.repeats),
             "--trials", str(a.trials), "--duration", str(a.duration), "-o", str(out)]
@@ -344,6 +347,8 @@ def main() -> None:
     p.add_argument("--analyse", nargs="+", type=Path, help="report on these runs instead of measuring")
     p.add_argument("--invocations", type=int, default=6)
     p.add_argument("--out-dir", default="results/repro")
+    p.add_argument("--default-compare", action="store_true",
+                   help="each invocation is `compare` with every setting its default (the matrix options unused)")
     p.add_argument("--backends", default="torch")
     p.add_argument("--workloads", default="mlp,block")
     p.add_argument("--modes", default="sequential,threads")
