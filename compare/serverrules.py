@@ -30,7 +30,8 @@ class StepKind:
 STEP_KINDS: dict[str, StepKind] = {k.name: k for k in (
     StepKind("search", "a bracketing or bisection step (the step length: --duration, at least 1 s)"),
     StepKind("again", "the same rate once more after it failed: a failure counts only when it repeats"),
-    StepKind("long", "a step long enough that one stall cannot fail it; its verdict settles its rate"),
+    StepKind("long", "a step long enough that one stall cannot fail it, and at least LoadGen's 10 s; its verdict "
+                     "settles its rate"),
 )}
 SEARCH, AGAIN, LONG = STEP_KINDS
 

@@ -143,17 +143,28 @@ def test_one_stall_in_a_step_below_the_peak_does_not_end_the_search():
 
 @pytest.mark.parametrize("rate", [100.0, 1000.0, 5000.0])
 def test_a_long_step_absorbs_one_stall_of_stall_s_and_no_more(rate):
-    """long_queries is as long as the derivation says, and no longer than it needs: with ample servers (no
-    queueing) and a 50 ms bound, one STALL_S stall fails a search step at every rate, never a long one; a
-    stall twice as long fails the long one too (the lag p99: 2% of its queries sit in the stall)."""
+    """stall_queries is as long as the derivation says, and no longer than it needs: with ample servers (no
+    queueing) and a 50 ms bound, one STALL_S stall fails a search step at every rate, never a step of
+    stall_queries (nor a long one, which has at least as many); a stall twice as long fails that one too
+    (the lag p99: 2% of its queries sit in the stall)."""
     def step(queries, stall):
         clock = SimClock(stalls=((0.5, stall),))
         return loadgen.measure_rate(clock, lambda: loadgen.SimServers(clock, 64, 1e-4), rate, 0.050, seed=2,
                                     queries=queries)
-    short, long = loadgen.step_queries(rate, 1.0), loadgen.long_queries(rate)
+    short, enough = loadgen.step_queries(rate, 1.0), loadgen.stall_queries(rate)
     assert not step(short, loadgen.STALL_S).valid
-    assert step(long, loadgen.STALL_S).valid
-    assert not step(long, 2 * loadgen.STALL_S).valid
+    assert step(enough, loadgen.STALL_S).valid and step(loadgen.long_queries(rate), loadgen.STALL_S).valid
+    assert not step(enough, 2 * loadgen.STALL_S).valid
+
+
+@pytest.mark.parametrize("rate", [10.0, 1000.0, 10_000.0, 25_000.0])
+def test_a_long_step_lasts_as_long_as_loadgens_own_run_at_least(rate):
+    """LoadGen's Server scenario runs at least 10 s by default; a long step judges the bracket's ends over
+    no shorter a run (at 10k/s the stall rule alone would give 5.5 s), and over longer where one stall
+    needs it (66 s at 10/s)."""
+    n = loadgen.long_queries(rate)
+    assert n >= rate * loadgen.LONG_SECONDS and n >= loadgen.stall_queries(rate)
+    assert n == max(math.ceil(rate * loadgen.LONG_SECONDS), loadgen.stall_queries(rate), loadgen.MIN_QUERIES)
 
 
 # -- theory itself ---------------------------------------------------------------------------------

@@ -15,8 +15,11 @@ steps, so [peak, above) is printed as a bracket only when a long step passed at 
 above it. A long step has long_queries(rate): one stall of STALL_S delays the ceil(rate x STALL_S) queries
 scheduled in it, which may all fail (the lag limit, 10% of the bound, is under STALL_S for every bound
 below 500 ms); with that many over, a step needs queries_needed(that many) to pass early stopping, which
-also keeps them under 1% for both p99s. That is 662 queries at 10/s (66 s), 1,307 at 100/s (13 s), 6,898
-at 1k/s (6.9 s), 55,427 at 10k/s (5.5 s), 133,433 at 25k/s (5.3 s), whatever the bound. What no length
+also keeps them under 1% for both p99s: 662 queries at 10/s (66 s), 1,307 at 100/s (13 s), 6,898 at 1k/s
+(6.9 s), 55,427 at 10k/s (5.5 s), whatever the bound. And a long step lasts at least LONG_SECONDS, LoadGen's
+default minimum duration (10 s), so the bracket's ends are judged over as long a run as LoadGen's own: on a
+VM that stalls often, a 10 s run meets more stalls than a 5 s one, and the LoadGen cross-check found rates
+that passed threadbench's ~5 s long steps and failed LoadGen's 10 s (benchmarks/README.md). What no length
 absorbs: at a rate with less slack under the bound than the stall, the queue the stall leaves delays the
 queries after it too; such a rate is the peak of a machine that stalls, and its long step fails.
 
@@ -49,6 +52,7 @@ MIN_SECONDS = 1.0        # per rate step; LoadGen defaults to 10 s (600 s offici
                          # 2-core CPU to minutes; raise it with --duration (a server cell's seconds per rate)
 LAG_FRACTION = 0.10      # a rate whose dispatcher lag p99 exceeds this share of the bound is INVALID: the
                          # load generator, not the server, would be setting a tenth of the latency budget
+LONG_SECONDS = 10.0      # a long step lasts at least this: LoadGen's default min_duration (its Server scenario)
 PRECISION = 0.05         # the search stops once the highest valid and lowest invalid rate are within 5%
 MAX_STEPS = 24           # rate steps per search at most: bracketing + bisection take ~8 from a fair start,
                          # each failed rate once more (~4), two long ends, and room for a disagreement or two
@@ -193,11 +197,17 @@ class Search:
 
 
 def long_queries(rate: float, min_seconds: float = MIN_SECONDS) -> int:
-    """Queries in a long step: enough that one stall of STALL_S cannot fail it. The stall delays the
-    queries scheduled in it, ceil(rate x STALL_S), past the lag limit (and the bound, where the rate has no
-    more slack than the stall); with all of them over, the step still passes early stopping (and so keeps
-    them under 1% for both p99s) when it has queries_needed(that many) queries."""
-    return max(step_queries(rate, min_seconds), queries_needed(math.ceil(rate * STALL_S)))
+    """Queries in a long step: at least LONG_SECONDS of traffic (as LoadGen's own run), and enough that one
+    stall of STALL_S cannot fail it (stall_queries)."""
+    return max(step_queries(rate, max(min_seconds, LONG_SECONDS)), stall_queries(rate))
+
+
+def stall_queries(rate: float) -> int:
+    """Queries enough that one stall of STALL_S cannot fail a step: the stall delays the queries scheduled in
+    it, ceil(rate x STALL_S), past the lag limit (and the bound, where the rate has no more slack than the
+    stall); with all of them over, the step still passes early stopping (and so keeps them under 1% for both
+    p99s) when it has queries_needed(that many) queries."""
+    return queries_needed(math.ceil(rate * STALL_S))
 
 
 def next_step(s: Settled, tried: list[float], start: float, precision: float) -> tuple[float, str] | None:
