@@ -70,9 +70,12 @@
 # (x1-x8 averaged 13-14 s torch, 6-8 s MLX per cell; x8 starts eight children, each importing its framework
 # and making a context; JAX's children now load the mlp programs the shards compiled), 3 cells x 5 rounds
 # plus start-ups: ~4.5 min. Parts 7 and 8, the server: the H200 run of it (results/runs/h200/h200-server.json) was
-# cut at 264 s with torch's 4 cells done in 130 s and MLX's in 107 s; JAX like torch: ~6 min. Each call
-# adds its own start (interpreter, the planning parent's JAX and CUDA start, host probes), not in wall_s:
-# the `part N: S s` lines below measure it. Total ~20 min; parts 7 and 8 are the least sure figures.
+# cut at 264 s with torch's 4 cells done in 130 s and MLX's in 107 s; JAX like torch: ~6 min; long steps
+# now last at least LoadGen's 10 s (they took ~5 s at these rates): two per cell, +~10 s a cell, ~8 min for
+# the 12 cells, LoadGen driving them (carry mlcommons-loadgen). Each call adds its own start (interpreter,
+# the planning parent's JAX and CUDA start, host probes), not in wall_s: the `part N: S s` lines below
+# measure it. Total ~22 min: over the 20-minute goal unless the caches save more than estimated; if shard 1
+# takes more than 170 s, leave part 6 (processes) for another session rather than cut the server.
 set -u
 cache=${CACHE:-/tmp/threadbench-cache}
 call_seconds=${CALL_SECONDS:-590}
