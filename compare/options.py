@@ -160,6 +160,11 @@ def writable_out(path: Path, option: str = "--out") -> None:
         existing = existing.parent
     if not existing.is_dir():
         raise BadInput(f"{option}: {existing} is a file, so {path} cannot be created")
+    writable_folder(folder, option)
+
+
+def writable_folder(folder: Path, option: str) -> None:
+    """The folder exists (made if need be) and accepts a new file; else BadInput, one line."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".threadbench-probe-"):
@@ -176,12 +181,7 @@ def cache_dir(path: Path | None, option: str = "--cache-dir") -> Path | None:
     path = Path(path).expanduser()
     if path.exists() and not path.is_dir():
         raise BadInput(f"{option}: {path} is a file; give a folder, e.g. {option} /tmp/threadbench-cache")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".threadbench-probe-"):
-            pass
-    except OSError as e:
-        raise BadInput(f"{option}: cannot write in {path}: {e.strerror or e}") from None
+    writable_folder(path, option)
     return path
 
 
