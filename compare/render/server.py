@@ -43,9 +43,10 @@ def build(rows: list[dict]) -> list[TableData]:
              "at the level shown; p99 and lag at peak are the median process's"]
     if any(r["load_generator"] != LOADGEN for r in recs):
         notes.append("a strategy without a label: threadbench's own dispatcher issued the queries (compare's "
-                     "default where MLPerf LoadGen does not import, else --load-generator threadbench); it spends "
-                     "about half of LoadGen's CPU a query, so where the model fills the cores its peak can sit "
-                     "above LoadGen's (benchmarks/README.md, the LoadGen cross-check)")
+                     "default until LoadGen became it, and still where MLPerf LoadGen does not import, or with "
+                     "--load-generator threadbench); it spends about half of LoadGen's CPU a query, so where the "
+                     "model fills the cores its peak can sit above LoadGen's (benchmarks/README.md, the LoadGen "
+                     "cross-check)")
     if any(r["load_generator"] == LOADGEN for r in recs):
         notes.append(f"({fmt.GENERATOR_LABELS[LOADGEN]}): MLPerf LoadGen's Server scenario issued the queries and "
                      "judged each rate (its summary's verdict, percentiles and early stopping; it reports no "
