@@ -26,6 +26,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="How much inference throughput do you really get from several Python threads, "
                        "on PyTorch vs MLX (and plug-ins), on this machine?")
 STATE = {"debug": False}
+DEFAULT_REPEATS = 7  # processes per cell: with 5, intervals covered a re-run's median in 88% of cases on the idle
+#                      2-core CPU (benchmarks/README.md, "The README's compare"), under the 90% goal
 
 
 def fail(message: str) -> None:
@@ -131,9 +133,11 @@ def cmd_compare(
     dtype: str = typer.Option("float32", "--dtype", help="float32, bfloat16, float16 (comma-separated)."),
     duration: float = typer.Option(0.25, "--duration", help="Seconds per timed trial (the shortest window)."),
     trials: int = typer.Option(3, "--trials", help="Timed trials (windows) per cell process."),
-    repeats: int = typer.Option(5, "--repeats", help="Fresh processes per cell, one per round of the sweep; the CI "
-                                "spans what varies between them, at the level their number gives (5: 93.8%; "
-                                "1: one process's windows only)."),
+    repeats: Optional[int] = typer.Option(None, "--repeats", show_default=False,
+                                          help="Fresh processes per cell, one per round of the sweep; the CI spans "
+                                               f"what varies between them, at the level their number gives (default "
+                                               f"{DEFAULT_REPEATS}: {100 * (1 - 2 * 0.5 ** DEFAULT_REPEATS):.1f}%; 5: 93.8%; 1: one process's windows only; "
+                                               "with --target-ci the default is the fewest that give 90%: 5)."),
     target_ci: Optional[str] = typer.Option(None, "--target-ci", show_default=False,
                                             help="Stop when the answer is known: after --repeats processes per cell "
                                                  "(at least 5), add rounds only for the cells whose interval is still "
@@ -228,6 +232,8 @@ def cmd_compare(
         raise BadInput("--costs plans a sweep to fit --budget; give --budget MINUTES with it")
     if costs is not None and not costs.is_file():
         raise BadInput(f"--costs: {costs}: no such results file")
+    if repeats is None:   # --target-ci starts where its rule can (and adds processes); a fixed sweep gets the default
+        repeats = stopping.min_processes(stopping.LEVEL) if target_ci is not None else DEFAULT_REPEATS
     target = options.target_ci(target_ci, repeats, max_repeats, stopping.min_processes(stopping.LEVEL),
                                stopping.LEVEL)
     if target is not None and shard_of is not None:

@@ -358,3 +358,18 @@ def test_a_shard_cut_short_mid_way_is_resumed_alone_and_the_merge_takes_it(tmp_p
     (merged,) = shards.merge(docs)
     assert sorted(R.process_key(r) for r in merged["rows"] if r["trial"] in (0, None)) == sorted(
         (*Cell.from_dict(d).key(), d["repeat"]) for d in merged["plan"])
+
+
+@pytest.mark.slow
+def test_the_default_gives_seven_processes_per_cell_and_target_ci_starts_from_five(tmp_path, threadbench):
+    """compare's default --repeats is 7 (5 covered a re-run's median in 88% of cases on the idle CPU, under the
+    90% goal); --target-ci without --repeats starts from the fewest processes that give its 90%: 5. Read from
+    the budget's plan before the later rounds, which a tiny budget leaves out."""
+    base = ("compare", "--backends", "numpy", "--dtype", "float64", "--workloads", "mlp", "--modes", "sequential",
+            "--trials", "2", "--duration", "0.05", "--warmup", "1", "--no-peak-probe", "-q", "--budget", "0.001")
+    out = threadbench(*base, "--out", tmp_path / "default.json")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "0 of the 6 later rounds fit" in out.stderr and "each cell gets 1 process, not 7" in out.stderr
+    out = threadbench(*base, "--target-ci", "5", "--out", tmp_path / "target.json")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "0 of the 4 later rounds fit" in out.stderr and "each cell gets 1 process, not 5" in out.stderr
