@@ -21,6 +21,7 @@ tool rather than about the load (name the load when you quote it).
     python benchmarks/reproducibility.py --device gpu --dtype bfloat16 --workloads mlp,transformer
     python benchmarks/reproducibility.py --analyse results/repro/inv-*.json
     python benchmarks/reproducibility.py --default-compare --out-dir results/repro/cpu-default   # README's compare
+    python benchmarks/reproducibility.py --analyse results/repro/cpu-default-7/inv-*.json --rounds 5
     python benchmarks/reproducibility.py --simulate 5,9 --analyse results/repro/h100-5/inv-*.json
     python benchmarks/reproducibility.py --target-ci 2,5,10 --analyse results/repro/*/inv-*.json
 """
@@ -84,8 +85,18 @@ def label(key: tuple) -> str:
     return f"{backend}/{device}/{dtype} {workload} {mode} {axis_label(mode, threads, k)}".strip()
 
 
-def analyse(paths: list[Path]) -> dict:
-    runs = [R.load(p) for p in paths]
+def first_rounds(run: dict, rounds: int | None) -> dict:
+    """The run as if it had stopped after its first `rounds` rounds of processes (every cell's processes
+    with repeat < rounds): what fewer processes per cell would have printed, on the same machine at the same
+    times. None: the run as it is."""
+    if rounds is None:
+        return run
+    keep = lambda d: (d.get("repeat") or 0) < rounds  # noqa: E731
+    return {**run, "rows": [r for r in run["rows"] if keep(r)], "plan": [c for c in run.get("plan", []) if keep(c)]}
+
+
+def analyse(paths: list[Path], rounds: int | None = None) -> dict:
+    runs = [first_rounds(R.load(p), rounds) for p in paths]
     per_run = [{R.row_key(rec): rec for rec in stats.summarize(run["rows"], stats.adaptive_rules([run])).to_dicts()}
                for run in runs]
     keys = [k for k in per_run[0] if all(k in cells and cells[k]["ops_per_s"] is not None for cells in per_run)]
@@ -358,6 +369,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5, help="processes per cell (5: a 93.8%% interval)")
     p.add_argument("--trials", type=int, default=5)
     p.add_argument("--duration", type=float, default=0.1)
+    p.add_argument("--rounds", type=int, help="with --analyse: only each run's first ROUNDS processes per cell "
+                   "(what fewer processes would have printed, e.g. 5 of a run of 7)")
     p.add_argument("--simulate", help="with --analyse: processes per cell to simulate, e.g. 5,7,9")
     p.add_argument("--target-ci", help="simulate the --target-ci stopping rule at these targets (%%), e.g. "
                    "2,5,10, on synthetic cells and those of --analyse")
@@ -379,7 +392,7 @@ def main() -> None:
     if len(paths) < 2:
         print("need at least two runs")
         return
-    report(analyse(paths), paths)
+    report(analyse(paths, a.rounds), paths)
 
 
 if __name__ == "__main__":

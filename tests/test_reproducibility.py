@@ -52,3 +52,13 @@ def test_simulate_resamples_process_medians_with_the_tools_own_interval(repro, t
     out = capsys.readouterr().out
     assert "(1 cells), 50 sets of 6 invocations" in out
     assert " 5 processes (interval level 93.8%)" in out and " 9 processes (interval level 96.1%)" in out
+
+
+def test_rounds_reads_a_run_as_if_it_had_stopped_after_its_first_processes(repro, tmp_path):
+    """--rounds K: what K processes per cell would have printed, from the same runs: the first K rounds only."""
+    paths = invocations(tmp_path, [0, 2, -2, 1, -1, 0])
+    res = repro.analyse(paths, rounds=3)   # process medians 90, 95, 100 (+ shift): [min, max] at 75%
+    assert res["lines"][0].endswith("level 0.750 over processes (3 processes)"), res["lines"]
+    assert res["covered"] == 6 and res["ratios"] == [pytest.approx(10 / 4)]
+    assert res["processes"] == 18
+    assert repro.analyse(paths, rounds=None)["ratios"] == [pytest.approx(20 / 4)]

@@ -196,11 +196,11 @@ def test_loadgen_judges_a_rate_far_below_and_one_far_above_capacity(strategy):
 def test_a_loadgen_server_cell_end_to_end(threadbench, tmp_path, starts_processes):
     """numpy, server-threads x2, LoadGen judging each rate of the confirmed search: every step a row
     recorded as LoadGen's, outputs verified by threadbench after the search. A generous bound (structure
-    only; how many rates pass depends on the machine)."""
+    only; how many rates pass depends on the machine); one process, the search being what is tested."""
     out = tmp_path / "r.json"
     proc = threadbench("compare", "-b", "numpy", "-w", "mlp", "--dtype", "float64", "-m", "server-threads", "-t", "2",
                        "--latency-bound-ms", "500", "--load-generator", "loadgen", "--no-peak-probe", "--warmup", "1",
-                       "-q", "-o", out)
+                       "--repeats", "1", "-q", "-o", out)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = R.load(out)["rows"]
     assert rows and all(r["status"] == "ok" and r["load_generator"] == LOADGEN for r in rows)

@@ -256,7 +256,7 @@ def known_sweep(tmp_path_factory, threadbench, starts_processes):
     proc = threadbench("compare", "-q", "--backends", "split-gil,split-sleep,split-device", "--dtype", "float64",
                        "--workloads", "mlp", "--size", size, "--modes", "threads", "--threads", "1,2,4",
                        "--duration", "0.3", "--trials", "3", "--warmup", "2", "--intra-op-threads", "1",
-                       "--no-peak-probe", "--out", str(out), env=env)
+                       "--repeats", "5", "--no-peak-probe", "--out", str(out), env=env)
     assert proc.returncode == 0, proc.stderr
     recs = stats.summarize(R.load(out)["rows"]).to_dicts()
     return {(r["backend"], r["threads"]): r for r in recs if r["mode"] == "threads"}
