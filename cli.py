@@ -135,9 +135,10 @@ def cmd_compare(
     trials: int = typer.Option(3, "--trials", help="Timed trials (windows) per cell process."),
     repeats: Optional[int] = typer.Option(None, "--repeats", show_default=False,
                                           help="Fresh processes per cell, one per round of the sweep; the CI spans "
-                                               f"what varies between them, at the level their number gives (default "
-                                               f"{DEFAULT_REPEATS}: {100 * (1 - 2 * 0.5 ** DEFAULT_REPEATS):.1f}%; 5: 93.8%; 1: one process's windows only; "
-                                               "with --target-ci the default is the fewest that give 90%: 5)."),
+                                               "what varies between them, at the level their number gives "
+                                               f"(default {DEFAULT_REPEATS}: {100 * (1 - 2 * 0.5 ** DEFAULT_REPEATS):.1f}%; "
+                                               "5: 93.8%; 1: one process's windows only; with --target-ci the "
+                                               "default is the fewest that give 90%: 5)."),
     target_ci: Optional[str] = typer.Option(None, "--target-ci", show_default=False,
                                             help="Stop when the answer is known: after --repeats processes per cell "
                                                  "(at least 5), add rounds only for the cells whose interval is still "
