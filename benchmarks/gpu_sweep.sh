@@ -82,12 +82,22 @@ call_seconds=${CALL_SECONDS:-590}
 part_seconds=${PART_SECONDS:-510}
 min_part_seconds=60   # a part given less than this would be cut before its first worker had measured much
 
+# The machine the results name (compare --machine) and the stem of their files: MACHINE if set, else the GPU's
+# model from nvidia-smi (H200 or H100: a call for the H200 may be given an H100), else H200.
+gpu_model() {
+  local name
+  name=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1)
+  case "$name" in *H100*) echo H100 ;; *) echo H200 ;; esac
+}
+machine=${MACHINE:-$(gpu_model)}
+stem=$(echo "$machine" | tr '[:upper:]' '[:lower:]' | tr -c 'a-z0-9\n' '-')
+
 part_file() {   # the results file a part writes in `run`
   case "$1" in
-    [1-5]) echo "h200-closed-$1of5.json" ;;
-    6)     echo "h200-processes.json" ;;
-    7)     echo "h200-server-mlp.json" ;;
-    8)     echo "h200-server-transformer.json" ;;
+    [1-5]) echo "$stem-closed-$1of5.json" ;;
+    6)     echo "$stem-processes.json" ;;
+    7)     echo "$stem-server-mlp.json" ;;
+    8)     echo "$stem-server-transformer.json" ;;
     *)     return 1 ;;
   esac
 }
@@ -111,7 +121,7 @@ run_part() {   # PART OUT_FILE SECONDS: one part, its exit code returned
   local part=$1 out=$2 seconds=$3 args rc
   mkdir -p "$(dirname "$out")"
   local common=(--backends torch,mlx,jax --device "${DEVICE:-gpu}" --dtype bfloat16 --threads 2,4,8 --offline-k 8
-                --repeats 5 --trials 3 --duration 0.2 --machine "${MACHINE:-H200}" --quiet --cache-dir "$cache"
+                --repeats 5 --trials 3 --duration 0.2 --machine "$machine" --quiet --cache-dir "$cache"
                 --out "$out")
   case "$part" in
     [1-5]) args=(--workloads mlp,transformer --modes sequential,threads,streams,batched,offline --shard "$part/5") ;;

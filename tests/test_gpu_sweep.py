@@ -57,3 +57,11 @@ def test_the_server_is_two_parts_mlp_then_transformer(tmp_path):
     out, calls = sweep(tmp_path, "run", str(tmp_path / "out"), "8")
     assert len(calls) == 1 and "--workloads transformer " in calls[0] and "server-batched" in calls[0]
     assert "h200-server-transformer.json" in calls[0]
+
+
+def test_the_machine_names_the_results_and_their_files(tmp_path):
+    out, calls = sweep(tmp_path, "run", str(tmp_path / "out"), "1", MACHINE="H100")   # a call given an H100
+    assert len(calls) == 1 and "--machine H100 " in calls[0]
+    assert f"--out {tmp_path / 'out' / 'h100-closed-1of5.json'} " in calls[0]
+    out, calls = sweep(tmp_path, "run", str(tmp_path / "out"), "7")   # no nvidia-smi here: the H200's names
+    assert "--machine H200 " in calls[0] and "h200-server-mlp.json" in calls[0]
