@@ -200,8 +200,8 @@ def main() -> int:
                     r = crosscheck(backend, workload, strategy, a, Path(tmp))
                     rows.append(r)
                     print(_line(r), flush=True)
-    if a.json:
-        a.json.write_text(json.dumps(rows, indent=1))
+                    if a.json:   # after every cell: a run cut at its time limit keeps the cells it finished
+                        a.json.write_text(json.dumps(rows, indent=1))
     for r in rows:
         if "LoadGen boundary" in r:
             lo, hi = r["LoadGen boundary"]
