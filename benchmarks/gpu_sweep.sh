@@ -83,11 +83,12 @@ part_seconds=${PART_SECONDS:-510}
 min_part_seconds=60   # a part given less than this would be cut before its first worker had measured much
 
 # The machine the results name (compare --machine) and the stem of their files: MACHINE if set, else the GPU's
-# model from nvidia-smi (H200 or H100: a call for the H200 may be given an H100), else H200.
+# model from nvidia-smi (H200 or H100: a call for the H200 may be given an H100; another GPU by its full name),
+# else (no nvidia-smi) H200.
 gpu_model() {
   local name
   name=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1)
-  case "$name" in *H100*) echo H100 ;; *) echo H200 ;; esac
+  case "$name" in *H100*) echo H100 ;; *H200*|"") echo H200 ;; *) echo "${name// /-}" ;; esac
 }
 machine=${MACHINE:-$(gpu_model)}
 stem=$(echo "$machine" | tr '[:upper:]' '[:lower:]' | tr -c 'a-z0-9\n' '-')
