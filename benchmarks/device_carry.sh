@@ -41,8 +41,11 @@ case "${1:?pack, out, in or install .carry-K}" in
         --platform manylinux_2_35_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
         --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d "$from" "${pkgs[@]}"
     fi
-    exclude=$(git rev-parse --git-path info/exclude)
-    grep -qxF '/.carry-*/' "$exclude" 2>/dev/null || echo '/.carry-*/' >> "$exclude"
+    if [ "$out_dir" = "$root" ] && exclude=$(git rev-parse --git-path info/exclude 2>/dev/null); then
+      # the folders are untracked: kept out of git status (a clone may have no .git/info)
+      mkdir -p "$(dirname "$exclude")"
+      grep -qxF '/.carry-*/' "$exclude" 2>/dev/null || echo '/.carry-*/' >> "$exclude"
+    fi
     tree=$(git ls-files -z | xargs -0 stat -c %s 2>/dev/null | awk '{ s += $1 } END { print s + 0 }') || true   # files moved out: absent
     room=$(( ${CARRY_LIMIT:-67108864} - tree - 1048576 ))
     [ "$room" -gt 1048576 ] || { echo "the tree ($tree bytes) leaves no room in a call: run 'out' first" >&2; exit 2; }
