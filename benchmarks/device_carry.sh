@@ -12,7 +12,8 @@
 #       to ../threadbench-device-hold, and back. While out, the tree is dirty: pass the committed revision
 #       as THREADBENCH_REVISION (gpu_sweep.sh says how).
 #   benchmarks/device_carry.sh install .carry-K   on the device, in call K: copies the folder to /tmp/carry,
-#       installs every wheel that is now whole (parts joined once all N have arrived) into /tmp/site, and
+#       installs every wheel that is now whole (parts joined once all N have arrived) into /tmp/site (wheels
+#       that share a top-level folder, as MLX's two do, merged into it), and
 #       writes /tmp/carry/env.sh (PYTHONPATH, and the NVIDIA libraries MLX-CUDA loads on LD_LIBRARY_PATH).
 #
 # The calls, back to back (the machine goes cold 30 s after one): call K carries [".carry-K"] and runs
@@ -111,7 +112,12 @@ PY
     mkdir -p installed
     for w in *.whl; do
       [ -e "$w" ] && [ ! -e "installed/$w" ] || continue
-      python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" "$w"
+      # each wheel into its own folder, then merged into the site: pip's --target replaces a top-level folder
+      # that is there already (with --upgrade) or skips it (without), and MLX's two wheels share mlx/ (the
+      # front end's mlx/core, MLX-CUDA's mlx/lib): either way one of them would be lost
+      rm -rf "staged/$w" && mkdir -p "staged/$w"
+      python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "staged/$w" "$w"
+      cp -a "staged/$w"/. "$site"/
       touch "installed/$w"
       echo "installed: $w"
     done

@@ -74,3 +74,39 @@ def test_a_tree_that_leaves_no_room_says_so(tmp_path):
     (tmp_path / "wheels").mkdir()
     out = carry(tmp_path, "pack", "--from", str(tmp_path / "wheels"), CARRY_LIMIT=str(tree_bytes()))
     assert out.returncode == 2 and "leaves no room in a call: run 'out' first" in out.stderr
+
+
+def wheel(folder: Path, dist: str, files: dict[str, str]) -> Path:
+    """A minimal pure-Python wheel (METADATA, WHEEL, RECORD) holding `files`."""
+    import zipfile
+    info = f"{dist}-1.0.dist-info"
+    path = folder / f"{dist}-1.0-py3-none-any.whl"
+    members = {**files, f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n",
+               f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    record = "".join(f"{name},,\n" for name in members) + f"{info}/RECORD,,\n"
+    with zipfile.ZipFile(path, "w") as z:
+        for name, text in {**members, f"{info}/RECORD": record}.items():
+            z.writestr(name, text)
+    return path
+
+
+def test_wheels_that_share_a_top_level_folder_are_both_installed(tmp_path):
+    """MLX's front end (mlx/core) and MLX-CUDA (mlx/lib) share mlx/: installed in one call or in two, with
+    the real pip, the site holds both (pip --target alone keeps one of them)."""
+    for calls in ([["front", "back"]], [["front"], ["back"]]):
+        base = tmp_path / str(len(calls))
+        folders = []
+        for k, names in enumerate(calls, 1):
+            folder = base / f".carry-{k}"
+            folder.mkdir(parents=True)
+            for name in names:
+                wheel(folder, name, {f"pkg/{name}.py": f"WHO = {name!r}\n"})
+            folders.append(folder)
+        env = dict(os.environ, CARRY_DIR=str(base / "device" / "carry"), SITE_DIR=str(base / "device" / "site"))
+        for folder in folders:
+            out = subprocess.run(["bash", str(SCRIPT), "install", str(folder)], capture_output=True, text=True,
+                                 env=env, cwd=ROOT, timeout=120)
+            assert out.returncode == 0, out.stderr
+        site = base / "device" / "site"
+        assert sorted(p.name for p in (site / "pkg").iterdir()) == ["back.py", "front.py"], calls
+        assert sorted(p.name for p in site.glob("*.dist-info")) == ["back-1.0.dist-info", "front-1.0.dist-info"]
