@@ -45,8 +45,9 @@ def merge(runs: list[dict]) -> list[dict]:
     runs that are not shards pass through. A merged run keeps every shard's rows, worker processes, host
     probes and time split (each tagged with its shard), names its shards in `shards` and each missing shard
     in `missing_shards` (a sentence: which cell processes, and which cells have no figures at all). Refused
-    with one line (ResultsError): the same shard twice, or shards of different sweeps given together when
-    any of them is incomplete (they cannot be told apart from the halves of one sweep)."""
+    with one line (ResultsError): the same shard twice, or shards of different sweeps of one machine given
+    together when any of them is incomplete (they cannot be told apart from the halves of one sweep); sweeps
+    of different machines (the files' `machine`, compare --machine) are told apart by it."""
     by_sweep: dict[str, list[dict]] = {}
     for run in runs:
         if isinstance(run.get("sweep"), dict):
@@ -54,8 +55,12 @@ def merge(runs: list[dict]) -> list[dict]:
     if not by_sweep:
         return runs
     incomplete = [sid for sid, group in by_sweep.items() if len(group) < group[0]["sweep"]["shards"]]
-    if len(by_sweep) > 1 and incomplete:
-        a, b = (by_sweep[sid][0] for sid in (incomplete[0], next(s for s in by_sweep if s != incomplete[0])))
+    machine = {sid: group[0].get("machine") for sid, group in by_sweep.items()}
+    for sid in incomplete:
+        beside = [other for other in by_sweep if other != sid and machine[other] == machine[sid]]
+        if not beside:
+            continue
+        a, b = by_sweep[sid][0], by_sweep[beside[0]][0]
         raise results.ResultsError(
             f"shards of different sweeps given together: {_name(a)} and {_name(b)} "
             f"({_differ(a['sweep'], b['sweep'])}); the shards of one sweep share its plan and revision: "

@@ -119,6 +119,11 @@ def test_shards_of_different_sweeps_are_refused_and_the_same_shard_twice_too():
         shards.merge([*parts, again])
     # two complete sweeps are two runs (two machines, say), not a refusal
     assert len(shards.merge([*parts, *other])) == 2
+    # an incomplete sweep beside a sweep of another machine (compare --machine) is told apart by it
+    elsewhere = [{**run, "machine": "H100"} for run in other]
+    merged = shards.merge([parts[0], *elsewhere])
+    assert len(merged) == 2 and [len(m["missing_shards"]) for m in merged] == [1, 0]
+    assert parts[0].get("machine") == other[1].get("machine")   # the refusal above: one machine's two sweeps
 
 
 def test_the_sweep_id_changes_with_the_plan_and_the_revision():
