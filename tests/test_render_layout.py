@@ -169,6 +169,11 @@ def test_command_shows_each_option_once_at_the_value_that_took_effect():
 def test_cause_lines_are_cut_between_words():
     cause = "killed by SIGABRT: terminate called after throwing an instance of 'x' | what():  cudaStreamEndCapture failed"
     assert F.cause_line(cause) == "killed by SIGABRT: cudaStreamEndCapture failed"
+    # the boilerplate inside a part (a process's cause is prefixed) and the recursive form go too
+    assert F.cause_line("process 2 of 5: crash: killed by SIGABRT: " + cause.split(": ", 1)[1]) == (
+        "process 2 of 5: crash: killed by SIGABRT; cudaStreamEndCapture failed")
+    assert F.cause_line("killed by SIGABRT: terminate called recursively | " + cause.split(": ", 1)[1]) == (
+        "killed by SIGABRT: cudaStreamEndCapture failed")
     long = "error: " + " ".join(["word"] * 60)
     cut = F.cause_line(long, 50)
     assert len(cut) <= 50 and cut.endswith(" …") and cut[:-2].endswith("word")

@@ -180,7 +180,8 @@ def verdict(r: dict) -> str:
     return status_label(s)
 
 
-BOILERPLATE = ("terminate called after throwing an instance of",)   # C++ runtime text that names no cause
+BOILERPLATE = ("terminate called after throwing an instance of", "terminate called recursively")   # C++ runtime
+# text that names no cause
 
 
 def verdict_kind(r: dict) -> str:
@@ -195,9 +196,15 @@ def cause_line(cause: str | None, width: int = 160) -> str:
     text = " | ".join((cause or "").strip().splitlines())
     head, _, rest = text.partition(": ")
     parts = [p.strip().replace("what():", "").strip() for p in ([rest] if rest else []) and rest.split(" | ")]
-    parts = [p for p in parts if p and not p.startswith(BOILERPLATE)]
+    parts = [_before_boilerplate(p) for p in parts]   # also inside a part: "process 2 of 5: crash: ..."
+    parts = [p for p in parts if p]
     line = f"{head}: {'; '.join(parts)}" if parts else (head if rest else text)
     return clip(" ".join(line.split()), width)
+
+
+def _before_boilerplate(part: str) -> str:
+    cut = min((part.find(b) for b in BOILERPLATE if b in part), default=-1)
+    return part if cut < 0 else part[:cut].rstrip(": ").strip()
 
 
 def clip(text: str, width: int) -> str:
