@@ -51,7 +51,7 @@
 # for transformer, server-processes and more than one process per server cell (9-34 s per cell and rate
 # search on the H100).
 #
-# Estimate (how): the per-cell times of the three H200 shards measured at f11a9c4 (results/runs/h200/
+# Estimate (how): the per-cell times of the three H200 shards measured at f11a9c4 (results/supplementary/h200/
 # h200-closed-{1,2,3}of5.json, processes[].times, each without a shared cache). Each shard's sweep took
 # 172.0, 162.6 and 158.3 s (time_split wall_s; mean 164 s), of which:
 # - float64 references 14.1, 14.2, 14.2 s, all in the torch worker (the first to need them; its transformer
@@ -69,7 +69,7 @@
 # `run OUT 1 2 3`, then `run OUT 4 5`). Part 6, processes x8 for mlp: ~17 s per cell on the H100's scale
 # (x1-x8 averaged 13-14 s torch, 6-8 s MLX per cell; x8 starts eight children, each importing its framework
 # and making a context; JAX's children now load the mlp programs the shards compiled), 3 cells x 5 rounds
-# plus start-ups: ~4.5 min. Parts 7 and 8, the server: the H200 run of it (results/runs/h200/h200-server.json) was
+# plus start-ups: ~4.5 min. Parts 7 and 8, the server: the H200 run of it (results/supplementary/h200/h200-server.json) was
 # cut at 264 s with torch's 4 cells done in 130 s and MLX's in 107 s; JAX like torch: ~6 min; long steps
 # now last at least LoadGen's 10 s (they took ~5 s at these rates): two per cell, +~10 s a cell, ~8 min for
 # the 12 cells, LoadGen driving them (carry mlcommons-loadgen). Each call adds its own start (interpreter,

@@ -373,8 +373,13 @@ def test_the_committed_page_is_short_reads_first_and_links_its_details(tmp_path,
     first_figure = re.search(r"\d[km]? \[\d", text).start()   # "16.3k [12.6k–19.7k]"
     assert text.index("How to read it:") < text.index("## In brief") < first_figure
     machines = re.findall(r"^## (.+?) — ", text, re.M)
-    assert machines and len(machines) == len(set(machines)) and "H100" not in " ".join(machines)
-    assert len([line for line in text.splitlines() if "supplementary/README.md" in line]) == 1
+    assert machines and len(machines) == len(set(machines)) and "H100-80GB" not in machines
+    assert "712eba3" not in text and "f11a9c4" not in text   # the supplementary runs stay off the page
+    for page in ("supplementary/README.md", "supplementary/h200/README.md"):   # each linked in one line
+        assert len([line for line in text.splitlines() if f"]({page})" in line]) == 1, page
+    h200 = tmp_path / "results" / "supplementary" / "h200" / "README.md"
+    main = re.search(r"The main page is \[([^]]+)\]", h200.read_text()).group(1)
+    assert (h200.parent / main).resolve() == (tmp_path / "results" / "README.md").resolve()
     for link in re.findall(r"\]\((details/[^)#]+)\)", text):
         assert (tmp_path / "results" / link).is_file(), link
     supp = (tmp_path / "results" / "supplementary" / "README.md").read_text()

@@ -37,7 +37,9 @@ DETAILS_DIR = "details"   # beside a page: a file per section with every cell, t
 # Pages of runs kept off the results page: (their runs, where the page goes, what they are, the hardware whose
 # section on the results page supersedes them: said so once that section is there, "to be" until then)
 SUPPLEMENTARY = [(Path("results/supplementary/h100"), Path("results/supplementary"),
-                  "an earlier H100 80GB host, one sweep per framework and precision", "H200")]
+                  "an earlier H100 80GB host, one sweep per framework and precision", "H100"),
+                 (Path("results/supplementary/h200"), Path("results/supplementary/h200"),
+                  "an H200 sweep at an earlier revision, 3 of its 5 shards and a server run cut short", "H100")]
 SUPPLEMENTARY_NOTES = "NOTES.md"   # hand-written notes on the other runs kept there, shown under the page
 
 
@@ -431,9 +433,10 @@ def publish(runs_dir: Path = RUNS_DIR, out_dir: Path = OUT_DIR, plots: bool = Tr
     return written
 
 
-def supplementary_head(runs_dir: Path, what: str, defects: list[dict]) -> list[str]:
+def supplementary_head(runs_dir: Path, what: str, defects: list[dict], main: str = f"../{PAGE}") -> list[str]:
     """The supplementary page's title and label: what its runs are (`what`), the revisions and processes
-    per cell they were made with and the known defects they show, read from the runs."""
+    per cell they were made with and the known defects they show, read from the runs; `main`: the results
+    page, relative to this one."""
     runs = find_runs(runs_dir)
     revisions = sorted({(revision(r["host"].get("threadbench_revision")) or "unrecorded")[:7] for r in runs})
     procs = sorted({r["settings"].get("repeats") or 1 for r in runs})
@@ -444,7 +447,7 @@ def supplementary_head(runs_dir: Path, what: str, defects: list[dict]) -> list[s
             + ("one process per cell" if procs == [1] else f"{'/'.join(map(str, procs))} processes per cell")
             + "; known defects: "
             + ("; ".join(f"{d['affects']} (fixed in {d['fix']})" for d in hit) if hit else "none") + ". "
-            f"The main page is [../{PAGE}](../{PAGE}).", ""]
+            f"The main page is [{main}]({main}).", ""]
 
 
 def publish_all(plots: bool = True, defects_file: Path = DEFECTS_FILE) -> list[Path]:
@@ -459,7 +462,8 @@ def publish_all(plots: bool = True, defects_file: Path = DEFECTS_FILE) -> list[P
         kept = [notes.read_text()] if notes.is_file() else []
         files = sorted(runs_dir.rglob("*.json"))   # named, so that runs_dir's own name makes the section
         written += publish(runs_dir.parent, out_dir, plots, files=files, defects_file=defects_file,
-                           head=supplementary_head(runs_dir, what, defects), notes=kept)
+                           head=supplementary_head(runs_dir, what, defects, os.path.relpath(OUT_DIR / PAGE, out_dir)),
+                           notes=kept)
         rel = os.path.relpath(out_dir / PAGE, OUT_DIR)
         links.append(f"Earlier runs, off this page: [{rel}]({rel}) — {what}.")
     return publish(RUNS_DIR, OUT_DIR, plots, defects_file=defects_file, tail=links + [""]) + written
