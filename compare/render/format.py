@@ -180,8 +180,8 @@ def verdict(r: dict) -> str:
     return status_label(s)
 
 
-BOILERPLATE = ("terminate called after throwing an instance of", "terminate called recursively")   # C++ runtime
-# text that names no cause
+# C++ runtime text that names no cause
+BOILERPLATE = ("terminate called after throwing an instance of", "terminate called recursively")
 
 
 def verdict_kind(r: dict) -> str:
