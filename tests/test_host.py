@@ -457,6 +457,16 @@ def test_report_and_publish_show_the_probe_the_launch_rate_and_the_busy_warning(
     assert [k for k, w in report.warning_lines(run) if w.startswith("busy machine at start")] == ["host"]
 
 
+def test_a_merged_sweep_shows_the_probe_range_over_every_shard():
+    run = probed()
+    assert "over all" not in "\n".join(hostinfo.calibration_lines(run))   # one run: its start and end say it all
+    run["host_probe"] = [snapshot("start", loop=8e6), snapshot("end", loop=16e6), snapshot("start", loop=7e6),
+                         snapshot("end", loop=9e6)]
+    (line,) = hostinfo.calibration_lines(run)
+    assert "Python loop 8M → 9M iterations/s" in line and line.endswith("over all 4 probes (each shard's start "
+                                                                          "and end) Python loop 7M–16M")
+
+
 def two_hosts(**b):
     base = [gpu_result("launch", "sequential", 10_000), gpu_result("mlp", "sequential", 5_000)]
     a = probed(results=base, host_name="box")

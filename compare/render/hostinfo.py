@@ -58,7 +58,12 @@ def calibration_lines(run: dict) -> list[str]:
         parts.append(f"{label} {_both(start, end, lambda p: _si(_rate(p, name)))} {ref['unit']} "
                      f"(spread over {ref['repeats']} repeats: {spreads})")
     mhz = (start or end)["cpu_speed"].get("freq_mhz")
-    return ["host probe, single core (start → end): " + "; ".join(parts) + (f"; clock {mhz} MHz" if mhz else "")]
+    line = "host probe, single core (start → end): " + "; ".join(parts) + (f"; clock {mhz} MHz" if mhz else "")
+    loops = [r for p in run.get("host_probe") or [] if (r := _rate(p, "python_loop")) is not None]
+    if len(loops) > 2:   # a merged sweep: every shard's start and end, which the two ends above can hide
+        line += (f"; over all {len(loops)} probes (each shard's start and end) Python loop "
+                 f"{_si(min(loops))}–{_si(max(loops))}")
+    return [line]
 
 
 def load_lines(run: dict) -> list[str]:
