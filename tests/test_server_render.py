@@ -73,9 +73,21 @@ def test_findings_name_each_backends_best_strategy_with_its_bracket_and_bound():
     assert "torch cpu: best processes ×2, 1k req/s [1k, 1.04k) under its 2 ms bound" in s
     assert "more than threads ×2 (400 [400, 420), 2.5×)" in s          # disjoint brackets, 2.5x apart
     assert "not clearly more than batched ×2 (950 [950, 1.1k))" in s    # its bracket reaches past 1k
-    assert "mlx cpu: no valid rate (threads ×2 at 50/s, the lowest rate tried, p99 3 ms > bound 2 ms; " \
+    assert "mlx cpu: no valid rate (threads ×2 at 50/s, the lowest rate tried, p99 3 ms > bound 2 ms while its " \
+           "p50 was 0.5 ms: the typical request met the bound, its slowest 1% (stalls, not the load) did not; " \
            "processes ×2 CRASH: process 2 of 2 killed by SIGSEGV)" in s
     assert "numpy" not in s  # unsupported cells: the throughput findings and tables say why
+
+
+def test_no_valid_rate_blames_the_tail_only_where_the_median_request_had_room():
+    """A p50 within half the bound at the lowest rate: the bound fails on the slowest 1% (what the H100's
+    stalls did to every rate); a p50 near the bound is load or a slow model, and gets no such clause."""
+    slow = [replace(t, lat_p50_ms=1.5) for t in steps((50, P99_FAIL))]
+    run = S.run([server("mlx", "threads", steps((50, P99_FAIL))), server("torch", "threads", slow)])
+    s = sentence(run)
+    assert "mlx cpu: no valid rate (threads ×2 at 50/s, the lowest rate tried, p99 3 ms > bound 2 ms while its p50 " \
+           "was 0.5 ms: the typical request met the bound" in s
+    assert "torch cpu: no valid rate (threads ×2 at 50/s, the lowest rate tried, p99 3 ms > bound 2 ms)" in s
 
 
 def test_a_bracket_without_long_steps_at_both_ends_is_not_printed_and_the_cell_says_what_is_known():

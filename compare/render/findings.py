@@ -287,7 +287,12 @@ def _no_rate(r: dict) -> str:
     if not r["steps"]:
         return "no rate step ran"
     low = r["steps"][0]
-    return f"at {fmt.short(low['offered_rate'])}/s, the lowest rate tried, {low['verdict'].removeprefix('invalid: ')}"
+    said = f"at {fmt.short(low['offered_rate'])}/s, the lowest rate tried, {low['verdict'].removeprefix('invalid: ')}"
+    p50, bound = low.get("lat_p50_ms"), low.get("bound_ms")
+    if p50 is not None and bound and p50 <= bound / 2:   # the median request had half the bound to spare
+        said += (f" while its p50 was {fmt.short(p50)} ms: the typical request met the bound, its slowest 1%"
+                 " (stalls, not the load) did not")
+    return said
 
 
 def server_sentences(rows: list[dict]) -> dict[tuple, str]:
