@@ -447,3 +447,42 @@ def test_a_second_machine_with_three_frameworks_and_precisions_is_its_own_sectio
             "torch gpu eager.") in h200
     assert "Like-for-like at TF32" in h200 and "Like-for-like at exact FP32" not in h200
     assert "threads beat batched" in h200                            # the batcher is compared too
+
+
+def test_a_section_of_several_runs_states_each_runs_wall_time_and_their_sum():
+    """Issue 19: the whole matrix's device wall time on the page, shards, resumed calls and cut runs counted
+    as measured; one run alone has no such line (its shard lines say it)."""
+    def run(name, walls, cut=False, sweep=None):
+        r = {"_path": f"results/runs/{name}", "run_id": name,
+             "time_split": [{"wall_s": w, "interrupted": cut} for w in walls]}
+        if sweep:
+            r.update(sweep={"id": "abc", "shards": sweep}, shards=[{}] * sweep)
+        return r
+    line = PUB.wall_line([run("closed.json", [120, 60], sweep=2), run("server.json", [90, 30], cut=True),
+                          run("procs.json", [60])])
+    assert line.startswith("- wall time of every run here")
+    assert "sweep `abc` (2 shards) 3.0, server.json (2 calls) 2.0, procs.json 1.0; **6.0 min in all**" in line
+    assert "interrupted" in line
+    assert PUB.wall_line([run("closed.json", [120])]) is None
+    assert PUB.wall_line([run("a.json", [60]), {"_path": "b.json", "run_id": "b"}]) is None   # predates the field
+
+
+def test_caveats_say_how_long_the_processes_behind_the_intervals_span_and_spare_server_runs_the_short_one():
+    """Two H100 sweeps two hours apart covered each other's medians in 76% of cases: an interval over
+    processes holds the host's moves while they ran, and the page says how long that was. A server run's
+    cells measure in rate steps, so its 3 x 0.2 s windows setting is no 'short measurement'; a closed-loop
+    run of one process is."""
+    def one(mode, repeats):
+        run = S.run([S.result(S.cell("torch", "mlp", mode), [100.0] * 3)], trials=3, duration=0.2)
+        run["settings"]["repeats"] = repeats
+        run["plan"] = [S.cell("torch", "mlp", mode).to_dict()]
+        return run
+    closed = one("sequential", 5)
+    closed["processes"] = [{"started": 1796489094.0 + 60 * i, "ended": 1796489150.0 + 60 * i} for i in range(21)]
+    said = PUB.caveats([closed, one("server-threads", 1), one("threads", 1)])
+    (span,) = [c for c in said if c.startswith("the intervals over processes span")]
+    assert span.startswith("the intervals over processes span 21 min: every process behind them ran between 16:44 "
+                           "and 17:05 UTC")
+    (short,) = [c for c in said if c.startswith("short measurement")]
+    assert "1 of 3 runs" in short
+    assert not [c for c in PUB.caveats([one("threads", 1)]) if c.startswith("the intervals over processes")]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,9 +171,19 @@ def caveats(group: list[dict], defects: list[dict] = ()) -> list[str]:
     if by_status:
         out.append("cells without a valid figure: " + ", ".join(f"{n} {s}" for s, n in sorted(by_status.items()))
                    + " (causes in the notes under the tables)")
+    spread = [run for run in group if run["settings"].get("repeats", 1) >= 2 and run.get("processes")]
+    if spread:   # what an interval over processes spans: the host's moves while they ran, no more
+        start = min(p["started"] for run in spread for p in run["processes"] if p.get("started"))
+        end = max(p["ended"] for run in spread for p in run["processes"] if p.get("ended"))
+        at = lambda t: time.strftime("%H:%M", time.gmtime(t))  # noqa: E731
+        out.append(f"the intervals over processes span {(end - start) / 60:.0f} min: every process behind them ran "
+                   f"between {at(start)} and {at(end)} UTC, so they hold what a re-run in that time varies by, not "
+                   "one on another day or host")
     short: dict[str, list[str]] = {}   # said once, however many runs were measured that way
     for run in group:
         cell = run["settings"].get("cell") or {}
+        if all(str(c.get("mode", "")).startswith("server-") for c in run.get("plan") or [{}]) and run.get("plan"):
+            continue   # a server cell measures in rate steps, not in trials of windows
         if ((cell.get("trials") or 5) < 5 or (cell.get("duration") or 0.5) < 0.5) and run["settings"].get("repeats", 1) < 2:
             short.setdefault(f"{cell.get('trials')} trials × {cell.get('duration')} s per cell", []).append(run["run_id"])
     for what, ids in short.items():
@@ -225,6 +236,28 @@ def shard_lines(run: dict, out_dir: Path) -> list[str]:
     return lines
 
 
+def wall_line(group: list[dict]) -> str | None:
+    """A section of several runs: each run's wall time and their sum, each `compare` from start to end (its
+    time_split, start-ups included; a resumed run's parts added up), the device time a re-run of the whole
+    section costs, less each call's own start. None for one run (a sweep's shard lines say it)."""
+    parts, total, cut = [], 0.0, False
+    for run in group:
+        splits = [t for t in run.get("time_split", []) if t.get("wall_s") is not None]
+        if not splits:
+            return None   # a run that predates the field: no sum to state
+        wall = sum(t["wall_s"] for t in splits)
+        total += wall
+        cut |= any(t.get("interrupted") for t in splits)
+        what = (f"sweep `{run['sweep']['id']}` ({run['sweep']['shards']} shards)" if run.get("shards")
+                else f"{_name(run)}" + (f" ({len(splits)} calls)" if len(splits) > 1 else ""))
+        parts.append(f"{what} {wall / 60:.1f}")
+    if len(group) < 2:
+        return None
+    return (f"- wall time of every run here, each `compare` from start to end (its time_split), start-ups included, "
+            f"in minutes: {', '.join(parts)}; **{total / 60:.1f} min in all**"
+            + (" (a run was interrupted: what it left out is not counted)" if cut else ""))
+
+
 def section(group: list[dict], plot_name: str | None, out_dir: Path, server_plot: str | None = None,
             defects: list[dict] = ()):
     """(markdown of one machine section on the page, markdown of its details file, its per-cell summary). The
@@ -251,6 +284,8 @@ def section(group: list[dict], plot_name: str | None, out_dir: Path, server_plot
              f"{n_ok} of {n_cells} cells measured, from {files}. Every cell, the environment and the commands: "
              f"[{details}]({details}).", ""]
     lines += [x for run in group if run.get("shards") for x in shard_lines(run, out_dir) + [""]]
+    if (walls := wall_line(group)):
+        lines += [walls, ""]
     lines += ["### Caveats", ""] + [f"- {c}" for c in caveats(group, defects)] + [""]   # before any figure
     if plot_name:
         lines += [f"![scaling curves: {title(group)}]({plot_name})", "",
