@@ -20,6 +20,8 @@ tool rather than about the load (name the load when you quote it).
     python benchmarks/reproducibility.py                      # the CPU matrix below, 6 invocations
     python benchmarks/reproducibility.py --device gpu --dtype bfloat16 --workloads mlp,transformer
     python benchmarks/reproducibility.py --analyse results/repro/inv-*.json
+    python benchmarks/reproducibility.py --analyse results/runs/h100/h100-closed-*.json \
+        results/supplementary/h100-d9e6e69/h100-closed-*.json    # a sweep's shards are one invocation
     python benchmarks/reproducibility.py --default-compare --out-dir results/repro/cpu-default   # README's compare
     python benchmarks/reproducibility.py --analyse results/repro/cpu-default-7/inv-*.json --rounds 5
     python benchmarks/reproducibility.py --simulate 5,9 --analyse results/repro/h100-5/inv-*.json
@@ -44,7 +46,7 @@ from scipy.optimize import brentq  # noqa: E402
 from scipy.stats import norm  # noqa: E402
 
 from compare import results as R  # noqa: E402
-from compare import stats, stopping  # noqa: E402
+from compare import shards, stats, stopping  # noqa: E402
 
 COVERAGE_GOAL = 0.90     # issue 11: an invocation's interval covers the median of the six in >= 90% of cases
 WIDTH_GOAL = 3.0         # ... while the median interval is no wider than 3x the spread of the six medians
@@ -95,15 +97,24 @@ def first_rounds(run: dict, rounds: int | None) -> dict:
     return {**run, "rows": [r for r in run["rows"] if keep(r)], "plan": [c for c in run.get("plan", []) if keep(c)]}
 
 
+def load_runs(paths: list[Path]) -> list[dict]:
+    """The runs in these files, the shards of one sweep merged into one run (one invocation)."""
+    return shards.merge([R.load(p) for p in paths])
+
+
 def analyse(paths: list[Path], rounds: int | None = None) -> dict:
-    runs = [first_rounds(R.load(p), rounds) for p in paths]
+    runs = [first_rounds(run, rounds) for run in load_runs(paths)]
     per_run = [{R.row_key(rec): rec for rec in stats.summarize(run["rows"], stats.adaptive_rules([run])).to_dicts()}
                for run in runs]
     keys = [k for k in per_run[0] if all(k in cells and cells[k]["ops_per_s"] is not None for cells in per_run)]
     cases, covered, ratios, lines = 0, 0, [], []
+    pairs, crossed = 0, 0   # stricter: each invocation's interval against every other invocation's median
     for key in keys:
         recs = [cells[key] for cells in per_run]
         medians = [r["ops_per_s"] for r in recs]
+        for i, r in enumerate(recs):
+            others = medians[:i] + medians[i + 1:]
+            pairs, crossed = pairs + len(others), crossed + sum(r["ci_low"] <= m <= r["ci_high"] for m in others)
         target = statistics.median(medians)
         spread = max(medians) - min(medians)
         hits = [r["ci_low"] <= target <= r["ci_high"] for r in recs]
@@ -129,11 +140,12 @@ def analyse(paths: list[Path], rounds: int | None = None) -> dict:
             processes += 1
             slowest += all(first < v for t, v in trials if t != 0)
     return {"runs": len(runs), "cells": len(keys), "cases": cases, "covered": covered, "ratios": ratios,
+            "pairs": pairs, "crossed": crossed,
             "lines": lines, "processes": processes, "trial0_slowest": slowest, "trials": sorted(trials_seen)}
 
 
 def report(res: dict, paths: list[Path]) -> None:
-    runs = [R.load(p) for p in paths]
+    runs = load_runs(paths)
     loads = [[p["load"]["load_avg"][0] for p in r.get("host_probe") or [] if p.get("load", {}).get("load_avg")]
              for r in runs]
     hosts = sorted({f"{r['host'].get('host')} ({r['host'].get('cpu')}, {r['host'].get('cpu_count')} cores)"
@@ -152,6 +164,9 @@ def report(res: dict, paths: list[Path]) -> None:
     chance = ", ".join(f"{100 / n:.0f}% with {n}" for n in res["trials"])
     print(f"coverage: {res['covered']}/{res['cases']} = {100 * cover:.1f}% (goal >= {100 * COVERAGE_GOAL:.0f}%) "
           f"{'PASS' if cover >= COVERAGE_GOAL else 'FAIL'}")
+    if res["pairs"]:
+        print(f"cross: an invocation's interval covers another invocation's median in {res['crossed']}/"
+              f"{res['pairs']} = {100 * res['crossed'] / res['pairs']:.1f}% of the pairs (stricter than coverage)")
     print(f"width: median CI width / spread of the {res['runs']} medians = {width:.2f} (goal <= {WIDTH_GOAL:g}) "
           f"{'PASS' if width <= WIDTH_GOAL else 'FAIL'}")
     print(f"warm-up: trial 0 strictly slowest in {res['trial0_slowest']}/{res['processes']} processes = "
@@ -389,7 +404,7 @@ def main() -> None:
         simulate(a.analyse, [int(n) for n in a.simulate.split(",")])
         return
     paths = a.analyse or run_invocations(a)
-    if len(paths) < 2:
+    if len(load_runs(paths)) < 2:
         print("need at least two runs")
         return
     report(analyse(paths, a.rounds), paths)

@@ -62,3 +62,26 @@ def test_rounds_reads_a_run_as_if_it_had_stopped_after_its_first_processes(repro
     assert res["covered"] == 6 and res["ratios"] == [pytest.approx(10 / 4)]
     assert res["processes"] == 18
     assert repro.analyse(paths, rounds=None)["ratios"] == [pytest.approx(20 / 4)]
+
+
+def test_cross_counts_each_interval_against_every_other_invocations_median(repro, tmp_path, capsys):
+    """Two sweeps compared: each one's interval against the other's median (the median of two medians is
+    their midpoint, which both intervals hold far more often)."""
+    res = repro.analyse(invocations(tmp_path, [0, 5]))      # [90, 110] holds 105, [95, 115] holds 100
+    assert (res["crossed"], res["pairs"]) == (2, 2)
+    res = repro.analyse(invocations(tmp_path, [0, 15]))     # [90, 110] misses 115, [105, 125] misses 100
+    assert (res["crossed"], res["pairs"]) == (0, 2) and res["covered"] == 2   # yet both hold the midpoint 107.5
+    repro.report(res, invocations(tmp_path, [0, 15]))
+    assert "cross: an invocation's interval covers another invocation's median in 0/2 = 0.0%" in capsys.readouterr().out
+
+
+def test_the_shards_of_one_sweep_are_one_invocation(repro, tmp_path):
+    from test_shards import shard_runs
+    paths = []
+    for name, shift in (("a", 0.0), ("b", 50.0)):
+        _, parts = shard_runs(5, 5, ops=lambda c, s=shift: 100.0 + s + 10 * c.repeat + c.threads)
+        for p in parts:
+            p["sweep"] = {**p["sweep"], "id": f"{p['sweep']['id']}-{name}"}
+            paths.append(R.save(p, tmp_path / f"{name}-{p['sweep']['shard']}.json"))
+    res = repro.analyse(paths)
+    assert res["runs"] == 2 and res["cells"] == 12
