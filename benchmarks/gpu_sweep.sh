@@ -76,6 +76,11 @@
 # the planning parent's JAX and CUDA start, host probes), not in wall_s: the `part N: S s` lines below
 # measure it. Total ~22 min: over the 20-minute goal unless the caches save more than estimated; if shard 1
 # takes more than 170 s, leave part 6 (processes) for another session rather than cut the server.
+# Measured (an H100, revision 5a5be10, benchmarks/README.md "the whole plan, measured"): shard 1 172 s cold,
+# shards 2-5 102-110 s (the closed loop 9.8 min, as estimated), part 6 121 s, part 7 352 s, part 8 430 s for 3
+# of its 6 cells: 24.9 min of compare with the server unfinished. The server's cells took 31-184 s each, not
+# ~30 s: its rate steps (16-24 a cell, failures run twice, LoadGen's 10 s long steps, low rates lengthened
+# until LoadGen has its queries). The plan fits 20 minutes only with a cheaper server part.
 set -u
 cache=${CACHE:-/tmp/threadbench-cache}
 call_seconds=${CALL_SECONDS:-590}
