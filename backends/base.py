@@ -102,6 +102,10 @@ class Backend(ABC):
     fp32_precisions: ClassVar[tuple[str, ...]] = ()
     #: backend-specific settings accepted by configure(options=...): OPTION -> BackendOption
     options: ClassVar[Mapping[str, BackendOption]] = {}
+    #: failures of the framework itself that are known and understood: (text in the failed cell's cause, what
+    #: a reader should know: where it is reported, what avoids it and how that was measured); the findings
+    #: append it to a failed cell whose cause holds the text
+    known_failures: ClassVar[tuple[tuple[str, str], ...]] = ()
 
     # -- availability ------------------------------------------------------------------------------
     @abstractmethod

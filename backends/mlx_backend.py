@@ -23,6 +23,10 @@ class MlxBackend(Backend):
     name = "mlx"
     devices = ("gpu", "cpu")
     dtypes = ("float32", "bfloat16", "float16")
+    known_failures = (
+        ("cudaStreamEndCapture", "known: MLX-CUDA's graph capture with several threads (ml-explore/mlx#4506); "
+         "MLX_USE_CUDA_GRAPHS=0 avoided it in 12 of 12 cell processes on an H100 (results/supplementary/NOTES.md)"),
+    )
 
     @staticmethod
     def _mx():

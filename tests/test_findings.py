@@ -271,3 +271,21 @@ def test_a_ceiling_exists_only_when_every_configuration_was_measured():
     assert summarize(S.run([S.result(S.cell("mlx", mode="offline", k=8), [3000.0] * 5),
                             S.result(S.cell("mlx", mode="offline", k=64), None, "too_slow", "window")])["rows"]
                      )["pct_ceiling"].is_null().all()   # %-of-ceiling refuses it alike
+
+
+def test_a_crash_the_backend_knows_carries_its_note_and_another_does_not():
+    """backends declare known_failures (MLX-CUDA's graph capture with several threads): the findings add
+    what is known to the crash whose cause holds the text, once per cause, and nothing to other crashes."""
+    capture = "killed by SIGABRT: cudaStreamEndCapture(stream, &handle_) failed: operation failed"
+    recs = [rec("mlx", "sequential", 500, device="gpu"),
+            rec("mlx", "threads", None, threads=8, device="gpu", status="crash", cause=capture),
+            rec("mlx", "streams", None, threads=8, device="gpu", status="crash", cause=capture),
+            rec("mlx", "threads", None, threads=4, device="gpu", status="crash", cause="killed by SIGSEGV")]
+    t = text(FD.findings(recs))
+    (line,) = [s for s in t.splitlines() if "cudaStreamEndCapture" in s]
+    assert "threads ×8, streams ×8" in line
+    assert line.endswith("; known: MLX-CUDA's graph capture with several threads (ml-explore/mlx#4506); "
+                         "MLX_USE_CUDA_GRAPHS=0 avoided it in 12 of 12 cell processes on an H100 "
+                         "(results/supplementary/NOTES.md).")
+    assert "mlx gpu: CRASH in threads ×4 (killed by SIGSEGV)." in t
+    assert FD.known_failures("no-such-backend") == ()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from backends import known_failures
+
 from ..cells import (DEFAULT_PYTHON, FAILED, GIL_BACK_ON, LOADGEN, MODES, OK, SKIPPED, THREADBENCH, TOO_SLOW,
                      status_label)
 from ..stats import PROBE_WORKLOADS, THROUGHPUT_MODES
@@ -153,8 +155,16 @@ def _group_sentences(name: str, recs: list[dict]) -> list[str]:
     for r in recs:
         if r["status"] in FAILED:
             failed.setdefault((fmt.verdict_kind(r), fmt.cause_line(r.get("cause"), 110)), []).append(_cell(r))
+    known = {}   # the backend's known failures (backends.known_failures), said once per failure
+    for r in recs:
+        if r["status"] in FAILED:
+            hint = next((h for text, h in known_failures(r["backend"]) if text in (r.get("cause") or "")), None)
+            if hint:
+                known.setdefault((fmt.verdict_kind(r), fmt.cause_line(r.get("cause"), 110)), hint)
     for (what, cause), where in failed.items():
-        out.append(f"{name}: {what} in {', '.join(where)}" + (f" ({cause})." if cause else "."))
+        hint = known.get((what, cause))
+        out.append(f"{name}: {what} in {', '.join(where)}" + (f" ({cause})" if cause else "")
+                   + (f"; {hint}." if hint else "."))
     other: dict[tuple[str, str], list[str]] = {}   # unsupported, unavailable: said once per cause
     for r in recs:
         if r["status"] not in FAILED and r["status"] not in (OK, TOO_SLOW, SKIPPED):
