@@ -486,3 +486,16 @@ def test_caveats_say_how_long_the_processes_behind_the_intervals_span_and_spare_
     (short,) = [c for c in said if c.startswith("short measurement")]
     assert "1 of 3 runs" in short
     assert not [c for c in PUB.caveats([one("threads", 1)]) if c.startswith("the intervals over processes")]
+
+
+def test_how_to_read_names_the_processes_and_level_of_the_figures_shown_only():
+    """The H100 page said 'over 1/2/3/4/5 processes per cell, 93.8-97.9%': its server cells' one process and
+    its crashed cells' four, which show no such interval. Only throughput cells with a figure count."""
+    import polars as pl
+    cell = lambda mode, n, level, ops=100.0: {"mode": mode, "n_processes": n, "ci_level": level,  # noqa: E731
+                                              "ops_per_s": ops}
+    summary = pl.DataFrame([cell("threads", 5, 0.9375), cell("sequential", 5, 0.9375),
+                            cell("server-threads", 1, 0.979), cell("streams", 4, 0.875, ops=None)])
+    (line,) = [x for x in PUB.how_to_read([summary]) if x.startswith("- **figures**")]
+    assert "the distribution-free interval of the median over 5 processes per cell, its level: 93.8% CI" in line
+    assert "[peak, lowest failing rate above it) from one process" in line

@@ -376,13 +376,18 @@ def how_to_read(summaries: list) -> list[str]:
     """What the figures are, before any is used: units, the interval, ×N and k, the ceiling, the claim rule."""
     frames = [s for s in summaries if s.height]
     recs = pl.concat(frames, how="diagonal_relaxed").to_dicts() if frames else []
-    level = fmt.ci_level(r["ci_level"] for r in recs if r.get("ops_per_s") is not None)
-    processes = sorted({r["n_processes"] for r in recs if r.get("n_processes")})
+    # the throughput cells with a figure: a failed cell's processes and a server cell's summary of its rate
+    # steps (its figure is the peak, said apart) would name counts and levels no figure on the page has
+    shown = [r for r in recs if r.get("ops_per_s") is not None and not str(r.get("mode", "")).startswith("server-")]
+    level = fmt.ci_level(r["ci_level"] for r in shown)
+    processes = sorted({r["n_processes"] for r in shown if r.get("n_processes")})
     over = (f"over {'/'.join(map(str, processes))} processes per cell" if processes and processes != [1] else
             "over the timed windows of the cell's one process")
     modes = ", ".join(m for m, spec in MODES.items() if spec.ceiling)
     return ["How to read it:",
-            f"- **figures** are requests/s (a server cell: the peak offered rate it sustains), the median "
+            f"- **figures** are requests/s (a server cell: the peak offered rate it sustains, with the bracket "
+            "[peak, lowest failing rate above it) from one process or the interval of the median peak over "
+            "several), the median "
             f"[the distribution-free interval of the median {over}, its level: {level}];",
             "- **×N**: N Python threads, batcher clients or processes; **k=N**: k requests per forward (offline, "
             "the caller batches); **× seq**: over sequential, one request at a time in the main thread;",
