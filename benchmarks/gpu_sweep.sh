@@ -14,7 +14,7 @@
 #   benchmarks/gpu_sweep.sh estimate                     prints the plan's arithmetic (below) and exits
 #
 #   PART: 1..5 = shard PART/5 of the closed-loop sweep, 6 = the processes sweep, 7 and 8 = the server
-#   scenario for mlp and for transformer (two calls' worth: ~6 min together).
+#   scenario for mlp and for transformer (13+ min together on an H100; SERVER_BUDGET=MINUTES caps each).
 #
 # Run from the repository root on the device machine (Python 3.12, torch CUDA, MLX-CUDA, JAX through
 # plugins/threadbench-jax installed there with `pip install --no-deps -e plugins/threadbench-jax`), e.g.
@@ -80,7 +80,11 @@
 # shards 2-5 102-110 s (the closed loop 9.8 min, as estimated), part 6 121 s, part 7 352 s, part 8 430 s for 3
 # of its 6 cells: 24.9 min of compare with the server unfinished. The server's cells took 31-184 s each, not
 # ~30 s: its rate steps (16-24 a cell, failures run twice, LoadGen's 10 s long steps, low rates lengthened
-# until LoadGen has its queries). The plan fits 20 minutes only with a cheaper server part.
+# until LoadGen has its queries). The plan fits 20 minutes only with a cheaper server part: SERVER_BUDGET=3.5
+# gives parts 7 and 8 3.5 minutes each, planned from the H100's per-cell costs (compare --budget --costs
+# results/runs/h100/h100-server-<workload>.json; SERVER_COSTS names another folder): compare says before it
+# starts which cells, costliest first, it leaves out, and the page shows them missing. With it: closed loop
+# ~9.8 + processes ~2.0 + server 7 = ~19 min of compare, plus each call's start.
 set -u
 cache=${CACHE:-/tmp/threadbench-cache}
 call_seconds=${CALL_SECONDS:-590}
@@ -132,9 +136,12 @@ run_part() {   # PART OUT_FILE SECONDS: one part, its exit code returned
   case "$part" in
     [1-5]) args=(--workloads mlp,transformer --modes sequential,threads,streams,batched,offline --shard "$part/5") ;;
     6)     args=(--workloads mlp --modes processes --threads 8 --no-peak-probe) ;;
-    7|8)   args=(--workloads "$([ "$part" = 7 ] && echo mlp || echo transformer)"
-                 --modes server-threads,server-batched --threads 4 --repeats 1
-                 --no-peak-probe) ;;
+    7|8)   local workload; workload=$([ "$part" = 7 ] && echo mlp || echo transformer)
+           args=(--workloads "$workload" --modes server-threads,server-batched --threads 4 --repeats 1
+                 --no-peak-probe)
+           if [ -n "${SERVER_BUDGET:-}" ]; then   # minutes for this part: the costliest cells left out, said first
+             args+=(--budget "$SERVER_BUDGET" --costs "${SERVER_COSTS:-results/runs/h100}/h100-server-$workload.json")
+           fi ;;
     *)     bad_part "$part" ;;
   esac
   PYTHONUNBUFFERED=1 timeout -s TERM "$seconds" python3 cli.py compare "${common[@]}" "${args[@]}"

@@ -20,7 +20,7 @@ def sweep(tmp_path: Path, *args: str, **env: str) -> tuple[subprocess.CompletedP
     fake.chmod(0o755)
     calls = tmp_path / "calls.txt"
     calls.unlink(missing_ok=True)
-    run_env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "CACHE", "CALL_", "PART_"))}
+    run_env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "CACHE", "CALL_", "PART_", "SERVER_"))}
     run_env |= {"PATH": f"{fake.parent}{os.pathsep}{os.environ['PATH']}", "CALLS": str(calls), **env}
     out = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_sweep.sh"), *args], capture_output=True,
                          text=True, env=run_env, cwd=ROOT, timeout=60)
@@ -65,3 +65,16 @@ def test_the_machine_names_the_results_and_their_files(tmp_path):
     assert f"--out {tmp_path / 'out' / 'h100-closed-1of5.json'} " in calls[0]
     out, calls = sweep(tmp_path, "run", str(tmp_path / "out"), "7")   # no nvidia-smi here: the H200's names
     assert "--machine H200 " in calls[0] and "h200-server-mlp.json" in calls[0]
+
+
+def test_server_budget_plans_each_server_part_from_the_h100s_per_cell_costs(tmp_path):
+    """The whole plan took 24.9 min on an H100, the server 13 of them: SERVER_BUDGET caps parts 7 and 8 through
+    compare --budget, planned from that run's per-cell costs (which exist in the tree), and nothing else."""
+    out, calls = sweep(tmp_path, "run", str(tmp_path / "out"), "1", "7", "8", SERVER_BUDGET="3.5")
+    assert "--budget" not in calls[0]
+    for call, workload in zip(calls[1:], ("mlp", "transformer")):
+        costs = call.split("--costs ")[1].split()[0]
+        assert "--budget 3.5 " in call and costs == f"results/runs/h100/h100-server-{workload}.json"
+        assert (ROOT / costs).is_file()
+    out, calls = sweep(tmp_path, "run", str(tmp_path / "out"), "7")
+    assert "--budget" not in calls[0]
