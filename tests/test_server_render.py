@@ -282,3 +282,15 @@ def test_the_sentence_and_the_table_say_who_issued_the_queries():
     assert "; queries from MLPerf LoadGen)" in sentence(lg)
     (peaks, _) = SR.build(P.merge([lg]))
     assert not any("threadbench's own dispatcher issued" in n for n in peaks.notes)
+
+
+def test_the_brief_names_a_backend_whose_server_cells_found_no_valid_rate():
+    """The H100 transformer's brief named MLX's 140/s as its server peak and said nothing of torch, whose two
+    cells found no valid rate: the reader would have taken MLX for the only or best server there."""
+    run = server_run()
+    (line,) = FI.brief(P.summarize([run]), rows=P.merge([run]))
+    assert line.endswith("server peak: torch processes ×2 1k [1k, 1.04k), mlx no valid rate under its bound.")
+    run = S.run([server("mlx", "processes", [], "crash", "killed"), S.result(S.cell("mlx", "mlp", "sequential"),
+                                                                           [1000.0] * 5)])
+    (line,) = FI.brief(P.summarize([run]), rows=P.merge([run]))
+    assert "server peak" not in line   # a crashed server cell found nothing: the findings say why, not the brief

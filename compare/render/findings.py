@@ -431,11 +431,14 @@ def brief(summary, machine_names: dict[str, str] | None = None, rows: list[dict]
         key = (r.get("machine") or "", r["workload"], r["precision"], r.get("interpreter"))
         scopes.setdefault(key, {}).setdefault((r["backend"], r["device"], r["precision"]), []).append(r)
     served: dict[tuple, dict[str, list[dict]]] = {}
+    unserved: dict[tuple, set[str]] = {}   # backends whose server cells ran and found no valid rate at all
     for r in peaks(rows or []):
+        key = (r.get("machine") or "", r["workload"], precision(r), r.get("interpreter"))
         if shows_rate(r) and r["peak"] is not None:
-            key = (r.get("machine") or "", r["workload"], precision(r), r.get("interpreter"))
             served.setdefault(key, {}).setdefault(r["backend"], []).append(r)
             scopes.setdefault(key, {})
+        elif r["status"] == OK and r["steps"]:
+            unserved.setdefault(key, set()).add(r["backend"])
     out = []
     for (machine, workload, p, python), groups in scopes.items():
         parts = []
@@ -461,10 +464,14 @@ def brief(summary, machine_names: dict[str, str] | None = None, rows: list[dict]
                      f"{ga[0]} ≈ {gb[0]}" for ga, a, gb, b, claimed in framework_pairs(bests)]
             parts.append("like-for-like: " + ", ".join(pairs) + (f"; executed: {', '.join(ran)}" if ran else ""))
         server = served.get((machine, workload, p, python), {})
-        if server:
+        none = sorted(unserved.get((machine, workload, p, python), set()) - set(server),
+                      key=lambda b: (BACKEND_ORDER.get(b, 5), b))
+        if server or none:
             tops = [max(cells, key=lambda c: c["peak"])
                     for _, cells in sorted(server.items(), key=lambda x: (BACKEND_ORDER.get(x[0], 5), x[0]))]
-            parts.append("server peak: " + ", ".join(f"{c['backend']} {_server_label(c)} {_brief_peak(c)}" for c in tops))
+            parts.append("server peak: " + ", ".join(
+                [f"{c['backend']} {_server_label(c)} {_brief_peak(c)}" for c in tops]
+                + [f"{b} no valid rate under its bound" for b in none]))
         name = (machine_names or {}).get(machine, machine)
         out.append(f"**{name}** · {workload} · {fmt.precision_label(p)}" + (f" · {python}" if python else "")
                    + ": " + "; ".join(parts) + ".")
