@@ -187,7 +187,12 @@ def main() -> int:
     ap.add_argument("--threads", default="1,8")
     ap.add_argument("--duration", type=float, default=0.5, help="seconds per timed window of the measured cell")
     ap.add_argument("--requests", type=int, default=REQUESTS, help="profiled requests per thread")
+    ap.add_argument("--switch-interval", type=float, default=None,
+                    help="sys.setswitchinterval in ms (CPython's default 5): if the split's synchronise at x8 is "
+                         "the GIL's turn on the way out (benchmarks/sync_gil.py), a shorter interval shortens it")
     args = ap.parse_args()
+    if args.switch_interval is not None:
+        sys.setswitchinterval(args.switch_interval / 1e3)
     import torch  # the script's subject: torch's own profiler
     knobs = tuple(sorted((k, int(v)) for k, v in (p.split("=") for p in args.size.split(",") if p)))
     backend = backends.load("torch")
@@ -197,7 +202,7 @@ def main() -> int:
         return 0
     print(f"profiler cross-check: torch {torch.__version__} {args.device} {args.dtype} {args.workload}"
           f"{' ' + args.size if args.size else ''}, {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.2f};"
-          f" agreement within {MARGIN:.0%}")
+          f" agreement within {MARGIN:.0%}; GIL switch interval {sys.getswitchinterval() * 1e3:g} ms")
     backend.configure(fp32_precision="highest", intra_op_threads=1 if args.device == "cpu" else None)
     with tempfile.TemporaryDirectory(prefix="threadbench-xcheck-") as tmp:
         for n in (int(v) for v in args.threads.split(",")):

@@ -5,6 +5,9 @@ cost around the forward:
 
 - split-gil: a pure-Python loop of GIL_ITERATIONS before each forward, holding the GIL. Threads take turns:
   a request's CPU time stays flat while its wall time grows with the threads (GIL-bound from x2).
+- split-gilsync: split-gil's forward and a synchronize that waits for nothing but releases the GIL: its
+  synchronise, near zero at x1, grows with the threads by the others' GIL-holding turns (a framework's
+  synchronise includes re-acquiring the GIL; a profiler times only the framework's own wait).
 - split-sleep: a sleep of SLEEP_S before each forward, releasing the GIL: a stand-in for a wait on a device
   that is never busy. Threads overlap their sleeps (wait-bound at every thread count).
 - split-device: a host part (a sleep of HOST_SLEEP_S and a pure-Python loop of HOST_ITERATIONS) and one job
@@ -49,6 +52,20 @@ class GilBackend(NumpyBackend):
     def forward(self, model, x):
         spin(GIL_ITERATIONS)
         return model(x)
+
+
+class GilSyncBackend(NumpyBackend):
+    """split-gil's forward, and a synchronize that waits for nothing but releases the GIL (as a framework's
+    wait on its device does): on its way back the thread takes its turn for the GIL behind the others'
+    forwards, so its synchronise grows with the threads though there is nothing to wait for."""
+    name = "split-gilsync"
+
+    def forward(self, model, x):
+        spin(GIL_ITERATIONS)
+        return model(x)
+
+    def synchronize(self, out, device):
+        time.sleep(0)
 
 
 class SleepBackend(NumpyBackend):
