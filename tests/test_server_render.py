@@ -228,18 +228,23 @@ def test_a_process_without_a_valid_rate_counts_as_zero_and_one_failed_process_fa
     assert rec["status"] == "crash" and "SIGSEGV" in rec["cause"]
 
 
-def test_near_equal_bounds_get_labels_that_do_not_overlap():
-    """Two strategies' own bounds 10.1 and 10.4 ms (as on the H100 transformer): both labels stay readable."""
+@pytest.mark.parametrize("bounds", [
+    (10.4, 10.1, 11.9),                  # near-equal (the H100 transformer's, 2026-11)
+    (6.9, 2.02, 2.11, 3.49, 5.62, 2.0),  # a stack of three, then bounds a label's lift reached (the H100 mlp's)
+])
+def test_near_equal_bounds_get_labels_that_do_not_overlap(bounds):
+    """Each strategy's own bound (10x its single-request p50) gets a label at the line's end: all stay readable."""
     def at(bound, pairs):
         return [Trial(**{**t.__dict__, "bound_ms": bound}) for t in steps(*pairs)]
-    run = S.run([server("torch", "threads", at(10.4, [(400, "valid")])),
-                 server("torch", "batched", at(10.1, [(950, "valid")])),
-                 server("mlx", "batched", at(11.9, [(900, "valid")]))])
+    cells = [(b, s) for b in ("torch", "mlx", "jax") for s in ("threads", "batched")]
+    run = S.run([server(b, s, at(bound, [(400 + 100 * i, "valid")])
+                        + [replace(at(bound, [(9000, P99_FAIL)])[0], lat_p99_ms=3000.0)])   # a panel ~4 decades tall
+                 for i, ((b, s), bound) in enumerate(zip(cells, bounds))])
     fig = PL.server_figure(P.merge([run]), "t")
     (ax,) = [ax for ax in fig.axes if ax.get_visible()]
     fig.canvas.draw()
     boxes = {t.get_text(): t.get_window_extent() for t in ax.texts if t.get_text().startswith("bound")}
-    assert set(boxes) == {"bound 10.1 ms", "bound 10.4 ms", "bound 11.9 ms"}
+    assert set(boxes) == {f"bound {fmt.short(b)} ms" for b in bounds}
     names = sorted(boxes)
     for i, a in enumerate(names):
         for b in names[i + 1:]:

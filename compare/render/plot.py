@@ -252,7 +252,21 @@ ERROR_BARS = {  # what the error bars span, by the cells' ci_scope (compare.stat
     frozenset({"windows"}): "over one process's timed windows (not a re-run's spread)",
     frozenset(): "from the processes' medians (over one process's windows where a cell had one process)"}
 OTHER_PROCESS_ALPHA = 0.35  # with --repeats, the steps of the processes other than the median one
-BOUND_LABEL_GAP = 1.25     # bounds closer than this ratio get their labels stacked, not printed over each other
+BOUND_LABEL_PTS = 9.0      # a bound label's height with its gap (x-small type): a label lifts to clear the one below
+
+
+def _bound_labels(ax, bounds: list[float]) -> None:
+    """Each bound's label at the right end of its line, lifted just enough to clear the label below it (in
+    points, once the axis limits are final: near-equal bounds stack, and a label lifted off its line never
+    covers the next bound's)."""
+    to_pts = 72.0 / ax.figure.dpi
+    top = None   # the top of the label below, in points from the figure's bottom
+    for b in bounds:
+        y = ax.transData.transform((1.0, b))[1] * to_pts + 1
+        lift = max(0.0, top - y) if top is not None else 0.0
+        ax.annotate(f"bound {fmt.short(b)} ms", (1.0, b), xycoords=("axes fraction", "data"), ha="right",
+                    va="bottom", fontsize="x-small", color="0.3", xytext=(-2, 1 + lift), textcoords="offset points")
+        top = y + lift + BOUND_LABEL_PTS
 
 
 def server_figure(rows: list[dict], title: str = ""):
@@ -275,6 +289,7 @@ def server_figure(rows: list[dict], title: str = ""):
     mpl.FigureCanvasAgg(fig)
     axes = fig.subplots(len(dtypes), len(cols), squeeze=False)
     used, faint_used, long_used = set(), False, False
+    labelled = []   # (panel, its bounds): labelled once the layout is drawn
     for i, dtype in enumerate(dtypes):
         for j, (workload, size) in enumerate(cols):
             ax = axes[i][j]
@@ -319,21 +334,16 @@ def server_figure(rows: list[dict], title: str = ""):
                                 color=color[g], xytext=(3, 0), textcoords="offset points")
                 if r["bound_ms"] is not None:
                     bounds.setdefault(r["bound_ms"], set()).add(g)
-            lift, last = 0, None
             for b, gs in sorted(bounds.items()):  # one line per distinct bound, in its backend's colour if its own
                 ax.axhline(b, color=color[next(iter(gs))] if len(bounds) > 1 else "0.35", linestyle=BOUND_STYLE,
                            linewidth=1.1)
-                lift = lift + 1 if last is not None and b / last < BOUND_LABEL_GAP else 0  # near-equal: stack
-                ax.annotate(f"bound {fmt.short(b)} ms", (1.0, b), xycoords=("axes fraction", "data"), ha="right",
-                            va="bottom", fontsize="x-small", color="0.3", xytext=(-2, 1 + 8 * lift),
-                            textcoords="offset points")
-                last = b
                 ys.append(b)
             ax.set_xscale("log")
             ax.set_yscale("log")
             if ys:  # room above the curves for the notes, as in `figure`
                 lo, hi = min(ys) / 1.3, max(ys) * 1.3
                 ax.set_ylim(lo, hi * (hi / lo) ** (NOTE_ROOM * min(len(notes), MAX_NOTES)))
+            labelled.append((ax, sorted(bounds)))
             ax.xaxis.set_major_formatter(mpl.EngFormatter(sep=""))
             ax.xaxis.set_minor_formatter(mpl.NullFormatter())   # 2×10³ 3×10³ … labels collided on a wide span
             ax.yaxis.set_major_formatter(mpl.EngFormatter(sep=""))
@@ -363,6 +373,10 @@ def server_figure(rows: list[dict], title: str = ""):
                ncols=min(4, len(series) + len(labels)), frameon=False)
     fig.suptitle((title + "\n" if title else "") + "server scenario: p99 latency from the scheduled arrival, per "
                  "offered rate of the search", fontsize="medium")
+    fig.canvas.draw()   # the layout settles the panels' heights, which the bound labels' spacing depends on
+    for ax, bounds in labelled:
+        _bound_labels(ax, bounds)
+    fig.set_layout_engine("none")   # ...and stays as it was drawn (the labels lie inside the panels)
     return fig
 
 
