@@ -152,15 +152,14 @@ def _group_sentences(name: str, recs: list[dict]) -> list[str]:
     if clauses:
         out.append(f"{name}: " + "; ".join(clauses) + ".")
     failed: dict[tuple[str, str], list[str]] = {}
+    known: dict[tuple[str, str], str] = {}   # what the backend knows of a failure (backends.known_failures)
     for r in recs:
         if r["status"] in FAILED:
-            failed.setdefault((fmt.verdict_kind(r), fmt.cause_line(r.get("cause"), 110)), []).append(_cell(r))
-    known = {}   # the backend's known failures (backends.known_failures), said once per failure
-    for r in recs:
-        if r["status"] in FAILED:
+            key = (fmt.verdict_kind(r), fmt.cause_line(r.get("cause"), 110))
+            failed.setdefault(key, []).append(_cell(r))
             hint = next((h for text, h in known_failures(r["backend"]) if text in (r.get("cause") or "")), None)
             if hint:
-                known.setdefault((fmt.verdict_kind(r), fmt.cause_line(r.get("cause"), 110)), hint)
+                known.setdefault(key, hint)
     for (what, cause), where in failed.items():
         hint = known.get((what, cause))
         out.append(f"{name}: {what} in {', '.join(where)}" + (f" ({cause})" if cause else "")

@@ -171,10 +171,10 @@ def caveats(group: list[dict], defects: list[dict] = ()) -> list[str]:
     if by_status:
         out.append("cells without a valid figure: " + ", ".join(f"{n} {s}" for s, n in sorted(by_status.items()))
                    + " (causes in the notes under the tables)")
-    spread = [run for run in group if run["settings"].get("repeats", 1) >= 2 and run.get("processes")]
+    spread = [p for run in group if run["settings"].get("repeats", 1) >= 2 for p in run.get("processes", [])
+              if p.get("started") and p.get("ended")]
     if spread:   # what an interval over processes spans: the host's moves while they ran, no more
-        start = min(p["started"] for run in spread for p in run["processes"] if p.get("started"))
-        end = max(p["ended"] for run in spread for p in run["processes"] if p.get("ended"))
+        start, end = min(p["started"] for p in spread), max(p["ended"] for p in spread)
         at = lambda t: time.strftime("%H:%M", time.gmtime(t))  # noqa: E731
         out.append(f"the intervals over processes span {(end - start) / 60:.0f} min: every process behind them ran "
                    f"between {at(start)} and {at(end)} UTC, so they hold what a re-run in that time varies by, not "
@@ -182,7 +182,8 @@ def caveats(group: list[dict], defects: list[dict] = ()) -> list[str]:
     short: dict[str, list[str]] = {}   # said once, however many runs were measured that way
     for run in group:
         cell = run["settings"].get("cell") or {}
-        if all(str(c.get("mode", "")).startswith("server-") for c in run.get("plan") or [{}]) and run.get("plan"):
+        plan = run.get("plan") or []
+        if plan and all(str(c.get("mode", "")).startswith("server-") for c in plan):
             continue   # a server cell measures in rate steps, not in trials of windows
         if ((cell.get("trials") or 5) < 5 or (cell.get("duration") or 0.5) < 0.5) and run["settings"].get("repeats", 1) < 2:
             short.setdefault(f"{cell.get('trials')} trials × {cell.get('duration')} s per cell", []).append(run["run_id"])
