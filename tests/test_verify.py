@@ -1,6 +1,7 @@
 """The output check (compare.measure.verify): the error measure and the tolerance per effective precision.
 Plain numpy, exact expectations; no framework, no timing."""
 import math
+import time
 
 import numpy as np
 import pytest
@@ -61,3 +62,27 @@ def test_the_tolerances_order_by_precision_and_catch_a_one_element_swap():
 def test_an_unknown_precision_is_refused():
     with pytest.raises(KeyError):
         V.tolerance("fp8")
+
+
+def test_checking_a_large_output_leaves_no_thread_spinning_into_the_next_window():
+    """The checks run between timed windows: whatever they start must not run on into the next one. np.linalg.norm
+    threads its dot product in OpenBLAS above ~10k elements, whose idle threads then spin for ~0.1 s; on the H100's
+    host that made every window after the first share the cores with them. A transformer output (4 x 128 x 512)
+    is checked, then no OS thread of this process may run more than 20 ms of a 150 ms pause."""
+    psutil = pytest.importorskip("psutil")
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal((4, 128, 512))
+    y = ref + 1e-3
+    me = psutil.Process()
+
+    def cpu_by_thread() -> dict[int, float]:
+        return {t.id: t.user_time + t.system_time for t in me.threads()}
+
+    V.rel_error(y, ref)      # any thread pool starts here
+    time.sleep(0.3)          # and goes idle
+    V.rel_error(y, ref)
+    before = cpu_by_thread()
+    time.sleep(0.15)
+    after = cpu_by_thread()
+    busiest = max((after[t] - before.get(t, 0.0) for t in after), default=0.0)
+    assert busiest < 0.02, f"a thread ran {busiest * 1e3:.0f} ms while nothing was measured"

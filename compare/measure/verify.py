@@ -19,13 +19,22 @@ TOLERANCE = {
 DTYPE_PRECISION = {"float64": "fp64", "float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
 
 
+def norm(x: np.ndarray) -> float:
+    """The 2-norm of all elements, from a plain sum of squares. Not np.linalg.norm: it calls BLAS (ddot),
+    which OpenBLAS threads above ~10k elements, and its idle threads then spin for about 0.1 s. The checks
+    run between timed windows, so every window after the first shared the cores with those spinning
+    threads: on the H100's 16-core host the transformer cells' processes ran ~10 cores in trials 1 and 2
+    against ~3 in trial 0, which was 1.2-1.7x faster (results/runs/h100, fixed after 02c6cde)."""
+    return float(np.sqrt(np.sum(np.square(x))))
+
+
 def rel_error(y: np.ndarray, ref: np.ndarray) -> float:
     y = np.asarray(y, dtype=np.float64)
     if y.shape != ref.shape:
         return float("inf")
     if not np.all(np.isfinite(y)):
         return float("inf")
-    return float(np.linalg.norm(y - ref) / max(np.linalg.norm(ref), 1e-300))
+    return norm(y - ref) / max(norm(ref), 1e-300)
 
 
 def tolerance(precision: str) -> float:
