@@ -294,6 +294,25 @@ def test_a_run_listed_in_the_known_defects_table_says_so_under_its_section(monke
         PUB.known_defects(table)
 
 
+def test_a_defect_that_names_workloads_holds_back_only_those_cells_of_its_runs(tmp_path):
+    """The output check's spinning BLAS threads slowed only the cells with large outputs (transformer, the matmul
+    probe): a defect with `workloads` withholds those cells' claims and keeps the rest of the same run's."""
+    run = named(S.run([S.result(S.cell(workload=w), [100.0] * 5) for w in ("mlp", "transformer")]))
+    rows = run["rows"]
+    scoped = [{"fix": "abc1234", "affects": "x", "says": "y", "runs": {run["run_id"]: "runs/x.json"},
+               "workloads": ["transformer"]}]
+    claims = PUB.Claims.of([run], rows, scoped)
+    assert {r["workload"] for r in claims.rows} == {"mlp"}
+    assert claims.withheld == [f"the transformer cells of {PUB._name(run)}"]
+    assert "No claim is drawn from the transformer cells of" in claims.withheld_lines()[0]
+    whole = PUB.Claims.of([run], rows, [dict(scoped[0], workloads=[])])
+    assert claims.summary.height and not whole.rows and whole.withheld == [PUB._name(run)]
+    table = tmp_path / "known-defects.json"
+    table.write_text(json.dumps({"defects": [dict(scoped[0], workloads="transformer")]}))
+    with pytest.raises(R.ResultsError, match="workloads"):
+        PUB.known_defects(table)
+
+
 def test_the_committed_known_defects_table_names_runs_that_exist():
     """Every run the committed table lists is a committed results file with that run_id, and every listed
     run's revision is one the sentence can name."""

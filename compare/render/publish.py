@@ -131,7 +131,8 @@ def title(group: list[dict]) -> str:
 
 def known_defects(path: Path = DEFECTS_FILE) -> list[dict]:
     """The table of defects found after runs were made (results/known-defects.json): per defect the fixing
-    commit, what it affects, the sentence shown, and the run_ids it applies to, decided when it was found.
+    commit, what it affects, the sentence shown, the run_ids it applies to, decided when it was found, and, where
+    only some cells show it, their `workloads` (the rest of those runs can still be claimed from).
     No table: no defects to tell."""
     path = Path(path)
     if not path.is_file():
@@ -141,6 +142,8 @@ def known_defects(path: Path = DEFECTS_FILE) -> list[dict]:
         for d in defects:
             if not (isinstance(d["fix"], str) and isinstance(d["says"], str) and isinstance(d["runs"], dict)):
                 raise TypeError("fix, says and runs")
+            if not (isinstance(d.get("workloads", []), list) and all(isinstance(w, str) for w in d.get("workloads", []))):
+                raise TypeError("workloads, where given, a list of names")
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise results.ResultsError(f"{path}: not a table of known defects ({e})") from None
     return defects
@@ -329,24 +332,39 @@ def section(group: list[dict], plot_name: str | None, out_dir: Path, server_plot
 
 @dataclass
 class Claims:
-    """What a section's findings and brief line may be drawn from: its rows less those of runs with a known
-    defect (known_defects), which are shown in the tables with the defect in the caveats, and claim nothing."""
+    """What a section's findings and brief line may be drawn from: its rows less those a known defect
+    (known_defects) affects — every cell of a listed run, or, where the defect names `workloads`, only those
+    cells of it — which are shown in the tables with the defect in the caveats, and claim nothing."""
     summary: pl.DataFrame
     rows: list[dict]
-    withheld: list[str]        # files of the runs held back
+    withheld: list[str]        # what is held back: files of runs, or "the W cells of" files
 
     @classmethod
     def of(cls, group: list[dict], rows: list[dict], defects: list[dict]) -> "Claims":
-        flawed = {run_id for d in defects for run_id in d["runs"]}
-        held = [run for run in group if run["run_id"] in flawed]
-        kept = [r for r in rows if r["run_id"] not in {run["run_id"] for run in held}]
-        return cls(stats.summarize(kept, stats.adaptive_rules(group)), kept, [_name(run) for run in held])
+        scopes: dict[str, list[set[str]]] = {}   # run_id -> the workloads each defect holds back (empty: all)
+        held: dict[tuple[str, ...], list[str]] = {}   # the same, as said: scope -> files
+        for d in defects:
+            scope = tuple(d.get("workloads") or ())
+            for run in group:
+                if run["run_id"] in d["runs"]:
+                    scopes.setdefault(run["run_id"], []).append(set(scope))
+                    held.setdefault(scope, []).append(_name(run))
+        kept = [r for r in rows if not any(not s or r["workload"] in s for s in scopes.get(r["run_id"], []))]
+        withheld = [f"the {' and '.join(scope)} cells of {_files(names)}" if scope else _files(names)
+                    for scope, names in held.items()]
+        return cls(stats.summarize(kept, stats.adaptive_rules(group)), kept, withheld)
 
     def withheld_lines(self) -> list[str]:
         if not self.withheld:
             return []
-        return [f"No claim is drawn from {', '.join(self.withheld)}: made before the fix of a known defect (see "
-                "the caveats); its figures are in the tables only.", ""]
+        return [f"No claim is drawn from {'; '.join(self.withheld)}: made before the fix of a known defect (see "
+                "the caveats); their figures are in the tables only.", ""]
+
+
+def _files(names: list[str]) -> str:
+    """Files named once each; more than two as their count, the first and the last."""
+    names = list(dict.fromkeys(names))
+    return ", ".join(names) if len(names) <= 2 else f"{len(names)} runs ({names[0]} … {names[-1]})"
 
 
 def _per_run(group: list[dict], lines_of) -> list[str]:
@@ -367,7 +385,8 @@ def brief_markdown(groups: list[list[dict]], claimed: list[Claims]) -> list[str]
         names = {m: machine(g) for m in (summary["machine"].unique().to_list() if summary.height else [])}
         lines += [f"- {x}" for x in findings.brief(summary, names, claims.rows, report.backend_env(g))]
         if claims.withheld:
-            lines.append(f"- **{machine(g)}**: nothing from {', '.join(claims.withheld)} (a known defect; its section says which).")
+            lines.append(f"- **{machine(g)}**: nothing from {'; '.join(claims.withheld)} (a known defect; its section "
+                         "says which).")
     if not lines:
         return []
     return ["## In brief", ""] + lines + [""]
