@@ -149,6 +149,18 @@ def known_defects(path: Path = DEFECTS_FILE) -> list[dict]:
     return defects
 
 
+def _label(run: dict) -> str:
+    """A run named in a sentence: its file, and for a sweep merged from shards, how many files it is."""
+    shards = run.get("shards") or []
+    return _name(run) + (f" and its {len(shards) - 1} other shards" if len(shards) > 1 else "")
+
+
+def _ids(run: dict) -> set[str]:
+    """The run ids a known defect may list for this run: its own and, for a sweep merged from shards, each
+    shard's (the id in the shard's file)."""
+    return {run["run_id"]} | {s["run_id"] for s in run.get("shards") or [] if s.get("run_id")}
+
+
 def _name(run: dict) -> str:
     """How the page names one run of a section: its file, else (a run not read from a file) its id."""
     return Path(run["_path"]).name if run.get("_path") else run["run_id"]
@@ -206,15 +218,16 @@ def caveats(group: list[dict], defects: list[dict] = ()) -> list[str]:
             out.append(f"incomplete: {len(missing)} of {len(run['plan'])} planned cells were not run in run "
                        f"{run['run_id']} (interrupted), among them {', '.join(what)} — `compare --resume` finishes it")
     for defect in defects:
-        hit: dict[str, list[str]] = {}   # revision -> files of the group's runs it shows in, said once per revision
+        hit: dict[str, list[dict]] = {}   # revision -> the group's runs it shows in, said once per revision
         for run in group:
-            if run["run_id"] in defect["runs"]:
+            if _ids(run) & set(defect["runs"]):
                 rev = revision(run["host"].get("threadbench_revision")) or "an unrecorded revision"
-                hit.setdefault(rev[:7], []).append(_name(run))
-        for rev, names in hit.items():
-            n = len(names)
+                hit.setdefault(rev[:7], []).append(run)
+        for rev, shown in hit.items():
+            n = len(shown)
+            several = n > 1 or len(shown[0].get("shards") or []) > 1   # a sweep of shards is several files
             runs = ("this run was" if len(group) == 1 else f"all {n} runs were" if n == len(group)
-                    else ", ".join(names) + (" were" if n > 1 else " was"))
+                    else ", ".join(_label(run) for run in shown) + (" were" if several else " was"))
             out.append(f"{runs} made at {rev}, before {defect['fix']}: {defect['says']}")
     ran_without = any(row.get("free_threaded") for r in group for row in r.get("rows", []))
     if any(r["host"].get("gil_enabled", True) for r in group):
@@ -346,9 +359,10 @@ class Claims:
         for d in defects:
             scope = tuple(d.get("workloads") or ())
             for run in group:
-                if run["run_id"] in d["runs"]:
+                if _ids(run) & set(d["runs"]):
                     scopes.setdefault(run["run_id"], []).append(set(scope))
-                    held.setdefault(scope, []).append(_name(run))
+                    shown = tuple(w for w in scope if any(r["workload"] == w for r in run["rows"]))  # its own
+                    held.setdefault(shown, []).append(_label(run))
         kept = [r for r in rows if not any(not s or r["workload"] in s for s in scopes.get(r["run_id"], []))]
         withheld = [f"the {' and '.join(scope)} cells of {_files(names)}" if scope else _files(names)
                     for scope, names in held.items()]
@@ -500,7 +514,7 @@ def supplementary_head(runs_dir: Path, what: str, defects: list[dict], main: str
     runs = find_runs(runs_dir)
     revisions = sorted({(revision(r["host"].get("threadbench_revision")) or "unrecorded")[:7] for r in runs})
     procs = sorted({r["settings"].get("repeats") or 1 for r in runs})
-    ids = {r["run_id"] for r in runs}
+    ids = {i for r in runs for i in _ids(r)}
     hit = [d for d in defects if ids & set(d["runs"])]
     return ["# threadbench supplementary results", "",
             f"**{what}**: made at revision {', '.join(revisions)}, "
