@@ -44,6 +44,7 @@ from compare import results, stats  # noqa: E402
 from compare.cells import Cell, CellResult  # noqa: E402
 from compare.measure.build import build_model, make_harness  # noqa: E402
 from compare.measure.host import GpuSampler  # noqa: E402
+from compare.measure.plan import resolve_device  # noqa: E402
 from compare.measure.registry import run_mode  # noqa: E402
 
 REQUESTS = 30       # profiled requests per thread: enough for stable means, a trace of a few MB at x8
@@ -180,7 +181,7 @@ def line(what: str, split: float | None, prof: float | None, unit: str = "us") -
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--device", default="cuda", help="as compare's --device (gpu: torch's first GPU, cuda here)")
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--workload", default="transformer")
     ap.add_argument("--size", default="", help="workload knobs, e.g. seq=16,width=64,heads=4,hidden=128,layers=2")
@@ -196,10 +197,11 @@ def main() -> int:
     import torch  # the script's subject: torch's own profiler
     knobs = tuple(sorted((k, int(v)) for k, v in (p.split("=") for p in args.size.split(",") if p)))
     backend = backends.load("torch")
-    why = backend.device_status().get(args.device)
-    if why is not None:
+    device, why = resolve_device(backend, args.device)   # "gpu" is cuda (or mps), as in compare
+    if device is None:
         print(f"not run: {why}")
         return 0
+    args.device = device
     print(f"profiler cross-check: torch {torch.__version__} {args.device} {args.dtype} {args.workload}"
           f"{' ' + args.size if args.size else ''}, {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.2f};"
           f" agreement within {MARGIN:.0%}; GIL switch interval {sys.getswitchinterval() * 1e3:g} ms")

@@ -359,6 +359,21 @@ def test_the_crosscheck_takes_the_union_of_kernel_intervals():
     assert union([(0, 10), (5, 15), (20, 30), (21, 22)]) == 25 and union([]) == 0
 
 
+def test_the_crosscheck_names_devices_as_compare_does(capsys, monkeypatch):
+    """--device gpu is torch's first GPU, as in compare (it reached torch as the string 'gpu' and crashed on the
+    H100), and a device torch has not is one line, not a traceback."""
+    module = crosscheck_module()
+    from backends.torch_backend import TorchBackend
+    monkeypatch.setattr(TorchBackend, "device_status", lambda self: {"cuda": "no CUDA here", "mps": "no MPS",
+                                                                     "cpu": None})
+    for wanted in ("gpu", "cuda", "tpu"):
+        monkeypatch.setattr(sys, "argv", ["profiler_crosscheck.py", "--device", wanted])
+        assert module.main() == 0
+        out = capsys.readouterr().out
+        assert out.startswith("not run: "), (wanted, out)
+    assert "no CUDA here" in out or "no device 'tpu'" in out
+
+
 @pytest.mark.slow
 def test_the_profiler_sees_the_call_the_split_times_on_the_cpu(capsys, monkeypatch):
     """A tiny transformer on the CPU, threads x1: the profiler's span of the framework call agrees with the
