@@ -174,49 +174,66 @@ def report(res: dict, paths: list[Path]) -> None:
           f"{'PASS' if t0 <= TRIAL0_GOAL else 'FAIL'}")
 
 
-def pools(paths: list[Path]) -> dict[tuple, list[float]]:
-    """Each cell's process medians pooled over the given runs (so drift between them is pooled in)."""
-    pooled: dict[tuple, list[float]] = {}
-    for p in paths:
-        rows = [r for r in R.load(p)["rows"] if r["status"] == "ok"]
+def pools(paths: list[Path]) -> dict[tuple, list[list[float]]]:
+    """Each cell's process medians, one list per run (the shards of one sweep merged into one run), for the
+    cells ok in every run."""
+    per_run: list[dict[tuple, list[float]]] = []
+    for run in load_runs(paths):
         by: dict[tuple, list[dict]] = {}
-        for r in rows:
-            by.setdefault(R.row_key(r), []).append(r)
-        for key, cell_rows in by.items():
-            pooled.setdefault(key, []).extend(stats.process_medians(cell_rows).values())
-    return pooled
+        for r in run["rows"]:
+            if r["status"] == "ok":
+                by.setdefault(R.row_key(r), []).append(r)
+        per_run.append({key: list(stats.process_medians(rows).values()) for key, rows in by.items()})
+    return {key: [cells[key] for cells in per_run] for key in per_run[0] if all(key in c for c in per_run)}
 
 
 def simulate(paths: list[Path], processes: list[int], invocations: int = 6, sets: int = 2000,
-             seed: int = 1) -> None:
+             seed: int = 1) -> dict[str, dict[int, float]]:
     """Resample: how would `invocations` runs of N processes per cell fare, drawn from these runs' process medians?
 
-    Each cell's process medians are pooled over the given runs and drawn with replacement; each simulated
-    invocation's interval is the tool's own (`stats.median_ci`)."""
+    Two ways, each interval the tool's own (`stats.median_ci`):
+    - by run: each simulated invocation is one of the given runs (drawn with replacement) and its N processes
+      are drawn from that run's: the drift between runs stays what it was, a shift that all of one
+      invocation's processes share. This is what re-running such a sweep would show.
+    - pooled: the N processes are drawn from every run's together: what an invocation would show if its
+      processes were spread over the whole time the runs took (the drift then sits inside each interval).
+    A gap between the two is drift between the runs that one invocation's processes do not span.
+    Returns the mean coverage per way and N."""
     cells = pools(paths)
     rng = np.random.default_rng(seed)
-    print(f"resampled from {len(paths)} runs' process medians ({len(cells)} cells), {sets} sets of "
+    print(f"resampled from {len(paths)} runs' process medians ({len(cells)} cells ok in all), {sets} sets of "
           f"{invocations} invocations each:")
+    ways = {
+        "by run": lambda runs, n: rng.choice(runs[rng.integers(len(runs))], n),
+        "pooled": lambda runs, n: rng.choice([v for run in runs for v in run], n),
+    }
+    out: dict[str, dict[int, float]] = {way: {} for way in ways}
     for n in processes:
-        covers, widths = [], []
-        for _ in range(sets):
-            hit = total = 0
-            ratios = []
-            for values in cells.values():
-                draws = [rng.choice(values, n) for _ in range(invocations)]
-                medians = [float(np.median(d)) for d in draws]
-                target, spread = statistics.median(medians), max(medians) - min(medians)
-                cis = [stats.median_ci(list(d))[:2] for d in draws]
-                hit, total = hit + sum(lo <= target <= hi for lo, hi in cis), total + invocations
-                width = statistics.median(hi - lo for lo, hi in cis)
-                ratios.append(width / spread if spread > 0 else math.inf)
-            covers.append(hit / total)
-            widths.append(statistics.median(ratios))
         level = stats.median_ci(list(range(n)))[2]
-        print(f"  {n:2d} processes (interval level {100 * level:.1f}%): coverage {100 * statistics.mean(covers):.1f}% "
-              f"on average, >= {100 * COVERAGE_GOAL:.0f}% in {100 * statistics.mean(c >= COVERAGE_GOAL for c in covers):.0f}% "
-              f"of sets; width / spread {statistics.median(widths):.2f} (median), <= {WIDTH_GOAL:g} in "
-              f"{100 * statistics.mean(w <= WIDTH_GOAL for w in widths):.0f}% of sets")
+        for way, draw in ways.items():
+            covers, widths = [], []
+            for _ in range(sets):
+                hit = total = 0
+                ratios = []
+                for runs in cells.values():
+                    draws = [draw(runs, n) for _ in range(invocations)]
+                    medians = [float(np.median(d)) for d in draws]
+                    target, spread = statistics.median(medians), max(medians) - min(medians)
+                    cis = [stats.median_ci(list(d))[:2] for d in draws]
+                    hit, total = hit + sum(lo <= target <= hi for lo, hi in cis), total + invocations
+                    width = statistics.median(hi - lo for lo, hi in cis)
+                    ratios.append(width / spread if spread > 0 else math.inf)
+                covers.append(hit / total)
+                widths.append(statistics.median(ratios))
+            out[way][n] = statistics.mean(covers)
+            print(f"  {n:2d} processes (interval level {100 * level:.1f}%), {way}: coverage "
+                  f"{100 * statistics.mean(covers):.1f}% on average, >= {100 * COVERAGE_GOAL:.0f}% in "
+                  f"{100 * statistics.mean(c >= COVERAGE_GOAL for c in covers):.0f}% of sets; width / spread "
+                  f"{statistics.median(widths):.2f} (median), <= {WIDTH_GOAL:g} in "
+                  f"{100 * statistics.mean(w <= WIDTH_GOAL for w in widths):.0f}% of sets")
+    print("  (by run: each invocation one of the runs, its processes from that run; pooled: its processes from all "
+          "runs, as if spread over their whole time)")
+    return out
 
 
 # -- --target-ci: does the stopping rule keep its printed level? -----------------------------------------
@@ -270,8 +287,9 @@ def repro_populations(paths: list[Path]) -> list[Population]:
     folders: dict[Path, list[Path]] = {}
     for p in paths:
         folders.setdefault(p.parent, []).append(p)
-    return [resampled(f"{folder.name} {label(key)}", values)
-            for folder, runs in folders.items() for key, values in pools(runs).items() if len(values) >= 5]
+    return [resampled(f"{folder.name} {label(key)}", pooled)
+            for folder, runs in folders.items() for key, per_run in pools(runs).items()
+            if len(pooled := [v for run in per_run for v in run]) >= 5]
 
 
 def fixed_n_rule(first: int, cap: int) -> stopping.Rule:
