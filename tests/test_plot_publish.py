@@ -305,12 +305,32 @@ def test_a_defect_that_names_workloads_holds_back_only_those_cells_of_its_runs(t
     assert {r["workload"] for r in claims.rows} == {"mlp"}
     assert claims.withheld == [f"the transformer cells of {PUB._name(run)}"]
     assert "No claim is drawn from the transformer cells of" in claims.withheld_lines()[0]
+    other = PUB.Claims.of([run], rows, [dict(scoped[0], workloads=["block"])])   # a workload it does not have
+    assert other.withheld == [] and len(other.rows) == len(rows)
     whole = PUB.Claims.of([run], rows, [dict(scoped[0], workloads=[])])
     assert claims.summary.height and not whole.rows and whole.withheld == [PUB._name(run)]
     table = tmp_path / "known-defects.json"
     table.write_text(json.dumps({"defects": [dict(scoped[0], workloads="transformer")]}))
     with pytest.raises(R.ResultsError, match="workloads"):
         PUB.known_defects(table)
+
+
+def test_a_cell_whose_later_windows_ran_beside_more_of_its_own_process_is_a_caveat():
+    """The output check's spinning BLAS threads showed in the runs' own data (~9.5 more process cores from the
+    second window on): such growth is said under the section, unless a known defect already says it; a pool
+    busy from the first window on is no growth."""
+    run = named(S.run([S.result(S.cell(workload=w), [100.0] * 5) for w in ("mlp", "transformer")]))
+    for r in run["rows"]:
+        r["own_cores"] = 1.0
+        r["proc_cores"] = 1.2 + (9.5 if r["workload"] == "transformer" and r["trial"] > 0 else 0.0)
+    lines = [c for c in PUB.caveats([run]) if "later timed windows" in c]
+    assert len(lines) == 1 and lines[0].startswith("1 cell ran its later timed windows"), lines
+    assert "+9.5 cores" in lines[0] and "transformer" in lines[0] and "mlp" not in lines[0]
+    said = [{"fix": "9857216", "affects": "x", "says": "y", "runs": {run["run_id"]: "f"}, "workloads": ["transformer"]}]
+    assert not [c for c in PUB.caveats([run], said) if "later timed windows" in c]
+    for r in run["rows"]:
+        r["proc_cores"] = 10.7
+    assert not [c for c in PUB.caveats([run]) if "later timed windows" in c]
 
 
 def test_the_committed_known_defects_table_names_runs_that_exist():

@@ -18,6 +18,7 @@ from scipy.stats import mannwhitneyu
 
 from ..cells import FAILED, MODES, OK, THREADBENCH
 from ..hostrules import DEVICE_BOUND_UTIL_PCT
+from ..results import process_key
 from ..serverrules import LONG, VALID, Settled, settle
 from ..stats import ceiling_of, cell_status, median_ci
 
@@ -473,6 +474,29 @@ def why(r: dict) -> str | None:
     if own is not None and proc is not None and proc - own >= max(HELPER_CORES, own):
         return OFF_THREAD
     return WAIT_BOUND
+
+
+# A cell whose processes ran more of their own cores beyond the measuring threads in the later timed windows
+# than in the first: something outside the measured threads started between them and shared the host with
+# what was timed. The output check's spinning OpenBLAS threads did until 9857216 (+9.5 cores on a 16-core
+# host, from the second window on); a framework's own pool that is busy from the start does not count.
+BACKGROUND_GROWTH = 1.0   # cores
+
+
+def background_growth(rows: list[dict]) -> dict[tuple, float]:
+    """Per cell (results.row_key) whose ok rows record the process's and its measuring threads' cores: the
+    median over its processes of (the cores beyond the measuring threads in its later windows, their median,
+    less those in its first window); only cells where that is BACKGROUND_GROWTH or more."""
+    windows: dict[tuple, dict[int, float]] = {}
+    for r in rows:
+        if r.get("status") == OK and r.get("trial") is not None and None not in (r.get("own_cores"), r.get("proc_cores")):
+            windows.setdefault(process_key(r), {})[r["trial"]] = r["proc_cores"] - r["own_cores"]
+    grown: dict[tuple, list[float]] = {}
+    for key, by_trial in windows.items():
+        later = [v for t, v in by_trial.items() if t > 0]
+        if 0 in by_trial and later:
+            grown.setdefault(key[:-1], []).append(float(np.median(later)) - by_trial[0])
+    return {cell: g for cell, values in grown.items() if (g := float(np.median(values))) >= BACKGROUND_GROWTH}
 
 
 def saturated(r: dict) -> bool:

@@ -20,9 +20,9 @@ from pathlib import Path
 import polars as pl
 
 from .. import results, shards, stats
-from ..cells import FAILED, MODES, OK, UNAVAILABLE, Cell
+from ..cells import FAILED, MODES, OK, UNAVAILABLE, Cell, axis_label
 from ..options import BadInput
-from . import findings, outputs, plot, report, tables
+from . import analysis, findings, outputs, plot, report, tables
 from . import format as fmt
 from . import server as server_tables
 from .format import clip, revision
@@ -229,6 +229,14 @@ def caveats(group: list[dict], defects: list[dict] = ()) -> list[str]:
             runs = ("this run was" if len(group) == 1 else f"all {n} runs were" if n == len(group)
                     else ", ".join(_label(run) for run in shown) + (" were" if several else " was"))
             out.append(f"{runs} made at {rev}, before {defect['fix']}: {defect['says']}")
+    grown = analysis.background_growth(unaffected(group, rows, defects))   # a known defect says its own
+    if grown:
+        named = [f"{k[0]} {k[3]} {k[5]} {axis_label(k[5], k[6], k[7])}".strip()
+                 for k in sorted(grown, key=grown.get, reverse=True)[:2]]
+        cells, their = (f"{len(grown)} cells", "their") if len(grown) > 1 else ("1 cell", "its")
+        out.append(f"{cells} ran {their} later timed windows beside more of {their} own process than the first (up to "
+                   f"+{max(grown.values()):.1f} cores beyond the measuring threads; {', '.join(named)}): something in "
+                   "the process outside the measured threads took cores while they were timed, so those figures may be low")
     ran_without = any(row.get("free_threaded") for r in group for row in r.get("rows", []))
     if any(r["host"].get("gil_enabled", True) for r in group):
         out.append(f"Python {host.get('python')} with the GIL: the thread scaling is what a standard CPython "
@@ -354,16 +362,15 @@ class Claims:
 
     @classmethod
     def of(cls, group: list[dict], rows: list[dict], defects: list[dict]) -> "Claims":
-        scopes: dict[str, list[set[str]]] = {}   # run_id -> the workloads each defect holds back (empty: all)
-        held: dict[tuple[str, ...], list[str]] = {}   # the same, as said: scope -> files
+        held: dict[tuple[str, ...], list[str]] = {}   # the workloads held back, as said (empty: all) -> files
         for d in defects:
             scope = tuple(d.get("workloads") or ())
             for run in group:
                 if _ids(run) & set(d["runs"]):
-                    scopes.setdefault(run["run_id"], []).append(set(scope))
                     shown = tuple(w for w in scope if any(r["workload"] == w for r in run["rows"]))  # its own
-                    held.setdefault(shown, []).append(_label(run))
-        kept = [r for r in rows if not any(not s or r["workload"] in s for s in scopes.get(r["run_id"], []))]
+                    if shown or not scope:   # a run without the named workloads has nothing held back
+                        held.setdefault(shown, []).append(_label(run))
+        kept = unaffected(group, rows, defects)
         withheld = [f"the {' and '.join(scope)} cells of {_files(names)}" if scope else _files(names)
                     for scope, names in held.items()]
         return cls(stats.summarize(kept, stats.adaptive_rules(group)), kept, withheld)
@@ -373,6 +380,16 @@ class Claims:
             return []
         return [f"No claim is drawn from {'; '.join(self.withheld)}: made before the fix of a known defect (see "
                 "the caveats); their figures are in the tables only.", ""]
+
+
+def unaffected(group: list[dict], rows: list[dict], defects: list[dict]) -> list[dict]:
+    """The rows no known defect affects: not of a listed run, or of a workload its defect does not name."""
+    scopes: dict[str, list[set[str]]] = {}   # run_id -> the workloads each defect holds back (empty: all)
+    for d in defects:
+        for run in group:
+            if _ids(run) & set(d["runs"]):
+                scopes.setdefault(run["run_id"], []).append(set(d.get("workloads") or ()))
+    return [r for r in rows if not any(not s or r["workload"] in s for s in scopes.get(r["run_id"], []))]
 
 
 def _files(names: list[str]) -> str:
