@@ -200,6 +200,7 @@ def test_a_loadgen_server_cell_end_to_end(threadbench, tmp_path, starts_processe
     out = tmp_path / "r.json"
     proc = threadbench("compare", "-b", "numpy", "-w", "mlp", "--dtype", "float64", "-m", "server-threads", "-t", "2",
                        "--latency-bound-ms", "500", "--load-generator", "loadgen", "--no-peak-probe", "--warmup", "1",
+                       "--intra-op-threads", "1",
                        "--repeats", "1", "-q", "-o", out)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = R.load(out)["rows"]
