@@ -333,6 +333,21 @@ def test_a_cell_whose_later_windows_ran_beside_more_of_its_own_process_is_a_cave
     assert not [c for c in PUB.caveats([run]) if "later timed windows" in c]
 
 
+def test_a_panel_whose_claims_a_known_defect_withdraws_says_so_on_the_plot():
+    """The page's plot is read on its own: the panels of the workloads a known defect names carry the note
+    first, the others nothing; a defect's workloads that the run does not have flag no panel."""
+    run = named(S.scaling_run("m1", workloads=("mlp", "block")))
+    defect = [{"fix": "9857216", "affects": "x", "says": "y", "runs": {run["run_id"]: "f"},
+               "workloads": ["block", "transformer"]}]
+    flags = PUB.flagged([run], defect)
+    assert flags == {"block": "known defect (fixed in 9857216): no claim drawn, see the caveats"}
+    fig = PL.figure(P.summarize([run]), "t", flags)
+    mlp, block = [ax for ax in fig.axes if ax.get_visible()]
+    assert block.texts[0].get_text() == flags["block"]
+    assert not [x for x in mlp.texts if "known defect" in x.get_text()]
+    assert PUB.flagged([run], [dict(defect[0], workloads=[])]).keys() == {"mlp", "block"}
+
+
 def test_the_committed_known_defects_table_names_runs_that_exist():
     """Every run the committed table lists is a committed results file with that run_id, and every listed
     run's revision is one the sentence can name."""

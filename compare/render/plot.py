@@ -87,6 +87,9 @@ def _err(r: dict) -> tuple[float, float]:
     return max(0.0, v - (_value(r.get("ci_low")) or v)), max(0.0, (_value(r.get("ci_high")) or v) - v)
 
 
+FLAG = ""   # the series key of a panel note about the whole panel (figure's `flagged`), in black
+
+
 def _label_panel(ax, first_column: bool, last_row: bool, ylabel: str, xlabel: str, notes: list, color: dict) -> None:
     """A panel's axis labels (y on the first column, x on the last row) and its notes, top left, in the
     colour of the series each is about."""
@@ -99,9 +102,10 @@ def _label_panel(ax, first_column: bool, last_row: bool, ylabel: str, xlabel: st
                 color=color[g], bbox={"facecolor": "white", "alpha": 0.75, "edgecolor": "none", "pad": 1})
 
 
-def figure(summary, title: str = ""):
+def figure(summary, title: str = "", flagged: dict[str, str] | None = None):
     """A matplotlib Figure of the scaling curves (not yet saved): a row of panels per effective precision
-    (dtype and matmul setting), a panel per workload; ops/s against Python threads on log axes."""
+    (dtype and matmul setting), a panel per workload; ops/s against Python threads on log axes. `flagged`:
+    per workload, a note its panels carry first (publish: a known defect that withdraws their claims)."""
     mpl = _matplotlib()
     recs = fill_precision(workload_cells(summary).to_dicts()) if summary.height else []
     if not any(r["status"] == OK and _value(r["ops_per_s"]) is not None for r in recs):
@@ -116,7 +120,7 @@ def figure(summary, title: str = ""):
     others = any(c[2] for c in cols)   # then the default interpreter's panels are named too
     ordered = sorted(recs, key=lambda r: (BACKEND_ORDER.get(r["backend"], 5), r["backend"]))
     series = list(dict.fromkeys(_series(r, machines) for r in ordered))
-    color = {g: OKABE_ITO[i % len(OKABE_ITO)] for i, g in enumerate(series)}
+    color = {g: OKABE_ITO[i % len(OKABE_ITO)] for i, g in enumerate(series)} | {FLAG: "black"}
     dodge = {g: 2 ** (0.04 * (i - (len(series) - 1) / 2)) for i, g in enumerate(series)}
 
     fig = mpl.Figure(figsize=(4.6 * len(cols), 3.6 * len(rows) + 1.1), layout="constrained")
@@ -135,6 +139,8 @@ def figure(summary, title: str = ""):
                 continue
             ok = [r for r in part if r["status"] == OK and _value(r["ops_per_s"]) is not None]
             xs, ys, notes, ceilings = {1}, [], [], []
+            if flagged and workload in flagged:
+                notes.append((FLAG, flagged[workload]))
             for g in series:
                 mine = [r for r in ok if _series(r, machines) == g]
                 for mode, (style, marker) in LINE_MODES.items():
@@ -282,7 +288,7 @@ def server_figure(rows: list[dict], title: str = ""):
     machines = len({r["machine"] for r in recs})
     ordered = sorted(recs, key=lambda r: (BACKEND_ORDER.get(r["backend"], 5), r["backend"]))
     series = list(dict.fromkeys(_series(r, machines) for r in ordered))
-    color = {g: OKABE_ITO[i % len(OKABE_ITO)] for i, g in enumerate(series)}
+    color = {g: OKABE_ITO[i % len(OKABE_ITO)] for i, g in enumerate(series)} | {FLAG: "black"}
     dtypes = sorted({r["dtype"] for r in recs}, key=lambda d: DTYPE_ORDER.get(d, 9))
     cols = list(dict.fromkeys((r["workload"], r["size"]) for r in recs))
     fig = mpl.Figure(figsize=(5.2 * len(cols), 3.9 * len(dtypes) + 1.2), layout="constrained")

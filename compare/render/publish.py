@@ -392,6 +392,18 @@ def unaffected(group: list[dict], rows: list[dict], defects: list[dict]) -> list
     return [r for r in rows if not any(not s or r["workload"] in s for s in scopes.get(r["run_id"], []))]
 
 
+def flagged(group: list[dict], defects: list[dict]) -> dict[str, str]:
+    """Per workload a known defect withdraws the claims of in this section, the note its plot panels carry."""
+    out: dict[str, str] = {}
+    for d in defects:
+        for run in group:
+            if _ids(run) & set(d["runs"]):
+                present = {r["workload"] for r in run["rows"]}
+                for w in sorted(present & set(d.get("workloads") or present)):
+                    out.setdefault(w, f"known defect (fixed in {d['fix']}): no claim drawn, see the caveats")
+    return out
+
+
 def _files(names: list[str]) -> str:
     """Files named once each; more than two as their count, the first and the last."""
     names = list(dict.fromkeys(names))
@@ -506,7 +518,7 @@ def publish(runs_dir: Path = RUNS_DIR, out_dir: Path = OUT_DIR, plots: bool = Tr
         text, detail, summary, claims = section(g, plot_name, out_dir, server_plot, defects)
         if plots:
             try:
-                fig = plot.figure(summary, title(g))
+                fig = plot.figure(summary, title(g), flagged(g, defects))
             except plot.NothingToPlot:
                 text, fig = section(g, None, out_dir, server_plot, defects)[0], None
             if fig is not None:
