@@ -405,7 +405,7 @@ def test_a_named_cache_gives_a_later_process_every_reference_untouched_and_recom
     computed = []   # references computed (and written): the numpy backend's own forward is the reference too
     real = build.atomic_write
     monkeypatch.setattr(build, "atomic_write", lambda path, **kw: computed.append(path) or real(path, **kw))
-    cell = numpy_cell(mode="threads", threads=2)
+    cell = numpy_cell(mode="threads", threads=2, duration=0.25)   # windows a loaded host still fills (0.05: too slow)
 
     def run_once() -> dict:   # a fresh Held: what a later worker process, or a later invocation, starts with
         events_path = tmp_path / f"events-{len(list(tmp_path.glob('events-*')))}.jsonl"
