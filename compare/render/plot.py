@@ -288,7 +288,7 @@ def server_figure(rows: list[dict], title: str = ""):
     machines = len({r["machine"] for r in recs})
     ordered = sorted(recs, key=lambda r: (BACKEND_ORDER.get(r["backend"], 5), r["backend"]))
     series = list(dict.fromkeys(_series(r, machines) for r in ordered))
-    color = {g: OKABE_ITO[i % len(OKABE_ITO)] for i, g in enumerate(series)} | {FLAG: "black"}
+    color = {g: OKABE_ITO[i % len(OKABE_ITO)] for i, g in enumerate(series)}
     dtypes = sorted({r["dtype"] for r in recs}, key=lambda d: DTYPE_ORDER.get(d, 9))
     cols = list(dict.fromkeys((r["workload"], r["size"]) for r in recs))
     fig = mpl.Figure(figsize=(5.2 * len(cols), 3.9 * len(dtypes) + 1.2), layout="constrained")

@@ -161,6 +161,18 @@ def _ids(run: dict) -> set[str]:
     return {run["run_id"]} | {s["run_id"] for s in run.get("shards") or [] if s.get("run_id")}
 
 
+def held_back(group: list[dict], defects: list[dict]) -> list[tuple[dict, dict, tuple[str, ...]]]:
+    """(defect, run, the run's workloads whose claims it holds back) for each run of the group a known defect
+    lists: every workload of the run, or, where the defect names `workloads`, those of them the run has."""
+    out = []
+    for d in defects:
+        for run in group:
+            if _ids(run) & set(d["runs"]):
+                present = dict.fromkeys(r["workload"] for r in run["rows"])
+                out.append((d, run, tuple(w for w in present if w in (d.get("workloads") or present))))
+    return out
+
+
 def _name(run: dict) -> str:
     """How the page names one run of a section: its file, else (a run not read from a file) its id."""
     return Path(run["_path"]).name if run.get("_path") else run["run_id"]
@@ -219,10 +231,9 @@ def caveats(group: list[dict], defects: list[dict] = ()) -> list[str]:
                        f"{run['run_id']} (interrupted), among them {', '.join(what)} — `compare --resume` finishes it")
     for defect in defects:
         hit: dict[str, list[dict]] = {}   # revision -> the group's runs it shows in, said once per revision
-        for run in group:
-            if _ids(run) & set(defect["runs"]):
-                rev = revision(run["host"].get("threadbench_revision")) or "an unrecorded revision"
-                hit.setdefault(rev[:7], []).append(run)
+        for _, run, _ in held_back(group, [defect]):
+            rev = revision(run["host"].get("threadbench_revision")) or "an unrecorded revision"
+            hit.setdefault(rev[:7], []).append(run)
         for rev, shown in hit.items():
             n = len(shown)
             several = n > 1 or len(shown[0].get("shards") or []) > 1   # a sweep of shards is several files
@@ -363,13 +374,10 @@ class Claims:
     @classmethod
     def of(cls, group: list[dict], rows: list[dict], defects: list[dict]) -> "Claims":
         held: dict[tuple[str, ...], list[str]] = {}   # the workloads held back, as said (empty: all) -> files
-        for d in defects:
-            scope = tuple(d.get("workloads") or ())
-            for run in group:
-                if _ids(run) & set(d["runs"]):
-                    shown = tuple(w for w in scope if any(r["workload"] == w for r in run["rows"]))  # its own
-                    if shown or not scope:   # a run without the named workloads has nothing held back
-                        held.setdefault(shown, []).append(_label(run))
+        for d, run, workloads in held_back(group, defects):
+            scope = tuple(w for w in d.get("workloads") or () if w in workloads)   # in the defect's order
+            if scope or not d.get("workloads"):   # a run without the named workloads has nothing held back
+                held.setdefault(scope, []).append(_label(run))
         kept = unaffected(group, rows, defects)
         withheld = [f"the {' and '.join(scope)} cells of {_files(names)}" if scope else _files(names)
                     for scope, names in held.items()]
@@ -384,23 +392,16 @@ class Claims:
 
 def unaffected(group: list[dict], rows: list[dict], defects: list[dict]) -> list[dict]:
     """The rows no known defect affects: not of a listed run, or of a workload its defect does not name."""
-    scopes: dict[str, list[set[str]]] = {}   # run_id -> the workloads each defect holds back (empty: all)
-    for d in defects:
-        for run in group:
-            if _ids(run) & set(d["runs"]):
-                scopes.setdefault(run["run_id"], []).append(set(d.get("workloads") or ()))
-    return [r for r in rows if not any(not s or r["workload"] in s for s in scopes.get(r["run_id"], []))]
+    held = {(run["run_id"], w) for _, run, workloads in held_back(group, defects) for w in workloads}
+    return [r for r in rows if (r["run_id"], r["workload"]) not in held]
 
 
 def flagged(group: list[dict], defects: list[dict]) -> dict[str, str]:
     """Per workload a known defect withdraws the claims of in this section, the note its plot panels carry."""
     out: dict[str, str] = {}
-    for d in defects:
-        for run in group:
-            if _ids(run) & set(d["runs"]):
-                present = {r["workload"] for r in run["rows"]}
-                for w in sorted(present & set(d.get("workloads") or present)):
-                    out.setdefault(w, f"known defect (fixed in {d['fix']}): no claim drawn, see the caveats")
+    for d, _, workloads in held_back(group, defects):
+        for w in workloads:
+            out.setdefault(w, f"known defect (fixed in {d['fix']}): no claim drawn, see the caveats")
     return out
 
 
