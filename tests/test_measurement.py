@@ -147,13 +147,19 @@ def test_every_timed_window_records_its_span_and_warm_up_none():
 
 def test_every_thread_warms_up_and_verifies_its_own_input():
     h, calls = fake_harness(4)
+    checks, check = [], h.check
+    h.check = lambda y, i: (checks.append((threading.current_thread().name, i)), check(y, i))[1]
     trials = run_threads(h, 4, duration=0.02, trials=2, warmup=3, verify_ops=2)
     assert len(trials) == 2 and all(t.ops > 0 for t in trials)
     workers = {th.name for th, _ in calls if th is not threading.main_thread()}
     assert workers == {f"tb-{i}" for i in range(4)}
     per_thread = {name: sum(th.name == name for th, _ in calls) for name in workers}
     assert min(per_thread.values()) >= 3 + 2  # its warmup and its verification, besides timed ops
-    assert h.checked >= 1 + 2 * 4 + 4 * 2 and h.errors == 0  # speed check, in-window samples, verification
+    # each thread checks its own input's outputs twice after the windows; the in-window samples are checked
+    # by whichever thread closes a window (2 windows: 2 threads at most), and a thread woken after its window's
+    # deadline has none to check, so they count here only as checks of no error
+    assert all(checks.count((f"tb-{i}", i)) >= 2 for i in range(4)), checks
+    assert h.checked == len(checks) >= 1 + 4 * 2 and h.errors == 0
 
 
 def test_an_output_wrong_only_in_threads_is_counted():
