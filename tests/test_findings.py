@@ -129,8 +129,8 @@ def test_the_scaling_sentence_says_why_the_curve_bends():
             rec("torch", "threads", 1000, threads=4, **split(wall=0.8, run=0.24, own=0.98, proc=1.0, cpu=0.19))]
     t = text(FD.findings(recs))
     assert ("torch cpu: threads from ×1 to ×4, a request's wall time 4.0× (0.2 → 0.8 ms) while its thread's CPU "
-            "time 1.0× (0.19 → 0.19 ms) stayed flat: the extra time is waiting; at ×4 GIL-bound: 76% of a request "
-            "blocked, 0.96 of its 4 threads runnable at a time.") in t
+            "time 1.0× (0.19 → 0.19 ms) stayed flat: the extra time is waiting; at ×4 GIL-bound: 76% of its threads' "
+            "time blocked, 0.98 of its 4 threads runnable at a time.") in t
     recs[1].update(split(wall=0.25, run=0.8, own=3.2, proc=3.2))
     assert "requests overlap, the curve scales; at ×4 host-bound" in text(FD.findings(recs))
     # the extra time mostly the thread's own CPU: each request costs more CPU
@@ -149,7 +149,7 @@ def test_every_verdict_from_its_split():
     a = analysis
     why = lambda threads=2, mode="threads", **kw: analysis.why(rec("t", mode, 100, threads=threads, **split(**kw)))
     assert why(device_busy=a.DEVICE_BUSY, run=0.1) == a.DEVICE_BOUND
-    assert why(device_busy=a.DEVICE_BUSY - 0.01, run=a.RUNNING) == a.HOST_BOUND
+    assert why(device_busy=a.DEVICE_BUSY - 0.01, run=a.RUNNING, own=1.4) == a.HOST_BOUND
     assert why(run=a.RUNNING - 0.01, wait=a.CORE_WAIT, own=2.0, proc=2.0) == a.CORE_BOUND
     assert why(run=0.5, wait=0.25, own=0.8) == a.CORE_BOUND                 # waiting >= blocked: the cores
     assert why(run=0.3, wait=a.CORE_WAIT, own=0.6) == a.GIL_BOUND           # blocked more than waiting
@@ -159,6 +159,15 @@ def test_every_verdict_from_its_split():
     assert why(run=0.65, wait=0.0, own=1.3, proc=1.3) == a.GIL_BOUND       # running 1.3
     assert why(run=0.66, wait=0.0, own=1.32, proc=1.32) == a.WAIT_BOUND    # 1.32: some run at once
     assert why(run=0.5, wait=0.16, own=1.0, proc=1.0) == a.GIL_BOUND       # runnable 1.32, running 1.0
+    # running is the threads' own cores: two taking turns on idle cores wait for the GIL between requests too,
+    # so 2 x 63% of a request ran on 1.03 cores; shares alone would read 1.26 running, 1.30 runnable
+    assert why(run=0.63, wait=0.02, own=1.03, proc=1.04) == a.GIL_BOUND
+    assert why(run=0.5, wait=0.0, own=1.32, proc=1.32) == a.WAIT_BOUND     # 1.32 cores: some ran at once
+    # one of two threads starved of the GIL for a whole window: the requests completed ran 100%, the threads 52%
+    assert why(run=1.0, wait=0.0, own=1.04, proc=1.05) == a.GIL_BOUND
+    assert why(run=a.RUNNING, wait=0.0, own=2 * a.RUNNING, proc=1.4) == a.HOST_BOUND
+    assert why(run=0.9, wait=0.0, own=2 * a.RUNNING - 0.01, proc=1.4) != a.HOST_BOUND
+    assert why(threads=1, run=a.RUNNING, wait=0.0, own=a.RUNNING - 0.01) == a.HOST_BOUND   # one: nothing starves it
     assert why(threads=4, run=0.258, wait=0.125, own=1.03, proc=1.03) == a.GIL_BOUND  # 4 taking turns, idle cores
     assert why(threads=4, run=0.1, wait=0.15, own=0.4, proc=0.4) == a.GIL_BOUND   # the GIL's holder waits for a core
     assert why(threads=1, run=0.5, wait=0.0, own=0.5, proc=0.5) == a.WAIT_BOUND   # one thread takes no turns

@@ -28,6 +28,7 @@ from compare.measure.clocks import SimClock
 from compare.measure.registry import run_mode
 from compare.render import analysis
 from compare.render import findings as FD
+from compare.render import format
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN = Path(__file__).resolve().parent / "split_plugin"
@@ -284,7 +285,9 @@ def test_a_gil_holding_forward_is_gil_bound_from_two_threads(known_sweep):
     assert analysis.why(one) != analysis.GIL_BOUND   # one thread takes no turns
     for r in (two, four):
         why = analysis.why(r)
-        assert why == analysis.GIL_BOUND or (why == analysis.CORE_BOUND and other_load(r) >= OTHER_LOAD), r
+        assert why == analysis.GIL_BOUND or (why == analysis.CORE_BOUND and other_load(r) >= OTHER_LOAD), (
+            f"x{r['threads']}: {format.why_reason(r)}; running {analysis.running(r):.2f}, "
+            f"{other_load(r):.2f} cores by other processes")
     assert four["ops_per_s"] < 1.3 * one["ops_per_s"], "threads that take turns add no throughput"
     (bend,) = analysis.bends([one, two, four])
     # the extra wall time is waiting, whatever the GIL's hand-overs add to a request's own CPU time (1.0-1.25x

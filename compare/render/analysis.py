@@ -18,7 +18,7 @@ from scipy.stats import mannwhitneyu
 
 from ..cells import FAILED, MODES, OK, THREADBENCH
 from ..hostrules import DEVICE_BOUND_UTIL_PCT
-from ..results import process_key
+from ..results import process_key, row_key
 from ..serverrules import LONG, VALID, Settled, settle
 from ..stats import ceiling_of, cell_status, median_ci
 
@@ -460,15 +460,15 @@ def why(r: dict) -> str | None:
         return None
     if r.get("device_busy") is not None and r["device_busy"] >= DEVICE_BUSY:
         return DEVICE_BOUND
-    if r["run_share"] >= RUNNING:
-        return HOST_BOUND
+    if r["run_share"] >= RUNNING and (r["threads"] < 2 or running(r) >= RUNNING * r["threads"]):
+        return HOST_BOUND   # several threads: all of them run so, not only the ones that completed requests
     wait, blocked = r.get("core_wait_share"), r.get("blocked_share") or 0.0
     own, proc = r.get("own_cores"), r.get("proc_cores")
     if (wait is not None and wait >= CORE_WAIT and wait >= blocked) or saturated(r):
         return CORE_BOUND
     spec = MODES.get(r["mode"])
     if (spec is not None and spec.one_process and r["threads"] >= 2
-            and runnable(r) >= GIL_RUNNABLE[0] and r["threads"] * r["run_share"] <= GIL_RUNNABLE[1]):
+            and runnable(r) >= GIL_RUNNABLE[0] and running(r) <= GIL_RUNNABLE[1]):
         # taking turns without a GIL (a cell that ran with it off): a lock's rule, never the GIL's
         return LOCK_BOUND if (r.get("interpreter") or "").endswith(" GIL off") else GIL_BOUND
     if own is not None and proc is not None and proc - own >= max(HELPER_CORES, own):
@@ -499,6 +499,22 @@ def background_growth(rows: list[dict]) -> dict[tuple, float]:
     return {cell: g for cell, values in grown.items() if (g := float(np.median(values))) >= BACKGROUND_GROWTH}
 
 
+def starved(rows: list[dict]) -> dict[tuple, int]:
+    """Per cell (results.row_key) of several threads of one process: how many of its timed windows, over all its
+    processes, one of its threads completed no request in. Its throughput counts what completed, but its
+    latencies and its split read only the threads that ran: a thread can be starved of the GIL for a whole
+    window by a holder that releases it for a moment in every request and takes it straight back (split-gil's
+    numpy forward: 1.2 s), or of a core by the OS."""
+    out: dict[tuple, int] = {}
+    for r in rows:
+        spec = MODES.get(r.get("mode"))
+        if (r.get("status") == OK and r.get("min_thread_ops") == 0 and (r.get("threads") or 1) >= 2
+                and spec is not None and spec.one_process):
+            key = row_key(r)
+            out[key] = out.get(key, 0) + 1
+    return out
+
+
 def saturated(r: dict) -> bool:
     """The machine's cores were all but all busy (CORES_BUSY) and this cell held at least CELL_SHARE of them."""
     host, proc, cores = r.get("host_cores"), r.get("proc_cores"), r.get("cores")
@@ -506,11 +522,23 @@ def saturated(r: dict) -> bool:
             and proc >= CELL_SHARE * cores)
 
 
+def running(r: dict) -> float:
+    """How many of a cell's measuring threads were running on average over its windows: the cores their own CPU
+    clocks kept busy (own_cores), else threads x the running share of a request. The shares are of the requests
+    a window completed, and a thread's time can also go outside them: waiting for the GIL's turn in the loop's
+    own code, or starved of it for a whole window (a holder that releases the GIL for a moment in every
+    request takes it straight back: split-gil's numpy forward, 1.2 s). Two threads of split-gil ran 1.03 cores
+    while the requests they completed ran 2 x 63%, or 2 x 100% with one thread starved."""
+    own = r.get("own_cores")
+    return own if own is not None else r["threads"] * r["run_share"]
+
+
 def runnable(r: dict) -> float:
     """How many of a cell's measuring threads were runnable (running, or waiting for a core) on average over
-    its windows: threads x (running + waiting-for-a-core share of a request), each thread's requests filling
-    its window."""
-    return r["threads"] * (r["run_share"] + (r.get("core_wait_share") or 0.0))
+    its windows: those running (running()) and, in the proportion a request's core wait bears to its running
+    time, those waiting for a core."""
+    run = r["run_share"]
+    return running(r) * (run + (r.get("core_wait_share") or 0.0)) / run if run > 0 else 0.0
 
 
 # Where a mode's curve bends, from its fewest threads to its most (Bend): a request's wall time grew GREW

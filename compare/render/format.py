@@ -51,8 +51,9 @@ def why_meanings() -> dict[str, str]:
     return {
         a.DEVICE_BOUND: f"the device was busy ≥ {a.DEVICE_BUSY:.0%} of the window (the backend's device timer, "
                         "else NVML's utilisation, which counts a period busy when any kernel runs): it sets the pace",
-        a.HOST_BOUND: f"a request's thread runs ≥ {a.RUNNING:.0%} of its wall time: its own work (compute on a "
-                      "CPU, or dispatch to a device) sets the pace",
+        a.HOST_BOUND: f"a request's thread runs ≥ {a.RUNNING:.0%} of its wall time (several measuring threads: "
+                      f"≥ {a.RUNNING:.0%} of theirs too, by their CPU clocks): its own work (compute on a CPU, or "
+                      "dispatch to a device) sets the pace",
         a.CORE_BOUND: f"≥ {a.CORE_WAIT:.0%} of a request is spent runnable without a core (Linux's run delay), no "
                       f"less than it is blocked; or the machine's cores were ≥ {a.CORES_BUSY:.0%} busy, this cell "
                       f"holding ≥ {a.CELL_SHARE:.0%} of them: the cores are the limit (more threads only share them)",
@@ -76,8 +77,8 @@ def share(v: float | None) -> str:
 
 
 def why_reason(r: dict) -> str | None:
-    """A cell's verdict with the figures behind it, e.g. "GIL-bound: 74% of a request blocked while its 4
-    threads together ran 0.98 cores of 2"; None without a verdict (analysis.why)."""
+    """A cell's verdict with the figures behind it, e.g. "GIL-bound: 74% of its threads' time blocked, 1.04
+    of its 4 threads runnable at a time"; None without a verdict (analysis.why)."""
     a, word = analysis, analysis.why(r)
     if word is None:
         return None
@@ -103,8 +104,9 @@ def why_reason(r: dict) -> str | None:
         busy = f", {r['host_cores']:.1f}{cores} cores busy" if r.get("host_cores") is not None else ""
         return f"{word}: {wait}{busy}{other}" + device
     if word in (a.GIL_BOUND, a.LOCK_BOUND):
-        return (f"{word}: {share(r['blocked_share'])} of a request blocked, {a.runnable(r):.2f} of its "
-                f"{r['threads']} threads runnable at a time" + device)
+        runnable = a.runnable(r)   # of the threads' time, not only the requests' (analysis.running)
+        return (f"{word}: {share(max(0.0, 1 - runnable / r['threads']))} of its threads' time blocked, "
+                f"{runnable:.2f} of its {r['threads']} threads runnable at a time" + device)
     if word == a.OFF_THREAD:
         return (f"{word}: {share(r['sync_share'])} of a request in synchronise, its thread running "
                 f"{share(r['run_share'])}, while the process ran {r['proc_cores'] - r['own_cores']:.1f} cores "
