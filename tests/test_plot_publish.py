@@ -333,6 +333,21 @@ def test_a_cell_whose_later_windows_ran_beside_more_of_its_own_process_is_a_cave
     assert not [c for c in PUB.caveats([run]) if "later timed windows" in c]
 
 
+def test_a_cell_where_a_thread_completed_no_request_in_a_window_is_a_caveat():
+    """split-gil's two threads: one held the GIL for a whole window, the other completed nothing. Said under the
+    section with how many windows; one thread, or processes, starve nothing of the GIL's turns here."""
+    run = named(S.run([S.result(S.cell(threads=n, mode=m), [100.0] * 5)
+                       for n, m in ((1, "sequential"), (2, "threads"), (4, "threads"), (2, "processes"))]))
+    for r in run["rows"]:
+        r["min_thread_ops"] = 0 if r["trial"] in (1, 3) else 40   # two windows of each
+    (line,) = [c for c in PUB.caveats([run]) if "completed no request" in c]
+    assert line.startswith("In 2 cells a thread completed no request in a timed window (4 windows; "), line
+    assert "threads ×2" in line and "threads ×4" in line and "processes" not in line and "sequential" not in line
+    for r in run["rows"]:
+        r["min_thread_ops"] = 1
+    assert not [c for c in PUB.caveats([run]) if "completed no request" in c]
+
+
 def test_a_panel_whose_claims_a_known_defect_withdraws_says_so_on_the_plot():
     """The page's plot is read on its own: the panels of the workloads a known defect names carry the note
     first, the others nothing; a defect's workloads that the run does not have flag no panel."""

@@ -248,6 +248,16 @@ def caveats(group: list[dict], defects: list[dict] = ()) -> list[str]:
         out.append(f"{cells} ran {their} later timed windows beside more of {their} own process than the first (up to "
                    f"+{max(grown.values()):.1f} cores beyond the measuring threads; {', '.join(named)}): something in "
                    "the process outside the measured threads took cores while they were timed, so those figures may be low")
+    starved = analysis.starved(rows)
+    if starved:
+        named = [f"{k[0]} {k[3]} {k[5]} {axis_label(k[5], k[6], k[7])}".strip()
+                 for k in sorted(starved, key=starved.get, reverse=True)[:2]]
+        cells, their = (f"{len(starved)} cells", "their") if len(starved) > 1 else ("1 cell", "its")
+        n = sum(starved.values())
+        out.append(f"In {cells} a thread completed no request in a timed window ({n} window{'s' if n > 1 else ''}; "
+                   f"{', '.join(named)}): starved of the GIL by a holder that takes it straight back, or of a core. "
+                   f"{their.capitalize()} throughput counts what completed; {their} latencies and time split read only "
+                   "the threads that ran")
     ran_without = any(row.get("free_threaded") for r in group for row in r.get("rows", []))
     if any(r["host"].get("gil_enabled", True) for r in group):
         out.append(f"Python {host.get('python')} with the GIL: the thread scaling is what a standard CPython "
