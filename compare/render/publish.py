@@ -242,20 +242,16 @@ def caveats(group: list[dict], defects: list[dict] = ()) -> list[str]:
             out.append(f"{runs} made at {rev}, before {defect['fix']}: {defect['says']}")
     grown = analysis.background_growth(unaffected(group, rows, defects))   # a known defect says its own
     if grown:
-        named = [f"{k[0]} {k[3]} {k[5]} {axis_label(k[5], k[6], k[7])}".strip()
-                 for k in sorted(grown, key=grown.get, reverse=True)[:2]]
-        cells, their = (f"{len(grown)} cells", "their") if len(grown) > 1 else ("1 cell", "its")
+        cells, their, named = _cells_named(grown)
         out.append(f"{cells} ran {their} later timed windows beside more of {their} own process than the first (up to "
-                   f"+{max(grown.values()):.1f} cores beyond the measuring threads; {', '.join(named)}): something in "
+                   f"+{max(grown.values()):.1f} cores beyond the measuring threads; {named}): something in "
                    "the process outside the measured threads took cores while they were timed, so those figures may be low")
     starved = analysis.starved(rows)
     if starved:
-        named = [f"{k[0]} {k[3]} {k[5]} {axis_label(k[5], k[6], k[7])}".strip()
-                 for k in sorted(starved, key=starved.get, reverse=True)[:2]]
-        cells, their = (f"{len(starved)} cells", "their") if len(starved) > 1 else ("1 cell", "its")
+        cells, their, named = _cells_named(starved)
         n = sum(starved.values())
         out.append(f"In {cells} a thread completed no request in a timed window ({n} window{'s' if n > 1 else ''}; "
-                   f"{', '.join(named)}): starved of the GIL by a holder that takes it straight back, or of a core. "
+                   f"{named}): starved of the GIL by a holder that takes it straight back, or of a core. "
                    f"{their.capitalize()} throughput counts what completed; {their} latencies and time split read only "
                    "the threads that ran")
     ran_without = any(row.get("free_threaded") for r in group for row in r.get("rows", []))
@@ -398,6 +394,14 @@ class Claims:
             return []
         return [f"No claim is drawn from {'; '.join(self.withheld)}: made before the fix of a known defect (see "
                 "the caveats); their figures are in the tables only.", ""]
+
+
+def _cells_named(found: dict[tuple, float]) -> tuple[str, str, str]:
+    """For a caveat about some cells (results.row_key -> a figure): "2 cells", "their", and the two with the
+    largest figure named ("torch mlp threads ×2, ...")."""
+    named = [f"{k[0]} {k[3]} {k[5]} {axis_label(k[5], k[6], k[7])}".strip()
+             for k in sorted(found, key=found.get, reverse=True)[:2]]
+    return (f"{len(found)} cells", "their", ", ".join(named)) if len(found) > 1 else ("1 cell", "its", named[0])
 
 
 def unaffected(group: list[dict], rows: list[dict], defects: list[dict]) -> list[dict]:
