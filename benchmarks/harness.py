@@ -50,6 +50,7 @@ from compare.measure.build import build_model, make_harness  # noqa: E402
 from compare.measure import schedule, split  # noqa: E402
 from compare.measure.harness import Harness, TooSlow  # noqa: E402
 from compare.measure.registry import run_mode  # noqa: E402
+from compare.stats import median_ci  # noqa: E402
 
 now = time.perf_counter
 

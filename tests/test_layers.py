@@ -3,7 +3,7 @@ the source with ast (imports inside functions included, relative ones resolved),
 rendering never import each other, and render/ has its analysis at the bottom; no module imports a framework
 when it loads; an import hides inside a function only for an optional library, saying why on its line; and a
 cell's worker loads none of polars, typer and rich (it must run under an interpreter that has only the
-measuring stack: a free-threaded CPython)."""
+measuring stack: a free-threaded CPython); and no Python file of the project uses a name nothing defines."""
 from __future__ import annotations
 
 import ast
@@ -182,3 +182,33 @@ def test_the_cell_worker_loads_no_framework_polars_typer_rich_or_scipy_stats(mod
     loaded = set(subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                                 check=True).stdout.split())
     assert "numpy" in loaded and not loaded & NOT_IN_THE_WORKER, sorted(loaded & NOT_IN_THE_WORKER)
+
+
+def test_no_name_is_used_that_nothing_defines():
+    """Every Python file of the project, scripts in benchmarks/ included (no test imports most of them): a name
+    nothing defines fails only when its line runs, as harness.py's median_ci did for 4a4f93b to 2ad5db3."""
+    from pyflakes import api, messages, reporter
+
+    class Undefined(reporter.Reporter):
+        def __init__(self):
+            super().__init__(None, None)
+            self.found: list[str] = []
+
+        def flake(self, message):
+            if isinstance(message, (messages.UndefinedName, messages.UndefinedLocal, messages.UndefinedExport)):
+                self.found.append(str(message))
+
+        def syntaxError(self, filename, msg, lineno, offset, text):   # noqa: N802 - pyflakes' interface
+            self.found.append(f"{filename}:{lineno}: {msg}")
+
+        def unexpectedError(self, filename, msg):   # noqa: N802
+            self.found.append(f"{filename}: {msg}")
+
+    tracked = subprocess.run(["git", "ls-files", "*.py"], cwd=ROOT, capture_output=True, text=True)
+    paths = ([ROOT / p for p in tracked.stdout.split()] if tracked.returncode == 0 and tracked.stdout
+             else sorted(p for p in ROOT.rglob("*.py") if ".venv" not in p.parts))
+    assert len(paths) > 50 and any(p.parent.name == "benchmarks" for p in paths)
+    found = Undefined()
+    for path in paths:
+        api.checkPath(str(path), found)
+    assert not found.found, "\n".join(found.found)
