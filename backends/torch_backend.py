@@ -1,7 +1,6 @@
 """PyTorch backend: devices mps, cuda, cpu (in that order of preference). torch is imported lazily."""
 from __future__ import annotations
 
-import contextlib
 import platform
 
 import numpy as np

@@ -189,8 +189,8 @@ def main() -> int:
                          "imports, compare's default), loadgen, or threadbench (its own dispatcher)")
     a = ap.parse_args()
     rows = []
-    print(f"| backend | workload | strategy | threadbench P | F (first failing above) | bracket | LoadGen at P "
-          f"(p99 ms) | LoadGen at F (p99 ms) | agree | load 1 min |", flush=True)
+    print("| backend | workload | strategy | threadbench P | F (first failing above) | bracket | LoadGen at P "
+          "(p99 ms) | LoadGen at F (p99 ms) | agree | load 1 min |", flush=True)
     print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
     with tempfile.TemporaryDirectory(prefix="threadbench-crosscheck-") as tmp:
         (Path(tmp) / "refs").mkdir()

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-import backends
 import workloads
 
 ROOT = Path(__file__).resolve().parent.parent

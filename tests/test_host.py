@@ -3,7 +3,6 @@ and psutil read through fakes, the per-cell GPU sampler and its one event throug
 host-bound/device-bound labels, busy warnings and the hosts-differ note. Nothing here depends on speed."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 import threading

@@ -1,7 +1,6 @@
 """What a reader sees: like-for-like ratio columns, the legend, the stacked layout at 80 columns with
 nothing cut, one print path for `compare` and `report`, the json export read back, machine names, and
 the commands' exit codes for inputs that cannot work. Structure and text, never pixels or speed."""
-import json
 import re
 import subprocess
 from pathlib import Path

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-import backends
 import workloads
 from compare import results as R
 from compare import stats

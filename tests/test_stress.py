@@ -5,7 +5,6 @@ that mixes up buffers, streams or caches between threads fails here even when ea
 Runs every backend that has a usable device here (built-ins and installed plug-ins), through the same
 Backend methods the benchmark uses."""
 import threading
-import time
 
 import numpy as np
 import pytest

@@ -7,7 +7,6 @@ import io
 import json
 import threading
 from dataclasses import replace
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
