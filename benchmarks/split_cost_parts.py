@@ -1,0 +1,79 @@
+"""Which part of the per-request time split costs throughput (issue 22, harness.py goal e's follow-up).
+
+    python benchmarks/split_cost_parts.py --threads 4 --rounds 21
+
+A torch CPU `mlp` threads xN cell (one intra-op thread), as harness.py goal e runs it, in four variants
+interleaved round by round, each paired against the first:
+  before      the timed loop as it was before the split (harness.unsplit_loop), the op as one call, no gauges
+  split       the cell as it runs: the split loop, call and synchronise timed apart, sampled ops, gauges
+  split-loop  the split loop with the op as one call and no gauges, its sampled ops (CPU-clock reads) kept
+  unsampled   as split-loop with no op sampled: the loop's own bookkeeping alone
+Prints each variant's median rate and its paired ratio to `before` with the median's interval. A report, not
+a test: it always exits 0.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
+
+import harness as HB  # noqa: E402  (benchmarks/harness.py: goal e's cell, rounds and baseline loop)
+import backends  # noqa: E402
+from compare.cells import Cell  # noqa: E402
+from compare.measure import schedule, split  # noqa: E402
+from compare.measure.harness import Harness  # noqa: E402
+from compare.stats import median_ci  # noqa: E402
+
+SPLIT_LOOP, GAUGES = schedule.timed_loop, split.Reader.gauges
+
+
+def rate(loop, gauges, h: Harness, cell: Cell) -> float:
+    """One round of the cell with the schedule's timed loop and the threads' gauge reads swapped in."""
+    schedule.timed_loop, split.Reader.gauges = loop, gauges
+    try:
+        return HB.harness_rate(h, cell)[0]
+    finally:
+        schedule.timed_loop, split.Reader.gauges = SPLIT_LOOP, GAUGES
+
+
+def unsampled_loop(call, sync, x, deadline, lap, clock, cpu, every, timer=None):
+    """The split loop with a stride no window reaches: no op is sampled."""
+    return SPLIT_LOOP(call, sync, x, deadline, lap, clock, cpu, 1 << 40, timer)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--threads", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=21)
+    ap.add_argument("--duration", type=float, default=0.5)
+    a = ap.parse_args()
+    cell = Cell(backend="torch", device="cpu", dtype="float32", workload="mlp", mode="threads", threads=a.threads,
+                duration=a.duration, trials=1, warmup=3, verify_ops=1, intra_op_threads=1)
+    h, _ = HB.prepare(backends.load("torch"), cell, Path(tempfile.mkdtemp()))
+    whole = Harness(op=h.op, check=h.check, inputs=h.inputs, tolerance=h.tolerance, thread_setup=h.thread_setup,
+                    checks=h.checks, measured=h.measured, clock=h.clock)   # call = the whole op, as before
+    none = lambda reader: None  # noqa: E731
+    variants = {"before": lambda: rate(HB.unsplit_loop, none, whole, cell),
+                "split": lambda: rate(SPLIT_LOOP, GAUGES, h, cell),
+                "split-loop": lambda: rate(SPLIT_LOOP, none, whole, cell),
+                "unsampled": lambda: rate(unsampled_loop, none, whole, cell)}
+    print(f"split cost by part: torch cpu float32 mlp threads x{a.threads}, {a.rounds} rounds of {a.duration} s, "
+          f"load average {os.getloadavg()[0]:.2f} at start")
+    HB.interleave(1, variants)   # one discarded round: first-use costs fall on no variant
+    r = HB.interleave(a.rounds, variants)
+    for name in variants:
+        ratios = [x / y for x, y in zip(r[name], r["before"])]
+        low, high, level = median_ci(ratios)
+        print(f"  {name:10s} median {statistics.median(r[name]):8,.0f} ops/s; paired ratio to before "
+              f"{statistics.median(ratios):.3f} [{low:.3f}, {high:.3f}] ({level:.1%})")
+    print(f"  load average {os.getloadavg()[0]:.2f} at end")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
