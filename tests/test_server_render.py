@@ -164,6 +164,19 @@ def test_the_server_plot_draws_steps_peaks_and_the_bound():
 
 
 
+def test_a_panel_within_one_decade_of_rates_still_labels_its_rate_axis():
+    """The H200 transformer panel spanned ~700-5,000 queries/s: no power of ten fell inside it, so its rate
+    axis had no label at all. A span that short labels 2 and 5 of each decade too; a wide one does not."""
+    def labels(lo: float, hi: float) -> list[str]:
+        fig = PL.server_figure(P.merge([S.run([server("torch", "threads", steps((lo, "valid"), (hi, P99_FAIL)))])]), "t")
+        (ax,) = [ax for ax in fig.axes if ax.get_visible()]
+        fig.canvas.draw()
+        return [t.get_text() for t in ax.get_xticklabels(which="both") if t.get_text() and t.get_visible()
+                and ax.get_xlim()[0] <= t.get_position()[0] <= ax.get_xlim()[1]]
+    assert {"2k", "5k"} <= set(labels(1200, 4800))
+    assert not {"2k", "5k"} & set(labels(40, 40_000)) and "1k" in labels(40, 40_000)
+
+
 def test_a_panel_with_several_thread_counts_labels_each_curve_with_its_count():
     """Two thread counts of one strategy in a panel: each curve ends in its "×N" (this path once raised)."""
     wide = server("torch", "threads", steps((400, "valid"), (800, P99_FAIL)))

@@ -351,7 +351,12 @@ def server_figure(rows: list[dict], title: str = ""):
                 ax.set_ylim(lo, hi * (hi / lo) ** (NOTE_ROOM * min(len(notes), MAX_NOTES)))
             labelled.append((ax, sorted(bounds)))
             ax.xaxis.set_major_formatter(mpl.EngFormatter(sep=""))
-            ax.xaxis.set_minor_formatter(mpl.NullFormatter())   # 2×10³ 3×10³ … labels collided on a wide span
+            lo, hi = ax.get_xlim()
+            if hi / lo < 10 ** SHORT_SPAN_DECADES:   # a span with one decade tick or none: label 2 and 5 too
+                ax.xaxis.set_minor_locator(mpl.LogLocator(base=10, subs=(2, 5)))
+                ax.xaxis.set_minor_formatter(mpl.EngFormatter(sep=""))
+            else:
+                ax.xaxis.set_minor_formatter(mpl.NullFormatter())   # 2×10³ 3×10³ … labels collided on a wide span
             ax.yaxis.set_major_formatter(mpl.EngFormatter(sep=""))
             ax.yaxis.set_minor_formatter(mpl.LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.6)))
             ax.grid(True, which="major", alpha=0.3)
