@@ -568,3 +568,15 @@ def test_how_to_read_names_the_processes_and_level_of_the_figures_shown_only():
     (line,) = [x for x in PUB.how_to_read([summary]) if x.startswith("- **figures**")]
     assert "the distribution-free interval of the median over 5 processes per cell, its level: 93.8% CI" in line
     assert "[peak, lowest failing rate above it) from one process" in line
+
+
+def test_cells_a_budget_left_out_are_named_as_not_measured():
+    """`compare --budget` leaves the costliest cells out before it starts (the H200 server parts): the section
+    names them, so a missing server cell reads as not measured, not as failed or forgotten."""
+    run = named(S.run([S.result(S.cell(), [100.0] * 5)]))
+    assert not [c for c in PUB.caveats([run]) if "left out" in c]
+    run["budget"] = {"minutes": 3.5, "costs": "x.json", "estimate_s": 200.0,
+                     "left_out": ["torch/cuda/bfloat16 mlp server-threads ×4", "mlx/gpu/bfloat16 mlp server-threads ×4"]}
+    (line,) = [c for c in PUB.caveats([run]) if "left out" in c]
+    assert line == (f"not measured, left out of {PUB._name(run)} to fit its `--budget 3.5` minutes (costliest "
+                    "first): torch/cuda/bfloat16 mlp server-threads ×4, mlx/gpu/bfloat16 mlp server-threads ×4")

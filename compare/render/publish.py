@@ -229,6 +229,11 @@ def caveats(group: list[dict], defects: list[dict] = ()) -> list[str]:
                            for c in missing})
             out.append(f"incomplete: {len(missing)} of {len(run['plan'])} planned cells were not run in run "
                        f"{run['run_id']} (interrupted), among them {', '.join(what)} — `compare --resume` finishes it")
+    for run in group:  # cells a --budget left out before the run began: planned, never measured
+        budget = run.get("budget") or {}
+        if budget.get("left_out"):
+            out.append(f"not measured, left out of {_name(run)} to fit its `--budget {budget['minutes']:g}` minutes "
+                       f"(costliest first): {', '.join(budget['left_out'])}")
     for defect in defects:
         hit: dict[str, list[dict]] = {}   # revision -> the group's runs it shows in, said once per revision
         for _, run, _ in held_back(group, [defect]):
