@@ -82,7 +82,7 @@
 # ~30 s: its rate steps (16-24 a cell, failures run twice, LoadGen's 10 s long steps, low rates lengthened
 # until LoadGen has its queries). The plan fits 20 minutes only with a cheaper server part: SERVER_BUDGET=3.5
 # gives parts 7 and 8 3.5 minutes each, planned from the H100's per-cell costs (compare --budget --costs
-# results/runs/h100/h100-server-<workload>.json; SERVER_COSTS names another folder): compare says before it
+# results/supplementary/h100-5a5be10/h100-server-<workload>.json; SERVER_COSTS names another folder): compare says before it
 # starts which cells, costliest first, it leaves out, and the page shows them missing. With it: closed loop
 # ~9.8 + processes ~2.0 + server 7 = ~19 min of compare, plus each call's start.
 set -u
@@ -140,7 +140,7 @@ run_part() {   # PART OUT_FILE SECONDS: one part, its exit code returned
            args=(--workloads "$workload" --modes server-threads,server-batched --threads 4 --repeats 1
                  --no-peak-probe)
            if [ -n "${SERVER_BUDGET:-}" ]; then   # minutes for this part: the costliest cells left out, said first
-             args+=(--budget "$SERVER_BUDGET" --costs "${SERVER_COSTS:-results/runs/h100}/h100-server-$workload.json")
+             args+=(--budget "$SERVER_BUDGET" --costs "${SERVER_COSTS:-results/supplementary/h100-5a5be10}/h100-server-$workload.json")
            fi ;;
     *)     bad_part "$part" ;;
   esac

@@ -20,7 +20,7 @@ tool rather than about the load (name the load when you quote it).
     python benchmarks/reproducibility.py                      # the CPU matrix below, 6 invocations
     python benchmarks/reproducibility.py --device gpu --dtype bfloat16 --workloads mlp,transformer
     python benchmarks/reproducibility.py --analyse results/repro/inv-*.json
-    python benchmarks/reproducibility.py --analyse results/runs/h100/h100-closed-*.json \
+    python benchmarks/reproducibility.py --analyse results/supplementary/h100-5a5be10/h100-closed-*.json \
         results/supplementary/h100-d9e6e69/h100-closed-*.json    # a sweep's shards are one invocation
     python benchmarks/reproducibility.py --default-compare --out-dir results/repro/cpu-default   # README's compare
     python benchmarks/reproducibility.py --analyse results/repro/cpu-default-7/inv-*.json --rounds 5

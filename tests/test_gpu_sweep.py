@@ -74,7 +74,7 @@ def test_server_budget_plans_each_server_part_from_the_h100s_per_cell_costs(tmp_
     assert "--budget" not in calls[0]
     for call, workload in zip(calls[1:], ("mlp", "transformer")):
         costs = call.split("--costs ")[1].split()[0]
-        assert "--budget 3.5 " in call and costs == f"results/runs/h100/h100-server-{workload}.json"
+        assert "--budget 3.5 " in call and costs == f"results/supplementary/h100-5a5be10/h100-server-{workload}.json"
         assert (ROOT / costs).is_file()
     out, calls = sweep(tmp_path, "run", str(tmp_path / "out"), "7")
     assert "--budget" not in calls[0]

@@ -24,7 +24,7 @@ def norm(x: np.ndarray) -> float:
     which OpenBLAS threads above ~10k elements, and its idle threads then spin for about 0.1 s. The checks
     run between timed windows, so every window after the first shared the cores with those spinning
     threads: on the H100's 16-core host the transformer cells' processes ran ~10 cores in trials 1 and 2
-    against ~3 in trial 0, which was 1.2-1.7x faster (results/runs/h100; fixed in 9857216)."""
+    against ~3 in trial 0, which was 1.2-1.7x faster (results/supplementary/h100-5a5be10; fixed in 9857216)."""
     return float(np.sqrt(np.sum(np.square(x))))
 
 

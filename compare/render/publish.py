@@ -38,9 +38,11 @@ DETAILS_DIR = "details"   # beside a page: a file per section with every cell, t
 # Pages of runs kept off the results page: (their runs, where the page goes, what they are, the hardware whose
 # section on the results page supersedes them: said so once that section is there, "to be" until then)
 SUPPLEMENTARY = [(Path("results/supplementary/h100"), Path("results/supplementary"),
-                  "an earlier H100 80GB host, one sweep per framework and precision", "H100"),
+                  "an earlier H100 80GB host, one sweep per framework and precision", "H200"),
                  (Path("results/supplementary/h200"), Path("results/supplementary/h200"),
-                  "an H200 sweep at an earlier revision, 3 of its 5 shards and a server run cut short", "H100")]
+                  "an H200 sweep at an earlier revision, 3 of its 5 shards and a server run cut short", "H200"),
+                 (Path("results/supplementary/h100-5a5be10"), Path("results/supplementary/h100-5a5be10"),
+                  "the H100 80GB sweep at 5a5be10 (the results page's GPU section until the H200's)", "H200")]
 SUPPLEMENTARY_NOTES = "NOTES.md"   # hand-written notes on the other runs kept there, shown under the page
 
 
