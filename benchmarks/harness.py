@@ -428,7 +428,7 @@ def goal_e(rounds: int, duration: float, cache: Path, counts: list[int], workloa
                       f"threads x{n}, loop before the split", r["unsplit"])
         op_us = statistics.median(t.call_ms + t.sync_ms for t in trials["split"] if t.call_ms is not None) * 1e3
         cost = split.sample_cost(h.timer)   # the CPU reads, and on CUDA the events' marks
-        every = split.stride(h.measured.op_s or 0.0, cost, n)   # as Schedule.start: n threads share the GIL
+        every = split.stride(h.measured.op_s or 0.0, cost, n, cell.duration)   # as Schedule.start
         sampled = cost * 1e6 / every
         print(f"{text}; an op {op_us:.0f} us, one in {every} sampled: bookkeeping"
               f" {per_op:.2f} + sampled reads {sampled:.2f} us = {(per_op + sampled) / op_us:.2%} of an op")

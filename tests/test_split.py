@@ -98,20 +98,45 @@ def test_the_loop_marks_the_call_on_sampled_ops_with_the_device_timer():
 
 
 @pytest.mark.parametrize("op_s, sample_s, sharing, every", [
-    (20e-6, 3e-6, 1, 75), (20e-6, 3e-6, 8, 600), (1e-3, 6e-6, 1, 3), (0.1, 6e-6, 4, 1), (0.0, 3e-6, 1, 1024),
-    (1e-9, 3e-6, 1, split.MAX_STRIDE)])
+    (20e-6, 3e-6, 1, 75), (1e-3, 6e-6, 1, 3), (0.0, 3e-6, 1, 1024), (1e-9, 3e-6, 1, split.MAX_STRIDE)])
 def test_the_stride_keeps_the_samples_within_the_budget(op_s, sample_s, sharing, every):
     assert split.SPLIT_BUDGET == 0.002 and split.stride(op_s, sample_s, sharing) == every
     if every not in (1, split.MAX_STRIDE):
-        cost = sharing * sample_s
-        assert cost / every <= split.SPLIT_BUDGET * op_s < cost / (every - 1)
+        assert sample_s / every <= split.SPLIT_BUDGET * op_s < sample_s / (every - 1)
 
 
-def test_threads_of_one_process_sample_as_many_times_more_sparsely():
+@pytest.mark.parametrize("op_s, sample_s, sharing, every", [
+    (1e-3, 6e-6, 2, 20), (1e-3, 30e-6, 2, 30), (2e-3, 6e-6, 8, 40), (35e-6, 1.2e-6, 4, split.MAX_STRIDE),
+    (0.1, 6e-6, 4, 1)])
+def test_threads_sharing_a_gil_count_a_sample_as_contended(op_s, sample_s, sharing, every):
+    """Among N threads sharing a GIL a sample costs each at least CONTENDED_SAMPLE_S (a preempted GIL holder
+    stalls the others): 1 ms ops at x2 are sampled 1 in 20, not 1 in 6 as their reads alone would allow."""
+    assert split.CONTENDED_SAMPLE_S == 20e-6 and split.stride(op_s, sample_s, sharing) == every
+    if every not in (1, split.MAX_STRIDE):
+        cost = sharing * max(sample_s, split.CONTENDED_SAMPLE_S)
+        assert cost / every <= split.SPLIT_BUDGET * op_s * (1 + 1e-9) < cost / (every - 1)
+
+
+def test_the_shortest_window_holds_a_few_samples():
+    """A stride no window reaches would leave every window without a sampled op (a countdown starts afresh
+    in each): at most 1 in window_s / op_s / WINDOW_SAMPLES, however costly a sample."""
+    assert split.WINDOW_SAMPLES == 8
+    assert split.stride(35e-6, 1.2e-6, 4) == split.MAX_STRIDE
+    assert split.stride(35e-6, 1.2e-6, 4, window_s=0.2) == int(0.2 / 35e-6 / 8) == 714
+    assert split.stride(1e-3, 6e-6, 8, window_s=0.02) == 2   # 20 ops at most, 8 of them sampled: 1 in 2
+    assert split.stride(1e-3, 6e-6, 8, window_s=0.001) == 1
+    assert split.stride(1e-3, 6e-6, 1, window_s=10.0) == 3   # the budget's stride, where it is the shorter
+
+
+def test_threads_of_one_process_sample_as_many_times_more_sparsely(monkeypatch):
     for participant, n, sharing in (("thread", 4, 4), ("process", 4, 1)):
         sched = schedule.Schedule(n, 1.0, 1, 4.0, clock=lambda: 0.0, participant=participant)
         sched.start(op_s=1e-3, sample_s=6e-6)
-        assert sched.state.split_every == split.stride(1e-3, 6e-6, sharing)
+        assert sched.state.split_every == split.stride(1e-3, 6e-6, sharing, window_s=1.0) == (40 if sharing > 1 else 3)
+    monkeypatch.setattr(schedule.sys, "_is_gil_enabled", lambda: False, raising=False)   # free-threaded: no GIL
+    sched = schedule.Schedule(4, 1.0, 1, 4.0, clock=lambda: 0.0, participant="thread")
+    sched.start(op_s=1e-3, sample_s=6e-6)
+    assert sched.state.split_every == 3
 
 
 def test_a_sample_costs_its_cpu_reads_and_the_timers_marks():

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import sys
 import threading
 from collections import Counter
 from typing import Any, Callable
@@ -235,8 +236,10 @@ class Schedule:
         sample costs (split.sample_cost; by default the CPU-clock reads alone)."""
         s = self.state
         s.rate_each = 1.0 / (op_s * self.n) if op_s > 0 else math.inf
-        sharing = self.n if self.participant == "thread" else 1   # threads share a GIL; processes do not
-        s.split_every = stride(op_s, SAMPLE_READS * cpu_read_s() if sample_s is None else sample_s, sharing)
+        # threads share a GIL (unless the interpreter has none); processes do not
+        sharing = self.n if self.participant == "thread" and getattr(sys, "_is_gil_enabled", lambda: True)() else 1
+        s.split_every = stride(op_s, SAMPLE_READS * cpu_read_s() if sample_s is None else sample_s, sharing,
+                               window_s=self.duration)
         s.phase, s.trial, s.length = WARM, -1.0, 0.0
 
     def open(self) -> float:

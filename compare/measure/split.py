@@ -14,7 +14,8 @@ What is read, and how often:
   (clocks.thread_cpu). A process of its own (the processes mode) reads its gauges at the ends of its loop
   (`Gauges`), as nothing there competes for its GIL;
 - a sampled subset of ops, every `stride`-th (SPLIT_BUDGET keeps their cost, sample_cost, under 0.2% of an
-  op): the thread's CPU time in the call and in synchronise, and the device time the backend's timer marks
+  op, counted as CONTENDED_SAMPLE_S per thread where threads share a GIL; WINDOW_SAMPLES keeps a few in every
+  window): the thread's CPU time in the call and in synchronise, and the device time the backend's timer marks
   around the call (compare.measure.harness.Harness.timer). A CPU-clock read is a syscall (0.3-2 us, a few
   times a 20 us op's share), so it is not read around every op.
 
@@ -44,12 +45,16 @@ from .clocks import machine_busy, process_clock, process_cpu, run_delay, thread_
 
 SPLIT_BUDGET = 0.002   # the sampled reads may cost at most 0.2% of an op on average: a sample (3 CPU-clock
 #                        reads, and the device timer's marks) costs 1-6 us alone, so ops of 20 us are sampled
-#                        about one in 90, and ops of 3 ms and more every time. Among N threads of one process
-#                        a sample costs up to N times that: its reads are syscalls, where a thread holding
-#                        the GIL gets preempted and the others stall (measured on 2 busy cores, torch mlp
-#                        x8: one op in 8 sampled cost 7% of the throughput, one in 64 nothing measurable),
-#                        so threads sample N times more sparsely (stride)
+#                        about one in 90, and ops of 3 ms and more every time
+CONTENDED_SAMPLE_S = 20e-6  # what a sample costs per thread among threads that share a GIL, at the least: its
+#                        reads are syscalls, at which a thread holding the GIL can be preempted while the others
+#                        wait for it. Measured on the idle 2-core guest (benchmarks/split_cost_parts.py, torch
+#                        CPU mlp x4, one op in 68 sampled): ~85 us of the cell's time per sample, 5% of its
+#                        throughput, against the 5 us four threads' reads alone would cost; so N threads count
+#                        N x 20 us a sample, and sample about 1 op in 1,000 of 35 us ops at x4 (0.2-0.5%)
 MAX_STRIDE = 1024      # at least one op in 1024 is sampled, however short the op (a do-nothing backend)
+WINDOW_SAMPLES = 8     # and a window of the shortest length (--duration) at the speed check's op time, its
+#                        participants' ops serialised (the fewest it can hold), holds at least 8 sampled ops
 SAMPLE_READS = 3       # CPU-clock reads per sampled op: before the call, after it, after synchronise
 COST_PROBE_READS = 31  # reads timed to learn what one costs here (once per process; about 10-60 us)
 
@@ -92,12 +97,17 @@ def sample_cost(timer: Any = None, cpu: Callable[[], float] = thread_cpu, marks:
     return cost
 
 
-def stride(op_s: float, sample_s: float, sharing: int = 1) -> int:
+def stride(op_s: float, sample_s: float, sharing: int = 1, window_s: float | None = None) -> int:
     """Every how many ops one is sampled: a sample's cost over the op time stays within SPLIT_BUDGET, between
-    1 (every op) and MAX_STRIDE; `sharing` threads share one GIL, which multiplies a sample's cost."""
+    1 (every op) and MAX_STRIDE; `sharing` threads share one GIL, where a sample costs each of them at least
+    CONTENDED_SAMPLE_S; and a window of `window_s` seconds (the shortest timed window) holds WINDOW_SAMPLES."""
     if op_s <= 0 or not math.isfinite(op_s):
         return MAX_STRIDE
-    return max(1, min(MAX_STRIDE, math.ceil(sharing * sample_s / (SPLIT_BUDGET * op_s))))
+    cost = sample_s if sharing <= 1 else sharing * max(sample_s, CONTENDED_SAMPLE_S)
+    every = max(1, min(MAX_STRIDE, math.ceil(cost / (SPLIT_BUDGET * op_s) - 1e-9)))   # (- rounding error)
+    if window_s is not None and window_s > 0:
+        every = min(every, max(1, int(window_s / op_s / WINDOW_SAMPLES)))
+    return every
 
 
 @dataclass
