@@ -264,6 +264,21 @@ def test_near_equal_bounds_get_labels_that_do_not_overlap(bounds):
             assert not boxes[a].overlaps(boxes[b]), (a, b)
 
 
+def test_a_bound_several_backends_share_is_grey_and_one_backends_is_in_its_colour():
+    """The H200 mlp panel: MLX's and JAX's cells had the same 2 ms bound, torch its own 3.37 ms. The shared line
+    took the colour of whichever backend a set yielded first, which Python's per-process string hashing
+    decides: the committed PNG then differed from a fresh publish now and then. A shared bound is grey."""
+    def at(bound, backend):
+        trials = [Trial(**{**t.__dict__, "bound_ms": bound}) for t in steps((400, "valid"), (800, P99_FAIL))]
+        return server(backend, "threads", trials)
+    fig = PL.server_figure(P.merge([S.run([at(3.37, "torch"), at(2.0, "mlx"), at(2.0, "jax")])]), "t")
+    (ax,) = [ax for ax in fig.axes if ax.get_visible()]
+    lines = {l.get_ydata()[0]: l.get_color() for l in ax.get_lines()
+             if l.get_linestyle() == "--" and len(set(l.get_ydata())) == 1 and len(l.get_ydata()) == 2}
+    assert set(lines) == {2.0, 3.37}
+    assert lines[2.0] == "0.35" and lines[3.37] != "0.35"
+
+
 def test_no_server_cells_no_server_plot_and_publish_adds_it_only_with_them(tmp_path):
     assert PL.server_figure(P.merge([S.scaling_run()]), "t") is None
     runs, out = tmp_path / "runs", tmp_path / "out"

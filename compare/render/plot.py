@@ -341,7 +341,9 @@ def server_figure(rows: list[dict], title: str = ""):
                 if r["bound_ms"] is not None:
                     bounds.setdefault(r["bound_ms"], set()).add(g)
             for b, gs in sorted(bounds.items()):  # one line per distinct bound, in its backend's colour if its own
-                ax.axhline(b, color=color[next(iter(gs))] if len(bounds) > 1 else "0.35", linestyle=BOUND_STYLE,
+                # alone (a bound several backends share is grey: picking one of a set's members by iteration
+                # order made the picture depend on the interpreter's string hashing)
+                ax.axhline(b, color=color[min(gs)] if len(bounds) > 1 and len(gs) == 1 else "0.35", linestyle=BOUND_STYLE,
                            linewidth=1.1)
                 ys.append(b)
             ax.set_xscale("log")
