@@ -133,7 +133,7 @@ def test_threads_of_one_process_sample_as_many_times_more_sparsely(monkeypatch):
         sched = schedule.Schedule(n, 1.0, 1, 4.0, clock=lambda: 0.0, participant=participant)
         sched.start(op_s=1e-3, sample_s=6e-6)
         assert sched.state.split_every == split.stride(1e-3, 6e-6, sharing, window_s=1.0) == (40 if sharing > 1 else 3)
-    monkeypatch.setattr(schedule.sys, "_is_gil_enabled", lambda: False, raising=False)   # free-threaded: no GIL
+    monkeypatch.setattr(sys, "_is_gil_enabled", lambda: False, raising=False)   # free-threaded: no GIL
     sched = schedule.Schedule(4, 1.0, 1, 4.0, clock=lambda: 0.0, participant="thread")
     sched.start(op_s=1e-3, sample_s=6e-6)
     assert sched.state.split_every == 3

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import statistics
-import sys
 import threading
 from collections import Counter
 from typing import Any, Callable
@@ -31,6 +30,7 @@ import psutil
 from ..cells import Trial
 from .clocks import has_thread_times
 from .harness import Harness, Measured, TooSlow
+from .interpreters import gil_enabled
 from .split import SAMPLE_READS, Lap, Reader, Snapshot, cpu_read_s, pool, snapshot, stride, usable_cores
 
 MIN_OPS_PER_WINDOW = 10   # completed ops per participant per timed window: with fewer, where one op starts and
@@ -237,7 +237,7 @@ class Schedule:
         s = self.state
         s.rate_each = 1.0 / (op_s * self.n) if op_s > 0 else math.inf
         # threads share a GIL (unless the interpreter has none); processes do not
-        sharing = self.n if self.participant == "thread" and getattr(sys, "_is_gil_enabled", lambda: True)() else 1
+        sharing = self.n if self.participant == "thread" and gil_enabled() else 1
         s.split_every = stride(op_s, SAMPLE_READS * cpu_read_s() if sample_s is None else sample_s, sharing,
                                window_s=self.duration)
         s.phase, s.trial, s.length = WARM, -1.0, 0.0
