@@ -58,21 +58,22 @@ def compare_command(a: argparse.Namespace, out: Path) -> list[str]:
         return [sys.executable, str(ROOT / "cli.py"), "compare", "-q", "-o", str(out)]
     return [sys.executable, str(ROOT / "cli.py"), "compare", "-q", "-b", a.backends, "-w", a.workloads,
             "-m", a.modes, "-t", a.threads, "-d", a.device, "--dtype", a.dtype, "--repeats", str(a.repeats),
-            "--trials", str(a.trials), "--duration", str(a.duration), "-o", str(out)]
+            "--trials", str(a.trials), "--duration", str(a.duration), "-o", str(out),
+            *(["--cache-dir", a.cache_dir] if a.cache_dir else [])]
 
 
 def run_invocations(a: argparse.Namespace) -> list[Path]:
     folder = Path(a.out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for i in range(a.invocations):
+    for i in range(a.start, a.start + a.invocations):
         out = folder / f"inv-{i}.json"
         cmd = compare_command(a, out)
-        if i == 0:
+        if i == a.start:
             print("command:", " ".join(cmd[1:]), flush=True)
         started = time.monotonic()
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-        print(f"invocation {i + 1}/{a.invocations}: exit {proc.returncode}, {time.monotonic() - started:.0f} s",
+        print(f"invocation {i + 1}/{a.start + a.invocations}: exit {proc.returncode}, {time.monotonic() - started:.0f} s",
               flush=True)
         if out.is_file():
             paths.append(out)
@@ -391,6 +392,10 @@ def main() -> None:
     p.add_argument("--analyse", nargs="+", type=Path, help="report on these runs instead of measuring")
     p.add_argument("--invocations", type=int, default=6)
     p.add_argument("--out-dir", default="results/repro")
+    p.add_argument("--start", type=int, default=0, help="the first invocation's number (inv-START.json): the "
+                   "rest of a set whose first invocations ran in an earlier device call")
+    p.add_argument("--cache-dir", help="compare --cache-dir: the float64 references computed once, as a sweep "
+                   "shares them")
     p.add_argument("--default-compare", action="store_true",
                    help="each invocation is `compare` with every setting its default (the matrix options unused)")
     p.add_argument("--backends", default="torch")

@@ -338,6 +338,47 @@ def test_a_device_that_the_threads_saturate_is_device_bound_near_full(known_swee
     assert four["ops_per_s"] < 1.2 * two["ops_per_s"], "one device: more threads only queue"
 
 
+def cuda_here() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+@pytest.fixture(scope="module")
+def cuda_sweep(tmp_path_factory, threadbench, starts_processes):
+    """split-cudadevice's threads cells on this machine's GPU, end to end (the device machine runs it: issue 22's
+    known answer for the device stand-in on the H200)."""
+    if not cuda_here():
+        pytest.skip("no CUDA GPU here: the stand-in's known answer on a real GPU runs on the device machine")
+    out = tmp_path_factory.mktemp("split-cuda") / "run.json"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(PLUGIN), str(ROOT)]))
+    size = ",".join(f"{k}={v}" for k, v in TINY)
+    proc = threadbench("compare", "-q", "--backends", "split-cudadevice", "--device", "gpu", "--dtype", "float32",
+                       "--workloads", "mlp", "--size", size, "--modes", "threads", "--threads", "1,2,4",
+                       "--duration", "0.5", "--trials", "3", "--warmup", "2", "--repeats", "3", "--no-peak-probe",
+                       "--out", str(out), env=env)
+    assert proc.returncode == 0, proc.stderr
+    recs = stats.summarize(R.load(out)["rows"]).to_dicts()
+    return {r["threads"]: r for r in recs if r["mode"] == "threads"}
+
+
+def test_a_real_gpu_that_the_threads_saturate_is_device_bound_near_full(cuda_sweep):
+    """The stand-in device's answer from the real timers: CUDA events give each request's device time (the
+    8 ms spin), NVML the busy share (~77% at x1, where the host part leaves the GPU idle, ~100% from x2)."""
+    module = plugin_module()
+    one, two, four = (cuda_sweep[n] for n in (1, 2, 4))
+    service_ms = module.SERVICE_S * 1e3
+    assert one["device_ms"] == pytest.approx(service_ms, rel=0.1), "the spin, timed by CUDA events"
+    assert all(r["busy_source"] == stats.BUSY_NVML for r in (one, two, four))
+    assert analysis.why(one) == analysis.WAIT_BOUND and one["device_busy"] < analysis.DEVICE_BUSY, one
+    for r in (two, four):
+        assert analysis.why(r) == analysis.DEVICE_BOUND and r["device_busy"] >= 0.95, r
+        assert r["ops_per_s"] == pytest.approx(1e3 / service_ms, rel=0.1), "one request's spin at a time"
+    assert four["ops_per_s"] < 1.1 * two["ops_per_s"], "one device: more threads only queue"
+
+
 # -- torch's CUDA events, on a fake torch (no GPU here: the real path is unverified on hardware) ------------
 class FakeEvent:
     """torch.cuda.Event's surface the timer uses: record() on the current stream, elapsed_time() in ms."""

@@ -15,8 +15,13 @@ cost around the forward:
   synchronize() waits for the job. Its timer (Backend.device_timer) reports each request's device time
   (SERVICE_S) and the device's busy time, so from x2, where the threads' host parts overlap and keep a job
   queued, the device is busy ~100% (device-bound); at x1 it idles while the host works (~75% busy).
+- split-cudadevice: split-device on a real GPU (torch, CUDA): the same host part, then a kernel that keeps
+  the GPU busy for SERVICE_S (torch.cuda._sleep, its cycles calibrated against CUDA events once per process)
+  ahead of the model's kernels, on the stream the threads share (torch's default): the GPU serves one
+  request's spin at a time, as the stand-in's worker thread does. Its figures come from the real timers:
+  CUDA events for the device time (SERVICE_S and the model's few microseconds), NVML for the busy share.
 
-numpy and the standard library only, and no GIL assumed: the forwards import and run under a free-threaded
+numpy and the standard library only (torch for split-cudadevice, imported when it runs), and no GIL assumed: the forwards import and run under a free-threaded
 interpreter, where split-gil's loops run at once and its waiting falls (issue 21 re-runs it there)."""
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ import time
 import numpy as np
 
 from backends.numpy_backend import NumpyBackend
+from backends.torch_backend import TorchBackend
 
 GIL_ITERATIONS = 5_000    # ~0.35 ms of pure Python per request on a 2-core EPYC guest (~65 ns an iteration)
 SLEEP_S = 0.002           # the sleeping stand-in's wait per request
@@ -192,3 +198,46 @@ class DeviceBackend(NumpyBackend):
     def describe(self, device):
         return {**super().describe(device), "device_name": f"stand-in device ({SERVICE_S * 1e3:g} ms a job)",
                 "device_time": "the stand-in's own schedule: each job's slot, and the device's busy time"}
+
+
+class CudaDeviceBackend(TorchBackend):
+    name = "split-cudadevice"
+    devices = ("cuda",)
+
+    def __init__(self):
+        super().__init__()
+        self.cycles = None   # torch.cuda._sleep cycles that last SERVICE_S on this GPU
+
+    def device_status(self):
+        return {"cuda": super().device_status()["cuda"]}
+
+    def build(self, workload, params, device, dtype):
+        model = super().build(workload, params, device, dtype)
+        if self.cycles is None:
+            self.cycles = self.calibrate()
+        return model
+
+    def calibrate(self, probe: int = 20_000_000, rounds: int = 5) -> int:
+        """Cycles of torch.cuda._sleep that last SERVICE_S: the median of `rounds` timed spins of `probe`
+        cycles (after one that brings the clocks up), scaled."""
+        torch = self._torch()
+        spans = []
+        for _ in range(rounds + 1):
+            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            begin.record()
+            torch.cuda._sleep(probe)
+            end.record()
+            end.synchronize()
+            spans.append(begin.elapsed_time(end) / 1e3)
+        per_cycle = float(np.median(spans[1:])) / probe
+        return int(SERVICE_S / per_cycle)
+
+    def forward(self, model, x):
+        time.sleep(HOST_SLEEP_S)
+        spin(HOST_ITERATIONS)
+        self._torch().cuda._sleep(self.cycles)
+        return model(x)
+
+    def describe(self, device):
+        return {**super().describe(device), "stand_in": f"a {SERVICE_S * 1e3:g} ms spin kernel (torch.cuda._sleep, "
+                f"{self.cycles} cycles) ahead of each forward"}
