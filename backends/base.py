@@ -106,6 +106,12 @@ class Backend(ABC):
     #: a reader should know: where it is reported, what avoids it and how that was measured); the findings
     #: append it to a failed cell whose cause holds the text
     known_failures: ClassVar[tuple[tuple[str, str], ...]] = ()
+    #: synchronize() on an accelerator only waits for the device's work and does none of its own, so CPU time a
+    #: thread spends in it is the framework spin-waiting (CUDA's default schedule spins while the process has
+    #: fewer CUDA contexts than cores): the time split counts it as waiting for the device, not as the thread's
+    #: own work. False where synchronize() does the work (MLX evaluates its lazy graph there: encoding and
+    #: launching kernels) or where it is not known
+    sync_waits: ClassVar[bool] = False
 
     # -- availability ------------------------------------------------------------------------------
     @abstractmethod

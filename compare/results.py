@@ -14,8 +14,8 @@ from typing import Any
 from .cells import MODES, SPLIT_FIELDS, Cell, CellResult, interpreter_label
 from .files import atomic_write
 
-SCHEMA = "threadbench.run/4"
-OLDER_SCHEMAS = ("threadbench.run/3", "threadbench.run/2", "threadbench.run/1")  # still read: fields they lack
+SCHEMA = "threadbench.run/5"
+OLDER_SCHEMAS = ("threadbench.run/4", "threadbench.run/3", "threadbench.run/2", "threadbench.run/1")  # still read: fields they lack
 #   load as None (repeat: process 0; the split: not measured; step_kind: a search before confirmation;
 #   the interpreter: the default one)
 
@@ -46,6 +46,9 @@ ROW_TYPES: dict[str, type] = {
     "call_ms": float, "sync_ms": float, "cpu_ms": float, "core_wait_ms": float, "call_cpu_ms": float,
     "sync_cpu_ms": float, "split_samples": int, "own_cores": float, "proc_cores": float, "host_cores": float,
     "device_ms": float, "device_busy": float, "cores": int,
+    # /5: the backend's synchronize() only waits for the device (Backend.sync_waits, 1/0): its CPU time is a
+    # spin-wait, not the thread's own work; None: not recorded (runs before /5)
+    "sync_waits": int,
     # /3: server rows say what kind of step each was and who judged it
     "step_kind": str,          # search, again or long (compare.serverrules); None: a search before confirmation
     "load_generator": str,     # who issued the queries and judged each rate (cells.LOAD_GENERATORS); None: threadbench
@@ -119,6 +122,7 @@ def add_result(run: dict, result: CellResult) -> None:
         "warmup_steady": None if result.steady is None else int(result.steady), "window_s": result.window_s,
         "op_s": result.op_s, "os_threads": result.os_threads, "intra_op_threads": cell.intra_op_threads,
         "cores": result.cores,
+        "sync_waits": None if env.get("sync_waits") is None else int(bool(env["sync_waits"])),
         "gpu_util_mean": result.gpu_util_mean, "gpu_util_max": result.gpu_util_max,
         "load_generator": cell.load_generator if cell.mode in MODES and not MODES[cell.mode].throughput else None,
         **interpreter_fields(result),

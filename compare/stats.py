@@ -24,7 +24,10 @@ Where each request's time went (compare.measure.split; SPLIT_COLUMNS): each fiel
 process's windows, then the median over its processes (as the throughput), for ok cells; from it the shares
 of a request's wall time (call + synchronise) spent in synchronise, running on a CPU, waiting for a core and
 blocked (neither). The device's busy share is the backend timer's where it has one, else NVML's utilisation
-(`busy_source` says which). Cells measured before the split carry None throughout."""
+(`busy_source` says which). On an accelerator whose synchronise only waits (Backend.sync_waits), the CPU time
+a thread spends in it is a spin-wait for the device: `spin_share` is that share of a request (the verdicts
+count it as waiting, not as the thread's own work; run_share still counts it, as the CPU clock does). Cells
+measured before the split carry None throughout."""
 from __future__ import annotations
 
 import json
@@ -188,6 +191,9 @@ def split_summary(rows: list[dict]) -> dict:
                 wait = out["core_wait_share"] = (None if out["core_wait_ms"] is None
                                                  else min(1.0 - run, out["core_wait_ms"] / wall))
                 out["blocked_share"] = 1.0 - run - (wait or 0.0)
+                if (rows[0]["device"] != "cpu" and rows[0].get("sync_waits") == 1
+                        and out["sync_cpu_ms"] is not None):   # spinning in a wait for the device
+                    out["spin_share"] = min(run, out["sync_cpu_ms"] / wall)
     return out
 
 
@@ -333,9 +339,10 @@ SUMMARY_SCHEMA: dict[str, pl.DataType] = {
     **{f: pl.Int64 if f == "split_samples" else pl.Float64 for f in SPLIT_FIELDS},
     "cores": pl.Int64, "busy_source": pl.Utf8, "wall_ms": pl.Float64, "sync_share": pl.Float64,
     "run_share": pl.Float64, "core_wait_share": pl.Float64, "blocked_share": pl.Float64,
+    "spin_share": pl.Float64,
 }
 SPLIT_COLUMNS = (*SPLIT_FIELDS, "cores", "busy_source", "wall_ms", "sync_share", "run_share", "core_wait_share",
-                 "blocked_share")
+                 "blocked_share", "spin_share")
 
 
 def workload_cells(summary: pl.DataFrame) -> pl.DataFrame:

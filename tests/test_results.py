@@ -35,7 +35,7 @@ def test_schema_round_trip(tmp_path):
     path = R.save(run, tmp_path / "runs" / "a.json")
     back = R.load(path)
     assert back == json.loads(json.dumps(run))
-    assert back["schema"] == R.SCHEMA == "threadbench.run/4"
+    assert back["schema"] == R.SCHEMA == "threadbench.run/5"
     assert [set(r) for r in back["rows"]] == [set(R.ROW_FIELDS)] * 3
     ok_rows = [r for r in back["rows"] if r["status"] == "ok"]
     assert [r["trial"] for r in ok_rows] == [0, 1] and {r["repeat"] for r in back["rows"]} == {0}
@@ -55,11 +55,12 @@ INTERPRETER_FIELDS = ("interpreter", "python", "python_version", "free_threaded"
 
 
 @pytest.mark.parametrize("schema,predates", [
-    ("threadbench.run/1", ("repeat", "step_kind", "load_generator", *INTERPRETER_FIELDS)),
-    ("threadbench.run/2", ("step_kind", "load_generator", *INTERPRETER_FIELDS)),
-    ("threadbench.run/3", INTERPRETER_FIELDS)])
+    ("threadbench.run/1", ("repeat", "step_kind", "load_generator", *INTERPRETER_FIELDS, "sync_waits")),
+    ("threadbench.run/2", ("step_kind", "load_generator", *INTERPRETER_FIELDS, "sync_waits")),
+    ("threadbench.run/3", (*INTERPRETER_FIELDS, "sync_waits")),
+    ("threadbench.run/4", ("sync_waits",))])
 def test_an_older_file_still_loads_with_the_newer_fields_as_none(tmp_path, schema, predates):
-    """Published runs of schema /1, /2 and /3 keep loading until they are measured again: missing fields are None."""
+    """Published runs of schema /1 to /4 keep loading until they are measured again: missing fields are None."""
     old = json.loads(R.dumps(sample_run()))
     old["schema"] = schema
     for row in old["rows"]:

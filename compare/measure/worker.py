@@ -100,7 +100,7 @@ def _measure(cell: Cell, events: Events, held: Held, times: dict) -> Outcome:
     if cell.dtype not in backend.dtypes:
         return Outcome(UNSUPPORTED, f"{cell.backend} supports {', '.join(backend.dtypes)}, not {cell.dtype}")
     apply_configure(backend, cell.fp32_precision, cell.intra_op_threads, dict(cell.backend_options))
-    env = backend.describe(cell.device)
+    env = {**backend.describe(cell.device), "sync_waits": bool(getattr(backend, "sync_waits", False))}
     events.emit("env", env=env)
     precision = backend.effective_precision(cell.device, cell.dtype, cell.fp32_precision)
     events.emit("result", precision=precision)

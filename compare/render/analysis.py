@@ -460,7 +460,7 @@ def why(r: dict) -> str | None:
         return None
     if r.get("device_busy") is not None and r["device_busy"] >= DEVICE_BUSY:
         return DEVICE_BOUND
-    if r["run_share"] >= RUNNING and (r["threads"] < 2 or running(r) >= RUNNING * r["threads"]):
+    if own_share(r) >= RUNNING and (r["threads"] < 2 or running(r) >= RUNNING * r["threads"]):
         return HOST_BOUND   # several threads: all of them run so, not only the ones that completed requests
     wait, blocked = r.get("core_wait_share"), r.get("blocked_share") or 0.0
     own, proc = r.get("own_cores"), r.get("proc_cores")
@@ -522,6 +522,12 @@ def saturated(r: dict) -> bool:
             and proc >= CELL_SHARE * cores)
 
 
+def own_share(r: dict) -> float:
+    """The share of a request its thread ran its own work: its CPU clock's share (run_share), less the CPU time
+    it spent spin-waiting in a synchronise that only waits for the device (spin_share, stats.split_summary)."""
+    return r["run_share"] - (r.get("spin_share") or 0.0)
+
+
 def running(r: dict) -> float:
     """How many of a cell's measuring threads were running on average over its windows: the cores their own CPU
     clocks kept busy (own_cores), else threads x the running share of a request. The shares are of the requests
@@ -530,14 +536,15 @@ def running(r: dict) -> float:
     request takes it straight back: split-gil's numpy forward, 1.2 s). Two threads of split-gil ran 1.03 cores
     while the requests they completed ran 2 x 63%, or 2 x 100% with one thread starved."""
     own = r.get("own_cores")
-    return own if own is not None else r["threads"] * r["run_share"]
+    spinning = r["threads"] * (r.get("spin_share") or 0.0)   # threads spin-waiting for the device: not running
+    return max(0.0, own - spinning) if own is not None else r["threads"] * own_share(r)
 
 
 def runnable(r: dict) -> float:
     """How many of a cell's measuring threads were runnable (running, or waiting for a core) on average over
     its windows: those running (running()) and, in the proportion a request's core wait bears to its running
     time, those waiting for a core."""
-    run = r["run_share"]
+    run = own_share(r)
     return running(r) * (run + (r.get("core_wait_share") or 0.0)) / run if run > 0 else 0.0
 
 

@@ -53,7 +53,8 @@ def why_meanings() -> dict[str, str]:
                         "else NVML's utilisation, which counts a period busy when any kernel runs): it sets the pace",
         a.HOST_BOUND: f"a request's thread runs ≥ {a.RUNNING:.0%} of its wall time (several measuring threads: "
                       f"≥ {a.RUNNING:.0%} of theirs too, by their CPU clocks): its own work (compute on a CPU, or "
-                      "dispatch to a device) sets the pace",
+                      "dispatch to a device) sets the pace (on a device, CPU time spent spin-waiting in a "
+                      "synchronise that only waits counts as waiting, not as its own work)",
         a.CORE_BOUND: f"≥ {a.CORE_WAIT:.0%} of a request is spent runnable without a core (Linux's run delay), no "
                       f"less than it is blocked; or the machine's cores were ≥ {a.CORES_BUSY:.0%} busy, this cell "
                       f"holding ≥ {a.CELL_SHARE:.0%} of them: the cores are the limit (more threads only share them)",
@@ -89,8 +90,11 @@ def why_reason(r: dict) -> str | None:
         return (f"{word}: device busy {share(r['device_busy'])}"
                 + (" (NVML)" if r.get("busy_source") == "NVML" else "")
                 + f", the framework call {share(1 - r['sync_share'])} of a request")
+    spin = r.get("spin_share") or 0.0
+    spinning = f" ({share(spin)} spin-waiting in synchronise)" if spin >= 0.005 else ""
     if word == a.HOST_BOUND:
-        return f"{word}: its thread runs {share(r['run_share'])} of a request" + device
+        return f"{word}: its thread runs its own work {share(a.own_share(r))} of a request" + device if spin \
+            else f"{word}: its thread runs {share(r['run_share'])} of a request" + device
     if word == a.CORE_BOUND:
         wait = (f"{share(r['core_wait_share'])} of a request waiting for a core"
                 if r.get("core_wait_share") is not None else f"{share(1 - r['run_share'])} of a request not running")
@@ -112,6 +116,8 @@ def why_reason(r: dict) -> str | None:
                 f"{share(r['run_share'])}, while the process ran {r['proc_cores'] - r['own_cores']:.1f} cores "
                 f"beyond its measuring threads" + device)   # off-thread needs both figures (analysis.why)
     busy = f", {r['proc_cores']:.1f}{cores} cores busy" if r.get("proc_cores") is not None else ""
+    if spin:
+        return f"{word}: {share(r['blocked_share'] + spin)} of a request waiting{spinning}{busy}" + device
     return f"{word}: {share(r['blocked_share'])} of a request blocked{busy}" + device
 
 

@@ -73,6 +73,7 @@ class JaxBackend(Backend):
     devices = ("gpu", "cpu")
     dtypes = ("float32", "bfloat16", "float16")
     fp32_precisions = ("highest", "high")
+    sync_waits = True   # block_until_ready: a wait for the output, no work of its own
 
     def __init__(self):
         self._warnings: list[str] = []
