@@ -402,6 +402,13 @@ def test_spinning_in_a_synchronise_that_only_waits_is_waiting_not_host_work():
     assert works["spin_share"] is None and analysis.why(works) == analysis.HOST_BOUND
     on_cpu = base | stats.split_summary([row | {"device": "cpu"}])
     assert on_cpu["spin_share"] is None, "on the CPU, synchronise's CPU time is the framework's work"
+    # x4 (the H100's figures): the extra wall time is waiting, not each request costing more CPU
+    four = base | {"ops_per_s": 115.4, "threads": 4} | stats.split_summary([row | {
+        "call_ms": 4.93, "sync_ms": 29.72, "cpu_ms": 30.62, "call_cpu_ms": 1.08, "sync_cpu_ms": 29.58,
+        "own_cores": 3.53, "proc_cores": 3.53, "device_ms": 34.6, "gpu_util_mean": 92.0}])
+    (bend,) = analysis.bends([waits, four])
+    assert bend.kind == analysis.WAITING and bend.cpu == pytest.approx(1.04 / 0.78, rel=0.02), bend
+    assert analysis.why(four) == analysis.DEVICE_BOUND
 
 
 # -- torch's CUDA events, on a fake torch (no GPU here: the real path is unverified on hardware) ------------

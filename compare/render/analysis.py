@@ -528,6 +528,13 @@ def own_share(r: dict) -> float:
     return r["run_share"] - (r.get("spin_share") or 0.0)
 
 
+def own_cpu_ms(r: dict) -> float | None:
+    """A request's CPU time on its thread (cpu_ms) less what it spent spin-waiting for the device (spin_share)."""
+    if r.get("cpu_ms") is None:
+        return None
+    return r["cpu_ms"] - (r.get("spin_share") or 0.0) * (r.get("wall_ms") or 0.0)
+
+
 def running(r: dict) -> float:
     """How many of a cell's measuring threads were running on average over its windows: the cores their own CPU
     clocks kept busy (own_cores), else threads x the running share of a request. The shares are of the requests
@@ -582,9 +589,10 @@ def bends(recs: list[dict]) -> list[Bend]:
             continue
         low, high = cells[0], cells[-1]
         wall = high["wall_ms"] / low["wall_ms"]
-        cpu = high["cpu_ms"] / low["cpu_ms"] if high.get("cpu_ms") and low.get("cpu_ms") else None
+        lo_cpu, hi_cpu = own_cpu_ms(low), own_cpu_ms(high)   # spin-waiting for the device is waiting
+        cpu = hi_cpu / lo_cpu if hi_cpu and lo_cpu and lo_cpu > 0 else None
         extra = high["wall_ms"] - low["wall_ms"]
-        share = ((high["cpu_ms"] - low["cpu_ms"]) / extra if cpu is not None and extra > 0 else None)
+        share = ((hi_cpu - lo_cpu) / extra if cpu is not None and extra > 0 else None)
         device = high["device_ms"] / low["device_ms"] if high.get("device_ms") and low.get("device_ms") else None
         kind = (OVERLAP if wall < GREW else
                 COSTLIER if share is not None and share >= COSTLIER_SHARE else WAITING)

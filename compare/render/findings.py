@@ -18,7 +18,7 @@ from . import format as fmt
 from .analysis import (COSTLIER, DTYPE_PRECISION, FLAT, MIN_GAIN, OVERLAP, Bend, bends, best_strategy, ceiling,
                        ceiling_missing, clearly_faster, fastest_first, fill_precision, framework_pairs, generator,
                        gil_pairs, more_threads_hurt, over_devices, peaks, precision, precision_switch, sequential,
-                       shows_rate, strategy_wins, sustains_more, threads_vs_processes, why)
+                       own_cpu_ms, shows_rate, strategy_wins, sustains_more, threads_vs_processes, why)
 from .format import BACKEND_ORDER
 
 UNITS = "figures are requests/s, median [interval of the median]"
@@ -186,8 +186,9 @@ def _bend_sentence(name: str, b: Bend) -> str:
     threads to its most (analysis.bends), and the verdict at the most."""
     lo, hi = b.low, b.high
 
-    def grew(what: str, ratio: float, field: str) -> str:
-        return f"{what} {fmt.times(ratio, 1)} ({fmt.num(lo[field])} → {fmt.num(hi[field])} ms)"
+    def grew(what: str, ratio: float, field: str, a: float | None = None, z: float | None = None) -> str:
+        a, z = (lo[field], hi[field]) if a is None else (a, z)
+        return f"{what} {fmt.times(ratio, 1)} ({fmt.num(a)} → {fmt.num(z)} ms)"
     wall = grew("a request's wall time", b.wall, "wall_ms")
     device = f", its device time {grew('', b.device, 'device_ms').strip()}" if b.device is not None else ""
     if b.kind == OVERLAP:
@@ -195,7 +196,9 @@ def _bend_sentence(name: str, b: Bend) -> str:
     elif b.cpu is None:
         says = f"{wall}{device}: the extra time is waiting"
     else:
-        cpu = grew("its thread's CPU time", b.cpu, "cpu_ms")
+        spun = lo.get("spin_share") or hi.get("spin_share")
+        cpu = grew("its thread's own CPU time (spin-waiting for the device left out)" if spun else
+                   "its thread's CPU time", b.cpu, "cpu_ms", own_cpu_ms(lo), own_cpu_ms(hi))
         if b.kind == COSTLIER:
             says = (f"{wall} and {cpu}{device}, {b.cpu_share:.0%} of the extra time: each request costs more CPU "
                     "(contention inside the framework or memory)")
