@@ -411,7 +411,7 @@ def test_spinning_in_a_synchronise_that_only_waits_is_waiting_not_host_work():
     assert analysis.why(four) == analysis.DEVICE_BOUND
 
 
-# -- torch's CUDA events, on a fake torch (no GPU here: the real path is unverified on hardware) ------------
+# -- torch's CUDA events, on a fake torch (the real path: the device machine's known answer above) ---------
 class FakeEvent:
     """torch.cuda.Event's surface the timer uses: record() on the current stream, elapsed_time() in ms."""
     streams: list = []

@@ -93,8 +93,8 @@ def why_reason(r: dict) -> str | None:
     spin = r.get("spin_share") or 0.0
     spinning = f" ({share(spin)} spin-waiting in synchronise)" if spin >= 0.005 else ""
     if word == a.HOST_BOUND:
-        return f"{word}: its thread runs its own work {share(a.own_share(r))} of a request" + device if spin \
-            else f"{word}: its thread runs {share(r['run_share'])} of a request" + device
+        runs = f"runs its own work {share(a.own_share(r))}" if spin else f"runs {share(r['run_share'])}"
+        return f"{word}: its thread {runs} of a request" + device
     if word == a.CORE_BOUND:
         wait = (f"{share(r['core_wait_share'])} of a request waiting for a core"
                 if r.get("core_wait_share") is not None else f"{share(1 - r['run_share'])} of a request not running")

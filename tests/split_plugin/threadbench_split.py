@@ -18,8 +18,10 @@ cost around the forward:
 - split-cudadevice: split-device on a real GPU (torch, CUDA): the same host part, then a kernel that keeps
   the GPU busy for SERVICE_S (torch.cuda._sleep, its cycles calibrated against CUDA events once per process)
   ahead of the model's kernels, on the stream the threads share (torch's default): the GPU serves one
-  request's spin at a time, as the stand-in's worker thread does. Its figures come from the real timers:
-  CUDA events for the device time (SERVICE_S and the model's few microseconds), NVML for the busy share.
+  request's spin at a time, as the stand-in's worker thread does, but a thread's synchronise waits for every
+  job queued before it (the stream's), so the threads leave it together (tests/test_split.py's model). Its
+  figures come from the real timers: NVML for the busy share, CUDA events for the device time (a span on the
+  shared stream: the host part inside the forward and the others' jobs too).
 
 numpy and the standard library only (torch for split-cudadevice, imported when it runs), and no GIL assumed: the forwards import and run under a free-threaded
 interpreter, where split-gil's loops run at once and its waiting falls (issue 21 re-runs it there)."""
@@ -240,4 +242,4 @@ class CudaDeviceBackend(TorchBackend):
 
     def describe(self, device):
         return {**super().describe(device), "stand_in": f"a {SERVICE_S * 1e3:g} ms spin kernel (torch.cuda._sleep, "
-                f"{self.cycles} cycles) ahead of each forward"}
+                "calibrated against CUDA events when the model is built) ahead of each forward"}
