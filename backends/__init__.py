@@ -131,17 +131,23 @@ def load(name: str) -> Backend:
         raise PluginError(f"{where} failed in its constructor: {type(e).__name__}: {e}") from e
 
 
-def known_failures(name: str) -> tuple[tuple[str, str], ...]:
-    """The backend class's known_failures (its module imported, not its framework, nothing instantiated); ()
-    for a name not registered here or a class that cannot be read: a results file outlives its plug-ins."""
+def declared(name: str, attribute: str, default=None):
+    """A backend class's declared attribute (its module imported, not its framework, nothing instantiated);
+    `default` for a name not registered here or a class that cannot be read: a results file outlives its
+    plug-ins."""
     target = registry().get(name)
     if target is None:
-        return ()
+        return default
     module_name, _, cls_name = target.partition(":")
     try:
-        return tuple(getattr(getattr(importlib.import_module(module_name), cls_name), "known_failures", ()))
-    except Exception:  # noqa: BLE001 - a hint is optional; the failure itself is said either way
-        return ()
+        return getattr(getattr(importlib.import_module(module_name), cls_name), attribute, default)
+    except Exception:  # noqa: BLE001 - a hint is optional; what it adds to is said either way
+        return default
+
+
+def known_failures(name: str) -> tuple[tuple[str, str], ...]:
+    """The backend class's known_failures; () where it cannot be read (declared)."""
+    return tuple(declared(name, "known_failures", ()))
 
 
 def class_problem(cls, name: str, cls_name: str = "", module_name: str = "") -> str | None:

@@ -348,6 +348,26 @@ def test_a_cell_where_a_thread_completed_no_request_in_a_window_is_a_caveat():
     assert not [c for c in PUB.caveats([run]) if "completed no request" in c]
 
 
+def test_gpu_verdicts_drawn_before_sync_waits_was_recorded_are_a_caveat():
+    """A run whose GPU cells carry the split but not whether the framework's synchronise only waits (schema
+    /5): its verdicts may count a spin-wait as work, and the section says so; once recorded, or on the CPU,
+    nothing is said."""
+    run = named(S.run([S.result(S.cell(), [100.0] * 5)]))
+    for r in run["rows"]:
+        r["device"], r["call_ms"], r["sync_waits"] = "cuda", 1.0, None
+    (line,) = [c for c in PUB.caveats([run]) if "spin-waiting" in c]
+    assert line.startswith("the verdicts (why) of torch on the GPU were drawn before"), line
+    for r in run["rows"]:
+        r["backend"] = "mlx"   # its synchronise evaluates the graph (sync_waits False): what it spends is work
+    assert not [c for c in PUB.caveats([run]) if "spin-waiting" in c]
+    for r in run["rows"]:
+        r["backend"], r["sync_waits"] = "torch", 1
+    assert not [c for c in PUB.caveats([run]) if "spin-waiting" in c]
+    for r in run["rows"]:
+        r["device"], r["sync_waits"] = "cpu", None
+    assert not [c for c in PUB.caveats([run]) if "spin-waiting" in c]
+
+
 def test_a_panel_whose_claims_a_known_defect_withdraws_says_so_on_the_plot():
     """The page's plot is read on its own: the panels of the workloads a known defect names carry the note
     first, the others nothing; a defect's workloads that the run does not have flag no panel."""

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import polars as pl
 
+import backends
+
 from .. import results, shards, stats
 from ..cells import FAILED, MODES, OK, UNAVAILABLE, Cell, axis_label
 from ..options import BadInput
@@ -261,6 +263,15 @@ def caveats(group: list[dict], defects: list[dict] = ()) -> list[str]:
                    f"{named}): starved of the GIL by a holder that takes it straight back, or of a core. "
                    f"{their.capitalize()} throughput counts what completed; {their} latencies and time split read only "
                    "the threads that ran")
+    unrecorded = sorted({r["backend"] for r in rows if r["status"] == OK and r["device"] in GPU_DEVICES
+                         and r.get("call_ms") is not None and r.get("sync_waits") is None
+                         and backends.declared(r["backend"], "sync_waits") is not False})   # True, or not known here
+    if unrecorded:   # split measured on a device before schema /5 recorded Backend.sync_waits
+        out.append(f"the verdicts (why) of {', '.join(unrecorded)} on the GPU were drawn before threadbench recorded "
+                   "that the framework's synchronise only waits: CPU time it spent spin-waiting for the device "
+                   "(CUDA's default wait spins; torch's did for all of an 8 ms kernel on an H100) counts there as "
+                   "the thread's own work, so a cell waiting on the device may read host-bound or GIL-bound; the "
+                   "throughputs are unaffected (benchmarks/README.md: a known answer on a real GPU)")
     ran_without = any(row.get("free_threaded") for r in group for row in r.get("rows", []))
     if any(r["host"].get("gil_enabled", True) for r in group):
         out.append(f"Python {host.get('python')} with the GIL: the thread scaling is what a standard CPython "
