@@ -263,9 +263,9 @@ def caveats(group: list[dict], defects: list[dict] = ()) -> list[str]:
                    f"{named}): starved of the GIL by a holder that takes it straight back, or of a core. "
                    f"{their.capitalize()} throughput counts what completed; {their} latencies and time split read only "
                    "the threads that ran")
-    unrecorded = sorted({r["backend"] for r in rows if r["status"] == OK and r["device"] in GPU_DEVICES
-                         and r.get("call_ms") is not None and r.get("sync_waits") is None
-                         and backends.declared(r["backend"], "sync_waits") is not False})   # True, or not known here
+    unrecorded = sorted(b for b in {r["backend"] for r in rows if r["status"] == OK and r["device"] in GPU_DEVICES
+                                    and r.get("call_ms") is not None and r.get("sync_waits") is None}
+                        if backends.declared(b, "sync_waits") is not False)   # once a backend: True, or not known
     if unrecorded:   # split measured on a device before schema /5 recorded Backend.sync_waits
         out.append(f"the verdicts (why) of {', '.join(unrecorded)} on the GPU were drawn before threadbench recorded "
                    "that the framework's synchronise only waits: CPU time it spent spin-waiting for the device "
