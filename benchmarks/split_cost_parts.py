@@ -8,8 +8,9 @@ interleaved round by round, each paired against the first:
   split       the cell as it runs: the split loop, call and synchronise timed apart, sampled ops, gauges
   split-loop  the split loop with the op as one call and no gauges, its sampled ops (CPU-clock reads) kept
   unsampled   as split-loop with no op sampled: the loop's own bookkeeping alone
-Prints each variant's median rate and its paired ratio to `before` with the median's interval. A report, not
-a test: it always exits 0.
+Prints each variant's median rate and its paired ratio to `before` with the median's interval, and the same for
+the process's CPU time per request over each window (which the guest's speed swings move far less than the
+rate). A report, not a test: it always exits 0.
 """
 from __future__ import annotations
 
@@ -32,11 +33,18 @@ from compare.stats import median_ci  # noqa: E402
 SPLIT_LOOP, GAUGES = schedule.timed_loop, split.Reader.gauges
 
 
-def rate(loop, gauges, h: Harness, cell: Cell) -> float:
-    """One round of the cell with the schedule's timed loop and the threads' gauge reads swapped in."""
+CPU: dict[str, list[float]] = {}   # per variant, each round's process CPU time per request (us)
+
+
+def rate(name: str, loop, gauges, h: Harness, cell: Cell) -> float:
+    """One round of the cell with the schedule's timed loop and the threads' gauge reads swapped in: its
+    requests/s; its CPU per request goes to CPU[name]."""
     schedule.timed_loop, split.Reader.gauges = loop, gauges
     try:
-        return HB.harness_rate(h, cell)[0]
+        ops_per_s, t = HB.harness_rate(h, cell)
+        CPU.setdefault(name, []).append(t.proc_cores * t.seconds / t.ops * 1e6
+                                        if t.proc_cores is not None and t.ops else float("nan"))
+        return ops_per_s
     finally:
         schedule.timed_loop, split.Reader.gauges = SPLIT_LOOP, GAUGES
 
@@ -58,19 +66,24 @@ def main() -> int:
     whole = Harness(op=h.op, check=h.check, inputs=h.inputs, tolerance=h.tolerance, thread_setup=h.thread_setup,
                     checks=h.checks, measured=h.measured, clock=h.clock)   # call = the whole op, as before
     none = lambda reader: None  # noqa: E731
-    variants = {"before": lambda: rate(HB.unsplit_loop, none, whole, cell),
-                "split": lambda: rate(SPLIT_LOOP, GAUGES, h, cell),
-                "split-loop": lambda: rate(SPLIT_LOOP, none, whole, cell),
-                "unsampled": lambda: rate(unsampled_loop, none, whole, cell)}
+    variants = {"before": lambda: rate("before", HB.unsplit_loop, none, whole, cell),
+                "split": lambda: rate("split", SPLIT_LOOP, GAUGES, h, cell),
+                "split-loop": lambda: rate("split-loop", SPLIT_LOOP, none, whole, cell),
+                "unsampled": lambda: rate("unsampled", unsampled_loop, none, whole, cell)}
     print(f"split cost by part: torch cpu float32 mlp threads x{a.threads}, {a.rounds} rounds of {a.duration} s, "
           f"load average {os.getloadavg()[0]:.2f} at start")
     HB.interleave(1, variants)   # one discarded round: first-use costs fall on no variant
+    CPU.clear()
     r = HB.interleave(a.rounds, variants)
     for name in variants:
         ratios = [x / y for x, y in zip(r[name], r["before"])]
         low, high, level = median_ci(ratios)
+        cpu = [b / x for x, b in zip(CPU[name], CPU["before"])]   # before / this: below 1, this costs more
+        c_low, c_high, _ = median_ci(cpu)
         print(f"  {name:10s} median {statistics.median(r[name]):8,.0f} ops/s; paired ratio to before "
-              f"{statistics.median(ratios):.3f} [{low:.3f}, {high:.3f}] ({level:.1%})")
+              f"{statistics.median(ratios):.3f} [{low:.3f}, {high:.3f}] ({level:.1%}); CPU per request "
+              f"{statistics.median(CPU[name]):.1f} us, paired (before / this) {statistics.median(cpu):.3f} "
+              f"[{c_low:.3f}, {c_high:.3f}]")
     print(f"  load average {os.getloadavg()[0]:.2f} at end")
     return 0
 
