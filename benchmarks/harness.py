@@ -121,6 +121,12 @@ def bare_rate(backend: Backend, model, x, device: str, duration: float, warmup: 
             return ops / (t - t0)
 
 
+def cpu_per_request_us(t: Trial) -> float:
+    """The process's CPU time per request over the trial's window, in us (NaN where not read): what the guest's
+    speed swings move far less than the wall-clock rate."""
+    return t.proc_cores * t.seconds / t.ops * 1e6 if t.proc_cores is not None and t.ops else math.nan
+
+
 def interleave(rounds: int, variants: dict) -> dict[str, list[float]]:
     """Run each variant once per round, in order, `rounds` times: A, B, A, B, ..."""
     out: dict[str, list[float]] = {name: [] for name in variants}
@@ -434,8 +440,7 @@ def goal_e(rounds: int, duration: float, cache: Path, counts: list[int], workloa
               f" {per_op:.2f} + sampled reads {sampled:.2f} us = {(per_op + sampled) / op_us:.2%} of an op")
         # the process's CPU time per request over each window (both variants read it at the boundaries): what
         # other load on the machine moves far less than the wall-clock rate
-        cpu = {k: [t.proc_cores * t.seconds / t.ops * 1e6 if t.proc_cores is not None and t.ops else math.nan
-                   for t in ts] for k, ts in trials.items()}
+        cpu = {k: [cpu_per_request_us(t) for t in ts] for k, ts in trials.items()}
         cpu_ratios = [a / b for a, b in zip(cpu["unsplit"], cpu["split"])]
         c_low, c_high, _ = median_ci(cpu_ratios)
         print(f"  process CPU per request: with the split {statistics.median(cpu['split']):.1f} us, before it "

@@ -42,8 +42,7 @@ def rate(name: str, loop, gauges, h: Harness, cell: Cell) -> float:
     schedule.timed_loop, split.Reader.gauges = loop, gauges
     try:
         ops_per_s, t = HB.harness_rate(h, cell)
-        CPU.setdefault(name, []).append(t.proc_cores * t.seconds / t.ops * 1e6
-                                        if t.proc_cores is not None and t.ops else float("nan"))
+        CPU.setdefault(name, []).append(HB.cpu_per_request_us(t))
         return ops_per_s
     finally:
         schedule.timed_loop, split.Reader.gauges = SPLIT_LOOP, GAUGES
