@@ -11,6 +11,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import backends
+
 from .cells import MODES, SPLIT_FIELDS, Cell, CellResult, interpreter_label
 from .files import atomic_write
 
@@ -253,7 +255,23 @@ def load(path: Path) -> dict:
     if schema != SCHEMA:  # an older file, upgraded in memory: the fields it predates are None
         run["rows"] = [dict.fromkeys(ROW_FIELDS) | r for r in run["rows"]]
         run["schema"], run["upgraded_from"] = SCHEMA, schema
+        declare_sync_waits(run)
     return run
+
+
+def declare_sync_waits(run: dict) -> None:
+    """Rows of /4 and earlier did not record `sync_waits`: on a device, a row gets its backend's declaration
+    (Backend.sync_waits: what the framework's synchronise does, not something a run varies), where the class can
+    be read; `run["sync_waits_declared"]` names the backends so filled. CPU rows stay None (nothing reads it there)."""
+    declared: dict[str, Any] = {}
+    for r in run["rows"]:
+        if r["sync_waits"] is None and r["device"] != "cpu":
+            if r["backend"] not in declared:
+                declared[r["backend"]] = backends.declared(r["backend"], "sync_waits")
+            if declared[r["backend"]] is not None:
+                r["sync_waits"] = int(bool(declared[r["backend"]]))
+    if any(v is not None for v in declared.values()):
+        run["sync_waits_declared"] = sorted(b for b, v in declared.items() if v is not None)
 
 
 def _typed(field: str, value: Any) -> bool:

@@ -123,6 +123,9 @@ def _merge(group: list[dict]) -> dict:
         merged["time_split"] += [{**t, "shard": tag} for t in r.get("time_split", [])]
         for key, env in r["backend_env"].items():
             merged["backend_env"].setdefault(key, env)
+    declared = sorted({b for r in group for b in r.get("sync_waits_declared", [])})   # results.declare_sync_waits
+    if declared:
+        merged["sync_waits_declared"] = declared
     merged["plan"] = [{**sweep["cells"][i], "repeat": rnd} for rnd, _, ids in sweep["units"] for i in ids]
     merged["missing_shards"] = [missing_line(sweep, j, numbers) for j in range(1, sweep["shards"] + 1)
                                 if j not in numbers]

@@ -142,6 +142,10 @@ def test_the_scaling_sentence_says_why_the_curve_bends():
     recs[1].update(split(wall=6.0, run=0.013, cpu=0.08, own=0.05, proc=0.9))
     assert ("its thread's CPU time 2.0× (0.04 → 0.08 ms), 1% of the extra time: the rest is waiting"
             in text(FD.findings(recs)))
+    # CPU time fell as the wall time grew (fewer, larger requests each): said so, not "0% of the extra time"
+    recs[1].update(split(wall=6.0, run=0.003, cpu=0.02, own=0.05, proc=0.9))
+    t = text(FD.findings(recs))
+    assert "its thread's CPU time 0.5× (0.04 → 0.02 ms) fell: the extra time is waiting" in t and "of the extra time" not in t
 
 
 def test_every_verdict_from_its_split():

@@ -366,6 +366,13 @@ def test_gpu_verdicts_drawn_before_sync_waits_was_recorded_are_a_caveat():
     for r in run["rows"]:
         r["device"], r["sync_waits"] = "cpu", None
     assert not [c for c in PUB.caveats([run]) if "spin-waiting" in c]
+    # read from a file older than the field (results.declare_sync_waits): the verdicts follow the declaration
+    for r in run["rows"]:
+        r["device"], r["sync_waits"] = "cuda", 1
+    run["sync_waits_declared"] = ["torch"]
+    (line,) = [c for c in PUB.caveats([run]) if "spin-waiting" in c]
+    assert line.startswith("this run predates threadbench's record of what a framework's synchronise does"), line
+    assert "torch only waits there" in line
 
 
 def test_a_panel_whose_claims_a_known_defect_withdraws_says_so_on_the_plot():

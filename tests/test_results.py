@@ -76,6 +76,28 @@ def test_an_older_file_still_loads_with_the_newer_fields_as_none(tmp_path, schem
         R.load(_write(tmp_path, "bad.json", old))
 
 
+def test_a_file_older_than_sync_waits_takes_it_from_each_backends_declaration(tmp_path):
+    """A /4 file's device rows get Backend.sync_waits as their backend's class declares it (torch's synchronise
+    only waits, MLX's evaluates), named in sync_waits_declared; CPU rows and a backend no class here declares
+    (a plug-in not installed) stay None."""
+    old = json.loads(R.dumps(sample_run()))
+    old["schema"] = "threadbench.run/4"
+    for row in old["rows"]:
+        del row["sync_waits"]
+    cpu = R.load(_write(tmp_path, "cpu.json", old))
+    assert all(r["sync_waits"] is None for r in cpu["rows"]) and "sync_waits_declared" not in cpu
+    for row in old["rows"]:
+        row["device"] = "gpu"
+    old["rows"].append({**old["rows"][0], "backend": "not-installed"})
+    back = R.load(_write(tmp_path, "gpu.json", old))
+    assert {r["backend"]: r["sync_waits"] for r in back["rows"]} == {"torch": 1, "mlx": 0, "not-installed": None}
+    assert back["sync_waits_declared"] == ["mlx", "torch"]
+    old["schema"] = R.SCHEMA   # a /5 file says what it recorded: nothing is filled in
+    for row in old["rows"]:
+        row["sync_waits"] = None
+    assert all(r["sync_waits"] is None for r in R.load(_write(tmp_path, "new.json", old))["rows"])
+
+
 def test_a_schema_2_file_loads_with_the_time_split_as_not_measured(tmp_path):
     """Runs published before the per-request split (schema /2) keep loading: its fields are None."""
     old = json.loads(R.dumps(sample_run()))

@@ -81,6 +81,16 @@ def test_the_shards_of_a_sweep_merged_give_the_cells_and_figures_of_the_whole_sw
     assert [s["host"] for s in merged["shards"]] == [f"device-{j}" for j in range(1, n + 1)]
 
 
+def test_the_merge_keeps_every_shards_backends_whose_sync_waits_came_from_their_declaration():
+    """results.declare_sync_waits names them per file; a shard with another framework's rows adds its own."""
+    _, parts = shard_runs(5, 2)
+    parts[0]["sync_waits_declared"], parts[1]["sync_waits_declared"] = ["torch"], ["mlx", "torch"]
+    (merged,) = shards.merge(parts)
+    assert merged["sync_waits_declared"] == ["mlx", "torch"]
+    (plain,) = shards.merge(shard_runs(5, 2)[1])
+    assert "sync_waits_declared" not in plain
+
+
 def test_a_run_that_is_not_a_shard_passes_through_the_merge_untouched():
     whole, parts = shard_runs(5, 2)
     out = shards.merge([whole, *parts])

@@ -204,6 +204,8 @@ def _bend_sentence(name: str, b: Bend) -> str:
                     "(contention inside the framework or memory)")
         elif 1 / FLAT <= b.cpu <= FLAT:
             says = f"{wall} while {cpu} stayed flat{device}: the extra time is waiting"
+        elif b.cpu < 1 / FLAT:
+            says = f"{wall} while {cpu} fell{device}: the extra time is waiting"
         else:
             says = f"{wall} and {cpu}{device}, {max(b.cpu_share, 0):.0%} of the extra time: the rest is waiting"
     return (f"{name}: {b.mode} from ×{lo['threads']} to ×{hi['threads']}, {says}; at ×{hi['threads']} "

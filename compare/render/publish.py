@@ -266,12 +266,21 @@ def caveats(group: list[dict], defects: list[dict] = ()) -> list[str]:
     unrecorded = sorted(b for b in {r["backend"] for r in rows if r["status"] == OK and r["device"] in GPU_DEVICES
                                     and r.get("call_ms") is not None and r.get("sync_waits") is None}
                         if backends.declared(b, "sync_waits") is not False)   # once a backend: True, or not known
-    if unrecorded:   # split measured on a device before schema /5 recorded Backend.sync_waits
+    if unrecorded:   # split measured on a device before schema /5, and the backend's class not readable here
         out.append(f"the verdicts (why) of {', '.join(unrecorded)} on the GPU were drawn before threadbench recorded "
                    "that the framework's synchronise only waits: CPU time it spent spin-waiting for the device "
                    "(CUDA's default wait spins; torch's did for all of an 8 ms kernel on an H100) counts there as "
                    "the thread's own work, so a cell waiting on the device may read host-bound or GIL-bound; the "
                    "throughputs are unaffected (benchmarks/README.md: a known answer on a real GPU)")
+    declared = sorted({b for r in group for b in r.get("sync_waits_declared", [])}
+                      & {r["backend"] for r in rows if r["device"] in GPU_DEVICES and r.get("call_ms") is not None})
+    if declared:   # results.declare_sync_waits: a file older than schema /5, read with its backends' declaration
+        waits = sorted({r["backend"] for r in rows if r["backend"] in declared and r.get("sync_waits") == 1})
+        out.append(f"{'these runs predate' if len(group) > 1 else 'this run predates'} threadbench's record of what "
+                   f"a framework's synchronise does; the verdicts (why) take it from each backend's declaration "
+                   f"(Backend.sync_waits) as a run now records it"
+                   + (f": {', '.join(waits)} only wait{'s' if len(waits) == 1 else ''} there, so CPU time spent "
+                      "spin-waiting for the device counts as waiting, not as the thread's own work" if waits else ""))
     ran_without = any(row.get("free_threaded") for r in group for row in r.get("rows", []))
     if any(r["host"].get("gil_enabled", True) for r in group):
         out.append(f"Python {host.get('python')} with the GIL: the thread scaling is what a standard CPython "
