@@ -23,6 +23,8 @@ tool rather than about the load (name the load when you quote it).
     python benchmarks/reproducibility.py --analyse results/supplementary/h100-5a5be10/h100-closed-*.json \
         results/supplementary/h100-d9e6e69/h100-closed-*.json    # a sweep's shards are one invocation
     python benchmarks/reproducibility.py --default-compare --out-dir results/repro/cpu-default   # README's compare
+    python benchmarks/reproducibility.py --interleave --device gpu ... --out-dir results/repro/x   # a sweep's timing
+    python benchmarks/reproducibility.py --analyse results/repro/x/inv-*/shard-*.json
     python benchmarks/reproducibility.py --analyse results/repro/cpu-default-7/inv-*.json --rounds 5
     python benchmarks/reproducibility.py --simulate 5,9 --analyse results/repro/h100-5/inv-*.json
     python benchmarks/reproducibility.py --target-ci 2,5,10 --analyse results/repro/*/inv-*.json
@@ -82,6 +84,39 @@ def run_invocations(a: argparse.Namespace) -> list[Path]:
     return paths
 
 
+def interleaved_order(rounds: list[int], invocations: int, start: int = 0) -> list[tuple[int, int]]:
+    """(round, invocation) in the order --interleave runs them: round by round, every invocation's shard of
+    that round in turn, the first of them moved on by one each round so no invocation always runs first."""
+    return [(r, start + (k + r) % invocations) for r in rounds for k in range(invocations)]
+
+
+def run_interleaved(a: argparse.Namespace) -> list[Path]:
+    """Each invocation cut into --repeats shards, one round of processes each (`compare --shard R/REPEATS`),
+    run round by round across the invocations: each invocation's processes of a cell then lie a round apart
+    over the set's whole time, as a sweep's rounds do over the sweep's (benchmarks/gpu_sweep.sh), where
+    run_invocations packs them into one invocation's minute. Invocation I's shards go to OUT/inv-I/."""
+    rounds = range(1, a.repeats + 1)
+    if a.interleave != "all":
+        first, _, last = a.interleave.partition("-")
+        rounds = range(int(first), int(last or first) + 1)
+    order = interleaved_order(list(rounds), a.invocations, a.start)
+    paths = []
+    for n, (r, i) in enumerate(order):
+        out = Path(a.out_dir) / f"inv-{i}" / f"shard-{r}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        cmd = compare_command(a, out) + ["--shard", f"{r}/{a.repeats}"]
+        if n == 0:
+            print("command:", " ".join(cmd[1:]), flush=True)
+        started = time.monotonic()
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        print(f"round {r}, invocation {i}: exit {proc.returncode}, {time.monotonic() - started:.0f} s", flush=True)
+        if out.is_file():
+            paths.append(out)
+        else:
+            print(proc.stderr[-2000:], file=sys.stderr)
+    return sorted(Path(a.out_dir).glob("inv-*/shard-*.json"))
+
+
 def label(key: tuple) -> str:
     backend, device, dtype, workload, size, mode, threads, k = key[:8]     # then fp32 precision, intra-op, ...
     from compare.cells import axis_label
@@ -99,8 +134,13 @@ def first_rounds(run: dict, rounds: int | None) -> dict:
 
 
 def load_runs(paths: list[Path]) -> list[dict]:
-    """The runs in these files, the shards of one sweep merged into one run (one invocation)."""
-    return shards.merge([R.load(p) for p in paths])
+    """The runs in these files, the shards of one sweep merged into one run (one invocation). Files in a
+    folder `inv-I/` are invocation I's shards (--interleave): every invocation of a set runs the same plan at
+    one revision, so their shards share a sweep id and are merged folder by folder."""
+    groups: dict[Path | None, list[Path]] = {}
+    for path in paths:
+        groups.setdefault(path.parent if path.parent.name.startswith("inv-") else None, []).append(path)
+    return [run for group in groups.values() for run in shards.merge([R.load(p) for p in group])]
 
 
 def analyse(paths: list[Path], rounds: int | None = None) -> dict:
@@ -407,6 +447,9 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5, help="processes per cell (5: a 93.8%% interval)")
     p.add_argument("--trials", type=int, default=5)
     p.add_argument("--duration", type=float, default=0.1)
+    p.add_argument("--interleave", nargs="?", const="all", help="cut each invocation into its --repeats rounds "
+                   "and run them round by round across the invocations (a sweep's timing), invocation I's shards "
+                   "in OUT/inv-I/; a value such as 1-3 runs only those rounds (the rest in another call)")
     p.add_argument("--rounds", type=int, help="with --analyse: only each run's first ROUNDS processes per cell "
                    "(what fewer processes would have printed, e.g. 5 of a run of 7)")
     p.add_argument("--simulate", help="with --analyse: processes per cell to simulate, e.g. 5,7,9")
@@ -426,7 +469,7 @@ def main() -> None:
             p.error("--simulate resamples existing runs: give them with --analyse")
         simulate(a.analyse, [int(n) for n in a.simulate.split(",")])
         return
-    paths = a.analyse or run_invocations(a)
+    paths = a.analyse or (run_interleaved(a) if a.interleave else run_invocations(a))
     if len(load_runs(paths)) < 2:
         print("need at least two runs")
         return

@@ -95,3 +95,29 @@ def test_the_shards_of_one_sweep_are_one_invocation(repro, tmp_path):
             paths.append(R.save(p, tmp_path / f"{name}-{p['sweep']['shard']}.json"))
     res = repro.analyse(paths)
     assert res["runs"] == 2 and res["cells"] == 12
+
+
+def test_interleaved_invocations_share_a_sweep_id_and_are_told_apart_by_their_folders(repro, tmp_path):
+    """--interleave: every invocation runs the same plan at one revision (one sweep id); inv-I/ holds I's shards."""
+    from test_shards import shard_runs
+    paths = []
+    for i, shift in enumerate((0.0, 50.0, 20.0)):
+        _, parts = shard_runs(5, 5, ops=lambda c, s=shift: 100.0 + s + 10 * c.repeat + c.threads)
+        folder = tmp_path / f"inv-{i}"
+        folder.mkdir()
+        paths += [R.save(p, folder / f"shard-{p['sweep']['shard']}.json") for p in parts]
+    runs = repro.load_runs(paths)
+    assert len(runs) == 3 and all(not r.get("missing_shards") for r in runs)
+    assert len({min(r["ops_per_s"] for r in run["rows"] if r["ops_per_s"]) for run in runs}) == 3, "each its own"
+    assert repro.analyse(paths)["runs"] == 3
+    flat = [R.save(R.load(tmp_path / f"inv-{i}" / "shard-1.json"), tmp_path / f"shard-1-{i}.json") for i in (0, 1)]
+    with pytest.raises(R.ResultsError, match="same shard"):   # outside inv-I/ folders they are one sweep's
+        repro.load_runs(flat)
+
+
+def test_interleaving_runs_round_by_round_and_moves_the_first_invocation_on(repro):
+    order = repro.interleaved_order([1, 2, 3], 3)
+    assert order == [(1, 1), (1, 2), (1, 0), (2, 2), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2)]
+    assert [r for r, _ in order] == sorted(r for r, _ in order), "a round ends before the next begins"
+    assert all(sorted(i for r, i in order if r == k) == [0, 1, 2] for k in (1, 2, 3))
+    assert repro.interleaved_order([4, 5], 2, start=6) == [(4, 6), (4, 7), (5, 7), (5, 6)]
