@@ -112,6 +112,20 @@ class Backend(ABC):
     #: own work. False where synchronize() does the work (MLX evaluates its lazy graph there: encoding and
     #: launching kernels) or where it is not known
     sync_waits: ClassVar[bool] = False
+    #: devices on which the framework's calls are synchronous (the call returns once its outputs exist, and
+    #: synchronize() does nothing there): the timed loop calls neither synchronize() nor a clock between the
+    #: two, and counts the whole op as the call (compare.measure.schedule.timed_loop). Empty where not known;
+    #: read through is_synchronous(), which a subclass that overrides synchronize() must declare again for
+    synchronous_on: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def is_synchronous(cls, device: str) -> bool:
+        """Whether `device` is in synchronous_on, as declared beside the synchronize() this class runs: a
+        subclass that overrides synchronize() (it waits for something after all) without declaring
+        synchronous_on again is not taken at its parent's word."""
+        declared = next(c for c in cls.__mro__ if "synchronous_on" in c.__dict__)
+        defines = next(c for c in cls.__mro__ if "synchronize" in c.__dict__)
+        return device in cls.synchronous_on and issubclass(declared, defines)
 
     # -- availability ------------------------------------------------------------------------------
     @abstractmethod

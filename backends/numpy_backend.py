@@ -9,6 +9,7 @@ from .base import Backend, Unsupported, check_dtype, cpu_model
 class NumpyBackend(Backend):
     name = "numpy"
     devices = ("cpu",)
+    synchronous_on = ("cpu",)   # numpy is eager
     dtypes = ("float64",)
 
     def __init__(self):

@@ -71,6 +71,7 @@ class TorchBackend(Backend):
     # cudaStreamSynchronize / torch.mps.synchronize: a wait; on the H100 a thread in it ran on its CPU clock for
     # 7.76 of the 7.76 ms it waited for an 8 ms kernel (tests/split_plugin's split-cudadevice, ×1)
     sync_waits = True
+    synchronous_on = ("cpu",)   # eager CPU ops: the result exists when the call returns
 
     def __init__(self):
         self._precision = "highest"

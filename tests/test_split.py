@@ -71,6 +71,50 @@ def test_the_loop_splits_every_op_and_samples_every_strides_op():
     assert len(lap.samples) == len(lap.ends) == 10, "a stride of 1 samples every op"
 
 
+def test_on_a_synchronous_device_the_call_is_the_whole_op_and_nothing_is_read_between():
+    """Backend.synchronous_on: no synchronise to call, no clock read after the call; the call's end is the op's
+    end (every op's call time is its whole time, its synchronise 0) and a sampled op's synchronise CPU is 0."""
+    clock, cpu, reads = SimClock(), FakeCpu(), []
+
+    def now():
+        reads.append(clock.t)
+        return clock.now()
+
+    def call(x):
+        clock.t += 3.0
+        cpu.t += 2.0
+        return x
+
+    lap = split.Lap()
+    first, last = schedule.timed_loop(call, None, "x", deadline=30.0, lap=lap, clock=now, cpu=cpu, every=4)
+    assert (first, last) == ("x", "x") and len(lap.ends) == len(lap.starts) == 10   # ops start at 0, 3, ..., 27 s
+    assert [m - s for s, m in zip(lap.starts, lap.mids)] == [3.0] * 10
+    assert [e - m for m, e in zip(lap.mids, lap.ends)] == [0.0] * 10
+    assert len(reads) == 2 * 10 + 2 + 1, "per op its start and its end; a sampled op one read more; the deadline's"
+    assert lap.samples == [(2.0, 0.0, None)] * 2
+    (rec,) = [split.pool([lap])]
+    assert rec["sync_ms"] == 0.0 and rec["call_ms"] == pytest.approx(3e3), rec
+
+
+def test_a_device_is_synchronous_only_where_the_synchronize_that_runs_declared_it():
+    from backends.mlx_backend import MlxBackend
+    from backends.numpy_backend import NumpyBackend
+    from backends.torch_backend import TorchBackend
+
+    class Waits(NumpyBackend):        # overrides synchronize: its parent's word no longer holds
+        def synchronize(self, out, device):
+            time.sleep(0)
+
+    class WaitsNot(Waits):            # says it again beside its own synchronize
+        synchronous_on = ("cpu",)
+
+    assert TorchBackend.is_synchronous("cpu") and not TorchBackend.is_synchronous("cuda")
+    assert NumpyBackend.is_synchronous("cpu") and not MlxBackend.is_synchronous("cpu")   # MLX evaluates there
+    assert not Waits.is_synchronous("cpu") and WaitsNot.is_synchronous("cpu")
+    module = plugin_module()   # the stand-in device waits in its synchronize; the sleeper sleeps in its forward
+    assert not module.DeviceBackend.is_synchronous("cpu") and module.SleepBackend.is_synchronous("cpu")
+
+
 def test_the_loop_marks_the_call_on_sampled_ops_with_the_device_timer():
     calls = []
 
@@ -259,6 +303,16 @@ def measure(backend, threads: int, tmp: Path, duration: float = 0.3) -> dict:
     R.add_result(run, CellResult(cell=cell, status="ok", trials=trials, cores=h.measured.cores, checked=h.checked))
     (rec,) = stats.summarize(run["rows"]).to_dicts()
     return rec
+
+
+def test_a_real_cell_on_a_synchronous_device_has_no_synchronise_in_its_split(tmp_path):
+    """numpy on the CPU (Backend.synchronous_on): the cell's harness has nothing to synchronise, so every request's
+    time is its call's; the stand-in device, which waits in its synchronize, keeps one, and its split shows it."""
+    from backends.numpy_backend import NumpyBackend
+    rec = measure(NumpyBackend(), 2, tmp_path, duration=0.1)
+    assert rec["sync_ms"] == 0.0 and rec["call_ms"] > 0, rec
+    device = measure(plugin_module().DeviceBackend(), 1, tmp_path, duration=0.1)
+    assert device["sync_ms"] > device["call_ms"], device
 
 
 def test_the_stand_in_device_is_busy_once_two_threads_keep_it_queued(tmp_path):

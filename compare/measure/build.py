@@ -232,7 +232,8 @@ def make_harness(backend, model, cell: Cell, spec, params, cache: Path, checks: 
         stream=lambda: backend.stream(cell.device),
         thread_setup=getattr(backend, "configure_thread", None),  # per-thread settings, where a backend has them
         concat=backend.concat, split=backend.split, rows=rows, checks=checks,
-        measured=measured if measured is not None else Measured(), clock=clock, call=call, sync=sync,
+        measured=measured if measured is not None else Measured(), clock=clock, call=call,
+        sync=None if backend.is_synchronous(cell.device) else sync,   # nothing to wait for there
         timer=backend.device_timer(cell.device) if hasattr(backend, "device_timer") else None,
     )
 

@@ -74,10 +74,6 @@ class Measured:
     #                                                  clocks.process_clock: what GpuSampler averages over
 
 
-def _nothing(y: Any) -> None:
-    """The synchronise of an op given whole (forward + synchronise already): nothing left to wait for."""
-
-
 @dataclass
 class Harness:
     """What a mode needs: the op, how to check an output, the per-thread inputs, and the clock it is timed on.
@@ -96,7 +92,8 @@ class Harness:
     measured: Measured = field(default_factory=Measured)
     clock: Callable[[], float] = process_clock   # what every op time is read on (tests pass a simulated one)
     call: Callable[[Any], Any] | None = None     # the framework call alone (forward until it returns)
-    sync: Callable[[Any], Any] | None = None     # synchronise on call's output; op(x) = sync(call(x)) + output
+    sync: Callable[[Any], Any] | None = None     # synchronise on call's output; op(x) = sync(call(x)) + output;
+    #                                              None: the call is the whole op (Backend.synchronous_on)
     timer: Any = None                            # the backend's DeviceTimer (backends.base), None: no device time
     cpu_clock: Callable[[], float] = thread_cpu  # the thread's CPU clock the split reads
 
@@ -104,7 +101,7 @@ class Harness:
         if self.checks is None:
             self.checks = Checks(self.tolerance)
         if self.call is None:
-            self.call, self.sync = self.op, _nothing
+            self.call = self.op   # given whole: nothing left to synchronise
 
     def record(self, err) -> None:
         self.checks.record(err)

@@ -13,8 +13,9 @@ counts once its synchronise has returned, and only ops that started before the d
 throughput is completed ops / (last completion - first start), all participants pooled. Participants are
 the threads of one process (Boundaries) or the processes of a cell (compare.measure.processes): the rules
 run on a state of named fields that lives in a plain object or in shared memory, so both obey one rule.
-The loop runs each op as its framework call, then synchronise, and records where the time went
-(compare.measure.split: what is read per op, per window and on sampled ops).
+The loop runs each op as its framework call, then synchronise (none where the framework is synchronous on
+the device: Backend.is_synchronous), and records where the time went (compare.measure.split: what is read
+per op, per window and on sampled ops).
 Not here: what the participants run, or how they wait for each other."""
 from __future__ import annotations
 
@@ -73,12 +74,16 @@ def check_speed(h: Harness, index: int, cap: float) -> float:
     return op_s
 
 
-def timed_loop(call: Callable, sync: Callable, x: Any, deadline: float, lap: Lap, clock: Callable[[], float],
+def timed_loop(call: Callable, sync: Callable | None, x: Any, deadline: float, lap: Lap, clock: Callable[[], float],
                cpu: Callable[[], float], every: int, timer: Any = None) -> tuple:
     """Ops until the deadline: an op counts if it started before it. Each op is call(x), then sync on its
     output; its start, the end of its call and its end go to `lap`. Every `every`-th op (the first of them
     halfway into the first stride) is sampled as well: the thread's CPU time in the call and in sync, and the
-    device timer's mark around the call (compare.measure.split). Returns (first, last) output."""
+    device timer's mark around the call (compare.measure.split). sync None: the call is the whole op (its
+    framework is synchronous on this device, Backend.synchronous_on), so nothing is called or read between the
+    two and the call's end is the op's end. Returns (first, last) output."""
+    if sync is None:
+        lap.mids = lap.ends   # one list: each op's call ends where it ends
     started, called, ended, sampled = lap.starts.append, lap.mids.append, lap.ends.append, lap.samples.append
     first = last = None
     countdown = every // 2  # locals, one branch: the loop's own cost stays far below any op's
@@ -89,8 +94,10 @@ def timed_loop(call: Callable, sync: Callable, x: Any, deadline: float, lap: Lap
         if countdown:
             countdown -= 1
             last = call(x)
-            t1 = clock()
-            sync(last)
+            if sync is not None:
+                t1 = clock()
+                sync(last)
+                called(t1)
         else:
             countdown = every - 1
             c0 = cpu()
@@ -100,10 +107,13 @@ def timed_loop(call: Callable, sync: Callable, x: Any, deadline: float, lap: Lap
             c1 = cpu()
             if mark is not None:
                 timer.stop(mark)
-            sync(last)
-            sampled((c1 - c0, cpu() - c1, mark))
+            if sync is None:
+                sampled((c1 - c0, 0.0, mark))
+            else:
+                sync(last)
+                sampled((c1 - c0, cpu() - c1, mark))
+                called(t1)
         ended(clock())
-        called(t1)
         started(t0)
         if first is None:
             first = last

@@ -161,6 +161,7 @@ class OrtSession:
 class OrtBackend(Backend):
     name = "ort"
     devices = ("cuda", "cpu")
+    synchronous_on = ("cuda", "cpu")   # run() returns once its outputs exist (synchronize below)
     dtypes = ("float32", "float16", "bfloat16")
     fp32_precisions = ("highest", "high")  # cuda: the CUDA EP's use_tf32 off / on; cpu: always true fp32
     options = {
