@@ -2,15 +2,19 @@
 
     python benchmarks/split_cost_parts.py --threads 4 --rounds 21
 
-A torch CPU `mlp` threads xN cell (one intra-op thread), as harness.py goal e runs it, in four variants
+A torch CPU `mlp` threads xN cell (one intra-op thread), as harness.py goal e runs it, in five variants
 interleaved round by round, each paired against the first:
-  before      the timed loop as it was before the split (harness.unsplit_loop), the op as one call, no gauges
-  split       the cell as it runs: the split loop, call and synchronise timed apart, sampled ops, gauges
+  before      the timed loop as it was before the split (harness.unsplit_loop), the op as one call (forward and
+              synchronise, which does nothing on the CPU), no gauges
+  call-alone  the loop before the split on the framework call alone: what the split loop runs on a device where
+              the framework is synchronous (Backend.synchronous_on), without the split
+  split       the cell as it runs: the split loop (on the CPU the call alone), sampled ops, gauges
   split-loop  the split loop with the op as one call and no gauges, its sampled ops (CPU-clock reads) kept
   unsampled   as split-loop with no op sampled: the loop's own bookkeeping alone
 Prints each variant's median rate and its paired ratio to `before` with the median's interval, and the same for
 the process's CPU time per request over each window (which the guest's speed swings move far less than the
-rate). A report, not a test: it always exits 0.
+rate); then `split` paired to `call-alone`: the split's own cost on the loop it now replaces. A report, not a
+test: it always exits 0.
 """
 from __future__ import annotations
 
@@ -64,8 +68,11 @@ def main() -> int:
     h, _ = HB.prepare(backends.load("torch"), cell, Path(tempfile.mkdtemp()))
     whole = Harness(op=h.op, check=h.check, inputs=h.inputs, tolerance=h.tolerance, thread_setup=h.thread_setup,
                     checks=h.checks, measured=h.measured, clock=h.clock)   # call = the whole op, as before
+    alone = Harness(op=h.call, check=h.check, inputs=h.inputs, tolerance=h.tolerance, thread_setup=h.thread_setup,
+                    checks=h.checks, measured=h.measured, clock=h.clock)   # the forward alone
     none = lambda reader: None  # noqa: E731
     variants = {"before": lambda: rate("before", HB.unsplit_loop, none, whole, cell),
+                "call-alone": lambda: rate("call-alone", HB.unsplit_loop, none, alone, cell),
                 "split": lambda: rate("split", SPLIT_LOOP, GAUGES, h, cell),
                 "split-loop": lambda: rate("split-loop", SPLIT_LOOP, none, whole, cell),
                 "unsampled": lambda: rate("unsampled", unsampled_loop, none, whole, cell)}
@@ -83,6 +90,13 @@ def main() -> int:
               f"{statistics.median(ratios):.3f} [{low:.3f}, {high:.3f}] ({level:.1%}); CPU per request "
               f"{statistics.median(CPU[name]):.1f} us, paired (before / this) {statistics.median(cpu):.3f} "
               f"[{c_low:.3f}, {c_high:.3f}]")
+    split_alone = [x / y for x, y in zip(r["split"], r["call-alone"])]
+    low, high, level = median_ci(split_alone)
+    cpu = [b / x for x, b in zip(CPU["split"], CPU["call-alone"])]
+    c_low, c_high, _ = median_ci(cpu)
+    print(f"  the split's own cost, split paired to call-alone: {statistics.median(split_alone):.3f} [{low:.3f}, "
+          f"{high:.3f}] ({level:.1%}); CPU per request (call-alone / split) {statistics.median(cpu):.3f} "
+          f"[{c_low:.3f}, {c_high:.3f}]")
     print(f"  load average {os.getloadavg()[0]:.2f} at end")
     return 0
 
