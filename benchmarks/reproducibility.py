@@ -470,6 +470,10 @@ def main() -> None:
         simulate(a.analyse, [int(n) for n in a.simulate.split(",")])
         return
     paths = a.analyse or (run_interleaved(a) if a.interleave else run_invocations(a))
+    if not a.analyse and a.interleave not in (None, "all"):
+        print(f"rounds {a.interleave} of {a.repeats} run; once every round has, report with --analyse "
+              f"{a.out_dir}/inv-*/shard-*.json")
+        return
     if len(load_runs(paths)) < 2:
         print("need at least two runs")
         return
