@@ -114,8 +114,8 @@ class Backend(ABC):
     sync_waits: ClassVar[bool] = False
     #: devices on which the framework's calls are synchronous (the call returns once its outputs exist, and
     #: synchronize() does nothing there): the timed loop calls neither synchronize() nor a clock between the
-    #: two, and counts the whole op as the call (compare.measure.schedule.timed_loop). Empty where not known;
-    #: read through is_synchronous(), which a subclass that overrides synchronize() must declare again for
+    #: two, and counts the whole op as the call (compare.measure.schedule.timed_loop). Empty where not known.
+    #: Read through is_synchronous(): a subclass that overrides synchronize() must declare it again
     synchronous_on: ClassVar[tuple[str, ...]] = ()
 
     @classmethod

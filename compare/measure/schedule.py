@@ -103,7 +103,7 @@ def timed_loop(call: Callable, sync: Callable | None, x: Any, deadline: float, l
             c0 = cpu()
             mark = timer.start() if timer is not None else None
             last = call(x)
-            t1 = clock()
+            t1 = clock() if sync is not None else None
             c1 = cpu()
             if mark is not None:
                 timer.stop(mark)
