@@ -8,6 +8,9 @@ compare`, so nothing is shared but the machine), or reads such runs with --analy
 2. width: per cell, the median interval width over the invocations divided by the spread (max - min) of
    the N invocation medians; the median of that ratio over cells (goal: <= 3, so coverage is not bought
    with width);
+   With --interleave's sets (files in inv-I/ folders) it also prints the width over the spread of the round
+   medians: interleaved invocations share their rounds, so what moves between rounds widens every interval
+   without parting their medians, and the yardstick of 2 cannot see it;
 3. warm-up: over every process of every run, how often trial 0 is the strictly slowest trial, next to the
    chance rate 1/trials (goal: <= 25% with 5 trials).
 
@@ -24,6 +27,7 @@ tool rather than about the load (name the load when you quote it).
         results/supplementary/h100-d9e6e69/h100-closed-*.json    # a sweep's shards are one invocation
     python benchmarks/reproducibility.py --default-compare --out-dir results/repro/cpu-default   # README's compare
     python benchmarks/reproducibility.py --interleave --device gpu ... --out-dir results/repro/x   # a sweep's timing
+        # (30 files: a device call returns 8, so pack them, e.g. --out-dir /tmp/x && tar czf $OUT/x.tgz -C /tmp x)
     python benchmarks/reproducibility.py --analyse results/repro/x/inv-*/shard-*.json
     python benchmarks/reproducibility.py --analyse results/repro/cpu-default-7/inv-*.json --rounds 5
     python benchmarks/reproducibility.py --simulate 5,9 --analyse results/repro/h100-5/inv-*.json
@@ -181,8 +185,32 @@ def analyse(paths: list[Path], rounds: int | None = None) -> dict:
             processes += 1
             slowest += all(first < v for t, v in trials if t != 0)
     return {"runs": len(runs), "cells": len(keys), "cases": cases, "covered": covered, "ratios": ratios,
-            "pairs": pairs, "crossed": crossed,
+            "pairs": pairs, "crossed": crossed, "round_ratios": round_ratios(runs, per_run, keys, paths),
             "lines": lines, "processes": processes, "trial0_slowest": slowest, "trials": sorted(trials_seen)}
+
+
+def round_ratios(runs: list[dict], per_run: list[dict], keys: list[tuple], paths: list[Path]) -> list[float]:
+    """--interleave sets only (every file in an inv-I/ folder), one per cell: the median interval width over the
+    spread of the round medians, a round's median being that of every invocation's process of that round (the
+    processes that ran within a few minutes of each other). Interleaved invocations each draw one process from
+    every round, so what moves between rounds widens every interval and hardly moves their medians: the
+    width / spread of the medians then grows with it, and this ratio says whether the width is that movement
+    (the nearer 1, the more so) or the processes' own scatter. Empty for sets of whole runs."""
+    if not paths or not all(p.parent.name.startswith("inv-") for p in paths):
+        return []
+    out = []
+    for key in keys:
+        by_round: dict[int, list[float]] = {}
+        for run in runs:
+            rows = [r for r in run["rows"] if r["status"] == "ok" and R.row_key(r) == key]
+            for rnd, median in stats.process_medians(rows).items():
+                by_round.setdefault(rnd, []).append(median)
+        medians = [statistics.median(v) for v in by_round.values()]
+        if len(medians) < 2 or max(medians) == min(medians):
+            continue
+        width = statistics.median(cells[key]["ci_high"] - cells[key]["ci_low"] for cells in per_run)
+        out.append(width / (max(medians) - min(medians)))
+    return out
 
 
 def report(res: dict, paths: list[Path]) -> None:
@@ -210,6 +238,12 @@ def report(res: dict, paths: list[Path]) -> None:
               f"{res['pairs']} = {100 * res['crossed'] / res['pairs']:.1f}% of the pairs (stricter than coverage)")
     print(f"width: median CI width / spread of the {res['runs']} medians = {width:.2f} (goal <= {WIDTH_GOAL:g}) "
           f"{'PASS' if width <= WIDTH_GOAL else 'FAIL'}")
+    if res.get("round_ratios"):
+        ratio = statistics.median(res["round_ratios"])
+        print(f"rounds (--interleave): median CI width / spread of the round medians = {ratio:.2f} "
+              f"(no goal: the nearer 1, the more of an interval's "
+              f"width is what moved between rounds, which every invocation shares, so that the width's yardstick "
+              f"above, made for independent re-runs, hardly sees it)")
     print(f"warm-up: trial 0 strictly slowest in {res['trial0_slowest']}/{res['processes']} processes = "
           f"{100 * t0:.1f}% (chance {chance}; goal <= {100 * TRIAL0_GOAL:.0f}%) "
           f"{'PASS' if t0 <= TRIAL0_GOAL else 'FAIL'}")

@@ -109,7 +109,14 @@ def test_interleaved_invocations_share_a_sweep_id_and_are_told_apart_by_their_fo
     runs = repro.load_runs(paths)
     assert len(runs) == 3 and all(not r.get("missing_shards") for r in runs)
     assert len({min(r["ops_per_s"] for r in run["rows"] if r["ops_per_s"]) for run in runs}) == 3, "each its own"
-    assert repro.analyse(paths)["runs"] == 3
+    res = repro.analyse(paths)
+    assert res["runs"] == 3
+    # every process of round r sits 10 r above its invocation's first: a round's median (over the three
+    # invocations, shifted 0, 50, 20) moves 40 from the first round to the last, each interval [min, max] of its
+    # five processes is 40 wide, and the invocations' medians spread 50 (their shifts)
+    assert res["round_ratios"] == [pytest.approx(1.0)] * res["cells"]
+    assert res["ratios"] == [pytest.approx(40 / 50)] * res["cells"]
+    assert repro.analyse(invocations(tmp_path / "whole", [0, 2, -2]))["round_ratios"] == [], "whole runs: no rounds"
     flat = [R.save(R.load(tmp_path / f"inv-{i}" / "shard-1.json"), tmp_path / f"shard-1-{i}.json") for i in (0, 1)]
     with pytest.raises(R.ResultsError, match="same shard"):   # outside inv-I/ folders they are one sweep's
         repro.load_runs(flat)
