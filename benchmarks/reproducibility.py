@@ -10,7 +10,7 @@ compare`, so nothing is shared but the machine), or reads such runs with --analy
    with width);
    With --interleave's sets (files in inv-I/ folders) it also prints the width over the spread of the round
    medians: interleaved invocations share their rounds, so what moves between rounds widens every interval
-   without parting their medians, and the yardstick of 2 cannot see it;
+   without parting their medians, and 2's yardstick cannot see it;
 3. warm-up: over every process of every run, how often trial 0 is the strictly slowest trial, next to the
    chance rate 1/trials (goal: <= 25% with 5 trials).
 
@@ -240,10 +240,9 @@ def report(res: dict, paths: list[Path]) -> None:
           f"{'PASS' if width <= WIDTH_GOAL else 'FAIL'}")
     if res.get("round_ratios"):
         ratio = statistics.median(res["round_ratios"])
-        print(f"rounds (--interleave): median CI width / spread of the round medians = {ratio:.2f} "
-              f"(no goal: the nearer 1, the more of an interval's "
-              f"width is what moved between rounds, which every invocation shares, so that the width's yardstick "
-              f"above, made for independent re-runs, hardly sees it)")
+        print(f"rounds (--interleave): median CI width / spread of the round medians = {ratio:.2f} (no goal: the "
+              "nearer 1, the more of an interval's width is what moved between rounds, which every invocation "
+              "shares, so that the width's yardstick above, made for independent re-runs, hardly sees it)")
     print(f"warm-up: trial 0 strictly slowest in {res['trial0_slowest']}/{res['processes']} processes = "
           f"{100 * t0:.1f}% (chance {chance}; goal <= {100 * TRIAL0_GOAL:.0f}%) "
           f"{'PASS' if t0 <= TRIAL0_GOAL else 'FAIL'}")
